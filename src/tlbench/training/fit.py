@@ -1,0 +1,145 @@
+"""The fit phase: a lean Lightning Trainer (no checkpoints, sanity validation or logger) under the meter."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from tlbench.cost.meter import FitMeter
+from tlbench.errors import TrialFailed, TrialPruned
+from tlbench.models.module import EpochRecord, FitProgress, TransferModule
+from tlbench.training.prepare import PreparedTrial
+
+log = logging.getLogger(__name__)
+
+_QUIETED = False
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up banners and small-dataset hints are noise for a benchmark; keep its warnings."""
+    global _QUIETED
+    if _QUIETED:
+        return
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    _QUIETED = True
+
+
+@dataclass
+class FitOutcome:
+    """How the fit ended. ``status``: completed | pruned | failed: <reason>."""
+
+    status: str
+    progress: FitProgress
+    seconds: float
+    peak_mb: float
+    memory_kind: str
+    error: BaseException | None = None  # an unexpected exception, re-raised after it is recorded
+    interrupted: bool = False  # Ctrl-C: recorded, then re-raised as KeyboardInterrupt
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
+
+
+def build_module(
+    prepared: PreparedTrial, on_epoch_end: Callable[[EpochRecord], None] | None
+) -> TransferModule:
+    cfg, model = prepared.cfg, prepared.model
+    train_loader = prepared.loader(prepared.splits.train, train=True)
+    return TransferModule(
+        model.network,
+        backbone=model.network.backbone,
+        head=model.network.head,
+        groups=model.groups,
+        phases=model.phases,
+        optimizer_cfg=cfg.optimizer,
+        schedule_cfg=cfg.schedule,
+        steps_per_epoch=len(train_loader),
+        check_every_step=not prepared.device.is_gpu,
+        on_epoch_end=on_epoch_end,
+    )
+
+
+def build_trainer(prepared: PreparedTrial, callbacks: Sequence[Callback]) -> L.Trainer:
+    cfg, device = prepared.cfg, prepared.device
+    kwargs: dict[str, Any] = {}
+    if cfg.trainer.max_fit_seconds:
+        kwargs["max_time"] = timedelta(seconds=cfg.trainer.max_fit_seconds)
+    return L.Trainer(
+        accelerator=device.accelerator,
+        devices=[device.index] if device.index is not None else 1,
+        precision=prepared.precision,  # type: ignore[arg-type]
+        max_epochs=sum(p.epochs for p in prepared.model.phases),
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=cfg.trainer.progress_bar,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=cfg.trainer.val_every_n_epochs,
+        # "warn" on GPUs: some CUDA kernels have no deterministic variant and must not abort a trial.
+        deterministic=(not device.is_gpu or "warn") if cfg.trainer.deterministic else False,
+        log_every_n_steps=10_000,
+        callbacks=list(callbacks),
+        **kwargs,
+    )
+
+
+def fit(
+    prepared: PreparedTrial,
+    *,
+    callbacks: Sequence[Callback] = (),
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+) -> FitOutcome:
+    """Train; never raises for pruning, divergence or OOM — those end in ``status``."""
+    quiet_lightning()
+    module = build_module(prepared, on_epoch_end)
+    trainer = build_trainer(prepared, callbacks)
+    meter = FitMeter(prepared.device)
+    status, error, interrupted = "completed", None, False
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with meter:
+            trainer.fit(
+                module,
+                train_dataloaders=prepared.loader(prepared.splits.train, train=True),
+                val_dataloaders=prepared.loader(prepared.splits.val, train=False),
+            )
+    except TrialPruned:
+        status = "pruned"
+    except TrialFailed as exc:
+        status = f"failed: {exc.reason}"
+    except (KeyboardInterrupt, SystemExit):
+        # Lightning turns Ctrl-C into sys.exit(1) after ignoring SIGINT: restore, record, re-raise.
+        status, interrupted = "failed: interrupted", True
+    except Exception as exc:
+        if _is_oom(exc):
+            status = f"failed: out of memory ({str(exc).splitlines()[0][:160]})"
+        else:
+            status, error = (
+                f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                exc,
+            )
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    return FitOutcome(
+        status=status,
+        progress=module.progress,
+        seconds=meter.seconds,
+        peak_mb=meter.peak_mb,
+        memory_kind=meter.memory_kind,
+        error=error,
+        interrupted=interrupted,
+    )

@@ -1,0 +1,95 @@
+"""Everything a trial needs before the clock starts: seed, device, data on the device, model, loaders.
+
+All user errors (bad data, unknown backbone, out-of-range freeze depth) surface here, before an
+MLflow run is created, so a mistyped command leaves no half-filled run behind.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlbench.config.schema import RunConfig
+from tlbench.cost.device import DeviceInfo, resolve_device, resolve_precision
+from tlbench.data import BatchTransform, DataSplits, InMemoryLoader, TensorSplit, load_splits
+from tlbench.models.network import BuiltModel, build_model
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class PreparedTrial:
+    cfg: RunConfig
+    device: DeviceInfo
+    precision: str
+    splits: DataSplits  # tensors already on the training device
+    model: BuiltModel
+    channels_last: bool
+
+    def transform(self, *, train: bool) -> Transform:
+        """Per-batch work on the device: augment (training, if enabled), normalize, memory format."""
+        generator = None
+        if train and self.cfg.data.augment:
+            generator = torch.Generator(device=self.device.torch_device).manual_seed(self.cfg.seed)
+        base = BatchTransform(mean=self.model.mean, std=self.model.std, generator=generator)
+        if not self.channels_last:
+            return base
+        return lambda batch: base(batch).contiguous(memory_format=torch.channels_last)
+
+    def loader(self, split: TensorSplit, *, train: bool) -> InMemoryLoader:
+        trainer = self.cfg.trainer
+        return InMemoryLoader(
+            split.images,
+            split.labels,
+            batch_size=trainer.batch_size if train else trainer.eval_batch_size,
+            shuffle=train,
+            seed=self.cfg.seed,
+            transform=self.transform(train=train),
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed once, before anything is built (Python, NumPy, torch on every device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _is_cnn(network: nn.Module) -> bool:
+    conv = sum(p.numel() for m in network.modules() if isinstance(m, nn.Conv2d) for p in m.parameters())
+    total = sum(p.numel() for p in network.parameters())
+    return total > 0 and conv / total > 0.5
+
+
+def _to_device(split: TensorSplit, device: torch.device) -> TensorSplit:
+    return TensorSplit(images=split.images.to(device), labels=split.labels.to(device))
+
+
+def prepare(cfg: RunConfig) -> PreparedTrial:
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    device = resolve_device(cfg.trainer.device)
+    precision = resolve_precision(cfg.trainer.precision, device)
+    seed_everything(cfg.seed)
+    splits = load_splits(cfg.data, seed=cfg.seed)
+    seed_everything(cfg.seed)  # model init must not depend on how much randomness the data used
+    model = build_model(cfg, class_names=splits.class_names)
+    target = device.torch_device
+    splits = replace(
+        splits,
+        train=_to_device(splits.train, target),
+        val=_to_device(splits.val, target),
+        test=_to_device(splits.test, target),
+    )
+    channels_last = device.is_gpu and cfg.trainer.channels_last and _is_cnn(model.network)
+    model.network.to(target)
+    if channels_last:
+        model.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return PreparedTrial(
+        cfg=cfg, device=device, precision=precision, splits=splits, model=model, channels_last=channels_last
+    )

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tlbench.config import load_config
+from tlbench.config.compose import config_dir
+from tlbench.config.schema import DatasetName, RunConfig, StrategyName, WeightsSource
+from tlbench.errors import ConfigError
+
+CONF = config_dir()
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+# Overrides that make an option composable on its own (it needs a value the defaults do not give).
+_NEEDS = {
+    ("data", "imagefolder"): ["data.root=/tmp/somewhere"],
+    ("strategy", "as_is"): ["strategy.class_map={a: [ant]}"],
+}
+
+
+@pytest.mark.parametrize(
+    ("group", "option"),
+    [
+        (g, o)
+        for g in ("backbone", "data", "strategy", "optimizer", "schedule", "trainer", "tracking")
+        for o in _options(g)
+    ],
+)
+def test_every_group_option_composes(group: str, option: str) -> None:
+    # each option of each group composes onto the typed schema
+    cfg = load_config([f"{group}={option}", *_NEEDS.get((group, option), [])])
+    assert isinstance(cfg, RunConfig)
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_every_experiment_composes(experiment: str) -> None:
+    # experiment presets override groups and values and still validate
+    cfg = load_config([f"experiment={experiment}"])
+    assert isinstance(cfg, RunConfig)
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    # the default trial: embedded lite0, digits, linear probe
+    cfg = load_config()
+    assert cfg.backbone.name == "tf_efficientnet_lite0"
+    assert cfg.backbone.weights == WeightsSource.embedded
+    assert cfg.data.name == DatasetName.digits
+    assert cfg.strategy.name == StrategyName.linear_probe
+
+
+def test_overrides_are_typed() -> None:
+    # overrides arrive converted to the schema's types
+    cfg = load_config(
+        ["data.n_per_class=10", "optimizer.lr=0.02", "strategy=partial", "strategy.freeze_depth=3"]
+    )
+    assert cfg.data.n_per_class == 10
+    assert cfg.optimizer.lr == pytest.approx(0.02)
+    assert cfg.strategy.freeze_depth == 3
+
+
+def test_mapping_override_replaces_instead_of_merging() -> None:
+    # strategy.class_map=... replaces the preset's mapping entirely
+    cfg = load_config(["experiment=hymenoptera_as_is", "strategy.class_map={ants: [ant]}"])
+    assert cfg.strategy.class_map == {"ants": ["ant"]}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["data.n_per_clas=3"], "did you mean 'data.n_per_class'"),  # typo gets a suggestion
+        (["strategy=foo"], "Available options in 'strategy'"),  # unknown option lists the valid ones
+        (["data.n_per_class=abc"], "could not be converted to Integer"),  # wrong type
+        (["strategy.name=bogus"], "expected one of"),  # bad enum value
+        (["data=imagefolder"], "data.root"),  # missing mandatory value says which key
+        (["strategy=as_is"], "class_map"),
+        (["data.n_per_class=0"], "data.n_per_class must be >= 1"),
+        (["strategy=partial", "strategy.freeze_depth=null"], "strategy.freeze_depth"),
+        (["optimizer.lr=-1"], "optimizer.lr"),
+        (["trainer.epochs=0"], "trainer.epochs"),
+        (["trainer.precision=fp8"], "trainer.precision"),
+        (["strategy.class_map=3"], "takes a mapping"),
+        (["schedule.milestones=[0.8,0.2]"], "schedule.milestones"),
+        (["backbone.weights=file"], "backbone.weights_path"),
+    ],
+)
+def test_bad_config_fails_at_composition_with_a_clear_message(overrides: list[str], fragment: str) -> None:
+    # every bad key or value is a ConfigError (a one-line user message), never a library traceback
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_config_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a TLBENCH_CONFIG_DIR without config.yaml is reported, not silently ignored
+    monkeypatch.setenv("TLBENCH_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"no config\.yaml"):
+        load_config()

@@ -1,0 +1,40 @@
+"""Shared fixtures: an isolated MLflow store per test (copied from one template, so it is fast)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()  # creates and migrates the schema once
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _mlflow_template: Path) -> Iterator[str]:
+    """A fresh sqlite tracking store in tmp_path; artifacts land under tmp_path too."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(_mlflow_template, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    yield uri
+
+
+@pytest.fixture
+def hymenoptera_root() -> Path:
+    root = SHARED_DATASETS / "hymenoptera"
+    if not root.is_dir():
+        pytest.skip(f"shared dataset not present at {root} (only in the development checkout)")
+    return root
