@@ -12,6 +12,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own directory: no mlflow.db, mlruns/ or .tlbench/ cache in the repo,
+    and no feature cache shared between tests."""
+    from tlbench.training import inputs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(inputs, "_CACHE", None)
+
+
 @pytest.fixture(scope="session")
 def _mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mlflow.tracking import MlflowClient

@@ -71,13 +71,14 @@ def test_as_is_costs_nothing_to_train(mlflow_uri: str) -> None:
 
 
 class _PoisonWeights(Callback):
-    """Turns the head's weights into NaN at the second step: the loss diverges."""
+    """Turns the trainable weights into NaN at the second step: the loss diverges."""
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if trainer.global_step == 1:
             with torch.no_grad():
-                for p in pl_module.network.head.parameters():
-                    p.fill_(math.nan)
+                for p in pl_module.parameters():
+                    if p.requires_grad:
+                        p.fill_(math.nan)
 
 
 def test_diverging_trial_is_recorded_as_failed_with_its_cost(mlflow_uri: str) -> None:

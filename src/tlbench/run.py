@@ -16,18 +16,14 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from tlbench.config.schema import RunConfig, as_plain_dict
-from tlbench.cost.accounting import trial_cost
+from tlbench.cost.accounting import TrialCost, trial_cost
 from tlbench.models.freeze import count_parameters
-from tlbench.models.module import EpochRecord
+from tlbench.models.module import EpochRecord, FitProgress
 from tlbench.tracking import MlflowRun, check_reachable
-from tlbench.training.costing import (
-    eval_images,
-    forward_flops_per_sample,
-    phase_work,
-    train_step_flops_per_sample,
-)
+from tlbench.training.costing import FlopProfile, eval_images, flop_profile, phase_work
 from tlbench.training.evaluate import evaluate
 from tlbench.training.fit import FitOutcome, fit
+from tlbench.training.inputs import TrialInputs, image_inputs
 from tlbench.training.prepare import PreparedTrial, prepare
 from tlbench.training.record import mlflow_status, trial_params, trial_tags
 
@@ -73,11 +69,14 @@ def _fit_or_skip(prepared: PreparedTrial, callbacks: Sequence[Callback], run: Ml
                 run.log_metrics(record.metrics(), step=record.epoch)
 
         return fit(prepared, callbacks=callbacks, on_epoch_end=log_epoch)
-    from tlbench.models.module import FitProgress
-
     # as_is: nothing is trained; zero training cost by construction.
     return FitOutcome(
-        "completed", FitProgress(phase_samples=[]), seconds=0.0, peak_mb=0.0, memory_kind="none"
+        "completed",
+        FitProgress(phase_samples=[]),
+        seconds=0.0,
+        peak_mb=0.0,
+        memory_kind="none",
+        inputs=image_inputs(prepared, "not cacheable: no training"),
     )
 
 
@@ -86,15 +85,11 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = ()) -> TrialResult:
     if cfg.tracking.enabled:
         check_reachable(cfg.tracking.tracking_uri)  # fail before any data is loaded or trained on
     prepared = prepare(cfg)
-    log.info("%s", prepared.splits.description)
     params = trial_params(prepared)
-    train_flops = train_step_flops_per_sample(prepared)
-    forward_flops = forward_flops_per_sample(prepared)
     run = _start_run(cfg, prepared, params)
     try:
         outcome = _fit_or_skip(prepared, callbacks, run)
-        metrics = _metrics(prepared, outcome, train_flops, forward_flops)
-        tags = {"status": outcome.status, "memory_kind": outcome.memory_kind}
+        metrics, tags = _results(prepared, outcome)
         if run is not None:
             history = outcome.progress.history
             logged = history[-1].metrics() if history else {}  # already in the curve at this step
@@ -121,50 +116,75 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = ()) -> TrialResult:
     )
 
 
-def _metrics(
-    prepared: PreparedTrial, outcome: FitOutcome, train_flops: list[float], forward_flops: float
-) -> dict[str, float]:
-    splits, device = prepared.splits, prepared.device
+def _results(prepared: PreparedTrial, outcome: FitOutcome) -> tuple[dict[str, float], dict[str, str]]:
+    """Final metrics (evaluation on the trial's inputs, cost) and the tags that explain them."""
     trainable, total = count_parameters(prepared.model.network)
     history = outcome.progress.history
     metrics: dict[str, float] = {"params/trainable": float(trainable), "params/total": float(total)}
+    tags = {"status": outcome.status, "memory_kind": outcome.memory_kind}
     if history:
         metrics["train/loss"] = history[-1].train_loss
+    inputs = outcome.inputs
+    if inputs is None:  # failed before any input existed: only the time spent is known
+        metrics.update(_cost(prepared, outcome, None, None, eval_count=0).metrics())
+        return metrics, tags
+    tags["feature_cache"] = inputs.cache.status
+    tags["feature_cache_reason"] = inputs.cache.reason or prepared.cache_reason
     final_val_pass = False
     if outcome.status == "completed":
-        last = history[-1] if history else None
-        if last is not None and last.val_acc is not None and last.val_loss is not None:
-            metrics["val/acc"], metrics["val/loss"] = last.val_acc, last.val_loss
-        else:
-            final_val_pass = True
-            val = evaluate(
-                prepared.model.network,
-                prepared.loader(splits.val, train=False),
-                device_type=device.kind,
-                precision=prepared.precision,
-            )
-            metrics["val/acc"], metrics["val/loss"] = val.accuracy, val.loss
-        test = evaluate(
-            prepared.model.network,
-            prepared.loader(splits.test, train=False),
-            device_type=device.kind,
-            precision=prepared.precision,
-        )
-        metrics["test/acc"], metrics["test/loss"] = test.accuracy, test.loss
-    else:
-        seen = [r for r in history if r.val_acc is not None]
-        if seen:
-            metrics["val/acc"] = seen[-1].val_acc or 0.0  # the last validation before it stopped
-    n_test = len(splits.test) if outcome.status == "completed" else 0
-    cost = trial_cost(
+        final_val_pass = _evaluate(prepared, inputs, history, metrics)
+    elif any(r.val_acc is not None for r in history):
+        metrics["val/acc"] = [r.val_acc for r in history if r.val_acc is not None][-1] or 0.0
+    profile = flop_profile(prepared, inputs) if prepared.cfg.trainer.count_flops else None
+    if profile is not None:
+        tags["flops_check"] = profile.check
+    n_test = len(prepared.splits.test) if outcome.status == "completed" else 0
+    eval_count = eval_images(
+        history, n_val=len(prepared.splits.val), n_test=n_test, final_val_pass=final_val_pass
+    )
+    metrics.update(_cost(prepared, outcome, inputs, profile, eval_count=eval_count).metrics())
+    return metrics, tags
+
+
+def _evaluate(
+    prepared: PreparedTrial, inputs: TrialInputs, history: list[EpochRecord], metrics: dict[str, float]
+) -> bool:
+    """val (reusing the last epoch's validation when it ran) and test; True if val was re-run."""
+    cfg, device = prepared.cfg, prepared.device
+    last = history[-1] if history else None
+    rerun = last is None or last.val_acc is None or last.val_loss is None
+    if last is not None and not rerun:
+        metrics["val/acc"], metrics["val/loss"] = last.val_acc or 0.0, last.val_loss or 0.0
+    for split in ("val", "test") if rerun else ("test",):
+        loader = inputs.loader(split, batch_size=cfg.trainer.eval_batch_size, seed=cfg.seed)
+        result = evaluate(inputs.network, loader, device_type=device.kind, precision=prepared.precision)
+        metrics[f"{split}/acc"], metrics[f"{split}/loss"] = result.accuracy, result.loss
+    return rerun
+
+
+def _cost(
+    prepared: PreparedTrial,
+    outcome: FitOutcome,
+    inputs: TrialInputs | None,
+    profile: FlopProfile | None,
+    *,
+    eval_count: int,
+) -> TrialCost:
+    cache = inputs.cache if inputs is not None else None
+    steps = profile.step_per_sample if profile else tuple(0.0 for _ in prepared.model.phases)
+    computed = cache.computed_flops if cache else {}
+    reused = cache.reused_flops if cache else {}
+    return trial_cost(
         fit_seconds=outcome.seconds,
-        phases=phase_work(prepared, outcome.progress.phase_samples, train_flops),
-        extraction_flops=0.0,
-        eval_flops=forward_flops
-        * eval_images(history, n_val=len(splits.val), n_test=n_test, final_val_pass=final_val_pass),
+        phases=phase_work(prepared, outcome.progress.phase_samples, steps),
+        extraction_flops=computed.get("train", 0.0),
+        eval_flops=(profile.forward_per_sample * eval_count if profile else 0.0)
+        + computed.get("val", 0.0)
+        + computed.get("test", 0.0),
+        reused_extraction_flops=reused.get("train", 0.0),
+        reused_extraction_seconds=cache.reused_seconds if cache else 0.0,
+        flops_counted=profile is not None,
         peak_memory_mb=outcome.peak_mb,
         memory_kind=outcome.memory_kind,
-        device=device,
+        device=prepared.device,
     )
-    metrics.update(cost.metrics())
-    return metrics

@@ -232,7 +232,11 @@ class TrainerConfig:
     channels_last: bool = True  # only applied to CNNs on a GPU
     deterministic: bool = True
     num_threads: int | None = None  # CPU intra-op threads; None keeps torch's default
-    cache_features: bool = True  # frozen-prefix feature caching (linear probe / partial without augmentation)
+    cache_features: bool = True  # frozen-prefix caching (linear probe / partial without augmentation)
+    cache_max_mb: int = 2048  # in-memory feature cache per process
+    feature_cache_dir: str | None = ".tlbench/cache/features"  # shared by workers; null = memory only
+    feature_cache_disk_mb: int = 8192
+    count_flops: bool = True  # measure FLOPs (cost/train_flops, cost/eval_flops); off only for benchmarks
     val_every_n_epochs: int = 1
     progress_bar: bool = False
     max_fit_seconds: float | None = None  # stop training (status still completed) after this many seconds
@@ -255,6 +259,8 @@ class TrainerConfig:
         _require(
             self.num_threads is None or self.num_threads >= 1, "trainer.num_threads must be >= 1 or null"
         )
+        _require(self.cache_max_mb >= 0, f"trainer.cache_max_mb must be >= 0, got {self.cache_max_mb}")
+        _require(self.feature_cache_disk_mb >= 0, "trainer.feature_cache_disk_mb must be >= 0")
 
 
 @dataclass

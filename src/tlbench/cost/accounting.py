@@ -19,10 +19,21 @@ class PhaseWork:
 
 @dataclass(frozen=True)
 class TrialCost:
+    """What a trial spent, and what it would have spent alone.
+
+    ``train_flops``/``device_hours`` count the work this trial really did, so they add up over a
+    sweep. A trial that reused frozen-prefix features extracted by an earlier trial did not pay for
+    that extraction; ``standalone_*`` add it back: the cost of running this trial on its own.
+    """
+
     fit_seconds: float
     device_hours: float
-    train_flops: float  # training forward+backward actually performed (+ one-off feature extraction)
-    eval_flops: float  # validation and test forward passes
+    train_flops: (
+        float | None
+    )  # training forward+backward (+ this trial's feature extraction); None: not counted
+    eval_flops: float | None  # validation and test forward passes
+    standalone_device_hours: float
+    standalone_train_flops: float | None
     train_samples: int
     images_per_second: float  # training samples / fit seconds (validation time included in fit)
     peak_memory_mb: float
@@ -30,15 +41,21 @@ class TrialCost:
     device: DeviceInfo
 
     def metrics(self) -> dict[str, float]:
-        return {
+        out = {
             "cost/device_hours": self.device_hours,
             "cost/fit_seconds": self.fit_seconds,
-            "cost/train_flops": self.train_flops,
-            "cost/eval_flops": self.eval_flops,
+            "cost/standalone_device_hours": self.standalone_device_hours,
             "cost/train_samples": float(self.train_samples),
             "cost/images_per_second": self.images_per_second,
             "cost/peak_memory_mb": self.peak_memory_mb,
         }
+        flops = {
+            "cost/train_flops": self.train_flops,
+            "cost/eval_flops": self.eval_flops,
+            "cost/standalone_train_flops": self.standalone_train_flops,
+        }
+        out.update({k: v for k, v in flops.items() if v is not None})
+        return out
 
 
 def trial_cost(
@@ -47,6 +64,9 @@ def trial_cost(
     phases: Sequence[PhaseWork],
     extraction_flops: float,
     eval_flops: float,
+    reused_extraction_flops: float = 0.0,
+    reused_extraction_seconds: float = 0.0,
+    flops_counted: bool = True,
     peak_memory_mb: float,
     memory_kind: str,
     device: DeviceInfo,
@@ -56,8 +76,10 @@ def trial_cost(
     return TrialCost(
         fit_seconds=fit_seconds,
         device_hours=device_hours(fit_seconds, device.count),
-        train_flops=train_flops,
-        eval_flops=eval_flops,
+        train_flops=train_flops if flops_counted else None,
+        eval_flops=eval_flops if flops_counted else None,
+        standalone_device_hours=device_hours(fit_seconds + reused_extraction_seconds, device.count),
+        standalone_train_flops=train_flops + reused_extraction_flops if flops_counted else None,
         train_samples=samples,
         images_per_second=samples / fit_seconds if fit_seconds > 0 else 0.0,
         peak_memory_mb=peak_memory_mb,

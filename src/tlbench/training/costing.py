@@ -1,51 +1,104 @@
-"""Measured FLOPs of a trial's work: one training step per phase, one forward pass per evaluated image."""
+"""Measured FLOPs of a trial's work, checked against an independent analytic count.
+
+Per-sample counts depend only on the architecture, input shape and freeze state, so they are
+measured once per process for each such combination (a sweep's trials reuse them) and each
+measurement is compared with :func:`tlbench.cost.flops_analytic.analytic_train_step_flops`.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from tlbench.cost.accounting import PhaseWork
 from tlbench.cost.flops import measure_forward_flops, measure_train_step_flops
+from tlbench.cost.flops_analytic import analytic_train_step_flops
 from tlbench.models.freeze import keep_frozen_in_eval, set_frozen
 from tlbench.models.module import EpochRecord
+from tlbench.training.inputs import TrialInputs
 from tlbench.training.prepare import PreparedTrial
+
+log = logging.getLogger(__name__)
 
 _PROBE = 2  # samples per probe batch: BatchNorm in train mode needs more than one value per channel
 
 
-def _probe_batch(prepared: PreparedTrial) -> tuple[torch.Tensor, torch.Tensor]:
-    train = prepared.splits.train
-    n = min(_PROBE, len(train))
-    return prepared.transform(train=False)(train.images[:n]), train.labels[:n]
+@dataclass(frozen=True)
+class FlopProfile:
+    step_per_sample: tuple[float, ...]  # training forward+backward per sample, per phase
+    forward_per_sample: float  # evaluation forward per sample on the trial's inputs
+    check: str  # outcome of the analytic cross-check
 
 
-def train_step_flops_per_sample(prepared: PreparedTrial) -> list[float]:
-    """FLOPs of one training sample's forward+backward in each phase, frozen layers honoured.
+_MEMO: dict[tuple[object, ...], FlopProfile] = {}
+
+
+def _probe(inputs: TrialInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = inputs.data["train"]
+    n = min(_PROBE, int(y.shape[0]))
+    batch = x[:n]
+    return (inputs.eval_transform(batch) if inputs.eval_transform else batch), y[:n]
+
+
+def _key(prepared: PreparedTrial, inputs: TrialInputs, x: torch.Tensor) -> tuple[object, ...]:
+    cfg = prepared.cfg
+    return (
+        cfg.backbone.name,
+        repr(cfg.strategy.head),
+        prepared.splits.num_classes,
+        tuple(p.freeze_depth for p in prepared.model.phases),
+        type(inputs.network).__name__,
+        tuple(x.shape[1:]),
+        prepared.cache_reason,
+    )
+
+
+def _check(measured: int, network: nn.Module, shape: tuple[int, ...]) -> str:
+    try:
+        analytic = analytic_train_step_flops(network, shape).total
+    except Exception as exc:  # the analytic validator knows conv/linear/attention layers only
+        return f"not checked: {type(exc).__name__}"
+    if analytic == measured:
+        return "analytic match"
+    log.warning("FLOP count %d differs from the analytic count %d", measured, analytic)
+    return f"analytic mismatch: measured {measured}, analytic {analytic}"
+
+
+def flop_profile(prepared: PreparedTrial, inputs: TrialInputs) -> FlopProfile:
+    """Per-sample FLOPs of each phase's training step and of evaluation, frozen layers honoured.
 
     Measured on a copy of the network in exactly the freeze state and train/eval modes it trains
-    in; the network itself is left in the first phase's state.
+    in; the network itself is left as it was.
     """
-    model = prepared.model
-    network, backbone = model.network, model.network.backbone
-    x, y = _probe_batch(prepared)
-    out: list[float] = []
+    x, y = _probe(inputs)
+    key = _key(prepared, inputs, x)
+    if key in _MEMO:
+        return _MEMO[key]
+    model, network = prepared.model, inputs.network
+    backbone = model.network.backbone
+    frozen_state = {n: p.requires_grad for n, p in backbone.named_parameters()}
+    steps: list[float] = []
+    checks: list[str] = []
     was_training = network.training
     for phase in model.phases:
         set_frozen(backbone, model.groups, phase.freeze_depth)
         network.train()
         keep_frozen_in_eval(network)
-        out.append(measure_train_step_flops(network, x, y).total / x.shape[0])
-    if model.phases:
-        set_frozen(backbone, model.groups, model.phases[0].freeze_depth)
+        measured = measure_train_step_flops(network, x, y)
+        steps.append(measured.total / x.shape[0])
+        checks.append(_check(measured.total, network, tuple(x.shape)))
+    for name, param in backbone.named_parameters():
+        param.requires_grad_(frozen_state[name])
     network.train(was_training)
-    return out
-
-
-def forward_flops_per_sample(prepared: PreparedTrial) -> float:
-    x, _ = _probe_batch(prepared)
-    return measure_forward_flops(prepared.model.network, x) / x.shape[0]
+    forward = measure_forward_flops(network, x) / x.shape[0]
+    check = next((c for c in checks if c != "analytic match"), "analytic match" if checks else "no training")
+    profile = FlopProfile(step_per_sample=tuple(steps), forward_per_sample=forward, check=check)
+    _MEMO[key] = profile
+    return profile
 
 
 def phase_work(

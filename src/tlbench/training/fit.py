@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from tlbench.cost.meter import FitMeter
 from tlbench.errors import TrialFailed, TrialPruned
 from tlbench.models.module import EpochRecord, FitProgress, TransferModule
+from tlbench.training.inputs import TrialInputs, trial_inputs
 from tlbench.training.prepare import PreparedTrial
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class FitOutcome:
     seconds: float
     peak_mb: float
     memory_kind: str
+    inputs: TrialInputs | None = None  # None when the fit failed before its inputs existed
     error: BaseException | None = None  # an unexpected exception, re-raised after it is recorded
     interrupted: bool = False  # Ctrl-C: recorded, then re-raised as KeyboardInterrupt
 
@@ -55,19 +57,19 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def build_module(
-    prepared: PreparedTrial, on_epoch_end: Callable[[EpochRecord], None] | None
+    prepared: PreparedTrial, inputs: TrialInputs, on_epoch_end: Callable[[EpochRecord], None] | None
 ) -> TransferModule:
     cfg, model = prepared.cfg, prepared.model
-    train_loader = prepared.loader(prepared.splits.train, train=True)
+    steps_per_epoch = len(inputs.loader("train", batch_size=cfg.trainer.batch_size, seed=cfg.seed))
     return TransferModule(
-        model.network,
+        inputs.network,
         backbone=model.network.backbone,
         head=model.network.head,
         groups=model.groups,
         phases=model.phases,
         optimizer_cfg=cfg.optimizer,
         schedule_cfg=cfg.schedule,
-        steps_per_epoch=len(train_loader),
+        steps_per_epoch=steps_per_epoch,
         check_every_step=not prepared.device.is_gpu,
         on_epoch_end=on_epoch_end,
     )
@@ -105,17 +107,23 @@ def fit(
 ) -> FitOutcome:
     """Train; never raises for pruning, divergence or OOM — those end in ``status``."""
     quiet_lightning()
-    module = build_module(prepared, on_epoch_end)
     trainer = build_trainer(prepared, callbacks)
     meter = FitMeter(prepared.device)
     status, error, interrupted = "completed", None, False
+    inputs: TrialInputs | None = None
+    module: TransferModule | None = None
     handler = signal.getsignal(signal.SIGINT)
+    batch, seed = prepared.cfg.trainer.batch_size, prepared.cfg.seed
     try:
         with meter:
+            inputs = trial_inputs(prepared)  # feature extraction is training work: inside the timer
+            module = build_module(prepared, inputs, on_epoch_end)
             trainer.fit(
                 module,
-                train_dataloaders=prepared.loader(prepared.splits.train, train=True),
-                val_dataloaders=prepared.loader(prepared.splits.val, train=False),
+                train_dataloaders=inputs.loader("train", batch_size=batch, seed=seed),
+                val_dataloaders=inputs.loader(
+                    "val", batch_size=prepared.cfg.trainer.eval_batch_size, seed=seed
+                ),
             )
     except TrialPruned:
         status = "pruned"
@@ -134,12 +142,16 @@ def fit(
             )
     finally:
         signal.signal(signal.SIGINT, handler)
+    progress = (
+        module.progress if module is not None else FitProgress(phase_samples=[0] * len(prepared.model.phases))
+    )
     return FitOutcome(
         status=status,
-        progress=module.progress,
+        progress=progress,
         seconds=meter.seconds,
         peak_mb=meter.peak_mb,
         memory_kind=meter.memory_kind,
         error=error,
         interrupted=interrupted,
+        inputs=inputs,
     )

@@ -18,6 +18,7 @@ from tlbench.config.schema import RunConfig
 from tlbench.cost.device import DeviceInfo, resolve_device, resolve_precision
 from tlbench.data import BatchTransform, DataSplits, InMemoryLoader, TensorSplit, load_splits
 from tlbench.models.network import BuiltModel, build_model
+from tlbench.training.prefix import PrefixSplit, split_at_freeze_boundary
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -30,6 +31,8 @@ class PreparedTrial:
     splits: DataSplits  # tensors already on the training device
     model: BuiltModel
     channels_last: bool
+    prefix_split: PrefixSplit | None = None  # frozen prefix to cache, when the trial allows it
+    cache_reason: str = ""  # why caching is on or off (logged as a tag)
 
     def transform(self, *, train: bool) -> Transform:
         """Per-batch work on the device: augment (training, if enabled), normalize, memory format."""
@@ -90,6 +93,27 @@ def prepare(cfg: RunConfig) -> PreparedTrial:
     model.network.to(target)
     if channels_last:
         model.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    return PreparedTrial(
+    prepared = PreparedTrial(
         cfg=cfg, device=device, precision=precision, splits=splits, model=model, channels_last=channels_last
     )
+    prepared.prefix_split, prepared.cache_reason = _plan_prefix_cache(prepared)
+    return prepared
+
+
+def _plan_prefix_cache(prepared: PreparedTrial) -> tuple[PrefixSplit | None, str]:
+    """Cache frozen-prefix activations when they are the same every epoch; otherwise say why not."""
+    cfg, model = prepared.cfg, prepared.model
+    if not cfg.trainer.cache_features:
+        return None, "disabled (trainer.cache_features=false)"
+    if len(model.phases) != 1:
+        return None, "not cacheable: no training" if not model.phases else "not cacheable: lp_ft unfreezes"
+    if model.phases[0].freeze_depth == 0:
+        return None, "not cacheable: nothing frozen"
+    if cfg.data.augment:
+        return None, "not cacheable: augmentation changes the inputs every epoch"
+    probe = prepared.transform(train=False)(prepared.splits.train.images[:2])
+    split = split_at_freeze_boundary(model.network.backbone, probe)
+    if split is None:
+        return None, "not cacheable: the backbone does not split into a verifiable chain"
+    where = "whole backbone" if split.boundary < 0 else f"{split.boundary}/{split.units} chain units"
+    return split, f"frozen prefix = {where}"

@@ -1,0 +1,161 @@
+"""What the fit actually consumes: images through the whole network, or cached frozen-prefix activations.
+
+A linear probe (and ``partial`` without augmentation) computes the frozen prefix once per split
+and trains only the suffix + head on the stored activations. The extraction runs inside the timed
+fit phase, so its cost is counted exactly once: by the trial that computed it. A trial that reuses
+an earlier extraction records that reuse (``feature_cache=hit``) and what it would have cost alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tlbench.config.schema import TrainerConfig
+from tlbench.cost.flops import measure_forward_flops
+from tlbench.data import InMemoryLoader, TensorSplit
+from tlbench.data.fingerprint import tensor_digest
+from tlbench.training.evaluate import autocast_context
+from tlbench.training.feature_cache import CachedFeatures, FeatureCache, content_key, module_digest
+from tlbench.training.prefix import PrefixSplit, SuffixNetwork
+from tlbench.training.prepare import PreparedTrial
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+SPLITS = ("train", "val", "test")
+
+_CACHE: FeatureCache | None = None
+
+
+def feature_cache(cfg: TrainerConfig) -> FeatureCache:
+    """The process-wide cache (rebuilt when its settings change)."""
+    global _CACHE
+    directory = Path(cfg.feature_cache_dir) if cfg.feature_cache_dir else None
+    max_bytes, disk = cfg.cache_max_mb * 2**20, cfg.feature_cache_disk_mb * 2**20
+    settings = (max_bytes, directory.resolve() if directory else None, disk)
+    if _CACHE is None or (_CACHE.max_bytes, _CACHE.directory, _CACHE.max_disk_bytes) != settings:
+        _CACHE = FeatureCache(max_bytes=max_bytes, directory=directory, max_disk_bytes=disk)
+    return _CACHE
+
+
+@dataclass
+class CacheUse:
+    """How the trial's inputs were produced (logged as tags and cost metrics)."""
+
+    status: str  # off | miss | hit | partial (some splits hit)
+    reason: str = ""
+    computed_flops: dict[str, float] = field(default_factory=dict)  # per split, computed by this trial
+    reused_flops: dict[str, float] = field(default_factory=dict)  # per split, computed by earlier trials
+    reused_seconds: float = 0.0
+
+
+@dataclass
+class TrialInputs:
+    network: nn.Module  # what trains and is evaluated on these inputs
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> (inputs, labels), on the device
+    train_transform: Transform | None
+    eval_transform: Transform | None
+    cache: CacheUse
+
+    def loader(self, split: str, *, batch_size: int, seed: int) -> InMemoryLoader:
+        x, y = self.data[split]
+        train = split == "train"
+        transform = self.train_transform if train else self.eval_transform
+        return InMemoryLoader(x, y, batch_size=batch_size, shuffle=train, seed=seed, transform=transform)
+
+
+def _split(prepared: PreparedTrial, name: str) -> TensorSplit:
+    split: TensorSplit = getattr(prepared.splits, name)
+    return split
+
+
+def image_inputs(prepared: PreparedTrial, reason: str) -> TrialInputs:
+    data = {name: (_split(prepared, name).images, _split(prepared, name).labels) for name in SPLITS}
+    return TrialInputs(
+        network=prepared.model.network,
+        data=data,
+        train_transform=prepared.transform(train=True),
+        eval_transform=prepared.transform(train=False),
+        cache=CacheUse(status="off", reason=reason),
+    )
+
+
+def _extract(prepared: PreparedTrial, prefix: nn.Module, split: TensorSplit) -> torch.Tensor:
+    transform = prepared.transform(train=False)
+    batch = prepared.cfg.trainer.eval_batch_size
+    outputs = []
+    was_training = prefix.training
+    prefix.eval()
+    with torch.inference_mode(), autocast_context(prepared.device.kind, prepared.precision):
+        for start in range(0, len(split), batch):
+            outputs.append(prefix(transform(split.images[start : start + batch])).float())
+    prefix.train(was_training)
+    return torch.cat(outputs).contiguous()
+
+
+def _model_key(prepared: PreparedTrial, split: PrefixSplit) -> str:
+    model = prepared.model
+    return content_key(
+        [
+            prepared.cfg.backbone.name,
+            module_digest(split.prefix),
+            str(split.boundary),
+            repr((model.mean, model.std)),
+            prepared.precision,
+            prepared.device.kind,
+            torch.__version__,
+        ]
+    )
+
+
+def cached_inputs(prepared: PreparedTrial, split: PrefixSplit, cache: FeatureCache) -> TrialInputs:
+    """Activations of the frozen prefix for every split, from the cache or computed (and stored) now."""
+    model_key = _model_key(prepared, split)
+    device = prepared.device.torch_device
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    use = CacheUse(status="miss")
+    hits = 0
+    for name in SPLITS:
+        images = _split(prepared, name)
+        key = content_key([model_key, tensor_digest(images.images, images.labels)])
+        entry = cache.get(key)
+        if entry is not None:
+            hits += 1
+            use.reused_flops[name] = entry.flops
+            use.reused_seconds += entry.seconds
+        else:
+            start = time.perf_counter()
+            features = _extract(prepared, split.prefix, images)
+            if prepared.device.is_gpu:
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+            flops = _prefix_flops(prepared, split.prefix, images) if prepared.cfg.trainer.count_flops else 0.0
+            entry = CachedFeatures(features.cpu(), seconds, flops, prepared.device.name)
+            cache.put(key, entry)
+            use.computed_flops[name] = flops
+        data[name] = (entry.features.to(device), images.labels)
+    use.status = {0: "miss", len(SPLITS): "hit"}.get(hits, "partial")
+    network = SuffixNetwork(prepared.model.network, split.suffix)
+    return TrialInputs(network=network, data=data, train_transform=None, eval_transform=None, cache=use)
+
+
+def _prefix_flops(prepared: PreparedTrial, prefix: nn.Module, split: TensorSplit) -> float:
+    probe = prepared.transform(train=False)(split.images[:2])
+    return measure_forward_flops(prefix, probe) / probe.shape[0] * len(split)
+
+
+def trial_inputs(prepared: PreparedTrial) -> TrialInputs:
+    """Decide and build the inputs; call inside the timed fit phase (extraction is training work)."""
+    split, reason = prepared.prefix_split, prepared.cache_reason
+    if split is None:
+        return image_inputs(prepared, reason)
+    inputs = cached_inputs(prepared, split, feature_cache(prepared.cfg.trainer))
+    log.info("frozen-prefix features: %s (%s)", inputs.cache.status, reason)
+    return inputs
