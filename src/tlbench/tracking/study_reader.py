@@ -1,0 +1,210 @@
+"""Read a study back from MLflow as plain records (nothing outside ``tracking/`` sees mlflow objects).
+
+A study is an MLflow experiment tagged ``tlbench.study``: one parent run (``role=study``) and one child
+run per trial. Single trials (experiment ``tlbench``, no tag) are not studies.
+
+"Latest study" means the study whose newest run started most recently; a study without runs counts
+from its experiment's creation time. Start times, not end times, so a study still running is latest.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tlbench.errors import TrackingError
+from tlbench.tracking.mlflow_run import _client, resolve_tracking_uri
+
+STUDY_TAG = "tlbench.study"
+SWEEP_TAG = "tlbench.sweep"
+PARENT_ROLE = "study"
+_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One MLflow run as plain values: params are the logged strings, metrics their latest values."""
+
+    run_id: str
+    run_name: str
+    mlflow_status: str  # RUNNING | SCHEDULED | FINISHED | FAILED | KILLED
+    start_time_ms: int | None
+    end_time_ms: int | None
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    name: str
+    experiment_id: str
+    experiment_name: str
+    last_activity_ms: int
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyRecords:
+    """Everything the report needs from the store: the parent run, the trials, the sweep definition."""
+
+    study: StudyRef
+    tracking_uri: str  # credentials removed: safe to print in a published report
+    parent: RunRecord | None
+    children: tuple[RunRecord, ...]
+    extra_parents: int = 0  # parent runs beyond the first (a study should have exactly one)
+    sweep_yaml: str | None = None
+
+
+def redact_uri(uri: str) -> str:
+    """The tracking URI without user name or password (reports are published)."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def _record(run: Any) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id,
+        run_name=run.info.run_name or "",
+        mlflow_status=run.info.status,
+        start_time_ms=run.info.start_time,
+        end_time_ms=run.info.end_time,
+        params=dict(run.data.params),
+        metrics={k: float(v) for k, v in run.data.metrics.items()},
+        tags=dict(run.data.tags),
+    )
+
+
+def _search_all(client: Any, experiment_ids: list[str], **kwargs: Any) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, max_results=_PAGE, page_token=token, **kwargs)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _all_experiments(client: Any) -> list[Any]:
+    experiments: list[Any] = []
+    token = None
+    while True:
+        page = client.search_experiments(max_results=_PAGE, page_token=token)
+        experiments.extend(page)
+        token = page.token
+        if not token:
+            return experiments
+
+
+def _open(tracking_uri: str | None) -> tuple[Any, list[Any]]:
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        client = _client(uri)
+        experiments = _all_experiments(client)
+    except Exception as exc:  # connection, auth, schema: all mean "cannot read"
+        raise TrackingError(
+            f"cannot read MLflow tracking store {redact_uri(uri)}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}. Check MLFLOW_TRACKING_URI."
+        ) from None
+    return client, experiments
+
+
+def list_studies(tracking_uri: str | None = None) -> list[StudyRef]:
+    """All studies in the store, latest first (see the module docstring for "latest")."""
+    client, experiments = _open(tracking_uri)
+    studies = []
+    for experiment in experiments:
+        name = experiment.tags.get(STUDY_TAG)
+        if not name:
+            continue
+        newest = client.search_runs(
+            [experiment.experiment_id], max_results=1, order_by=["attributes.start_time DESC"]
+        )
+        activity = newest[0].info.start_time if newest else None
+        studies.append(
+            StudyRef(
+                name=name,
+                experiment_id=str(experiment.experiment_id),
+                experiment_name=experiment.name,
+                last_activity_ms=int(activity or experiment.creation_time or 0),
+                tags=dict(experiment.tags),
+            )
+        )
+    return sorted(studies, key=lambda s: s.last_activity_ms, reverse=True)
+
+
+def find_study(name: str | None = None, *, tracking_uri: str | None = None) -> StudyRef:
+    """The named study, or the latest one; errors say what exists and what to run."""
+    studies = list_studies(tracking_uri)
+    where = redact_uri(resolve_tracking_uri(tracking_uri))
+    if not studies:
+        raise TrackingError(
+            f"no studies found in the MLflow store {where}: run `make sweep` (e.g. `make sweep SWEEP=smoke`) "
+            "first, or point MLFLOW_TRACKING_URI at the store that holds your sweeps"
+        )
+    if name is None:
+        return studies[0]
+    for study in studies:
+        if name in {study.name, study.experiment_name}:
+            return study
+    known = ", ".join(s.name for s in studies)
+    raise TrackingError(f"unknown study '{name}' in {where}; existing studies (latest first): {known}")
+
+
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow draws a progress bar for every download; one small file does not need one."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
+def _read_sweep_yaml(client: Any, run_id: str) -> str | None:
+    try:
+        with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
+            path = client.download_artifacts(run_id, "sweep.yaml", tmp)
+            return Path(path).read_text()
+    except Exception:  # absent or unreadable: the report says the definition is missing
+        return None
+
+
+def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyRecords:
+    """The parent run and every trial run (active runs only; deleted runs are not part of a study)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    client = _client(uri)
+    runs = [_record(r) for r in _search_all(client, [study.experiment_id])]
+    parents = sorted(
+        (r for r in runs if r.tags.get("role") == PARENT_ROLE), key=lambda r: r.start_time_ms or 0
+    )
+    parent = parents[0] if parents else None
+    children = tuple(
+        sorted(
+            (r for r in runs if r.tags.get("role") != PARENT_ROLE),
+            key=lambda r: (r.start_time_ms or 0, r.run_id),
+        )
+    )
+    return StudyRecords(
+        study=study,
+        tracking_uri=redact_uri(uri),
+        parent=parent,
+        children=children,
+        extra_parents=max(0, len(parents) - 1),
+        sweep_yaml=_read_sweep_yaml(client, parent.run_id) if parent else None,
+    )

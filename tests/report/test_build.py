@@ -1,0 +1,168 @@
+"""End to end: a study in MLflow -> reports/<study>/ -> the parent run; numbers checked against MLflow."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from tlbench.report.build import build_report
+from tlbench.report.formatting import pct, pp
+
+from .fake_study import FakeTrial, build_study
+
+FIGURES = (
+    "tradeoff_device_hours",
+    "tradeoff_flops",
+    "data_scaling",
+    "freeze_depth",
+    "lr_sensitivity",
+    "tradeoff_trials",
+)
+
+
+def _mlflow_cells(store: dict[str, Any]) -> dict[tuple[str, str], list[Any]]:
+    """Completed final runs per (strategy, n_per_class), straight from MlflowClient."""
+    client = MlflowClient(store["uri"])
+    cells: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for run_id in store["run_ids"].values():
+        run = client.get_run(run_id)
+        if run.data.tags["role"] == "final" and run.data.tags["status"] == "completed":
+            cells[(run.data.params["strategy"], run.data.params["n_per_class"])].append(run.data)
+    return cells
+
+
+def test_every_file_is_written(built_report: Any) -> None:
+    names = {p.relative_to(built_report.directory).as_posix() for p in built_report.files}
+    # the four documents and each figure as PNG and SVG
+    assert {"report.md", "report.html", "results.csv", "summary.tex"} <= names
+    assert {f"figures/{f}.{ext}" for f in FIGURES for ext in ("png", "svg")} <= names
+    for path in built_report.files:
+        assert path.stat().st_size > 200, path  # nothing empty
+
+
+def test_results_csv_equals_mlflow(built_report: Any, study_store: dict[str, Any]) -> None:
+    csv = pd.read_csv(built_report.directory / "results.csv", dtype=str, keep_default_na=False)
+    client = MlflowClient(study_store["uri"])
+    # one row per trial run, no more, no less
+    assert set(csv["run_id"]) == set(study_store["run_ids"].values())
+    for row in csv.to_dict("records"):
+        run = client.get_run(row["run_id"])
+        for name, value in run.data.metrics.items():
+            assert float(row[name]) == value, (row["run_id"], name)  # exact: nothing rounded
+        for name in set(run.data.metrics) ^ {c for c in csv.columns if "/" in c}:
+            assert row.get(name, "") == "", name  # a metric the run did not log stays empty
+        for name, value in run.data.params.items():
+            cell = row[name]
+            assert cell == value or (cell != "" and float(cell) == float(value)), (name, cell, value)
+        assert (row["role"], row["status"]) == (run.data.tags["role"], run.data.tags["status"])
+
+
+def test_summary_numbers_equal_mlflow(built_report: Any, study_store: dict[str, Any]) -> None:
+    metrics = MlflowClient(study_store["uri"]).get_run(study_store["parent_run_id"]).data.metrics
+    markdown = (built_report.directory / "report.md").read_text()
+    for (strategy, size), runs in _mlflow_cells(study_store).items():
+        accs = [r.metrics["test/acc"] for r in runs]
+        mean = math.fsum(accs) / len(accs)
+        slug = f"n{size}"
+        # the parent's summary metric is the mean of the final runs' test/acc, exactly
+        assert metrics[f"best/test_acc/{strategy}/{slug}"] == mean
+        assert metrics[f"best/device_hours/{strategy}/{slug}"] == math.fsum(
+            r.metrics["cost/device_hours"] for r in runs
+        ) / len(runs)
+        if len(accs) > 1:
+            half = stats.t.ppf(0.975, len(accs) - 1) * stats.tstd(accs) / math.sqrt(len(accs))
+            assert metrics[f"best/test_acc_ci95/{strategy}/{slug}"] == pytest.approx(half, rel=1e-12)
+            shown = f"{pct(mean)} ± {pp(half)}"
+        else:
+            assert f"best/test_acc_ci95/{strategy}/{slug}" not in metrics  # no CI from one seed
+            shown = f"{pct(mean)} (single seed)"
+        # the table shows the same numbers, rounded for reading
+        assert shown in markdown, shown
+
+
+def test_parent_run_carries_the_report(built_report: Any, study_store: dict[str, Any]) -> None:
+    client = MlflowClient(study_store["uri"])
+    parent = study_store["parent_run_id"]
+    assert built_report.published_to == parent
+    names = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {
+        "report/report.md",
+        "report/report.html",
+        "report/results.csv",
+        "report/summary.tex",
+        "report/figures",
+    } <= names
+    figures = {a.path for a in client.list_artifacts(parent, "report/figures")}
+    assert "report/figures/tradeoff_device_hours.svg" in figures
+    run = client.get_run(parent)
+    # the recommendation as tags, the totals as metrics
+    assert run.data.tags["report.recommended/n10"] == "linear_probe"
+    assert run.data.tags["report.recommended/nall"] == "full_finetune"
+    assert run.data.metrics["study/trials_failed"] == 2 and run.data.metrics["study/trials"] == 36
+    assert run.data.metrics["best/val_acc/partial/n10"] == 0.84  # best tuning validation accuracy
+
+
+def test_report_says_what_is_missing(built_report: Any) -> None:
+    text = (built_report.directory / "report.md").read_text()
+    for expected in (
+        "This study is incomplete",
+        "out of memory",  # a failed trial's reason
+        "diverged (loss is NaN)",
+        "scratch at n=10/class: a single completed final seed",
+        "partial at all data: no completed final run",
+        "1 trial(s) pruned early",
+    ):
+        assert expected in text, expected
+    # the recommendation uses the numbers of the table
+    assert "use **linear_probe**: 82.0% test accuracy (± 5.0 pp, 3 seeds)" in text
+
+
+def _study(uri: str, tmp: Path, trials: list[FakeTrial], **kw: Any) -> Any:
+    build_study(uri, "s", trials, **kw)
+    return build_report("s", out=tmp / "reports", tracking_uri=uri)
+
+
+ONE = FakeTrial("final", "linear_probe", "10", test_acc=0.7)
+
+
+@pytest.mark.parametrize(
+    ("trials", "kw", "expected"),
+    [
+        # every trial failed or pruned: a report that says so, every figure replaced by a note
+        ([FakeTrial("tune", "scratch", "10", status="pruned", test_acc=None),
+          FakeTrial("final", "scratch", "10", status="failed: out of memory", val_acc=None, test_acc=None)],
+         {}, ["nothing to recommend", "No completed final run with", "Not in this study: no completed"]),
+        # a single seed of a single strategy: no CI, nothing to compare
+        ([ONE], {}, ["70.0% (single seed)", "Nothing to compare", "Not in this study: only one data size",
+                     "a single final seed everywhere", "List more seeds under `final_seeds`"]),
+        # no parent run: files still written, the report says it could not be attached
+        ([ONE], {"with_parent": False}, ["no parent run"]),
+        # an empty study
+        ([], {}, ["The study has no trial runs yet"]),
+    ],
+)  # fmt: skip
+def test_partial_studies_give_a_report(
+    mlflow_uri: str, tmp_path: Path, trials: list[FakeTrial], kw: dict[str, Any], expected: list[str]
+) -> None:
+    result = _study(mlflow_uri, tmp_path, trials, **kw)
+    text = (result.directory / "report.md").read_text()
+    for phrase in expected:
+        assert phrase in text, phrase
+    assert (result.directory / "report.html").stat().st_size > 1000
+    assert (result.published_to is None) == (kw.get("with_parent") is False)
+
+
+def test_rebuild_drops_stale_figures(mlflow_uri: str, tmp_path: Path) -> None:
+    stale = tmp_path / "reports" / "s" / "figures" / "old.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"x")
+    _study(mlflow_uri, tmp_path, [ONE])
+    # a figure this build did not draw must not linger next to the report
+    assert not stale.exists()

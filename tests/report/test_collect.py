@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+import pytest
+
+from tlbench.report.collect import METRIC_COLUMNS, PARAM_COLUMNS, outcome, trials_table
+from tlbench.tracking.study_reader import RunRecord
+
+
+@pytest.mark.parametrize(
+    ("status", "mlflow_status", "expected"),
+    [
+        ("completed", "FINISHED", "completed"),
+        ("pruned", "KILLED", "pruned"),
+        ("failed: diverged", "FAILED", "failed"),  # the reason stays in the status column
+        ("running", "RUNNING", "running"),  # a trial in progress
+        ("running", "FAILED", "failed"),  # ended without updating its status: a failure, not a result
+        ("", "FINISHED", "failed"),  # no status tag at all: never counted as a result
+    ],
+)
+def test_outcome(status: str, mlflow_status: str, expected: str) -> None:
+    assert outcome(status, mlflow_status) == expected
+
+
+def test_empty_table_has_every_column() -> None:
+    # a study without trials still gives a table every report function accepts
+    table = trials_table([])
+    assert table.empty
+    assert set(PARAM_COLUMNS) | set(METRIC_COLUMNS) <= set(table.columns)
+
+
+def test_numeric_params_parse_only_when_all_values_do(trials: Callable[..., pd.DataFrame]) -> None:
+    table = trials(
+        {"lr": "0.001", "seed": "1", "freeze_depth": "2"}, {"lr": "1e-2", "seed": "2", "freeze_depth": "x"}
+    )
+    # every lr parses: floats; every seed parses: integers
+    assert table["lr"].tolist() == [0.001, 0.01] and table["seed"].tolist() == [1, 2]
+    # one freeze_depth does not parse: the logged strings are kept, never turned into NaN
+    assert table["freeze_depth"].tolist() == ["2", "x"]
+
+
+def test_tags_fill_in_missing_params() -> None:
+    # strategy and n_per_class are tags too: a run without the params still lands in the right cell
+    run = RunRecord(
+        "r", "t", "FINISHED", 0, 1, params={}, metrics={}, tags={"strategy": "scratch", "n_per_class": "5"}
+    )
+    row = trials_table([run]).iloc[0]
+    assert (row["strategy"], row["n_per_class"]) == ("scratch", "5")
+
+
+def test_extra_params_and_metrics_are_kept() -> None:
+    # a new param or metric logged by a later tlbench still reaches results.csv
+    run = RunRecord("r", "t", "FINISHED", 0, 1, params={"zz_new": "1"}, metrics={"cost/new": 2.0}, tags={})
+    table = trials_table([run])
+    assert table.loc[0, "zz_new"] == 1 or table.loc[0, "zz_new"] == "1"
+    assert table.loc[0, "cost/new"] == 2.0
