@@ -6,7 +6,7 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 
-from tlbench.report.summarize import cell_gaps, outcome_counts, study_totals, summary_table
+from tlbench.report.summarize import cell_gaps, outcome_counts, run_cost, study_totals, summary_table
 
 Trials = Callable[..., pd.DataFrame]
 
@@ -105,3 +105,15 @@ def test_totals_include_pruned_and_failed_compute(trials: Trials) -> None:
     totals = study_totals(table)
     # every trial spent real device time, whatever its outcome
     assert totals.device_hours == 1.75 and totals.device_hours_by_role == {"final": 1.25, "tune": 0.5}
+
+
+def test_run_cost_prefers_standalone_and_falls_back() -> None:
+    # a run that reused cached features is charged its standalone cost; runs without it keep the spent cost
+    frame = pd.DataFrame(
+        {
+            "cost/device_hours": [1.0, 2.0, 3.0],
+            "cost/standalone_device_hours": [1.5, float("nan"), 3.0],
+        }
+    )
+    assert run_cost(frame, "device_hours").tolist() == [1.5, 2.0, 3.0]
+    assert run_cost(frame.drop(columns="cost/standalone_device_hours"), "device_hours").tolist() == [1, 2, 3]

@@ -25,7 +25,8 @@ PARAM_COLUMNS = (
 )  # fmt: skip
 METRIC_COLUMNS = (
     "val/acc", "val/loss", "test/acc", "test/loss", "train/loss", "cost/device_hours", "cost/fit_seconds",
-    "cost/train_flops", "cost/eval_flops", "cost/train_samples", "cost/images_per_second",
+    "cost/train_flops", "cost/eval_flops", "cost/standalone_device_hours", "cost/standalone_train_flops",
+    "cost/train_samples", "cost/images_per_second",
     "cost/peak_memory_mb", "params/trainable", "params/total",
 )  # fmt: skip
 ENV_COLUMNS = (

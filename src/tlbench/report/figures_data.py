@@ -27,7 +27,7 @@ from tlbench.report.figure_info import (
 )
 from tlbench.report.formatting import size_key, size_label, sorted_sizes, sorted_strategies
 from tlbench.report.stats import pareto_front
-from tlbench.report.summarize import final_results, tune_results
+from tlbench.report.summarize import final_results, run_cost, tune_results
 
 __all__ = [
     "FINAL_ACC", "TUNE_ACC", "CostUnit", "FigureInfo", "Missing", "PlotInfo", "all_figures", "choose_scale",
@@ -38,7 +38,7 @@ __all__ = [
 
 def tradeoff_info(trials: pd.DataFrame, *, cost: str, unit: CostUnit) -> FigureInfo:
     """Final test accuracy against cost per run, one panel per data size, frontier over strategy means."""
-    column = {"device_hours": "cost/device_hours", "train_flops": "cost/train_flops"}[cost]
+    column = "run_cost"
     name, x_label = (
         ("tradeoff_device_hours", unit.label)
         if cost == "device_hours"
@@ -46,6 +46,7 @@ def tradeoff_info(trials: pd.DataFrame, *, cost: str, unit: CostUnit) -> FigureI
     )
     title = f"Accuracy vs {'compute time' if cost == 'device_hours' else 'training FLOPs'}"
     data = final_results(trials)
+    data = data.assign(run_cost=run_cost(data, cost))
     data = data[data[column].notna()]
     if data.empty:
         return Missing(
@@ -74,7 +75,8 @@ def tradeoff_info(trials: pd.DataFrame, *, cost: str, unit: CostUnit) -> FigureI
     caption = (
         f"Test accuracy of the final runs against {x_label}. Dots: single seeds; large markers: the mean "
         "over seeds with its 95% CI; dashed line: the Pareto frontier of the strategy means (no other "
-        "strategy is both cheaper and more accurate)."
+        "strategy is both cheaper and more accurate). Cost per run is what the run would cost on its own: "
+        "frozen features it reused from another trial of the sweep are counted."
     )
     notes = (unit.note,) if unit.note and cost == "device_hours" else ()
     all_x = data[column].astype(float).tolist()
@@ -87,19 +89,20 @@ def tuning_tradeoff_info(trials: pd.DataFrame, *, unit: CostUnit) -> FigureInfo:
     """Every completed tuning trial: validation accuracy against device-hours, frontier over trials."""
     name, title = "tradeoff_trials", "Tuning trials: accuracy vs compute time"
     data = tune_results(trials)
-    data = data[data["cost/device_hours"].notna()]
+    data = data.assign(run_cost=run_cost(data, "device_hours"))
+    data = data[data["run_cost"].notna()]
     if data.empty:
         return Missing(name, title, "no completed tuning trial", _RUN_SWEEP)
     panels = []
     for size in sorted_sizes(data["n_per_class"]):
         at_size = data[data["n_per_class"] == size]
         runs = tuple(
-            Series(s, tuple(g["cost/device_hours"].astype(float)), tuple(g["val/acc"].astype(float)))
+            Series(s, tuple(g["run_cost"].astype(float)), tuple(g["val/acc"].astype(float)))
             for s in sorted_strategies(at_size["strategy"])
             for g in [at_size[at_size["strategy"] == s]]
         )
         xs, ys = (
-            at_size["cost/device_hours"].astype(float).tolist(),
+            at_size["run_cost"].astype(float).tolist(),
             at_size["val/acc"].astype(float).tolist(),
         )
         front = tuple((xs[i], ys[i]) for i in pareto_front(xs, ys))
@@ -109,7 +112,7 @@ def tuning_tradeoff_info(trials: pd.DataFrame, *, unit: CostUnit) -> FigureInfo:
         "trials are not shown); dashed line: the Pareto frontier over trials. Test accuracy is not used "
         "for tuning."
     )
-    xs_all = data["cost/device_hours"].astype(float).tolist()
+    xs_all = data["run_cost"].astype(float).tolist()
     return PlotInfo(
         name, title, unit.label, TUNE_ACC, tuple(panels), caption, "tradeoff", choose_scale(xs_all)
     )
@@ -205,9 +208,7 @@ def freeze_depth_info(trials: pd.DataFrame) -> FigureInfo:
         ks = sorted(float(k) for k in group["k"].unique())
         by_k = [group[group["k"] == k] for k in ks]
         acc_series.append(series_of_means(label, ks, [g[acc_col].astype(float).tolist() for g in by_k]))
-        cost_series.append(
-            series_of_means(label, ks, [g["cost/device_hours"].astype(float).tolist() for g in by_k])
-        )
+        cost_series.append(series_of_means(label, ks, [run_cost(g, "device_hours").tolist() for g in by_k]))
     which = strategies[0] if len(strategies) == 1 else "several strategies"
     caption = (
         f"{acc_label.capitalize()} (left) and device-hours per run (right) against the number of frozen "

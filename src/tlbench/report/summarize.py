@@ -22,6 +22,24 @@ SUMMARY_COLUMNS = (
 )  # fmt: skip
 
 
+# Cost of one run as a user running it alone would pay it: the ``standalone`` metric adds back
+# frozen-prefix features this run reused from an earlier trial of the sweep; studies spend the
+# plain metric (totals use it). Older runs without the standalone metric fall back to it.
+_RUN_COST = {
+    "device_hours": ("cost/standalone_device_hours", "cost/device_hours"),
+    "train_flops": ("cost/standalone_train_flops", "cost/train_flops"),
+}
+
+
+def run_cost(frame: pd.DataFrame, kind: str) -> pd.Series:
+    """Per-run cost (``device_hours`` or ``train_flops``) as if the run had been done on its own."""
+    standalone, spent = _RUN_COST[kind]
+    cost = frame[spent].astype(float)
+    if standalone in frame.columns:
+        cost = frame[standalone].astype(float).where(frame[standalone].notna(), cost)
+    return cost
+
+
 def final_results(trials: pd.DataFrame) -> pd.DataFrame:
     """The runs the summary is made of: final role, completed, with a test accuracy."""
     mask = (trials["role"] == FINAL) & (trials["outcome"] == "completed") & trials["test/acc"].notna()
@@ -57,8 +75,8 @@ def summary_table(trials: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataF
                 "acc_mean": estimate.mean,
                 "acc_ci": math.nan if estimate.half_width is None else estimate.half_width,
                 "acc_std": math.nan if estimate.std is None else estimate.std,
-                "device_hours": _mean(group["cost/device_hours"]),
-                "train_flops": _mean(group["cost/train_flops"]),
+                "device_hours": _mean(run_cost(group, "device_hours")),
+                "train_flops": _mean(run_cost(group, "train_flops")),
                 "trainable_params": _mean(group["params/trainable"]),
             }
         )
