@@ -86,6 +86,7 @@ def test_as_is_trains_nothing() -> None:
     built = build_model(cfg, class_names=CLASSES)
     assert built.phases == ()
     assert not any(p.requires_grad for p in built.network.parameters())
+    assert built.freeze_depth == built.groups.depth == 8  # the kept classifier is not a feature group
 
 
 def test_partial_out_of_range_from_config() -> None:

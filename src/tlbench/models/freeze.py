@@ -32,9 +32,14 @@ def backbone_groups(backbone: nn.Module, *, coarse: bool = True) -> ParamGroups:
     matcher = getattr(backbone, "group_matcher", None)
     if matcher is None:
         raise ModelError(f"{type(backbone).__name__} has no group_matcher: freeze_depth needs a timm model")
+    # A classifier still attached (as_is) is not part of the feature extractor's depth.
+    classifier = backbone.get_classifier() if hasattr(backbone, "get_classifier") else None
+    head_ids = {id(p) for p in classifier.parameters()} if isinstance(classifier, nn.Module) else set()
+    head_names = {n for n, p in backbone.named_parameters() if id(p) in head_ids}
     grouped = group_parameters(backbone, matcher(coarse=coarse))
-    names = tuple(tuple(grouped[g]) for g in sorted(grouped))
-    all_names = {n for n, _ in backbone.named_parameters()}
+    kept = (tuple(n for n in grouped[g] if n not in head_names) for g in sorted(grouped))
+    names = tuple(group for group in kept if group)
+    all_names = {n for n, _ in backbone.named_parameters()} - head_names
     covered = {n for group in names for n in group}
     if covered != all_names:
         raise ModelError(f"group_matcher left parameters ungrouped: {sorted(all_names - covered)[:4]}")
@@ -65,18 +70,36 @@ def set_frozen(backbone: nn.Module, groups: ParamGroups, depth: int) -> None:
 
 
 def frozen_modules(root: nn.Module) -> list[nn.Module]:
-    """Top-most sub-modules whose parameters are all frozen (stateless modules are skipped)."""
+    """Top-most sub-modules whose parameters are all frozen (stateless modules are skipped).
+
+    One bottom-up pass records, per module, whether its subtree holds parameters and whether any
+    of them trains; a top-down pass then collects the top-most all-frozen subtrees. Linear in the
+    number of modules: this runs at every switch to training mode (each epoch), and asking every
+    module for all of its subtree's parameters was quadratic, a measurable share of a short trial.
+    """
+    state: dict[int, tuple[bool, bool]] = {}  # id(module) -> (has parameters, has a trainable one)
+
+    def scan(module: nn.Module) -> tuple[bool, bool]:
+        own = list(module.parameters(recurse=False))
+        has, trains = bool(own), any(p.requires_grad for p in own)
+        for child in module.children():
+            child_has, child_trains = scan(child)
+            has, trains = has or child_has, trains or child_trains
+        state[id(module)] = (has, trains)
+        return has, trains
+
+    scan(root)
     found: list[nn.Module] = []
 
-    def visit(module: nn.Module) -> None:
-        params = list(module.parameters())
-        if params and not any(p.requires_grad for p in params):
+    def collect(module: nn.Module) -> None:
+        has, trains = state[id(module)]
+        if has and not trains:
             found.append(module)
             return
         for child in module.children():
-            visit(child)
+            collect(child)
 
-    visit(root)
+    collect(root)
     return found
 
 
