@@ -32,11 +32,14 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install $(TORCH_PINS)
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev,pinned]'
 	touch $(STAMP)
 
 train: setup
 	$(BIN)/tlbench train $(ARGS)
+
+report: setup
+	$(BIN)/tlbench report $(if $(STUDY),--study $(STUDY))
 
 ui: setup
 	$(BIN)/tlbench ui

@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("tlbench.commands.train", "run one trial: tlbench train [hydra overrides ...]"),
     "config": ("tlbench.commands.config", "print the composed config: tlbench config [overrides ...]"),
     "ui": ("tlbench.commands.ui", "open MLflow's UI on 127.0.0.1"),
+    "report": ("tlbench.commands.report", "a study's report from MLflow: tlbench report [--study NAME]"),
 }
 
 
