@@ -25,6 +25,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make setup | train ARGS='k=v ...' | sweep [SWEEP=name] [WORKERS=n] [STORAGE=url] | report [STUDY=name]"
 	@echo "make ui | dashboard | bench | test | lint | clean"
+	@echo "make mlflow-server BACKEND=postgresql://… [ARTIFACTS=dir]   (see README, \"Several machines\")"
 
 setup: $(STAMP)
 
@@ -41,8 +42,17 @@ train: setup
 report: setup
 	$(BIN)/tlbench report $(if $(STUDY),--study $(STUDY))
 
+sweep: setup
+	$(BIN)/tlbench sweep --sweep $(SWEEP) --workers $(WORKERS) $(if $(STORAGE),--storage '$(STORAGE)') $(if $(STUDY),--study $(STUDY))
+
 ui: setup
 	$(BIN)/tlbench ui
+
+dashboard: setup
+	$(BIN)/tlbench dashboard $(if $(STUDY),--study $(STUDY)) $(if $(STORAGE),--storage '$(STORAGE)')
+
+bench: setup
+	$(BIN)/tlbench bench
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -61,3 +71,27 @@ format: setup
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache reports/bench.json
+
+# An MLflow tracking server for workers on several machines (README, "Several machines"):
+#   make mlflow-server BACKEND=postgresql://mlflow@db-host/mlflow ARTIFACTS=/shared/mlartifacts
+# BACKEND: the backend store (an SQLAlchemy URL; put the password in ~/.pgpass, not the URL). It
+# reaches mlflow through the environment (MLFLOW_BACKEND_STORE_URI), so neither make's echo nor `ps`
+# shows it. ARTIFACTS: where the server stores the artifacts it receives (a directory or s3://…).
+# MLFLOW_HOST defaults to 127.0.0.1 (this machine only). WARNING: binding another address
+# (MLFLOW_HOST=0.0.0.0) exposes the server, which has no authentication, to everyone who can reach
+# MLFLOW_PORT; do that only on a trusted cluster network, and name the host workers use in
+# ALLOWED_HOSTS (mlflow answers only localhost and private IPs otherwise).
+BACKEND ?=
+ARTIFACTS ?= mlartifacts
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+ALLOWED_HOSTS ?=
+
+.PHONY: mlflow-server
+# SQLAlchemy 2.1 reads postgresql:// as psycopg 3; the dev and postgres extras install psycopg2.
+mlflow-server: export MLFLOW_BACKEND_STORE_URI = $(patsubst postgres://%,postgresql+psycopg2://%,$(patsubst postgresql://%,postgresql+psycopg2://%,$(BACKEND)))
+mlflow-server: export MLFLOW_ARTIFACTS_DESTINATION = $(ARTIFACTS)
+mlflow-server: setup
+	@test -n "$$MLFLOW_BACKEND_STORE_URI" || { echo "usage: make mlflow-server BACKEND=postgresql://user@host/db [ARTIFACTS=dir] [MLFLOW_HOST=127.0.0.1] [MLFLOW_PORT=5000] [ALLOWED_HOSTS=name:port]" >&2; exit 2; }
+	@echo "MLflow server on http://$(MLFLOW_HOST):$(MLFLOW_PORT): set MLFLOW_TRACKING_URI to that on every machine"
+	$(BIN)/mlflow server --host '$(MLFLOW_HOST)' --port '$(MLFLOW_PORT)' $(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)')

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pytest
@@ -114,10 +115,10 @@ def test_same_seed_same_result() -> None:
     assert first.metrics["test/loss"] == pytest.approx(second.metrics["test/loss"], rel=1e-6)
 
 
-def test_unreachable_tracking_server_fails_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    # a dead MLflow server is reported up front, in one line, before any data is loaded
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+def test_unreachable_tracking_server_fails_before_training() -> None:
+    # a dead MLflow server is reported up front, in one line, within seconds, before any data is loaded
     cfg = load_config([*QUICK, "tracking.tracking_uri=http://127.0.0.1:9"])
+    start = time.perf_counter()
     with pytest.raises(TrackingError, match="not usable"):
         train(cfg)
+    assert time.perf_counter() - start < 60  # a quick probe, not minutes of client retries

@@ -14,7 +14,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("tlbench.commands.train", "run one trial: tlbench train [hydra overrides ...]"),
     "config": ("tlbench.commands.config", "print the composed config: tlbench config [overrides ...]"),
     "ui": ("tlbench.commands.ui", "open MLflow's UI on 127.0.0.1"),
+    "sweep": ("tlbench.commands.sweep", "run or resume a study: tlbench sweep --sweep NAME [--workers N]"),
+    "dashboard": ("tlbench.commands.dashboard", "optuna-dashboard on a study, 127.0.0.1: [--study NAME]"),
     "report": ("tlbench.commands.report", "a study's report from MLflow: tlbench report [--study NAME]"),
+    "bench": ("tlbench.commands.bench", "performance ratios, table + reports/bench.json: tlbench bench"),
 }
 
 

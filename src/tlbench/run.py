@@ -19,7 +19,8 @@ from tlbench.config.schema import RunConfig, as_plain_dict
 from tlbench.cost.accounting import TrialCost, trial_cost
 from tlbench.models.freeze import count_parameters
 from tlbench.models.module import EpochRecord, FitProgress
-from tlbench.tracking import MlflowRun, check_reachable
+from tlbench.redaction import redact_password
+from tlbench.tracking import MetricBuffer, MlflowRun, check_reachable
 from tlbench.training.costing import FlopProfile, eval_images, flop_profile, phase_work
 from tlbench.training.evaluate import evaluate
 from tlbench.training.fit import FitOutcome, fit
@@ -56,17 +57,20 @@ def _start_run(cfg: RunConfig, prepared: PreparedTrial, params: dict[str, Any]) 
         tags=tags,
     )
     run.log_params(params)
-    run.log_text(yaml.safe_dump(as_plain_dict(cfg), sort_keys=False), "config.yaml")
+    config = yaml.safe_dump(as_plain_dict(cfg), sort_keys=False)
+    run.log_text(redact_password(config), "config.yaml")  # a tracking URI's password stays out of it
     return run
 
 
-def _fit_or_skip(prepared: PreparedTrial, callbacks: Sequence[Callback], run: MlflowRun | None) -> FitOutcome:
+def _fit_or_skip(
+    prepared: PreparedTrial, callbacks: Sequence[Callback], curve: MetricBuffer | None
+) -> FitOutcome:
     if prepared.model.phases:
         log_epoch = None
-        if run is not None and prepared.cfg.tracking.log_epoch_metrics:
+        if curve is not None:
 
-            def log_epoch(record: EpochRecord) -> None:  # one batched write per epoch
-                run.log_metrics(record.metrics(), step=record.epoch)
+            def log_epoch(record: EpochRecord) -> None:  # buffered: a write per 15 s, not per epoch
+                curve.add(record.metrics(), step=record.epoch)
 
         return fit(prepared, callbacks=callbacks, on_epoch_end=log_epoch)
     # as_is: nothing is trained; zero training cost by construction.
@@ -87,9 +91,12 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = ()) -> TrialResult:
     prepared = prepare(cfg)
     params = trial_params(prepared)
     run = _start_run(cfg, prepared, params)
+    curve = MetricBuffer(run) if run is not None and cfg.tracking.log_epoch_metrics else None
     try:
-        outcome = _fit_or_skip(prepared, callbacks, run)
+        outcome = _fit_or_skip(prepared, callbacks, curve)
         metrics, tags = _results(prepared, outcome)
+        if curve is not None:
+            curve.flush()  # the curve's last points, before the final values that may repeat them
         if run is not None:
             history = outcome.progress.history
             logged = history[-1].metrics() if history else {}  # already in the curve at this step

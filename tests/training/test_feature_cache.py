@@ -71,3 +71,27 @@ def test_unreadable_cache_file_is_a_miss(tmp_path: Path) -> None:
     (tmp_path / f"{key}.pt").write_bytes(b"not a tensor file")
     cache = FeatureCache(max_bytes=1 << 20, directory=tmp_path, max_disk_bytes=1 << 20)
     assert cache.get(key) is None and not (tmp_path / f"{key}.pt").exists()
+
+
+@pytest.mark.parametrize("key", ["../../etc/passwd", "/etc/passwd", "../" + "a" * 64])
+def test_crafted_keys_are_refused_on_reads_too(tmp_path: Path, key: str) -> None:
+    # a lookup never builds a path from anything but a sha256 hex digest
+    cache = FeatureCache(max_bytes=1 << 20, directory=tmp_path / "cache", max_disk_bytes=1 << 20)
+    with pytest.raises(ValueError, match="sha256"):
+        cache.get(key)
+
+
+def test_planted_symlink_is_not_followed_out_of_the_cache(tmp_path: Path) -> None:
+    # a link under a valid name, pointing outside the directory, is neither read nor written through
+    directory = tmp_path / "cache"
+    directory.mkdir()
+    outside = tmp_path / "outside.pt"
+    outside.write_bytes(b"precious")
+    key = content_key(["x"])
+    (directory / f"{key}.pt").symlink_to(outside)
+    cache = FeatureCache(max_bytes=1 << 20, directory=directory, max_disk_bytes=1 << 20)
+    with pytest.raises(ValueError, match="escapes"):
+        cache.get(key)
+    with pytest.raises(ValueError, match="escapes"):
+        cache.put(key, _entry(1))
+    assert outside.read_bytes() == b"precious"

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from tlbench.redaction import redact_password
 from tlbench.tracking import resolve_tracking_uri
 
 
@@ -18,6 +19,6 @@ def main(argv: Sequence[str]) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(args.port)]
     if not uri.startswith(("http://", "https://")):
         command += ["--backend-store-uri", uri]
-    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    print(f"MLflow UI for {redact_password(uri)} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
     os.execv(sys.executable, command)  # argument list, no shell: nothing from config reaches a shell
     return 0  # pragma: no cover

@@ -33,7 +33,8 @@ def backbone_groups(backbone: nn.Module, *, coarse: bool = True) -> ParamGroups:
     if matcher is None:
         raise ModelError(f"{type(backbone).__name__} has no group_matcher: freeze_depth needs a timm model")
     # A classifier still attached (as_is) is not part of the feature extractor's depth.
-    classifier = backbone.get_classifier() if hasattr(backbone, "get_classifier") else None
+    get_classifier = getattr(backbone, "get_classifier", None)
+    classifier = get_classifier() if callable(get_classifier) else None
     head_ids = {id(p) for p in classifier.parameters()} if isinstance(classifier, nn.Module) else set()
     head_names = {n for n, p in backbone.named_parameters() if id(p) in head_ids}
     grouped = group_parameters(backbone, matcher(coarse=coarse))

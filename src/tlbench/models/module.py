@@ -23,6 +23,11 @@ from tlbench.optim.schedules import lr_factor
 
 log = logging.getLogger(__name__)
 
+# An epoch whose mean training loss is this many times the chance-level cross-entropy, ln(classes),
+# has diverged even though the loss is still finite: LR=10 gives 90-1000x within two epochs, at chance
+# accuracy. Runs that recover stay well below: scratch at LR=0.1 on digits spikes to 12x, then falls.
+EXPLODED_LOSS_FACTOR = 50.0
+
 
 @dataclass
 class EpochRecord:
@@ -71,6 +76,7 @@ class TransferModule(L.LightningModule):
         steps_per_epoch: int,
         check_every_step: bool,
         on_epoch_end: Callable[[EpochRecord], None] | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.network = network
@@ -83,6 +89,10 @@ class TransferModule(L.LightningModule):
         self.steps_per_epoch = steps_per_epoch
         self.check_every_step = check_every_step
         self.on_epoch_end = on_epoch_end  # e.g. per-epoch metrics to the tracker
+        # above this mean epoch loss the run has diverged (None: only non-finite losses count)
+        self.exploded_loss = (
+            EXPLODED_LOSS_FACTOR * math.log(num_classes) if num_classes and num_classes > 1 else None
+        )
         self.progress = FitProgress(phase_samples=[0] * len(self.phases))
         self._phase_index = 0
         self._epoch_loss = torch.zeros(())
@@ -163,6 +173,12 @@ class TransferModule(L.LightningModule):
         train_loss = float(self._epoch_loss) / max(1, self._epoch_seen)
         if not math.isfinite(train_loss):
             raise DivergedError(f"diverged: training loss is {train_loss} in epoch {self.current_epoch + 1}")
+        if self.exploded_loss is not None and train_loss > self.exploded_loss:
+            chance = self.exploded_loss / EXPLODED_LOSS_FACTOR
+            raise DivergedError(
+                f"diverged: training loss exploded to {train_loss:.4g} in epoch {self.current_epoch + 1} "
+                f"(over {EXPLODED_LOSS_FACTOR:g}x the chance level ln(classes) = {chance:.3g})"
+            )
         pending, self._pending_val = self._pending_val, None
         record = EpochRecord(
             epoch=self.current_epoch + 1,

@@ -1,10 +1,11 @@
 """MLflow tracking (the only package that imports mlflow)."""
 
 from tlbench.tracking.mlflow_run import (
+    MetricBuffer,
     MlflowRun,
     check_reachable,
     get_or_create_experiment,
     resolve_tracking_uri,
 )
 
-__all__ = ["MlflowRun", "check_reachable", "get_or_create_experiment", "resolve_tracking_uri"]
+__all__ = ["MetricBuffer", "MlflowRun", "check_reachable", "get_or_create_experiment", "resolve_tracking_uri"]

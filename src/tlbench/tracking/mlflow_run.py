@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tlbench.errors import TrackingError
+from tlbench.redaction import redact_password
 
 # MLflow's param values are strings of bounded length.
 _MAX_PARAM = 6000
@@ -54,15 +55,57 @@ def check_reachable(tracking_uri: str | None) -> str:
     """Fail fast, before any training, when the tracking store cannot be used."""
     uri = resolve_tracking_uri(tracking_uri)
     try:
+        if uri.startswith(("http://", "https://")):
+            _probe_server(uri)  # MLflow's own client retries for minutes before giving up
+        elif _DATABASE_PORTS.get(uri.partition("://")[0].partition("+")[0]):
+            _probe_database(uri)  # so does its database store (about 100 s for a refused connection)
         client = _client(uri)
         client.search_experiments(max_results=1)
     except Exception as exc:  # connection, auth, schema errors: all mean "cannot track"
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise TrackingError(
-            f"MLflow tracking store {uri} is not usable: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}. "
+            f"MLflow tracking store {redact_password(uri)} is not usable: "
+            f"{type(exc).__name__}: {redact_password(detail)}. "
             "Start the server / fix MLFLOW_TRACKING_URI, or run with tracking=disabled."
         ) from None
     return uri
+
+
+_DATABASE_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def _probe_database(uri: str, *, timeout: float = 5.0) -> None:
+    """One TCP connection to the tracking database's host and port (no retries, no credentials sent)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if not parts.hostname:
+        return  # a local socket: the client call will tell
+    port = parts.port or _DATABASE_PORTS[parts.scheme.partition("+")[0]]
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return
+    except OSError as exc:
+        raise ConnectionError(
+            f"no answer from {parts.hostname}:{port} within {timeout:.0f}s ({exc})"
+        ) from None
+
+
+def _probe_server(uri: str, *, timeout: float = 5.0) -> None:
+    """One quick request to the tracking server's health endpoint (no retries)."""
+    import urllib.error
+    import urllib.request
+
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # the user's own tracking URI
+            return
+    except urllib.error.HTTPError:
+        return  # the server answered (auth or routing decide the rest; the client call will tell)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConnectionError(f"no answer from {url} within {timeout:.0f}s ({reason})") from None
 
 
 class MlflowRun:
@@ -113,11 +156,15 @@ class MlflowRun:
             self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
+        self.log_metric_steps([(step or 0, int(time.time() * 1000), metrics)])
+
+    def log_metric_steps(self, points: Sequence[tuple[int, int, Mapping[str, float]]]) -> None:
+        """Metrics of several steps, ``(step, timestamp_ms, metrics)`` each, in as few writes as possible."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
         items = [
-            Metric(k, float(v), now, step or 0)
+            Metric(k, float(v), timestamp, step)
+            for step, timestamp, metrics in points
             for k, v in metrics.items()
             if v is not None and math.isfinite(float(v))
         ]
@@ -135,3 +182,30 @@ class MlflowRun:
         if not self._ended:
             self._client.set_terminated(self.run_id, status=status)
             self._ended = True
+
+
+class MetricBuffer:
+    """Curve points (per-epoch metrics) written in batches: at most one write per ``every_s``, and a flush.
+
+    Each write is a database transaction, tens of milliseconds with SQLite (it syncs to disk): one
+    per epoch was a few percent of a short trial. Points keep the time they were added at, and
+    live curves in the UI lag by at most ``every_s``.
+    """
+
+    def __init__(self, run: MlflowRun, *, every_s: float = 15.0) -> None:
+        self._run = run
+        self._every_s = every_s
+        self._pending: list[tuple[int, int, Mapping[str, float]]] = []
+        self._last_write = time.monotonic()
+
+    def add(self, metrics: Mapping[str, float], *, step: int) -> None:
+        self._pending.append((step, int(time.time() * 1000), dict(metrics)))
+        if time.monotonic() - self._last_write >= self._every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write whatever is pending (call before the run's final metrics)."""
+        pending, self._pending = self._pending, []
+        if pending:
+            self._run.log_metric_steps(pending)
+        self._last_write = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import warnings
@@ -56,6 +57,15 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
 
 
+def release_memory(on_gpu: bool = True) -> None:
+    """Collect what a finished or failed trial left behind (an exception's frames hold activations)
+    and return the CUDA allocator's cached blocks: after an out-of-memory error, and between the
+    trials of a sweep, so the next one starts clean."""
+    gc.collect()
+    if on_gpu and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def build_module(
     prepared: PreparedTrial, inputs: TrialInputs, on_epoch_end: Callable[[EpochRecord], None] | None
 ) -> TransferModule:
@@ -72,6 +82,7 @@ def build_module(
         steps_per_epoch=steps_per_epoch,
         check_every_step=not prepared.device.is_gpu,
         on_epoch_end=on_epoch_end,
+        num_classes=prepared.splits.num_classes,
     )
 
 
@@ -109,7 +120,7 @@ def fit(
     quiet_lightning()
     trainer = build_trainer(prepared, callbacks)
     meter = FitMeter(prepared.device)
-    status, error, interrupted = "completed", None, False
+    status, error, interrupted, oom = "completed", None, False, False
     inputs: TrialInputs | None = None
     module: TransferModule | None = None
     handler = signal.getsignal(signal.SIGINT)
@@ -135,6 +146,7 @@ def fit(
     except Exception as exc:
         if _is_oom(exc):
             status = f"failed: out of memory ({str(exc).splitlines()[0][:160]})"
+            oom = True
         else:
             status, error = (
                 f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
@@ -142,6 +154,8 @@ def fit(
             )
     finally:
         signal.signal(signal.SIGINT, handler)
+    if oom:
+        release_memory(prepared.device.is_gpu)
     progress = (
         module.progress if module is not None else FitProgress(phase_samples=[0] * len(prepared.model.phases))
     )

@@ -136,7 +136,8 @@ def cached_inputs(prepared: PreparedTrial, split: PrefixSplit, cache: FeatureCac
             if prepared.device.is_gpu:
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
-            flops = _prefix_flops(prepared, split.prefix, images) if prepared.cfg.trainer.count_flops else 0.0
+            count = prepared.cfg.trainer.count_flops
+            flops = _prefix_flops(prepared, split.prefix, images, model_key) if count else 0.0
             entry = CachedFeatures(features.cpu(), seconds, flops, prepared.device.name)
             cache.put(key, entry)
             use.computed_flops[name] = flops
@@ -146,9 +147,17 @@ def cached_inputs(prepared: PreparedTrial, split: PrefixSplit, cache: FeatureCac
     return TrialInputs(network=network, data=data, train_transform=None, eval_transform=None, cache=use)
 
 
-def _prefix_flops(prepared: PreparedTrial, prefix: nn.Module, split: TensorSplit) -> float:
+# (model key, sample shape) -> forward FLOPs of the prefix per sample. Counting costs ~0.5 s of Python
+# per call on a CPU and the answer is the same for every split and every trial on this prefix.
+_PREFIX_FLOPS: dict[tuple[str, tuple[int, ...]], float] = {}
+
+
+def _prefix_flops(prepared: PreparedTrial, prefix: nn.Module, split: TensorSplit, model_key: str) -> float:
     probe = prepared.transform(train=False)(split.images[:2])
-    return measure_forward_flops(prefix, probe) / probe.shape[0] * len(split)
+    key = (model_key, tuple(probe.shape[1:]))
+    if key not in _PREFIX_FLOPS:
+        _PREFIX_FLOPS[key] = measure_forward_flops(prefix, probe) / probe.shape[0]
+    return _PREFIX_FLOPS[key] * len(split)
 
 
 def trial_inputs(prepared: PreparedTrial) -> TrialInputs:

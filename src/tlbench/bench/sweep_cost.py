@@ -1,0 +1,214 @@
+"""What pruning saves: a sweep's tuning phase run with its pruner and with ``pruner: none``.
+
+Running the whole default sweep twice takes hours on a CPU, so the benchmark derives a reduced sweep
+from the sweep file itself: the same base, search space, sampler (same seed, so both runs try the
+same learning rates), budget per cell and pruner, on a subset of its cells, without the final phase
+(finals are never pruned; they would add the same cost to both sides). It runs through the public
+entry point, ``tlbench sweep --sweep FILE --study NAME --storage URL``, and reads the trials back
+from the Optuna storage: each trial's ``cost/device_hours`` (pruned trials included: compute spent
+is compute spent), the epochs it trained, and the best validation accuracy each cell found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tlbench.bench.cases import SweepPlan, timed
+from tlbench.bench.timing import Sample
+from tlbench.errors import ConfigError
+
+TUNING_EXCLUDED = ("meta", "final", "pareto")  # study suffixes that are not tuning cells
+
+
+def _condition_holds(condition: str, cells: Mapping[str, Sequence[Any]]) -> bool:
+    """Whether a ``k=v,k2=v2`` condition can still match a cell of the reduced factors."""
+    for part in condition.split(","):
+        key, _, value = part.strip().partition("=")
+        if key in cells and value.strip() not in {str(v) for v in cells[key]}:
+            return False
+    return True
+
+
+def reduced_sweep(
+    data: Mapping[str, Any], plan: SweepPlan, *, extra_base: Sequence[str] = (), pruned: bool = True
+) -> dict[str, Any]:
+    """The sweep mapping restricted to ``plan.cells``, finals dropped, optionally without its pruner.
+
+    Raises:
+        ConfigError: A requested factor or value is not in the sweep file.
+    """
+    factors: dict[str, list[Any]] = dict(data.get("factors") or {})
+    for name, values in plan.cells.items():
+        if name not in factors:
+            raise ConfigError(f"bench sweep: factor '{name}' is not in the sweep ({', '.join(factors)})")
+        missing = [v for v in values if str(v) not in {str(f) for f in factors[name]}]
+        if missing:
+            raise ConfigError(f"bench sweep: {name}={missing} not among the sweep's values {factors[name]}")
+        factors[name] = list(values)
+    out = {k: v for k, v in data.items() if k not in ("final", "description")}
+    out["description"] = "tlbench bench: the tuning phase of a sweep on a subset of its cells"
+    out["factors"] = factors
+    for section in ("where", "search_where"):
+        if data.get(section):
+            kept = {c: v for c, v in data[section].items() if _condition_holds(str(c), factors)}
+            out[section] = kept
+            if not kept:
+                del out[section]
+    out["base"] = [*(plan.base if plan.base is not None else data.get("base") or []), *extra_base]
+    if not pruned:
+        out["pruner"] = {"name": "none"}
+    return out
+
+
+@dataclass(frozen=True)
+class TrialCost:
+    """One tuning trial as read back from the study."""
+
+    cell: str
+    state: str  # COMPLETE | PRUNED | FAIL
+    device_hours: float
+    epochs: int  # epochs trained (the last validation it reported)
+    val_acc: float | None
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    cell: str
+    trials: int
+    pruned: int
+    device_hours: float
+    epochs: int
+    best_val_acc: float | None  # among completed trials, as the sweep picks its winner
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarize(trials: Sequence[TrialCost]) -> list[CellSummary]:
+    """Per cell: trials, how many pruned, device-hours and epochs spent, best completed val/acc."""
+    cells: dict[str, list[TrialCost]] = {}
+    for trial in trials:
+        cells.setdefault(trial.cell, []).append(trial)
+    out = []
+    for cell, group in sorted(cells.items()):
+        done = [t.val_acc for t in group if t.state == "COMPLETE" and t.val_acc is not None]
+        out.append(
+            CellSummary(
+                cell=cell,
+                trials=len(group),
+                pruned=sum(1 for t in group if t.state == "PRUNED"),
+                device_hours=sum(t.device_hours for t in group),
+                epochs=sum(t.epochs for t in group),
+                best_val_acc=max(done) if done else None,
+            )
+        )
+    return out
+
+
+def best_case_fraction(*, epochs: int, trials: int, first_rung: int) -> float:
+    """Pruned / unpruned epochs if every trial but the first stopped at the pruner's first rung.
+
+    Successive halving never prunes a cell's first trial (it has nothing to compare with), and the
+    earliest a later one can stop is after ``first_rung`` epochs: this is the most pruning can save.
+    """
+    if epochs < 1 or trials < 1 or first_rung < 1:
+        raise ValueError(f"need positive {epochs=}, {trials=}, {first_rung=}")
+    return (epochs + (trials - 1) * min(first_rung, epochs)) / (trials * epochs)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    study: str
+    pruned: bool
+    sample: Sample  # the whole sweep command
+    cells: list[CellSummary]
+
+    @property
+    def device_hours(self) -> float:
+        return sum(c.device_hours for c in self.cells)
+
+    @property
+    def epochs(self) -> int:
+        return sum(c.epochs for c in self.cells)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "study": self.study,
+            "pruner": "as in the sweep file" if self.pruned else "none",
+            "wall_s": self.sample.wall_s,
+            "cpu_s": self.sample.cpu_s,
+            "device_hours": self.device_hours,
+            "epochs": self.epochs,
+            "cells": [c.as_dict() for c in self.cells],
+        }
+
+
+def _read_trials(journal: Path, study: str) -> list[TrialCost]:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    out = []
+    for summary in storage.get_all_studies():
+        prefix, _, cell = summary.study_name.partition("/")
+        if prefix != study or not cell or cell in TUNING_EXCLUDED:
+            continue
+        for trial in storage.get_all_trials(storage.get_study_id_from_name(summary.study_name)):
+            # every trial that trained logged its cost, diverged and pruned ones too; lost claims 0
+            hours = float(trial.user_attrs.get("cost_device_hours", 0.0))
+            acc = trial.user_attrs.get("val_acc")
+            epochs = _epochs(trial.state.name, trial.intermediate_values, trial.user_attrs.get("overrides"))
+            out.append(
+                TrialCost(cell, trial.state.name, hours, int(epochs), None if acc is None else float(acc))
+            )
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _configured_epochs(overrides: tuple[str, ...]) -> int:
+    from tlbench.config import load_config
+
+    return int(load_config(overrides).trainer.epochs)
+
+
+def _epochs(state: str, reported: Mapping[int, float], overrides: Sequence[str] | None) -> int:
+    """Epochs a trial trained: up to its last report if pruned, else all it was configured for."""
+    if state == "PRUNED" or not overrides:
+        return int(max(reported, default=0))  # unpruned studies report nothing: 0 only without overrides
+    return _configured_epochs(tuple(overrides))
+
+
+def run_sweep(mapping: Mapping[str, Any], *, study: str, workdir: Path, pruned: bool) -> SweepRun:
+    """Write the sweep file, run ``tlbench sweep`` on it in this process, read its trials back."""
+    from tlbench.commands import sweep as sweep_command
+
+    path = workdir / "sweeps" / f"{study}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(dict(mapping), sort_keys=False))
+    journal = workdir / "optuna" / f"{study}.journal"
+    argv = ["--sweep", str(path), "--study", study, "--storage", f"journal:{journal}"]
+    captured = io.StringIO()  # the sweep's own progress view; the bench prints one line per sweep
+    with contextlib.redirect_stdout(captured):
+        code, sample = timed(lambda: sweep_command.main(argv))
+    if code != 0:
+        raise RuntimeError(f"bench sweep {study} exited with {code}:\n{captured.getvalue()[-2000:]}")
+    return SweepRun(study=study, pruned=pruned, sample=sample, cells=summarize(_read_trials(journal, study)))
+
+
+def accuracy_gap_points(pruned: SweepRun, unpruned: SweepRun) -> float | None:
+    """Largest drop, over cells, of the best val/acc found with pruning vs without (points, >= 0 better)."""
+    best = {c.cell: c.best_val_acc for c in unpruned.cells if c.best_val_acc is not None}
+    gaps = [
+        100.0 * (best[c.cell] - c.best_val_acc)
+        for c in pruned.cells
+        if c.best_val_acc is not None and c.cell in best
+    ]
+    return max(gaps) if gaps else None

@@ -1,0 +1,85 @@
+"""Check a sweep against the config tree before anything runs: every cell must compose.
+
+Only Hydra knows which paths exist and which values they accept, so each cell is composed once
+(with every searched parameter at its low end / first choice) and, on failure, the culprit is found
+by composing the pieces one at a time: the error names the factor, ``where`` entry or search key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tlbench.config import RunConfig, load_config
+from tlbench.errors import ConfigError
+from tlbench.sweep.cells import Cell, cell_overrides, cell_search, expand_cells, override
+from tlbench.sweep.spec import SearchParam, SweepSpec, sweep_error
+
+
+def _low(param: SearchParam) -> str:
+    value = param.choices[0] if param.choices is not None else param.low
+    if param.integer and value is not None:
+        value = int(value)
+    return override(param.path, value)
+
+
+def _high(param: SearchParam) -> list[str]:
+    if param.choices is not None:
+        return [override(param.path, choice) for choice in param.choices[1:]]
+    value = int(param.high) if param.integer and param.high is not None else param.high
+    return [override(param.path, value)]
+
+
+def _compose(overrides: Sequence[str]) -> RunConfig | ConfigError:
+    try:
+        return load_config(overrides)
+    except ConfigError as exc:
+        return exc
+
+
+def _explain(spec: SweepSpec, cell: Cell, params: list[SearchParam], error: ConfigError) -> ConfigError:
+    """Compose piece by piece to say which part of the sweep file is wrong."""
+    base = list(spec.base)
+    if isinstance(_compose(base), ConfigError):
+        return sweep_error(spec.name, f"base overrides: {error}")
+    for path, value in cell.values:
+        result = _compose([*base, override(path, value)])
+        if isinstance(result, ConfigError):
+            return sweep_error(spec.name, f"factor '{path}' (value {value!r}): {result}")
+    fixed = cell_overrides(spec, cell)
+    if isinstance(_compose(fixed), ConfigError):
+        return sweep_error(spec.name, f"cell {cell.key} (with its 'where' overrides): {error}")
+    for param in params:
+        result = _compose([*fixed, _low(param)])
+        if isinstance(result, ConfigError):
+            return sweep_error(spec.name, f"search key '{param.path}': {result}")
+    return sweep_error(spec.name, f"cell {cell.key}: {error}")
+
+
+def first_cell_config(spec: SweepSpec) -> RunConfig:
+    """The first cell's config, unchecked beyond composition (workers of an already checked sweep)."""
+    return load_config(cell_overrides(spec, expand_cells(spec)[0]))
+
+
+def check_against_config(spec: SweepSpec) -> RunConfig:
+    """Compose every cell; returns the first cell's config (its tracking settings are the study's)."""
+    cells = expand_cells(spec)
+    first: RunConfig | None = None
+    for index, cell in enumerate(cells):
+        params = cell_search(spec, cell)
+        fixed = cell_overrides(spec, cell)
+        result = _compose([*fixed, *(_low(p) for p in params)])
+        if isinstance(result, ConfigError):
+            raise _explain(spec, cell, params, result)
+        if index == 0:
+            first = result
+            for param in params:  # the other end of each range, and every other choice, once
+                for text in _high(param):
+                    other = _compose([*fixed, text])
+                    if isinstance(other, ConfigError):
+                        raise sweep_error(spec.name, f"search key '{param.path}' ({text}): {other}")
+    assert first is not None  # there is always at least one cell
+    if not first.tracking.enabled:
+        raise sweep_error(
+            spec.name, "sweeps record every trial in MLflow: remove tracking=disabled from base"
+        )
+    return first

@@ -1,0 +1,221 @@
+"""Find ``sweeps/<name>.yaml``, parse it into a :class:`SweepSpec`, check the cross-field rules."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tlbench.errors import ConfigError
+from tlbench.sweep.spec import (
+    MODES,
+    PRUNERS,
+    SAMPLERS,
+    TOP_KEYS,
+    Budget,
+    PrunerSpec,
+    SamplerSpec,
+    SweepSpec,
+    as_int,
+    as_mapping,
+    as_overrides,
+    check_keys,
+    parse_condition,
+    parse_factors,
+    parse_search,
+    sweep_error,
+)
+
+SWEEPS_DIR_ENV = "TLBENCH_SWEEPS_DIR"
+
+
+def sweeps_dir() -> Path:
+    """``$TLBENCH_SWEEPS_DIR`` or the repository's ``sweeps/``."""
+    override = os.environ.get(SWEEPS_DIR_ENV)
+    return Path(override) if override else Path(__file__).resolve().parents[3] / "sweeps"
+
+
+def sweep_path(name_or_path: str) -> Path:
+    """A sweep name (``smoke``) or a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate
+    path = sweeps_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in sweeps_dir().glob("*.yaml"))
+        raise ConfigError(f"no sweep '{name_or_path}': expected {path}; known sweeps: {', '.join(known)}")
+    return path
+
+
+def load_sweep(name_or_path: str) -> SweepSpec:
+    path = sweep_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"sweep file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_sweep(data or {}, name=path.stem)
+
+
+def parse_sweep(data: Mapping[str, Any], *, name: str) -> SweepSpec:
+    """A validated :class:`SweepSpec` from the YAML mapping (paths are checked by :mod:`.check`)."""
+    data = as_mapping(name, "the sweep file", data)
+    check_keys(name, "the sweep file", data, TOP_KEYS)
+    mode = data.get("mode", "tune_then_final")
+    if mode not in MODES:
+        raise sweep_error(name, f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    factors = parse_factors(name, data.get("factors"))
+    by_name = dict(factors)
+    where = tuple(
+        (parse_condition(name, cond, by_name), as_overrides(name, f"where['{cond}']", overrides))
+        for cond, overrides in as_mapping(name, "where", data.get("where")).items()
+    )
+    search_where = tuple(
+        (parse_condition(name, cond, by_name), parse_search(name, f"search_where['{cond}']", params))
+        for cond, params in as_mapping(name, "search_where", data.get("search_where")).items()
+    )
+    spec = SweepSpec(
+        name=name,
+        description=str(data.get("description", "")),
+        mode=mode,
+        base=as_overrides(name, "base", data.get("base")),
+        factors=factors,
+        where=where,
+        search=parse_search(name, "search", data.get("search")),
+        search_where=search_where,
+        budget=_budget(name, data.get("budget"), mode),
+        final_seeds=_final_seeds(name, data.get("final")),
+        tune_seed=as_int(name, "tune_seed", data.get("tune_seed", 0), minimum=0),
+        sampler=_sampler(name, data.get("sampler"), mode),
+        pruner=_pruner(name, data.get("pruner")),
+    )
+    _check_combinations(spec)
+    return spec
+
+
+def _budget(name: str, data: Any, mode: str) -> Budget:
+    raw = as_mapping(name, "budget", data)
+    check_keys(name, "budget", raw, ("trials_per_cell", "trials", "max_retries"))
+    if mode == "pareto" and "trials" not in raw:
+        raise sweep_error(
+            name, "mode: pareto needs budget.trials (the trials of the one multi-objective study)"
+        )
+    return Budget(
+        trials_per_cell=as_int(name, "budget.trials_per_cell", raw.get("trials_per_cell", 1), minimum=1),
+        trials=as_int(name, "budget.trials", raw["trials"], minimum=1) if "trials" in raw else None,
+        max_retries=as_int(name, "budget.max_retries", raw.get("max_retries", 2), minimum=0),
+    )
+
+
+def _final_seeds(name: str, data: Any) -> tuple[int, ...]:
+    raw = as_mapping(name, "final", data)
+    check_keys(name, "final", raw, ("seeds",))
+    seeds = raw.get("seeds", [])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise sweep_error(name, f"final.seeds must be a list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise sweep_error(name, f"final.seeds lists a seed twice: {seeds}")
+    return tuple(seeds)
+
+
+def _sampler(name: str, data: Any, mode: str) -> SamplerSpec:
+    raw = as_mapping(name, "sampler", data)
+    check_keys(name, "sampler", raw, ("name", "seed", "n_startup_trials"))
+    sampler = raw.get("name", "nsgaii" if mode == "pareto" else "tpe")
+    if sampler not in SAMPLERS:
+        raise sweep_error(name, f"sampler.name must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    startup = raw.get("n_startup_trials")
+    return SamplerSpec(
+        name=sampler,
+        seed=as_int(name, "sampler.seed", raw.get("seed", 0), minimum=0),
+        n_startup_trials=None
+        if startup is None
+        else as_int(name, "sampler.n_startup_trials", startup, minimum=0),
+    )
+
+
+def _pruner(name: str, data: Any) -> PrunerSpec:
+    raw = as_mapping(name, "pruner", data)
+    check_keys(name, "pruner", raw, ("name", "min_resource", "reduction_factor", "n_warmup_steps"))
+    pruner = raw.get("name", "none")
+    if pruner not in PRUNERS:
+        raise sweep_error(name, f"pruner.name must be one of {', '.join(PRUNERS)}, got {pruner!r}")
+    return PrunerSpec(
+        name=pruner,
+        min_resource=as_int(name, "pruner.min_resource", raw.get("min_resource", 1), minimum=1),
+        reduction_factor=as_int(name, "pruner.reduction_factor", raw.get("reduction_factor", 3), minimum=2),
+        n_warmup_steps=as_int(name, "pruner.n_warmup_steps", raw.get("n_warmup_steps", 1), minimum=0),
+    )
+
+
+def _check_combinations(spec: SweepSpec) -> None:
+    name, factors = spec.name, spec.factor_names
+    searched = {p.path for p in spec.search} | {p.path for _, ps in spec.search_where for p in ps}
+    for path in sorted(searched & set(factors)):
+        raise sweep_error(name, f"'{path}' is both a factor and searched: cross it or tune it, not both")
+    if "seed" in searched:
+        raise sweep_error(name, "seed cannot be searched: use tune_seed, final.seeds, or seed as a factor")
+    if "seed" in factors and spec.final_seeds:
+        raise sweep_error(
+            name, "seed is a factor and final.seeds is set: finals would re-seed every cell; drop one"
+        )
+    if spec.tune_seed in spec.final_seeds:
+        raise sweep_error(
+            name,
+            f"final.seeds must not include tune_seed ({spec.tune_seed}): "
+            "the reported runs must be independent of the ones used for selection",
+        )
+    if spec.mode == "tune_then_final" and not searched and spec.budget.trials_per_cell > 1:
+        raise sweep_error(
+            name,
+            f"nothing is searched, so the {spec.budget.trials_per_cell} trials of a cell would all run the "
+            "same configuration: set budget.trials_per_cell: 1 (add seed as a factor to replicate)",
+        )
+    if spec.mode == "pareto":
+        if spec.final_seeds:
+            raise sweep_error(name, "mode: pareto has no final phase: remove final.seeds")
+        if spec.pruner.name != "none":
+            raise sweep_error(
+                name, "mode: pareto cannot prune (Optuna has no multi-objective pruning): pruner: none"
+            )
+    elif spec.sampler.name == "nsgaii":
+        raise sweep_error(name, "sampler nsgaii is multi-objective: use it with mode: pareto")
+    if spec.sampler.name == "grid":
+        _check_grid(spec)
+
+
+def _check_grid(spec: SweepSpec) -> None:
+    if spec.search_where or any(p.choices is None for p in spec.search):
+        raise sweep_error(
+            spec.name, "sampler grid needs every search parameter as choices: [...] and no search_where"
+        )
+    points = 1
+    for param in spec.search:
+        points *= len(param.choices or ())
+    if spec.mode == "tune_then_final" and spec.budget.trials_per_cell > points:
+        raise sweep_error(
+            spec.name,
+            f"budget.trials_per_cell={spec.budget.trials_per_cell} exceeds the grid's {points} points",
+        )
+
+
+def spec_as_dict(spec: SweepSpec) -> dict[str, Any]:
+    """The resolved definition as plain data (logged as ``sweep.yaml`` and digested for resume)."""
+    plain = asdict(spec)
+    plain["factors"] = {k: list(v) for k, v in spec.factors}
+    plain["where"] = {c.text: list(o) for c, o in spec.where}
+    plain["search"] = {p.path: _param_dict(p) for p in spec.search}
+    plain["search_where"] = {c.text: {p.path: _param_dict(p) for p in ps} for c, ps in spec.search_where}
+    plain["base"] = list(spec.base)
+    plain["final_seeds"] = list(spec.final_seeds)
+    return plain
+
+
+def _param_dict(param: Any) -> dict[str, Any]:
+    out = {k: v for k, v in asdict(param).items() if k != "path" and v not in (None, False)}
+    if "choices" in out:
+        out["choices"] = list(out["choices"])
+    return out

@@ -1,0 +1,81 @@
+"""Pruning: the Lightning callback that reports validation accuracy, and the rules around the pruner.
+
+The decision for epoch e is taken when epoch e+1 starts, not inside validation: the epoch's record
+(and its MLflow curve point) is complete by then, and no training work separates the two moments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import Any
+
+import optuna
+from lightning.pytorch.callbacks import Callback
+from optuna.trial import FrozenTrial, TrialState
+
+from tlbench.errors import TrialPruned
+from tlbench.sweep.protocol import is_counted
+
+MONITOR = "val/acc"
+
+
+class OptunaPruning(Callback):
+    """``trial.report(val/acc, epoch)`` after each validation; raise :class:`TrialPruned` when told to."""
+
+    def __init__(self, trial: optuna.trial.Trial, *, monitor: str = MONITOR) -> None:
+        self.trial = trial
+        self.monitor = monitor
+        self.last_epoch: int | None = None
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        epoch = int(trainer.current_epoch) + 1
+        self.trial.report(float(value), step=epoch)
+        self.last_epoch = epoch
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.last_epoch is None:  # nothing new was reported since the last decision
+            return
+        epoch, self.last_epoch = self.last_epoch, None
+        if self.trial.should_prune():
+            raise TrialPruned(f"pruned after epoch {epoch}", epoch=epoch)
+
+
+class _CountedTrialsView:
+    """The study as the pruner should see it: without the trials that do not count.
+
+    A crashed or killed trial's intermediate values would otherwise stay in the successive-halving
+    rungs and prune the very trial that redoes its work.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [t for t in trials if t.state != TrialState.FAIL or is_counted(t)]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+class FairPruner(optuna.pruners.BasePruner):
+    """Prune as ``inner`` does, over counted trials only, and never before the cell has a completed trial.
+
+    The second rule guarantees every cell a result to confirm in the final phase: with a handful of
+    trials per cell, successive halving would otherwise be free to prune them all.
+    """
+
+    def __init__(self, inner: optuna.pruners.BasePruner) -> None:
+        self.inner = inner
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        # Always ask the inner pruner: it records this trial's rung values for later comparisons.
+        decision = bool(self.inner.prune(_CountedTrialsView(study), trial))  # type: ignore[arg-type]
+        return decision and bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))

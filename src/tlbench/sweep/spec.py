@@ -1,0 +1,231 @@
+"""The typed sweep definition (``sweeps/<name>.yaml``) and its structural validation.
+
+A sweep file is parsed once, up front, into frozen dataclasses: unknown keys, bad ranges, empty
+factor lists and impossible combinations fail here with one actionable line, before any study is
+created. Whether factor and search paths exist in the run config is checked separately, by composing
+configs (:mod:`tlbench.sweep.check`), because only Hydra knows the config tree.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tlbench.errors import ConfigError
+
+MODES = ("tune_then_final", "pareto")
+SAMPLERS = ("tpe", "random", "qmc", "grid", "nsgaii")
+PRUNERS = ("none", "successive_halving", "hyperband", "median")
+Scalar = str | int | float | bool | None
+_PLAIN = re.compile(r"^[\w.\-/:+]+$")  # values that need no quoting in a Hydra override
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One tuned hyper-parameter: a float/int range (``log`` for log-uniform) or a list of choices."""
+
+    path: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    integer: bool = False
+    choices: tuple[Scalar, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``"strategy=partial,data.n_per_class=5"``: matches cells whose factors have all these values."""
+
+    text: str
+    items: tuple[tuple[str, Scalar], ...]
+
+
+@dataclass(frozen=True)
+class Budget:
+    trials_per_cell: int = 1  # counted tuning trials per cell (equal for every cell: the fair protocol)
+    trials: int | None = None  # pareto mode: trials of the one multi-objective study
+    max_retries: int = 2  # crashes (not divergence) redone per cell / final slot before giving up
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str = "tpe"
+    seed: int = 0
+    n_startup_trials: int | None = None  # tpe: random trials before the model kicks in
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    name: str = "none"
+    min_resource: int = 1  # epochs before the first comparison
+    reduction_factor: int = 3
+    n_warmup_steps: int = 1  # median
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    description: str = ""
+    mode: str = "tune_then_final"
+    base: tuple[str, ...] = ()
+    factors: tuple[tuple[str, tuple[Scalar, ...]], ...] = ()
+    where: tuple[tuple[Condition, tuple[str, ...]], ...] = ()
+    search: tuple[SearchParam, ...] = ()
+    search_where: tuple[tuple[Condition, tuple[SearchParam, ...]], ...] = ()
+    budget: Budget = field(default_factory=Budget)
+    final_seeds: tuple[int, ...] = ()
+    tune_seed: int = 0
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = field(default_factory=PrunerSpec)
+
+    @property
+    def factor_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.factors)
+
+    @property
+    def has_finals(self) -> bool:
+        return bool(self.final_seeds) and self.mode == "tune_then_final"
+
+
+TOP_KEYS = (
+    "description", "mode", "base", "factors", "where", "search", "search_where", "budget", "final",
+    "tune_seed", "sampler", "pruner",
+)  # fmt: skip
+
+
+def sweep_error(name: str, message: str) -> ConfigError:
+    return ConfigError(f"sweep '{name}': {message}")
+
+
+def check_keys(name: str, where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" — did you mean '{close[0]}'?" if close else f" (allowed: {', '.join(allowed)})"
+            raise sweep_error(name, f"unknown key '{key}' in {where}{hint}")
+
+
+def as_mapping(name: str, where: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise sweep_error(name, f"{where} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def as_overrides(name: str, where: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
+        raise sweep_error(
+            name, f"{where} must be a list of Hydra overrides like 'trainer.epochs=4', got {value!r}"
+        )
+    return tuple(value)
+
+
+def as_int(name: str, where: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise sweep_error(name, f"{where} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def parse_condition(name: str, text: Any, factors: Mapping[str, tuple[Scalar, ...]]) -> Condition:
+    """``"k=v,k2=v2"`` over declared factors; each value must be one of the factor's values."""
+    if not isinstance(text, str) or "=" not in text:
+        raise sweep_error(
+            name, f"condition {text!r} must look like 'strategy=partial' (a factor=value, comma-joined)"
+        )
+    items: list[tuple[str, Scalar]] = []
+    for part in text.split(","):
+        key, _, raw = part.strip().partition("=")
+        if key not in factors:
+            raise sweep_error(
+                name, f"condition '{text}' names '{key}', which is not a factor ({', '.join(factors)})"
+            )
+        match = [v for v in factors[key] if format_value(v) == raw.strip() or _same_number(v, raw.strip())]
+        if not match:
+            values = ", ".join(str(v) for v in factors[key])
+            raise sweep_error(
+                name, f"condition '{text}': {key}={raw} is not one of the factor's values ({values})"
+            )
+        items.append((key, match[0]))
+    return Condition(text=text, items=tuple(items))
+
+
+def format_value(value: Scalar) -> str:
+    """A value as Hydra reads it back unchanged (and as it appears in cell keys)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value)
+    if isinstance(value, int) or _PLAIN.match(text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _same_number(value: Scalar, raw: str) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return float(raw) == float(value)
+    except ValueError:
+        return False
+
+
+def parse_search(name: str, where: str, data: Any) -> tuple[SearchParam, ...]:
+    params = []
+    for path, raw in as_mapping(name, where, data).items():
+        spot = f"{where}.{path}"
+        spec = as_mapping(name, spot, raw)
+        check_keys(name, spot, spec, ("low", "high", "log", "step", "type", "choices"))
+        if "choices" in spec:
+            choices = spec["choices"]
+            if set(spec) != {"choices"}:
+                raise sweep_error(name, f"{spot}: give either choices or low/high, not both")
+            if not isinstance(choices, list) or not choices:
+                raise sweep_error(name, f"{spot}.choices must be a non-empty list, got {choices!r}")
+            params.append(SearchParam(path=str(path), choices=tuple(choices)))
+            continue
+        params.append(_parse_range(name, spot, str(path), spec))
+    return tuple(params)
+
+
+def _parse_range(name: str, spot: str, path: str, spec: Mapping[str, Any]) -> SearchParam:
+    if "low" not in spec or "high" not in spec:
+        raise sweep_error(name, f"{spot} needs low and high (or choices: [...])")
+    low, high = spec["low"], spec["high"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        raise sweep_error(name, f"{spot}: low and high must be numbers, got low={low!r} high={high!r}")
+    kind = spec.get("type", "float")
+    if kind not in ("float", "int"):
+        raise sweep_error(name, f"{spot}.type must be float or int, got {kind!r}")
+    log, step = bool(spec.get("log", False)), spec.get("step")
+    if low >= high:
+        raise sweep_error(name, f"{spot}: low must be < high, got low={low} high={high}")
+    if log and low <= 0:
+        raise sweep_error(name, f"{spot}: a log range needs low > 0, got low={low}")
+    if step is not None and (log or not isinstance(step, (int, float)) or step <= 0):
+        raise sweep_error(name, f"{spot}.step must be a positive number and cannot be combined with log")
+    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        raise sweep_error(name, f"{spot}: an int range needs integer low/high, got {low}, {high}")
+    return SearchParam(path=path, low=float(low), high=float(high), log=log, step=step, integer=kind == "int")
+
+
+def parse_factors(name: str, data: Any) -> tuple[tuple[str, tuple[Scalar, ...]], ...]:
+    factors = []
+    for path, values in as_mapping(name, "factors", data).items():
+        if not isinstance(values, list) or not values:
+            raise sweep_error(name, f"factor '{path}' needs a non-empty list of values, got {values!r}")
+        if any(isinstance(v, (list, dict)) for v in values):
+            raise sweep_error(name, f"factor '{path}': values must be scalars, got {values!r}")
+        if len({str(v) for v in values}) != len(values):
+            raise sweep_error(name, f"factor '{path}' lists a value twice: {values!r}")
+        factors.append((str(path), tuple(values)))
+    return tuple(factors)

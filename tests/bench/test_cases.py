@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tlbench.bench.cases import COMMON, SWEEP_CELL_DATA, Plan
+
+DEFAULT = yaml.safe_load((Path(__file__).resolve().parents[2] / "sweeps" / "default.yaml").read_text())
+
+
+def test_bench_trials_are_cells_of_the_default_sweep() -> None:
+    # if sweeps/default.yaml changes, the bench's fine-tune and partial trials must follow it
+    plan = Plan()
+    assert set(DEFAULT["base"]) <= set(SWEEP_CELL_DATA)
+    assert 5 in DEFAULT["factors"]["data.n_per_class"]
+    assert {"full_finetune", "partial", "linear_probe"} <= set(DEFAULT["factors"]["strategy"])
+    assert "trainer.epochs=12" in DEFAULT["where"]["data.n_per_class=5"]
+    assert "trainer.epochs=12" in plan.partial  # the partial cell as the sweep runs it
+    assert set(DEFAULT["where"]["strategy=partial"]) <= set(plan.partial)
+
+
+def test_overrides_put_warm_up_and_extras_last_so_they_win() -> None:
+    plan = Plan(threads=1)
+    runs = plan.overrides("finetune", "trainer.count_flops=false", warmup=True)
+    assert runs[: len(plan.finetune)] == list(plan.finetune)
+    assert set(COMMON) <= set(runs) and "trainer.num_threads=1" in runs
+    assert runs[-1] == "trainer.epochs=1"  # Hydra: the last value of a key wins

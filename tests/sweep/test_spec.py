@@ -1,0 +1,126 @@
+"""Sweep files: parsing, structural validation, validation against the config tree, cells."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tlbench.errors import ConfigError
+from tlbench.sweep.cells import cell_overrides, cell_search, expand_cells
+from tlbench.sweep.check import check_against_config
+from tlbench.sweep.loader import load_sweep, parse_sweep, sweeps_dir
+
+from .conftest import TINY_BASE
+
+GOOD: dict[str, Any] = {
+    "base": TINY_BASE,
+    "factors": {"strategy": ["linear_probe", "partial"], "data.n_per_class": [5, 10]},
+    "where": {"strategy=partial": ["strategy.freeze_depth=6"]},
+    "search": {"optimizer.lr": {"low": 1e-4, "high": 0.1, "log": True}},
+    "search_where": {"strategy=partial": {"optimizer.weight_decay": {"choices": [0.0, 1e-4]}}},
+    "budget": {"trials_per_cell": 2},
+    "final": {"seeds": [1, 2]},
+}
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    return {**GOOD, **changes}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_with(factor={}), "unknown key 'factor' in the sweep file — did you mean 'factors'"),
+        (_with(factors={"strategy": []}), "factor 'strategy' needs a non-empty list"),
+        (_with(factors={"strategy": ["scratch", "scratch"]}), "lists a value twice"),
+        (_with(search={"optimizer.lr": {"low": 0.1, "high": 0.01}}), "low must be < high"),
+        (_with(search={"optimizer.lr": {"low": 0.0, "high": 0.1, "log": True}}), "log range needs low > 0"),
+        (_with(search={"optimizer.lr": {"low": 1e-3}}), "needs low and high"),
+        (_with(search={"optimizer.lr": {"low": 1e-3, "high": 1, "scale": "log"}}), "unknown key 'scale'"),
+        (_with(search={"optimizer.lr": {"choices": []}}), "choices must be a non-empty list"),
+        (_with(budget={"trials_per_cell": 0}), "budget.trials_per_cell must be an integer >= 1"),
+        (_with(budget={"trial_per_cell": 2}), "did you mean 'trials_per_cell'"),
+        (_with(sampler={"name": "cmaes"}), "sampler.name must be one of"),
+        (_with(pruner={"name": "patient"}), "pruner.name must be one of"),
+        (_with(mode="bayes"), "mode must be one of"),
+        (_with(where={"strategy=scratch": ["x=1"]}), "strategy=scratch is not one of the factor's values"),
+        (_with(where={"backbone=resnet18": ["x=1"]}), "names 'backbone', which is not a factor"),
+        (_with(base=["data=synthetic", "trainer quick"]), "base must be a list of Hydra overrides"),
+        (_with(final={"seeds": [0, 1]}), "final.seeds must not include tune_seed (0)"),
+        (_with(search={"data.n_per_class": {"choices": [5]}}), "is both a factor and searched"),
+        (_with(search={}, search_where={}), "nothing is searched"),
+        (_with(sampler={"name": "grid"}), "sampler grid needs every search parameter as choices"),
+        (_with(mode="pareto"), "mode: pareto needs budget.trials"),
+        (_with(mode="pareto", budget={"trials": 4}, final={}, pruner={"name": "hyperband"}), "cannot prune"),
+    ],
+)
+def test_bad_sweep_files_fail_with_a_clear_message(data: dict[str, Any], message: str) -> None:
+    # each structural mistake is one ConfigError naming the sweep and the offending key
+    with pytest.raises(ConfigError, match=r"^sweep 'bad': ") as info:
+        parse_sweep(data, name="bad")
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_with(factors={"data.n_per_clas": [5]}, where={}, search_where={}), "factor 'data.n_per_clas'"),
+        (
+            _with(factors={"strategy": ["linear_probe", "fine_tune"]}, where={}, search_where={}),
+            "factor 'strategy'",
+        ),
+        (
+            _with(search={"optimizer.learning_rate": {"low": 1e-4, "high": 0.1}}),
+            "search key 'optimizer.learning_rate'",
+        ),
+        (_with(search={"optimizer.lr": {"low": 1e-4, "high": 20.0}}), "search key 'optimizer.lr'"),
+        (_with(base=[*TINY_BASE, "tracking=disabled"]), "remove tracking=disabled"),
+    ],
+)
+def test_unknown_paths_and_values_are_caught_by_composing(data: dict[str, Any], message: str) -> None:
+    # paths and values only Hydra knows about are checked before any study exists
+    with pytest.raises(ConfigError) as info:
+        check_against_config(parse_sweep(data, name="bad"))
+    assert message in str(info.value)
+
+
+def test_unknown_factor_path_suggests_the_right_one() -> None:
+    # a typo in a factor path gets Hydra's "did you mean" hint
+    data = _with(factors={"data.n_per_clas": [5]}, where={}, search_where={})
+    with pytest.raises(ConfigError, match=r"did you mean 'data\.n_per_class'"):
+        check_against_config(parse_sweep(data, name="bad"))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in sweeps_dir().glob("*.yaml")))
+def test_every_shipped_sweep_parses_and_composes(name: str) -> None:
+    # the sweeps in sweeps/ are valid against today's config tree
+    spec = load_sweep(name)
+    assert check_against_config(spec).tracking.enabled
+
+
+def test_required_sweeps_exist() -> None:
+    # the issue's list of sweep definitions
+    names = {p.stem for p in sweeps_dir().glob("*.yaml")}
+    assert {"default", "smoke", "freeze_depth", "lr_sensitivity", "data_scaling"} <= names
+
+
+def test_cells_cross_factors_and_apply_where_and_search_where(tmp_path: Path) -> None:
+    # 2 x 2 cells; partial cells get their freeze depth and an extra searched parameter
+    spec = parse_sweep(GOOD, name="good")
+    cells = expand_cells(spec)
+    assert [c.key for c in cells] == [
+        "data.n_per_class=5,strategy=linear_probe",
+        "data.n_per_class=10,strategy=linear_probe",
+        "data.n_per_class=5,strategy=partial",
+        "data.n_per_class=10,strategy=partial",
+    ]
+    partial = cells[2]
+    assert cell_overrides(spec, partial)[-3:] == [
+        "strategy=partial",
+        "data.n_per_class=5",
+        "strategy.freeze_depth=6",
+    ]
+    assert [p.path for p in cell_search(spec, partial)] == ["optimizer.lr", "optimizer.weight_decay"]
+    assert [p.path for p in cell_search(spec, cells[0])] == ["optimizer.lr"]
