@@ -137,6 +137,19 @@ def test_lr_sensitivity(trials: Trials) -> None:
     )
 
 
+def test_lr_sensitivity_names_the_diverged_trials(trials: Trials) -> None:
+    # a learning rate that wrecked training leaves no accuracy to plot: the caption says where it happened
+    rows = [{"role": "tune", "lr": lr, "val_acc": acc} for lr, acc in ((1e-3, 0.5), (1e-2, 0.7))]
+    diverged = {"role": "tune", "lr": 3.0, "status": "failed: diverged: training loss exploded to 900"}
+    crashed = {"role": "tune", "lr": 1e-4, "status": "failed: error: boom"}
+    info = lr_sensitivity_info(trials(*rows, diverged, crashed))
+    assert isinstance(info, PlotInfo)
+    assert "Not drawn: 1 tuning trial(s) diverged" in info.caption
+    assert "linear_probe n=10 at lr 3." in info.caption
+    clean = lr_sensitivity_info(trials(*rows))
+    assert isinstance(clean, PlotInfo) and "diverged" not in clean.caption
+
+
 def test_lr_sensitivity_with_one_lr_is_missing(trials: Trials) -> None:
     info = lr_sensitivity_info(trials({"role": "tune", "lr": 0.003, "val_acc": 0.5}))
     # the note names the one learning rate there was

@@ -27,7 +27,7 @@ from tlbench.report.figure_info import (
 )
 from tlbench.report.formatting import size_key, size_label, sorted_sizes, sorted_strategies
 from tlbench.report.stats import pareto_front
-from tlbench.report.summarize import final_results, run_cost, tune_results
+from tlbench.report.summarize import TUNE, final_results, run_cost, tune_results
 
 __all__ = [
     "FINAL_ACC", "TUNE_ACC", "CostUnit", "FigureInfo", "Missing", "PlotInfo", "all_figures", "choose_scale",
@@ -249,8 +249,28 @@ def lr_sensitivity_info(trials: pd.DataFrame) -> FigureInfo:
         "Validation accuracy of completed tuning trials against the learning rate (dots: trials; lines: "
         "mean per learning rate, where a strategy was tried at several). Other tuned factors vary too, so "
         "the spread at one learning rate includes them; a flat line means the strategy is forgiving."
+        + _diverged_note(trials)
     )
     return PlotInfo(name, title, "learning rate", TUNE_ACC, tuple(panels), caption, "lines", "log")
+
+
+def _diverged_note(trials: pd.DataFrame, *, listed: int = 6) -> str:
+    """The tuning trials a learning rate wrecked (diverged: no accuracy to draw), named in the caption."""
+    mask = (trials["role"] == TUNE) & trials["status"].astype(str).str.startswith("failed: diverged")
+    diverged = trials[mask]
+    if diverged.empty:
+        return ""
+    items = [
+        f"{row.strategy} n={row.n_per_class} at lr {float(row.lr):.3g}"
+        if pd.notna(pd.to_numeric(row.lr, errors="coerce"))
+        else f"{row.strategy} n={row.n_per_class}"
+        for row in diverged.itertuples()
+    ]
+    more = f" and {len(items) - listed} more" if len(items) > listed else ""
+    return (
+        f" Not drawn: {len(items)} tuning trial(s) diverged (loss non-finite or exploded), "
+        f"{'; '.join(items[:listed])}{more}."
+    )
 
 
 _RUN_SWEEP = "run `make sweep SWEEP=smoke` (or any sweep) to create trials"
