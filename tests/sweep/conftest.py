@@ -22,6 +22,26 @@ TINY_BASE = [
 
 SweepWriter = Callable[..., Path]
 
+# Runs the sweep command in a fresh interpreter after ``PATCH`` replaced one function: with a version
+# that SIGKILLs the process on its second use (after one trial finished, inside the next), or one
+# that only slows training down.
+DYING = """
+import os, signal, sys
+{patch}
+from tlbench.cli import main
+sys.exit(main(["sweep", "--sweep", sys.argv[1]]))
+"""
+
+SLOW_EPOCHS = """
+import time
+from tlbench.models.module import TransferModule
+original = TransferModule.on_train_epoch_end
+def on_train_epoch_end(self):
+    time.sleep(0.3)
+    return original(self)
+TransferModule.on_train_epoch_end = on_train_epoch_end
+"""
+
 
 @pytest.fixture
 def write_sweep(tmp_path: Path) -> SweepWriter:

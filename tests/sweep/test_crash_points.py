@@ -28,7 +28,7 @@ from tlbench.commands.sweep import main as sweep_main
 from tlbench.run import train as real_train
 from tlbench.sweep import protocol as P
 
-from .conftest import TINY_BASE, SweepWriter
+from .conftest import DYING, SLOW_EPOCHS, TINY_BASE, SweepWriter
 
 # One cell, two tuning trials and one final: the trials an uninterrupted run finishes.
 ONE_CELL: dict[str, Any] = {
@@ -40,15 +40,6 @@ ONE_CELL: dict[str, Any] = {
 CELL = "data.n_per_class=4"
 UNINTERRUPTED = 3  # 2 tuning + 1 final
 SECRET = "s3cr3t-pw"
-
-# Runs the sweep command in a fresh interpreter after ``PATCH`` replaced one function with a
-# version that SIGKILLs the process on its second use: after one trial finished, inside the next.
-DYING = """
-import os, signal, sys
-{patch}
-from tlbench.cli import main
-sys.exit(main(["sweep", "--sweep", sys.argv[1]]))
-"""
 
 DIE_IN_FINAL_METRICS = """
 from tlbench.tracking.mlflow_run import MlflowRun
@@ -152,13 +143,13 @@ def test_ctrl_c_on_the_sweep_process_stops_cleanly_and_resumes(
 ) -> None:
     # SIGINT to a real `tlbench sweep` mid-trial: exit 130, the trial failed as interrupted, nothing
     # left RUNNING, parent KILLED; the same command again completes the study
-    sweep = write_sweep("sigint", **ONE_CELL, base=[*TINY_BASE, "trainer.epochs=20"])  # time to interrupt
+    sweep = write_sweep("sigint", **ONE_CELL, base=[*TINY_BASE, "trainer.epochs=20"])
     log = tmp_path / "sweep.err"
+    # the interrupted process trains slowly (0.3 s per epoch): a loaded machine still sees a trial running
+    script = DYING.format(patch=textwrap.dedent(SLOW_EPOCHS))
     with log.open("w") as err_file:  # a file, not a pipe: a full pipe would block the sweep
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tlbench.cli", "sweep", "--sweep", str(sweep)],
-            stdout=subprocess.DEVNULL,
-            stderr=err_file,
+            [sys.executable, "-c", script, str(sweep)], stdout=subprocess.DEVNULL, stderr=err_file
         )
     study = reader("sigint")
 

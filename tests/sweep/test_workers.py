@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from tlbench.sweep.meta import open_study
 from tlbench.sweep.session import parent_params
 from tlbench.sweep.storage import resolve_storage
 
-from .conftest import TINY_BASE, SweepWriter
+from .conftest import DYING, SLOW_EPOCHS, TINY_BASE, SweepWriter
 
 THREE_CELLS: dict[str, Any] = {
     "factors": {"data.n_per_class": [4, 6, 8]},
@@ -81,8 +82,10 @@ def test_resume_after_kill_9_recomputes_nothing_and_redoes_the_killed_trial(
     write_sweep: SweepWriter, reader: Any
 ) -> None:
     # kill -9 mid-trial, rerun: same finished-trial count as an uninterrupted run, none computed twice
-    sweep = write_sweep("killed", **THREE_CELLS, base=[*TINY_BASE, "trainer.epochs=10"])  # time to kill
-    command = [sys.executable, "-m", "tlbench.cli", "sweep", "--sweep", str(sweep)]
+    sweep = write_sweep("killed", **THREE_CELLS, base=[*TINY_BASE, "trainer.epochs=10"])
+    # the killed process trains slowly (0.3 s per epoch): even a loaded machine catches a trial mid-way
+    script = DYING.format(patch=textwrap.dedent(SLOW_EPOCHS))
+    command = [sys.executable, "-c", script, str(sweep)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     study = reader("killed")
 
