@@ -326,11 +326,26 @@ def test_mlflow_ui_binds_localhost(
     # `make ui`: MLflow's UI on 127.0.0.1 only, started without a shell; a password is not printed
     from tlbench.commands import ui
 
-    calls: list[list[str]] = []
-    monkeypatch.setattr(ui.os, "execv", lambda exe, argv: calls.append(list(argv)))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"postgresql://u:{SECRET}@db.example/mlflow")
+    calls: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(ui.os, "execve", lambda exe, argv, env: calls.append((list(argv), dict(env))))
+    store = f"postgresql://u:{SECRET}@db.example/mlflow"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     assert ui.main(["--port", "5123"]) == 0
-    argv = calls[0]
+    argv, env = calls[0]
     assert argv[argv.index("--host") + 1] == "127.0.0.1" and "0.0.0.0" not in argv
     assert argv[argv.index("--port") + 1] == "5123"
+    # the store reaches mlflow through its environment: the password is neither printed nor in `ps`
+    assert env["MLFLOW_BACKEND_STORE_URI"] == store and not any(SECRET in a for a in argv)
     assert SECRET not in capsys.readouterr().out
+
+
+def test_ui_of_a_tracking_server_points_at_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an http tracking URI: the server has its own UI; a local `mlflow ui` would show an unrelated store
+    from tlbench.commands import ui
+
+    monkeypatch.setattr(ui.os, "execve", lambda *a: pytest.fail("no local UI for a remote server"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert ui.main([]) == 0
+    assert "http://tracking.example:5000" in capsys.readouterr().out

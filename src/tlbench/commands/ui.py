@@ -16,9 +16,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)
     uri = resolve_tracking_uri(None)
+    shown = redact_password(uri)
+    if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
+        print(f"MLflow's UI is served by the tracking server: open {shown}")
+        return 0
     command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(args.port)]
-    if not uri.startswith(("http://", "https://")):
-        command += ["--backend-store-uri", uri]
-    print(f"MLflow UI for {redact_password(uri)} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
-    os.execv(sys.executable, command)  # argument list, no shell: nothing from config reaches a shell
+    # the store's URI (it may hold a password) goes through the environment, not the command line `ps` shows
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
+    print(f"MLflow UI for {shown} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    os.execve(sys.executable, command, env)  # argument list, no shell: nothing from config reaches a shell
     return 0  # pragma: no cover
