@@ -21,8 +21,8 @@ from tlbench.bench.raw_loop import raw_full_finetune
 from tlbench.bench.timing import Sample
 from tlbench.config import RunConfig, load_config
 from tlbench.run import train
-from tlbench.training import inputs as training_inputs
 from tlbench.training.evaluate import autocast_context
+from tlbench.training.inputs import reset_feature_cache
 from tlbench.training.prepare import prepare
 
 T = TypeVar("T")
@@ -148,11 +148,6 @@ def _compose(overrides: tuple[str, ...]) -> RunConfig:
 def config(overrides: Sequence[str]) -> RunConfig:
     """The composed config, once per distinct overrides (``train`` does not modify it)."""
     return _compose(tuple(overrides))
-
-
-def reset_feature_cache() -> None:
-    """Forget in-process frozen-prefix features: the next cached trial is a miss and extracts."""
-    training_inputs._CACHE = None
 
 
 def harness_run(overrides: Sequence[str]) -> Run:

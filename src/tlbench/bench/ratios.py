@@ -99,11 +99,11 @@ def probe_ratios(plan: Plan, progress: Progress) -> list[RatioResult]:
     uncached = plan.overrides("probe", *flops, "trainer.cache_features=false")
     progress.run("warm-up probe uncached (short)", cases.harness_run([*uncached, *plan.warmup["probe"]]))
     progress.run("warm-up probe extraction_pass", cases.floor_run(cached))
-    from tlbench.training import costing
+    from tlbench.training import costing, inputs
 
     # the first cached trial of a process measures its FLOP profiles: report that run apart
     costing._MEMO.clear()
-    cases.training_inputs._PREFIX_FLOPS.clear()
+    inputs._PREFIX_FLOPS.clear()
     cold = cases.harness_run(cached)
     progress.run("cold probe cached (FLOP profile cold)", cold)
     kinds = {

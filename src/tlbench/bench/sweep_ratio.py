@@ -10,7 +10,6 @@ from pathlib import Path
 
 import yaml
 
-from tlbench.bench import cases
 from tlbench.bench.cases import Plan
 from tlbench.bench.measure import Progress
 from tlbench.bench.report import RatioResult
@@ -22,6 +21,7 @@ from tlbench.bench.sweep_cost import (
     run_sweep,
 )
 from tlbench.bench.timing import spread
+from tlbench.training.inputs import reset_feature_cache
 
 
 def sweep_ratio(plan: Plan, uri: str, work: Path, progress: Progress) -> RatioResult:
@@ -42,7 +42,7 @@ def sweep_ratio(plan: Plan, uri: str, work: Path, progress: Progress) -> RatioRe
                 break
         done: dict[bool, SweepRun] = {}
         for pruned in (True, False) if repeat % 2 == 0 else (False, True):
-            cases.reset_feature_cache()  # each sweep extracts its own features, as a fresh sweep would
+            reset_feature_cache()  # each sweep extracts its own features, as a fresh sweep would
             mapping = reduced_sweep(source, plan.sweep, extra_base=extra, pruned=pruned)
             study = f"bench-{'pruned' if pruned else 'unpruned'}-{repeat}"
             result = run_sweep(mapping, study=study, workdir=work, pruned=pruned)

@@ -57,7 +57,8 @@ def planned_trials(spec: SweepSpec) -> dict[str, int]:
     return planned
 
 
-def _duration(trial: FrozenTrial) -> float | None:
+def trial_seconds(trial: FrozenTrial) -> float | None:
+    """Wall seconds from claim to result (None while a trial runs or if it never started)."""
     if trial.datetime_start is None or trial.datetime_complete is None:
         return None
     return (trial.datetime_complete - trial.datetime_start).total_seconds()
@@ -65,7 +66,7 @@ def _duration(trial: FrozenTrial) -> float | None:
 
 def phase_counts(name: str, planned: int, trials: Sequence[FrozenTrial]) -> PhaseCounts:
     ran = [t for t in trials if P.fail_kind(t) not in NOT_RUN]
-    durations = [d for t in ran if P.is_counted(t) and (d := _duration(t)) is not None]
+    durations = [d for t in ran if P.is_counted(t) and (d := trial_seconds(t)) is not None]
     return PhaseCounts(
         name=name,
         planned=planned,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial
 
 from tlbench.sweep import protocol as P
-from tlbench.sweep.progress import NOT_RUN
+from tlbench.sweep.progress import NOT_RUN, trial_seconds
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,6 @@ class TimeRow:
     fit_s: float
 
 
-def _wall(trial: FrozenTrial) -> float:
-    if trial.datetime_start is None or trial.datetime_complete is None:
-        return 0.0
-    return (trial.datetime_complete - trial.datetime_start).total_seconds()
-
-
 def time_breakdown(trials_by_phase: Mapping[str, Sequence[FrozenTrial]]) -> list[TimeRow]:
     rows: dict[tuple[str, str], list[float]] = {}
     for phase, trials in trials_by_phase.items():
@@ -40,7 +34,7 @@ def time_breakdown(trials_by_phase: Mapping[str, Sequence[FrozenTrial]]) -> list
             key = (phase, str(t.user_attrs.get(P.STRATEGY, "?")))
             acc = rows.setdefault(key, [0, 0.0, 0.0])
             acc[0] += 1
-            acc[1] += _wall(t)
+            acc[1] += trial_seconds(t) or 0.0
             acc[2] += float(t.user_attrs.get("cost_fit_seconds", 0.0))
     return [TimeRow(p, s, int(n), wall, fit) for (p, s), (n, wall, fit) in sorted(rows.items())]
 

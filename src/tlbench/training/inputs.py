@@ -45,6 +45,12 @@ def feature_cache(cfg: TrainerConfig) -> FeatureCache:
     return _CACHE
 
 
+def reset_feature_cache() -> None:
+    """Forget this process's in-memory features: the next cached trial extracts (a cache miss)."""
+    global _CACHE
+    _CACHE = None
+
+
 @dataclass
 class CacheUse:
     """How the trial's inputs were produced (logged as tags and cost metrics)."""
