@@ -172,7 +172,9 @@ def _check_failed_run(uri: str, run_id: str | None, status: str) -> dict[str, fl
 @pytest.mark.parametrize(("kind", "loss"), [("nan", "nan"), ("inf", "inf")])
 def test_non_finite_loss_fails_the_trial_with_its_cost(mlflow_uri: str, kind: str, loss: str) -> None:
     # NaN or +inf loss ends the trial as "failed: diverged: training loss is nan/inf"; cost and status logged
-    result = train(load_config([*QUICK, "strategy=linear_probe"]), callbacks=[_Poison(kind)])
+    result = train(
+        load_config([*QUICK, "strategy=linear_probe", "strategy.probe.solver=sgd"]), callbacks=[_Poison(kind)]
+    )
     assert result.status.startswith(f"failed: diverged: training loss is {loss}"), result.status
     _check_failed_run(mlflow_uri, result.run_id, result.status)
 
@@ -194,7 +196,10 @@ def test_out_of_memory_fails_the_trial_frees_memory_and_keeps_its_cost(
     # an OOM in a training step: status "failed: out of memory (…)", memory released, cost still logged
     released: list[bool] = []
     monkeypatch.setattr("tlbench.training.fit.release_memory", released.append)
-    result = train(load_config([*QUICK, "strategy=linear_probe"]), callbacks=[_OutOfMemory()])
+    result = train(
+        load_config([*QUICK, "strategy=linear_probe", "strategy.probe.solver=sgd"]),
+        callbacks=[_OutOfMemory()],
+    )
     assert result.status.startswith("failed: out of memory (CUDA out of memory"), result.status
     assert released == [False]  # on the CPU: collected; the CUDA cache only on a GPU
     _check_failed_run(mlflow_uri, result.run_id, result.status)

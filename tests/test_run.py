@@ -52,7 +52,9 @@ def test_end_to_end_trial_is_tracked_per_contract(mlflow_uri: str) -> None:
 
 def test_linear_probe_flops_are_a_fraction_of_full_finetune(mlflow_uri: str) -> None:
     # freezing shows in the cost: same data and epochs, far fewer training FLOPs for the probe
-    probe = train(load_config([*QUICK, "strategy=linear_probe", "tracking=disabled"]))
+    probe = train(
+        load_config([*QUICK, "strategy=linear_probe", "strategy.probe.solver=sgd", "tracking=disabled"])
+    )
     full = train(load_config([*QUICK, "strategy=full_finetune", "tracking=disabled"]))
     assert probe.metrics["cost/train_samples"] == full.metrics["cost/train_samples"]
     assert probe.metrics["cost/train_flops"] < 0.5 * full.metrics["cost/train_flops"]
@@ -84,7 +86,10 @@ class _PoisonWeights(Callback):
 
 def test_diverging_trial_is_recorded_as_failed_with_its_cost(mlflow_uri: str) -> None:
     # NaN loss ends the trial as failed with the reason; the compute spent is still logged
-    result = train(load_config([*QUICK, "strategy=linear_probe"]), callbacks=[_PoisonWeights()])
+    result = train(
+        load_config([*QUICK, "strategy=linear_probe", "strategy.probe.solver=sgd"]),
+        callbacks=[_PoisonWeights()],
+    )
     assert result.status.startswith("failed: diverged")
     run = _run(mlflow_uri, result.run_id or "")
     assert run.info.status == "FAILED" and run.data.tags["status"].startswith("failed: diverged")
@@ -99,7 +104,10 @@ class _PruneAfterFirstEpoch(Callback):
 
 def test_pruned_trial_keeps_its_cost(mlflow_uri: str) -> None:
     # a pruned trial reports pruned, keeps its cost and its last val/acc, and gets no test number
-    result = train(load_config([*QUICK, "strategy=linear_probe"]), callbacks=[_PruneAfterFirstEpoch()])
+    result = train(
+        load_config([*QUICK, "strategy=linear_probe", "strategy.probe.solver=sgd"]),
+        callbacks=[_PruneAfterFirstEpoch()],
+    )
     assert result.status == "pruned"
     run = _run(mlflow_uri, result.run_id or "")
     assert run.data.tags["status"] == "pruned" and run.info.status == "KILLED"

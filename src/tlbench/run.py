@@ -7,6 +7,7 @@ spent; an interrupted trial's run is ended as KILLED before the interrupt propag
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class TrialResult:
     tags: dict[str, str]
     run_id: str | None
     history: list[EpochRecord] = field(default_factory=list)
+    test_predictions: list[int] = field(default_factory=list)  # per test image, in the split's order
 
     @property
     def completed(self) -> bool:
@@ -89,12 +91,14 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = ()) -> TrialResult:
     if cfg.tracking.enabled:
         check_reachable(cfg.tracking.tracking_uri)  # fail before any data is loaded or trained on
     prepared = prepare(cfg)
+    cfg = prepared.cfg  # resolved: data.resolution and the epochs the step budget implies
     params = trial_params(prepared)
     run = _start_run(cfg, prepared, params)
     curve = MetricBuffer(run) if run is not None and cfg.tracking.log_epoch_metrics else None
+    predictions: list[int] = []
     try:
         outcome = _fit_or_skip(prepared, callbacks, curve)
-        metrics, tags = _results(prepared, outcome)
+        metrics, tags = _results(prepared, outcome, predictions)
         if curve is not None:
             curve.flush()  # the curve's last points, before the final values that may repeat them
         if run is not None:
@@ -102,6 +106,8 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = ()) -> TrialResult:
             logged = history[-1].metrics() if history else {}  # already in the curve at this step
             run.log_metrics({k: v for k, v in metrics.items() if logged.get(k) != v}, step=len(history))
             run.set_tags(tags)
+            if predictions:
+                run.log_text(_predictions_json(prepared, predictions), PREDICTIONS_ARTIFACT)
             run.end(mlflow_status(outcome.status))
     except BaseException:
         if run is not None:
@@ -120,14 +126,41 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = ()) -> TrialResult:
         tags={**trial_tags(prepared), **tags},
         run_id=run.run_id if run is not None else None,
         history=outcome.progress.history,
+        test_predictions=predictions,
     )
 
 
-def _results(prepared: PreparedTrial, outcome: FitOutcome) -> tuple[dict[str, float], dict[str, str]]:
+# Per-image test predictions of a completed trial: paired comparisons between strategies (the report).
+PREDICTIONS_ARTIFACT = "predictions/test.json"
+
+
+def _predictions_json(prepared: PreparedTrial, predicted: list[int]) -> str:
+    labels = [int(v) for v in prepared.splits.test.labels.tolist()]
+    names = list(prepared.splits.class_names)
+    return json.dumps({"labels": labels, "predicted": predicted, "class_names": names})
+
+
+def _probe_metrics(outcome: FitOutcome) -> dict[str, float]:
+    probe = outcome.probe
+    if probe is None:
+        return {}
+    return {
+        "probe/l2": probe.l2,
+        "probe/val_acc": probe.val_acc,
+        "probe/iterations": float(probe.iterations),
+        "probe/evaluations": float(probe.evaluations),
+        "probe/converged": float(probe.converged),
+    }
+
+
+def _results(
+    prepared: PreparedTrial, outcome: FitOutcome, predictions: list[int]
+) -> tuple[dict[str, float], dict[str, str]]:
     """Final metrics (evaluation on the trial's inputs, cost) and the tags that explain them."""
     trainable, total = count_parameters(prepared.model.network)
     history = outcome.progress.history
     metrics: dict[str, float] = {"params/trainable": float(trainable), "params/total": float(total)}
+    metrics.update(_probe_metrics(outcome))
     tags = {"status": outcome.status, "memory_kind": outcome.memory_kind}
     if history:
         metrics["train/loss"] = history[-1].train_loss
@@ -139,24 +172,31 @@ def _results(prepared: PreparedTrial, outcome: FitOutcome) -> tuple[dict[str, fl
     tags["feature_cache_reason"] = inputs.cache.reason or prepared.cache_reason
     final_val_pass = False
     if outcome.status == "completed":
-        final_val_pass = _evaluate(prepared, inputs, history, metrics)
+        final_val_pass = _evaluate(prepared, inputs, history, metrics, predictions)
     elif any(r.val_acc is not None for r in history):
         metrics["val/acc"] = [r.val_acc for r in history if r.val_acc is not None][-1] or 0.0
     profile = flop_profile(prepared, inputs) if prepared.cfg.trainer.count_flops else None
     if profile is not None:
         tags["flops_check"] = profile.check
     n_test = len(prepared.splits.test) if outcome.status == "completed" else 0
+    # The probe's validation (epoch 0) ran on extracted features, already counted as extraction.
+    loop_history = [r for r in history if r.epoch > 0]
     eval_count = eval_images(
-        history, n_val=len(prepared.splits.val), n_test=n_test, final_val_pass=final_val_pass
+        loop_history, n_val=len(prepared.splits.val), n_test=n_test, final_val_pass=final_val_pass
     )
     metrics.update(_cost(prepared, outcome, inputs, profile, eval_count=eval_count).metrics())
     return metrics, tags
 
 
 def _evaluate(
-    prepared: PreparedTrial, inputs: TrialInputs, history: list[EpochRecord], metrics: dict[str, float]
+    prepared: PreparedTrial,
+    inputs: TrialInputs,
+    history: list[EpochRecord],
+    metrics: dict[str, float],
+    predictions: list[int],
 ) -> bool:
-    """val (reusing the last epoch's validation when it ran) and test; True if val was re-run."""
+    """val (reusing the last epoch's validation when it ran) and test (its per-image predictions
+    into ``predictions``); True if val was re-run."""
     cfg, device = prepared.cfg, prepared.device
     last = history[-1] if history else None
     rerun = last is None or last.val_acc is None or last.val_loss is None
@@ -166,6 +206,8 @@ def _evaluate(
         loader = inputs.loader(split, batch_size=cfg.trainer.eval_batch_size, seed=cfg.seed)
         result = evaluate(inputs.network, loader, device_type=device.kind, precision=prepared.precision)
         metrics[f"{split}/acc"], metrics[f"{split}/loss"] = result.accuracy, result.loss
+        if split == "test":
+            predictions[:] = result.predicted
     return rerun
 
 
@@ -178,7 +220,9 @@ def _cost(
     eval_count: int,
 ) -> TrialCost:
     cache = inputs.cache if inputs is not None else None
-    steps = profile.step_per_sample if profile else tuple(0.0 for _ in prepared.model.phases)
+    steps = list(profile.step_per_sample) if profile else [0.0 for _ in prepared.model.phases]
+    if outcome.probe is not None:  # each L-BFGS objective evaluation is a full pass over the features
+        steps[0] *= outcome.probe.evaluations
     computed = cache.computed_flops if cache else {}
     reused = cache.reused_flops if cache else {}
     return trial_cost(

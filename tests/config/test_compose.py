@@ -93,6 +93,23 @@ def test_bad_config_fails_at_composition_with_a_clear_message(overrides: list[st
     with pytest.raises(ConfigError) as info:
         load_config(overrides)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "meant"),
+    [
+        ("freeze_depth=3", "strategy.freeze_depth"),  # a key at the wrong level: where it lives
+        ("lr=0.1", "optimizer.lr"),
+        ("min_steps=50", "trainer.min_steps"),
+        ("strategy.freez_depth=3", "strategy.freeze_depth"),  # a typo among its siblings
+    ],
+)
+def test_a_misplaced_key_is_pointed_to_without_a_plus_hint(override: str, meant: str) -> None:
+    # Hydra's "+key=value" hint would only fail later on the typed schema: it is not passed on
+    with pytest.raises(ConfigError) as info:
+        load_config([override])
+    assert f"did you mean '{meant}'" in str(info.value)
+    assert "+" not in str(info.value)
     assert "\n" not in str(info.value)
 
 

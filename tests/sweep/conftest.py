@@ -12,10 +12,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileBackend
 
-# Fast trials: 4 synthetic classes, a few images, 2 epochs, no FLOP measurement.
+# Fast trials: 4 synthetic classes, a few images, 2 epochs, no FLOP measurement; the probe's head
+# trains in the Lightning loop (so callbacks, pruning and divergence apply to it).
 TINY_BASE = [
     "data=synthetic",
     "trainer=quick",
+    "strategy.probe.solver=sgd",
     "data.samples_per_class=20",
     "trainer.count_flops=false",
 ]

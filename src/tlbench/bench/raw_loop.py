@@ -27,6 +27,7 @@ from tlbench.cost.device import resolve_device, resolve_precision
 from tlbench.data import load_splits
 from tlbench.models.backbone import create_backbone
 from tlbench.optim.schedules import lr_factor
+from tlbench.training.prepare import training_budget
 
 
 @dataclass(frozen=True)
@@ -119,11 +120,13 @@ def raw_full_finetune(cfg: RunConfig) -> RawOutcome:
     torch.use_deterministic_algorithms(trainer.deterministic, warn_only=device.is_gpu)
     _seed(cfg.seed)
     splits = load_splits(cfg.data, seed=cfg.seed)
+    trainer = training_budget(trainer, len(splits.train))  # the epochs the harness derives, too
     _seed(cfg.seed)
-    backbone = create_backbone(cfg.backbone, resolution=cfg.data.resolution)
+    backbone = create_backbone(cfg.backbone, resolution=cfg.data.size)
     head = nn.Linear(backbone.num_features, splits.num_classes)
     model = nn.Sequential(backbone, head).to(target)
-    channels_last = device.is_gpu and trainer.channels_last  # the bench's backbones are CNNs
+    # as the harness: CNNs in channels_last on CPUs and GPUs (the bench's backbones are CNNs)
+    channels_last = trainer.channels_last and device.kind in ("cpu", "cuda")
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     mean = tuple(backbone.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))

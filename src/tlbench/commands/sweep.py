@@ -1,4 +1,5 @@
-"""``tlbench sweep --sweep NAME [--workers N] [--storage URL] [--study NAME]``: run or resume a study."""
+"""``tlbench sweep [--sweep NAME | --data FOLDER [--class-map MAP]] [--workers N] [--storage URL]
+[--study NAME] [key=value ...]``: run or resume a study; trailing Hydra overrides extend its base."""
 
 from __future__ import annotations
 
@@ -9,15 +10,24 @@ import os
 import signal
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import FrameType
 
 from tlbench.errors import ConfigError
 from tlbench.redaction import redact_password
 from tlbench.sweep.cells import expand_cells
-from tlbench.sweep.check import check_against_config, first_cell_config
+from tlbench.sweep.check import check_against_config, first_cell_config, smallest_class
 from tlbench.sweep.liveness import Heartbeat
 from tlbench.sweep.loader import load_sweep, sweep_path
 from tlbench.sweep.meta import StudyContext
+from tlbench.sweep.overrides import (
+    SIZES_PATH,
+    derive_sizes,
+    has_auto_sizes,
+    with_overrides,
+    with_photo_folder,
+    with_sizes,
+)
 from tlbench.sweep.pareto import format_pareto
 from tlbench.sweep.progress import (
     ProgressInfo,
@@ -27,6 +37,7 @@ from tlbench.sweep.progress import (
     read_trials,
 )
 from tlbench.sweep.session import SweepOutcome, close, log_dir, open_for_command, work
+from tlbench.sweep.spec import SweepSpec
 from tlbench.sweep.storage import StorageRef, check_study_name, open_storage, resolve_storage
 from tlbench.sweep.summary import cell_results, format_results
 from tlbench.sweep.timing import format_breakdown, time_breakdown
@@ -34,13 +45,32 @@ from tlbench.sweep.view import ProgressView, render_line
 from tlbench.sweep.workers import STORAGE_ENV, spawn, supervisor_gone, threads_per_worker, wait
 from tlbench.tracking import check_reachable
 
+PHOTO_SWEEP = "photos"  # the protocol --data runs
+
 # Per-epoch and per-trial INFO lines from the training stack would drown the progress view.
 _QUIET = ("tlbench.models", "tlbench.run", "tlbench.training", "tlbench.data", "tlbench.cost", "optuna")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tlbench sweep", description=__doc__)
-    parser.add_argument("--sweep", default="default", help="a name in sweeps/ or a path to a sweep YAML file")
+    parser.add_argument(
+        "--sweep", default=None, help="a name in sweeps/ or a path to a sweep YAML file (default: default)"
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="a folder of your photos (class sub-folders, optionally under train/ + val/ or test/): "
+        f"runs the '{PHOTO_SWEEP}' protocol on it unless --sweep names another",
+    )
+    parser.add_argument(
+        "--class-map",
+        default=None,
+        help="with --data: your classes as ImageNet classes, e.g. '{ants: [ant], bees: [bee]}' "
+        "(adds as_is: the pretrained classifier used without training)",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides appended to the sweep's base, e.g. data.resolution=64"
+    )
     parser.add_argument("--study", default=None, help="study name (default: the sweep's name)")
     parser.add_argument("--workers", type=int, default=1, help="local worker processes on the study")
     parser.add_argument("--storage", default=None, help="Optuna storage URL (default: a journal file)")
@@ -53,15 +83,15 @@ def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    spec = load_sweep(args.sweep)
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    spec = _spec(args)
     study = check_study_name(args.study or spec.name)
     storage = args.storage or os.environ.get(STORAGE_ENV) or None
     ref = resolve_storage(storage, study)
     # Workers skip the full check (their supervisor ran it) but compose one cell for the tracking URI.
     first = first_cell_config(spec) if args.worker else check_against_config(spec)
     tracking_uri = check_reachable(first.tracking.tracking_uri)  # before any study or run is touched
-    for name in _QUIET:
-        logging.getLogger(name).setLevel(logging.WARNING)
     started = time.monotonic()
     if args.worker:
         import torch
@@ -90,13 +120,70 @@ def main(argv: Sequence[str]) -> int:
             interrupted = work(ctx, offset=_offset(ref, 0))
         else:
             interrupted = _supervise(
-                ctx, sweep=str(sweep_path(args.sweep).resolve()), storage=storage, n=args.workers
+                ctx,
+                sweep=str(sweep_path(_sweep_name(args)).resolve()),
+                storage=storage,
+                n=args.workers,
+                extra=_forwarded(args),
             )
     outcome = close(ctx, interrupted=interrupted, started=started, workers=args.workers)
     _print_outcome(ctx, outcome)
     if outcome.interrupted:
         return 130
+    if outcome.complete and spec.report:
+        _build_report(outcome.study)
     return 0 if outcome.complete else 1
+
+
+def _sweep_name(args: argparse.Namespace) -> str:
+    return str(args.sweep or (PHOTO_SWEEP if args.data else "default"))
+
+
+def _forwarded(args: argparse.Namespace) -> list[str]:
+    """What a spawned worker needs to rebuild the same definition."""
+    out = ["--data", args.data] if args.data else []
+    out += ["--class-map", args.class_map] if args.class_map else []
+    return [*out, *args.overrides]
+
+
+def _spec(args: argparse.Namespace) -> SweepSpec:
+    """The sweep file plus the command line: overrides, the photo folder and class map, data sizes."""
+    if args.class_map and not args.data:
+        raise ConfigError("--class-map goes with --data FOLDER (it maps that folder's classes)")
+    spec = load_sweep(_sweep_name(args))
+    if (
+        spec.name == PHOTO_SWEEP
+        and not args.data
+        and not any(o.startswith("data.root=") for o in args.overrides)
+    ):
+        raise ConfigError(
+            "the photo protocol needs your folder: make sweep DATA=path/to/folder (--data PATH)"
+        )
+    spec = with_overrides(spec, tuple(args.overrides))
+    if args.data:
+        root = Path(args.data).expanduser()
+        if not root.is_dir():
+            raise ConfigError(f"--data {args.data}: no such folder (give a folder of class sub-folders)")
+        spec = with_photo_folder(spec, str(root.resolve()), args.class_map)
+    if has_auto_sizes(spec):
+        smallest, where = smallest_class(spec)
+        spec = with_sizes(spec, derive_sizes(smallest))
+        if not args.worker:
+            sizes = ", ".join("all" if n is None else str(n) for _, values in spec.factors
+                              for n in values if _ == SIZES_PATH)  # fmt: skip
+            print(f"data sizes: {sizes} per class (the smallest class of {where} has {smallest} "
+                  "training images)", flush=True)  # fmt: skip
+    return spec
+
+
+def _build_report(study: str) -> None:
+    from tlbench.report.build import build_report  # pandas/matplotlib only when a report is due
+
+    print("building the report ...", flush=True)
+    result = build_report(study, progress=lambda message: print(f"report: {message}", flush=True))
+    print(f"report of study '{result.study}': {result.directory / 'report.html'}", flush=True)
+    for problem in result.problems:
+        print(f"  note: {problem}")
 
 
 @contextlib.contextmanager
@@ -120,10 +207,12 @@ def _offset(ref: StorageRef, index: int) -> int:
     return os.getpid() if ref.multi_machine else index
 
 
-def _supervise(ctx: StudyContext, *, sweep: str, storage: str | None, n: int) -> bool:
+def _supervise(
+    ctx: StudyContext, *, sweep: str, storage: str | None, n: int, extra: Sequence[str] = ()
+) -> bool:
     logs = log_dir(ctx.names.study)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill <supervisor>` stops workers cleanly too
-    procs = spawn(sweep, ctx.names.study, n, storage=storage, log_dir=logs)
+    procs = spawn(sweep, ctx.names.study, n, storage=storage, log_dir=logs, extra=extra)
     print(f"{n} workers (pids {', '.join(str(p.pid) for p in procs)}), logs in {logs}/", flush=True)
     try:
         with Heartbeat(ctx.beat):

@@ -113,6 +113,8 @@ def _explain(exc: BaseException) -> str:
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     lines = [line for line in lines if not line.startswith(("full_key:", "object_type=", "reference_type="))]
     text = " ".join(lines).split(" Config search path:")[0]
+    # Hydra suggests '+key=value' for any unknown key; on a typed schema that can only fail later.
+    text = re.sub(r"\s*To append to your config use \+\S+?:?(?=\s|$)", "", text)
     missing = re.search(r"Key '([^']+)' not in '(\w+)'|Key '([^']+)' is not in struct", text)
     full = re.search(r"Could not override '([^']+)'", text)
     if missing or full:
@@ -123,14 +125,36 @@ def _explain(exc: BaseException) -> str:
     return f"invalid configuration: {text}"
 
 
+def _all_paths(node: object, prefix: str = "") -> list[str]:
+    if not isinstance(node, DictConfig):
+        return []
+    out = []
+    for key in node:
+        path = f"{prefix}{key!s}"
+        out.append(path)
+        out.extend(_all_paths(node._get_node(str(key)), f"{path}."))
+    return out
+
+
 def _suggest_key(dotted: str) -> str | None:
+    """The config path the user most likely meant: a close sibling, else a same-named key elsewhere
+    (``freeze_depth`` -> ``strategy.freeze_depth``), else a close match anywhere."""
     parent, _, leaf = dotted.rpartition(".")
-    node: object = OmegaConf.structured(RunConfig)
+    root: object = OmegaConf.structured(RunConfig)
+    node = root
     for part in parent.split(".") if parent else []:
         if not isinstance(node, DictConfig) or part not in node:
-            return None
+            node = None
+            break
         node = node[part]
-    if not isinstance(node, DictConfig):
-        return None
-    close = difflib.get_close_matches(leaf, [str(k) for k in node], n=1)
-    return f"{parent}.{close[0]}" if close and parent else (close[0] if close else None)
+    if isinstance(node, DictConfig):
+        close = difflib.get_close_matches(leaf, [str(k) for k in node], n=1)
+        if close:
+            return f"{parent}.{close[0]}" if parent else close[0]
+    paths = _all_paths(root)
+    same_leaf = [p for p in paths if p.rsplit(".", 1)[-1] == leaf and p != dotted]
+    if same_leaf:
+        return min(same_leaf, key=len)
+    leaves = {p.rsplit(".", 1)[-1]: p for p in sorted(paths, key=len, reverse=True)}
+    close = difflib.get_close_matches(leaf, list(leaves), n=1)
+    return leaves[close[0]] if close else None

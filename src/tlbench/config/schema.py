@@ -30,6 +30,11 @@ class StrategyName(str, Enum):
     as_is = "as_is"
 
 
+class ProbeSolver(str, Enum):
+    lbfgs = "lbfgs"  # full-batch L-BFGS on cached features, to convergence (L2 chosen on validation)
+    sgd = "sgd"  # the Lightning loop, trainer.epochs / min_steps like every other strategy
+
+
 class HeadType(str, Enum):
     linear = "linear"
     mlp = "mlp"
@@ -92,7 +97,7 @@ class DataConfig:
     name: DatasetName = DatasetName.digits
     root: str | None = None  # data_dir (fashion_mnist, cifar10, imagefolder)
     n_per_class: int | None = None  # training images per class; None = the whole train pool
-    resolution: int = 32
+    resolution: int | None = 32  # None: the backbone's pretrained input size (timm pretrained_cfg)
     val_fraction: float = 0.2  # carved from the train pool, stratified, when the source has no val split
     test_fraction: float = 0.25  # carved from the pool when the source has no test split
     max_val_per_class: int | None = None  # cap the evaluation sets of large datasets (cost control)
@@ -109,7 +114,11 @@ class DataConfig:
             self.n_per_class is None or self.n_per_class >= 1,
             f"data.n_per_class must be >= 1 (or null for all), got {self.n_per_class}",
         )
-        _require(8 <= self.resolution <= 1024, f"data.resolution must be in [8, 1024], got {self.resolution}")
+        _require(
+            self.resolution is None or 8 <= self.resolution <= 1024,
+            f"data.resolution must be in [8, 1024] (or null: the backbone's pretrained size), "
+            f"got {self.resolution}",
+        )
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             _require(0.0 < value < 1.0, f"data.{name} must be in (0, 1), got {value}")
@@ -127,6 +136,13 @@ class DataConfig:
         if self.name == DatasetName.imagefolder:
             _require(bool(self.root), "data=imagefolder needs data.root=/path/to/folder (class sub-folders)")
 
+    @property
+    def size(self) -> int:
+        """The resolved input side in pixels (``resolution`` after the backbone default is applied)."""
+        if self.resolution is None:
+            raise ConfigError("data.resolution is unresolved: call tlbench.training.prepare.resolve_defaults")
+        return self.resolution
+
 
 @dataclass
 class HeadConfig:
@@ -142,12 +158,40 @@ class HeadConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """How the linear probe (``linear_probe``, and the first phase of ``lp_ft``) is fitted.
+
+    ``lbfgs`` minimises mean cross-entropy + ``l2``/2 * ||W||^2 over the frozen features of the whole
+    training split (as scikit-learn's ``LogisticRegression`` does, with ``l2 = 1 / (C * n)``), to
+    convergence; with ``l2=null`` it is chosen from ``l2_grid`` by validation accuracy.
+    """
+
+    solver: ProbeSolver = ProbeSolver.lbfgs
+    l2: float | None = None  # None: chosen on the validation split from l2_grid
+    l2_grid: list[float] = field(default_factory=lambda: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+    max_iter: int = 1000  # L-BFGS iterations per l2 value (it usually converges in far fewer)
+    tolerance: float = 1e-6  # gradient max-norm at which L-BFGS has converged
+
+    def __post_init__(self) -> None:
+        _require(self.l2 is None or self.l2 >= 0.0, f"strategy.probe.l2 must be >= 0 or null, got {self.l2}")
+        _require(
+            bool(self.l2_grid) and all(v >= 0.0 for v in self.l2_grid),
+            f"strategy.probe.l2_grid must be a non-empty list of values >= 0, got {list(self.l2_grid)}",
+        )
+        _require(self.max_iter >= 1, f"strategy.probe.max_iter must be >= 1, got {self.max_iter}")
+        _require(self.tolerance > 0.0, f"strategy.probe.tolerance must be > 0, got {self.tolerance}")
+
+
+@dataclass
 class StrategyConfig:
     """How much of the pretrained network is reused and trained."""
 
     name: StrategyName = StrategyName.linear_probe
     freeze_depth: int | None = None  # partial: leading groups frozen; set by the strategy otherwise
-    lp_fraction: float = 0.5  # lp_ft: share of the epochs spent as a linear probe
+    probe: ProbeConfig = field(default_factory=ProbeConfig)  # linear_probe, and lp_ft's first phase
+    # BatchNorm normalises with its (pretrained) running statistics while training; None: the
+    # strategy's default (true for lp_ft, whose probe was fitted on features computed that way)
+    keep_norm_stats: bool | None = None
     head: HeadConfig = field(default_factory=HeadConfig)
     # as_is: target class name -> source (ImageNet) classes: names, WordNet ids or indices
     class_map: dict[str, list[str]] = field(default_factory=dict)
@@ -160,9 +204,6 @@ class StrategyConfig:
             )
         if self.freeze_depth is not None:
             _require(self.freeze_depth >= 0, f"strategy.freeze_depth must be >= 0, got {self.freeze_depth}")
-        _require(
-            0.0 < self.lp_fraction < 1.0, f"strategy.lp_fraction must be in (0, 1), got {self.lp_fraction}"
-        )
         if self.name == StrategyName.as_is:
             _require(
                 bool(self.class_map),
@@ -224,12 +265,14 @@ class ScheduleConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 10
+    epochs: int = 10  # at least; min_steps may raise it (so small training sets still train enough)
+    min_steps: int | None = None  # train at least this many optimizer steps: epochs derived per data size
+    val_checks: int | None = None  # about this many validation passes per fit (None: val_every_n_epochs)
     batch_size: int = 64
     eval_batch_size: int = 256
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16-mixed on a bf16-capable GPU, else 32) | 32 | bf16-mixed | 16-mixed
-    channels_last: bool = True  # only applied to CNNs on a GPU
+    channels_last: bool = True  # CNNs train in channels_last memory format (faster on CPUs and GPUs)
     deterministic: bool = True
     num_threads: int | None = None  # CPU intra-op threads; None keeps torch's default
     cache_features: bool = True  # frozen-prefix caching (linear probe / partial without augmentation)
@@ -248,6 +291,14 @@ class TrainerConfig:
             self.eval_batch_size >= 1, f"trainer.eval_batch_size must be >= 1, got {self.eval_batch_size}"
         )
         _require(self.val_every_n_epochs >= 1, "trainer.val_every_n_epochs must be >= 1")
+        _require(
+            self.min_steps is None or self.min_steps >= 1,
+            f"trainer.min_steps must be >= 1, got {self.min_steps}",
+        )
+        _require(
+            self.val_checks is None or self.val_checks >= 1,
+            f"trainer.val_checks must be >= 1, got {self.val_checks}",
+        )
         _require(
             self.precision in {"auto", "32", "bf16-mixed", "16-mixed"},
             f"trainer.precision must be one of auto, 32, bf16-mixed, 16-mixed; got {self.precision!r}",

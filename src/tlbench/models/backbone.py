@@ -25,6 +25,18 @@ def check_model_name(name: str) -> None:
     raise ModelError(f"unknown backbone '{name}' (backbone.name): timm has no such model.{hint}")
 
 
+def pretrained_input_size(name: str) -> int:
+    """The input side the backbone's weights were trained at (timm's ``pretrained_cfg``)."""
+    check_model_name(name)
+    default_cfg = timm.models.get_pretrained_cfg(name)
+    size = getattr(default_cfg, "input_size", None) if default_cfg is not None else None
+    if not size:
+        raise ModelError(
+            f"timm gives no pretrained input size for '{name}': set data.resolution=<pixels> explicitly"
+        )
+    return int(size[-1])
+
+
 def create_backbone(cfg: BackboneConfig, *, resolution: int, keep_classifier: bool = False) -> Any:
     """Create the timm model, load its weights, and (unless asked to keep it) drop its classifier.
 

@@ -110,6 +110,15 @@ def keep_frozen_in_eval(root: nn.Module) -> None:
         module.eval()
 
 
+def keep_norm_statistics(root: nn.Module) -> None:
+    """BatchNorm layers in eval mode: they normalise with their running statistics (and keep them),
+    while their affine parameters still train. LP-FT's fine-tune phase starts from a probe fitted on
+    features computed with those statistics; batch statistics would shift every feature at step 1."""
+    for module in root.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def count_parameters(module: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     total = sum(p.numel() for p in module.parameters())

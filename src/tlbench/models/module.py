@@ -16,7 +16,7 @@ from torch import nn
 
 from tlbench.config.schema import OptimizerConfig, ScheduleConfig
 from tlbench.errors import DivergedError
-from tlbench.models.freeze import ParamGroups, keep_frozen_in_eval, set_frozen
+from tlbench.models.freeze import ParamGroups, keep_frozen_in_eval, keep_norm_statistics, set_frozen
 from tlbench.models.network import TrainPhase
 from tlbench.optim.param_groups import build_param_groups, create_optimizer
 from tlbench.optim.schedules import lr_factor
@@ -77,6 +77,7 @@ class TransferModule(L.LightningModule):
         check_every_step: bool,
         on_epoch_end: Callable[[EpochRecord], None] | None = None,
         num_classes: int | None = None,
+        keep_norm_stats: bool = False,
     ) -> None:
         super().__init__()
         self.network = network
@@ -89,6 +90,7 @@ class TransferModule(L.LightningModule):
         self.steps_per_epoch = steps_per_epoch
         self.check_every_step = check_every_step
         self.on_epoch_end = on_epoch_end  # e.g. per-epoch metrics to the tracker
+        self.keep_norm_stats = keep_norm_stats  # BatchNorm normalises with running statistics (lp_ft)
         # above this mean epoch loss the run has diverged (None: only non-finite losses count)
         self.exploded_loss = (
             EXPLODED_LOSS_FACTOR * math.log(num_classes) if num_classes and num_classes > 1 else None
@@ -116,6 +118,8 @@ class TransferModule(L.LightningModule):
         super().train(mode)
         if mode:
             keep_frozen_in_eval(self.network)
+            if self.keep_norm_stats:
+                keep_norm_statistics(self.network)
         return self
 
     def on_fit_start(self) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from tlbench.config.schema import RunConfig, StrategyName, WeightsSource
+from tlbench.config.schema import ProbeSolver, RunConfig, StrategyName, WeightsSource
 from tlbench.errors import ConfigError
 from tlbench.models.backbone import create_backbone
 from tlbench.models.class_map import ClassMapHead, resolve_class_map
@@ -30,11 +30,21 @@ class TransferNetwork(nn.Module):
 
 @dataclass(frozen=True)
 class TrainPhase:
-    """A stretch of training with one freeze depth (lp_ft has two)."""
+    """A stretch of training with one freeze depth (lp_ft has two).
+
+    ``solver="lbfgs"``: the head alone, fitted to convergence on frozen features
+    (:mod:`tlbench.training.probe`), not in epochs; ``"sgd"``: ``epochs`` of the Lightning loop.
+    """
 
     name: str
     freeze_depth: int
     epochs: int
+    solver: str = "sgd"
+
+    @property
+    def in_loop(self) -> bool:
+        """Trained by the Lightning loop (epochs of optimizer steps)."""
+        return self.solver == "sgd"
 
 
 @dataclass(frozen=True)
@@ -67,21 +77,38 @@ class BuiltModel:
         """Depth of the first phase (the strategy's defining freeze); whole backbone for as_is."""
         return self.phases[0].freeze_depth if self.phases else self.groups.depth
 
+    @property
+    def loop_phases(self) -> tuple[TrainPhase, ...]:
+        """The phases the Lightning loop trains (all but a converged probe)."""
+        return tuple(p for p in self.phases if p.in_loop)
+
+
+def _probe_phase(cfg: RunConfig, depth: int) -> TrainPhase:
+    if cfg.strategy.probe.solver == ProbeSolver.sgd:
+        return TrainPhase("linear_probe", depth, cfg.trainer.epochs)
+    if cfg.data.augment:
+        raise ConfigError(
+            f"strategy={cfg.strategy.name.value} fits its probe by L-BFGS on fixed features, which "
+            "data.augment=true would change every epoch: set strategy.probe.solver=sgd, or data.augment=false"
+        )
+    return TrainPhase("linear_probe", depth, 0, solver="lbfgs")
+
 
 def plan_phases(cfg: RunConfig, groups: ParamGroups) -> tuple[TrainPhase, ...]:
-    """The strategy as a sequence of (freeze depth, epochs) phases."""
+    """The strategy as a sequence of (freeze depth, epochs, solver) phases.
+
+    ``linear_probe``: the head fitted to convergence (or ``epochs`` of SGD with probe.solver=sgd).
+    ``lp_ft`` (Kumar et al., 2022): that probe, then every layer fine-tuned for ``epochs``.
+    """
     strategy, epochs, n = cfg.strategy, cfg.trainer.epochs, groups.depth
     name = strategy.name
     if name == StrategyName.as_is:
         return ()
+    if name == StrategyName.linear_probe:
+        return (_probe_phase(cfg, n),)
     if name == StrategyName.lp_ft:
-        if epochs < 2:
-            raise ConfigError(
-                "strategy=lp_ft needs trainer.epochs >= 2 (a probe phase and a fine-tune phase)"
-            )
-        lp_epochs = min(epochs - 1, max(1, round(epochs * strategy.lp_fraction)))
-        return (TrainPhase("linear_probe", n, lp_epochs), TrainPhase("finetune", 0, epochs - lp_epochs))
-    depth = {StrategyName.linear_probe: n, StrategyName.scratch: 0, StrategyName.full_finetune: 0}.get(name)
+        return (_probe_phase(cfg, n), TrainPhase("finetune", 0, epochs))
+    depth = {StrategyName.scratch: 0, StrategyName.full_finetune: 0}.get(name)
     if depth is None:  # partial
         depth = strategy.freeze_depth if strategy.freeze_depth is not None else 0
         validate_depth(depth, groups, backbone_name=cfg.backbone.name)
@@ -97,7 +124,7 @@ def build_model(cfg: RunConfig, *, class_names: Sequence[str]) -> BuiltModel:
             f"strategy={cfg.strategy.name.value} reuses pretrained weights but backbone.weights=none; "
             "use strategy=scratch for random init, or pick a weight source (embedded, hub, file)"
         )
-    backbone = create_backbone(backbone_cfg, resolution=cfg.data.resolution, keep_classifier=not spec.trains)
+    backbone = create_backbone(backbone_cfg, resolution=cfg.data.size, keep_classifier=not spec.trains)
     data_cfg = backbone.pretrained_cfg
     mean = tuple(float(v) for v in data_cfg.get("mean", (0.485, 0.456, 0.406)))
     std = tuple(float(v) for v in data_cfg.get("std", (0.229, 0.224, 0.225)))

@@ -51,8 +51,8 @@ def expand_cells(spec: SweepSpec) -> list[Cell]:
 
 
 def cell_overrides(spec: SweepSpec, cell: Cell) -> list[str]:
-    """Base overrides, then the cell's factor values, then the ``where`` overrides that match it."""
-    out = list(spec.base) + [override(k, v) for k, v in cell.values]
+    """Base overrides, the command line's, then the cell's factor values, then its ``where`` overrides."""
+    out = list(spec.base) + list(spec.overrides) + [override(k, v) for k, v in cell.values]
     for condition, extra in spec.where:
         if cell.matches(condition):
             out.extend(extra)

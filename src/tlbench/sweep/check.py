@@ -41,6 +41,10 @@ def _explain(spec: SweepSpec, cell: Cell, params: list[SearchParam], error: Conf
     base = list(spec.base)
     if isinstance(_compose(base), ConfigError):
         return sweep_error(spec.name, f"base overrides: {error}")
+    base += spec.overrides
+    result = _compose(base)
+    if isinstance(result, ConfigError):
+        return sweep_error(spec.name, f"command-line overrides ({' '.join(spec.overrides)}): {result}")
     for path, value in cell.values:
         result = _compose([*base, override(path, value)])
         if isinstance(result, ConfigError):
@@ -83,3 +87,18 @@ def check_against_config(spec: SweepSpec) -> RunConfig:
             spec.name, "sweeps record every trial in MLflow: remove tracking=disabled from base"
         )
     return first
+
+
+def smallest_class(spec: SweepSpec) -> tuple[int, str]:
+    """Training images in the smallest class of the sweep's dataset (base + command-line overrides),
+    and where that dataset is: what ``data.n_per_class: [auto]`` derives its sizes from."""
+    from tlbench.data import load_splits  # decoding happens here once; trials reuse the decoded pool
+    from tlbench.training.prepare import resolve_defaults
+
+    try:
+        cfg = resolve_defaults(load_config([*spec.base, *spec.overrides, "data.n_per_class=null"]))
+    except ConfigError as exc:
+        raise sweep_error(spec.name, f"base and command-line overrides: {exc}") from None
+    splits = load_splits(cfg.data, seed=spec.tune_seed)
+    counts = splits.train.labels.bincount(minlength=splits.num_classes)
+    return int(counts.min()), cfg.data.root or cfg.data.name.value

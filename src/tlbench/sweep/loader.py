@@ -91,9 +91,16 @@ def parse_sweep(data: Mapping[str, Any], *, name: str) -> SweepSpec:
         tune_seed=as_int(name, "tune_seed", data.get("tune_seed", 0), minimum=0),
         sampler=_sampler(name, data.get("sampler"), mode),
         pruner=_pruner(name, data.get("pruner")),
+        report=_flag(name, "report", data.get("report", False)),
     )
     _check_combinations(spec)
     return spec
+
+
+def _flag(name: str, where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise sweep_error(name, f"{where} must be true or false, got {value!r}")
+    return value
 
 
 def _budget(name: str, data: Any, mode: str) -> Budget:
@@ -104,7 +111,7 @@ def _budget(name: str, data: Any, mode: str) -> Budget:
             name, "mode: pareto needs budget.trials (the trials of the one multi-objective study)"
         )
     return Budget(
-        trials_per_cell=as_int(name, "budget.trials_per_cell", raw.get("trials_per_cell", 1), minimum=1),
+        trials_per_cell=as_int(name, "budget.trials_per_cell", raw.get("trials_per_cell", 1), minimum=0),
         trials=as_int(name, "budget.trials", raw["trials"], minimum=1) if "trials" in raw else None,
         max_retries=as_int(name, "budget.max_retries", raw.get("max_retries", 2), minimum=0),
     )
@@ -174,6 +181,12 @@ def _check_combinations(spec: SweepSpec) -> None:
             f"nothing is searched, so the {spec.budget.trials_per_cell} trials of a cell would all run the "
             "same configuration: set budget.trials_per_cell: 1 (add seed as a factor to replicate)",
         )
+    if spec.budget.trials_per_cell == 0 and (searched or not spec.has_finals):
+        raise sweep_error(
+            name,
+            "budget.trials_per_cell: 0 (no tuning) needs final.seeds and nothing under search / search_where "
+            "(the finals run each cell as configured)",
+        )
     if spec.mode == "pareto":
         if spec.final_seeds:
             raise sweep_error(name, "mode: pareto has no final phase: remove final.seeds")
@@ -210,6 +223,7 @@ def spec_as_dict(spec: SweepSpec) -> dict[str, Any]:
     plain["search"] = {p.path: _param_dict(p) for p in spec.search}
     plain["search_where"] = {c.text: {p.path: _param_dict(p) for p in ps} for c, ps in spec.search_where}
     plain["base"] = list(spec.base)
+    plain["overrides"] = list(spec.overrides)
     plain["final_seeds"] = list(spec.final_seeds)
     return plain
 

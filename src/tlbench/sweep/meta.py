@@ -34,12 +34,16 @@ Direction = Literal["maximize", "minimize"]
 PARETO_DIRECTIONS: tuple[Direction, Direction] = ("maximize", "minimize")  # val/acc, device-hours
 
 PARENT_ATTR, DIGEST_ATTR, CANDIDATE_ATTR = "parent_run_id", "definition_digest", "candidate"
+OVERRIDES_ATTR = "command_line_overrides"
 ELECTION_TIMEOUT_S = 120.0
-_RESUMABLE_CHANGES = ("description", "budget", "final_seeds")  # may change between runs of a study
+_RESUMABLE_CHANGES = ("description", "budget", "final_seeds", "report")  # may change between runs of a study
 
 
 def definition_digest(spec: SweepSpec) -> str:
     plain = {k: v for k, v in spec_as_dict(spec).items() if k not in _RESUMABLE_CHANGES}
+    for key, default in (("overrides", []), ("report", False)):  # studies from before these keys resume
+        if plain.get(key) == default:
+            plain.pop(key)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -126,10 +130,20 @@ def open_study(
 def _check_definition(ctx: StudyContext) -> None:
     meta, digest = ctx.meta, definition_digest(ctx.spec)
     stored = meta.user_attrs.get(DIGEST_ATTR)
+    overrides = " ".join(ctx.spec.overrides)
     if stored is None:
         meta.set_user_attr(DIGEST_ATTR, digest)
         meta.set_user_attr("sweep", ctx.spec.name)
+        meta.set_user_attr(OVERRIDES_ATTR, overrides)
     elif stored != digest:
+        before = meta.user_attrs.get(OVERRIDES_ATTR, "")
+        if before != overrides:
+            raise ConfigError(
+                f"study '{ctx.names.study}' was started with the command-line overrides "
+                f"[{redact_password(before) or 'none'}], not [{redact_password(overrides) or 'none'}]: "
+                "run it again with the same ARGS / --data / CLASS_MAP, or start a new study with "
+                "--study / STUDY=<new name>"
+            )
         raise ConfigError(
             f"study '{ctx.names.study}' was started from a different definition of sweep "
             f"'{ctx.spec.name}' (factors, search, base, sampler or pruner changed): restore the file, or "

@@ -84,6 +84,9 @@ def claim_within_budget(trials: Sequence[FrozenTrial], number: int, budget: int)
     return len(ahead) < budget
 
 
+UNTUNED = -1  # tuned_from_trial of finals in a sweep without tuning (budget.trials_per_cell: 0)
+
+
 def best_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
     """Highest validation accuracy among COMPLETE trials; ties go to the earlier trial."""
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]

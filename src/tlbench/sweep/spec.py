@@ -81,6 +81,8 @@ class SweepSpec:
     tune_seed: int = 0
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
+    report: bool = False  # build the report when the study completes
+    overrides: tuple[str, ...] = ()  # from the command line (ARGS, --data), after base
 
     @property
     def factor_names(self) -> tuple[str, ...]:
@@ -93,7 +95,7 @@ class SweepSpec:
 
 TOP_KEYS = (
     "description", "mode", "base", "factors", "where", "search", "search_where", "budget", "final",
-    "tune_seed", "sampler", "pruner",
+    "tune_seed", "sampler", "pruner", "report",
 )  # fmt: skip
 
 

@@ -133,9 +133,12 @@ class TuneThenFinal:
 
     def final_slots(self) -> list[tuple[P.FinalSlot, int, dict[str, Any]]]:
         """(slot, tuned-from trial number, its params) for every cell whose tuning is done."""
-        slots = []
+        slots: list[tuple[P.FinalSlot, int, dict[str, Any]]] = []
         for cell in self.cells:
             if not self.cell_status(cell).done:
+                continue
+            if self.spec.budget.trials_per_cell == 0:  # no tuning: the finals run the cell as configured
+                slots += [(P.FinalSlot(cell.key, seed), P.UNTUNED, {}) for seed in self.spec.final_seeds]
                 continue
             best = P.best_trial(self._trials(self.ctx.names.cell(cell.key)))
             if best is None:

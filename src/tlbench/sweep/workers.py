@@ -28,15 +28,22 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
 
 
-def worker_command(sweep: str, study: str, workers: int, index: int) -> list[str]:
+def worker_command(sweep: str, study: str, workers: int, index: int, extra: Sequence[str] = ()) -> list[str]:
+    """A local worker's command line; ``extra``: the supervisor's --data/--class-map/overrides."""
     return [
         sys.executable, "-m", "tlbench.cli", "sweep", "--sweep", sweep, "--study", study,
-        "--workers", str(workers), "--worker-index", str(index), "--worker",
+        "--workers", str(workers), "--worker-index", str(index), "--worker", *extra,
     ]  # fmt: skip
 
 
 def spawn(
-    sweep: str, study: str, workers: int, *, storage: str | None, log_dir: Path
+    sweep: str,
+    study: str,
+    workers: int,
+    *,
+    storage: str | None,
+    log_dir: Path,
+    extra: Sequence[str] = (),
 ) -> list[subprocess.Popen[bytes]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
@@ -47,7 +54,7 @@ def spawn(
         with (log_dir / f"worker-{index}.log").open("ab") as out:
             procs.append(
                 subprocess.Popen(
-                    worker_command(sweep, study, workers, index),
+                    worker_command(sweep, study, workers, index, extra),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,

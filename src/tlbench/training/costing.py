@@ -50,7 +50,7 @@ def _key(prepared: PreparedTrial, inputs: TrialInputs, x: torch.Tensor) -> tuple
         cfg.backbone.name,
         repr(cfg.strategy.head),
         prepared.splits.num_classes,
-        tuple(p.freeze_depth for p in prepared.model.phases),
+        tuple((p.freeze_depth, p.solver) for p in prepared.model.phases),
         type(inputs.network).__name__,
         tuple(x.shape[1:]),
         prepared.cache_reason,
@@ -85,6 +85,14 @@ def flop_profile(prepared: PreparedTrial, inputs: TrialInputs) -> FlopProfile:
     checks: list[str] = []
     was_training = network.training
     for phase in model.phases:
+        if not phase.in_loop:  # the probe: one objective evaluation = the head's step on features
+            head = model.network.head
+            width = next(m.in_features for m in head.modules() if isinstance(m, nn.Linear))
+            features = torch.zeros(x.shape[0], width, device=y.device)
+            measured = measure_train_step_flops(head, features, y)
+            steps.append(measured.total / x.shape[0])
+            checks.append(_check(measured.total, head, tuple(features.shape)))
+            continue
         set_frozen(backbone, model.groups, phase.freeze_depth)
         network.train()
         keep_frozen_in_eval(network)

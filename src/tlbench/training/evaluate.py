@@ -16,6 +16,7 @@ class EvalResult:
     accuracy: float
     loss: float
     samples: int
+    predicted: list[int]  # argmax class per sample, in the batches' order
 
 
 def autocast_context(device_type: str, precision: str) -> contextlib.AbstractContextManager[object]:
@@ -39,13 +40,16 @@ def evaluate(
     correct = 0
     loss_sum = 0.0
     seen = 0
+    predicted: list[torch.Tensor] = []
     with torch.inference_mode(), autocast_context(device_type, precision):
         for x, y in batches:
             logits = network(x).float()
-            correct += int((logits.argmax(dim=1) == y).sum())
+            predicted.append(logits.argmax(dim=1))
+            correct += int((predicted[-1] == y).sum())
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             seen += int(y.shape[0])
     network.train(was_training)
     if seen == 0:
         raise ValueError("evaluate() got an empty split")
-    return EvalResult(accuracy=correct / seen, loss=loss_sum / seen, samples=seen)
+    labels = [int(v) for v in torch.cat(predicted).tolist()]
+    return EvalResult(accuracy=correct / seen, loss=loss_sum / seen, samples=seen, predicted=labels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,11 +16,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from tlbench.config.schema import RunConfig, StrategyName
 from tlbench.cost.meter import FitMeter
 from tlbench.errors import TrialFailed, TrialPruned
+from tlbench.models.freeze import set_frozen
 from tlbench.models.module import EpochRecord, FitProgress, TransferModule
-from tlbench.training.inputs import TrialInputs, trial_inputs
+from tlbench.training.inputs import TrialInputs, image_inputs, trial_inputs
 from tlbench.training.prepare import PreparedTrial
+from tlbench.training.probe import ProbeFit, fit_probe
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ class FitOutcome:
     inputs: TrialInputs | None = None  # None when the fit failed before its inputs existed
     error: BaseException | None = None  # an unexpected exception, re-raised after it is recorded
     interrupted: bool = False  # Ctrl-C: recorded, then re-raised as KeyboardInterrupt
+    probe: ProbeFit | None = None  # the converged linear probe (linear_probe, lp_ft's first phase)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -76,14 +81,22 @@ def build_module(
         backbone=model.network.backbone,
         head=model.network.head,
         groups=model.groups,
-        phases=model.phases,
+        phases=model.loop_phases,
         optimizer_cfg=cfg.optimizer,
         schedule_cfg=cfg.schedule,
         steps_per_epoch=steps_per_epoch,
         check_every_step=not prepared.device.is_gpu,
         on_epoch_end=on_epoch_end,
         num_classes=prepared.splits.num_classes,
+        keep_norm_stats=keep_norm_stats(cfg),
     )
+
+
+def keep_norm_stats(cfg: RunConfig) -> bool:
+    """``strategy.keep_norm_stats``, defaulting to true for lp_ft only."""
+    if cfg.strategy.keep_norm_stats is not None:
+        return cfg.strategy.keep_norm_stats
+    return cfg.strategy.name == StrategyName.lp_ft
 
 
 def build_trainer(prepared: PreparedTrial, callbacks: Sequence[Callback]) -> L.Trainer:
@@ -95,7 +108,7 @@ def build_trainer(prepared: PreparedTrial, callbacks: Sequence[Callback]) -> L.T
         accelerator=device.accelerator,
         devices=[device.index] if device.index is not None else 1,
         precision=prepared.precision,  # type: ignore[arg-type]
-        max_epochs=sum(p.epochs for p in prepared.model.phases),
+        max_epochs=sum(p.epochs for p in prepared.model.loop_phases),
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -110,32 +123,70 @@ def build_trainer(prepared: PreparedTrial, callbacks: Sequence[Callback]) -> L.T
     )
 
 
+def _probe_record(probe: ProbeFit, seconds: float) -> EpochRecord:
+    return EpochRecord(
+        epoch=0,
+        phase="linear_probe",
+        train_loss=probe.train_loss,
+        val_acc=probe.val_acc,
+        val_loss=probe.val_loss,
+        seconds=seconds,
+    )
+
+
+def _fit_probe(prepared: PreparedTrial, inputs: TrialInputs) -> ProbeFit:
+    """The probe phase on frozen features; its result replaces the head's initial weights."""
+    head = prepared.model.network.head
+    try:
+        return fit_probe(head, inputs.data["train"], inputs.data["val"], prepared.cfg.strategy.probe)
+    except FloatingPointError as exc:
+        raise TrialFailed(str(exc)) from None
+
+
 def fit(
     prepared: PreparedTrial,
     *,
     callbacks: Sequence[Callback] = (),
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
 ) -> FitOutcome:
-    """Train; never raises for pruning, divergence or OOM — those end in ``status``."""
+    """Train; never raises for pruning, divergence or OOM — those end in ``status``.
+
+    A converged probe phase (L-BFGS on the frozen features) runs first when the strategy has one;
+    the loop phases (``lp_ft``'s fine-tune, every other strategy) then run in Lightning on images
+    or on cached frozen-prefix activations.
+    """
     quiet_lightning()
     trainer = build_trainer(prepared, callbacks)
     meter = FitMeter(prepared.device)
     status, error, interrupted, oom = "completed", None, False, False
     inputs: TrialInputs | None = None
     module: TransferModule | None = None
+    probe: ProbeFit | None = None
     handler = signal.getsignal(signal.SIGINT)
-    batch, seed = prepared.cfg.trainer.batch_size, prepared.cfg.seed
+    model, batch, seed = prepared.model, prepared.cfg.trainer.batch_size, prepared.cfg.seed
     try:
         with meter:
+            started = time.perf_counter()
             inputs = trial_inputs(prepared)  # feature extraction is training work: inside the timer
-            module = build_module(prepared, inputs, on_epoch_end)
-            trainer.fit(
-                module,
-                train_dataloaders=inputs.loader("train", batch_size=batch, seed=seed),
-                val_dataloaders=inputs.loader(
-                    "val", batch_size=prepared.cfg.trainer.eval_batch_size, seed=seed
-                ),
-            )
+            if model.phases[0].solver == "lbfgs":
+                probe = _fit_probe(prepared, inputs)
+                if on_epoch_end is not None:
+                    on_epoch_end(_probe_record(probe, time.perf_counter() - started))
+            loop = model.loop_phases
+            if loop and probe is not None:  # lp_ft: fine-tune every layer from the probe's solution
+                set_frozen(model.network.backbone, model.groups, loop[0].freeze_depth)
+                features = inputs.cache
+                inputs = image_inputs(prepared, features.reason)
+                inputs.cache = features  # the probe's extraction is this trial's feature-cache use
+            if loop:
+                module = build_module(prepared, inputs, on_epoch_end)
+                trainer.fit(
+                    module,
+                    train_dataloaders=inputs.loader("train", batch_size=batch, seed=seed),
+                    val_dataloaders=inputs.loader(
+                        "val", batch_size=prepared.cfg.trainer.eval_batch_size, seed=seed
+                    ),
+                )
     except TrialPruned:
         status = "pruned"
     except TrialFailed as exc:
@@ -156,9 +207,7 @@ def fit(
         signal.signal(signal.SIGINT, handler)
     if oom:
         release_memory(prepared.device.is_gpu)
-    progress = (
-        module.progress if module is not None else FitProgress(phase_samples=[0] * len(prepared.model.phases))
-    )
+    progress = _progress(prepared, module, probe)
     return FitOutcome(
         status=status,
         progress=progress,
@@ -168,4 +217,21 @@ def fit(
         error=error,
         interrupted=interrupted,
         inputs=inputs,
+        probe=probe,
     )
+
+
+def _progress(prepared: PreparedTrial, module: TransferModule | None, probe: ProbeFit | None) -> FitProgress:
+    """Training samples per phase of the model and the per-epoch history (the probe's fit as epoch 0)."""
+    loop = module.progress if module is not None else None
+    samples: list[int] = []
+    history: list[EpochRecord] = []
+    if prepared.model.phases and not prepared.model.phases[0].in_loop:
+        n_train = len(prepared.splits.train)
+        samples.append(n_train if probe is not None else 0)  # its FLOPs: x objective evaluations
+        if probe is not None:
+            history.append(_probe_record(probe, 0.0))
+    loop_count = len(prepared.model.loop_phases)
+    samples += loop.phase_samples if loop is not None else [0] * loop_count
+    history += loop.history if loop is not None else []
+    return FitProgress(phase_samples=samples, history=history)

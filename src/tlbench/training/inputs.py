@@ -171,6 +171,11 @@ def trial_inputs(prepared: PreparedTrial) -> TrialInputs:
     split, reason = prepared.prefix_split, prepared.cache_reason
     if split is None:
         return image_inputs(prepared, reason)
-    inputs = cached_inputs(prepared, split, feature_cache(prepared.cfg.trainer))
+    trainer = prepared.cfg.trainer
+    # Without caching, the probe still fits on extracted features: a cache that keeps nothing.
+    cache = feature_cache(trainer) if trainer.cache_features else FeatureCache(max_bytes=0)
+    inputs = cached_inputs(prepared, split, cache)
+    if not trainer.cache_features:
+        inputs.cache.status = "off"  # extracted for the probe, kept nowhere
     log.info("frozen-prefix features: %s (%s)", inputs.cache.status, reason)
     return inputs

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 import tlbench
-from tlbench.config.schema import RunConfig, StrategyName
+from tlbench.config.schema import RunConfig
 from tlbench.training.prepare import PreparedTrial
 
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "KILLED"}  # anything else ("failed: …") -> FAILED
@@ -21,7 +21,7 @@ def mlflow_status(status: str) -> str:
 def trial_params(prepared: PreparedTrial) -> dict[str, Any]:
     cfg: RunConfig = prepared.cfg
     model, splits = prepared.model, prepared.splits
-    lp_epochs = model.phases[0].epochs if cfg.strategy.name == StrategyName.lp_ft else ""
+    probe = next((p for p in model.phases if p.name == "linear_probe"), None)
     return {
         # the tracking contract
         "strategy": cfg.strategy.name.value,
@@ -37,7 +37,9 @@ def trial_params(prepared: PreparedTrial) -> dict[str, Any]:
         "epochs": 0 if not model.phases else sum(p.epochs for p in model.phases),
         # the rest of what makes the result reproducible
         "freeze_groups": model.groups.depth,
-        "lp_epochs": lp_epochs,
+        "probe_solver": (probe.solver if probe is not None else ""),
+        "min_steps": cfg.trainer.min_steps or "",
+        "val_every_n_epochs": cfg.trainer.val_every_n_epochs,
         "head": cfg.strategy.head.type.value,
         "optimizer": cfg.optimizer.name.value,
         "weight_decay": cfg.optimizer.weight_decay,
@@ -66,6 +68,7 @@ def trial_tags(prepared: PreparedTrial) -> dict[str, str]:
         "n_per_class": str(
             prepared.cfg.data.n_per_class if prepared.cfg.data.n_per_class is not None else "all"
         ),
+        "channels_last": str(prepared.channels_last).lower(),
         "tlbench_version": tlbench.__version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),

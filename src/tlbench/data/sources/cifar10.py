@@ -53,9 +53,9 @@ def load_cifar10_source(cfg: DataConfig) -> SourceData:
     train_pixels, train_labels, classes = _read(root, train=True, download=cfg.download)
     test_pixels, test_labels, _ = _read(root, train=False, download=False)
     return SourceData(
-        train=_split(train_pixels, train_labels, resolution=cfg.resolution),
+        train=_split(train_pixels, train_labels, resolution=cfg.size),
         val=None,
-        test=_split(test_pixels, test_labels, resolution=cfg.resolution),
+        test=_split(test_pixels, test_labels, resolution=cfg.size),
         class_names=tuple(classes),
         location=str(root / BATCH_FOLDER),
         origins={"train": "data_batch_1..5", "test": "test_batch"},
@@ -65,7 +65,7 @@ def load_cifar10_source(cfg: DataConfig) -> SourceData:
 def _cache_key(cfg: DataConfig) -> Hashable:
     folder = _root(cfg) / BATCH_FOLDER
     paths = sorted(folder.glob("*_batch*")) if folder.is_dir() else []
-    return (cfg.resolution, str(folder), file_stamps(paths))
+    return (cfg.size, str(folder), file_stamps(paths))
 
 
 SOURCE = Source(load=load_cifar10_source, cache_key=_cache_key)

@@ -24,7 +24,7 @@ def load_digits_source(cfg: DataConfig) -> SourceData:
     images = torch.from_numpy(pixels).unsqueeze(1)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     return SourceData(
-        train=TensorSplit(resize_square(images, resolution=cfg.resolution), labels),
+        train=TensorSplit(resize_square(images, resolution=cfg.size), labels),
         val=None,
         test=None,
         class_names=tuple(str(name) for name in bunch.target_names),
@@ -33,7 +33,7 @@ def load_digits_source(cfg: DataConfig) -> SourceData:
 
 
 def _cache_key(cfg: DataConfig) -> Hashable:
-    return (cfg.resolution,)
+    return (cfg.size,)
 
 
 SOURCE = Source(load=load_digits_source, cache_key=_cache_key)

@@ -112,7 +112,7 @@ def load_fashion_mnist_source(cfg: DataConfig) -> SourceData:
             searched = ", ".join(str(path) for path in candidate_dirs(root))
             raise DataError(f"Fashion-MNIST not found (searched {searched}); {_HOW_TO_GET}")
         files = _download(root or default_cache_dir("fashion_mnist"))
-    train, test = (_read_split(*files[split], resolution=cfg.resolution) for split in ("train", "test"))
+    train, test = (_read_split(*files[split], resolution=cfg.size) for split in ("train", "test"))
     return SourceData(
         train=train,
         val=None,
@@ -126,7 +126,7 @@ def load_fashion_mnist_source(cfg: DataConfig) -> SourceData:
 def _cache_key(cfg: DataConfig) -> Hashable:
     files = find_files(resolved_root(cfg))
     paths = [path for pair in files.values() for path in pair] if files else []
-    return (cfg.resolution, str(resolved_root(cfg)), file_stamps(paths))
+    return (cfg.size, str(resolved_root(cfg)), file_stamps(paths))
 
 
 SOURCE = Source(load=load_fashion_mnist_source, cache_key=_cache_key)

@@ -193,12 +193,12 @@ def load_imagefolder_source(cfg: DataConfig) -> SourceData:
     layout = scan_layout(_root(cfg))
     _warn_layout(layout)
     started = time.perf_counter()
-    entries = _decode_all(layout, resolution=cfg.resolution)
+    entries = _decode_all(layout, resolution=cfg.size)
     log.info(
         "decoded %d files of %s at %dpx in %.1f s",
         len(entries),
         layout.root,
-        cfg.resolution,
+        cfg.size,
         time.perf_counter() - started,
     )
     _warn_unreadable(entries, layout.root)
@@ -206,7 +206,7 @@ def load_imagefolder_source(cfg: DataConfig) -> SourceData:
     class_names = _usable_classes(layout, entries)
     splits = {}
     for role, folder in layout.folders.items():
-        split = _split([e for e in entries if e.role == role], class_names, resolution=cfg.resolution)
+        split = _split([e for e in entries if e.role == role], class_names, resolution=cfg.size)
         _warn_missing_classes(role, split, class_names, folder)
         splits[role] = split
     assigned = _assign_roles(splits, layout)
@@ -222,7 +222,7 @@ def load_imagefolder_source(cfg: DataConfig) -> SourceData:
 
 def _cache_key(cfg: DataConfig) -> Hashable:
     layout = scan_layout(_root(cfg))
-    return (cfg.resolution, str(layout.root), layout.signature())
+    return (cfg.size, str(layout.root), layout.signature())
 
 
 SOURCE = Source(load=load_imagefolder_source, cache_key=_cache_key)

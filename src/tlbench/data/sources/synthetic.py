@@ -51,7 +51,7 @@ def load_synthetic_source(cfg: DataConfig) -> SourceData:
     images, labels = generate_patterns(
         num_classes=cfg.num_classes,
         samples_per_class=cfg.samples_per_class,
-        resolution=cfg.resolution,
+        resolution=cfg.size,
         seed=cfg.split_seed,
     )
     return SourceData(
@@ -64,7 +64,7 @@ def load_synthetic_source(cfg: DataConfig) -> SourceData:
 
 
 def _cache_key(cfg: DataConfig) -> Hashable:
-    return (cfg.resolution, cfg.num_classes, cfg.samples_per_class, cfg.split_seed)
+    return (cfg.size, cfg.num_classes, cfg.samples_per_class, cfg.split_seed)
 
 
 SOURCE = Source(load=load_synthetic_source, cache_key=_cache_key)
