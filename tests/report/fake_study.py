@@ -7,12 +7,15 @@ tags, params and metrics (test metrics only for completed trials; per-epoch hist
 
 from __future__ import annotations
 
+import json
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -35,6 +38,25 @@ class FakeTrial:
     train_flops: float = 1e12
     trainable: float = 1000.0
     device: str = "cpu"
+    predictions: bool = True  # completed final runs log predictions/test.json (older studies did not)
+
+
+N_TEST, N_CLASSES = 400, 10
+
+
+def fake_predictions(t: FakeTrial, *, n_test: int = N_TEST) -> dict[str, list[Any]]:
+    """Per-image test predictions whose accuracy is exactly ``t.test_acc`` (rounded to whole images).
+
+    Images have a difficulty shared by every run (image ``j`` is harder the larger ``j``), plus noise of
+    the run's own (seeded by strategy and seed): the runs of a study are correlated on the same images,
+    as real ones are. The hardest ones by score are predicted wrong (as the next class).
+    """
+    labels = [j % N_CLASSES for j in range(n_test)]
+    rng = np.random.default_rng([zlib.crc32(t.strategy.encode()), t.seed, zlib.crc32(t.n_per_class.encode())])
+    score = np.arange(n_test) / n_test + rng.normal(0.0, 0.3, n_test)
+    wrong = set(np.argsort(score)[round((t.test_acc or 0.0) * n_test) :].tolist())
+    predicted = [(y + 1) % N_CLASSES if j in wrong else y for j, y in enumerate(labels)]
+    return {"labels": labels, "predicted": predicted, "class_names": [str(c) for c in range(N_CLASSES)]}
 
 
 def _trial(role: str, strategy: str, size: str, acc: float, **kw: Any) -> FakeTrial:
@@ -97,7 +119,8 @@ def _params(t: FakeTrial) -> dict[str, str]:
         "freeze_groups": "6", "lp_epochs": "", "head": "linear", "optimizer": "adamw", "weight_decay": "0.05",
         "backbone_lr_mult": "1.0", "layer_decay": "1.0", "batch_size": "32", "precision": "32",
         "augment": "False", "split_seed": "0", "data_root": "", "n_train": n_train, "n_val": "200",
-        "n_test": "400", "n_classes": "10", "data_fingerprint": "abc123",
+        "n_test": str(N_TEST), "n_classes": str(N_CLASSES),
+        "data_fingerprint": f"{t.n_per_class}-{t.seed}",
     }  # fmt: skip
 
 
@@ -171,6 +194,8 @@ def build_study(
         client.log_batch(
             run_id, metrics=_metrics(t, now), params=[Param(k, v) for k, v in _params(t).items()]
         )
+        if t.role == "final" and t.status == "completed" and t.test_acc is not None and t.predictions:
+            client.log_text(run_id, json.dumps(fake_predictions(t)), "predictions/test.json")
         if t.status != "running":
             mlflow_status = {"completed": "FINISHED", "pruned": "KILLED"}.get(t.status, "FAILED")
             client.set_terminated(run_id, status=mlflow_status)

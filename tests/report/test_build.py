@@ -166,3 +166,54 @@ def test_rebuild_drops_stale_figures(mlflow_uri: str, tmp_path: Path) -> None:
     _study(mlflow_uri, tmp_path, [ONE])
     # a figure this build did not draw must not linger next to the report
     assert not stale.exists()
+
+
+def test_report_gives_paired_comparisons(built_report: Any, study_store: dict[str, Any]) -> None:
+    text = (built_report.directory / "report.md").read_text()
+    # per size: the paired table, P(best), and a recommendation that follows them (per-image basis)
+    expected_parts = (
+        "## Paired comparisons",
+        "| n=10/class | full_finetune | 82.2% | best |",
+        "P(best): full_finetune",
+        "**linear_probe** and **full_finetune** are indistinguishable on this data",
+        "Credibly worse than full_finetune: linear_probe",
+        "## Learning curves",
+        "would the recommendation change?",
+    )
+    for expected in expected_parts:
+        assert expected in text, expected
+    assert "approximated as binomial" not in text  # every final run logged its predictions
+    csv = pd.read_csv(built_report.directory / "results.csv")
+    finals = csv[(csv["role"] == "final") & (csv["status"] == "completed") & (csv["strategy"] != "scratch")]
+    metrics = MlflowClient(study_store["uri"]).get_run(study_store["parent_run_id"]).data.metrics
+    tags = MlflowClient(study_store["uri"]).get_run(study_store["parent_run_id"]).data.tags
+    for _, row in finals.iterrows():
+        key = f"{row['strategy']}/n{row['n_per_class']}"
+        # results.csv and the parent run carry the same paired difference
+        assert metrics[f"paired/diff/{key}"] == pytest.approx(row["paired_diff"])
+    assert csv[csv["role"] == "tune"]["paired_diff"].isna().all()  # tuning trials carry none
+    at_all = [v for k, v in metrics.items() if k.startswith("paired/p_best/") and k.endswith("/nall")]
+    assert sum(at_all) == pytest.approx(1.0) and tags["report.paired_basis/n10"] == "per_image"
+    tex = (built_report.directory / "summary.tex").read_text()
+    assert r"$\Delta$ vs best [95\% CI]" in tex and "& $-5.7$ [$" in tex
+
+
+def test_old_studies_fall_back_to_binomial(mlflow_uri: str, tmp_path: Path) -> None:
+    trials = [FakeTrial("final", s, "10", trial_number=3 * i + seed, seed=seed, test_acc=acc + 0.01 * seed,
+                        predictions=False)
+              for i, (s, acc) in enumerate((("linear_probe", 0.8), ("full_finetune", 0.82)))
+              for seed in range(3)]  # fmt: skip
+    text = (_study(mlflow_uri, tmp_path, trials).directory / "report.md").read_text()
+    # no per-image predictions: the report still compares, and says how it approximated
+    assert "approximated as binomial" in text and "(binomial)" in text
+
+
+def test_pruned_tuning_trials_do_not_make_a_study_incomplete(mlflow_uri: str, tmp_path: Path) -> None:
+    trials = [FakeTrial("tune", "linear_probe", "10", status="pruned", test_acc=None)]
+    trials += [FakeTrial("final", s, "10", trial_number=1 + 2 * i + seed, seed=seed, test_acc=0.8)
+               for i, s in enumerate(("linear_probe", "scratch")) for seed in range(2)]  # fmt: skip
+    result = _study(mlflow_uri, tmp_path, trials)
+    text = (result.directory / "report.md").read_text()
+    # pruning is the protocol working: no warning, but still listed under Data coverage
+    assert "This study is incomplete" not in text and result.problems == []
+    assert "1 trial(s) pruned early" in text

@@ -122,3 +122,68 @@ def test_tolerance_must_be_an_accuracy(tolerance: float) -> None:
     # 1.0 would be "100 points": almost certainly a percent typed as a fraction
     with pytest.raises(ValueError, match="tolerance"):
         recommend(summary(("linear_probe", 0.8, 0.001, 0.01)), tolerance=tolerance)
+
+
+# --- the paired rule -----------------------------------------------------------------------------------
+
+from tlbench.report.paired import SizeComparison, StrategyComparison  # noqa: E402
+
+
+def paired(
+    *rows: tuple[str, float, float | None, float | None, float], basis: str = "per_image"
+) -> SizeComparison:
+    """(strategy, diff to the best, interval low, high, P(best)) at n=10; the best has no interval."""
+    strategies = tuple(
+        StrategyComparison(s, 0.8 + d, d, lo, hi, p, detectable=0.09, seeds_needed=14, images_needed=None)
+        for s, d, lo, hi, p in rows
+    )
+    best = next(s.strategy for s in strategies if s.low is None)
+    return SizeComparison("10", best, strategies, (1, 2, 3), 150, basis, 0.95)
+
+
+def test_indistinguishable_wording() -> None:
+    table = summary((LP, 0.792, 0.001, 0.019), ("partial", 0.826, 0.007, 0.091))
+    comparison = paired((LP, -0.034, -0.126, 0.060, 0.3), ("partial", 0.0, None, None, 0.7))
+    (rec,) = recommend(table, tolerance=0.01, comparisons=[comparison])
+    assert (rec.recommended.strategy, rec.best.strategy) == (LP, "partial")
+    text = recommendation_text(rec, tolerance=0.01, unit="device-hours")
+    for part in (
+        "use **linear_probe**",
+        # the issue's sentence, with this table's numbers
+        "**linear_probe** and **partial** are indistinguishable on this data (difference +3.4 pp for "
+        "partial, 95% interval −6.0 to +12.6 pp); linear_probe costs 1/7.0 as much.",
+        "None of the 2 strategies compared can be told apart on this data",
+        # what would resolve it: the detectable difference at this test size, and seeds (images cannot)
+        "At this test size (150 test images, 3 seeds) a difference must be about 9.0 pp to be detected",
+        "would take about 14 seeds (more test images alone would not: seed variation limits it)",
+        "P(best): partial 70%, linear_probe 30%.",
+    ):
+        assert part in text, part
+
+
+def test_paired_rule_lets_a_noisy_far_mean_in_and_keeps_a_credibly_worse_one_out() -> None:
+    table = summary(("as_is", 0.70, 0.0, 0.1), (LP, 0.795, 0.001, 0.01), (FF, 0.80, 0.004, 0.01))
+    # as_is: 10 pp behind but its interval reaches +2 pp: not credibly worse, and free -> recommended
+    loose = paired(
+        ("as_is", -0.10, -0.22, 0.02, 0.05), (LP, -0.005, -0.02, 0.01, 0.4), (FF, 0.0, None, None, 0.55)
+    )
+    (rec,) = recommend(table, tolerance=0.01, comparisons=[loose])
+    assert rec.recommended.strategy == "as_is"
+    # the old mean rule would have said the probe (0.5 pp behind); as_is is out once its interval tightens
+    tight = paired(
+        ("as_is", -0.10, -0.12, -0.08, 0.0), (LP, -0.005, -0.02, 0.01, 0.4), (FF, 0.0, None, None, 0.6)
+    )
+    (rec,) = recommend(table, tolerance=0.01, comparisons=[tight])
+    assert rec.recommended.strategy == LP
+    text = recommendation_text(rec, tolerance=0.01, unit="device-hours")
+    assert "Credibly worse than full_finetune: as_is (difference +10.0 pp for full_finetune" in text
+
+
+def test_better_by_less_than_the_tolerance_is_said_so() -> None:
+    table = summary((LP, 0.795, 0.001, 0.002), (FF, 0.80, 0.004, 0.002))
+    comparison = paired((LP, -0.005, -0.008, -0.002, 0.0), (FF, 0.0, None, None, 1.0))
+    (rec,) = recommend(table, tolerance=0.01, comparisons=[comparison])
+    text = recommendation_text(rec, tolerance=0.01, unit="device-hours")
+    # credibly worse, but by less than 1 pp: still the recommendation, and not called "indistinguishable"
+    assert rec.recommended.strategy == LP and "differ by less than 1.0 pp" in text
+    assert "indistinguishable" not in text

@@ -8,9 +8,16 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tlbench.errors import TrackingError
-from tlbench.tracking.study_reader import find_study, list_studies, read_study, redact_uri
+from tlbench.tracking.study_reader import (
+    find_study,
+    list_studies,
+    parse_predictions,
+    read_study,
+    read_test_predictions,
+    redact_uri,
+)
 
-from .fake_study import FakeTrial, build_study
+from .fake_study import FakeTrial, build_study, fake_predictions
 
 
 def test_read_study(study_store: dict[str, Any]) -> None:
@@ -63,3 +70,32 @@ def test_unreachable_store_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 )
 def test_redact_uri(uri: str, shown: str) -> None:
     assert redact_uri(uri) == shown
+
+
+def test_reads_per_image_predictions_of_final_runs(mlflow_uri: str) -> None:
+    with_file = FakeTrial("final", "linear_probe", "10", seed=1, test_acc=0.75)
+    older = FakeTrial("final", "linear_probe", "10", trial_number=1, seed=2, test_acc=0.8, predictions=False)
+    ids = build_study(mlflow_uri, "s", [with_file, older])["run_ids"]
+    found = read_test_predictions([ids[0], ids[1]], tracking_uri=mlflow_uri)
+    # the run that logged predictions/test.json is read back exactly; the older run is simply absent
+    assert set(found) == {ids[0]}
+    expected = fake_predictions(with_file)
+    assert (
+        list(found[ids[0]].labels) == expected["labels"]
+        and list(found[ids[0]].predicted) == expected["predicted"]
+    )
+    assert sum(y == p for y, p in zip(found[ids[0]].labels, found[ids[0]].predicted, strict=True)) == 300
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"labels": [0, 1], "predicted": [0]}',
+        '{"labels": [], "predicted": []}',
+        "not json",
+        '{"labels": "ab"}',
+    ],
+)
+def test_malformed_predictions_are_ignored(text: str) -> None:
+    # lengths that disagree, nothing, not JSON, not lists: no predictions rather than wrong ones
+    assert parse_predictions(text) is None

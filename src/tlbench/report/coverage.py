@@ -1,4 +1,8 @@
-"""What a study lacks: failed, pruned and running trials, cells without (enough) final seeds (pure)."""
+"""What a study lacks: failed final runs, running trials, cells without (enough) final seeds (pure).
+
+Pruned tuning trials are normal (pruning is the protocol); they are listed under Data coverage but do not
+make a study "incomplete".
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,15 @@ def problems(inp: ReportInputs) -> list[str]:
         out.append("the study has no parent run (`role=study`): the report could not be attached to MLflow")
     if inp.extra_parents:
         out.append(f"{inp.extra_parents + 1} parent runs found; the oldest was used")
-    counts = trials["outcome"].value_counts()
-    for outcome in ("failed", "pruned", "running"):
-        if counts.get(outcome, 0):
-            out.append(f"{counts[outcome]} trial(s) {outcome}")
+    # Pruned tuning trials are the protocol working, and a failed tuning trial is retried or leaves a
+    # cell without a final run (reported below): only final runs that failed and unfinished runs count.
+    final = trials[trials["role"] == "final"]
+    failed = int((final["outcome"] == "failed").sum())
+    if failed:
+        out.append(f"{failed} final run(s) failed")
+    running = int((trials["outcome"] == "running").sum())
+    if running:
+        out.append(f"{running} trial(s) running")
     gaps = cell_gaps(trials)
     missing = [f"{g.strategy} at {size_label(g.n_per_class)}" for g in gaps if g.final_completed == 0]
     single = [f"{g.strategy} at {size_label(g.n_per_class)}" for g in gaps if g.final_completed == 1]

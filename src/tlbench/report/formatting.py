@@ -26,7 +26,8 @@ def sorted_sizes(labels: object) -> list[str]:
 def sorted_strategies(names: object) -> list[str]:
     unique = {str(x) for x in names}  # type: ignore[attr-defined]
     rank = {name: i for i, name in enumerate(STRATEGY_ORDER)}
-    return sorted(unique, key=lambda s: (rank.get(s, len(rank)), s))
+    # an arm "<strategy>, <factor value>" (report.arms) sorts with its strategy
+    return sorted(unique, key=lambda s: (rank.get(s.split(", ")[0], len(rank)), s))
 
 
 def size_label(n_per_class: str) -> str:
@@ -46,6 +47,13 @@ def pct(x: float | None, digits: int = 1) -> str:
 def pp(x: float | None, digits: int = 1) -> str:
     """An accuracy difference in percentage points (``1.0 pp``)."""
     return "n/a" if x is None or math.isnan(x) else f"{100 * x:.{digits}f} pp"
+
+
+def signed_pp(x: float | None, digits: int = 1) -> str:
+    """A signed difference in percentage points with a true minus sign (``+3.3 pp``, ``−6.0 pp``)."""
+    if x is None or math.isnan(x):
+        return "n/a"
+    return f"{100 * x:+.{digits}f} pp".replace("-", "−")
 
 
 def sig(x: float | None, digits: int = 3) -> str:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from tlbench.report.figure_info import CostUnit, FigureInfo
+from tlbench.report.outlook import Outlook
+from tlbench.report.paired import SizeComparison
 from tlbench.report.recommend import Recommendation
 
 # info, (png, svg) paths relative to the report when drawn, display width in CSS pixels
@@ -32,3 +34,5 @@ class ReportInputs:
     extra_parents: int = 0
     sweep_yaml: str | None = None
     report_software: dict[str, str] = field(default_factory=dict)
+    comparisons: list[SizeComparison] = field(default_factory=list)  # paired, per data size
+    outlook: Outlook | None = None  # learning curves and the recommendation with twice the labels

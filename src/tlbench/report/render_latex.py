@@ -25,6 +25,18 @@ def _accuracy(row: pd.Series) -> str:
     return f"\\textbf{{{text}}}" if bool(row["best"]) else text
 
 
+def _paired(row: pd.Series) -> list[str]:
+    """Paired difference to the best with its 95% interval, and P(best); blank when not compared."""
+    p_best = row.get("p_best", math.nan)
+    if pd.isna(p_best):
+        return ["", ""]
+    low, high = row.get("paired_diff_low", math.nan), row.get("paired_diff_high", math.nan)
+    if pd.isna(low) or pd.isna(high):
+        return ["best", f"{float(p_best):.2f}"]
+    diff = f"{100 * float(row['paired_diff']):+.1f}"
+    return [f"${diff}$ [${100 * float(low):+.1f}$, ${100 * float(high):+.1f}$]", f"{float(p_best):.2f}"]
+
+
 def _size(label: str) -> str:
     return "all" if label == "all" else f"$n={escape(label)}$"
 
@@ -37,12 +49,14 @@ def summary_tex(summary: pd.DataFrame, *, study: str, cost_label: str) -> str:
         r"\begin{table}[t]",
         r"  \centering",
         f"  \\caption{{Study {escape(study)}: test accuracy (\\%, mean $\\pm$ 95\\% CI over final seeds, "
-        f"Student-$t$) and cost per run. Best mean per data size in bold; $^\\dagger$single seed, no CI.}}",
+        f"Student-$t$) and cost per run. Best mean per data size in bold; $^\\dagger$single seed, no CI. "
+        f"$\\Delta$: paired difference to the best strategy of the size (pp), 95\\% interval over seeds "
+        f"and test images; P(best): probability of being the best.}}",
         f"  \\label{{tab:tlbench-{label}}}",
-        r"  \begin{tabular}{llrrrrr}",
+        r"  \begin{tabular}{llrrrrrrr}",
         r"    \toprule",
         f"    Images/class & Strategy & Test acc. & Seeds & {escape(cost_label)} & Train FLOPs & Trainable"
-        r" \\",
+        r" & $\Delta$ vs best [95\% CI] & P(best) \\",
         r"    \midrule",
     ]
     sizes = sorted_sizes(summary["n_per_class"]) if not summary.empty else []
@@ -53,10 +67,10 @@ def summary_tex(summary: pd.DataFrame, *, study: str, cost_label: str) -> str:
             cells = [
                 _size(size), escape(str(row["strategy"])), _accuracy(row), str(int(row["seeds"])),
                 sig(float(row["device_hours"])), escape(si(float(row["train_flops"]))),
-                escape(si(float(row["trainable_params"]))),
+                escape(si(float(row["trainable_params"]))), *_paired(row),
             ]  # fmt: skip
             lines.append("    " + " & ".join(cells) + r" \\")
     if not sizes:
-        lines.append(r"    \multicolumn{7}{c}{no completed final runs} \\")
+        lines.append(r"    \multicolumn{9}{c}{no completed final runs} \\")
     lines += [r"    \bottomrule", r"  \end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)

@@ -59,9 +59,11 @@ def recommendation_section(inp: ReportInputs) -> list[Block]:
         ]
     blocks.append(
         Paragraph(
-            f"For each data size: the cheapest strategy ({inp.unit.unit} per run) whose mean test accuracy "
-            f"is within **{pp(inp.tolerance)}** of the best mean (`--tolerance {inp.tolerance:g}`). Numbers "
-            "are those of the summary table."
+            f"For each data size: the cheapest strategy ({inp.unit.unit} per run) that is not credibly worse "
+            f"than the most accurate: the 95% interval of its paired difference to the best (same seeds, "
+            f"same test images; see Paired comparisons) reaches above **−{pp(inp.tolerance)}** (`--tolerance "
+            f"{inp.tolerance:g}`). Where no two strategies share two seeds, the cheapest whose mean is "
+            f"within {pp(inp.tolerance)} of the best mean. Accuracies are those of the summary table."
         )
     )
     blocks.append(

@@ -9,9 +9,10 @@ from its experiment's creation time. Start times, not end times, so a study stil
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from tlbench.tracking.mlflow_run import _client, resolve_tracking_uri
 STUDY_TAG = "tlbench.study"
 SWEEP_TAG = "tlbench.sweep"
 PARENT_ROLE = "study"
+PREDICTIONS_ARTIFACT = "predictions/test.json"  # written by every completed trial (run.py)
 _PAGE = 1000
 
 
@@ -39,6 +41,15 @@ class RunRecord:
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunPredictions:
+    """A run's per-image test predictions, test images in the order fixed by ``data.split_seed``."""
+
+    labels: tuple[int, ...]
+    predicted: tuple[int, ...]
+    class_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,3 +219,41 @@ def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyReco
         extra_parents=max(0, len(parents) - 1),
         sweep_yaml=_read_sweep_yaml(client, parent.run_id) if parent else None,
     )
+
+
+def parse_predictions(text: str) -> RunPredictions | None:
+    """The ``predictions/test.json`` payload, or None when it is not what the trial writes."""
+    try:
+        data = json.loads(text)
+        labels = tuple(int(v) for v in data["labels"])
+        predicted = tuple(int(v) for v in data["predicted"])
+        names = tuple(str(v) for v in data.get("class_names", ()))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not labels or len(labels) != len(predicted):
+        return None
+    return RunPredictions(labels, predicted, names)
+
+
+def read_test_predictions(
+    run_ids: Sequence[str], *, tracking_uri: str | None = None
+) -> dict[str, RunPredictions]:
+    """Per-image test predictions of the given runs (call it for final runs only: one download each).
+
+    Runs without the artifact (studies older than it) or with an unreadable one are left out; the
+    report then approximates the test-set part of its intervals.
+    """
+    client = _client(resolve_tracking_uri(tracking_uri))
+    found: dict[str, RunPredictions] = {}
+    with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
+        for i, run_id in enumerate(run_ids):
+            target = Path(tmp) / str(i)
+            target.mkdir()
+            try:
+                path = client.download_artifacts(run_id, PREDICTIONS_ARTIFACT, str(target))
+                parsed = parse_predictions(Path(path).read_text())
+            except Exception:  # absent (older runs) or unreadable: the report falls back
+                continue
+            if parsed is not None:
+                found[run_id] = parsed
+    return found

@@ -1,0 +1,241 @@
+"""Paired comparisons of strategies at each data size: the best against each other one (pure).
+
+Pairing: final runs of one data size share seeds, and a seed fixes the training subset (drawn from the
+train pool with the run's seed, ``data/splits.py``) while the test set depends only on ``split_seed``.
+So a strategy's run on seed 2 and another's on seed 2 saw the same training images and are scored on
+the same test images. This module checks that (seeds present, ``data_fingerprint`` and ``split_seed``
+equal per seed) and compares only on the seeds every compared strategy has.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tlbench.report.formatting import size_label, sorted_sizes, sorted_strategies
+from tlbench.report.paired_stats import (
+    BINOMIAL,
+    PER_IMAGE,
+    VarianceModel,
+    binomial_covariance,
+    binomial_model,
+    crossed_model,
+    detectable,
+    images_needed,
+    interval,
+    joint_covariance,
+    probability_best,
+    seeds_needed,
+)
+from tlbench.report.summarize import final_results
+from tlbench.tracking.study_reader import RunPredictions
+
+
+@dataclass(frozen=True)
+class StrategyComparison:
+    """One strategy at one size against the best there (the best itself: diff 0, no interval)."""
+
+    strategy: str
+    mean: float  # mean test accuracy over the paired seeds
+    diff: float  # mean minus the best's mean (<= 0)
+    low: float | None
+    high: float | None
+    p_best: float
+    detectable: float | None = None  # difference detected with 80% power at this test size and seeds
+    seeds_needed: int | None = None  # to detect ``diff`` with 80% power (same test set)
+    images_needed: int | None = None  # to detect ``diff`` with 80% power (same seeds)
+
+
+@dataclass(frozen=True)
+class SizeComparison:
+    n_per_class: str
+    best: str
+    strategies: tuple[StrategyComparison, ...]
+    seeds: tuple[int, ...]
+    images: int
+    basis: str  # PER_IMAGE | BINOMIAL
+    confidence: float
+    left_out: tuple[str, ...] = ()  # "scratch (1 seed)"
+    notes: tuple[str, ...] = ()  # pairing problems found
+
+    def get(self, strategy: str) -> StrategyComparison | None:
+        return next((s for s in self.strategies if s.strategy == strategy), None)
+
+
+def _latest_per_seed(rows: pd.DataFrame) -> pd.DataFrame:
+    """One final run per (strategy, seed): the latest, should a seed have been re-run."""
+    rows = rows[rows["seed"].notna()]
+    return rows.sort_values("start_time_ms", na_position="first").drop_duplicates(
+        ["strategy", "seed"], keep="last"
+    )
+
+
+def _paired_seeds(rows: pd.DataFrame) -> tuple[list[str], list[int], list[str]]:
+    """Strategies compared, the seeds all of them have, and those left out (with why)."""
+    seeds = {s: set(g["seed"].astype(int)) for s, g in rows.groupby("strategy")}
+    order = sorted_strategies(seeds)
+    left = [f"{s} (1 seed)" for s in order if len(seeds[s]) < 2]
+    kept = [s for s in order if len(seeds[s]) >= 2]
+    common = set.intersection(*(seeds[s] for s in kept)) if kept else set()
+    while len(common) < 2 and len(kept) > 2:  # drop the strategy with the fewest seeds until pairs remain
+        worst = min(kept, key=lambda s: (len(seeds[s]), -order.index(s)))
+        kept.remove(worst)
+        left.append(f"{worst} (seeds {', '.join(map(str, sorted(seeds[worst])))} do not match)")
+        common = set.intersection(*(seeds[s] for s in kept))
+    if len(common) < 2:
+        return [], [], left + [f"{s} (no 2 seeds in common with the others)" for s in kept]
+    return kept, sorted(common), left
+
+
+def _pairing_notes(rows: pd.DataFrame, size: str) -> list[str]:
+    notes = []
+    for column, what in (("data_fingerprint", "training subsets"), ("split_seed", "test sets")):
+        for seed, group in rows.groupby("seed"):
+            values = {str(v) for v in group[column].dropna()}
+            if len(values) > 1:
+                notes.append(
+                    f"{size_label(size)}, seed {seed}: the strategies' {what} differ ({column} "
+                    f"{', '.join(sorted(values))}); they are compared as if paired"
+                )
+    return notes
+
+
+def _correctness(
+    rows: pd.DataFrame, predictions: Mapping[str, RunPredictions]
+) -> tuple[np.ndarray | None, str | None]:
+    """strategies x seeds x images correctness, or why per-image pairing is not possible."""
+    runs = list(rows["run_id"])
+    missing = [r for r in runs if r not in predictions]
+    if missing:
+        return None, f"{len(missing)} of {len(runs)} final runs lack per-image test predictions"
+    labels = {predictions[r].labels for r in runs}
+    if len(labels) > 1:
+        return None, "the runs' test images differ (labels in another order or of another length)"
+    for _, row in rows.iterrows():
+        p = predictions[str(row["run_id"])]
+        acc = float(np.mean(np.equal(p.labels, p.predicted)))
+        if abs(acc - float(row["test/acc"])) > 0.5 / len(p.labels) + 1e-9:
+            return None, f"run {row['run_id']}: predictions give {acc:.4f}, test/acc is {row['test/acc']:.4f}"
+    return np.stack([np.equal(predictions[r].labels, predictions[r].predicted) for r in runs]), None
+
+
+def compare_size(
+    rows: pd.DataFrame,
+    predictions: Mapping[str, RunPredictions],
+    *,
+    size: str,
+    confidence: float = 0.95,
+) -> SizeComparison | None:
+    """Paired comparison of one size's final runs; None when fewer than two strategies pair up."""
+    rows = _latest_per_seed(rows)
+    strategies, seeds, left = _paired_seeds(rows)
+    if len(strategies) < 2:
+        return None
+    rows = rows[rows["strategy"].isin(strategies) & rows["seed"].astype(int).isin(seeds)]
+    rows = rows.assign(_s=rows["strategy"].map(strategies.index)).sort_values(["_s", "seed"])
+    notes = _pairing_notes(rows, size)
+    k, n = len(seeds), len(strategies)
+    correct, why = _correctness(rows, predictions)
+    acc = rows["test/acc"].to_numpy(float).reshape(n, k).T  # seeds x strategies
+    cube = None if correct is None else correct.reshape(n, k, -1).astype(float)
+    if cube is not None:
+        images, basis, covariance = cube.shape[2], PER_IMAGE, joint_covariance(cube)
+    else:
+        images = int(pd.to_numeric(rows["n_test"], errors="coerce").min())
+        basis, covariance = BINOMIAL, binomial_covariance(acc, images=images)
+        notes.append(f"{size_label(size)}: {why}; the test-set part is approximated as binomial")
+    means = acc.mean(axis=0)
+    top = int(np.argmax(means))
+
+    def model(i: int) -> VarianceModel:
+        w = np.zeros(n)
+        w[i], w[top] = 1.0, -1.0
+        if cube is None:
+            return binomial_model(acc, w, images=images)
+        return crossed_model(np.tensordot(w, cube, axes=1))
+
+    models = {i: model(i) for i in range(n) if i != top}
+    df = min((m.df() for m in models.values()), default=math.inf)
+    p_best = probability_best(means, covariance, df=df)
+    out = []
+    for i, strategy in enumerate(strategies):
+        diff = float(means[i] - means[top])
+        if i == top:
+            out.append(StrategyComparison(strategy, float(means[i]), 0.0, None, None, float(p_best[i])))
+            continue
+        m = models[i]
+        low, high = interval(diff, m, confidence=confidence)
+        out.append(
+            StrategyComparison(
+                strategy, float(means[i]), diff, low, high, float(p_best[i]),
+                detectable=detectable(m, confidence=confidence),
+                seeds_needed=seeds_needed(m, diff), images_needed=images_needed(m, diff),
+            )
+        )  # fmt: skip
+    return SizeComparison(
+        size, strategies[top], tuple(out), tuple(seeds), images, basis, confidence, tuple(left), tuple(notes)
+    )
+
+
+def compare_strategies(
+    trials: pd.DataFrame, predictions: Mapping[str, RunPredictions], *, confidence: float = 0.95
+) -> list[SizeComparison]:
+    """One paired comparison per data size where at least two strategies share two seeds."""
+    finals = final_results(trials)
+    out = []
+    for size in sorted_sizes(finals["n_per_class"]):
+        found = compare_size(
+            finals[finals["n_per_class"] == size], predictions, size=size, confidence=confidence
+        )
+        if found is not None:
+            out.append(found)
+    return out
+
+
+COMPARISON_COLUMNS = (
+    "n_per_class", "strategy", "paired_best", "paired_mean", "paired_diff", "paired_diff_low",
+    "paired_diff_high", "p_best", "paired_seeds", "paired_test_images", "paired_basis", "detectable_diff",
+)  # fmt: skip
+
+
+def comparison_table(comparisons: list[SizeComparison]) -> pd.DataFrame:
+    """One row per compared strategy and size (results.csv columns, LaTeX, parent-run metrics)."""
+    rows = [
+        {
+            "n_per_class": c.n_per_class,
+            "strategy": s.strategy,
+            "paired_best": c.best,
+            "paired_mean": s.mean,
+            "paired_diff": s.diff,
+            "paired_diff_low": math.nan if s.low is None else s.low,
+            "paired_diff_high": math.nan if s.high is None else s.high,
+            "p_best": s.p_best,
+            "paired_seeds": " ".join(map(str, c.seeds)),
+            "paired_test_images": c.images,
+            "paired_basis": c.basis,
+            "detectable_diff": math.nan if s.detectable is None else s.detectable,
+        }
+        for c in comparisons
+        for s in c.strategies
+    ]
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def with_comparisons(
+    frame: pd.DataFrame, comparisons: list[SizeComparison], *, finals_only: bool
+) -> pd.DataFrame:
+    """``frame`` (trials or summary) with the comparison columns of its strategy and size.
+
+    For trials (``finals_only``), only completed final runs get values: the numbers are about them.
+    """
+    table = comparison_table(comparisons)
+    merged = frame.merge(table, on=["n_per_class", "strategy"], how="left")
+    if finals_only:
+        mask = (merged["role"] == "final") & (merged["outcome"] == "completed")
+        merged.loc[~mask, list(COMPARISON_COLUMNS[2:])] = pd.NA
+    merged.index = frame.index
+    return merged

@@ -1,0 +1,99 @@
+"""Paired comparisons on hand-built trial tables: pairing checks, known answers, the binomial fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from tlbench.report.paired import compare_strategies, comparison_table, with_comparisons
+from tlbench.report.paired_stats import BINOMIAL, PER_IMAGE
+from tlbench.tracking.study_reader import RunPredictions
+
+Trials = Callable[..., pd.DataFrame]
+LABELS = (0, 1, 0, 1)
+
+
+def _run(strategy: str, seed: int, correct: list[int], **kw: Any) -> dict[str, Any]:
+    return {"strategy": strategy, "seed": seed, "test_acc": float(np.mean(correct)), "n_test": len(correct),
+            "hours": 0.001, "split_seed": 0, "data_fingerprint": f"10-{seed}", **kw}  # fmt: skip
+
+
+def _predictions(table: pd.DataFrame, correct: list[list[int]]) -> dict[str, RunPredictions]:
+    """Predicted = label where correct, the other class where not."""
+    out = {}
+    for run_id, row in zip(table["run_id"], correct, strict=True):
+        predicted = tuple(y if c else 1 - y for y, c in zip(LABELS, row, strict=True))
+        out[str(run_id)] = RunPredictions(LABELS, predicted)
+    return out
+
+
+# A: seed 1 right on images 0, 3; seed 2 on 0, 1, 3. B: always wrong.
+# The contrast B - A is minus test_paired_stats.HAND.
+A1, A2, WRONG = [1, 0, 0, 1], [1, 1, 0, 1], [0, 0, 0, 0]
+
+
+def test_known_answer_per_image(trials: Trials) -> None:
+    table = trials(_run("linear_probe", 1, A1), _run("linear_probe", 2, A2),
+                   _run("scratch", 1, WRONG), _run("scratch", 2, WRONG))  # fmt: skip
+    (c,) = compare_strategies(table, _predictions(table, [A1, A2, WRONG, WRONG]))
+    assert (c.best, c.basis, c.seeds, c.images) == ("linear_probe", PER_IMAGE, (1, 2), 4)
+    scratch = c.get("scratch")
+    assert scratch is not None
+    # worked by hand (test_paired_stats): mean -.625, variance 1/24 + 1/64, 3 degrees of freedom
+    half = stats.t.ppf(0.975, 3) * np.sqrt(1 / 24 + 1 / 64)
+    assert scratch.diff == pytest.approx(-0.625)
+    assert (scratch.low, scratch.high) == pytest.approx((-0.625 - half, -0.625 + half))
+    assert c.get("linear_probe").p_best > 0.9  # type: ignore[union-attr]
+
+
+def test_pairs_only_on_shared_seeds_and_leaves_single_seeds_out(trials: Trials) -> None:
+    rows = [_run("linear_probe", s, [1, 1, 0, 1]) for s in (1, 2, 3)]
+    rows += [_run("full_finetune", s, [1, 1, 1, 1]) for s in (1, 2)]  # seed 3 failed
+    rows += [_run("scratch", 1, [0, 1, 0, 0])]
+    (c,) = compare_strategies(trials(*rows), {})
+    # seed 3 of the probe has no partner: the comparison is on seeds 1 and 2; scratch has one seed
+    assert c.seeds == (1, 2) and [s.strategy for s in c.strategies] == ["linear_probe", "full_finetune"]
+    assert c.left_out == ("scratch (1 seed)",)
+
+
+def test_mismatched_training_subsets_are_reported(trials: Trials) -> None:
+    rows = [_run("linear_probe", s, A2) for s in (1, 2)]
+    rows += [_run("scratch", 1, A1, data_fingerprint="other"), _run("scratch", 2, A1)]
+    (c,) = compare_strategies(trials(*rows), {})
+    # seed 1's runs did not see the same training images: said, not hidden
+    assert any("seed 1" in n and "training subsets differ" in n for n in c.notes)
+
+
+def test_falls_back_to_binomial_without_predictions(trials: Trials) -> None:
+    table = trials(_run("linear_probe", 1, A1), _run("linear_probe", 2, A2),
+                   _run("scratch", 1, WRONG), _run("scratch", 2, WRONG))  # fmt: skip
+    predictions = _predictions(table, [A1, A2, WRONG, WRONG])
+    del predictions[str(table["run_id"].iloc[0])]
+    (c,) = compare_strategies(table, predictions)
+    assert c.basis == BINOMIAL and any("1 of 4 final runs lack" in n for n in c.notes)
+
+
+def test_predictions_that_disagree_with_test_acc_are_not_used(trials: Trials) -> None:
+    table = trials(_run("linear_probe", 1, A1), _run("linear_probe", 2, A2),
+                   _run("scratch", 1, WRONG), _run("scratch", 2, WRONG))  # fmt: skip
+    # the probe's seed-1 predictions say 75% while test/acc says 50%: the artifact is not trusted
+    (c,) = compare_strategies(table, _predictions(table, [A2, A2, WRONG, WRONG]))
+    assert c.basis == BINOMIAL and any("predictions give 0.7500" in n for n in c.notes)
+
+
+def test_tables_carry_the_comparison(trials: Trials) -> None:
+    table = trials(_run("linear_probe", 1, A1), _run("linear_probe", 2, A2),
+                   _run("scratch", 1, WRONG), _run("scratch", 2, WRONG),
+                   {"role": "tune", "strategy": "scratch", "seed": 0, "test_acc": 0.5})  # fmt: skip
+    comparisons = compare_strategies(table, {})
+    rows = comparison_table(comparisons)
+    assert list(rows["strategy"]) == ["linear_probe", "scratch"]
+    annotated = with_comparisons(table, comparisons, finals_only=True)
+    # the final runs carry their size's difference; the tuning trial carries nothing
+    assert annotated["paired_diff"].iloc[2] == pytest.approx(-0.625)
+    assert pd.isna(annotated["paired_diff"].iloc[4]) and len(annotated) == len(table)
