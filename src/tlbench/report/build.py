@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tlbench.report.arms import label_arms
 from tlbench.report.collect import trials_table
 from tlbench.report.coverage import coverage_section, problems
 from tlbench.report.document import Block
@@ -18,10 +19,15 @@ from tlbench.report.draw import draw, save
 from tlbench.report.figures_data import PlotInfo, all_figures, device_hours_unit
 from tlbench.report.inputs import DrawnFigure, ReportInputs
 from tlbench.report.methods import methods_section
+from tlbench.report.outlook import outlook
+from tlbench.report.paired import compare_strategies, with_comparisons
+from tlbench.report.paired_section import curves_section, paired_section
+from tlbench.report.rank_agreement import is_screen_run
 from tlbench.report.recommend import recommend
 from tlbench.report.render_html import to_html
 from tlbench.report.render_latex import summary_tex
 from tlbench.report.render_markdown import to_markdown
+from tlbench.report.screen_section import screen_section
 from tlbench.report.sections import (
     appendix,
     figures_section,
@@ -30,9 +36,9 @@ from tlbench.report.sections import (
     summary_section,
 )
 from tlbench.report.study_metrics import parent_metrics, parent_tags
-from tlbench.report.summarize import study_totals, summary_table
+from tlbench.report.summarize import final_results, study_totals, summary_table
 from tlbench.tracking.study_publish import REPORT_ARTIFACT_DIR, publish_report
-from tlbench.tracking.study_reader import SWEEP_TAG, find_study, read_study
+from tlbench.tracking.study_reader import SWEEP_TAG, find_study, read_study, read_test_predictions
 
 FIGURES_DIR = "figures"
 CSS_DPI = 105  # CSS px per figure inch: every figure at one scale; two panels fill the page width
@@ -94,10 +100,16 @@ def build_report(
     ref = find_study(study, tracking_uri=tracking_uri)
     progress(f"study '{ref.name}' (experiment {ref.experiment_id}): reading runs")
     records = read_study(ref, tracking_uri=tracking_uri)
-    trials = trials_table(records.children)
+    plain = trials_table([r for r in records.children if not is_screen_run(r)])  # screens: own section
+    trials = label_arms(plain)  # strategy x resolution / backbone: each combination is an arm
     progress(f"{len(trials)} trial runs; computing summary and recommendation")
-    summary = summary_table(trials)
-    recommendations = recommend(summary, tolerance=tolerance)
+    final_ids = [str(r) for r in final_results(trials)["run_id"]]
+    progress(f"reading per-image test predictions of {len(final_ids)} final runs")
+    predictions = read_test_predictions(final_ids, tracking_uri=tracking_uri)
+    comparisons = compare_strategies(trials, predictions)
+    summary = with_comparisons(summary_table(trials), comparisons, finals_only=False)
+    recommendations = recommend(summary, tolerance=tolerance, comparisons=comparisons)
+    prospect = outlook(trials, summary, recommendations, tolerance=tolerance)
     unit = device_hours_unit(trials["device"])
     directory = out / _safe(ref.name)
     figures_dir = directory / FIGURES_DIR
@@ -117,6 +129,10 @@ def build_report(
         files += [png, svg]
         relative = (png.relative_to(directory).as_posix(), svg.relative_to(directory).as_posix())
         drawn.append((info, relative, round(float(figure.get_figwidth()) * CSS_DPI)))
+    screen_blocks, screen_files = screen_section(
+        records.children, plain, directory=directory, figures_dir=FIGURES_DIR
+    )
+    files += screen_files
     parent = records.parent
     inputs = ReportInputs(
         study=ref.name,
@@ -134,13 +150,18 @@ def build_report(
         extra_parents=records.extra_parents,
         sweep_yaml=records.sweep_yaml,
         report_software=_versions(),
+        comparisons=comparisons,
+        outlook=prospect,
     )
     totals = study_totals(trials)
     blocks: list[Block] = [
         *header(inputs),
         *recommendation_section(inputs),
+        *paired_section(comparisons, tolerance=tolerance),
+        *curves_section(prospect),
         *summary_section(inputs),
         *figures_section(inputs),
+        *screen_blocks,
         *coverage_section(inputs),
         *methods_section(inputs, totals),
         *appendix(inputs, _file_list(directory, files)),
@@ -157,7 +178,7 @@ def build_report(
     for name, text in outputs.items():
         (directory / name).write_text(text, encoding="utf-8")
         files.append(directory / name)
-    trials.to_csv(directory / "results.csv", index=False)
+    with_comparisons(trials, comparisons, finals_only=True).to_csv(directory / "results.csv", index=False)
     files.append(directory / "results.csv")
     published = None
     if publish and parent is not None:

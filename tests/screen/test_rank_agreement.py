@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from tlbench.report.collect import trials_table
+from tlbench.report.document import Table
+from tlbench.report.rank_agreement import (
+    BEST_SCOPE,
+    POOLED_SCOPE,
+    agreements,
+    picks,
+    screen_table,
+    trained_accuracy,
+)
+from tlbench.report.screen_section import screen_blocks
+
+from .study_fixture import BACKBONES, final_runs, screen_runs
+
+
+def _tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return screen_table(screen_runs()), trained_accuracy(trials_table(final_runs()))
+
+
+def test_trained_accuracy_is_the_mean_over_final_seeds() -> None:
+    # two seeds at acc -+ 0.01: the mean is the stated accuracy, per (backbone, strategy)
+    _, trained = _tables()
+    row = trained[(trained["backbone"] == BACKBONES[0]) & (trained["strategy"] == "full_finetune")]
+    assert float(row["test_acc"].iloc[0]) == pytest.approx(0.92) and int(row["seeds"].iloc[0]) == 2
+    assert len(trained) == 6
+
+
+@pytest.mark.parametrize(
+    ("score", "scope", "tau"),
+    [
+        ("screen/logme", "linear_probe", 1.0),  # same order
+        ("screen/logme", "full_finetune", -1.0),  # reversed
+        ("screen/logme", BEST_SCOPE, -1 / 3),  # one concordant pair of three
+        ("screen/knn_acc", BEST_SCOPE, 1.0),
+    ],
+)
+def test_kendall_tau_known_answers(score: str, scope: str, tau: float) -> None:
+    # tau-b worked out by hand from study_fixture's numbers; Spearman agrees in sign
+    found = {(a.score, a.scope): a for a in agreements(*_tables())}
+    agreement = found[(score, scope)]
+    assert agreement.n == 3
+    assert agreement.kendall_tau == pytest.approx(tau)
+    assert math.copysign(1, agreement.spearman_rho) == math.copysign(1, tau)
+
+
+def test_pooled_scope_uses_every_cell_with_ties_in_the_screen_score() -> None:
+    # 6 cells, the screen score repeated across a backbone's strategies: tau-b stays in [-1, 1], finite
+    found = {(a.score, a.scope): a for a in agreements(*_tables())}
+    pooled = found[("screen/logme", POOLED_SCOPE)]
+    assert pooled.n == 6 and -1.0 <= pooled.kendall_tau <= 1.0 and math.isfinite(pooled.kendall_tau)
+
+
+def test_picks_say_whether_the_screen_found_the_trained_best() -> None:
+    # LogME would pick lite2 (0.90 at best), training found lite0 (0.92); kNN picks lite0
+    chosen = {p.score: p for p in picks(*_tables())}
+    assert chosen["screen/logme"].screen_pick == BACKBONES[2] and not chosen["screen/logme"].same
+    assert chosen["screen/logme"].regret == pytest.approx(0.02)
+    assert chosen["screen/knn_acc"].same and chosen["screen/knn_acc"].regret == 0
+
+
+def test_latest_screen_of_a_backbone_wins() -> None:
+    # a backbone screened twice counts once, with its newest scores
+    runs = screen_runs()
+    newer = runs[0].__class__(**{**runs[0].__dict__, "run_id": "again", "start_time_ms": 999,
+                                 "metrics": {**runs[0].metrics, "screen/logme": 0.5}})  # fmt: skip
+    table = screen_table([*runs, newer])
+    assert len(table) == 3
+    assert float(table.loc[table["backbone"] == BACKBONES[0], "screen/logme"].iloc[0]) == 0.5
+
+
+def test_section_states_tau_and_the_verdict() -> None:
+    # the blocks carry the tau table (with the best-strategy row) and a sentence per score
+    blocks = screen_blocks(*_tables(), None)
+    tables = [b for b in blocks if isinstance(b, Table)]
+    assert len(tables) == 2
+    tau_rows = {row[0]: row for row in tables[1].rows}
+    assert tau_rows[BEST_SCOPE][2].startswith("-0.33") and tau_rows[BEST_SCOPE][3].startswith("+1.00")
+    text = " ".join(getattr(b, "text", "") for b in blocks)
+    assert "1 of 2 screen scores that pick one pick the backbone training found best" in text
+
+
+def test_a_tie_at_the_top_is_not_a_pick() -> None:
+    # two backbones share the best kNN score: the screen chose nothing, and says so
+    screen, trained = _tables()
+    screen.loc[screen["backbone"] == BACKBONES[2], "screen/knn_acc"] = 0.9  # = lite0's
+    knn = {p.score: p for p in picks(screen, trained)}["screen/knn_acc"]
+    assert knn.tied == (BACKBONES[0], BACKBONES[2]) and not knn.same
