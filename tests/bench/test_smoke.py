@@ -12,7 +12,10 @@ from tlbench.bench.cases import Plan, SweepPlan
 from tlbench.bench.report import RATIOS, check_bench_json
 from tlbench.bench.run import run_bench
 
-TINY = ("data=synthetic", "data.samples_per_class=8", "trainer.batch_size=16", "trainer.eval_batch_size=64")
+TINY = (
+    "data=synthetic", "data.samples_per_class=8", "trainer.batch_size=16", "trainer.eval_batch_size=64",
+    "trainer.min_steps=null", "trainer.val_checks=null", "strategy.probe.solver=sgd",  # fixed epochs
+)  # fmt: skip
 TINY_SWEEP = {
     "factors": {"strategy": ["linear_probe"]},
     "search": {"optimizer.lr": {"low": 1.0e-3, "high": 1.0e-1, "log": True}},

@@ -11,6 +11,7 @@ from tlbench.errors import ConfigError
 from tlbench.sweep.cells import cell_overrides, cell_search, expand_cells
 from tlbench.sweep.check import check_against_config
 from tlbench.sweep.loader import load_sweep, parse_sweep, sweeps_dir
+from tlbench.sweep.overrides import has_auto_sizes, with_photo_folder, with_sizes
 
 from .conftest import TINY_BASE
 
@@ -40,7 +41,11 @@ def _with(**changes: Any) -> dict[str, Any]:
         (_with(search={"optimizer.lr": {"low": 1e-3}}), "needs low and high"),
         (_with(search={"optimizer.lr": {"low": 1e-3, "high": 1, "scale": "log"}}), "unknown key 'scale'"),
         (_with(search={"optimizer.lr": {"choices": []}}), "choices must be a non-empty list"),
-        (_with(budget={"trials_per_cell": 0}), "budget.trials_per_cell must be an integer >= 1"),
+        (_with(budget={"trials_per_cell": -1}), "budget.trials_per_cell must be an integer >= 0"),
+        (
+            _with(budget={"trials_per_cell": 0}),
+            "trials_per_cell: 0 (no tuning) needs final.seeds and nothing",
+        ),
         (_with(budget={"trial_per_cell": 2}), "did you mean 'trials_per_cell'"),
         (_with(sampler={"name": "cmaes"}), "sampler.name must be one of"),
         (_with(pruner={"name": "patient"}), "pruner.name must be one of"),
@@ -95,8 +100,11 @@ def test_unknown_factor_path_suggests_the_right_one() -> None:
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in sweeps_dir().glob("*.yaml")))
 def test_every_shipped_sweep_parses_and_composes(name: str) -> None:
-    # the sweeps in sweeps/ are valid against today's config tree
+    # the sweeps in sweeps/ are valid against today's config tree (photos: as --data makes it, on a
+    # folder that is only composed here, and with concrete sizes for its [auto] data-size factor)
     spec = load_sweep(name)
+    if has_auto_sizes(spec):
+        spec = with_sizes(with_photo_folder(spec, "/photos", "{ants: [ant]}"), (5, None))
     assert check_against_config(spec).tracking.enabled
 
 

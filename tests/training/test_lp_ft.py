@@ -57,7 +57,8 @@ def test_finetune_starts_from_the_converged_probe_at_one_small_lr() -> None:
     cfg = load_config([*LP_FT, "trainer.epochs=2", "optimizer.lr=1e-4"])
     steps = 2 * math.ceil(int(result.params["n_train"]) / cfg.trainer.batch_size)
     # one LR for head and backbone (scaled by the schedule's factor at step 0)
-    assert spy.seen["lrs"] == {pytest.approx(1e-4 * lr_factor(0, steps, cfg.schedule))}
+    (lr,) = spy.seen["lrs"]
+    assert lr == pytest.approx(1e-4 * lr_factor(0, steps, cfg.schedule))
     assert spy.seen["bn_training"] is False
     # the history: the probe as epoch 0, then the fine-tune epochs
     assert [r.phase for r in result.history] == ["linear_probe", "finetune", "finetune"]

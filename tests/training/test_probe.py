@@ -76,4 +76,4 @@ def test_probe_matches_scikit_learn_on_the_same_cached_features(n_per_class: int
     reference = _sklearn_on_validation(inputs.data["train"], inputs.data["val"], inputs.data["test"])
     result = train(cfg)
     assert result.metrics["probe/converged"] == 1.0
-    assert abs(result.metrics["test/acc"] - reference) <= 0.01
+    assert abs(result.metrics["test/acc"] - reference) <= 0.01 + 1e-9  # 1 point: 3 of 300 images, float-safe
