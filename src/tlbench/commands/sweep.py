@@ -21,7 +21,6 @@ from tlbench.sweep.liveness import Heartbeat
 from tlbench.sweep.loader import load_sweep, sweep_path
 from tlbench.sweep.meta import StudyContext
 from tlbench.sweep.overrides import (
-    SIZES_PATH,
     derive_sizes,
     has_auto_sizes,
     with_overrides,
@@ -167,11 +166,11 @@ def _spec(args: argparse.Namespace) -> SweepSpec:
         spec = with_photo_folder(spec, str(root.resolve()), args.class_map)
     if has_auto_sizes(spec):
         smallest, where = smallest_class(spec)
-        spec = with_sizes(spec, derive_sizes(smallest))
+        sizes = derive_sizes(smallest)
+        spec = with_sizes(spec, sizes)
         if not args.worker:
-            sizes = ", ".join("all" if n is None else str(n) for _, values in spec.factors
-                              for n in values if _ == SIZES_PATH)  # fmt: skip
-            print(f"data sizes: {sizes} per class (the smallest class of {where} has {smallest} "
+            shown = ", ".join("all" if n is None else str(n) for n in sizes)
+            print(f"data sizes: {shown} per class (the smallest class of {where} has {smallest} "
                   "training images)", flush=True)  # fmt: skip
     return spec
 

@@ -7,13 +7,10 @@ definition digest) and refused, like any other change, when a resumed study was 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 
 from tlbench.sweep.cells import override
-from tlbench.sweep.spec import Scalar, SweepSpec, sweep_error
-
-log = logging.getLogger(__name__)
+from tlbench.sweep.spec import Scalar, SweepSpec, parse_condition, sweep_error
 
 AUTO = "auto"  # data.n_per_class: [auto] -> sizes derived from the data (photos.yaml)
 SIZES_PATH = "data.n_per_class"
@@ -51,8 +48,6 @@ def with_photo_folder(spec: SweepSpec, root: str, class_map: str | None) -> Swee
     strategies = factors.get("strategy")
     if strategies is None:
         raise sweep_error(spec.name, "a class map needs a sweep with a 'strategy' factor (as_is joins it)")
-    from tlbench.sweep.spec import parse_condition  # the condition is checked like the file's
-
     if "as_is" not in strategies:
         factors["strategy"] = (*strategies, "as_is")
     condition = parse_condition(spec.name, "strategy=as_is", factors)
