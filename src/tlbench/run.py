@@ -162,6 +162,12 @@ def _results(
     metrics: dict[str, float] = {"params/trainable": float(trainable), "params/total": float(total)}
     metrics.update(_probe_metrics(outcome))
     tags = {"status": outcome.status, "memory_kind": outcome.memory_kind}
+    if outcome.compile is not None:
+        tags["compile"] = "on" if outcome.compile.compiled else "off"
+        tags["compile_reason"] = outcome.compile.reason
+        metrics["cost/compile_seconds"] = outcome.compile.compile_seconds
+    elif prepared.model.loop_phases:
+        tags["compile"], tags["compile_reason"] = "off", "trainer.compile=false"
     if history:
         metrics["train/loss"] = history[-1].train_loss
     inputs = outcome.inputs

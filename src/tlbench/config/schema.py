@@ -273,6 +273,10 @@ class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16-mixed on a bf16-capable GPU, else 32) | 32 | bf16-mixed | 16-mixed
     channels_last: bool = True  # CNNs train in channels_last memory format (faster on CPUs and GPUs)
+    compile: str = "auto"  # torch.compile the training step: auto (when it repays itself) | true | false
+    compile_cost_s: float | None = None  # auto: expected cold compile time (None: 150 s CPU, 60 s GPU)
+    compile_speedup: float = 1.6  # auto: expected compiled/eager step speed (measured 1.64 on CPU, 32 px)
+    compile_after_steps: int = 5  # auto: eager full batches timed before deciding
     deterministic: bool = True
     num_threads: int | None = None  # CPU intra-op threads; None keeps torch's default
     cache_features: bool = True  # frozen-prefix caching (linear probe / partial without augmentation)
@@ -291,6 +295,17 @@ class TrainerConfig:
             self.eval_batch_size >= 1, f"trainer.eval_batch_size must be >= 1, got {self.eval_batch_size}"
         )
         _require(self.val_every_n_epochs >= 1, "trainer.val_every_n_epochs must be >= 1")
+        mode = str(self.compile).strip().lower()
+        _require(
+            mode in ("auto", "true", "false"),
+            f"trainer.compile must be auto, true or false, got {self.compile!r}",
+        )
+        _require(self.compile_speedup > 1.0, f"trainer.compile_speedup must be > 1, got {self.compile_speedup}")
+        _require(self.compile_after_steps >= 1, "trainer.compile_after_steps must be >= 1")
+        _require(
+            self.compile_cost_s is None or self.compile_cost_s >= 0,
+            f"trainer.compile_cost_s must be >= 0, got {self.compile_cost_s}",
+        )
         _require(
             self.min_steps is None or self.min_steps >= 1,
             f"trainer.min_steps must be >= 1, got {self.min_steps}",

@@ -20,12 +20,27 @@ MONITOR = "val/acc"
 
 
 class OptunaPruning(Callback):
-    """``trial.report(val/acc, epoch)`` after each validation; raise :class:`TrialPruned` when told to."""
+    """``trial.report(val/acc, step)`` after each validation; raise :class:`TrialPruned` when told to.
 
-    def __init__(self, trial: optuna.trial.Trial, *, monitor: str = MONITOR) -> None:
+    The step is the pruner's resource. With ``trainer.val_checks`` set (the step budget: epochs
+    derived per data size), it is the fraction of the fit done, in units of ``1 / val_checks``:
+    ``floor(epoch × val_checks / epochs)``, so a rung means the same share of the budget at 5 and at
+    500 images per class (a validation that does not reach the next unit is not reported). Without
+    ``val_checks`` it is the epoch.
+    """
+
+    def __init__(self, trial: optuna.trial.Trial, *, monitor: str = MONITOR, val_checks: int | None = None) -> None:
         self.trial = trial
         self.monitor = monitor
-        self.last_epoch: int | None = None
+        self.val_checks = val_checks
+        self.last_step: int | None = None  # reported, not yet decided on
+        self.reported = 0  # the last step reported
+        self.last_epoch = 0
+
+    def step(self, epoch: int, max_epochs: int) -> int:
+        if not self.val_checks or max_epochs < 1:
+            return epoch
+        return epoch * self.val_checks // max_epochs
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
@@ -34,15 +49,19 @@ class OptunaPruning(Callback):
         if value is None:
             return
         epoch = int(trainer.current_epoch) + 1
-        self.trial.report(float(value), step=epoch)
-        self.last_epoch = epoch
+        step = self.step(epoch, int(trainer.max_epochs or 0))
+        if step <= self.reported:
+            return
+        self.trial.report(float(value), step=step)
+        self.reported, self.last_step, self.last_epoch = step, step, epoch
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        if self.last_epoch is None:  # nothing new was reported since the last decision
+        if self.last_step is None:  # nothing new was reported since the last decision
             return
-        epoch, self.last_epoch = self.last_epoch, None
+        step, self.last_step = self.last_step, None
         if self.trial.should_prune():
-            raise TrialPruned(f"pruned after epoch {epoch}", epoch=epoch)
+            unit = f"{step}/{self.val_checks} of the budget" if self.val_checks else f"epoch {step}"
+            raise TrialPruned(f"pruned after {unit} (epoch {self.last_epoch})", epoch=self.last_epoch)
 
 
 class _CountedTrialsView:

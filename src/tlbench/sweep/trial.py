@@ -95,7 +95,7 @@ def _train_and_tell(ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan) -> 
         cfg = _wire(load_config(plan.overrides), ctx, plan, trial.number)
         trial.set_user_attr(P.STRATEGY, cfg.strategy.name.value)
         trial.set_user_attr(P.SEED, cfg.seed)
-        callbacks = [OptunaPruning(trial)] if plan.prune else []
+        callbacks = [OptunaPruning(trial, val_checks=cfg.trainer.val_checks)] if plan.prune else []
         result = train(cfg, callbacks=callbacks)
     except KeyboardInterrupt:
         _fail(ctx, trial, plan, "interrupted", "interrupted")

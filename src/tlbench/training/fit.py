@@ -21,6 +21,7 @@ from tlbench.cost.meter import FitMeter
 from tlbench.errors import TrialFailed, TrialPruned
 from tlbench.models.freeze import set_frozen
 from tlbench.models.module import EpochRecord, FitProgress, TransferModule
+from tlbench.training.compiled import CompileDecision, compile_callback
 from tlbench.training.inputs import TrialInputs, image_inputs, trial_inputs
 from tlbench.training.prepare import PreparedTrial
 from tlbench.training.probe import ProbeFit, fit_probe
@@ -56,6 +57,7 @@ class FitOutcome:
     error: BaseException | None = None  # an unexpected exception, re-raised after it is recorded
     interrupted: bool = False  # Ctrl-C: recorded, then re-raised as KeyboardInterrupt
     probe: ProbeFit | None = None  # the converged linear probe (linear_probe, lp_ft's first phase)
+    compile: CompileDecision | None = None  # trainer.compile's decision (None: off, or nothing trained)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -156,12 +158,12 @@ def fit(
     or on cached frozen-prefix activations.
     """
     quiet_lightning()
-    trainer = build_trainer(prepared, callbacks)
     meter = FitMeter(prepared.device)
     status, error, interrupted, oom = "completed", None, False, False
     inputs: TrialInputs | None = None
     module: TransferModule | None = None
     probe: ProbeFit | None = None
+    compiled = None
     handler = signal.getsignal(signal.SIGINT)
     model, batch, seed = prepared.model, prepared.cfg.trainer.batch_size, prepared.cfg.seed
     try:
@@ -180,6 +182,10 @@ def fit(
                 inputs.cache = features  # the probe's extraction is this trial's feature-cache use
             if loop:
                 module = build_module(prepared, inputs, on_epoch_end)
+                compiled = compile_callback(
+                    inputs.network, prepared.cfg.trainer, device_kind=prepared.device.kind
+                )
+                trainer = build_trainer(prepared, [*callbacks, *([compiled] if compiled else [])])
                 trainer.fit(
                     module,
                     train_dataloaders=inputs.loader("train", batch_size=batch, seed=seed),
@@ -218,6 +224,7 @@ def fit(
         interrupted=interrupted,
         inputs=inputs,
         probe=probe,
+        compile=compiled.decision if compiled is not None else None,
     )
 
 

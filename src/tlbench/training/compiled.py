@@ -1,0 +1,150 @@
+"""Compiled training steps (``trainer.compile``): torch.compile for the training forward/backward only.
+
+Only full training batches run compiled. Validation, evaluation and the last, smaller batch of an
+epoch run eagerly: every new shape or train/eval mode is another compile (measured here for
+EfficientNet-Lite0 at 32 px on 2 CPU cores: 84 s for the training step, 31 s more for eval mode and
+73 s more for a second eval shape), which would cost more than those few batches save.
+
+``auto`` decides from what the trial itself measures: after ``compile_after_steps`` eager steps it
+extrapolates the rest of the fit, and compiles when the time compiling is expected to save,
+``remaining × (1 − 1 / compile_speedup)``, exceeds the expected compile time. That is
+``compile_cost_s`` for a graph this process has not compiled yet, and almost nothing for one it has
+(a sweep worker's later trials of the same architecture, freeze state and batch shape reuse the
+compiled code: measured 0.16 s for the first step of a second model instance).
+
+The compile time is training time (it is inside the fit's timer, so device-hours count it) and is
+also reported apart, as ``cost/compile_seconds``: the first compiled step's time minus a typical
+compiled step's.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+from tlbench.config.schema import TrainerConfig
+
+log = logging.getLogger(__name__)
+
+COMPILE_MODES = ("auto", "true", "false")
+_DEFAULT_COST_S = {"cpu": 150.0, "cuda": 60.0}  # cold compile of a CNN training step (see module doc)
+_WARM_COST_S = 2.0  # guard checks and cache lookups when this process already compiled the graph
+
+# Graphs this process has compiled: (architecture, trainable-parameter pattern, input shape/dtype/layout).
+_COMPILED: set[tuple[object, ...]] = set()
+
+
+def compile_mode(trainer: TrainerConfig) -> str:
+    """``trainer.compile`` normalised: YAML booleans arrive as True/False or "True"/"False"."""
+    return str(trainer.compile).strip().lower()
+
+
+def graph_key(network: nn.Module, x: torch.Tensor) -> tuple[object, ...]:
+    trainable = tuple(p.requires_grad for p in network.parameters())
+    layout = "channels_last" if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else "c"
+    return (type(network).__qualname__, trainable, tuple(x.shape), x.dtype, layout, str(x.device))
+
+
+@dataclass
+class CompileDecision:
+    """What the callback did, for the trial's record."""
+
+    mode: str  # auto | true | false
+    compiled: bool = False
+    reason: str = ""
+    compile_seconds: float = 0.0
+    step_seconds: list[float] = field(default_factory=list)  # compiled full-batch steps
+
+
+class CompiledTraining(Callback):
+    """Run a network's full training batches through ``torch.compile`` (see the module docstring)."""
+
+    def __init__(self, network: nn.Module, trainer_cfg: TrainerConfig, *, device_kind: str) -> None:
+        self.network = network
+        self.cfg = trainer_cfg
+        self.decision = CompileDecision(mode=compile_mode(trainer_cfg))
+        cost = trainer_cfg.compile_cost_s
+        self.cost_s = cost if cost is not None else _DEFAULT_COST_S.get(device_kind, 60.0)
+        self._compiled: Any = None
+        self._shape: tuple[int, ...] | None = None
+        self._eager_steps: list[float] = []
+        self._started: float | None = None
+        self._active = False
+        self._first_compiled: float | None = None
+
+    # -- the decision ------------------------------------------------------------------------------
+
+    def _compile(self, x: torch.Tensor, reason: str) -> None:
+        key = graph_key(self.network, x)
+        self._compiled = torch.compile(self.network._call_impl, dynamic=False)
+        self._shape = tuple(x.shape)
+        self.decision.compiled = True
+        self.decision.reason = reason
+        _COMPILED.add(key)
+        log.info("compiling the training step (%s)", reason)
+
+    def _auto(self, x: torch.Tensor, trainer: Any) -> None:
+        per_step = statistics.median(self._eager_steps)
+        total = int(trainer.estimated_stepping_batches)
+        remaining = max(0, total - int(trainer.global_step)) * per_step
+        warm = graph_key(self.network, x) in _COMPILED
+        cost = _WARM_COST_S if warm else self.cost_s
+        saving = remaining * (1.0 - 1.0 / self.cfg.compile_speedup)
+        what = f"{remaining:.0f} s of eager steps left, saving {saving:.0f} s vs compile {cost:.0f} s"
+        what += " (graph already compiled in this process)" if warm else ""
+        if saving > cost:
+            self._compile(x, f"auto: {what}")
+        else:
+            self.decision.reason = f"auto: not compiled, {what}"
+
+    # -- Lightning hooks ---------------------------------------------------------------------------
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        x = batch[0]
+        mode = self.decision.mode
+        if mode == "true" and self._compiled is None and self._shape is None:
+            self._compile(x, "trainer.compile=true")
+        elif mode == "auto" and self._shape is None and not self.decision.reason:
+            if len(self._eager_steps) >= self.cfg.compile_after_steps:
+                self._auto(x, trainer)
+        self._active = self._compiled is not None and tuple(x.shape) == self._shape
+        self.network._compiled_call_impl = self._compiled if self._active else None
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._started is None:
+            return
+        seconds = time.perf_counter() - self._started
+        self._started = None
+        if self._active:
+            self.decision.step_seconds.append(seconds)
+        elif self._compiled is None and len(batch[0]) == self.cfg.batch_size:
+            self._eager_steps.append(seconds)  # full eager batches: the base the auto rule extrapolates
+        self.network._compiled_call_impl = None  # validation and evaluation stay eager
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self.network._compiled_call_impl = None
+        steps = self.decision.step_seconds
+        if steps:
+            typical = statistics.median(steps[1:]) if len(steps) > 1 else 0.0
+            self.decision.compile_seconds = max(0.0, steps[0] - typical)
+        if self.decision.mode == "auto" and not self.decision.reason:
+            self.decision.reason = "auto: not compiled, too few full training batches to measure"
+
+
+def compile_callback(network: nn.Module, trainer_cfg: TrainerConfig, *, device_kind: str) -> CompiledTraining | None:
+    """The callback for ``trainer.compile`` true/auto; ``None`` when compiling is off or unavailable."""
+    mode = compile_mode(trainer_cfg)
+    if mode == "false":
+        return None
+    if device_kind == "mps":
+        log.info("trainer.compile=%s: not on MPS, training eagerly", mode)
+        return None
+    return CompiledTraining(network, trainer_cfg, device_kind=device_kind)

@@ -1,0 +1,102 @@
+"""trainer.compile: the auto rule, the config, and compiled vs eager training on a fixed seed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from tlbench.config import load_config
+from tlbench.config.schema import TrainerConfig
+from tlbench.errors import ConfigError
+from tlbench.run import train
+from tlbench.training import compiled as compiled_mod
+from tlbench.training.compiled import CompiledTraining, compile_callback
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_memo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiled_mod, "_COMPILED", set())  # as if no graph were compiled yet
+
+
+def _callback(steps_total: int, eager_step_s: float, **cfg: object) -> tuple[CompiledTraining, SimpleNamespace]:
+    trainer_cfg = TrainerConfig(batch_size=4, compile="auto", compile_after_steps=3, **cfg)  # type: ignore[arg-type]
+    net = nn.Linear(3, 2)
+    cb = CompiledTraining(net, trainer_cfg, device_kind="cpu")
+    cb._eager_steps = [eager_step_s] * 3
+    fake = SimpleNamespace(estimated_stepping_batches=steps_total, global_step=3)
+    return cb, fake
+
+
+def test_auto_compiles_only_when_the_saving_repays_the_compile() -> None:
+    x = torch.zeros(4, 3)
+    # 103 steps x 1 s: 100 s left, saving 100 * (1 - 1/1.6) = 37.5 s < 150 s -> eager, and why
+    short, fake = _callback(103, 1.0)
+    short._auto(x, fake)
+    assert not short.decision.compiled and short.decision.reason.startswith("auto: not compiled")
+    # 1003 steps: 1000 s left, saving 375 s > 150 s -> compile
+    long, fake = _callback(1003, 1.0)
+    long._auto(x, fake)
+    assert long.decision.compiled and "saving 375 s vs compile 150 s" in long.decision.reason
+
+
+def test_auto_counts_a_graph_this_process_compiled_as_almost_free() -> None:
+    x = torch.zeros(4, 3)
+    first, fake = _callback(103, 1.0)  # 37.5 s saving: not worth a cold compile
+    first._auto(x, fake)
+    assert not first.decision.compiled
+    compiled_mod._COMPILED.add(compiled_mod.graph_key(first.network, x))
+    again, fake = _callback(103, 1.0)
+    again.network = first.network
+    again._auto(x, fake)
+    assert again.decision.compiled and "already compiled in this process" in again.decision.reason
+
+
+def test_compile_cost_override_changes_the_decision() -> None:
+    x = torch.zeros(4, 3)
+    cb, fake = _callback(103, 1.0, compile_cost_s=10.0)  # 37.5 s saving > 10 s
+    cb._auto(x, fake)
+    assert cb.decision.compiled
+
+
+def test_compile_modes_are_checked_and_yaml_booleans_accepted() -> None:
+    assert compile_callback(nn.Linear(1, 1), TrainerConfig(compile="false"), device_kind="cpu") is None
+    assert compile_callback(nn.Linear(1, 1), TrainerConfig(compile="True"), device_kind="cpu") is not None
+    assert load_config(["trainer.compile=false"]).trainer.compile in ("false", "False")
+    with pytest.raises(ConfigError, match="trainer.compile must be auto, true or false"):
+        load_config(["trainer.compile=sometimes"])
+
+
+TINY = [
+    "data=digits",
+    "data.n_per_class=20",
+    "data.resolution=16",
+    "backbone=random_init",
+    "backbone.name=test_efficientnet",
+    "strategy=scratch",
+    "trainer.epochs=6",
+    "trainer.min_steps=null",
+    "trainer.val_checks=null",
+    "trainer.batch_size=50",  # 200 training images: 4 full batches an epoch, all compiled
+    "tracking=disabled",
+    "optimizer.lr=3e-3",
+]
+
+
+def test_compiled_training_matches_eager_and_its_compile_time_is_counted() -> None:
+    eager = train(load_config([*TINY, "trainer.compile=false"]))
+    compiled = train(load_config([*TINY, "trainer.compile=true"]))
+    assert eager.status == compiled.status == "completed"
+    assert compiled.tags["compile"] == "on" and compiled.tags["compile_reason"] == "trainer.compile=true"
+    assert eager.tags["compile"] == "off"
+    # same seed, same data, same steps: fused kernels round differently, so equal within noise
+    assert compiled.metrics["test/acc"] == pytest.approx(eager.metrics["test/acc"], abs=0.05)
+    assert compiled.metrics["train/loss"] == pytest.approx(eager.metrics["train/loss"], rel=0.05, abs=0.02)
+    # the compile happened inside the fit: counted in its seconds (and device-hours), and shown apart
+    seconds = compiled.metrics["cost/compile_seconds"]
+    assert seconds > 0.5
+    assert compiled.metrics["cost/fit_seconds"] > seconds
+    assert compiled.metrics["cost/device_hours"] == pytest.approx(compiled.metrics["cost/fit_seconds"] / 3600)
+    assert "cost/compile_seconds" not in eager.metrics or eager.metrics["cost/compile_seconds"] == 0.0
