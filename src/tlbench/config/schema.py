@@ -300,7 +300,9 @@ class TrainerConfig:
             mode in ("auto", "true", "false"),
             f"trainer.compile must be auto, true or false, got {self.compile!r}",
         )
-        _require(self.compile_speedup > 1.0, f"trainer.compile_speedup must be > 1, got {self.compile_speedup}")
+        _require(
+            self.compile_speedup > 1.0, f"trainer.compile_speedup must be > 1, got {self.compile_speedup}"
+        )
         _require(self.compile_after_steps >= 1, "trainer.compile_after_steps must be >= 1")
         _require(
             self.compile_cost_s is None or self.compile_cost_s >= 0,

@@ -29,7 +29,9 @@ class OptunaPruning(Callback):
     ``val_checks`` it is the epoch.
     """
 
-    def __init__(self, trial: optuna.trial.Trial, *, monitor: str = MONITOR, val_checks: int | None = None) -> None:
+    def __init__(
+        self, trial: optuna.trial.Trial, *, monitor: str = MONITOR, val_checks: int | None = None
+    ) -> None:
         self.trial = trial
         self.monitor = monitor
         self.val_checks = val_checks

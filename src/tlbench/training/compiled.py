@@ -111,14 +111,20 @@ class CompiledTraining(Callback):
         mode = self.decision.mode
         if mode == "true" and self._compiled is None and self._shape is None:
             self._compile(x, "trainer.compile=true")
-        elif mode == "auto" and self._shape is None and not self.decision.reason:
-            if len(self._eager_steps) >= self.cfg.compile_after_steps:
-                self._auto(x, trainer)
+        elif (
+            mode == "auto"
+            and self._shape is None
+            and not self.decision.reason
+            and len(self._eager_steps) >= self.cfg.compile_after_steps
+        ):
+            self._auto(x, trainer)
         self._active = self._compiled is not None and tuple(x.shape) == self._shape
         self.network._compiled_call_impl = self._compiled if self._active else None
         self._started = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._started is None:
             return
         seconds = time.perf_counter() - self._started
@@ -139,7 +145,9 @@ class CompiledTraining(Callback):
             self.decision.reason = "auto: not compiled, too few full training batches to measure"
 
 
-def compile_callback(network: nn.Module, trainer_cfg: TrainerConfig, *, device_kind: str) -> CompiledTraining | None:
+def compile_callback(
+    network: nn.Module, trainer_cfg: TrainerConfig, *, device_kind: str
+) -> CompiledTraining | None:
     """The callback for ``trainer.compile`` true/auto; ``None`` when compiling is off or unavailable."""
     mode = compile_mode(trainer_cfg)
     if mode == "false":
