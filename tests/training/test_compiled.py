@@ -15,6 +15,8 @@ from tlbench.run import train
 from tlbench.training import compiled as compiled_mod
 from tlbench.training.compiled import CompiledTraining, compile_callback
 
+from .test_prepare import TINY  # a tiny CNN on digits: 4 full batches an epoch
+
 
 @pytest.fixture(autouse=True)
 def _fresh_process_memo(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,24 +73,8 @@ def test_compile_modes_are_checked_and_yaml_booleans_accepted() -> None:
         load_config(["trainer.compile=sometimes"])
 
 
-TINY = [
-    "data=digits",
-    "data.n_per_class=20",
-    "data.resolution=16",
-    "backbone=random_init",
-    "backbone.name=test_efficientnet",
-    "strategy=scratch",
-    "trainer.epochs=6",
-    "trainer.min_steps=null",
-    "trainer.val_checks=null",
-    "trainer.batch_size=50",  # 200 training images: 4 full batches an epoch, all compiled
-    "tracking=disabled",
-    "optimizer.lr=3e-3",
-]
-
-
 def test_compiled_training_matches_eager_and_its_compile_time_is_counted() -> None:
-    eager = train(load_config([*TINY, "trainer.compile=false"]))
+    eager = train(load_config(TINY))  # trainer.compile=false
     compiled = train(load_config([*TINY, "trainer.compile=true"]))
     assert eager.status == compiled.status == "completed"
     assert compiled.tags["compile"] == "on" and compiled.tags["compile_reason"] == "trainer.compile=true"
