@@ -74,7 +74,7 @@ def run_bench(
     progress = Progress(emit)
     threads = plan.threads or "default"
     emit(
-        f"tlbench bench: {plan.repeats} interleaved repeats per ratio ({plan.finetune_repeats} for the "
+        f"make bench: {plan.repeats} interleaved repeats per ratio ({plan.finetune_repeats} for the "
         f"fine-tune trio), up to {plan.sweep.repeats} sweep pairs within {plan.budget_s:.0f} s; "
         f"torch threads {threads}"
     )

@@ -55,7 +55,7 @@ def reduced_sweep(
             raise ConfigError(f"bench sweep: {name}={missing} not among the sweep's values {factors[name]}")
         factors[name] = list(values)
     out = {k: v for k, v in data.items() if k not in ("final", "description")}
-    out["description"] = "tlbench bench: the tuning phase of a sweep on a subset of its cells"
+    out["description"] = "make bench: the tuning phase of a sweep on a subset of its cells"
     out["factors"] = factors
     for section in ("where", "search_where"):
         if data.get(section):
