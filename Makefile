@@ -28,7 +28,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make setup | train ARGS='k=v ...' | sweep [SWEEP=name | DATA=folder [CLASS_MAP='{...}']] [ARGS='k=v ...'] [WORKERS=n] [STORAGE=url] | report [STUDY=name]"
 	@echo "make screen [DATA=folder] [BACKBONES=a,b,c] [CLASS_MAP='{ants: [ant], bees: [bee]}'] [STUDY=name]"
-	@echo "make ui | dashboard | bench | test | lint | clean"
+	@echo "make ui | dashboard | bench [ARGS='--only eager --repeats 3'] | test | lint | clean"
 	@echo "make mlflow-server BACKEND=postgresql://… [ARTIFACTS=dir]   (see README, \"Several machines\")"
 
 setup: $(STAMP)
@@ -59,7 +59,7 @@ dashboard: setup
 	$(BIN)/tlbench dashboard $(if $(STUDY),--study $(STUDY)) $(if $(STORAGE),--storage '$(STORAGE)')
 
 bench: setup
-	$(BIN)/tlbench bench
+	$(BIN)/python -m benchmarks $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -68,13 +68,13 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 format: setup
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache reports/bench.json

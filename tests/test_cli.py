@@ -56,3 +56,10 @@ def test_train_command_runs_a_trial(capsys: pytest.CaptureFixture[str], mlflow_u
     assert main(["train", "data=synthetic", "trainer=quick"]) == 0
     out = capsys.readouterr().out
     assert "status: completed" in out and "test/acc" in out and "MLflow run" in out
+
+
+def test_bench_command_says_where_the_benchmark_went(capsys: pytest.CaptureFixture[str]) -> None:
+    # the benchmark left the package: the old command exits 2 and names what to run instead
+    assert main(["bench", "--only", "probe"]) == 2
+    err = capsys.readouterr().err
+    assert "make bench" in err and "python -m benchmarks" in err

@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("tlbench.commands.sweep", "run or resume a study: tlbench sweep --sweep NAME [--workers N]"),
     "dashboard": ("tlbench.commands.dashboard", "optuna-dashboard on a study, 127.0.0.1: [--study NAME]"),
     "report": ("tlbench.commands.report", "a study's report from MLflow: tlbench report [--study NAME]"),
-    "bench": ("tlbench.commands.bench", "performance ratios, table + reports/bench.json: tlbench bench"),
+    "bench": ("tlbench.commands.bench", "moved: `make bench` (python -m benchmarks), see docs/benchmarks.md"),
     "screen": ("tlbench.commands.screen", "rank backbones without training: tlbench screen [--data PATH]"),
 }
 

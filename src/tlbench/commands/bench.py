@@ -1,81 +1,22 @@
-"""``tlbench bench``: the performance benchmark (ratios of interleaved, repeated measurements).
+"""``tlbench bench``: moved. The benchmark is not part of the package any more.
 
-Prints one line per measurement and a table at the end, and writes ``reports/bench.json`` as
-``{"ratios": {...}, "details": {...}}``. See docs/benchmarks.md for what each ratio means.
+It lives in the repository's ``benchmarks/`` directory and drives tlbench through its public API;
+``make bench`` runs it (``python -m benchmarks`` from the repository root, same options). This
+command stays so that scripts calling it get that instruction instead of "unknown command".
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
-from dataclasses import replace
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from tlbench.errors import ConfigError
+from tlbench.errors import TlbenchError
 
-if TYPE_CHECKING:
-    from tlbench.bench.cases import Plan
-
-STEPS = ("finetune", "probe", "partial", "sweep")
-
-
-def _defaults() -> Plan:
-    from tlbench.bench.cases import Plan
-
-    return Plan()
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tlbench bench", description=__doc__)
-    parser.add_argument("--out", default="reports/bench.json", help="where to write the JSON results")
-    defaults = _defaults()
-    parser.add_argument(
-        "--repeats", type=int, default=defaults.repeats, help="interleaved repeats per ratio (>= 3)"
-    )
-    parser.add_argument(
-        "--finetune-repeats",
-        type=int,
-        default=defaults.finetune_repeats,
-        help="repeats of the fine-tune trio",
-    )
-    parser.add_argument(
-        "--sweep-repeats", type=int, default=defaults.sweep.repeats, help="at most this many sweep pairs"
-    )
-    parser.add_argument(
-        "--budget-min",
-        type=float,
-        default=defaults.budget_s / 60.0,
-        help="repeat sweep pairs only while within this budget",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch threads per run; 0 = auto (1 on a CPU-only machine, torch's default with a GPU)",
-    )
-    parser.add_argument("--only", nargs="+", choices=STEPS, default=list(STEPS), help="measure only these")
-    parser.add_argument("--keep-workdir", action="store_true", help="keep the temporary MLflow/Optuna stores")
-    return parser
+MOVED = (
+    "the benchmark moved out of the package: run `make bench`, or from the repository root "
+    "`.venv/bin/python -m benchmarks [--only STEP ...] [--repeats N] [--threads N] [--out PATH] "
+    "[--budget-min M]` (docs/benchmarks.md)"
+)
 
 
 def main(argv: Sequence[str]) -> int:
-    args = _parser().parse_args(argv)
-    if min(args.repeats, args.finetune_repeats, args.sweep_repeats) < 1:
-        raise ConfigError("--repeats, --finetune-repeats and --sweep-repeats must be >= 1")
-    if args.threads < 0:
-        raise ConfigError(f"--threads must be >= 0 (0 = auto), got {args.threads}")
-    from tlbench.bench.cases import Plan
-    from tlbench.bench.measure import auto_threads
-    from tlbench.bench.run import run_bench
-
-    plan = Plan(
-        repeats=args.repeats,
-        finetune_repeats=args.finetune_repeats,
-        budget_s=args.budget_min * 60.0,
-        threads=auto_threads(args.threads or None),
-    )
-    plan = replace(plan, sweep=replace(plan.sweep, repeats=args.sweep_repeats))
-    out = Path(args.out).resolve()  # the bench runs in a temporary directory
-    run_bench(plan, out=out, only=args.only, keep_workdir=args.keep_workdir)
-    return 0
+    raise TlbenchError(MOVED)

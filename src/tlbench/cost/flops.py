@@ -3,25 +3,24 @@
 What is counted (the definition behind ``cost/train_flops``)
 -------------------------------------------------------------
 * Only matmul-class work: convolutions (any groups, stride, padding, dilation, transposed), ``mm`` /
-  ``addmm`` / ``bmm`` / ``baddbmm`` / ``addbmm`` / ``mv`` / ``dot`` (so ``Linear``, ``matmul`` and
-  ``einsum``), and the two attention products (scores ``q @ k^T``, values ``p @ v``) whether they run
-  eagerly or inside a fused kernel. One multiply-add is 2 FLOPs; zero padding is multiplied like any
-  other input (the naive dense formula). Norms, activations, softmax, pooling, bias additions,
-  dropout, losses, elementwise ops and gradient accumulation are not counted: they are memory-bound,
-  small next to the matmul work, and not what published FLOP figures count (lite0 at 224 px comes
-  out at 384 M multiply-adds, vit_tiny at 1.25 G, as timm reports).
+  ``addmm`` / ``bmm`` / ``baddbmm`` (so ``Linear``, ``matmul`` and ``einsum``), and the two attention
+  products (scores ``q @ k^T``, values ``p @ v``), eager or in the CPU flash kernel. One
+  multiply-add is 2 FLOPs; zero padding is multiplied like any other input (the naive dense
+  formula). Norms, activations, softmax, pooling, bias additions, dropout, losses, elementwise ops
+  and gradient accumulation are not counted: they are memory-bound, small next to the matmul work,
+  and not what published FLOP figures count (lite0 at 224 px comes out at 384 M multiply-adds,
+  vit_tiny at 1.25 G, as timm reports).
 * Forward is one pass of the model plus the loss. Backward is what autograd actually executes,
   which honours frozen layers: a layer does its input-gradient product only when its input requires
   grad (so a frozen layer before the first trainable one does nothing, and the first trainable layer
   computes only its weight gradient), and its weight-gradient product only when its weight is
   trainable. A frozen layer after a trainable one still pays for its input gradient.
 * Attention backward counts at most four products (``dP``, ``dV``, ``dQ``, ``dK``, each needed only
-  for the inputs that require grad); the score recomputation done by flash-style kernels is not
-  counted, so CPU, CUDA-flash, memory-efficient, cuDNN and eager attention give the same number.
-  Causal masks and ``scale`` do not change the count (an upper bound for causal attention). Fused
-  kernels without a gradient mask (CPU flash, CUDA flash, cuDNN) always produce dq, dk and dv, and
-  are counted so; this differs from eager attention only when some but not all of q/k/v need grad
-  (e.g. cross-attention over frozen features), never for self-attention.
+  for the inputs that require grad), as the eager math path runs them. Causal masks and ``scale``
+  do not change the count (an upper bound for causal attention). The CPU flash kernel has no
+  gradient mask: it always produces dq, dk and dv, and is counted so; this differs from eager
+  attention only when some but not all of q/k/v need grad (e.g. cross-attention over frozen
+  features), never for self-attention.
 * Work that really runs twice is counted twice: activation checkpointing, or a model called twice.
 
 Gaps of ``FlopCounterMode`` in torch 2.14.1 that :func:`counting_mode` fixes
@@ -33,26 +32,28 @@ Measured on CPU (see ``tests/cost/test_flops.py``):
   but the stock counter reports 663,552 (9x forward; 589,824 = 8x forward when the input needs no
   grad); with groups=4 it reports 737,280 (5x forward) instead of 294,912. Dense convs were right.
 * ``_scaled_dot_product_flash_attention_for_cpu`` and its backward (what ``F.scaled_dot_product_attention``
-  runs on CPU: timm ViT ``Attention`` with ``fused_attn``, ``nn.MultiheadAttention(need_weights=False)``)
-  have no formula: 0 FLOPs forward and backward.
-* ``_native_multi_head_attention`` and ``_transformer_encoder_layer_fwd`` (the inference fast paths
-  of ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``) are opaque kernels: 0 FLOPs.
-* ``_scaled_dot_product_fused_attention_overrideable`` (+ backward), ``_cudnn_attention_forward``
-  (+ backward), ``mv``, ``addmv``, ``dot``, ``vdot``, ``addbmm``, ``_addmm_activation`` and the
-  device-specific convolution kernels (``cudnn_convolution_transpose``, ``mkldnn_convolution``, ...)
-  have no formula.
-* ``_efficient_attention_forward`` / ``_backward`` read the dense ``(B, S, H, D)`` layout as
-  ``(B, H, S, D)``: at B=2, H=4, S=64, D=16 the forward is counted as 131,072 instead of 2,097,152.
-* The stock flash / efficient / cuDNN backward formulas include the score recomputation (5 products,
-  2.5x forward) -- replaced by the 4-product definition above (2x forward) so kernels agree.
+  runs on CPU: timm ViT ``Attention`` with ``fused_attn``) have no formula: 0 FLOPs forward and
+  backward. Only the real-compute fallback below reaches them; on ``meta`` attention takes the math
+  path, whose ``bmm`` products the stock counter gets right.
 
 ``aten.linear`` decomposes into ``addmm``/``mm`` and ``addmm`` backward computes only the gradients
 autograd needs (a frozen ``Linear`` with a grad-requiring input costs exactly one ``mm``); ``bmm``,
 ``baddbmm``, ``matmul`` and ``einsum`` (via ``bmm``) and the math SDPA path (via ``bmm``) were right.
 
-Not covered (stock behaviour kept): ``torch.nn.attention.varlen`` custom ops and flex attention
-(their backward still includes the recomputation), ``_grouped_mm`` / ``_int_mm`` (no formula),
-``torch.compile``-d graphs (untested).
+Only the ops the supported backbones reach have formulas here. Counting the FLOP profile of every
+``conf/backbone`` entry (EfficientNet-Lite0/1/2, ResNet-18, ViT-Tiny; every strategy) with each
+formula instrumented reaches ``convolution`` and ``convolution_backward`` on ``meta``, plus the CPU
+flash attention pair above with real compute. The formulas for other kernels (cuDNN / MIOpen /
+oneDNN / slow convolution variants, ``mv`` / ``dot`` / ``addbmm`` / ``_addmm_activation``, the CUDA
+flash / memory-efficient / cuDNN / fused attention kernels and their low-level forms, the
+``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` inference fast paths) were removed:
+they were never reached. Such an op now counts what the stock registry says (0 where it has no
+formula); the analytic cross-check in :mod:`tlbench.training.costing` then tags the trial
+``analytic mismatch`` and logs a warning, so a new backbone that needs a formula is noticed.
+
+Not covered (stock behaviour kept): fused attention kernels on a GPU with real compute (the meta
+path is used there too), ``torch.nn.attention.varlen`` custom ops and flex attention,
+``_grouped_mm`` / ``_int_mm`` (no formula), ``torch.compile``-d graphs (untested).
 
 Cost of measuring
 -----------------

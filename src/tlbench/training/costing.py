@@ -19,7 +19,7 @@ from tlbench.cost.flops import measure_forward_flops, measure_train_step_flops
 from tlbench.cost.flops_analytic import analytic_train_step_flops
 from tlbench.models.freeze import keep_frozen_in_eval, set_frozen
 from tlbench.models.module import EpochRecord
-from tlbench.training.inputs import TrialInputs
+from tlbench.training.inputs import TrialInputs, forget_prefix_flops
 from tlbench.training.prepare import PreparedTrial
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,16 @@ class FlopProfile:
 
 
 _MEMO: dict[tuple[object, ...], FlopProfile] = {}
+
+
+def forget_flop_profiles() -> None:
+    """Forget every FLOP profile measured in this process, the frozen prefixes' included.
+
+    The next trial measures its own again, as the first trial of a fresh process (a sweep worker)
+    does: what the benchmark needs to time a cold trial.
+    """
+    _MEMO.clear()
+    forget_prefix_flops()
 
 
 def _probe(inputs: TrialInputs) -> tuple[torch.Tensor, torch.Tensor]:

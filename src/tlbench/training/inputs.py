@@ -158,6 +158,11 @@ def cached_inputs(prepared: PreparedTrial, split: PrefixSplit, cache: FeatureCac
 _PREFIX_FLOPS: dict[tuple[str, tuple[int, ...]], float] = {}
 
 
+def forget_prefix_flops() -> None:
+    """Forget the frozen prefixes' FLOP counts measured so far (the next trial counts its own again)."""
+    _PREFIX_FLOPS.clear()
+
+
 def _prefix_flops(prepared: PreparedTrial, prefix: nn.Module, split: TensorSplit, model_key: str) -> float:
     probe = prepared.transform(train=False)(split.images[:2])
     key = (model_key, tuple(probe.shape[1:]))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tlbench.bench.cases import Plan, SweepPlan
-from tlbench.bench.report import RATIOS, check_bench_json
-from tlbench.bench.run import run_bench
+from benchmarks.cases import Plan, SweepPlan
+from benchmarks.report import RATIOS, check_bench_json
+from benchmarks.run import run_bench
 
 TINY = (
     "data=synthetic", "data.samples_per_class=8", "trainer.batch_size=16", "trainer.eval_batch_size=64",
@@ -27,7 +27,7 @@ TINY_SWEEP = {
 
 def _plan(sweep_file: Path, backbone: tuple[str, ...]) -> Plan:
     tiny = (*TINY, *backbone)
-    sweep_base = (*tiny, "trainer.epochs=2", "trainer.count_flops=false")
+    sweep_base = (*tiny, "trainer.epochs=2")  # FLOPs counted: the floor ratio sums them
     return Plan(
         finetune=(*tiny, "strategy=full_finetune", "trainer.epochs=1"),
         probe=(*tiny, "strategy=linear_probe", "trainer.epochs=2"),
@@ -59,6 +59,11 @@ def test_bench_writes_every_ratio_with_details_and_prints_a_table(
     assert probe["feature_cache"] == ["miss"] and probe["theoretical_upper_bound"] > 1.0
     sweep = details["default_sweep_pruned_over_unpruned"]
     assert sweep["runs"][0]["unpruned"]["cells"][0]["trials"] == 2
+    # the sweep's FLOPs come back from MLflow and meet the eager step's throughput in the floor ratio
+    floor = details["default_sweep_wall_over_flops_floor"]
+    assert floor["per_sweep"][0]["logged_flops"] == sweep["runs"][0]["pruned"]["logged_flops"] > 0
+    assert floor["throughput_flop_s"] == details["eager_over_optimised"]["fit_throughput_flop_s"]["median"]
+    assert details["eager_over_optimised"]["config"]["eager_overrides"] == ["trainer.channels_last=false"]
     assert any("finetune 1/1 raw_loop" in line for line in lines)  # one progress line per measurement
     assert any(line.startswith("ratio ") for line in lines)  # the table
     assert not list(Path.cwd().glob("mlruns")) and Path.cwd() == tmp_path  # nothing left behind
@@ -67,7 +72,7 @@ def test_bench_writes_every_ratio_with_details_and_prints_a_table(
 def test_a_failing_measurement_leaves_its_ratio_null_with_a_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_backbone: tuple[str, ...]
 ) -> None:
-    from tlbench.bench import run as bench_run
+    from benchmarks import run as bench_run
 
     def broken(*args: object) -> list[object]:
         raise RuntimeError("a dependency changed its interface")
@@ -78,10 +83,24 @@ def test_a_failing_measurement_leaves_its_ratio_null_with_a_reason(
     assert data["ratios"]["partial_cached_speedup"] is None
     assert "changed its interface" in data["details"]["partial_cached_speedup"]["reason"]
     assert "not measured" in data["details"]["harness_over_raw_loop"]["reason"]
+    # the floor ratio says which steps it needs
+    assert "eager and sweep" in data["details"]["default_sweep_wall_over_flops_floor"]["reason"]
 
 
 def test_the_command_offers_every_step() -> None:
-    from tlbench.bench.run import STEPS
-    from tlbench.commands.bench import STEPS as CLI_STEPS
+    from benchmarks.cli import STEPS as CLI_STEPS
+    from benchmarks.run import STEPS
 
     assert CLI_STEPS == STEPS
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"), [(["--repeats", "0"], "must be >= 1"), (["--threads", "-1"], "--threads must be")]
+)
+def test_bad_options_are_one_line_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.cli import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from tlbench.bench.report import RATIOS, RatioResult, Target, bench_json, check_bench_json, table
-from tlbench.bench.timing import spread
+from benchmarks.report import RATIOS, RatioResult, Target, bench_json, check_bench_json, table
+from benchmarks.timing import spread
 
 EXTRA = {"machine": {"cpu_model": "x", "cpu_cores": 2}, "load_average": {"start": [1.0]}, "wall_s": 1.0}
 

@@ -1,6 +1,6 @@
 """The benchmark's output: what each ratio means and targets, the printed table, ``reports/bench.json``.
 
-Pure functions over :class:`RatioResult`; the measuring lives in :mod:`tlbench.bench.run`.
+Pure functions over :class:`RatioResult`; the measuring lives in :mod:`benchmarks.run`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from tlbench.bench.timing import Spread
+from benchmarks.timing import Spread
 from tlbench.cost.device import cpu_model
 
 
@@ -70,11 +70,24 @@ RATIOS: dict[str, RatioSpec] = {
         "trainer.count_flops=true / with tracking=disabled and trainer.count_flops=false; the "
         "full fine-tune trial of harness_over_raw_loop, in a warm process",
     ),
+    "eager_over_optimised": RatioSpec(
+        Target(">=", 1.8),
+        "wall time of train(cfg) with the old eager settings (benchmarks.cases.EAGER: "
+        "trainer.channels_last=false) / the same trial with today's defaults; the full fine-tune "
+        "trial of harness_over_raw_loop, both with tracking=disabled and trainer.count_flops=true",
+    ),
     "default_sweep_pruned_over_unpruned": RatioSpec(
         Target("<=", 1 / 3),
         "summed cost/device_hours of the default sweep's tuning phase on a subset of its cells (same "
         "search space, sampler and seed, budget per cell) run with its pruner / with pruner: none; "
         "passes only if the best val/acc of every cell is within 1 point",
+    ),
+    "default_sweep_wall_over_flops_floor": RatioSpec(
+        None,
+        "wall time of the pruned reduced default sweep of default_sweep_pruned_over_unpruned (the whole "
+        "tlbench sweep command) / (the summed cost/train_flops + cost/eval_flops its trial runs logged "
+        "/ the fit-phase FLOP/s of eager_over_optimised's optimised runs, their median): distance from "
+        "the machine's training throughput",
     ),
 }
 

@@ -1,6 +1,6 @@
 """``default_sweep_pruned_over_unpruned``: the reduced sweep run with and without its pruner.
 
-See :mod:`tlbench.bench.sweep_cost` for how the sweep is reduced and read back. Pairs are repeated
+See :mod:`benchmarks.sweep_cost` for how the sweep is reduced and read back. Pairs are repeated
 (alternating which sweep goes first) while the bench's time budget allows.
 """
 
@@ -10,17 +10,17 @@ from pathlib import Path
 
 import yaml
 
-from tlbench.bench.cases import Plan
-from tlbench.bench.measure import Progress
-from tlbench.bench.report import RatioResult
-from tlbench.bench.sweep_cost import (
+from benchmarks.cases import Plan
+from benchmarks.measure import Progress
+from benchmarks.report import RatioResult
+from benchmarks.sweep_cost import (
     SweepRun,
     accuracy_gap_points,
     best_case_fraction,
     reduced_sweep,
     run_sweep,
 )
-from tlbench.bench.timing import spread
+from benchmarks.timing import spread
 from tlbench.training.inputs import reset_feature_cache
 
 
@@ -45,7 +45,7 @@ def sweep_ratio(plan: Plan, uri: str, work: Path, progress: Progress) -> RatioRe
             reset_feature_cache()  # each sweep extracts its own features, as a fresh sweep would
             mapping = reduced_sweep(source, plan.sweep, extra_base=extra, pruned=pruned)
             study = f"bench-{'pruned' if pruned else 'unpruned'}-{repeat}"
-            result = run_sweep(mapping, study=study, workdir=work, pruned=pruned)
+            result = run_sweep(mapping, study=study, workdir=work, pruned=pruned, tracking_uri=uri)
             done[pruned] = result
             trials = sum(c.trials for c in result.cells)
             pruned_n = sum(c.pruned for c in result.cells)

@@ -17,16 +17,20 @@ from typing import Any
 
 import torch
 
-from tlbench.bench.cases import Plan
-from tlbench.bench.measure import Progress, workdir
-from tlbench.bench.ratios import finetune_ratios, partial_ratio, probe_ratios
-from tlbench.bench.report import RATIOS, RatioResult, bench_json, machine_info, table
-from tlbench.bench.sweep_ratio import sweep_ratio
-from tlbench.bench.timing import spread
+from benchmarks.cases import Plan
+from benchmarks.eager import eager_ratio
+from benchmarks.flops_floor import NAME as FLOOR
+from benchmarks.flops_floor import floor_ratio
+from benchmarks.measure import Progress, workdir
+from benchmarks.ratios import finetune_ratios, partial_ratio, probe_ratios
+from benchmarks.report import RATIOS, RatioResult, bench_json, machine_info, table
+from benchmarks.sweep_ratio import sweep_ratio
+from benchmarks.timing import spread
 
 log = logging.getLogger(__name__)
 QUIET = ("tlbench", "lightning", "lightning.pytorch", "optuna", "mlflow", "alembic")
-STEPS = ("finetune", "probe", "partial", "sweep")
+STEPS = ("finetune", "eager", "probe", "partial", "sweep")
+FLOOR_NEEDS = ("eager", "sweep")  # the steps whose measurements default_sweep_wall_over_flops_floor combines
 
 
 def _guarded(name: str, fn: Callable[[], list[RatioResult]]) -> list[RatioResult]:
@@ -39,9 +43,11 @@ def _guarded(name: str, fn: Callable[[], list[RatioResult]]) -> list[RatioResult
         reason = f"measurement failed: {type(exc).__name__}: {first_line}"
         names = {
             "finetune": ["harness_over_raw_loop", "tracking_on_over_off"],
+            "eager": ["eager_over_optimised"],
             "probe": ["linear_probe_cached_speedup", "linear_probe_over_one_extraction_pass"],
             "partial": ["partial_cached_speedup"],
             "sweep": ["default_sweep_pruned_over_unpruned"],
+            "floor": [FLOOR],
         }[name]
         return [RatioResult(n, None, reason=reason) for n in names]
 
@@ -68,7 +74,7 @@ def run_bench(
     progress = Progress(emit)
     threads = plan.threads or "default"
     emit(
-        f"tlbench bench: {plan.repeats} interleaved repeats per ratio ({plan.finetune_repeats} for the "
+        f"make bench: {plan.repeats} interleaved repeats per ratio ({plan.finetune_repeats} for the "
         f"fine-tune trio), up to {plan.sweep.repeats} sweep pairs within {plan.budget_s:.0f} s; "
         f"torch threads {threads}"
     )
@@ -81,21 +87,22 @@ def run_bench(
                 progress.line(f"MLflow store created (first import included): {store_s:.2f} s")
             steps: dict[str, Callable[[], list[RatioResult]]] = {
                 "finetune": lambda: finetune_ratios(plan, uri, progress),
+                "eager": lambda: [eager_ratio(plan, progress)],
                 "probe": lambda: probe_ratios(plan, progress),
                 "partial": lambda: [partial_ratio(plan, progress)],
                 "sweep": lambda: [sweep_ratio(plan, uri, work, progress)],
             }
             for name in only:
                 results += _guarded(name, steps[name])
+            if set(FLOOR_NEEDS) <= set(only):
+                results += _guarded("floor", lambda: [floor_ratio(results)])
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
         torch.set_num_threads(threads_before)  # the caller's process is left as it was
     measured = {r.name for r in results}
     results += [
-        RatioResult(name, None, reason="not measured in this run (--only)")
-        for name in list(RATIOS)
-        if name not in measured
+        RatioResult(name, None, reason=_not_measured(name)) for name in list(RATIOS) if name not in measured
     ]
     results.sort(key=lambda r: list(RATIOS).index(r.name))
     wall = time.perf_counter() - started
@@ -134,6 +141,11 @@ def run_bench(
         out.write_text(json.dumps(data, indent=2, default=str) + "\n")
         emit(f"wrote {out}")
     return data
+
+
+def _not_measured(name: str) -> str:
+    needs = f": it needs {' and '.join(FLOOR_NEEDS)}" if name == FLOOR else ""
+    return f"not measured in this run (--only){needs}"
 
 
 def _create_store(work: Path) -> tuple[str, float]:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from tlbench.bench.cases import COMMON, SWEEP_CELL_DATA, Plan
+from benchmarks.cases import COMMON, SWEEP_CELL_DATA, Plan
 
 DEFAULT = yaml.safe_load((Path(__file__).resolve().parents[2] / "sweeps" / "default.yaml").read_text())
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tlbench.bench.timing import Sample, interleaved, paired_ratios, ratio_stats, spread
+from benchmarks.timing import Sample, interleaved, paired_ratios, ratio_stats, spread
 
 
 @pytest.mark.parametrize(

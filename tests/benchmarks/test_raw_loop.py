@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from tlbench.bench.raw_loop import raw_full_finetune
+from benchmarks.raw_loop import raw_full_finetune
 from tlbench.config import load_config
 from tlbench.run import train
 

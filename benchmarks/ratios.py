@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tlbench.bench import cases
-from tlbench.bench.cases import TRACKED, UNTRACKED, Plan, Run
-from tlbench.bench.measure import Progress, measure, median, paired_ratio, runs_detail
-from tlbench.bench.report import RatioResult
-from tlbench.bench.timing import spread
+from benchmarks import cases
+from benchmarks.cases import TRACKED, UNTRACKED, Plan, Run
+from benchmarks.measure import Progress, measure, median, paired_ratio, runs_detail
+from benchmarks.report import RatioResult
+from benchmarks.timing import spread
+from tlbench.training.costing import forget_flop_profiles
 
 
 def finetune_ratios(plan: Plan, uri: str, progress: Progress) -> list[RatioResult]:
@@ -99,11 +100,8 @@ def probe_ratios(plan: Plan, progress: Progress) -> list[RatioResult]:
     uncached = plan.overrides("probe", *flops, "trainer.cache_features=false")
     progress.run("warm-up probe uncached (short)", cases.harness_run([*uncached, *plan.warmup["probe"]]))
     progress.run("warm-up probe extraction_pass", cases.floor_run(cached))
-    from tlbench.training import costing, inputs
-
     # the first cached trial of a process measures its FLOP profiles: report that run apart
-    costing._MEMO.clear()
-    inputs._PREFIX_FLOPS.clear()
+    forget_flop_profiles()
     cold = cases.harness_run(cached)
     progress.run("cold probe cached (FLOP profile cold)", cold)
     kinds = {

@@ -21,11 +21,12 @@ from typing import Any
 
 import yaml
 
-from tlbench.bench.cases import SweepPlan, timed
-from tlbench.bench.timing import Sample
+from benchmarks.cases import SweepPlan, timed
+from benchmarks.timing import Sample
 from tlbench.errors import ConfigError
 
 TUNING_EXCLUDED = ("meta", "final", "pareto")  # study suffixes that are not tuning cells
+FLOP_METRICS = ("cost/train_flops", "cost/eval_flops")  # a trial's work: training (+ extraction), evaluation
 
 
 def _condition_holds(condition: str, cells: Mapping[str, Sequence[Any]]) -> bool:
@@ -54,7 +55,7 @@ def reduced_sweep(
             raise ConfigError(f"bench sweep: {name}={missing} not among the sweep's values {factors[name]}")
         factors[name] = list(values)
     out = {k: v for k, v in data.items() if k not in ("final", "description")}
-    out["description"] = "tlbench bench: the tuning phase of a sweep on a subset of its cells"
+    out["description"] = "make bench: the tuning phase of a sweep on a subset of its cells"
     out["factors"] = factors
     for section in ("where", "search_where"):
         if data.get(section):
@@ -130,6 +131,7 @@ class SweepRun:
     pruned: bool
     sample: Sample  # the whole sweep command
     cells: list[CellSummary]
+    flops: float = 0.0  # summed FLOP_METRICS its trials logged to MLflow (0: none logged)
 
     @property
     def device_hours(self) -> float:
@@ -147,6 +149,7 @@ class SweepRun:
             "cpu_s": self.sample.cpu_s,
             "device_hours": self.device_hours,
             "epochs": self.epochs,
+            "logged_flops": self.flops,
             "cells": [c.as_dict() for c in self.cells],
         }
 
@@ -186,8 +189,21 @@ def _epochs(state: str, reported: Mapping[int, float], overrides: Sequence[str] 
     return _configured_epochs(tuple(overrides))
 
 
-def run_sweep(mapping: Mapping[str, Any], *, study: str, workdir: Path, pruned: bool) -> SweepRun:
-    """Write the sweep file, run ``tlbench sweep`` on it in this process, read its trials back."""
+def logged_flops(study: str, tracking_uri: str) -> float:
+    """Summed :data:`FLOP_METRICS` of every trial run the study logged (pruned and failed ones too)."""
+    from tlbench.tracking.study_reader import find_study, read_study
+
+    records = read_study(find_study(study, tracking_uri=tracking_uri), tracking_uri=tracking_uri)
+    return sum(run.metrics.get(name, 0.0) for run in records.children for name in FLOP_METRICS)
+
+
+def run_sweep(
+    mapping: Mapping[str, Any], *, study: str, workdir: Path, pruned: bool, tracking_uri: str | None = None
+) -> SweepRun:
+    """Write the sweep file, run ``tlbench sweep`` on it in this process, read its trials back.
+
+    With ``tracking_uri`` (the store the sweep's base logs to), also the FLOPs its trials logged.
+    """
     from tlbench.commands import sweep as sweep_command
 
     path = workdir / "sweeps" / f"{study}.yaml"
@@ -200,7 +216,9 @@ def run_sweep(mapping: Mapping[str, Any], *, study: str, workdir: Path, pruned: 
         code, sample = timed(lambda: sweep_command.main(argv))
     if code != 0:
         raise RuntimeError(f"bench sweep {study} exited with {code}:\n{captured.getvalue()[-2000:]}")
-    return SweepRun(study=study, pruned=pruned, sample=sample, cells=summarize(_read_trials(journal, study)))
+    cells = summarize(_read_trials(journal, study))
+    flops = logged_flops(study, tracking_uri) if tracking_uri else 0.0
+    return SweepRun(study=study, pruned=pruned, sample=sample, cells=cells, flops=flops)
 
 
 def accuracy_gap_points(pruned: SweepRun, unpruned: SweepRun) -> float | None:

@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tlbench.bench.cases import SweepPlan
-from tlbench.bench.sweep_cost import (
+from benchmarks.cases import SweepPlan
+from benchmarks.sweep_cost import (
     CellSummary,
     SweepRun,
     TrialCost,
@@ -16,7 +16,7 @@ from tlbench.bench.sweep_cost import (
     reduced_sweep,
     summarize,
 )
-from tlbench.bench.timing import Sample
+from benchmarks.timing import Sample
 from tlbench.errors import ConfigError
 from tlbench.sweep.loader import parse_sweep
 

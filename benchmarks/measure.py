@@ -1,6 +1,6 @@
 """Measuring helpers: progress lines, interleaved repeats, the temporary working directory, threads.
 
-Kept apart from what is measured (:mod:`tlbench.bench.ratios`) so the mechanics can be reused and read
+Kept apart from what is measured (:mod:`benchmarks.ratios`) so the mechanics can be reused and read
 on their own.
 """
 
@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tlbench.bench.cases import Run
-from tlbench.bench.report import RatioResult
-from tlbench.bench.timing import Sample, interleaved, ratio_stats, spread
+from benchmarks.cases import Run
+from benchmarks.report import RatioResult
+from benchmarks.timing import Sample, interleaved, ratio_stats, spread
 
 
 class Progress:
