@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,18 @@ def test_config_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TLBENCH_CONFIG_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match=r"no config\.yaml"):
         load_config()
+
+
+def test_config_dir_env_points_at_another_conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # TLBENCH_CONFIG_DIR replaces the packaged conf/: a copy with another default seed is used
+    other = tmp_path / "my_conf"
+    shutil.copytree(CONF, other)
+    config = other / "config.yaml"
+    config.write_text(config.read_text().replace("\nseed: 0\n", "\nseed: 11\n"))
+    monkeypatch.setenv("TLBENCH_CONFIG_DIR", str(other))
+    assert config_dir() == other
+    assert load_config().seed == 11
+    # a relative path is taken from the working directory (Hydra itself accepts only absolute ones)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TLBENCH_CONFIG_DIR", "my_conf")
+    assert load_config().seed == 11

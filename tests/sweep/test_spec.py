@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tlbench.errors import ConfigError
 from tlbench.sweep.cells import cell_overrides, cell_search, expand_cells
@@ -106,6 +107,15 @@ def test_every_shipped_sweep_parses_and_composes(name: str) -> None:
     if has_auto_sizes(spec):
         spec = with_sizes(with_photo_folder(spec, "/photos", "{ants: [ant]}"), (5, None))
     assert check_against_config(spec).tracking.enabled
+
+
+def test_sweeps_dir_env_points_at_another_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # TLBENCH_SWEEPS_DIR replaces the packaged sweeps/: names are looked up there, and only there
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(GOOD))
+    monkeypatch.setenv("TLBENCH_SWEEPS_DIR", str(tmp_path))
+    assert load_sweep("mine").name == "mine"
+    with pytest.raises(ConfigError, match=r"known sweeps: mine$"):
+        load_sweep("default")
 
 
 def test_required_sweeps_exist() -> None:

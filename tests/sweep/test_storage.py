@@ -52,3 +52,13 @@ def test_dashboard_serves_the_study_journal_on_localhost(
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     with pytest.raises(ConfigError, match="no journal file"):
         dashboard.main(["--study", "missing"])
+
+
+def test_a_postgres_url_without_a_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # neither psycopg 3 nor psycopg2 installed: the error says what to install, not "No module named"
+    from tlbench.sweep import storage
+
+    monkeypatch.setattr(storage, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"pip install 'tlbench\[postgres\]'"):
+        storage.with_driver("postgresql://u@db/optuna")
+    assert storage.with_driver("sqlite:///x.db") == "sqlite:///x.db"  # other URLs need no driver

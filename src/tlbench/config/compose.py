@@ -22,15 +22,16 @@ from omegaconf.errors import OmegaConfBaseException
 
 from tlbench.config.schema import RunConfig
 from tlbench.errors import ConfigError
+from tlbench.packaged import packaged_dir
 
 SCHEMA_NAME = "tlbench_schema"
 CONFIG_DIR_ENV = "TLBENCH_CONFIG_DIR"
 
 
 def config_dir() -> Path:
-    """The ``conf/`` directory: ``$TLBENCH_CONFIG_DIR`` or the repository's ``conf/``."""
+    """The ``conf/`` directory: ``$TLBENCH_CONFIG_DIR``, else the one shipped in the package."""
     override = os.environ.get(CONFIG_DIR_ENV)
-    path = Path(override) if override else Path(__file__).resolve().parents[3] / "conf"
+    path = Path(override).absolute() if override else packaged_dir("conf", env=CONFIG_DIR_ENV)
     if not (path / "config.yaml").is_file():
         raise ConfigError(f"no config.yaml in {path}: set {CONFIG_DIR_ENV} to tlbench's conf/ directory")
     return path

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from tlbench.errors import ConfigError
+from tlbench.packaged import packaged_dir
 from tlbench.sweep.spec import (
     MODES,
     PRUNERS,
@@ -34,9 +35,9 @@ SWEEPS_DIR_ENV = "TLBENCH_SWEEPS_DIR"
 
 
 def sweeps_dir() -> Path:
-    """``$TLBENCH_SWEEPS_DIR`` or the repository's ``sweeps/``."""
+    """``$TLBENCH_SWEEPS_DIR``, else the ``sweeps/`` shipped in the package."""
     override = os.environ.get(SWEEPS_DIR_ENV)
-    return Path(override) if override else Path(__file__).resolve().parents[3] / "sweeps"
+    return Path(override) if override else packaged_dir("sweeps", env=SWEEPS_DIR_ENV)
 
 
 def sweep_path(name_or_path: str) -> Path:

@@ -7,10 +7,10 @@ RDBStorage accepts (``postgresql://…``) is used as given and lets several mach
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +77,19 @@ def resolve_storage(url: str | None, study: str) -> StorageRef:
 
 def with_driver(url: str) -> str:
     """``postgresql://`` with an installed driver: SQLAlchemy 2.1 defaults to psycopg 3, the
-    ``postgres`` extra installs psycopg2; pick whichever is there (an explicit ``+driver`` wins)."""
+    ``postgres`` extra installs psycopg2; pick whichever is there (an explicit ``+driver`` wins), and
+    without either say which extra to install instead of SQLAlchemy's ``No module named 'psycopg'``."""
     scheme, sep, rest = url.partition("://")
     if scheme not in ("postgresql", "postgres") or not sep:
         return url
-    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+    if find_spec("psycopg") is not None:
+        return f"postgresql://{rest}"
+    if find_spec("psycopg2") is not None:
         return f"postgresql+psycopg2://{rest}"
-    return f"postgresql://{rest}"
+    raise ConfigError(
+        "a PostgreSQL storage needs a database driver, and none is installed: "
+        "pip install 'tlbench[postgres]' (psycopg2-binary)"
+    )
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:
