@@ -76,7 +76,7 @@ class TrialCost:
     cell: str
     state: str  # COMPLETE | PRUNED | FAIL
     device_hours: float
-    epochs: int  # epochs trained (the last validation it reported)
+    epochs: int  # resource used, in the pruner's units: epochs, or 1/val_checks of a step budget
     val_acc: float | None
 
 
@@ -176,17 +176,20 @@ def _read_trials(journal: Path, study: str) -> list[TrialCost]:
 
 
 @functools.lru_cache(maxsize=64)
-def _configured_epochs(overrides: tuple[str, ...]) -> int:
+def _configured_units(overrides: tuple[str, ...]) -> int:
+    """A whole trial in the pruner's resource: ``val_checks`` with a step budget, else its epochs."""
     from tlbench.config import load_config
 
-    return int(load_config(overrides).trainer.epochs)
+    trainer = load_config(overrides).trainer
+    return int(trainer.val_checks or trainer.epochs)
 
 
 def _epochs(state: str, reported: Mapping[int, float], overrides: Sequence[str] | None) -> int:
-    """Epochs a trial trained: up to its last report if pruned, else all it was configured for."""
+    """Resource a trial used, in the pruner's units (epochs, or 1/val_checks of the step budget):
+    up to its last report if pruned, else all it was configured for."""
     if state == "PRUNED" or not overrides:
         return int(max(reported, default=0))  # unpruned studies report nothing: 0 only without overrides
-    return _configured_epochs(tuple(overrides))
+    return _configured_units(tuple(overrides))
 
 
 def logged_flops(study: str, tracking_uri: str) -> float:
