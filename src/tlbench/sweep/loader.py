@@ -12,19 +12,17 @@ import yaml
 
 from tlbench.errors import ConfigError
 from tlbench.packaged import packaged_dir
+from tlbench.sweep.schema import typed_sweep
 from tlbench.sweep.spec import (
     MODES,
     PRUNERS,
     SAMPLERS,
-    TOP_KEYS,
     Budget,
     PrunerSpec,
     SamplerSpec,
     SweepSpec,
-    as_int,
-    as_mapping,
     as_overrides,
-    check_keys,
+    at_least,
     parse_condition,
     parse_factors,
     parse_search,
@@ -58,104 +56,92 @@ def load_sweep(name_or_path: str) -> SweepSpec:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"sweep file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_sweep(data or {}, name=path.stem)
+    try:
+        return parse_sweep(data or {}, name=path.stem)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in {path})") from None
 
 
 def parse_sweep(data: Mapping[str, Any], *, name: str) -> SweepSpec:
-    """A validated :class:`SweepSpec` from the YAML mapping (paths are checked by :mod:`.check`)."""
-    data = as_mapping(name, "the sweep file", data)
-    check_keys(name, "the sweep file", data, TOP_KEYS)
-    mode = data.get("mode", "tune_then_final")
+    """A validated :class:`SweepSpec` from the YAML mapping (paths are checked by :mod:`.check`).
+
+    Keys and types come from the schema (:func:`typed_sweep`); values and combinations are checked here.
+    """
+    raw = typed_sweep(data, name=name)
+    mode = raw["mode"]
     if mode not in MODES:
         raise sweep_error(name, f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    factors = parse_factors(name, data.get("factors"))
+    factors = parse_factors(name, raw["factors"])
     by_name = dict(factors)
     where = tuple(
         (parse_condition(name, cond, by_name), as_overrides(name, f"where['{cond}']", overrides))
-        for cond, overrides in as_mapping(name, "where", data.get("where")).items()
+        for cond, overrides in raw["where"].items()
     )
     search_where = tuple(
         (parse_condition(name, cond, by_name), parse_search(name, f"search_where['{cond}']", params))
-        for cond, params in as_mapping(name, "search_where", data.get("search_where")).items()
+        for cond, params in raw["search_where"].items()
     )
     spec = SweepSpec(
         name=name,
-        description=str(data.get("description", "")),
+        description=raw["description"],
         mode=mode,
-        base=as_overrides(name, "base", data.get("base")),
+        base=as_overrides(name, "base", raw["base"]),
         factors=factors,
         where=where,
-        search=parse_search(name, "search", data.get("search")),
+        search=parse_search(name, "search", raw["search"]),
         search_where=search_where,
-        budget=_budget(name, data.get("budget"), mode),
-        final_seeds=_final_seeds(name, data.get("final")),
-        tune_seed=as_int(name, "tune_seed", data.get("tune_seed", 0), minimum=0),
-        sampler=_sampler(name, data.get("sampler"), mode),
-        pruner=_pruner(name, data.get("pruner")),
-        report=_flag(name, "report", data.get("report", False)),
+        budget=_budget(name, raw["budget"], mode),
+        final_seeds=_final_seeds(name, raw["final"]["seeds"]),
+        tune_seed=at_least(name, "tune_seed", raw["tune_seed"], 0),
+        sampler=_sampler(name, raw["sampler"], mode),
+        pruner=_pruner(name, raw["pruner"]),
+        report=raw["report"],
     )
     _check_combinations(spec)
     return spec
 
 
-def _flag(name: str, where: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise sweep_error(name, f"{where} must be true or false, got {value!r}")
-    return value
-
-
-def _budget(name: str, data: Any, mode: str) -> Budget:
-    raw = as_mapping(name, "budget", data)
-    check_keys(name, "budget", raw, ("trials_per_cell", "trials", "max_retries"))
-    if mode == "pareto" and "trials" not in raw:
+def _budget(name: str, raw: Mapping[str, Any], mode: str) -> Budget:
+    if mode == "pareto" and raw["trials"] is None:
         raise sweep_error(
             name, "mode: pareto needs budget.trials (the trials of the one multi-objective study)"
         )
     return Budget(
-        trials_per_cell=as_int(name, "budget.trials_per_cell", raw.get("trials_per_cell", 1), minimum=0),
-        trials=as_int(name, "budget.trials", raw["trials"], minimum=1) if "trials" in raw else None,
-        max_retries=as_int(name, "budget.max_retries", raw.get("max_retries", 2), minimum=0),
+        trials_per_cell=at_least(name, "budget.trials_per_cell", raw["trials_per_cell"], 0),
+        trials=None if raw["trials"] is None else at_least(name, "budget.trials", raw["trials"], 1),
+        max_retries=at_least(name, "budget.max_retries", raw["max_retries"], 0),
     )
 
 
-def _final_seeds(name: str, data: Any) -> tuple[int, ...]:
-    raw = as_mapping(name, "final", data)
-    check_keys(name, "final", raw, ("seeds",))
-    seeds = raw.get("seeds", [])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
+def _final_seeds(name: str, seeds: list[int]) -> tuple[int, ...]:
+    if any(s < 0 for s in seeds):
         raise sweep_error(name, f"final.seeds must be a list of integers >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise sweep_error(name, f"final.seeds lists a seed twice: {seeds}")
     return tuple(seeds)
 
 
-def _sampler(name: str, data: Any, mode: str) -> SamplerSpec:
-    raw = as_mapping(name, "sampler", data)
-    check_keys(name, "sampler", raw, ("name", "seed", "n_startup_trials"))
-    sampler = raw.get("name", "nsgaii" if mode == "pareto" else "tpe")
+def _sampler(name: str, raw: Mapping[str, Any], mode: str) -> SamplerSpec:
+    sampler = raw["name"] or ("nsgaii" if mode == "pareto" else "tpe")
     if sampler not in SAMPLERS:
         raise sweep_error(name, f"sampler.name must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    startup = raw.get("n_startup_trials")
+    startup = raw["n_startup_trials"]
     return SamplerSpec(
         name=sampler,
-        seed=as_int(name, "sampler.seed", raw.get("seed", 0), minimum=0),
-        n_startup_trials=None
-        if startup is None
-        else as_int(name, "sampler.n_startup_trials", startup, minimum=0),
+        seed=at_least(name, "sampler.seed", raw["seed"], 0),
+        n_startup_trials=None if startup is None else at_least(name, "sampler.n_startup_trials", startup, 0),
     )
 
 
-def _pruner(name: str, data: Any) -> PrunerSpec:
-    raw = as_mapping(name, "pruner", data)
-    check_keys(name, "pruner", raw, ("name", "min_resource", "reduction_factor", "n_warmup_steps"))
-    pruner = raw.get("name", "none")
+def _pruner(name: str, raw: Mapping[str, Any]) -> PrunerSpec:
+    pruner = raw["name"]
     if pruner not in PRUNERS:
         raise sweep_error(name, f"pruner.name must be one of {', '.join(PRUNERS)}, got {pruner!r}")
     return PrunerSpec(
         name=pruner,
-        min_resource=as_int(name, "pruner.min_resource", raw.get("min_resource", 1), minimum=1),
-        reduction_factor=as_int(name, "pruner.reduction_factor", raw.get("reduction_factor", 3), minimum=2),
-        n_warmup_steps=as_int(name, "pruner.n_warmup_steps", raw.get("n_warmup_steps", 1), minimum=0),
+        min_resource=at_least(name, "pruner.min_resource", raw["min_resource"], 1),
+        reduction_factor=at_least(name, "pruner.reduction_factor", raw["reduction_factor"], 2),
+        n_warmup_steps=at_least(name, "pruner.n_warmup_steps", raw["n_warmup_steps"], 0),
     )
 
 

@@ -1,16 +1,16 @@
 """The typed sweep definition (``sweeps/<name>.yaml``) and its structural validation.
 
-A sweep file is parsed once, up front, into frozen dataclasses: unknown keys, bad ranges, empty
-factor lists and impossible combinations fail here with one actionable line, before any study is
-created. Whether factor and search paths exist in the run config is checked separately, by composing
-configs (:mod:`tlbench.sweep.check`), because only Hydra knows the config tree.
+A sweep file is parsed once, up front, into frozen dataclasses: unknown keys and wrong types
+(:mod:`tlbench.sweep.schema`), bad ranges, empty factor lists and impossible combinations fail with
+one actionable line, before any study is created. Whether factor and search paths exist in the
+run config is checked separately, by composing configs (:mod:`tlbench.sweep.check`), because only
+Hydra knows the config tree.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,30 +93,8 @@ class SweepSpec:
         return bool(self.final_seeds) and self.mode == "tune_then_final"
 
 
-TOP_KEYS = (
-    "description", "mode", "base", "factors", "where", "search", "search_where", "budget", "final",
-    "tune_seed", "sampler", "pruner", "report",
-)  # fmt: skip
-
-
 def sweep_error(name: str, message: str) -> ConfigError:
     return ConfigError(f"sweep '{name}': {message}")
-
-
-def check_keys(name: str, where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" — did you mean '{close[0]}'?" if close else f" (allowed: {', '.join(allowed)})"
-            raise sweep_error(name, f"unknown key '{key}' in {where}{hint}")
-
-
-def as_mapping(name: str, where: str, value: Any) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise sweep_error(name, f"{where} must be a mapping, got {type(value).__name__}")
-    return value
 
 
 def as_overrides(name: str, where: str, value: Any) -> tuple[str, ...]:
@@ -129,8 +107,8 @@ def as_overrides(name: str, where: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def as_int(name: str, where: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def at_least(name: str, where: str, value: int, minimum: int) -> int:
+    if value < minimum:
         raise sweep_error(name, f"{where} must be an integer >= {minimum}, got {value!r}")
     return value
 
@@ -181,49 +159,46 @@ def _same_number(value: Scalar, raw: str) -> bool:
         return False
 
 
-def parse_search(name: str, where: str, data: Any) -> tuple[SearchParam, ...]:
+def parse_search(name: str, where: str, table: Mapping[str, Mapping[str, Any]]) -> tuple[SearchParam, ...]:
+    """Search parameters from a typed table (:class:`~tlbench.sweep.schema.SearchParamSchema` values)."""
     params = []
-    for path, raw in as_mapping(name, where, data).items():
+    for path, spec in table.items():
         spot = f"{where}.{path}"
-        spec = as_mapping(name, spot, raw)
-        check_keys(name, spot, spec, ("low", "high", "log", "step", "type", "choices"))
-        if "choices" in spec:
-            choices = spec["choices"]
-            if set(spec) != {"choices"}:
-                raise sweep_error(name, f"{spot}: give either choices or low/high, not both")
-            if not isinstance(choices, list) or not choices:
-                raise sweep_error(name, f"{spot}.choices must be a non-empty list, got {choices!r}")
-            params.append(SearchParam(path=str(path), choices=tuple(choices)))
+        choices = spec["choices"]
+        if choices is None:
+            params.append(_parse_range(name, spot, str(path), spec))
             continue
-        params.append(_parse_range(name, spot, str(path), spec))
+        ranged = any(spec[k] is not None for k in ("low", "high", "step")) or spec["log"]
+        if ranged or spec["type"] != "float":
+            raise sweep_error(name, f"{spot}: give either choices or low/high, not both")
+        if not choices:
+            raise sweep_error(name, f"{spot}.choices must be a non-empty list, got {choices!r}")
+        params.append(SearchParam(path=str(path), choices=tuple(choices)))
     return tuple(params)
 
 
 def _parse_range(name: str, spot: str, path: str, spec: Mapping[str, Any]) -> SearchParam:
-    if "low" not in spec or "high" not in spec:
+    low, high, kind, log, step = spec["low"], spec["high"], spec["type"], spec["log"], spec["step"]
+    if low is None or high is None:
         raise sweep_error(name, f"{spot} needs low and high (or choices: [...])")
-    low, high = spec["low"], spec["high"]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-        raise sweep_error(name, f"{spot}: low and high must be numbers, got low={low!r} high={high!r}")
-    kind = spec.get("type", "float")
     if kind not in ("float", "int"):
         raise sweep_error(name, f"{spot}.type must be float or int, got {kind!r}")
-    log, step = bool(spec.get("log", False)), spec.get("step")
     if low >= high:
         raise sweep_error(name, f"{spot}: low must be < high, got low={low} high={high}")
     if log and low <= 0:
         raise sweep_error(name, f"{spot}: a log range needs low > 0, got low={low}")
-    if step is not None and (log or not isinstance(step, (int, float)) or step <= 0):
+    number = isinstance(step, (int, float)) and not isinstance(step, bool)
+    if step is not None and (log or not number or step <= 0):
         raise sweep_error(name, f"{spot}.step must be a positive number and cannot be combined with log")
     if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
         raise sweep_error(name, f"{spot}: an int range needs integer low/high, got {low}, {high}")
     return SearchParam(path=path, low=float(low), high=float(high), log=log, step=step, integer=kind == "int")
 
 
-def parse_factors(name: str, data: Any) -> tuple[tuple[str, tuple[Scalar, ...]], ...]:
+def parse_factors(name: str, table: Mapping[str, list[Any]]) -> tuple[tuple[str, tuple[Scalar, ...]], ...]:
     factors = []
-    for path, values in as_mapping(name, "factors", data).items():
-        if not isinstance(values, list) or not values:
+    for path, values in table.items():
+        if not values:
             raise sweep_error(name, f"factor '{path}' needs a non-empty list of values, got {values!r}")
         if any(isinstance(v, (list, dict)) for v in values):
             raise sweep_error(name, f"factor '{path}': values must be scalars, got {values!r}")

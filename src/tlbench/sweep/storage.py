@@ -18,6 +18,7 @@ import optuna
 
 from tlbench.errors import ConfigError, TrackingError
 from tlbench.redaction import redact_password
+from tlbench.sweep.journal_check import check_journal
 
 DEFAULT_DIR = Path(".tlbench") / "optuna"
 JOURNAL_PREFIX = "journal:"
@@ -129,6 +130,7 @@ def open_storage(ref: StorageRef) -> optuna.storages.BaseStorage:
     if ref.kind == "journal":
         path = Path(ref.target)
         path.parent.mkdir(parents=True, exist_ok=True)
+        check_journal(path)  # a torn last record (crash, full disk) is cut off, with a backup
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))

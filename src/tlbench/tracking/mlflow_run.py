@@ -12,15 +12,19 @@ from typing import Any
 
 from tlbench.errors import TrackingError
 from tlbench.redaction import redact_password
+from tlbench.tracking.store_lock import sqlite_store_lock
 
 # MLflow's param values are strings of bounded length.
 _MAX_PARAM = 6000
 
 
 def _client(tracking_uri: str | None) -> Any:
+    """A client on the store; the client opens (and for a fresh SQLite file, creates) it right away,
+    so for SQLite that happens under the store's file lock."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    with sqlite_store_lock(resolve_tracking_uri(tracking_uri)):
+        return MlflowClient(tracking_uri=tracking_uri)
 
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
