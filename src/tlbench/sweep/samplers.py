@@ -66,7 +66,7 @@ def make_sampler(
 
 
 def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
-    """Resource = epochs; each cell has its own study, so rungs compare like with like."""
+    """Resource = epochs, or budget fractions with a step budget; each cell has its own study."""
     inner: optuna.pruners.BasePruner
     if spec.name == "successive_halving":
         inner = optuna.pruners.SuccessiveHalvingPruner(

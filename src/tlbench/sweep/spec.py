@@ -61,7 +61,7 @@ class SamplerSpec:
 @dataclass(frozen=True)
 class PrunerSpec:
     name: str = "none"
-    min_resource: int = 1  # epochs before the first comparison
+    min_resource: int = 1  # first rung: epochs, or 1/val_checks of a step budget (see sweep.pruning)
     reduction_factor: int = 3
     n_warmup_steps: int = 1  # median
 
