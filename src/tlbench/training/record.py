@@ -9,6 +9,7 @@ import torch
 
 import tlbench
 from tlbench.config.schema import RunConfig
+from tlbench.strategies import PROBE_PHASE
 from tlbench.training.prepare import PreparedTrial
 
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "KILLED"}  # anything else ("failed: …") -> FAILED
@@ -21,7 +22,7 @@ def mlflow_status(status: str) -> str:
 def trial_params(prepared: PreparedTrial) -> dict[str, Any]:
     cfg: RunConfig = prepared.cfg
     model, splits = prepared.model, prepared.splits
-    probe = next((p for p in model.phases if p.name == "linear_probe"), None)
+    probe = next((p for p in model.phases if p.name == PROBE_PHASE), None)
     return {
         # the tracking contract
         "strategy": cfg.strategy.name.value,
