@@ -97,6 +97,9 @@ class TransferModule(L.LightningModule):
         )
         self.progress = FitProgress(phase_samples=[0] * len(self.phases))
         self._phase_index = 0
+        # The first phase's freeze, before the optimizer sees which parameters train (lp_ft: the
+        # fine-tune unfreezes what the probe kept frozen).
+        set_frozen(backbone, groups, self.phases[0].freeze_depth)
         self._epoch_loss = torch.zeros(())
         self._epoch_seen = 0
         self._val_correct = torch.zeros((), dtype=torch.long)

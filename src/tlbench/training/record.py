@@ -1,4 +1,4 @@
-"""What a trial logs: the tracking contract's params, tags and metrics, built from plain values."""
+"""Step 6 of a trial: what it logs, the tracking contract's params, tags and metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import torch
 
 import tlbench
 from tlbench.config.schema import RunConfig
+from tlbench.cost.accounting import TrialCost
+from tlbench.models.freeze import count_parameters
 from tlbench.strategies import PROBE_PHASE
+from tlbench.training.evaluate import TrialEvaluation
+from tlbench.training.fit import FitOutcome
 from tlbench.training.prepare import PreparedTrial
 
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "KILLED"}  # anything else ("failed: …") -> FAILED
@@ -75,3 +79,39 @@ def trial_tags(prepared: PreparedTrial) -> dict[str, str]:
         "python_version": platform.python_version(),
         **prepared.cfg.tags,
     }
+
+
+def trial_metrics(
+    prepared: PreparedTrial, outcome: FitOutcome, evaluation: TrialEvaluation, cost: TrialCost
+) -> dict[str, float]:
+    """The final metrics: parameters, the probe's fit, the last training loss, val/test, cost."""
+    trainable, total = count_parameters(prepared.model.network)
+    metrics: dict[str, float] = {"params/trainable": float(trainable), "params/total": float(total)}
+    probe = outcome.probe
+    if probe is not None:
+        metrics.update(
+            {
+                "probe/l2": probe.l2,
+                "probe/val_acc": probe.val_acc,
+                "probe/iterations": float(probe.iterations),
+                "probe/evaluations": float(probe.evaluations),
+                "probe/converged": float(probe.converged),
+            }
+        )
+    history = outcome.progress.history
+    if history:
+        metrics["train/loss"] = history[-1].train_loss
+    metrics.update(evaluation.metrics)
+    metrics.update(cost.metrics())
+    return metrics
+
+
+def outcome_tags(prepared: PreparedTrial, outcome: FitOutcome, flops_check: str | None) -> dict[str, str]:
+    """The tags that explain the metrics: status, how memory and inputs were measured and produced."""
+    tags = {"status": outcome.status, "memory_kind": outcome.memory_kind}
+    if outcome.inputs is not None:
+        tags["feature_cache"] = outcome.inputs.cache.status
+        tags["feature_cache_reason"] = outcome.inputs.cache.reason or prepared.cache_reason
+    if flops_check is not None:
+        tags["flops_check"] = flops_check
+    return tags
