@@ -7,11 +7,10 @@ MLflow run is created, so a mistyped command leaves no half-filled run behind.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import numpy as np
+import lightning as L
 import torch
 from torch import nn
 
@@ -58,13 +57,6 @@ class PreparedTrial:
         )
 
 
-def seed_everything(seed: int) -> None:
-    """Seed once, before anything is built (Python, NumPy, torch on every device)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def _is_cnn(network: nn.Module) -> bool:
     conv = sum(p.numel() for m in network.modules() if isinstance(m, nn.Conv2d) for p in m.parameters())
     total = sum(p.numel() for p in network.parameters())
@@ -106,10 +98,11 @@ def prepare(cfg: RunConfig) -> PreparedTrial:
     cfg = resolve_defaults(cfg)
     device = resolve_device(cfg.trainer.device)
     precision = resolve_precision(cfg.trainer.precision, device)
-    seed_everything(cfg.seed)
+    L.seed_everything(cfg.seed, verbose=False)  # Python, NumPy, torch: once, before anything is built
     splits = load_splits(cfg.data, seed=cfg.seed)
     cfg = replace(cfg, trainer=training_budget(cfg.trainer, len(splits.train)))
-    seed_everything(cfg.seed)  # model init must not depend on how much randomness the data used
+    # again: model init must not depend on how much randomness the data used
+    L.seed_everything(cfg.seed, verbose=False)
     model = build_model(cfg, class_names=splits.class_names)
     target = device.torch_device
     splits = replace(
