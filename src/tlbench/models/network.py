@@ -8,13 +8,30 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from tlbench.config.schema import ProbeSolver, RunConfig, WeightsSource
+from tlbench.config.schema import HeadConfig, HeadType, ProbeSolver, RunConfig, WeightsSource
 from tlbench.errors import ConfigError
 from tlbench.models.backbone import create_backbone
 from tlbench.models.class_map import ClassMapHead, resolve_class_map
 from tlbench.models.freeze import ParamGroups, backbone_groups, set_frozen, validate_depth
-from tlbench.models.heads import create_head
 from tlbench.strategies import FINETUNE_PHASE, PROBE_PHASE, strategy
+
+
+def create_head(cfg: HeadConfig, *, in_features: int, num_classes: int) -> nn.Module:
+    """A new classifier on pooled features: a linear layer, or a small MLP (Linear-GELU-Dropout-Linear),
+    with dropout in front."""
+    layers: list[nn.Module] = []
+    if cfg.dropout > 0:
+        layers.append(nn.Dropout(cfg.dropout))
+    if cfg.type == HeadType.linear:
+        layers.append(nn.Linear(in_features, num_classes))
+    else:
+        layers += [
+            nn.Linear(in_features, cfg.hidden_dim),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden_dim, num_classes),
+        ]
+    return nn.Sequential(*layers)
 
 
 class TransferNetwork(nn.Module):
