@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +25,10 @@ from tlbench.data import InMemoryLoader, TensorSplit
 from tlbench.data.fingerprint import tensor_digest
 from tlbench.training.feature_cache import CachedFeatures, FeatureCache, content_key, module_digest
 from tlbench.training.prefix import PrefixSplit, SuffixNetwork
-from tlbench.training.prepare import PreparedTrial
+from tlbench.training.prepare import PreparedTrial, Transform
 
 log = logging.getLogger(__name__)
 
-Transform = Callable[[torch.Tensor], torch.Tensor]
 SPLITS = ("train", "val", "test")
 
 _CACHE: FeatureCache | None = None

@@ -16,7 +16,7 @@ from torch import nn
 
 from tlbench.config.schema import RunConfig, TrainerConfig
 from tlbench.cost.device import DeviceInfo, resolve_device, resolve_precision
-from tlbench.data import BatchTransform, DataSplits, InMemoryLoader, TensorSplit, load_splits
+from tlbench.data import BatchTransform, DataSplits, TensorSplit, load_splits
 from tlbench.models.backbone import pretrained_input_size
 from tlbench.models.network import BuiltModel, build_model
 from tlbench.training.prefix import PrefixSplit, split_at_freeze_boundary
@@ -44,17 +44,6 @@ class PreparedTrial:
         if not self.channels_last:
             return base
         return lambda batch: base(batch).contiguous(memory_format=torch.channels_last)
-
-    def loader(self, split: TensorSplit, *, train: bool) -> InMemoryLoader:
-        trainer = self.cfg.trainer
-        return InMemoryLoader(
-            split.images,
-            split.labels,
-            batch_size=trainer.batch_size if train else trainer.eval_batch_size,
-            shuffle=train,
-            seed=self.cfg.seed,
-            transform=self.transform(train=train),
-        )
 
 
 def _is_cnn(network: nn.Module) -> bool:
