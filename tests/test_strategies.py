@@ -1,4 +1,4 @@
-"""The strategy registry is the one definition: the config enum, the YAML group and the report agree with it."""
+"""The strategy registry is the one definition: the config enum, the YAML group and the report agree."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_every_registered_strategy_has_a_config_file_naming_it() -> None:
 
 def test_the_report_reads_order_and_style_from_the_registry() -> None:
     # figures and tables order and draw strategies as the registry says, each in its own style
-    assert STRATEGY_ORDER == tuple(STRATEGIES)
+    assert tuple(STRATEGIES) == STRATEGY_ORDER
     assert len(set(STRATEGY_STYLE.values())) == len(STRATEGIES)
 
 
