@@ -1,15 +1,17 @@
 """``train(cfg)``: one trial, from a typed config to tracked metrics.
 
-prepare (data, model, device; user errors surface here) -> MLflow run -> fit (timed) ->
-evaluate (val, then test) -> cost -> log. Pruned and failed trials still log the compute they
-spent; an interrupted trial's run is ended as KILLED before the interrupt propagates.
+prepare (data, model, device; user errors surface here) -> MLflow run -> inputs (frozen-prefix
+features) and fit, timed together -> evaluate (val, then test) -> cost -> record. Each step is a
+module of :mod:`tlbench.training` that imports only the steps before it. Pruned and failed trials
+still log the compute they spent; an interrupted trial's run is ended as KILLED before the
+interrupt propagates.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,17 +19,15 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from tlbench.config.schema import RunConfig, as_plain_dict
-from tlbench.cost.accounting import TrialCost, trial_cost
-from tlbench.models.freeze import count_parameters
-from tlbench.models.module import EpochRecord, FitProgress
+from tlbench.models.module import EpochRecord
 from tlbench.redaction import redact_password
 from tlbench.tracking import MetricBuffer, MlflowRun, check_reachable
-from tlbench.training.costing import FlopProfile, eval_images, flop_profile, phase_work
-from tlbench.training.evaluate import evaluate
-from tlbench.training.fit import FitOutcome, fit
-from tlbench.training.inputs import TrialInputs, image_inputs
+from tlbench.training.costing import trial_cost_of
+from tlbench.training.evaluate import evaluate_trial
+from tlbench.training.fit import Fit
+from tlbench.training.inputs import trial_inputs
 from tlbench.training.prepare import PreparedTrial, prepare
-from tlbench.training.record import mlflow_status, trial_params, trial_tags
+from tlbench.training.record import mlflow_status, outcome_tags, trial_metrics, trial_params, trial_tags
 
 log = logging.getLogger(__name__)
 
@@ -64,26 +64,14 @@ def _start_run(cfg: RunConfig, prepared: PreparedTrial, params: dict[str, Any]) 
     return run
 
 
-def _fit_or_skip(
-    prepared: PreparedTrial, callbacks: Sequence[Callback], curve: MetricBuffer | None
-) -> FitOutcome:
-    if prepared.model.phases:
-        log_epoch = None
-        if curve is not None:
+def _curve_logger(curve: MetricBuffer | None) -> Callable[[EpochRecord], None] | None:
+    if curve is None:
+        return None
 
-            def log_epoch(record: EpochRecord) -> None:  # buffered: a write per 15 s, not per epoch
-                curve.add(record.metrics(), step=record.epoch)
+    def log_epoch(record: EpochRecord) -> None:  # buffered: a write per 15 s, not per epoch
+        curve.add(record.metrics(), step=record.epoch)
 
-        return fit(prepared, callbacks=callbacks, on_epoch_end=log_epoch)
-    # as_is: nothing is trained; zero training cost by construction.
-    return FitOutcome(
-        "completed",
-        FitProgress(phase_samples=[]),
-        seconds=0.0,
-        peak_mb=0.0,
-        memory_kind="none",
-        inputs=image_inputs(prepared, "not cacheable: no training"),
-    )
+    return log_epoch
 
 
 def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = ()) -> TrialResult:
@@ -95,10 +83,15 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = ()) -> TrialResult:
     params = trial_params(prepared)
     run = _start_run(cfg, prepared, params)
     curve = MetricBuffer(run) if run is not None and cfg.tracking.log_epoch_metrics else None
-    predictions: list[int] = []
     try:
-        outcome = _fit_or_skip(prepared, callbacks, curve)
-        metrics, tags = _results(prepared, outcome, predictions)
+        fitting = Fit(prepared, callbacks=callbacks, on_epoch_end=_curve_logger(curve))
+        with fitting:  # the timed fit phase: feature extraction is training work
+            fitting.run(trial_inputs(prepared))
+        outcome = fitting.outcome()
+        evaluation = evaluate_trial(prepared, outcome)
+        cost, flops_check = trial_cost_of(prepared, outcome, eval_images=evaluation.eval_images)
+        metrics = trial_metrics(prepared, outcome, evaluation, cost)
+        tags = outcome_tags(prepared, outcome, flops_check)
         if curve is not None:
             curve.flush()  # the curve's last points, before the final values that may repeat them
         if run is not None:
@@ -106,8 +99,8 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = ()) -> TrialResult:
             logged = history[-1].metrics() if history else {}  # already in the curve at this step
             run.log_metrics({k: v for k, v in metrics.items() if logged.get(k) != v}, step=len(history))
             run.set_tags(tags)
-            if predictions:
-                run.log_text(_predictions_json(prepared, predictions), PREDICTIONS_ARTIFACT)
+            if evaluation.predictions:
+                run.log_text(_predictions_json(prepared, evaluation.predictions), PREDICTIONS_ARTIFACT)
             run.end(mlflow_status(outcome.status))
     except BaseException:
         if run is not None:
@@ -126,7 +119,7 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = ()) -> TrialResult:
         tags={**trial_tags(prepared), **tags},
         run_id=run.run_id if run is not None else None,
         history=outcome.progress.history,
-        test_predictions=predictions,
+        test_predictions=evaluation.predictions,
     )
 
 
@@ -138,110 +131,3 @@ def _predictions_json(prepared: PreparedTrial, predicted: list[int]) -> str:
     labels = [int(v) for v in prepared.splits.test.labels.tolist()]
     names = list(prepared.splits.class_names)
     return json.dumps({"labels": labels, "predicted": predicted, "class_names": names})
-
-
-def _probe_metrics(outcome: FitOutcome) -> dict[str, float]:
-    probe = outcome.probe
-    if probe is None:
-        return {}
-    return {
-        "probe/l2": probe.l2,
-        "probe/val_acc": probe.val_acc,
-        "probe/iterations": float(probe.iterations),
-        "probe/evaluations": float(probe.evaluations),
-        "probe/converged": float(probe.converged),
-    }
-
-
-def _results(
-    prepared: PreparedTrial, outcome: FitOutcome, predictions: list[int]
-) -> tuple[dict[str, float], dict[str, str]]:
-    """Final metrics (evaluation on the trial's inputs, cost) and the tags that explain them."""
-    trainable, total = count_parameters(prepared.model.network)
-    history = outcome.progress.history
-    metrics: dict[str, float] = {"params/trainable": float(trainable), "params/total": float(total)}
-    metrics.update(_probe_metrics(outcome))
-    tags = {"status": outcome.status, "memory_kind": outcome.memory_kind}
-    if outcome.compile is not None:
-        tags["compile"] = "on" if outcome.compile.compiled else "off"
-        tags["compile_reason"] = outcome.compile.reason
-        metrics["cost/compile_seconds"] = outcome.compile.compile_seconds
-    elif prepared.model.loop_phases:
-        tags["compile"], tags["compile_reason"] = "off", "trainer.compile=false"
-    if history:
-        metrics["train/loss"] = history[-1].train_loss
-    inputs = outcome.inputs
-    if inputs is None:  # failed before any input existed: only the time spent is known
-        metrics.update(_cost(prepared, outcome, None, None, eval_count=0).metrics())
-        return metrics, tags
-    tags["feature_cache"] = inputs.cache.status
-    tags["feature_cache_reason"] = inputs.cache.reason or prepared.cache_reason
-    final_val_pass = False
-    if outcome.status == "completed":
-        final_val_pass = _evaluate(prepared, inputs, history, metrics, predictions)
-    elif any(r.val_acc is not None for r in history):
-        metrics["val/acc"] = [r.val_acc for r in history if r.val_acc is not None][-1] or 0.0
-    profile = flop_profile(prepared, inputs) if prepared.cfg.trainer.count_flops else None
-    if profile is not None:
-        tags["flops_check"] = profile.check
-    n_test = len(prepared.splits.test) if outcome.status == "completed" else 0
-    # The probe's validation (epoch 0) ran on extracted features, already counted as extraction.
-    loop_history = [r for r in history if r.epoch > 0]
-    eval_count = eval_images(
-        loop_history, n_val=len(prepared.splits.val), n_test=n_test, final_val_pass=final_val_pass
-    )
-    metrics.update(_cost(prepared, outcome, inputs, profile, eval_count=eval_count).metrics())
-    return metrics, tags
-
-
-def _evaluate(
-    prepared: PreparedTrial,
-    inputs: TrialInputs,
-    history: list[EpochRecord],
-    metrics: dict[str, float],
-    predictions: list[int],
-) -> bool:
-    """val (reusing the last epoch's validation when it ran) and test (its per-image predictions
-    into ``predictions``); True if val was re-run."""
-    cfg, device = prepared.cfg, prepared.device
-    last = history[-1] if history else None
-    rerun = last is None or last.val_acc is None or last.val_loss is None
-    if last is not None and not rerun:
-        metrics["val/acc"], metrics["val/loss"] = last.val_acc or 0.0, last.val_loss or 0.0
-    for split in ("val", "test") if rerun else ("test",):
-        loader = inputs.loader(split, batch_size=cfg.trainer.eval_batch_size, seed=cfg.seed)
-        result = evaluate(inputs.network, loader, device_type=device.kind, precision=prepared.precision)
-        metrics[f"{split}/acc"], metrics[f"{split}/loss"] = result.accuracy, result.loss
-        if split == "test":
-            predictions[:] = result.predicted
-    return rerun
-
-
-def _cost(
-    prepared: PreparedTrial,
-    outcome: FitOutcome,
-    inputs: TrialInputs | None,
-    profile: FlopProfile | None,
-    *,
-    eval_count: int,
-) -> TrialCost:
-    cache = inputs.cache if inputs is not None else None
-    steps = list(profile.step_per_sample) if profile else [0.0 for _ in prepared.model.phases]
-    if outcome.probe is not None:  # each L-BFGS objective evaluation is a full pass over the features
-        steps[0] *= outcome.probe.evaluations
-    computed = cache.computed_flops if cache else {}
-    reused = cache.reused_flops if cache else {}
-    return trial_cost(
-        fit_seconds=outcome.seconds,
-        phases=phase_work(prepared, outcome.progress.phase_samples, steps),
-        extraction_flops=computed.get("train", 0.0),
-        eval_flops=(profile.forward_per_sample * eval_count if profile else 0.0)
-        + computed.get("val", 0.0)
-        + computed.get("test", 0.0),
-        reused_extraction_flops=reused.get("train", 0.0),
-        reused_extraction_seconds=cache.reused_seconds if cache else 0.0,
-        flops_counted=profile is not None,
-        peak_memory_mb=outcome.peak_mb,
-        memory_kind=outcome.memory_kind,
-        device=prepared.device,
-    )

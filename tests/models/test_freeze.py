@@ -14,7 +14,8 @@ from tlbench.models.freeze import (
     validate_depth,
 )
 from tlbench.models.network import build_model
-from tlbench.training.fit import fit
+from tlbench.training.fit import Fit
+from tlbench.training.inputs import trial_inputs
 from tlbench.training.prepare import prepare
 
 CLASSES = ("a", "b", "c")
@@ -114,7 +115,10 @@ def test_training_leaves_frozen_weights_and_bn_statistics_unchanged(depth: int) 
     frozen_prefixes = {n.rsplit(".", 1)[0] for n in frozen_names}
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     head_before = [p.clone() for p in prepared.model.network.head.parameters()]
-    outcome = fit(prepared)
+    fitting = Fit(prepared)
+    with fitting:
+        fitting.run(trial_inputs(prepared))
+    outcome = fitting.outcome()
     assert outcome.status == "completed"
     after = backbone.state_dict()
     for key, value in before.items():

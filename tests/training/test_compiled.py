@@ -28,7 +28,7 @@ def _callback(
 ) -> tuple[CompiledTraining, SimpleNamespace]:
     trainer_cfg = TrainerConfig(batch_size=4, compile="auto", compile_after_steps=3, **cfg)  # type: ignore[arg-type]
     net = nn.Linear(3, 2)
-    cb = CompiledTraining(net, trainer_cfg, device_kind="cpu")
+    cb = CompiledTraining(trainer_cfg, device_kind="cpu", network=net)
     cb._eager_steps = [eager_step_s] * 3
     fake = SimpleNamespace(estimated_stepping_batches=steps_total, global_step=3)
     return cb, fake
@@ -66,8 +66,8 @@ def test_compile_cost_override_changes_the_decision() -> None:
 
 
 def test_compile_modes_are_checked_and_yaml_booleans_accepted() -> None:
-    assert compile_callback(nn.Linear(1, 1), TrainerConfig(compile="false"), device_kind="cpu") is None
-    assert compile_callback(nn.Linear(1, 1), TrainerConfig(compile="True"), device_kind="cpu") is not None
+    assert compile_callback(TrainerConfig(compile="false"), device_kind="cpu") is None
+    assert compile_callback(TrainerConfig(compile="True"), device_kind="cpu") is not None
     assert load_config(["trainer.compile=false"]).trainer.compile in ("false", "False")
     with pytest.raises(ConfigError, match=r"trainer\.compile must be auto, true or false"):
         load_config(["trainer.compile=sometimes"])

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 from tlbench.errors import ConfigError
+from tlbench.strategies import strategy
 
 
 class WeightsSource(str, Enum):
@@ -22,6 +23,8 @@ class WeightsSource(str, Enum):
 
 
 class StrategyName(str, Enum):
+    """The names Hydra accepts for ``strategy.name``; :mod:`tlbench.strategies` defines each one."""
+
     scratch = "scratch"
     linear_probe = "linear_probe"
     partial = "partial"
@@ -197,17 +200,18 @@ class StrategyConfig:
     class_map: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.name == StrategyName.partial:
+        spec = strategy(self.name)
+        if spec.freeze == "config":
             _require(
                 self.freeze_depth is not None,
-                "strategy=partial needs strategy.freeze_depth=k (leading groups to freeze)",
+                f"strategy={spec.name} needs strategy.freeze_depth=k (leading groups to freeze)",
             )
         if self.freeze_depth is not None:
             _require(self.freeze_depth >= 0, f"strategy.freeze_depth must be >= 0, got {self.freeze_depth}")
-        if self.name == StrategyName.as_is:
+        if spec.needs_class_map:
             _require(
                 bool(self.class_map),
-                "strategy=as_is needs strategy.class_map: {target_class: [source class, ...]}",
+                f"strategy={spec.name} needs strategy.class_map: {{target_class: [source class, ...]}}",
             )
 
 
@@ -356,7 +360,7 @@ class RunConfig:
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags (e.g. set by the sweep driver)
 
     def __post_init__(self) -> None:
-        _require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        _require(0 <= self.seed < 2**32, f"seed must be in [0, 2**32), got {self.seed}")
 
 
 def as_plain_dict(value: Any) -> Any:

@@ -6,6 +6,7 @@ On a GPU these are GPU-hours; the ``device`` tag says which device they were spe
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,3 +90,13 @@ def device_hours(fit_seconds: float, device_count: int) -> float:
     if fit_seconds < 0 or device_count < 1:
         raise ValueError(f"invalid {fit_seconds=} or {device_count=}")
     return fit_seconds * device_count / 3600.0
+
+
+def autocast_context(device_type: str, precision: str) -> contextlib.AbstractContextManager[object]:
+    """Mixed precision matching the training precision (a no-op for fp32), for forward passes outside
+    Lightning (feature extraction, evaluation)."""
+    if precision.startswith("bf16"):
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device_type=device_type, dtype=torch.float16)
+    return contextlib.nullcontext()

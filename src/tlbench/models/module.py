@@ -13,6 +13,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
 
 from tlbench.config.schema import OptimizerConfig, ScheduleConfig
 from tlbench.errors import DivergedError
@@ -76,7 +78,7 @@ class TransferModule(L.LightningModule):
         steps_per_epoch: int,
         check_every_step: bool,
         on_epoch_end: Callable[[EpochRecord], None] | None = None,
-        num_classes: int | None = None,
+        num_classes: int,
         keep_norm_stats: bool = False,
     ) -> None:
         super().__init__()
@@ -92,16 +94,17 @@ class TransferModule(L.LightningModule):
         self.on_epoch_end = on_epoch_end  # e.g. per-epoch metrics to the tracker
         self.keep_norm_stats = keep_norm_stats  # BatchNorm normalises with running statistics (lp_ft)
         # above this mean epoch loss the run has diverged (None: only non-finite losses count)
-        self.exploded_loss = (
-            EXPLODED_LOSS_FACTOR * math.log(num_classes) if num_classes and num_classes > 1 else None
-        )
+        self.exploded_loss = EXPLODED_LOSS_FACTOR * math.log(num_classes) if num_classes > 1 else None
         self.progress = FitProgress(phase_samples=[0] * len(self.phases))
         self._phase_index = 0
+        # The first phase's freeze, before the optimizer sees which parameters train (lp_ft: the
+        # fine-tune unfreezes what the probe kept frozen).
+        set_frozen(backbone, groups, self.phases[0].freeze_depth)
         self._epoch_loss = torch.zeros(())
         self._epoch_seen = 0
-        self._val_correct = torch.zeros((), dtype=torch.long)
-        self._val_loss = torch.zeros(())
-        self._val_seen = 0
+        # Registered submodules: Lightning moves them to the device; no NaN check, so no per-step sync.
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.val_loss = MeanMetric(nan_strategy="disable")
         self._fit_start = time.perf_counter()
         self._pending_val: tuple[float, float] | None = None  # (acc, loss) of this epoch's validation
 
@@ -114,6 +117,9 @@ class TransferModule(L.LightningModule):
                 return index
         return len(self.phases) - 1
 
+    # Phases and frozen BatchNorm stay here, not in Lightning's BaseFinetuning: lp_ft's first phase is
+    # an L-BFGS probe outside the loop, unfrozen parameters are in the optimizer from the start, and
+    # its frozen BatchNorm (track_running_stats=False) normalises with batch statistics, not running ones.
     def train(self, mode: bool = True) -> TransferModule:
         super().train(mode)
         if mode:
@@ -154,25 +160,24 @@ class TransferModule(L.LightningModule):
             )
         return loss
 
-    def on_validation_epoch_start(self) -> None:
-        self._val_correct = torch.zeros((), dtype=torch.long, device=self.device)
-        self._val_loss = torch.zeros((), device=self.device)
-        self._val_seen = 0
-
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self.network(x).float()
-        self._val_correct += (logits.argmax(dim=1) == y).sum()
-        self._val_loss += F.cross_entropy(logits, y, reduction="sum")
-        self._val_seen += int(y.shape[0])
+        self.val_accuracy.update(logits, y)
+        self.val_loss.update(F.cross_entropy(logits, y), weight=y.shape[0])
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_seen == 0 or self.trainer.sanity_checking:
+        if self.val_accuracy.update_count == 0 or self.trainer.sanity_checking:
             return
-        acc = float(self._val_correct) / self._val_seen
+        acc, loss = float(self.val_accuracy.compute()), float(self.val_loss.compute())
+        self.val_accuracy.reset()
+        self.val_loss.reset()
         self.log("val/acc", acc, prog_bar=True)
-        self._pending_val = (acc, float(self._val_loss) / self._val_seen)
+        self._pending_val = (acc, loss)
 
+    # Divergence is checked here, not with Lightning's EarlyStopping(check_finite, divergence_threshold):
+    # that stops the fit as a success (the trial must be recorded failed with the reason), needs the
+    # loss logged (a device sync) every step, and checks only at epoch ends (a CPU step check stops sooner).
     def on_train_epoch_end(self) -> None:
         train_loss = float(self._epoch_loss) / max(1, self._epoch_seen)
         if not math.isfinite(train_loss):

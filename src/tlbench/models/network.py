@@ -8,12 +8,30 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from tlbench.config.schema import ProbeSolver, RunConfig, StrategyName, WeightsSource
+from tlbench.config.schema import HeadConfig, HeadType, ProbeSolver, RunConfig, WeightsSource
 from tlbench.errors import ConfigError
 from tlbench.models.backbone import create_backbone
 from tlbench.models.class_map import ClassMapHead, resolve_class_map
 from tlbench.models.freeze import ParamGroups, backbone_groups, set_frozen, validate_depth
-from tlbench.models.heads import create_head
+from tlbench.strategies import FINETUNE_PHASE, PROBE_PHASE, strategy
+
+
+def create_head(cfg: HeadConfig, *, in_features: int, num_classes: int) -> nn.Module:
+    """A new classifier on pooled features: a linear layer, or a small MLP (Linear-GELU-Dropout-Linear),
+    with dropout in front."""
+    layers: list[nn.Module] = []
+    if cfg.dropout > 0:
+        layers.append(nn.Dropout(cfg.dropout))
+    if cfg.type == HeadType.linear:
+        layers.append(nn.Linear(in_features, num_classes))
+    else:
+        layers += [
+            nn.Linear(in_features, cfg.hidden_dim),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden_dim, num_classes),
+        ]
+    return nn.Sequential(*layers)
 
 
 class TransferNetwork(nn.Module):
@@ -47,22 +65,6 @@ class TrainPhase:
         return self.solver == "sgd"
 
 
-@dataclass(frozen=True)
-class StrategySpec:
-    pretrained: bool  # False: random init whatever backbone.weights says
-    trains: bool  # False: as_is, the pretrained classifier used without training
-
-
-STRATEGIES: dict[StrategyName, StrategySpec] = {
-    StrategyName.scratch: StrategySpec(pretrained=False, trains=True),
-    StrategyName.linear_probe: StrategySpec(pretrained=True, trains=True),
-    StrategyName.partial: StrategySpec(pretrained=True, trains=True),
-    StrategyName.full_finetune: StrategySpec(pretrained=True, trains=True),
-    StrategyName.lp_ft: StrategySpec(pretrained=True, trains=True),
-    StrategyName.as_is: StrategySpec(pretrained=True, trains=False),
-}
-
-
 @dataclass
 class BuiltModel:
     network: TransferNetwork
@@ -85,39 +87,37 @@ class BuiltModel:
 
 def _probe_phase(cfg: RunConfig, depth: int) -> TrainPhase:
     if cfg.strategy.probe.solver == ProbeSolver.sgd:
-        return TrainPhase("linear_probe", depth, cfg.trainer.epochs)
+        return TrainPhase(PROBE_PHASE, depth, cfg.trainer.epochs)
     if cfg.data.augment:
         raise ConfigError(
             f"strategy={cfg.strategy.name.value} fits its probe by L-BFGS on fixed features, which "
             "data.augment=true would change every epoch: set strategy.probe.solver=sgd, or data.augment=false"
         )
-    return TrainPhase("linear_probe", depth, 0, solver="lbfgs")
+    return TrainPhase(PROBE_PHASE, depth, 0, solver="lbfgs")
 
 
 def plan_phases(cfg: RunConfig, groups: ParamGroups) -> tuple[TrainPhase, ...]:
-    """The strategy as a sequence of (freeze depth, epochs, solver) phases.
+    """The strategy (:mod:`tlbench.strategies`) as a sequence of (freeze depth, epochs, solver) phases.
 
     ``linear_probe``: the head fitted to convergence (or ``epochs`` of SGD with probe.solver=sgd).
     ``lp_ft`` (Kumar et al., 2022): that probe, then every layer fine-tuned for ``epochs``.
     """
-    strategy, epochs, n = cfg.strategy, cfg.trainer.epochs, groups.depth
-    name = strategy.name
-    if name == StrategyName.as_is:
+    spec, epochs = strategy(cfg.strategy.name), cfg.trainer.epochs
+    if not spec.trains:
         return ()
-    if name == StrategyName.linear_probe:
-        return (_probe_phase(cfg, n),)
-    if name == StrategyName.lp_ft:
-        return (_probe_phase(cfg, n), TrainPhase("finetune", 0, epochs))
-    depth = {StrategyName.scratch: 0, StrategyName.full_finetune: 0}.get(name)
-    if depth is None:  # partial
-        depth = strategy.freeze_depth if strategy.freeze_depth is not None else 0
+    if spec.probe_first:
+        probe = _probe_phase(cfg, groups.depth)
+        return (probe, TrainPhase(FINETUNE_PHASE, 0, epochs)) if spec.then_finetune else (probe,)
+    depth = {"none": 0, "all": groups.depth}.get(spec.freeze)
+    if depth is None:  # "config": strategy.freeze_depth
+        depth = cfg.strategy.freeze_depth if cfg.strategy.freeze_depth is not None else 0
         validate_depth(depth, groups, backbone_name=cfg.backbone.name)
-    return (TrainPhase(name.value, depth, epochs),)
+    return (TrainPhase(spec.name, depth, epochs),)
 
 
 def build_model(cfg: RunConfig, *, class_names: Sequence[str]) -> BuiltModel:
     """Backbone with the strategy's weights, a new head (or the class-mapped classifier), frozen."""
-    spec = STRATEGIES[cfg.strategy.name]
+    spec = strategy(cfg.strategy.name)
     backbone_cfg = cfg.backbone if spec.pretrained else replace(cfg.backbone, weights=WeightsSource.none)
     if spec.pretrained and backbone_cfg.weights == WeightsSource.none:
         raise ConfigError(

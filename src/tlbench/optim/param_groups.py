@@ -19,6 +19,9 @@ def layer_lr_multipliers(depth: int, cfg: OptimizerConfig) -> list[float]:
     return [cfg.backbone_lr_mult * cfg.layer_decay ** (depth - i) for i in range(depth)]
 
 
+# Not timm.optim.param_groups_layer_decay: it groups by the fine group_matcher (coarse=False) where
+# freeze_depth and these multipliers share the configured groups, skips frozen parameters (lp_ft's
+# fine-tune needs them in the optimizer from the start; timm #2691), and leaves the head to lr_scale.
 def build_param_groups(
     backbone: nn.Module, head: nn.Module, groups: ParamGroups, cfg: OptimizerConfig, *, include_frozen: bool
 ) -> list[dict[str, Any]]:

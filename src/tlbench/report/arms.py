@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+from tlbench.strategies import UNTRAINED
+
 ARM_FACTORS = (("backbone", "{}"), ("resolution", "{}px"))  # column, how a value is labelled
 
 
 def varying_factors(trials: pd.DataFrame) -> list[str]:
     """The arm factors that take more than one value among the trained final runs."""
-    finals = trials[(trials["role"] == "final") & (trials["strategy"] != "as_is")]
+    finals = trials[(trials["role"] == "final") & ~trials["strategy"].isin(UNTRAINED)]
     return [c for c, _ in ARM_FACTORS if c in finals and finals[c].dropna().astype(str).nunique() > 1]
 
 

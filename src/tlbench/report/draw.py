@@ -20,15 +20,9 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator, PercentFo
 
 from tlbench.report.figure_info import Panel, PlotInfo, Series
 from tlbench.report.formatting import STRATEGY_ORDER
+from tlbench.strategies import STRATEGIES
 
-STRATEGY_STYLE = {
-    "as_is": ("#7f7f7f", "X"),
-    "linear_probe": ("#1f77b4", "o"),
-    "partial": ("#2ca02c", "s"),
-    "lp_ft": ("#9467bd", "D"),
-    "full_finetune": ("#ff7f0e", "^"),
-    "scratch": ("#d62728", "v"),
-}
+STRATEGY_STYLE = {name: (s.colour, s.marker) for name, s in STRATEGIES.items()}
 _OTHER_COLOURS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173")
 _RC: Any = {  # typed loosely: matplotlib types rc keys as a Literal union
     "svg.hashsalt": "tlbench",  # stable element ids: the same data gives the same SVG

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-STRATEGY_ORDER = ("as_is", "linear_probe", "partial", "lp_ft", "full_finetune", "scratch")
+from tlbench.strategies import STRATEGIES
+
+STRATEGY_ORDER = tuple(STRATEGIES)  # the registry's order
 _SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
 

@@ -19,6 +19,8 @@ from tlbench.sweep.protocol import is_counted
 MONITOR = "val/acc"
 
 
+# Not optuna_integration.PyTorchLightningPruningCallback: it decides inside on_validation_end, before
+# the epoch's record is complete; FairPruner's protocol defers the decision to the next epoch start.
 class OptunaPruning(Callback):
     """``trial.report(val/acc, step)`` after each validation; raise :class:`TrialPruned` when told to.
 

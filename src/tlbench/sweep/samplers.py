@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -32,6 +32,60 @@ class _GridSampler(optuna.samplers.GridSampler):
         return None
 
 
+SamplerFactory = Callable[[SamplerSpec, Sequence[SearchParam], int, bool], optuna.samplers.BaseSampler]
+PrunerFactory = Callable[[PrunerSpec], optuna.pruners.BasePruner]
+
+
+def _qmc(
+    spec: SamplerSpec, params: Sequence[SearchParam], seed: int, multi: bool
+) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():  # "experimental since 3.0": a stable API by now, not news to users
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(
+            scramble=True, seed=spec.seed, warn_asynchronous_seeding=False, warn_independent_sampling=False
+        )
+
+
+def _tpe(
+    spec: SamplerSpec, params: Sequence[SearchParam], seed: int, multi: bool
+) -> optuna.samplers.BaseSampler:
+    startup = 10 if spec.n_startup_trials is None else spec.n_startup_trials  # Optuna's default
+    return optuna.samplers.TPESampler(
+        seed=seed, constant_liar=True, multivariate=multi, n_startup_trials=startup
+    )
+
+
+# name -> factory(spec, searched params, derived seed, multi-objective). Grid and QMC keep their
+# position in the study's storage and derive their order (grid shuffle, Sobol scramble) from the
+# sweep's seed, not the derived one: it must not change between the trials of a cell. It is also the
+# same for every cell, so all cells try the same candidate design (in their ranges).
+SAMPLERS: dict[str, SamplerFactory] = {
+    "tpe": _tpe,
+    "random": lambda spec, params, seed, multi: optuna.samplers.RandomSampler(seed=seed),
+    "qmc": _qmc,
+    "grid": lambda spec, params, seed, multi: _GridSampler(grid_space(params), seed=spec.seed),
+    "nsgaii": lambda spec, params, seed, multi: optuna.samplers.NSGAIISampler(seed=seed),
+}
+
+# name -> factory(spec); the resource is epochs, or 1/val_checks of a step budget (sweep.pruning),
+# and each cell has its own study, so rungs compare like with like. Every pruner but "none" is
+# wrapped in FairPruner.
+PRUNERS: dict[str, PrunerFactory] = {
+    "none": lambda spec: optuna.pruners.NopPruner(),
+    "successive_halving": lambda spec: FairPruner(
+        optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=spec.min_resource, reduction_factor=spec.reduction_factor
+        )
+    ),
+    "hyperband": lambda spec: FairPruner(
+        optuna.pruners.HyperbandPruner(min_resource=spec.min_resource, reduction_factor=spec.reduction_factor)
+    ),
+    "median": lambda spec: FairPruner(
+        optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=spec.n_warmup_steps)
+    ),
+}
+
+
 def make_sampler(
     spec: SamplerSpec,
     params: Sequence[SearchParam],
@@ -40,44 +94,9 @@ def make_sampler(
     salt: int,
     multi_objective: bool = False,
 ) -> optuna.samplers.BaseSampler:
-    seed = derived_seed(spec.seed, cell_key, salt)
-    if spec.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    # Grid and QMC keep their position in the study's storage and derive their order (grid
-    # shuffle, Sobol scramble) from the seed: it must not change between the trials of a cell. It
-    # is also the same for every cell, so all cells try the same candidate design (in their ranges).
-    if spec.name == "grid":
-        return _GridSampler(grid_space(params), seed=spec.seed)
-    if spec.name == "qmc":
-        with warnings.catch_warnings():  # "experimental since 3.0": a stable API by now, not news to users
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.QMCSampler(
-                scramble=True,
-                seed=spec.seed,
-                warn_asynchronous_seeding=False,
-                warn_independent_sampling=False,
-            )
-    if spec.name == "nsgaii":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    startup = 10 if spec.n_startup_trials is None else spec.n_startup_trials  # Optuna's default
-    return optuna.samplers.TPESampler(
-        seed=seed, constant_liar=True, multivariate=multi_objective, n_startup_trials=startup
-    )
+    """The sampler of ``spec.name`` (validated by the sweep spec against the same names)."""
+    return SAMPLERS[spec.name](spec, params, derived_seed(spec.seed, cell_key, salt), multi_objective)
 
 
 def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
-    """Resource = epochs, or budget fractions with a step budget; each cell has its own study."""
-    inner: optuna.pruners.BasePruner
-    if spec.name == "successive_halving":
-        inner = optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=spec.min_resource, reduction_factor=spec.reduction_factor
-        )
-    elif spec.name == "hyperband":
-        inner = optuna.pruners.HyperbandPruner(
-            min_resource=spec.min_resource, reduction_factor=spec.reduction_factor
-        )
-    elif spec.name == "median":
-        inner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=spec.n_warmup_steps)
-    else:
-        return optuna.pruners.NopPruner()
-    return FairPruner(inner)
+    return PRUNERS[spec.name](spec)

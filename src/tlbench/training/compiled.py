@@ -66,8 +66,10 @@ class CompileDecision:
 class CompiledTraining(Callback):
     """Run a network's full training batches through ``torch.compile`` (see the module docstring)."""
 
-    def __init__(self, network: nn.Module, trainer_cfg: TrainerConfig, *, device_kind: str) -> None:
-        self.network = network
+    def __init__(
+        self, trainer_cfg: TrainerConfig, *, device_kind: str, network: nn.Module | None = None
+    ) -> None:
+        self._network = network  # None: the LightningModule's ``network``, taken when the fit starts
         self.cfg = trainer_cfg
         self.decision = CompileDecision(mode=compile_mode(trainer_cfg))
         cost = trainer_cfg.compile_cost_s
@@ -78,6 +80,20 @@ class CompiledTraining(Callback):
         self._started: float | None = None
         self._active = False
         self._first_compiled: float | None = None
+
+    @property
+    def network(self) -> nn.Module:
+        if self._network is None:
+            raise RuntimeError("CompiledTraining: no network yet (the fit has not started)")
+        return self._network
+
+    @network.setter
+    def network(self, network: nn.Module) -> None:
+        self._network = network
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if self._network is None:
+            self._network = pl_module.network
 
     # -- the decision ------------------------------------------------------------------------------
 
@@ -145,9 +161,7 @@ class CompiledTraining(Callback):
             self.decision.reason = "auto: not compiled, too few full training batches to measure"
 
 
-def compile_callback(
-    network: nn.Module, trainer_cfg: TrainerConfig, *, device_kind: str
-) -> CompiledTraining | None:
+def compile_callback(trainer_cfg: TrainerConfig, *, device_kind: str) -> CompiledTraining | None:
     """The callback for ``trainer.compile`` true/auto; ``None`` when compiling is off or unavailable."""
     mode = compile_mode(trainer_cfg)
     if mode == "false":
@@ -155,4 +169,4 @@ def compile_callback(
     if device_kind == "mps":
         log.info("trainer.compile=%s: not on MPS, training eagerly", mode)
         return None
-    return CompiledTraining(network, trainer_cfg, device_kind=device_kind)
+    return CompiledTraining(trainer_cfg, device_kind=device_kind)

@@ -1,4 +1,4 @@
-"""Measured FLOPs of a trial's work, checked against an independent analytic count.
+"""Step 5 of a trial: its cost, from measured FLOPs (checked against an independent analytic count) and time.
 
 Per-sample counts depend only on the architecture, input shape and freeze state, so they are
 measured once per process for each such combination (a sweep's trials reuse them) and each
@@ -8,17 +8,16 @@ measurement is compared with :func:`tlbench.cost.flops_analytic.analytic_train_s
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from tlbench.cost.accounting import PhaseWork
+from tlbench.cost.accounting import PhaseWork, TrialCost, trial_cost
 from tlbench.cost.flops import measure_forward_flops, measure_train_step_flops
 from tlbench.cost.flops_analytic import analytic_train_step_flops
 from tlbench.models.freeze import keep_frozen_in_eval, set_frozen
-from tlbench.models.module import EpochRecord
+from tlbench.training.fit import FitOutcome
 from tlbench.training.inputs import TrialInputs, forget_prefix_flops
 from tlbench.training.prepare import PreparedTrial
 
@@ -119,16 +118,38 @@ def flop_profile(prepared: PreparedTrial, inputs: TrialInputs) -> FlopProfile:
     return profile
 
 
-def phase_work(
-    prepared: PreparedTrial, samples: Sequence[int], flops_per_sample: Sequence[float]
-) -> list[PhaseWork]:
-    return [
+def trial_cost_of(
+    prepared: PreparedTrial, outcome: FitOutcome, *, eval_images: int
+) -> tuple[TrialCost, str | None]:
+    """The trial's cost (``cost/*``) and the FLOP count's analytic check (None: FLOPs not counted).
+
+    ``eval_images``: images through evaluation forward passes (``evaluate_trial`` counts them).
+    """
+    inputs = outcome.inputs
+    count = prepared.cfg.trainer.count_flops
+    profile = flop_profile(prepared, inputs) if count and inputs is not None else None
+    cache = inputs.cache if inputs is not None else None
+    steps = list(profile.step_per_sample) if profile else [0.0 for _ in prepared.model.phases]
+    if outcome.probe is not None:  # each L-BFGS objective evaluation is a full pass over the features
+        steps[0] *= outcome.probe.evaluations
+    computed = cache.computed_flops if cache else {}
+    reused = cache.reused_flops if cache else {}
+    phases = [
         PhaseWork(name=phase.name, samples=n, flops_per_sample=f)
-        for phase, n, f in zip(prepared.model.phases, samples, flops_per_sample, strict=True)
+        for phase, n, f in zip(prepared.model.phases, outcome.progress.phase_samples, steps, strict=True)
     ]
-
-
-def eval_images(history: Sequence[EpochRecord], *, n_val: int, n_test: int, final_val_pass: bool) -> int:
-    """Images through evaluation forward passes: per-epoch validation, a final val (if re-run), test."""
-    val_passes = sum(1 for record in history if record.val_acc is not None) + int(final_val_pass)
-    return val_passes * n_val + n_test
+    cost = trial_cost(
+        fit_seconds=outcome.seconds,
+        phases=phases,
+        extraction_flops=computed.get("train", 0.0),
+        eval_flops=(profile.forward_per_sample * eval_images if profile else 0.0)
+        + computed.get("val", 0.0)
+        + computed.get("test", 0.0),
+        reused_extraction_flops=reused.get("train", 0.0),
+        reused_extraction_seconds=cache.reused_seconds if cache else 0.0,
+        flops_counted=profile is not None,
+        peak_memory_mb=outcome.peak_mb,
+        memory_kind=outcome.memory_kind,
+        device=prepared.device,
+    )
+    return cost, profile.check if profile is not None else None

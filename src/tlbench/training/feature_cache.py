@@ -130,6 +130,3 @@ class FeatureCache:
                 break
             total -= path.stat().st_size
             path.unlink(missing_ok=True)
-
-    def clear_memory(self) -> None:
-        self._memory.clear()

@@ -1,4 +1,8 @@
-"""The fit phase: a lean Lightning Trainer (no checkpoints, sanity validation or logger) under the meter."""
+"""Step 3 of a trial: the fit, timed; a lean Lightning Trainer (no checkpoints, sanity validation or logger).
+
+The converged probe (L-BFGS on frozen features) runs first when the strategy has one; the loop
+phases (``lp_ft``'s fine-tune, every other strategy) then run in Lightning on the trial's inputs.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,19 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from types import TracebackType
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from tlbench.config.schema import RunConfig, StrategyName
 from tlbench.cost.meter import FitMeter
 from tlbench.errors import TrialFailed, TrialPruned
-from tlbench.models.freeze import set_frozen
 from tlbench.models.module import EpochRecord, FitProgress, TransferModule
+from tlbench.strategies import PROBE_PHASE, strategy
 from tlbench.training.compiled import CompileDecision, compile_callback
-from tlbench.training.inputs import TrialInputs, image_inputs, trial_inputs
+from tlbench.training.inputs import TrialInputs
 from tlbench.training.prepare import PreparedTrial
 from tlbench.training.probe import ProbeFit, fit_probe
 
@@ -60,10 +64,6 @@ class FitOutcome:
     compile: CompileDecision | None = None  # trainer.compile's decision (None: off, or nothing trained)
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
-
-
 def release_memory(on_gpu: bool = True) -> None:
     """Collect what a finished or failed trial left behind (an exception's frames hold activations)
     and return the CUDA allocator's cached blocks: after an out-of-memory error, and between the
@@ -78,6 +78,7 @@ def build_module(
 ) -> TransferModule:
     cfg, model = prepared.cfg, prepared.model
     steps_per_epoch = len(inputs.loader("train", batch_size=cfg.trainer.batch_size, seed=cfg.seed))
+    keep_norm_stats = cfg.strategy.keep_norm_stats
     return TransferModule(
         inputs.network,
         backbone=model.network.backbone,
@@ -90,15 +91,10 @@ def build_module(
         check_every_step=not prepared.device.is_gpu,
         on_epoch_end=on_epoch_end,
         num_classes=prepared.splits.num_classes,
-        keep_norm_stats=keep_norm_stats(cfg),
+        keep_norm_stats=strategy(cfg.strategy.name).keep_norm_stats
+        if keep_norm_stats is None
+        else keep_norm_stats,
     )
-
-
-def keep_norm_stats(cfg: RunConfig) -> bool:
-    """``strategy.keep_norm_stats``, defaulting to true for lp_ft only."""
-    if cfg.strategy.keep_norm_stats is not None:
-        return cfg.strategy.keep_norm_stats
-    return cfg.strategy.name == StrategyName.lp_ft
 
 
 def build_trainer(prepared: PreparedTrial, callbacks: Sequence[Callback]) -> L.Trainer:
@@ -128,7 +124,7 @@ def build_trainer(prepared: PreparedTrial, callbacks: Sequence[Callback]) -> L.T
 def _probe_record(probe: ProbeFit, seconds: float) -> EpochRecord:
     return EpochRecord(
         epoch=0,
-        phase="linear_probe",
+        phase=PROBE_PHASE,
         train_loss=probe.train_loss,
         val_acc=probe.val_acc,
         val_loss=probe.val_loss,
@@ -136,109 +132,123 @@ def _probe_record(probe: ProbeFit, seconds: float) -> EpochRecord:
     )
 
 
-def _fit_probe(prepared: PreparedTrial, inputs: TrialInputs) -> ProbeFit:
-    """The probe phase on frozen features; its result replaces the head's initial weights."""
-    head = prepared.model.network.head
-    try:
-        return fit_probe(head, inputs.data["train"], inputs.data["val"], prepared.cfg.strategy.probe)
-    except FloatingPointError as exc:
-        raise TrialFailed(str(exc)) from None
+def _failure(exc: BaseException) -> tuple[str, bool]:
+    """(status, is an out-of-memory error) of an unexpected exception."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower():
+        return f"failed: out of memory ({str(exc).splitlines()[0][:160]})", True
+    return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}", False
 
 
-def fit(
-    prepared: PreparedTrial,
-    *,
-    callbacks: Sequence[Callback] = (),
-    on_epoch_end: Callable[[EpochRecord], None] | None = None,
-) -> FitOutcome:
-    """Train; never raises for pruning, divergence or OOM — those end in ``status``.
+class Fit:
+    """The timed fit of one trial; pruning, divergence, out of memory and Ctrl-C end in its status.
 
-    A converged probe phase (L-BFGS on the frozen features) runs first when the strategy has one;
-    the loop phases (``lp_ft``'s fine-tune, every other strategy) then run in Lightning on images
-    or on cached frozen-prefix activations.
+    Usage: ``with fitting: fitting.run(trial_inputs(prepared))``, then ``fitting.outcome()``. The
+    block is the timed fit phase (so a frozen-prefix extraction inside it is training work); the
+    Trainer is built before the clock starts. Nothing is timed for a strategy that trains nothing
+    (as_is: zero training cost by construction).
     """
-    quiet_lightning()
-    meter = FitMeter(prepared.device)
-    status, error, interrupted, oom = "completed", None, False, False
-    inputs: TrialInputs | None = None
-    module: TransferModule | None = None
-    probe: ProbeFit | None = None
-    compiled = None
-    handler = signal.getsignal(signal.SIGINT)
-    model, batch, seed = prepared.model, prepared.cfg.trainer.batch_size, prepared.cfg.seed
-    try:
-        with meter:
-            started = time.perf_counter()
-            inputs = trial_inputs(prepared)  # feature extraction is training work: inside the timer
-            if model.phases[0].solver == "lbfgs":
-                probe = _fit_probe(prepared, inputs)
-                if on_epoch_end is not None:
-                    on_epoch_end(_probe_record(probe, time.perf_counter() - started))
-            loop = model.loop_phases
-            if loop and probe is not None:  # lp_ft: fine-tune every layer from the probe's solution
-                set_frozen(model.network.backbone, model.groups, loop[0].freeze_depth)
-                features = inputs.cache
-                inputs = image_inputs(prepared, features.reason)
-                inputs.cache = features  # the probe's extraction is this trial's feature-cache use
-            if loop:
-                module = build_module(prepared, inputs, on_epoch_end)
-                compiled = compile_callback(
-                    inputs.network, prepared.cfg.trainer, device_kind=prepared.device.kind
-                )
-                trainer = build_trainer(prepared, [*callbacks, *([compiled] if compiled else [])])
-                trainer.fit(
-                    module,
-                    train_dataloaders=inputs.loader("train", batch_size=batch, seed=seed),
-                    val_dataloaders=inputs.loader(
-                        "val", batch_size=prepared.cfg.trainer.eval_batch_size, seed=seed
-                    ),
-                )
-    except TrialPruned:
-        status = "pruned"
-    except TrialFailed as exc:
-        status = f"failed: {exc.reason}"
-    except (KeyboardInterrupt, SystemExit):
-        # Lightning turns Ctrl-C into sys.exit(1) after ignoring SIGINT: restore, record, re-raise.
-        status, interrupted = "failed: interrupted", True
-    except Exception as exc:
-        if _is_oom(exc):
-            status = f"failed: out of memory ({str(exc).splitlines()[0][:160]})"
-            oom = True
-        else:
-            status, error = (
-                f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
-                exc,
+
+    def __init__(
+        self,
+        prepared: PreparedTrial,
+        *,
+        callbacks: Sequence[Callback] = (),
+        on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    ) -> None:
+        quiet_lightning()
+        self.prepared = prepared
+        self.on_epoch_end = on_epoch_end
+        trains = bool(prepared.model.phases)
+        loop = bool(prepared.model.loop_phases)
+        self.compiled = (
+            compile_callback(prepared.cfg.trainer, device_kind=prepared.device.kind) if loop else None
+        )
+        extra = [self.compiled] if self.compiled is not None else []
+        self.trainer = build_trainer(prepared, [*callbacks, *extra]) if loop else None
+        self.meter = FitMeter(prepared.device) if trains else None
+        self.status, self.interrupted = "completed", False
+        self.error: BaseException | None = None
+        self.inputs: TrialInputs | None = None
+        self.module: TransferModule | None = None
+        self.probe: ProbeFit | None = None
+        self._sigint: Any = None
+        self._started = 0.0
+
+    def __enter__(self) -> Fit:
+        self._sigint = signal.getsignal(signal.SIGINT)
+        if self.meter is not None:
+            self.meter.__enter__()
+            self._started = time.perf_counter()
+        return self
+
+    def run(self, inputs: TrialInputs) -> None:
+        """Train on ``inputs``: the probe phase, then the loop phases."""
+        self.inputs = inputs
+        model, cfg = self.prepared.model, self.prepared.cfg
+        if model.phases and not model.phases[0].in_loop:  # its result replaces the head's initial weights
+            assert inputs.features is not None  # prepare() plans extracted features for every probe
+            train, val = inputs.features["train"], inputs.features["val"]
+            self.probe = fit_probe(model.network.head, train, val, cfg.strategy.probe)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(_probe_record(self.probe, time.perf_counter() - self._started))
+        if self.trainer is not None:
+            self.module = build_module(self.prepared, inputs, self.on_epoch_end)
+            seed, batch = cfg.seed, cfg.trainer.batch_size
+            self.trainer.fit(
+                self.module,
+                train_dataloaders=inputs.loader("train", batch_size=batch, seed=seed),
+                val_dataloaders=inputs.loader("val", batch_size=cfg.trainer.eval_batch_size, seed=seed),
             )
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    if oom:
-        release_memory(prepared.device.is_gpu)
-    progress = _progress(prepared, module, probe)
-    return FitOutcome(
-        status=status,
-        progress=progress,
-        seconds=meter.seconds,
-        peak_mb=meter.peak_mb,
-        memory_kind=meter.memory_kind,
-        error=error,
-        interrupted=interrupted,
-        inputs=inputs,
-        probe=probe,
-        compile=compiled.decision if compiled is not None else None,
-    )
 
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if self.meter is not None:
+            self.meter.__exit__(exc_type, exc, tb)
+        signal.signal(signal.SIGINT, self._sigint)
+        if exc is None:
+            return False
+        if isinstance(exc, TrialPruned):
+            self.status = "pruned"
+        elif isinstance(exc, TrialFailed):
+            self.status = f"failed: {exc.reason}"
+        elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            # Lightning turns Ctrl-C into sys.exit(1) after ignoring SIGINT: record, then re-raise.
+            self.status, self.interrupted = "failed: interrupted", True
+        elif isinstance(exc, Exception):
+            self.status, oom = _failure(exc)
+            if oom:
+                release_memory(self.prepared.device.is_gpu)
+            else:
+                self.error = exc  # a bug: re-raised once the trial is recorded
+        else:
+            return False
+        return True
 
-def _progress(prepared: PreparedTrial, module: TransferModule | None, probe: ProbeFit | None) -> FitProgress:
-    """Training samples per phase of the model and the per-epoch history (the probe's fit as epoch 0)."""
-    loop = module.progress if module is not None else None
-    samples: list[int] = []
-    history: list[EpochRecord] = []
-    if prepared.model.phases and not prepared.model.phases[0].in_loop:
-        n_train = len(prepared.splits.train)
-        samples.append(n_train if probe is not None else 0)  # its FLOPs: x objective evaluations
-        if probe is not None:
-            history.append(_probe_record(probe, 0.0))
-    loop_count = len(prepared.model.loop_phases)
-    samples += loop.phase_samples if loop is not None else [0] * loop_count
-    history += loop.history if loop is not None else []
-    return FitProgress(phase_samples=samples, history=history)
+    def outcome(self) -> FitOutcome:
+        meter = self.meter
+        return FitOutcome(
+            status=self.status,
+            progress=self._progress(),
+            seconds=meter.seconds if meter else 0.0,
+            peak_mb=meter.peak_mb if meter else 0.0,
+            memory_kind=meter.memory_kind if meter else "none",
+            error=self.error,
+            interrupted=self.interrupted,
+            inputs=self.inputs,
+            probe=self.probe,
+            compile=self.compiled.decision if self.compiled is not None else None,
+        )
+
+    def _progress(self) -> FitProgress:
+        """Training samples per phase and the per-epoch history (the probe's fit as epoch 0)."""
+        model, loop = self.prepared.model, self.module.progress if self.module is not None else None
+        samples: list[int] = []
+        history: list[EpochRecord] = []
+        if model.phases and not model.phases[0].in_loop:
+            samples.append(len(self.prepared.splits.train) if self.probe else 0)  # FLOPs: x evaluations
+            if self.probe is not None:
+                history.append(_probe_record(self.probe, 0.0))
+        samples += loop.phase_samples if loop is not None else [0] * len(model.loop_phases)
+        history += loop.history if loop is not None else []
+        return FitProgress(phase_samples=samples, history=history)

@@ -1,7 +1,9 @@
-"""What the fit actually consumes: images through the whole network, or cached frozen-prefix activations.
+"""Step 2 of a trial: what the fit consumes, images through the whole network or cached frozen-prefix
+activations.
 
 A linear probe (and ``partial`` without augmentation) computes the frozen prefix once per split
-and trains only the suffix + head on the stored activations. The extraction runs inside the timed
+and trains only the suffix + head on the stored activations; ``lp_ft`` fits its probe on the
+features and fine-tunes on the images. The extraction runs inside the timed
 fit phase, so its cost is counted exactly once: by the trial that computed it. A trial that reuses
 an earlier extraction records that reuse (``feature_cache=hit``) and what it would have cost alone.
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,17 +19,16 @@ import torch
 from torch import nn
 
 from tlbench.config.schema import TrainerConfig
+from tlbench.cost.device import autocast_context
 from tlbench.cost.flops import measure_forward_flops
 from tlbench.data import InMemoryLoader, TensorSplit
 from tlbench.data.fingerprint import tensor_digest
-from tlbench.training.evaluate import autocast_context
 from tlbench.training.feature_cache import CachedFeatures, FeatureCache, content_key, module_digest
 from tlbench.training.prefix import PrefixSplit, SuffixNetwork
-from tlbench.training.prepare import PreparedTrial
+from tlbench.training.prepare import PreparedTrial, Transform
 
 log = logging.getLogger(__name__)
 
-Transform = Callable[[torch.Tensor], torch.Tensor]
 SPLITS = ("train", "val", "test")
 
 _CACHE: FeatureCache | None = None
@@ -62,13 +62,17 @@ class CacheUse:
     reused_seconds: float = 0.0
 
 
+Data = dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> (inputs, labels), on the device
+
+
 @dataclass
 class TrialInputs:
-    network: nn.Module  # what trains and is evaluated on these inputs
-    data: dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> (inputs, labels), on the device
+    network: nn.Module  # what the loop trains and what is evaluated, on ``data``
+    data: Data
     train_transform: Transform | None
     eval_transform: Transform | None
     cache: CacheUse
+    features: Data | None = None  # frozen-backbone features: what the converged probe fits on
 
     def loader(self, split: str, *, batch_size: int, seed: int) -> InMemoryLoader:
         x, y = self.data[split]
@@ -150,7 +154,7 @@ def cached_inputs(prepared: PreparedTrial, split: PrefixSplit, cache: FeatureCac
         data[name] = (entry.features.to(device), images.labels)
     use.status = {0: "miss", len(SPLITS): "hit"}.get(hits, "partial")
     network = SuffixNetwork(prepared.model.network, split.suffix)
-    return TrialInputs(network=network, data=data, train_transform=None, eval_transform=None, cache=use)
+    return TrialInputs(network, data, train_transform=None, eval_transform=None, cache=use, features=data)
 
 
 # (model key, sample shape) -> forward FLOPs of the prefix per sample. Counting costs ~0.5 s of Python
@@ -172,15 +176,23 @@ def _prefix_flops(prepared: PreparedTrial, prefix: nn.Module, split: TensorSplit
 
 
 def trial_inputs(prepared: PreparedTrial) -> TrialInputs:
-    """Decide and build the inputs; call inside the timed fit phase (extraction is training work)."""
+    """The inputs prepare() planned (``prefix_split``); build them inside the timed fit phase
+    (extraction is training work)."""
     split, reason = prepared.prefix_split, prepared.cache_reason
     if split is None:
         return image_inputs(prepared, reason)
-    trainer = prepared.cfg.trainer
+    trainer, model = prepared.cfg.trainer, prepared.model
     # Without caching, the probe still fits on extracted features: a cache that keeps nothing.
     cache = feature_cache(trainer) if trainer.cache_features else FeatureCache(max_bytes=0)
     inputs = cached_inputs(prepared, split, cache)
     if not trainer.cache_features:
         inputs.cache.status = "off"  # extracted for the probe, kept nowhere
     log.info("frozen-prefix features: %s (%s)", inputs.cache.status, reason)
+    if model.loop_phases and not model.phases[0].in_loop:  # lp_ft: the probe on features, then images
+        images = image_inputs(prepared, reason)
+        images.cache, images.features = (
+            inputs.cache,
+            inputs.features,
+        )  # the probe's extraction is this trial's
+        return images
     return inputs

@@ -7,17 +7,16 @@ MLflow run is created, so a mistyped command leaves no half-filled run behind.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import numpy as np
+import lightning as L
 import torch
 from torch import nn
 
 from tlbench.config.schema import RunConfig, TrainerConfig
 from tlbench.cost.device import DeviceInfo, resolve_device, resolve_precision
-from tlbench.data import BatchTransform, DataSplits, InMemoryLoader, TensorSplit, load_splits
+from tlbench.data import BatchTransform, DataSplits, TensorSplit, load_splits
 from tlbench.models.backbone import pretrained_input_size
 from tlbench.models.network import BuiltModel, build_model
 from tlbench.training.prefix import PrefixSplit, split_at_freeze_boundary
@@ -45,24 +44,6 @@ class PreparedTrial:
         if not self.channels_last:
             return base
         return lambda batch: base(batch).contiguous(memory_format=torch.channels_last)
-
-    def loader(self, split: TensorSplit, *, train: bool) -> InMemoryLoader:
-        trainer = self.cfg.trainer
-        return InMemoryLoader(
-            split.images,
-            split.labels,
-            batch_size=trainer.batch_size if train else trainer.eval_batch_size,
-            shuffle=train,
-            seed=self.cfg.seed,
-            transform=self.transform(train=train),
-        )
-
-
-def seed_everything(seed: int) -> None:
-    """Seed once, before anything is built (Python, NumPy, torch on every device)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _is_cnn(network: nn.Module) -> bool:
@@ -106,10 +87,11 @@ def prepare(cfg: RunConfig) -> PreparedTrial:
     cfg = resolve_defaults(cfg)
     device = resolve_device(cfg.trainer.device)
     precision = resolve_precision(cfg.trainer.precision, device)
-    seed_everything(cfg.seed)
+    L.seed_everything(cfg.seed, verbose=False)  # Python, NumPy, torch: once, before anything is built
     splits = load_splits(cfg.data, seed=cfg.seed)
     cfg = replace(cfg, trainer=training_budget(cfg.trainer, len(splits.train)))
-    seed_everything(cfg.seed)  # model init must not depend on how much randomness the data used
+    # again: model init must not depend on how much randomness the data used
+    L.seed_everything(cfg.seed, verbose=False)
     model = build_model(cfg, class_names=splits.class_names)
     target = device.torch_device
     splits = replace(

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlbench.config.schema import ProbeConfig
+from tlbench.errors import DivergedError
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def fit_probe(
         evaluations,
     )
     if not math.isfinite(train_loss):
-        raise FloatingPointError(f"linear probe diverged: training loss {train_loss}")
+        raise DivergedError(f"linear probe diverged: training loss {train_loss}")
     return ProbeFit(
         l2=l2,
         train_loss=train_loss,

@@ -1,4 +1,4 @@
-"""What a trial logs: the tracking contract's params, tags and metrics, built from plain values."""
+"""Step 6 of a trial: what it logs, the tracking contract's params, tags and metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ import torch
 
 import tlbench
 from tlbench.config.schema import RunConfig
+from tlbench.cost.accounting import TrialCost
+from tlbench.models.freeze import count_parameters
+from tlbench.strategies import PROBE_PHASE
+from tlbench.training.evaluate import TrialEvaluation
+from tlbench.training.fit import FitOutcome
 from tlbench.training.prepare import PreparedTrial
 
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "KILLED"}  # anything else ("failed: …") -> FAILED
@@ -21,7 +26,7 @@ def mlflow_status(status: str) -> str:
 def trial_params(prepared: PreparedTrial) -> dict[str, Any]:
     cfg: RunConfig = prepared.cfg
     model, splits = prepared.model, prepared.splits
-    probe = next((p for p in model.phases if p.name == "linear_probe"), None)
+    probe = next((p for p in model.phases if p.name == PROBE_PHASE), None)
     return {
         # the tracking contract
         "strategy": cfg.strategy.name.value,
@@ -74,3 +79,46 @@ def trial_tags(prepared: PreparedTrial) -> dict[str, str]:
         "python_version": platform.python_version(),
         **prepared.cfg.tags,
     }
+
+
+def trial_metrics(
+    prepared: PreparedTrial, outcome: FitOutcome, evaluation: TrialEvaluation, cost: TrialCost
+) -> dict[str, float]:
+    """The final metrics: parameters, the probe's fit, the last training loss, val/test, cost."""
+    trainable, total = count_parameters(prepared.model.network)
+    metrics: dict[str, float] = {"params/trainable": float(trainable), "params/total": float(total)}
+    probe = outcome.probe
+    if probe is not None:
+        metrics.update(
+            {
+                "probe/l2": probe.l2,
+                "probe/val_acc": probe.val_acc,
+                "probe/iterations": float(probe.iterations),
+                "probe/evaluations": float(probe.evaluations),
+                "probe/converged": float(probe.converged),
+            }
+        )
+    history = outcome.progress.history
+    if history:
+        metrics["train/loss"] = history[-1].train_loss
+    if outcome.compile is not None:  # inside cost/fit_seconds (the fit's timer), shown apart
+        metrics["cost/compile_seconds"] = outcome.compile.compile_seconds
+    metrics.update(evaluation.metrics)
+    metrics.update(cost.metrics())
+    return metrics
+
+
+def outcome_tags(prepared: PreparedTrial, outcome: FitOutcome, flops_check: str | None) -> dict[str, str]:
+    """The tags that explain the metrics: status, how memory and inputs were measured and produced."""
+    tags = {"status": outcome.status, "memory_kind": outcome.memory_kind}
+    if outcome.inputs is not None:
+        tags["feature_cache"] = outcome.inputs.cache.status
+        tags["feature_cache_reason"] = outcome.inputs.cache.reason or prepared.cache_reason
+    if flops_check is not None:
+        tags["flops_check"] = flops_check
+    if outcome.compile is not None:
+        tags["compile"] = "on" if outcome.compile.compiled else "off"
+        tags["compile_reason"] = outcome.compile.reason
+    elif prepared.model.loop_phases:
+        tags["compile"], tags["compile_reason"] = "off", "trainer.compile=false"
+    return tags

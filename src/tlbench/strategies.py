@@ -1,0 +1,61 @@
+"""The strategies: one entry per name, read by the config checks, the model builder, the fit and the report.
+
+A strategy says where the weights come from, whether anything trains, how its phases freeze the
+backbone, and how reports draw it. ``conf/strategy/<name>.yaml`` holds its default hyperparameters
+(LR, backbone LR multiplier): those are Hydra config, overridable per run, and stay there. This
+module imports nothing heavy: the report reads it without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+PROBE_PHASE = "linear_probe"  # the name of the probe phase (a strategy's, or lp_ft's first)
+FINETUNE_PHASE = "finetune"  # lp_ft's second phase: every layer trains
+
+Freeze = Literal["none", "all", "config"]  # nothing | the whole backbone | strategy.freeze_depth
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    pretrained: bool  # False: random init whatever backbone.weights says
+    trains: bool  # False: as_is, the pretrained classifier used without training
+    freeze: Freeze  # what the first (or only) phase freezes
+    colour: str  # report figures: fixed per strategy so that every figure reads the same way
+    marker: str
+    probe_first: bool = False  # the head is fitted on frozen features first (linear_probe, lp_ft)
+    then_finetune: bool = False  # after the probe, every layer trains (lp_ft)
+    keep_norm_stats: bool = False  # default of strategy.keep_norm_stats (BatchNorm on running statistics)
+    needs_class_map: bool = False  # strategy.class_map is required (as_is)
+
+
+# In report order: no training first, then from the least to the most trained.
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy("as_is", pretrained=True, trains=False, freeze="all", needs_class_map=True,
+                 colour="#7f7f7f", marker="X"),
+        Strategy("linear_probe", pretrained=True, trains=True, freeze="all", probe_first=True,
+                 colour="#1f77b4", marker="o"),
+        Strategy("partial", pretrained=True, trains=True, freeze="config", colour="#2ca02c", marker="s"),
+        # keep_norm_stats: the fine-tune starts from a probe fitted on features computed with them
+        Strategy("lp_ft", pretrained=True, trains=True, freeze="all", probe_first=True, then_finetune=True,
+                 keep_norm_stats=True, colour="#9467bd", marker="D"),
+        Strategy("full_finetune", pretrained=True, trains=True, freeze="none", colour="#ff7f0e", marker="^"),
+        Strategy("scratch", pretrained=False, trains=True, freeze="none", colour="#d62728", marker="v"),
+    )
+}  # fmt: skip
+
+
+def strategy(name: object) -> Strategy:
+    """The entry of ``name`` (a string or a ``StrategyName``)."""
+    key = str(getattr(name, "value", name))
+    if key not in STRATEGIES:
+        raise ValueError(f"unknown strategy {key!r}: known {', '.join(STRATEGIES)}")
+    return STRATEGIES[key]
+
+
+# Strategies that train nothing: no training cost, no learning curve, no arms (report.arms).
+UNTRAINED = tuple(name for name, s in STRATEGIES.items() if not s.trains)
