@@ -37,7 +37,7 @@ SWEEP_CELL_DATA = (
     "trainer.batch_size=32",
     "trainer.epochs=1",
     "trainer.min_steps=100",
-    "trainer.val_checks=8",
+    "trainer.val_checks=5",
     "schedule=warmup_cosine",
 )
 # The sweep's n=5 cells train 100 steps (50 epochs of 50 images); the bench's fine-tune and partial
