@@ -34,8 +34,18 @@ class StudyRuns:
         self.experiment_id = get_or_create_experiment(self._client, study)
 
     def tag_experiment(self, tags: Mapping[str, str]) -> None:
+        from mlflow.exceptions import MlflowException
+
         for key, value in tags.items():
-            self._client.set_experiment_tag(self.experiment_id, key, value)
+            try:
+                self._client.set_experiment_tag(self.experiment_id, key, value)
+            except MlflowException as exc:
+                # Two workers opening a fresh study tag it at the same moment: the SQL store's
+                # select-then-insert loses the race with "UNIQUE constraint failed". The row now
+                # exists, so setting it again is an update.
+                if "UNIQUE" not in str(exc).upper():
+                    raise
+                self._client.set_experiment_tag(self.experiment_id, key, value)
 
     def _search(self, filter_string: str) -> Iterator[RunInfo]:
         token = None
