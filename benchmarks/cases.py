@@ -20,8 +20,8 @@ import torch
 from benchmarks.raw_loop import raw_full_finetune
 from benchmarks.timing import Sample
 from tlbench.config import RunConfig, load_config
+from tlbench.cost.device import autocast_context
 from tlbench.run import train
-from tlbench.training.evaluate import autocast_context
 from tlbench.training.inputs import reset_feature_cache
 from tlbench.training.prepare import prepare
 

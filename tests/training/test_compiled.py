@@ -13,7 +13,7 @@ from tlbench.config.schema import TrainerConfig
 from tlbench.errors import ConfigError
 from tlbench.run import train
 from tlbench.training import compiled as compiled_mod
-from tlbench.training.compiled import CompiledTraining, compile_callback
+from tlbench.training.compiled import CompiledTraining, compile_callback, off_reason
 
 from .test_prepare import TINY  # a tiny CNN on digits: 4 full batches an epoch
 
@@ -23,12 +23,14 @@ def _fresh_process_memo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compiled_mod, "_COMPILED", set())  # as if no graph were compiled yet
 
 
+NET = nn.Linear(3, 2)  # the graph the auto rule decides about (its key: type, trainable mask, shape)
+
+
 def _callback(
     steps_total: int, eager_step_s: float, **cfg: object
 ) -> tuple[CompiledTraining, SimpleNamespace]:
     trainer_cfg = TrainerConfig(batch_size=4, compile="auto", compile_after_steps=3, **cfg)  # type: ignore[arg-type]
-    net = nn.Linear(3, 2)
-    cb = CompiledTraining(trainer_cfg, device_kind="cpu", network=net)
+    cb = CompiledTraining(trainer_cfg, device_kind="cpu")
     cb._eager_steps = [eager_step_s] * 3
     fake = SimpleNamespace(estimated_stepping_batches=steps_total, global_step=3)
     return cb, fake
@@ -38,36 +40,38 @@ def test_auto_compiles_only_when_the_saving_repays_the_compile() -> None:
     x = torch.zeros(4, 3)
     # 103 steps x 1 s: 100 s left, saving 100 * (1 - 1/1.6) = 37.5 s < 150 s -> eager, and why
     short, fake = _callback(103, 1.0)
-    short._auto(x, fake)
+    short._auto(NET, x, fake)
     assert not short.decision.compiled and short.decision.reason.startswith("auto: not compiled")
     # 1003 steps: 1000 s left, saving 375 s > 150 s -> compile
     long, fake = _callback(1003, 1.0)
-    long._auto(x, fake)
+    long._auto(NET, x, fake)
     assert long.decision.compiled and "saving 375 s vs compile 150 s" in long.decision.reason
 
 
 def test_auto_counts_a_graph_this_process_compiled_as_almost_free() -> None:
     x = torch.zeros(4, 3)
     first, fake = _callback(103, 1.0)  # 37.5 s saving: not worth a cold compile
-    first._auto(x, fake)
+    first._auto(NET, x, fake)
     assert not first.decision.compiled
-    compiled_mod._COMPILED.add(compiled_mod.graph_key(first.network, x))
+    compiled_mod._COMPILED.add(compiled_mod.graph_key(NET, x))
     again, fake = _callback(103, 1.0)
-    again.network = first.network
-    again._auto(x, fake)
+    again._auto(NET, x, fake)
     assert again.decision.compiled and "already compiled in this process" in again.decision.reason
 
 
 def test_compile_cost_override_changes_the_decision() -> None:
     x = torch.zeros(4, 3)
     cb, fake = _callback(103, 1.0, compile_cost_s=10.0)  # 37.5 s saving > 10 s
-    cb._auto(x, fake)
+    cb._auto(NET, x, fake)
     assert cb.decision.compiled
 
 
 def test_compile_modes_are_checked_and_yaml_booleans_accepted() -> None:
     assert compile_callback(TrainerConfig(compile="false"), device_kind="cpu") is None
     assert compile_callback(TrainerConfig(compile="True"), device_kind="cpu") is not None
+    assert compile_callback(TrainerConfig(compile="auto"), device_kind="mps") is None
+    assert off_reason(TrainerConfig(compile="auto"), device_kind="mps") == "trainer.compile=auto: not on MPS"
+    assert off_reason(TrainerConfig(compile="false"), device_kind="cpu") == "trainer.compile=false"
     assert load_config(["trainer.compile=false"]).trainer.compile in ("false", "False")
     with pytest.raises(ConfigError, match=r"trainer\.compile must be auto, true or false"):
         load_config(["trainer.compile=sometimes"])

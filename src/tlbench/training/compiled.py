@@ -66,10 +66,7 @@ class CompileDecision:
 class CompiledTraining(Callback):
     """Run a network's full training batches through ``torch.compile`` (see the module docstring)."""
 
-    def __init__(
-        self, trainer_cfg: TrainerConfig, *, device_kind: str, network: nn.Module | None = None
-    ) -> None:
-        self._network = network  # None: the LightningModule's ``network``, taken when the fit starts
+    def __init__(self, trainer_cfg: TrainerConfig, *, device_kind: str) -> None:
         self.cfg = trainer_cfg
         self.decision = CompileDecision(mode=compile_mode(trainer_cfg))
         cost = trainer_cfg.compile_cost_s
@@ -79,63 +76,47 @@ class CompiledTraining(Callback):
         self._eager_steps: list[float] = []
         self._started: float | None = None
         self._active = False
-        self._first_compiled: float | None = None
-
-    @property
-    def network(self) -> nn.Module:
-        if self._network is None:
-            raise RuntimeError("CompiledTraining: no network yet (the fit has not started)")
-        return self._network
-
-    @network.setter
-    def network(self, network: nn.Module) -> None:
-        self._network = network
-
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        if self._network is None:
-            self._network = pl_module.network
 
     # -- the decision ------------------------------------------------------------------------------
 
-    def _compile(self, x: torch.Tensor, reason: str) -> None:
-        key = graph_key(self.network, x)
-        self._compiled = torch.compile(self.network._call_impl, dynamic=False)
+    def _compile(self, network: nn.Module, x: torch.Tensor, reason: str) -> None:
+        key = graph_key(network, x)
+        self._compiled = torch.compile(network._call_impl, dynamic=False)
         self._shape = tuple(x.shape)
         self.decision.compiled = True
         self.decision.reason = reason
         _COMPILED.add(key)
         log.info("compiling the training step (%s)", reason)
 
-    def _auto(self, x: torch.Tensor, trainer: Any) -> None:
+    def _auto(self, network: nn.Module, x: torch.Tensor, trainer: Any) -> None:
         per_step = statistics.median(self._eager_steps)
         total = int(trainer.estimated_stepping_batches)
         remaining = max(0, total - int(trainer.global_step)) * per_step
-        warm = graph_key(self.network, x) in _COMPILED
+        warm = graph_key(network, x) in _COMPILED
         cost = _WARM_COST_S if warm else self.cost_s
         saving = remaining * (1.0 - 1.0 / self.cfg.compile_speedup)
         what = f"{remaining:.0f} s of eager steps left, saving {saving:.0f} s vs compile {cost:.0f} s"
         what += " (graph already compiled in this process)" if warm else ""
         if saving > cost:
-            self._compile(x, f"auto: {what}")
+            self._compile(network, x, f"auto: {what}")
         else:
             self.decision.reason = f"auto: not compiled, {what}"
 
-    # -- Lightning hooks ---------------------------------------------------------------------------
+    # -- Lightning hooks: the network is the LightningModule's (TransferModule.network) -------------
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        x = batch[0]
-        mode = self.decision.mode
-        if mode == "true" and self._compiled is None and self._shape is None:
-            self._compile(x, "trainer.compile=true")
+        x, network, mode = batch[0], pl_module.network, self.decision.mode
+        if mode == "true" and self._compiled is None:
+            self._compile(network, x, "trainer.compile=true")
         elif (
             mode == "auto"
-            and self._shape is None
+            and self._compiled is None
             and not self.decision.reason
             and len(self._eager_steps) >= self.cfg.compile_after_steps
         ):
-            self._auto(x, trainer)
+            self._auto(network, x, trainer)
         self._active = self._compiled is not None and tuple(x.shape) == self._shape
-        self.network._compiled_call_impl = self._compiled if self._active else None
+        network._compiled_call_impl = self._compiled if self._active else None
         self._started = time.perf_counter()
 
     def on_train_batch_end(
@@ -149,10 +130,10 @@ class CompiledTraining(Callback):
             self.decision.step_seconds.append(seconds)
         elif self._compiled is None and len(batch[0]) == self.cfg.batch_size:
             self._eager_steps.append(seconds)  # full eager batches: the base the auto rule extrapolates
-        self.network._compiled_call_impl = None  # validation and evaluation stay eager
+        pl_module.network._compiled_call_impl = None  # validation and evaluation stay eager
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        self.network._compiled_call_impl = None
+        pl_module.network._compiled_call_impl = None
         steps = self.decision.step_seconds
         if steps:
             typical = statistics.median(steps[1:]) if len(steps) > 1 else 0.0
@@ -161,12 +142,20 @@ class CompiledTraining(Callback):
             self.decision.reason = "auto: not compiled, too few full training batches to measure"
 
 
-def compile_callback(trainer_cfg: TrainerConfig, *, device_kind: str) -> CompiledTraining | None:
-    """The callback for ``trainer.compile`` true/auto; ``None`` when compiling is off or unavailable."""
+def off_reason(trainer_cfg: TrainerConfig, *, device_kind: str) -> str | None:
+    """Why a trial trains eagerly whatever it measures (the ``compile_reason`` tag); None: it may compile."""
     mode = compile_mode(trainer_cfg)
     if mode == "false":
-        return None
+        return "trainer.compile=false"
     if device_kind == "mps":
-        log.info("trainer.compile=%s: not on MPS, training eagerly", mode)
+        return f"trainer.compile={mode}: not on MPS"
+    return None
+
+
+def compile_callback(trainer_cfg: TrainerConfig, *, device_kind: str) -> CompiledTraining | None:
+    """The callback for ``trainer.compile`` true/auto; ``None`` when compiling is off or unavailable."""
+    reason = off_reason(trainer_cfg, device_kind=device_kind)
+    if reason is not None:
+        log.info("training eagerly (%s)", reason)
         return None
     return CompiledTraining(trainer_cfg, device_kind=device_kind)

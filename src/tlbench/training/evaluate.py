@@ -13,8 +13,6 @@ from tlbench.cost.device import autocast_context
 from tlbench.training.fit import FitOutcome
 from tlbench.training.prepare import PreparedTrial
 
-__all__ = ["EvalResult", "TrialEvaluation", "autocast_context", "evaluate", "evaluate_trial"]
-
 
 @dataclass(frozen=True)
 class EvalResult:

@@ -190,9 +190,7 @@ def trial_inputs(prepared: PreparedTrial) -> TrialInputs:
     log.info("frozen-prefix features: %s (%s)", inputs.cache.status, reason)
     if model.loop_phases and not model.phases[0].in_loop:  # lp_ft: the probe on features, then images
         images = image_inputs(prepared, reason)
-        images.cache, images.features = (
-            inputs.cache,
-            inputs.features,
-        )  # the probe's extraction is this trial's
+        images.cache = inputs.cache  # the probe's extraction is this trial's feature-cache use
+        images.features = inputs.features
         return images
     return inputs

@@ -12,6 +12,7 @@ from tlbench.config.schema import RunConfig
 from tlbench.cost.accounting import TrialCost
 from tlbench.models.freeze import count_parameters
 from tlbench.strategies import PROBE_PHASE
+from tlbench.training.compiled import off_reason
 from tlbench.training.evaluate import TrialEvaluation
 from tlbench.training.fit import FitOutcome
 from tlbench.training.prepare import PreparedTrial
@@ -120,5 +121,6 @@ def outcome_tags(prepared: PreparedTrial, outcome: FitOutcome, flops_check: str 
         tags["compile"] = "on" if outcome.compile.compiled else "off"
         tags["compile_reason"] = outcome.compile.reason
     elif prepared.model.loop_phases:
-        tags["compile"], tags["compile_reason"] = "off", "trainer.compile=false"
+        reason = off_reason(prepared.cfg.trainer, device_kind=prepared.device.kind)
+        tags["compile"], tags["compile_reason"] = "off", reason or ""
     return tags
