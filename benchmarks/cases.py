@@ -115,12 +115,18 @@ class Plan:
     finetune_repeats: int = 4
     budget_s: float = 14 * 60.0
     threads: int | None = None  # torch intra-op threads for every run (None: torch's default)
+    # Overrides added to the base of every trial case (finetune, eager, probe, partial), before each
+    # ratio's own settings (``EAGER``, ``cache_features=false``), which still apply on top: e.g.
+    # ``trainer.channels_last=false`` measures every ratio on the old NCHW kernels. The sweep step
+    # keeps its sweep file's base.
+    base_overrides: tuple[str, ...] = ()
 
     def overrides(self, case: str, *extra: str, warmup: bool = False) -> list[str]:
         """Overrides of one run of ``case`` (finetune | probe | partial)."""
         threads = [f"trainer.num_threads={self.threads}"] if self.threads else []
         base: tuple[str, ...] = getattr(self, case)
-        return [*base, *COMMON, *threads, *extra, *(self.warmup.get(case, ()) if warmup else ())]
+        warm = self.warmup.get(case, ()) if warmup else ()
+        return [*base, *self.base_overrides, *COMMON, *threads, *extra, *warm]
 
 
 @dataclass(frozen=True)

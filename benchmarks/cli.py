@@ -58,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
         help="torch threads per run; 0 = auto (1 on a CPU-only machine, torch's default with a GPU)",
     )
     parser.add_argument("--only", nargs="+", choices=STEPS, default=list(STEPS), help="measure only these")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override for every trial case (repeatable; e.g. --set trainer.channels_last=false); "
+        "each ratio's own settings still apply on top, the sweep step keeps its sweep file's base",
+    )
     parser.add_argument("--keep-workdir", action="store_true", help="keep the temporary MLflow/Optuna stores")
     return parser
 
@@ -86,8 +95,13 @@ def _main(argv: Sequence[str]) -> int:
         finetune_repeats=args.finetune_repeats,
         budget_s=args.budget_min * 60.0,
         threads=auto_threads(args.threads or None),
+        base_overrides=tuple(args.overrides),
     )
     plan = replace(plan, sweep=replace(plan.sweep, repeats=args.sweep_repeats))
+    if plan.base_overrides:  # a bad --set is one line now, not a failed measurement per step
+        from benchmarks.cases import config
+
+        config(plan.overrides("finetune"))
     out = Path(args.out).resolve()  # the bench runs in a temporary directory
     run_bench(plan, out=out, only=args.only, keep_workdir=args.keep_workdir)
     return 0

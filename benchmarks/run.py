@@ -77,6 +77,7 @@ def run_bench(
         f"make bench: {plan.repeats} interleaved repeats per ratio ({plan.finetune_repeats} for the "
         f"fine-tune trio), up to {plan.sweep.repeats} sweep pairs within {plan.budget_s:.0f} s; "
         f"torch threads {threads}"
+        + (f"; every trial case with {' '.join(plan.base_overrides)}" if plan.base_overrides else "")
     )
     results: list[RatioResult] = []
     try:
@@ -121,6 +122,7 @@ def run_bench(
             "max_sweep_repeats": plan.sweep.repeats,
             "budget_s": plan.budget_s,
             "threads": plan.threads,
+            "overrides": list(plan.base_overrides),
         },
         "method": "ratios are medians of per-pair ratios of interleaved runs (order rotated each repeat) "
         "after one warm-up run of each kind; spreads are over those per-pair ratios; cpu_ratio "
