@@ -125,6 +125,9 @@ def probe_ratios(plan: Plan, progress: Progress) -> list[RatioResult]:
     accuracy["equal"] = accuracy["cached_test_acc"] == accuracy["uncached_test_acc"]
     sizes = {"n_train": info["n_train"], "n_val": info["n_val"], "n_test": info["n_test"], "epochs": epochs}
     cold_overhead = cold.sample.wall_s - median([r.sample.wall_s for r in hit])
+    # What the cached trial adds to the forward pass, in seconds: model build, head training, test
+    # pass. It does not scale with the backbone's speed, so faster kernels lower both probe ratios.
+    over_floor = [h.sample.wall_s - f.sample.wall_s for h, f in zip(hit, floor, strict=True)]
     return [
         paired_ratio(
             "linear_probe_cached_speedup",
@@ -145,6 +148,8 @@ def probe_ratios(plan: Plan, progress: Progress) -> list[RatioResult]:
             floor,
             config={"trial": cached, "floor_images": floor[0].info["images"]},
             cold_flop_profile={"wall_s": cold.sample.wall_s, "overhead_over_warm_median_s": cold_overhead},
+            seconds_over_floor=spread(over_floor).as_dict(),
+            floor_seconds=spread([f.sample.wall_s for f in floor]).as_dict(),
             runs=runs_detail({"probe_cached": hit, "extraction_pass": floor}),
         ),
     ]

@@ -27,3 +27,15 @@ def test_overrides_put_warm_up_and_extras_last_so_they_win() -> None:
     assert runs[: len(plan.finetune)] == list(plan.finetune)
     assert set(COMMON) <= set(runs) and "trainer.num_threads=1" in runs
     assert runs[-1] == "trainer.epochs=1"  # Hydra: the last value of a key wins
+
+
+def test_set_overrides_change_every_case_base_but_each_ratio_settings_still_win() -> None:
+    from benchmarks.cases import EAGER
+
+    plan = Plan(base_overrides=("trainer.channels_last=false", "trainer.compile=true"))
+    for case in ("finetune", "probe", "partial"):
+        runs = plan.overrides(case)
+        assert runs[len(getattr(plan, case)) : len(getattr(plan, case)) + 2] == list(plan.base_overrides)
+    eager = plan.overrides("finetune", *EAGER)
+    # Hydra keeps the last value of a key: the eager side is still uncompiled
+    assert [o for o in eager if o.startswith("trainer.compile=")][-1] == "trainer.compile=false"

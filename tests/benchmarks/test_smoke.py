@@ -57,6 +57,12 @@ def test_bench_writes_every_ratio_with_details_and_prints_a_table(
     assert details["harness_over_raw_loop"]["same_work"]["raw_val_passes"] == 1
     probe = details["linear_probe_cached_speedup"]
     assert probe["feature_cache"] == ["miss"] and probe["theoretical_upper_bound"] > 1.0
+    # the cached trial's seconds beyond the forward pass: its wall time minus the floor's, per pair
+    over = details["linear_probe_over_one_extraction_pass"]
+    runs = over["runs"]
+    expected = runs["probe_cached"][0]["wall_s"] - runs["extraction_pass"][0]["wall_s"]
+    assert over["seconds_over_floor"]["median"] == pytest.approx(expected)
+    assert over["floor_seconds"]["median"] == pytest.approx(runs["extraction_pass"][0]["wall_s"])
     sweep = details["default_sweep_pruned_over_unpruned"]
     assert sweep["runs"][0]["unpruned"]["cells"][0]["trials"] == 2
     # the sweep's FLOPs come back from MLflow and meet the eager step's throughput in the floor ratio
@@ -95,7 +101,12 @@ def test_the_command_offers_every_step() -> None:
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"), [(["--repeats", "0"], "must be >= 1"), (["--threads", "-1"], "--threads must be")]
+    ("argv", "message"),
+    [
+        (["--repeats", "0"], "must be >= 1"),
+        (["--threads", "-1"], "--threads must be"),
+        (["--set", "trainer.chanels_last=false"], "did you mean 'trainer.channels_last'"),
+    ],
 )
 def test_bad_options_are_one_line_errors(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
