@@ -38,3 +38,20 @@ def test_report_of_latest_study(mlflow_uri: str, tmp_path: Path, capsys: pytest.
     )
     assert (tmp_path / "out" / "smoke" / "report.html").is_file()
     assert main(["report", "--list"]) == 0 and capsys.readouterr().out.strip() == "smoke"
+
+
+def test_a_sweep_ends_with_the_same_report_summary_as_tlbench_report(
+    mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tlbench.commands import sweep as sweep_command
+    from tlbench.report import build
+
+    build_study(mlflow_uri, "smoke", [FakeTrial("final", "linear_probe", "10", seed=s) for s in range(2)])
+    monkeypatch.chdir(tmp_path)  # the sweep writes reports/ where it runs
+    sweep_command._build_report("smoke")
+    out = capsys.readouterr().out
+    assert "building the report" in out and "report of study 'smoke'" in out
+    # the sweep publishes its report: the summary says where, as `tlbench report` does
+    published = build.build_report("smoke", out=tmp_path / "again")
+    assert published.published_to and f"logged to MLflow parent run {published.published_to} " in out
+    assert (tmp_path / "reports" / "smoke" / "report.html").is_file()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tlbench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tlbench.report.build import ReportResult  # pandas/matplotlib at import: only for mypy here
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +52,14 @@ def main(argv: Sequence[str]) -> int:
         publish=not args.no_mlflow,
         progress=lambda message: print(f"report: {message}", flush=True),
     )
-    print(f"\nreport of study '{result.study}': {result.directory / 'report.html'}")
+    print()
+    print_result(result)
+    return 0
+
+
+def print_result(result: ReportResult) -> None:
+    """Where the report went, and its problems (``tlbench report`` and the end of ``tlbench sweep``)."""
+    print(f"report of study '{result.study}': {result.directory / 'report.html'}")
     print(f"  also: report.md, results.csv, summary.tex, figures/ in {result.directory}/")
     if result.published_to:
         print(
@@ -56,4 +67,3 @@ def main(argv: Sequence[str]) -> int:
         )
     for problem in result.problems:
         print(f"  note: {problem}")
-    return 0

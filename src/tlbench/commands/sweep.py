@@ -176,13 +176,11 @@ def _spec(args: argparse.Namespace) -> SweepSpec:
 
 
 def _build_report(study: str) -> None:
+    from tlbench.commands.report import print_result
     from tlbench.report.build import build_report  # pandas/matplotlib only when a report is due
 
     print("building the report ...", flush=True)
-    result = build_report(study, progress=lambda message: print(f"report: {message}", flush=True))
-    print(f"report of study '{result.study}': {result.directory / 'report.html'}", flush=True)
-    for problem in result.problems:
-        print(f"  note: {problem}")
+    print_result(build_report(study, progress=lambda message: print(f"report: {message}", flush=True)))
 
 
 @contextlib.contextmanager
