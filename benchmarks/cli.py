@@ -101,7 +101,8 @@ def _main(argv: Sequence[str]) -> int:
     if plan.base_overrides:  # a bad --set is one line now, not a failed measurement per step
         from benchmarks.cases import config
 
-        config(plan.overrides("finetune"))
+        for case in ("finetune", "probe", "partial"):  # a key may be valid for one strategy only
+            config(plan.overrides(case))
     out = Path(args.out).resolve()  # the bench runs in a temporary directory
     run_bench(plan, out=out, only=args.only, keep_workdir=args.keep_workdir)
     return 0

@@ -59,7 +59,7 @@ def main(argv: Sequence[str]) -> int:
 
 def print_result(result: ReportResult) -> None:
     """Where the report went, and its problems (``tlbench report`` and the end of ``tlbench sweep``)."""
-    print(f"report of study '{result.study}': {result.directory / 'report.html'}")
+    print(f"report of study '{result.study}': {result.directory / 'report.html'}", flush=True)
     print(f"  also: report.md, results.csv, summary.tex, figures/ in {result.directory}/")
     if result.published_to:
         print(
