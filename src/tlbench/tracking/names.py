@@ -1,0 +1,64 @@
+"""The tracking contract's names in one place: roles, tags, statuses, metrics, params and artifacts.
+
+Everything that writes a run and everything that reads one (the sweep, the report, the export) uses
+these constants, so a name cannot drift between the writer and its readers. Imports nothing: the
+report reads it without torch or mlflow.
+"""
+
+from __future__ import annotations
+
+# --- roles (tag ROLE) ---------------------------------------------------------------------------
+ROLE = "role"
+TUNE = "tune"  # a tuning trial of a cell, on the validation split
+FINAL = "final"  # a cell's chosen configuration on one final seed: the only runs whose test/acc is reported
+STUDY = "study"  # the study's parent run
+SCREEN = "screen"  # a zero-training screen of one backbone
+BUDGET_CHECK = "budget_check"  # a tuned configuration re-run with a larger step budget ("trained enough?")
+EXPORT = "export"  # the recommended arm retrained on train + validation and logged as a model
+
+# --- tags ---------------------------------------------------------------------------------------
+STATUS = "status"  # a trial's status: COMPLETED | PRUNED | "failed: <reason>"
+STRATEGY_TAG = "strategy"
+N_PER_CLASS_TAG = "n_per_class"
+DEVICE = "device"
+DEVICE_COUNT = "device_count"
+CELL = "cell"
+TRIAL_NUMBER = "trial_number"
+OPTUNA_STUDY = "optuna_study"
+TUNED_FROM = "tuned_from_trial"
+COLLAPSED = "collapsed"  # "true" on a trial whose result is degenerate (see COLLAPSED_PREFIX)
+COLLAPSE_REASON = "collapse_reason"
+RACE_ROUND = "race_round"  # a final run: the racing round (1, 2, ...) it was run in
+BUDGET_FACTOR = "budget_factor"  # a budget check: its step budget over the checked run's ("2")
+BASE_RUN_ID = "base_run_id"  # a budget check: the run whose budget it multiplies
+SCREEN_KEPT = "screen_kept"  # a screen run inside a study: "true" (trained) | "false" (dropped)
+SCREEN_REASON = "screen_reason"
+DEVICE_HOURS_RULE = "device_hours_rule"  # how cost/device_hours was computed on this device
+
+# --- statuses (tag STATUS) ----------------------------------------------------------------------
+COMPLETED = "completed"
+PRUNED = "pruned"
+FAILED_PREFIX = "failed: "
+COLLAPSED_PREFIX = "failed: collapsed: "  # collapse is a failure, never a finding
+
+# --- metrics ------------------------------------------------------------------------------------
+VAL_ACC = "val/acc"
+TEST_ACC = "test/acc"
+TRAIN_LOSS = "train/loss"
+TRAIN_STEPS = "train/steps"  # optimizer steps actually run (early stopping may end a fit before its budget)
+BEST_STEP = "train/best_step"  # the step whose weights were restored (best val/acc)
+DEVICE_HOURS = "cost/device_hours"  # the trial's own compute: the same alone and on a loaded machine
+FIT_SECONDS = "cost/fit_seconds"  # wall-clock seconds of the fit phase (moves with the machine's load)
+FIT_CPU_SECONDS = "cost/fit_cpu_seconds"  # process CPU seconds of the fit phase
+TRAIN_FLOPS = "cost/train_flops"
+EVAL_FLOPS = "cost/eval_flops"
+IMAGES_PER_SECOND = "cost/images_per_second"
+PEAK_MEMORY_MB = "cost/peak_memory_mb"
+PARAMS_TRAINABLE = "params/trainable"
+PARAMS_TOTAL = "params/total"
+BASE_VAL_ACC = "budget_check/base_val_acc"  # a budget check: the checked run's val/acc
+
+# --- artifacts ----------------------------------------------------------------------------------
+CONFIG_ARTIFACT = "config.yaml"
+PREDICTIONS_ARTIFACT = "predictions/test.json"  # per test image: label and predicted class, fixed order
+RACE_ARTIFACT = "race.json"  # on the study's parent run: the racing finals, arm by arm
