@@ -10,7 +10,7 @@ import yaml
 from tlbench.config.schema import StrategyName
 from tlbench.report.draw import STRATEGY_STYLE
 from tlbench.report.formatting import STRATEGY_ORDER
-from tlbench.strategies import STRATEGIES, UNTRAINED, strategy
+from tlbench.strategies import STRATEGIES, UNTRAINED, ignored_keys, strategy
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "strategy"
 
@@ -38,3 +38,23 @@ def test_lookup_accepts_the_enum_and_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="known as_is"):
         strategy("gradual")
     assert UNTRAINED == ("as_is",)
+
+
+@pytest.mark.parametrize(
+    ("name", "solver", "key", "ignored"),
+    [
+        ("linear_probe", "lbfgs", "optimizer.lr", True),  # L-BFGS has no learning rate
+        ("linear_probe", "lbfgs", "strategy.probe.l2", False),  # its one hyperparameter
+        ("linear_probe", "sgd", "optimizer.lr", False),  # the SGD probe trains at optimizer.lr
+        ("linear_probe", "sgd", "strategy.probe.l2", True),
+        ("full_finetune", "lbfgs", "strategy.probe.l2", True),  # no probe phase
+        ("full_finetune", "lbfgs", "optimizer.lr", False),
+        ("lp_ft", "lbfgs", "optimizer.lr", False),  # both phases' parameters matter
+        ("lp_ft", "lbfgs", "strategy.probe.l2", False),
+        ("as_is", "lbfgs", "optimizer.lr", True),  # trains nothing
+    ],
+)
+def test_ignored_keys(name: str, solver: str, key: str, ignored: bool) -> None:
+    # a searched key is refused exactly when one of the strategy's ignored prefixes starts it
+    prefixes = ignored_keys(name, probe_solver=solver)
+    assert any(key.startswith(p) for p in prefixes) is ignored

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from tlbench.cost.threads import passive_wait_default
 from tlbench.errors import TlbenchError
 
 # command -> (module with ``main(argv) -> int``, one-line help)
@@ -37,6 +38,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    passive_wait_default()  # before any command imports torch (its OpenMP runtime reads it once)
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in {"-h", "--help", "help"}:
         print(_usage())

@@ -33,6 +33,33 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class TrainedModel:
+    """A trained network with what it needs to classify a photo as its trial's evaluation did.
+
+    ``network`` maps normalised ``[N, 3, R, R]`` float batches to logits over ``class_names`` (eval mode,
+    on the CPU); :meth:`preprocess` turns encoded images into such a batch (decode, upright, shorter side
+    to ``resolution``, centre square, then ``(x / 255 - mean) / std``).
+    """
+
+    network: Any  # torch.nn.Module (torch is not imported at this module's top)
+    class_names: list[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resolution: int
+
+    def preprocess(self, images: Sequence[bytes]) -> Any:
+        """Encoded images (JPEG, PNG, ... bytes) -> float32 ``[N, 3, R, R]``; raises on undecodable data."""
+        import numpy as np
+        import torch
+
+        from tlbench.data import normalize
+        from tlbench.data.decode import decode_bytes
+
+        pixels = np.stack([decode_bytes(data, resolution=self.resolution) for data in images])
+        return normalize(torch.from_numpy(pixels), mean=self.mean, std=self.std)
+
+
+@dataclass
 class TrialResult:
     status: str  # completed | pruned | failed: <reason>
     metrics: dict[str, float]
@@ -41,6 +68,7 @@ class TrialResult:
     run_id: str | None
     history: list[EpochRecord] = field(default_factory=list)
     test_predictions: list[int] = field(default_factory=list)  # per test image, in the split's order
+    model: TrainedModel | None = None  # the trained network, with train(..., keep_model=True)
 
     @property
     def completed(self) -> bool:

@@ -59,3 +59,26 @@ def strategy(name: object) -> Strategy:
 
 # Strategies that train nothing: no training cost, no learning curve, no arms (report.arms).
 UNTRAINED = tuple(name for name, s in STRATEGIES.items() if not s.trains)
+
+
+# Config keys (as prefixes) that a strategy's training never reads: searching one of them spends tuning
+# trials on a parameter with no effect, so the sweep refuses it (issue 19). The linear probe fitted by
+# L-BFGS has no learning rate or schedule (its only hyperparameter is the L2 penalty); a strategy that
+# trains no probe never reads ``strategy.probe.*``; as_is trains nothing.
+_TRAINING = ("optimizer.", "schedule.")
+_PROBE = ("strategy.probe.",)
+
+
+def ignored_keys(name: str, *, probe_solver: str = "lbfgs") -> tuple[str, ...]:
+    """Prefixes of the config keys that strategy ``name`` ignores (see above)."""
+    spec = strategy(name)
+    if not spec.trains:
+        return (*_TRAINING, *_PROBE, "trainer.", "strategy.head.", "strategy.freeze_depth")
+    if not spec.probe_first:
+        return _PROBE
+    if spec.then_finetune:  # lp_ft: its probe is fitted to convergence, its fine-tune phase trains by SGD
+        return ()
+    if probe_solver == "lbfgs":
+        return _TRAINING
+    # the SGD probe trains in the loop at optimizer.lr (decay: optimizer.weight_decay), not by L-BFGS
+    return ("strategy.probe.l2", "strategy.probe.max_iter", "strategy.probe.tolerance")

@@ -107,6 +107,7 @@ class DataConfig:
     max_test_per_class: int | None = None
     split_seed: int = 0
     augment: bool = False  # random flip + pad-and-crop on training batches
+    train_on_val: bool = False  # train on train + validation (a winner's retraining for export)
     download: bool = False  # allow torchvision downloads (fashion_mnist, cifar10)
     # synthetic only
     num_classes: int = 4
@@ -291,6 +292,11 @@ class TrainerConfig:
     val_every_n_epochs: int = 1
     progress_bar: bool = False
     max_fit_seconds: float | None = None  # stop training (status still completed) after this many seconds
+    # stop once val/acc has not improved for `patience` validation checks; min_steps is then the maximum
+    # budget, and the best weights are restored before evaluation
+    early_stopping: bool = False
+    patience: int = 3
+    planned_trials: int | None = None  # compile=auto: trials this process runs on the same graph (the sweep)
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
@@ -333,6 +339,11 @@ class TrainerConfig:
         )
         _require(self.cache_max_mb >= 0, f"trainer.cache_max_mb must be >= 0, got {self.cache_max_mb}")
         _require(self.feature_cache_disk_mb >= 0, "trainer.feature_cache_disk_mb must be >= 0")
+        _require(self.patience >= 1, f"trainer.patience must be >= 1, got {self.patience}")
+        _require(
+            self.planned_trials is None or self.planned_trials >= 1,
+            f"trainer.planned_trials must be >= 1 or null, got {self.planned_trials}",
+        )
 
 
 @dataclass
