@@ -32,12 +32,12 @@ UI_PORT ?= 5000
 DASHBOARD_PORT ?= 8080
 LIVE ?=
 
-.PHONY: help setup train sweep report ui dashboard bench test test-fast lint format clean screen
+.PHONY: help setup train sweep report ui dashboard bench gpu-check test test-fast lint format clean screen
 
 help:
 	@echo "make setup | train ARGS='k=v ...' | sweep [SWEEP=name | DATA=folder [CLASS_MAP='{...}']] [ARGS='k=v ...'] [WORKERS=n] [STORAGE=url] | report [STUDY=name]"
 	@echo "make screen [DATA=folder] [BACKBONES=a,b,c] [CLASS_MAP='{ants: [ant], bees: [bee]}'] [STUDY=name]"
-	@echo "make ui [PORT=5000] | dashboard [STUDY=name] [LIVE=1] [PORT=8080] | bench [ARGS='--only eager --repeats 3'] | test | lint | clean"
+	@echo "make ui [PORT=5000] | dashboard [STUDY=name] [LIVE=1] [PORT=8080] | bench [ARGS='--only loaded --repeats 3'] | gpu-check | test | lint | clean"
 	@echo "make mlflow-server BACKEND=postgresql://… [ARTIFACTS=dir]   (see README, \"Several machines\")"
 
 # A .venv installed from another checkout that still exists: stop with a message (running its package
@@ -80,6 +80,11 @@ dashboard: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks $(ARGS)
+
+# On a machine with a GPU: the bench, a 4-workers-per-GPU scaling check and the photo study in 10 min,
+# written into docs/benchmarks.md (ARGS='--photos FOLDER --budget-min 10 --skip photos').
+gpu-check: setup
+	$(BIN)/python -m benchmarks.gpu $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
