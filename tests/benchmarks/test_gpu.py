@@ -121,3 +121,10 @@ def test_a_run_writes_the_docs_section_and_json_and_a_failed_step_does_not_stop_
         "done",
         f"skipped: no photos at {photos} (pass --photos FOLDER or set TLBENCH_DATASETS)",
     ]
+
+
+def test_the_docs_file_has_the_section_the_check_replaces() -> None:
+    # docs/benchmarks.md carries both marks in order: a run replaces its section, never appends another
+    text = (Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md").read_text()
+    assert text.count(START_MARK) == 1 and text.count(END_MARK) == 1
+    assert replace_section(text, "figures").count(START_MARK) == 1
