@@ -105,7 +105,7 @@ def loaded_result(
     hours_alone, hours_loaded = _hours(alone), _hours(loaded)
     per_pair = paired_ratios(hours_loaded, hours_alone)
     cost = spread(per_pair)
-    rules = sorted({str(r.info.get("device_hours_rule")) for r in [*alone, *loaded]})
+    rules = sorted({str(r.info.get("device_hours_rule") or "untagged") for r in [*alone, *loaded]})
     fit_ratio = [
         float(b.info["fit_seconds"]) / float(a.info["fit_seconds"])
         for a, b in zip(alone, loaded, strict=True)

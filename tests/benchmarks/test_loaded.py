@@ -55,6 +55,13 @@ def test_spinning_threads_fail_the_speed_target() -> None:
     assert trial.value == pytest.approx(3.72 / 1.12) and trial.passed is False
 
 
+def test_trials_that_tag_no_rule_are_reported_as_untagged() -> None:
+    # before the trial tags device_hours_rule, the detail says so instead of "None"
+    alone, loaded = [Run(Sample(1.0, 1.0), {"device_hours": 1.0, "fit_seconds": 1.0})], [_run(2.0, hours=2.0)]
+    _, cost = loaded_result(alone, loaded, config={})
+    assert cost.details["device_hours_rule"] == ["cpu", "untagged"]
+
+
 def test_a_run_without_logged_device_hours_is_an_error() -> None:
     with pytest.raises(ValueError, match="cost/device_hours"):
         loaded_result([_run(1.0, hours=None)], [_run(2.0, hours=1.0)], config={})

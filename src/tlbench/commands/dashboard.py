@@ -254,7 +254,13 @@ def _command(executable: str, ref: StorageRef, port: int) -> list[str]:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tlbench dashboard", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(
+        prog="tlbench dashboard",
+        description="optuna-dashboard on 127.0.0.1 for a study. By default it opens a snapshot with a "
+        "whole-sweep view (every cell's tuning trials in one Optuna study, the cells' factors as "
+        "parameters) next to a copy of each cell's study and of the finals, and prints what each study "
+        "is; run it again to refresh. --live opens the study's own storage instead (one study per cell).",
+    )
     parser.add_argument("--study", default=None, help="study name (default: the most recently run one)")
     parser.add_argument("--storage", default=None, help="Optuna storage URL (default: the study's journal)")
     parser.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
