@@ -140,3 +140,17 @@ def test_dashboard_opens_the_snapshot_or_the_live_storage_on_localhost(
     # the list of studies names each cell; the snapshot adds the whole-sweep study first
     assert "s/data.n_per_class=5,strategy=scratch" in out and f"http://127.0.0.1:{port}" in out
     assert (f"s {ALL_CELLS}" in out) is ("--live" not in argv)
+
+
+def test_a_study_without_cells_yet_opens_live(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a sweep's journal that holds nothing yet: no snapshot of nothing, the journal itself, and it says so
+    Path(".tlbench/optuna").mkdir(parents=True)
+    Path(".tlbench/optuna/new.journal").write_text("")
+    launched: list[list[str]] = []
+    monkeypatch.setattr(dashboard.os, "execv", lambda exe, command: launched.append(command))
+    monkeypatch.setattr(dashboard, "_executable", lambda: "optuna-dashboard")
+    assert dashboard.main(["--study", "new"]) == 0
+    assert launched[0][1] == ".tlbench/optuna/new.journal"
+    assert "no cells yet: opening its journal live" in capsys.readouterr().out

@@ -13,7 +13,8 @@ holding:
 
 Workers' bookkeeping (``<study>/meta``) is left out. A snapshot does not move while the sweep runs: run
 the command again to refresh it, or pass ``--live`` to open the study's own storage (one study per
-cell, updated as trials end). Both print the list of studies and what each one is.
+cell, updated as trials end; a study whose journal holds nothing yet opens that way too). Both print
+the list of studies and what each one is.
 """
 
 from __future__ import annotations
@@ -282,7 +283,14 @@ def main(argv: Sequence[str]) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     source = open_storage(ref)
     study = study or _rdb_study(source)
-    if args.live:
+    live = args.live
+    if not live and ref.kind == "journal" and not _study_names(source, study):
+        # the study's journal exists but holds nothing yet (a sweep starting): nothing to combine
+        print(
+            f"study '{study}' has no cells yet: opening its journal live (run again for the whole-sweep view)"
+        )
+        live = True
+    if live:
         lines, shown = live_lines(source, study), ref
         header = f"study '{study}', live from {ref.display} (one Optuna study per cell)"
     else:
