@@ -92,19 +92,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# Records OMP_WAIT_POLICY at the moment torch is first imported, then runs the bench's entry.
+# Prints OMP_WAIT_POLICY at the moment torch is first imported and stops there (nothing heavy runs);
+# if the entry never imports torch, prints it after the entry returns.
 _SPY = """
 import os, sys
 class Spy:
-    seen = None
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" and Spy.seen is None:
-            Spy.seen = os.environ.get("OMP_WAIT_POLICY", "unset")
+        if name == "torch":
+            sys.stdout.write(os.environ.get("OMP_WAIT_POLICY", "unset") + "\\n")
+            sys.stdout.flush()
+            os._exit(0)
 sys.meta_path.insert(0, Spy())
 from benchmarks.cli import main
 main(["--repeats", "0"])
-import torch
-print(Spy.seen)
+print(os.environ.get("OMP_WAIT_POLICY", "unset"))
 """
 
 
