@@ -44,6 +44,7 @@ class FakeTrial:
     overrides: tuple[str, ...] | None = None  # the run's Hydra overrides (tag, JSON list), when given
     config: str | None = None  # a config.yaml artifact, when given
     extra_tags: tuple[tuple[str, str], ...] = ()
+    extra_metrics: tuple[tuple[str, float], ...] = ()
 
 
 N_TEST, N_CLASSES = 400, 10
@@ -140,6 +141,7 @@ def _metrics(t: FakeTrial, now: int) -> list[Metric]:
         values["val/acc"], values["val/loss"] = t.val_acc, 0.5
     if t.steps is not None:
         values["train/steps"] = float(t.steps)
+    values.update(dict(t.extra_metrics))
     if t.status == "completed" and t.test_acc is not None:
         values["test/acc"], values["test/loss"] = t.test_acc, 0.4
     metrics = [Metric(k, v, now, 2) for k, v in values.items()]
@@ -155,10 +157,13 @@ def build_study(
     *,
     with_parent: bool = True,
     artifacts: Path | None = None,
+    sweep_yaml: str = SWEEP_YAML,
+    race: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the study; returns the experiment id, parent run id and the child run ids by trial number.
 
-    ``artifacts``: where the experiment keeps artifacts (default: MLflow's, under the working directory).
+    ``artifacts``: where the experiment keeps artifacts (default: MLflow's, under the working directory);
+    ``race``: a ``race.json`` for the parent run (a raced study).
     """
     client = MlflowClient(uri)
     experiment_id = client.create_experiment(
@@ -182,7 +187,9 @@ def build_study(
             "sampler": "TPESampler",
         }
         client.log_batch(parent_id, params=[Param(k, v) for k, v in summary.items()])
-        client.log_text(parent_id, SWEEP_YAML, "sweep.yaml")
+        client.log_text(parent_id, sweep_yaml, "sweep.yaml")
+        if race is not None:
+            client.log_text(parent_id, json.dumps(race), "race.json")
     run_ids: dict[int, str] = {}
     for t in trials if trials is not None else standard_trials():
         tags = {

@@ -173,12 +173,17 @@ def test_report_gives_paired_comparisons(built_report: Any, study_store: dict[st
     # per size: the paired table, P(best), and a recommendation that follows them (per-image basis)
     expected_parts = (
         "## Paired comparisons",
-        "| n=10/class | full_finetune | 82.2% | best |",
+        # the joint comparison keeps all three seeds of the two best-seeded arms (partial lost seed 2)
+        "| n=10/class | full_finetune | 82.5% | best |",
+        "| n=10/class | partial | 82.0% | −0.2 pp",  # partial: paired with the best on its 2 seeds
+        "Compared with the best on fewer seeds (no P(best)): partial (2 seeds)",
         "P(best): full_finetune",
         "**linear_probe** and **full_finetune** are indistinguishable on this data",
         "Credibly worse than full_finetune: linear_probe",
         "## Learning curves",
         "would the recommendation change?",
+        # every curve of this study has two sizes: said, not hidden
+        "**linear_probe**, **full_finetune**, **scratch**: fitted from two sizes only (10 and 50 per class)",
     )
     for expected in expected_parts:
         assert expected in text, expected
@@ -217,3 +222,76 @@ def test_pruned_tuning_trials_do_not_make_a_study_incomplete(mlflow_uri: str, tm
     # pruning is the protocol working: no warning, but still listed under Data coverage
     assert "This study is incomplete" not in text and result.problems == []
     assert "1 trial(s) pruned early" in text
+
+
+def _smoke_as_in_issue_19() -> list[FakeTrial]:
+    """The smoke study of issue 19: lp_ft "completes" at chance (10 classes) on every seed, untagged (an
+    older study), and scratch falls as data grows (62% -> 42%)."""
+    rows = [("full_finetune", "5", 0.60), ("full_finetune", "10", 0.69), ("lp_ft", "5", 0.10),
+            ("lp_ft", "10", 0.10), ("scratch", "5", 0.62), ("scratch", "10", 0.42)]  # fmt: skip
+    return [
+        FakeTrial("final", s, n, trial_number=10 * i + seed, seed=seed, test_acc=acc + 0.002 * seed,
+                  val_acc=acc + 0.002 * seed)
+        for i, (s, n, acc) in enumerate(rows)
+        for seed in range(3)
+    ]  # fmt: skip
+
+
+def test_an_arm_at_chance_is_a_failure_never_a_finding(mlflow_uri: str, tmp_path: Path) -> None:
+    result = _study(mlflow_uri, tmp_path, _smoke_as_in_issue_19())
+    text = (result.directory / "report.md").read_text()
+    # listed as failed, with the reason; the study is flagged
+    assert "## Failed configurations" in text and "within noise of chance" in text
+    assert "**lp_ft** at n=10/class: 3 final seed(s) collapsed" in text
+    assert "failed (collapsed) arm(s): lp_ft at n=5/class, lp_ft at n=10/class" in text
+    # never compared, never "credibly worse", never in the summary
+    assert "Failed, not compared: **lp_ft** at n=5/class" in text
+    summary = text.split("## Summary")[1].split("\n## ")[0]
+    assert "Credibly worse than full_finetune: lp_ft" not in text and "lp_ft" not in summary
+    # scratch falls as data grows: said in the learning curves and under the data-scaling figure
+    assert "**scratch** falls as data grows: 62.2% at n=5/class → 42.2% at n=10/class" in text
+    assert "Falls as data grows: scratch (62.2% → 42.2%)" in text
+
+
+def test_methods_show_tuning_budget_checks_cost_rule_and_the_race(mlflow_uri: str, tmp_path: Path) -> None:
+    rule = (("device_hours_rule", "cpu: fit process CPU seconds / 2 threads"),)
+    trials = [
+        FakeTrial("tune", s, "5", trial_number=i, val_acc=0.7, extra_tags=rule)
+        for i, s in enumerate(("linear_probe", "scratch"))
+    ]
+    trials += [
+        FakeTrial("final", "linear_probe", "5", trial_number=10 + seed, seed=seed, test_acc=0.8 + 0.01 * seed,
+                  extra_tags=(*rule, ("race_round", str(1 + seed // 2))))
+        for seed in range(4)
+    ]  # fmt: skip
+    trials += [
+        FakeTrial("final", "scratch", "5", trial_number=20 + seed, seed=seed, test_acc=0.4, extra_tags=rule)
+        for seed in range(2)
+    ]
+    trials.append(
+        FakeTrial("budget_check", "linear_probe", "5", trial_number=30, val_acc=0.74,
+                  extra_metrics=(("budget_check/base_val_acc", 0.7),),
+                  extra_tags=(*rule, ("budget_factor", "2"), ("base_run_id", "x")))
+    )  # fmt: skip
+    sweep = "search:\n  optimizer.lr: {low: 0.001, high: 0.03, log: true}\nbudget: {trials_per_cell: 1}\n"
+    race = {"rule": "retire the credibly worse", "cap": 4, "rounds": 2, "arms": [
+        {"cell": "a", "strategy": "linear_probe", "n_per_class": "5", "factors": {}, "seeds": [0, 1, 2, 3],
+         "retired_round": None, "reason": "seed cap reached"},
+        {"cell": "b", "strategy": "scratch", "n_per_class": "5", "factors": {}, "seeds": [0, 1],
+         "retired_round": 1, "reason": "credibly worse on validation than linear_probe"}]}  # fmt: skip
+    result = _study(mlflow_uri, tmp_path, trials, sweep_yaml=sweep, race=race)
+    text = (result.directory / "report.md").read_text()
+    for expected in (
+        "Every arm had the same tuning budget: 1 trials",
+        "| n=5/class | linear_probe | 1 (1 completed) | `optimizer.lr` 0.001–0.03 (log) |",
+        "Doubling the step budget changed validation accuracy by more than 1.0 pp for 1 of 1 arm(s): "
+        "linear_probe at n=5/class (+4.0 pp)",
+        "As logged: `cpu: fit process CPU seconds / 2 threads`",
+        "### Final seeds: the race",
+        "| n=5/class | scratch | 2 (0, 1) | 1 | credibly worse on validation than linear_probe |",
+        "at most 4 seeds per arm, 2 round(s)",
+    ):
+        assert expected in text, expected
+    # the raced arms keep their own seeds: 4 for the probe, 2 for scratch
+    assert "| n=5/class | linear_probe | **81.5% ± 2.1 pp** ★ | 4 |" in text
+    assert "| n=5/class | scratch | 40.0% ± 0.0 pp | 2 |" in text

@@ -13,9 +13,12 @@ from tlbench.tracking.study_reader import RunRecord
     ("status", "mlflow_status", "expected"),
     [
         ("completed", "FINISHED", "completed"),
-        ("pruned", "KILLED", "pruned"),
+        ("pruned", "FINISHED", "pruned"),  # pruned runs now end FINISHED: the tag says pruned
+        ("pruned", "KILLED", "pruned"),  # ... and in older studies KILLED
         ("failed: diverged", "FAILED", "failed"),  # the reason stays in the status column
+        ("failed: collapsed: at chance", "FAILED", "failed"),  # collapse is a failure
         ("running", "RUNNING", "running"),  # a trial in progress
+        ("running", "KILLED", "interrupted"),  # stopped (Ctrl-C): redone on resume, not a failure
         ("running", "FAILED", "failed"),  # ended without updating its status: a failure, not a result
         ("", "FINISHED", "failed"),  # no status tag at all: never counted as a result
     ],
@@ -56,3 +59,32 @@ def test_extra_params_and_metrics_are_kept() -> None:
     table = trials_table([run])
     assert table.loc[0, "zz_new"] == 1 or table.loc[0, "zz_new"] == "1"
     assert table.loc[0, "cost/new"] == 2.0
+
+
+def _run(status: str, val: float, tags: dict[str, str] | None = None, **params: str) -> RunRecord:
+    return RunRecord(
+        "r", "t", "FINISHED", 0, 1, params={"n_classes": "10", "n_val": "200", **params},
+        metrics={"val/acc": val}, tags={"status": status, **(tags or {})},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("run", "reason", "expected"),
+    [
+        # the trial's own verdict: tag and status, its reason kept
+        (_run("failed: collapsed: loss ended above its start", 0.5, {"collapsed": "true"}),
+         "loss ended above its start", "failed"),
+        # a collapsed tag wins over a completed status: a failure, whatever else the run logged
+        (_run("completed", 0.5, {"collapsed": "true", "collapse_reason": "at chance"}), "at chance",
+         "failed"),
+        # an older run at chance: 10 classes, 200 images -> chance 10%, noise up to 14.2%
+        (_run("completed", 0.14), "within noise of chance (10.0% for 10 classes", "failed"),
+        (_run("completed", 0.15), None, "completed"),  # just above the noise: a (weak) result
+        (_run("completed", 0.14, n_classes="?"), None, "completed"),  # classes unknown: no check possible
+        (_run("pruned", 0.10), None, "pruned"),  # a pruned trial's accuracy is partial: not judged
+    ],
+)  # fmt: skip
+def test_collapse_is_a_failure(run: RunRecord, reason: str | None, expected: str) -> None:
+    row = trials_table([run]).iloc[0]
+    assert bool(row["collapsed"]) is (reason is not None) and (reason or "") in str(row["collapse_reason"])
+    assert row["outcome"] == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -97,3 +98,29 @@ def test_tables_carry_the_comparison(trials: Trials) -> None:
     # the final runs carry their size's difference; the tuning trial carries nothing
     assert annotated["paired_diff"].iloc[2] == pytest.approx(-0.625)
     assert pd.isna(annotated["paired_diff"].iloc[4]) and len(annotated) == len(table)
+
+
+def test_racing_keeps_the_survivors_seeds_and_pairs_a_retired_arm_alone(trials: Trials) -> None:
+    # the race: scratch retired after seeds 1-2, the probe and full fine-tuning ran to seed 5
+    rows = [_run("linear_probe", s, [1, 1, 0, s % 2]) for s in range(1, 6)]
+    rows += [_run("full_finetune", s, [1, 1, 1, s % 2]) for s in range(1, 6)]
+    rows += [_run("scratch", s, [0, 1, 0, 0]) for s in (1, 2)]
+    (c,) = compare_strategies(trials(*rows), {})
+    # the joint comparison is on all five seeds of the two survivors, not cut to the retired arm's two
+    assert c.seeds == (1, 2, 3, 4, 5) and c.best == "full_finetune"
+    probe, scratch = c.get("linear_probe"), c.get("scratch")
+    assert probe is not None and scratch is not None and probe.p_best is not None
+    # the retired arm: paired with the best on the seeds both have (1, 2), no P(best)
+    assert scratch.seeds == (1, 2) and scratch.p_best is None and c.seeds_of(scratch) == (1, 2)
+    # full_finetune on seeds 1, 2: (1 + 1 + 1 + 1/0) / 4 -> 0.875; scratch 0.25 on both
+    assert scratch.diff == pytest.approx(0.25 - 0.875) and scratch.mean == pytest.approx(0.25)
+    table = comparison_table([c]).set_index("strategy")
+    assert table.loc["scratch", "paired_seeds"] == "1 2" and math.isnan(table.loc["scratch", "p_best"])
+
+
+def test_a_missing_seed_no_longer_costs_every_arm_that_seed(trials: Trials) -> None:
+    rows = [_run(s, seed, A2) for s in ("linear_probe", "full_finetune") for seed in (1, 2, 3)]
+    rows += [_run("partial", seed, A1) for seed in (1, 2)]  # its seed 3 failed
+    (c,) = compare_strategies(trials(*rows), {})
+    # the probe and full fine-tuning are compared on three seeds; partial on its two, with the best
+    assert c.seeds == (1, 2, 3) and c.get("partial").seeds == (1, 2)  # type: ignore[union-attr]

@@ -73,6 +73,7 @@ def test_outcome_counts(trials: Trials) -> None:
         "completed": 1,
         "pruned": 1,
         "failed": 1,
+        "interrupted": 0,
         "running": 0,
         "total": 3,
     }

@@ -15,11 +15,12 @@ import pandas as pd
 
 from tlbench.report.arms import label_arms
 from tlbench.report.collect import trials_table
-from tlbench.report.coverage import coverage_section, problems
+from tlbench.report.coverage import coverage_section, failed_section, problems
 from tlbench.report.document import Block
 from tlbench.report.draw import draw, save
 from tlbench.report.figures_data import PlotInfo, all_figures, device_hours_unit
 from tlbench.report.inputs import DrawnFigure, ReportInputs
+from tlbench.report.learning_curve import falling_curves
 from tlbench.report.methods import methods_section
 from tlbench.report.outlook import outlook
 from tlbench.report.paired import SizeComparison, compare_strategies, with_comparisons
@@ -222,6 +223,7 @@ def build_report(
         parent_params=dict(parent.params) if parent else {},
         extra_parents=records.extra_parents,
         sweep_yaml=records.sweep_yaml,
+        race_json=records.race_json,
         report_software=_versions(),
         comparisons=comparisons,
         outlook=prospect,
@@ -231,8 +233,9 @@ def build_report(
         *header(inputs),
         *recommendation_section(inputs),
         *paired_section(comparisons, tolerance=tolerance),
-        *curves_section(prospect),
+        *curves_section(prospect, falls=falling_curves(summary, drop=tolerance)),
         *summary_section(inputs),
+        *failed_section(inputs),
         *figures_section(inputs),
         *screen_blocks,
         *coverage_section(inputs),

@@ -6,10 +6,18 @@ make a study "incomplete".
 
 from __future__ import annotations
 
+import re
+
 from tlbench.report.document import Block, Bullets, Callout, Heading, Paragraph, Table
 from tlbench.report.formatting import size_label
 from tlbench.report.inputs import ReportInputs
-from tlbench.report.summarize import cell_gaps, failures, outcome_counts
+from tlbench.report.summarize import (
+    FailedConfiguration,
+    cell_gaps,
+    failed_configurations,
+    failures,
+    outcome_counts,
+)
 
 
 def problems(inp: ReportInputs) -> list[str]:
@@ -23,13 +31,23 @@ def problems(inp: ReportInputs) -> list[str]:
     # Pruned tuning trials are the protocol working, and a failed tuning trial is retried or leaves a
     # cell without a final run (reported below): only final runs that failed and unfinished runs count.
     final = trials[trials["role"] == "final"]
-    failed = int((final["outcome"] == "failed").sum())
+    failed = int(((final["outcome"] == "failed") & ~final["collapsed"]).sum())
     if failed:
         out.append(f"{failed} final run(s) failed")
+    interrupted = int((final["outcome"] == "interrupted").sum())
+    if interrupted:
+        out.append(f"{interrupted} final run(s) interrupted")
     running = int((trials["outcome"] == "running").sum())
     if running:
         out.append(f"{running} trial(s) running")
-    gaps = cell_gaps(trials)
+    failed_arms = [f for f in failed_configurations(trials) if f.arm_failed]
+    failed_cells = {(f.strategy, f.n_per_class) for f in failed_arms}
+    if failed_arms:
+        out.append(
+            "failed (collapsed) arm(s): "
+            + ", ".join(f"{f.strategy} at {size_label(f.n_per_class)}" for f in failed_arms)
+        )
+    gaps = [g for g in cell_gaps(trials) if (g.strategy, g.n_per_class) not in failed_cells]
     missing = [f"{g.strategy} at {size_label(g.n_per_class)}" for g in gaps if g.final_completed == 0]
     single = [f"{g.strategy} at {size_label(g.n_per_class)}" for g in gaps if g.final_completed == 1]
     if missing:
@@ -66,6 +84,12 @@ def coverage_section(inp: ReportInputs) -> list[Block]:
             f"{pruned} trial(s) pruned early: their validation accuracy is partial, so the figures leave "
             "them out."
         )
+    interrupted = int((trials["outcome"] == "interrupted").sum())
+    if interrupted:
+        items.append(
+            f"{interrupted} trial(s) interrupted (stopped, not failed): `make sweep` resumes the study and "
+            "redoes them."
+        )
     running = int((trials["outcome"] == "running").sum())
     if running:
         items.append(
@@ -94,3 +118,48 @@ def coverage_section(inp: ReportInputs) -> list[Block]:
             Paragraph("Every trial completed and every strategy × data size has at least two final seeds.")
         )
     return blocks
+
+
+def _roles(runs: dict[str, int]) -> str:
+    words = {"final": "final seed(s)", "tune": "tuning trial(s)", "budget_check": "budget check(s)"}
+    return ", ".join(f"{n} {words.get(role, role + ' run(s)')}" for role, n in runs.items())
+
+
+def _reasons(reasons: tuple[str, ...]) -> str:
+    """One example per kind of reason (the same words, other numbers), with how many runs share it."""
+    kinds: dict[str, list[str]] = {}
+    for reason in reasons:
+        kinds.setdefault(re.sub(r"[-+]?\d[\d.,e]*", "#", reason), []).append(reason)
+    return "; ".join(
+        group[0] + (f" (and {len(group) - 1} alike)" if len(group) > 1 else "") for group in kinds.values()
+    )
+
+
+def failed_text(f: FailedConfiguration) -> str:
+    """``lp_ft at n=10/class: 2 final seed(s) collapsed — <reason>; the arm failed ...``."""
+    reasons = _reasons(f.reasons)
+    text = f"**{f.strategy}** at {size_label(f.n_per_class)}: {_roles(f.runs)} collapsed — {reasons}"
+    if f.arm_failed:
+        return text + ". Every final seed collapsed: the arm **failed** and is not compared."
+    if f.runs.get("final"):
+        return text + f". Its {f.finals_left} other final seed(s) are reported; the collapsed ones are not."
+    return text + ". Never selected."
+
+
+def failed_section(inp: ReportInputs) -> list[Block]:
+    """Runs whose result is degenerate: a failure of the configuration, never a finding about the arm."""
+    found = failed_configurations(inp.trials)
+    if not found:
+        return []
+    return [
+        Heading("Failed configurations"),
+        Paragraph(
+            "A run **collapsed** when its validation accuracy ended within noise of chance or its training "
+            "loss ended above where it started (the trial's own check; for runs of older studies, "
+            "validation accuracy within two standard errors of chance). A collapsed run is a failed "
+            "configuration: it is excluded from the summary, the paired comparisons, the figures and the "
+            "recommendation, and an arm whose every final seed collapsed is reported here, never as "
+            '"worse".'
+        ),
+        Bullets(tuple(failed_text(f) for f in found)),
+    ]

@@ -16,7 +16,14 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator, PercentFormatter
+from matplotlib.ticker import (
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+    NullLocator,
+    PercentFormatter,
+)
 
 from tlbench.report.figure_info import Panel, PlotInfo, Series
 from tlbench.report.formatting import STRATEGY_ORDER
@@ -105,6 +112,11 @@ def _scale(ax: Axes, info: PlotInfo, panel: Panel) -> None:
         ax.xaxis.set_minor_locator(NullLocator())
     elif info.x_integer:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    elif info.x_scale == "log":  # 1-2-5 ticks in plain numbers: a decade or two has readable labels
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        plain = _flops_tick if "FLOPs" in info.x_label else (lambda v, _pos: f"{v:.3g}")
+        ax.xaxis.set_major_formatter(FuncFormatter(plain))
     elif "FLOPs" in info.x_label:
         ax.xaxis.set_major_formatter(FuncFormatter(_flops_tick))
     if info.x_scale == "linear" and not info.x_ticks and not info.x_integer:
@@ -136,8 +148,11 @@ def _styles(info: PlotInfo) -> Styles:
     return {label: style_for(label, i) for i, label in enumerate(labels)}
 
 
+CHANCE_STYLE: Any = {"color": "#7f7f7f", "linestyle": ":", "linewidth": 1.2}
+
+
 def _legend(info: PlotInfo, styles: Styles) -> list[Line2D]:
-    """One entry per series label (the same look in every panel), then the frontier."""
+    """One entry per series label (the same look in every panel), then the frontier and chance."""
     line: Literal["-", "None"] = "-" if info.kind == "lines" else "None"
     handles = [
         Line2D([], [], color=colour, marker=marker, linestyle=line, markersize=6, label=label)
@@ -145,7 +160,24 @@ def _legend(info: PlotInfo, styles: Styles) -> list[Line2D]:
     ]
     if any(panel.frontier for panel in info.panels):
         handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1, label="Pareto frontier"))
+    if info.chance is not None:
+        handles.append(Line2D([], [], **CHANCE_STYLE, label=f"chance ({100 * info.chance:.3g}%)"))
     return handles
+
+
+def _is_accuracy(info: PlotInfo, panel: Panel) -> bool:
+    return "accuracy" in (panel.y_label or info.y_label)
+
+
+def _y_axis(ax: Axes, *, accuracy: bool) -> None:
+    if accuracy:
+        low, high = ax.get_ylim()
+        if high > 1.02:  # margins past 100% show an accuracy no run can have
+            high = 1.02
+            ax.set_ylim(low, high)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if high - low > 0.08 else 1))
+    else:
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
 
 
 def draw(info: PlotInfo) -> Figure:
@@ -159,18 +191,21 @@ def draw(info: PlotInfo) -> Figure:
         styles = _styles(info)
         for ax, panel in zip(axes, info.panels, strict=False):
             (_draw_tradeoff if info.kind == "tradeoff" else _draw_lines)(ax, panel, styles)
+            if info.chance is not None and _is_accuracy(info, panel):
+                ax.axhline(info.chance, **CHANCE_STYLE, zorder=1)
             _scale(ax, info, panel)
-            y_label = panel.y_label or info.y_label
-            ax.set_ylabel(y_label)
+            ax.set_ylabel(panel.y_label or info.y_label)
             ax.set_xlabel(info.x_label)
-            if "accuracy" in y_label:
-                low, high = ax.get_ylim()
-                ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if high - low > 0.08 else 1))
-            else:
-                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
             if panel.title:
                 ax.set_title(panel.title)
             ax.grid(True, alpha=0.3, linewidth=0.6)
+        used = axes[:count]
+        if info.share_y and count > 1:  # panels that are compared read off one scale
+            limits = [ax.get_ylim() for ax in used]
+            for ax in used:
+                ax.set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
+        for ax, panel in zip(used, info.panels, strict=True):
+            _y_axis(ax, accuracy=_is_accuracy(info, panel))
         for ax in axes[count:]:
             ax.set_visible(False)
         handles = _legend(info, styles)

@@ -50,6 +50,8 @@ class PlotInfo:
     x_ticks: tuple[tuple[float, str], ...] = ()
     x_integer: bool = False  # integer ticks (freeze depth)
     notes: tuple[str, ...] = field(default_factory=tuple)  # caveats printed under the figure
+    chance: float | None = None  # accuracy of guessing (1 / classes), drawn on accuracy panels
+    share_y: bool = False  # panels compare the same quantity: one y range for all
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,9 @@ def device_hours_unit(devices: Iterable[object]) -> CostUnit:
     )
 
 
-def choose_scale(values: Sequence[float], *, span: float = 100) -> str:
-    """log when positive values span ``span``× or more; symlog when zeros (e.g. ``as_is``) sit among them."""
+def choose_scale(values: Sequence[float], *, span: float = 10) -> str:
+    """log when positive values span ``span``× (a decade) or more, else three strategies can share the
+    leftmost pixels; symlog when zeros (e.g. ``as_is``) sit among them."""
     clean = [v for v in values if not math.isnan(v)]
     positive = [v for v in clean if v > 0]
     if len(positive) < 2 or max(positive) / min(positive) < span:
@@ -102,13 +105,33 @@ def choose_scale(values: Sequence[float], *, span: float = 100) -> str:
     return "log" if len(positive) == len(clean) else "symlog"
 
 
-def series_of_means(label: str, xs: Sequence[float], groups: Sequence[Sequence[float]]) -> Series:
-    """Means with 95% CI bounds per x; NaN where a group has no value, NaN bounds for a single value."""
+ACCURACY_BOUNDS = (0.0, 1.0)
+
+
+def series_of_means(
+    label: str,
+    xs: Sequence[float],
+    groups: Sequence[Sequence[float]],
+    *,
+    bounds: tuple[float, float] | None = None,
+) -> Series:
+    """Means with 95% CI bounds per x; NaN where a group has no value, NaN bounds for a single value.
+
+    ``bounds`` clip the interval (an accuracy's is ``ACCURACY_BOUNDS``: a t interval over a few seeds
+    can reach past 100%, an accuracy cannot).
+    """
+    lowest, highest = bounds if bounds is not None else (-math.inf, math.inf)
     y, low, high = [], [], []
     for group in groups:
         clean = [v for v in group if not math.isnan(v)]
         estimate = mean_ci(clean) if clean else None
         y.append(estimate.mean if estimate else math.nan)
-        low.append(estimate.low if estimate and estimate.low is not None else math.nan)
-        high.append(estimate.high if estimate and estimate.high is not None else math.nan)
+        low.append(max(lowest, estimate.low) if estimate and estimate.low is not None else math.nan)
+        high.append(min(highest, estimate.high) if estimate and estimate.high is not None else math.nan)
     return Series(label=label, x=tuple(xs), y=tuple(y), low=tuple(low), high=tuple(high))
+
+
+def chance_level(n_classes: Iterable[object]) -> float | None:
+    """1 / classes when the study has one class count (else None: no single chance line)."""
+    counts = {int(float(str(v))) for v in n_classes if v is not None and not pd.isna(v) and str(v) != ""}
+    return 1.0 / counts.pop() if len(counts) == 1 and min(counts) >= 2 else None

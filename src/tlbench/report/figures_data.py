@@ -8,11 +8,13 @@ trade-off by trial, freeze depth when k was only tuned). A figure without the da
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pandas as pd
 
 from tlbench.report.figure_info import (
+    ACCURACY_BOUNDS,
     FINAL_ACC,
     TUNE_ACC,
     CostUnit,
@@ -21,6 +23,7 @@ from tlbench.report.figure_info import (
     Panel,
     PlotInfo,
     Series,
+    chance_level,
     choose_scale,
     device_hours_unit,
     series_of_means,
@@ -62,7 +65,8 @@ def tradeoff_info(trials: pd.DataFrame, *, cost: str, unit: CostUnit) -> FigureI
                 Series(strategy, tuple(group[column].astype(float)), tuple(group["test/acc"].astype(float)))
             )
             mean_x = float(group[column].astype(float).mean())
-            means.append(series_of_means(strategy, [mean_x], [group["test/acc"].astype(float).tolist()]))
+            accs = [group["test/acc"].astype(float).tolist()]
+            means.append(series_of_means(strategy, [mean_x], accs, bounds=ACCURACY_BOUNDS))
         front = pareto_front([m.x[0] for m in means], [m.y[0] for m in means])
         panels.append(
             Panel(
@@ -81,8 +85,9 @@ def tradeoff_info(trials: pd.DataFrame, *, cost: str, unit: CostUnit) -> FigureI
     notes = (unit.note,) if unit.note and cost == "device_hours" else ()
     all_x = data[column].astype(float).tolist()
     return PlotInfo(
-        name, title, x_label, FINAL_ACC, tuple(panels), caption, "tradeoff", choose_scale(all_x), notes=notes
-    )
+        name, title, x_label, FINAL_ACC, tuple(panels), caption, "tradeoff", choose_scale(all_x), notes=notes,
+        chance=chance_level(trials["n_classes"]), share_y=True,
+    )  # fmt: skip
 
 
 def tuning_tradeoff_info(trials: pd.DataFrame, *, unit: CostUnit) -> FigureInfo:
@@ -114,8 +119,9 @@ def tuning_tradeoff_info(trials: pd.DataFrame, *, unit: CostUnit) -> FigureInfo:
     )
     xs_all = data["run_cost"].astype(float).tolist()
     return PlotInfo(
-        name, title, unit.label, TUNE_ACC, tuple(panels), caption, "tradeoff", choose_scale(xs_all)
-    )
+        name, title, unit.label, TUNE_ACC, tuple(panels), caption, "tradeoff", choose_scale(xs_all),
+        chance=chance_level(trials["n_classes"]), share_y=True,
+    )  # fmt: skip
 
 
 def _size_positions(data: pd.DataFrame) -> dict[str, float]:
@@ -154,7 +160,9 @@ def data_scaling_info(trials: pd.DataFrame) -> FigureInfo:
         single += [
             f"{strategy} at {size_label(s)}" for s, v in zip(sizes, values, strict=True) if len(v) == 1
         ]
-        series.append(series_of_means(strategy, [positions[s] for s in sizes], values))
+        series.append(
+            series_of_means(strategy, [positions[s] for s in sizes], values, bounds=ACCURACY_BOUNDS)
+        )
     ticks = tuple(
         (x, f"all (≈{x:.0f})" if s == "all" else s)
         for s, x in sorted(positions.items(), key=lambda item: item[1])
@@ -165,6 +173,16 @@ def data_scaling_info(trials: pd.DataFrame) -> FigureInfo:
         notes = ("Every point is a single seed: no confidence bands can be drawn.",)
     elif single:
         notes = (f"Single seed, no confidence band: {', '.join(single)}.",)
+    falling = [
+        f"{s.label} ({100 * a:.1f}% → {100 * b:.1f}%)"
+        for s in series
+        for a, b in itertools.pairwise(y for y in s.y if not math.isnan(y))
+        if a - b > FALL
+    ]
+    if falling:
+        notes += (
+            f"Falls as data grows: {'; '.join(falling)}. More labels should not hurt: see Learning curves.",
+        )
     caption = (
         "Mean test accuracy of the final runs against labelled training images per class; shaded: 95% CI "
         "over seeds. Where the transfer strategies' lines meet the scratch line, transfer no longer pays."
@@ -172,7 +190,7 @@ def data_scaling_info(trials: pd.DataFrame) -> FigureInfo:
     return PlotInfo(
         name, title, "labelled images per class", FINAL_ACC, (Panel(title="", summary=tuple(series)),),
         caption, "lines", "log" if choose_scale(list(positions.values()), span=10) != "linear" else "linear",
-        x_ticks=ticks, notes=notes,
+        x_ticks=ticks, notes=notes, chance=chance_level(trials["n_classes"]),
     )  # fmt: skip
 
 
@@ -207,7 +225,8 @@ def freeze_depth_info(trials: pd.DataFrame) -> FigureInfo:
         label = size_label(size) if len(strategies) == 1 else f"{strategy}, {size_label(size)}"
         ks = sorted(float(k) for k in group["k"].unique())
         by_k = [group[group["k"] == k] for k in ks]
-        acc_series.append(series_of_means(label, ks, [g[acc_col].astype(float).tolist() for g in by_k]))
+        accs = [g[acc_col].astype(float).tolist() for g in by_k]
+        acc_series.append(series_of_means(label, ks, accs, bounds=ACCURACY_BOUNDS))
         cost_series.append(series_of_means(label, ks, [run_cost(g, "device_hours").tolist() for g in by_k]))
     which = strategies[0] if len(strategies) == 1 else "several strategies"
     caption = (
@@ -219,8 +238,9 @@ def freeze_depth_info(trials: pd.DataFrame) -> FigureInfo:
         Panel(title="cost", summary=tuple(cost_series), y_label="device-hours per run"),
     )
     return PlotInfo(
-        name, title, "freeze depth k (frozen leading groups)", acc_label, panels, caption, "lines"
-    )
+        name, title, "freeze depth k (frozen leading groups)", acc_label, panels, caption, "lines",
+        chance=chance_level(trials["n_classes"]),
+    )  # fmt: skip
 
 
 def lr_sensitivity_info(trials: pd.DataFrame) -> FigureInfo:
@@ -243,7 +263,9 @@ def lr_sensitivity_info(trials: pd.DataFrame) -> FigureInfo:
             lrs = sorted(group["lr"].unique())
             if len(lrs) >= 2:
                 by_lr = [group[group["lr"] == lr]["val/acc"].astype(float).tolist() for lr in lrs]
-                means.append(series_of_means(strategy, [float(v) for v in lrs], by_lr))
+                means.append(
+                    series_of_means(strategy, [float(v) for v in lrs], by_lr, bounds=ACCURACY_BOUNDS)
+                )
         panels.append(Panel(title=size_label(size), runs=tuple(runs), summary=tuple(means)))
     caption = (
         "Validation accuracy of completed tuning trials against the learning rate (dots: trials; lines: "
@@ -251,12 +273,17 @@ def lr_sensitivity_info(trials: pd.DataFrame) -> FigureInfo:
         "the spread at one learning rate includes them; a flat line means the strategy is forgiving."
         + _diverged_note(trials)
     )
-    return PlotInfo(name, title, "learning rate", TUNE_ACC, tuple(panels), caption, "lines", "log")
+    return PlotInfo(
+        name, title, "learning rate", TUNE_ACC, tuple(panels), caption, "lines", "log",
+        chance=chance_level(trials["n_classes"]), share_y=True,
+    )  # fmt: skip
 
 
 def _diverged_note(trials: pd.DataFrame, *, listed: int = 6) -> str:
-    """The tuning trials a learning rate wrecked (diverged: no accuracy to draw), named in the caption."""
-    mask = (trials["role"] == TUNE) & trials["status"].astype(str).str.startswith("failed: diverged")
+    """The tuning trials a learning rate wrecked (diverged or collapsed: failed, not drawn), named in the
+    caption."""
+    diverged_mask = trials["status"].astype(str).str.startswith("failed: diverged")
+    mask = (trials["role"] == TUNE) & (diverged_mask | trials["collapsed"])
     diverged = trials[mask]
     if diverged.empty:
         return ""
@@ -268,10 +295,13 @@ def _diverged_note(trials: pd.DataFrame, *, listed: int = 6) -> str:
     ]
     more = f" and {len(items) - listed} more" if len(items) > listed else ""
     return (
-        f" Not drawn: {len(items)} tuning trial(s) diverged (loss non-finite or exploded), "
+        f" Not drawn: {len(items)} tuning trial(s) diverged (loss non-finite or exploded) or collapsed "
+        "(at chance: failed configurations), "
         f"{'; '.join(items[:listed])}{more}."
     )
 
+
+FALL = 0.01  # a mean that drops by more than 1 point as data grows is called falling
 
 _RUN_SWEEP = "run `make sweep SWEEP=smoke` (or any sweep) to create trials"
 _HINT_SIZES = "run a sweep over several `data.n_per_class` values, e.g. `make sweep SWEEP=data_scaling`"

@@ -33,6 +33,7 @@ class ReportInputs:
     parent_params: dict[str, str] = field(default_factory=dict)
     extra_parents: int = 0
     sweep_yaml: str | None = None
+    race_json: str | None = None  # the parent run's race.json, when the finals were raced
     report_software: dict[str, str] = field(default_factory=dict)
     comparisons: list[SizeComparison] = field(default_factory=list)  # paired, per data size
     outlook: Outlook | None = None  # learning curves and the recommendation with twice the labels

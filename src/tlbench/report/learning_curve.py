@@ -9,6 +9,7 @@ curves with a Student-t interval over them: seed variation only, not the choice 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -150,4 +151,29 @@ def holdout_check(trials: pd.DataFrame, *, fit_max_n: float = 20) -> list[Holdou
             n = float(group["_n"].mean())
             predicted = float(np.mean([c.predict(n) for _, c in fits]))
             out.append(HoldoutPoint(strategy, str(size), predicted, float(group["test/acc"].mean())))
+    return out
+
+
+@dataclass(frozen=True)
+class Fall:
+    """An arm whose mean test accuracy drops as labelled data grows (more data should not hurt)."""
+
+    strategy: str
+    from_size: str
+    to_size: str
+    from_acc: float
+    to_acc: float
+
+
+def falling_curves(summary: pd.DataFrame, *, drop: float = 0.01) -> list[Fall]:
+    """Consecutive sizes (in summary order) where an arm's mean test accuracy falls by more than ``drop``."""
+    out = []
+    for strategy in sorted_strategies(summary["strategy"]):
+        rows = summary[summary["strategy"] == strategy]
+        means = [(str(r["n_per_class"]), float(r["acc_mean"])) for _, r in rows.iterrows()]
+        out += [
+            Fall(strategy, a, b, acc_a, acc_b)
+            for (a, acc_a), (b, acc_b) in itertools.pairwise(means)
+            if acc_a - acc_b > drop
+        ]
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tlbench.report.document import Block, Bullets, Callout, Heading, Paragraph, Table
 from tlbench.report.formatting import pct, pp, signed_pp, size_label
+from tlbench.report.learning_curve import Fall
 from tlbench.report.outlook import Outlook, outlook_sentence
 from tlbench.report.paired import SizeComparison, StrategyComparison
 from tlbench.report.paired_stats import BINOMIAL
@@ -35,9 +36,10 @@ def _diff_cell(s: StrategyComparison) -> str:
 def _rows(c: SizeComparison) -> tuple[tuple[str, ...], ...]:
     return tuple(
         (
-            size_label(c.n_per_class), s.strategy, pct(s.mean), _diff_cell(s), f"{s.p_best:.0%}",
+            size_label(c.n_per_class), s.strategy, pct(s.mean), _diff_cell(s),
+            "—" if s.p_best is None else f"{s.p_best:.0%}",
             "—" if s.detectable is None else pp(s.detectable),
-            f"{len(c.seeds)} × {c.images}" + (" (binomial)" if c.basis == BINOMIAL else ""),
+            f"{len(c.seeds_of(s))} × {c.images}" + (" (binomial)" if c.basis == BINOMIAL else ""),
         )
         for s in c.strategies
     )  # fmt: skip
@@ -61,8 +63,10 @@ def paired_section(comparisons: list[SizeComparison], *, tolerance: float) -> li
             rows,
             align=("l", "l", "r", "r", "r", "r", "r"),
             highlight=tuple(i for i, r in enumerate(rows) if r[3] == "best"),
-            caption="Means over the seeds every compared strategy has (they can differ from the summary "
-            "when a seed is missing). Δ: strategy minus the best, percentage points.",
+            caption="Means over the seeds every jointly compared strategy has (they can differ from the "
+            "summary, which uses each arm's own seeds). An arm with fewer seeds (retired by racing, or a "
+            "failed seed) is paired with the best on the seeds the two share, and has no P(best) (—). "
+            "Δ: strategy minus the best on the same seeds, percentage points.",
         )
     )  # fmt: skip
     if any(c.basis == BINOMIAL for c in comparisons):
@@ -84,10 +88,36 @@ def _estimate(e: Estimate) -> str:
     return f"{pct(e.mean)} ({pct(e.low)}–{pct(min(e.high, 1.0))})"
 
 
-def curves_section(o: Outlook | None) -> list[Block]:
+def fall_text(f: Fall) -> str:
+    return (
+        f"**{f.strategy}** falls as data grows: {pct(f.from_acc)} at {size_label(f.from_size)} → "
+        f"{pct(f.to_acc)} at {size_label(f.to_size)}. More labelled images should not hurt; a step budget "
+        "that does not grow with the data or settings tuned at another size are the usual causes. Its "
+        "fitted curve is flat, so its predictions say nothing about more labels."
+    )
+
+
+def _curve_notes(o: Outlook | None, falls: list[Fall]) -> list[str]:
+    notes = [fall_text(f) for f in falls]
+    two: dict[tuple[float, ...], list[str]] = {}
+    for curve in o.curves if o is not None else ():
+        if len(curve.sizes) == 2:
+            two.setdefault(curve.sizes, []).append(f"**{curve.strategy}**")
+    for sizes, names in two.items():
+        notes.append(
+            f"{', '.join(names)}: fitted from two sizes only ({' and '.join(f'{n:g}' for n in sizes)} per "
+            "class). Two points fit any exponent, so it is fixed at 0.5, not estimated: the extrapolation "
+            "rests on that assumption."
+        )
+    return notes
+
+
+def curves_section(o: Outlook | None, *, falls: list[Fall]) -> list[Block]:
     blocks: list[Block] = [Heading("Learning curves: what more labels would buy")]
+    notes = _curve_notes(o, falls)
     if o is None:
-        return [*blocks, Callout("Needs final runs of two or more strategies at two or more data sizes.")]
+        blocks.append(Callout("Needs final runs of two or more strategies at two or more data sizes."))
+        return [*blocks, Bullets(tuple(notes))] if notes else blocks
     blocks.append(
         Paragraph(
             "Per strategy and seed, a saturating curve acc(n) = a − b·n^(−c) through the final runs' test "
@@ -113,5 +143,7 @@ def curves_section(o: Outlook | None) -> list[Block]:
         for c in o.curves
     )
     blocks.append(Table(header, rows, align=("l", "l", "r", *("r",) * len(o.targets))))
+    if notes:
+        blocks.append(Bullets(tuple(notes)))
     blocks.append(Paragraph(outlook_sentence(o)))
     return blocks

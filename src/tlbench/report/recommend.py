@@ -215,7 +215,7 @@ def _cost_ratio(r: Choice, b: Choice) -> str:
 
 def _resolution(s: StrategyComparison, comparison: SizeComparison, best: str) -> str:
     """How much more data would tell ``s`` and the best apart (80% power, same rule of thumb)."""
-    where = f"{comparison.images} test images, {len(comparison.seeds)} seeds"
+    where = f"{comparison.images} test images, {len(comparison.seeds_of(s))} seeds"
     text = f" At this test size ({where}) a difference must be about {pp(s.detectable)} to be detected"
     if s.diff == 0:
         return text + "."
@@ -259,10 +259,16 @@ def paired_text(rec: Recommendation, *, tolerance: float) -> str:
     if worse:
         items = "; ".join(f"{s.strategy} ({_versus(s, b.strategy)})" for s in worse)
         text += f" Credibly worse than {b.strategy}: {items}."
-    chances = ", ".join(
-        f"{s.strategy} {s.p_best:.0%}" for s in sorted(comparison.strategies, key=lambda s: -s.p_best)
-    )
+    joint = [(s.strategy, s.p_best) for s in comparison.strategies if s.p_best is not None]
+    chances = ", ".join(f"{name} {p:.0%}" for name, p in sorted(joint, key=lambda item: -item[1]))
     text += f" P(best): {chances}."
+    alone = [s for s in comparison.strategies if s.p_best is None]
+    if alone:
+        text += (
+            " Compared with the best on fewer seeds (no P(best)): "
+            + ", ".join(f"{s.strategy} ({len(s.seeds)} seeds)" for s in alone)
+            + "."
+        )
     if comparison.left_out:
         text += f" Not compared: {', '.join(comparison.left_out)}."
     return text.strip()

@@ -27,14 +27,15 @@ def _accuracy(row: pd.Series) -> str:
 
 def _paired(row: pd.Series) -> list[str]:
     """Paired difference to the best with its 95% interval, and P(best); blank when not compared."""
-    p_best = row.get("p_best", math.nan)
-    if pd.isna(p_best):
+    if pd.isna(row.get("paired_best", math.nan)):
         return ["", ""]
+    p_best = row.get("p_best", math.nan)
+    chance = "--" if pd.isna(p_best) else f"{float(p_best):.2f}"  # no P(best): paired with the best alone
     low, high = row.get("paired_diff_low", math.nan), row.get("paired_diff_high", math.nan)
     if pd.isna(low) or pd.isna(high):
-        return ["best", f"{float(p_best):.2f}"]
+        return ["best", chance]
     diff = f"{100 * float(row['paired_diff']):+.1f}"
-    return [f"${diff}$ [${100 * float(low):+.1f}$, ${100 * float(high):+.1f}$]", f"{float(p_best):.2f}"]
+    return [f"${diff}$ [${100 * float(low):+.1f}$, ${100 * float(high):+.1f}$]", chance]
 
 
 def _size(label: str) -> str:

@@ -12,7 +12,7 @@ from tlbench.report.figure_info import Missing
 from tlbench.report.formatting import pct, pp, si, sig, size_label
 from tlbench.report.inputs import ReportInputs
 from tlbench.report.recommend import frontier_text, recommendation_text
-from tlbench.report.summarize import best_tuning_val
+from tlbench.report.summarize import best_tuning_val, failed_configurations
 
 
 def _unique(values: pd.Series) -> str:
@@ -50,12 +50,27 @@ def header(inp: ReportInputs) -> list[Block]:
     return blocks
 
 
+def _failed_arms(inp: ReportInputs) -> list[Block]:
+    failed = [f for f in failed_configurations(inp.trials) if f.arm_failed]
+    if not failed:
+        return []
+    arms = ", ".join(f"**{f.strategy}** at {size_label(f.n_per_class)}" for f in failed)
+    return [
+        Callout(
+            f"Failed, not compared: {arms} (every final seed collapsed; see Failed configurations). A failed "
+            "arm is neither recommended nor called worse: its configuration did not train.",
+            "warning",
+        )
+    ]
+
+
 def recommendation_section(inp: ReportInputs) -> list[Block]:
     blocks: list[Block] = [Heading("Recommendation")]
     if not inp.recommendations:
         return [
             *blocks,
             Callout("No completed final run in this study: there is nothing to recommend.", "warning"),
+            *_failed_arms(inp),
         ]
     blocks.append(
         Paragraph(
@@ -74,6 +89,7 @@ def recommendation_section(inp: ReportInputs) -> list[Block]:
             )
         )
     )
+    blocks += _failed_arms(inp)
     blocks.append(Heading(f"Accuracy bought per extra {inp.unit.unit[:-1]}", level=3))
     blocks.append(
         Paragraph(

@@ -6,14 +6,18 @@ runs chose the configuration on validation accuracy and never contribute a test 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
+import yaml
 
 from tlbench.report.collect import OUTCOMES
 from tlbench.report.formatting import sorted_sizes, sorted_strategies
 from tlbench.report.stats import mean_ci
+from tlbench.tracking.names import BASE_VAL_ACC, BUDGET_CHECK
 
 FINAL, TUNE = "final", "tune"
 SUMMARY_COLUMNS = (
@@ -138,12 +142,49 @@ def cell_gaps(trials: pd.DataFrame) -> list[CellStatus]:
 
 
 def failures(trials: pd.DataFrame) -> list[tuple[str, str, str, str]]:
-    """(role, strategy, size, status text) of failed trials, so the report can say why."""
-    failed = trials[trials["outcome"] == "failed"]
+    """(role, strategy, size, status text) of failed trials that did not collapse, so the report can say
+    why (collapsed ones have their own list: :func:`failed_configurations`)."""
+    failed = trials[(trials["outcome"] == "failed") & ~trials["collapsed"]]
     return [
         (str(r["role"]), str(r["strategy"]), str(r["n_per_class"]), str(r["status"]) or "no status recorded")
         for _, r in failed.iterrows()
     ]
+
+
+@dataclass(frozen=True)
+class FailedConfiguration:
+    """An arm at one data size whose runs collapsed (at chance, or loss ending above its start)."""
+
+    strategy: str
+    n_per_class: str
+    runs: dict[str, int]  # role -> collapsed runs
+    reasons: tuple[str, ...]  # distinct reasons, as the runs logged them
+    finals_left: int  # completed final runs of the arm that did not collapse
+
+    @property
+    def arm_failed(self) -> bool:
+        """Every final run collapsed: the arm has no result, only a failure."""
+        return self.runs.get(FINAL, 0) > 0 and self.finals_left == 0
+
+
+def failed_configurations(trials: pd.DataFrame) -> list[FailedConfiguration]:
+    """Collapsed runs per arm and size (excluded from every summary, comparison and recommendation)."""
+    out = []
+    collapsed = trials[trials["collapsed"]]
+    for size in sorted_sizes(collapsed["n_per_class"]):
+        for strategy in sorted_strategies(collapsed[collapsed["n_per_class"] == size]["strategy"]):
+            runs = collapsed[(collapsed["n_per_class"] == size) & (collapsed["strategy"] == strategy)]
+            cell = trials[(trials["n_per_class"] == size) & (trials["strategy"] == strategy)]
+            out.append(
+                FailedConfiguration(
+                    strategy=strategy,
+                    n_per_class=size,
+                    runs={str(k): int(v) for k, v in runs["role"].value_counts().sort_index().items()},
+                    reasons=tuple(dict.fromkeys(str(r) for r in runs["collapse_reason"])),
+                    finals_left=len(final_results(cell)),
+                )
+            )
+    return out
 
 
 @dataclass(frozen=True)
@@ -185,3 +226,199 @@ def best_tuning_val(trials: pd.DataFrame) -> pd.DataFrame:
     grouped = tune.groupby(["n_per_class", "strategy"], sort=False)["val/acc"]
     table = pd.DataFrame({"val_acc": grouped.max(), "trials": grouped.size()}).reset_index()
     return _order(table)
+
+
+# --- the protocol as the runs and the sweep definition record it (Methods) -----------------------------
+
+
+def _sweep(sweep_yaml: str | None) -> dict[str, Any] | None:
+    if not sweep_yaml:
+        return None
+    try:
+        value = yaml.safe_load(sweep_yaml)
+    except yaml.YAMLError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _cell_values(cell: str) -> dict[str, str]:
+    """``data.n_per_class=10,strategy=lp_ft`` -> ``{"data.n_per_class": "10", "strategy": "lp_ft"}``."""
+    return dict(part.partition("=")[::2] for part in cell.split(",") if "=" in part)
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return a == b or float(a) == float(b)
+    except ValueError:
+        return False
+
+
+def _matches(condition: str, values: dict[str, str]) -> bool:
+    wanted = _cell_values(str(condition).replace(" ", ""))
+    return bool(wanted) and all(k in values and _same(values[k], v) for k, v in wanted.items())
+
+
+def _describe(spec: object) -> str:
+    if isinstance(spec, dict) and "choices" in spec:
+        return "one of " + ", ".join(str(c) for c in spec["choices"] or ())
+    if isinstance(spec, dict) and "low" in spec and "high" in spec:
+        text = f"{float(spec['low']):g}–{float(spec['high']):g}"
+        extras = [w for w in ("log",) if spec.get(w)] + (
+            [f"step {spec['step']:g}"] if spec.get("step") else []
+        )
+        return text + (f" ({', '.join(extras)})" if extras else "")
+    return str(spec)
+
+
+def searched_ranges(sweep_yaml: str | None, cell: str) -> tuple[str, ...] | None:
+    """The search space of ``cell`` from the study's sweep definition (``search`` then the matching
+    ``search_where`` entries, later ones winning, as the sweep builds it); None when there is none to read."""
+    sweep = _sweep(sweep_yaml)
+    if sweep is None:
+        return None
+    params = dict(sweep.get("search") or {})
+    values = _cell_values(cell)
+    for condition, extra in (sweep.get("search_where") or {}).items():
+        if isinstance(extra, dict) and _matches(str(condition), values):
+            params.update(extra)
+    return tuple(f"`{path}` {_describe(spec)}" for path, spec in params.items())
+
+
+def tuning_budget(sweep_yaml: str | None) -> int | None:
+    """``budget.trials_per_cell`` of the sweep definition (None when it does not say)."""
+    budget = (_sweep(sweep_yaml) or {}).get("budget")
+    value = budget.get("trials_per_cell") if isinstance(budget, dict) else None
+    return int(value) if isinstance(value, int) else None
+
+
+@dataclass(frozen=True)
+class TuningRow:
+    """How one arm at one size was tuned."""
+
+    n_per_class: str
+    strategy: str
+    counts: dict[str, int]  # outcome -> tuning trials
+    searched: tuple[str, ...] | None  # None: the sweep definition is not available
+
+    @property
+    def trials(self) -> int:
+        return sum(self.counts.values())
+
+
+def tuning_protocol(trials: pd.DataFrame, sweep_yaml: str | None) -> list[TuningRow]:
+    """Per arm and size with tuning or final runs: its tuning trials by outcome and its searched ranges."""
+    rows = []
+    work = trials[trials["role"].isin([TUNE, FINAL])]
+    for size in sorted_sizes(work["n_per_class"]):
+        at_size = work[work["n_per_class"] == size]
+        for strategy in sorted_strategies(at_size["strategy"]):
+            runs = at_size[at_size["strategy"] == strategy]
+            tune = runs[runs["role"] == TUNE]
+            cells = [str(c) for c in runs["cell"].dropna() if str(c)]
+            counts = {str(k): int(v) for k, v in tune["outcome"].value_counts().items()}
+            searched = searched_ranges(sweep_yaml, cells[0]) if cells else None
+            rows.append(TuningRow(size, strategy, counts, searched))
+    return rows
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """A tuned configuration re-run with a larger step budget: did it change validation accuracy?"""
+
+    strategy: str
+    n_per_class: str
+    factor: str  # the budget multiplier ("2")
+    base_val: float | None  # the checked run's validation accuracy
+    val: float | None  # with the larger budget; None when the check did not complete
+    outcome: str
+    reason: str = ""
+
+    @property
+    def change(self) -> float | None:
+        return None if self.val is None or self.base_val is None else self.val - self.base_val
+
+
+def budget_checks(trials: pd.DataFrame) -> list[BudgetCheck]:
+    """Every budget-check run (role ``budget_check``), in report order."""
+    runs = trials[trials["role"] == BUDGET_CHECK]
+    val_by_run = dict(zip(trials["run_id"].astype(str), trials["val/acc"], strict=True))
+    out = []
+    for _, row in runs.iterrows():
+        base = row.get(BASE_VAL_ACC, math.nan)
+        if pd.isna(base):  # fall back to the checked run itself
+            base = val_by_run.get(str(row.get("base_run_id", "")), math.nan)
+        done = row["outcome"] == "completed" and not pd.isna(row["val/acc"])
+        reason = str(row["collapse_reason"]) if row["collapsed"] else str(row["status"])
+        out.append(
+            BudgetCheck(
+                strategy=str(row["strategy"]),
+                n_per_class=str(row["n_per_class"]),
+                factor=str(row.get("budget_factor", "") or "?"),
+                base_val=None if pd.isna(base) else float(base),
+                val=float(row["val/acc"]) if done else None,
+                outcome=str(row["outcome"]),
+                reason="" if done else reason,
+            )
+        )
+    order = {s: i for i, s in enumerate(sorted_strategies(c.strategy for c in out))}
+    sizes = {s: i for i, s in enumerate(sorted_sizes(c.n_per_class for c in out))}
+    return sorted(out, key=lambda c: (sizes[c.n_per_class], order[c.strategy]))
+
+
+@dataclass(frozen=True)
+class RaceArm:
+    cell: str
+    strategy: str
+    n_per_class: str
+    factors: dict[str, str]
+    seeds: tuple[int, ...]
+    retired_round: int | None  # None: it ran to the end
+    reason: str
+
+    @property
+    def label(self) -> str:
+        """The arm as the report names it: the strategy, then factor values other than strategy and size."""
+        others = [v for k, v in self.factors.items() if k.split(".")[-1] not in {"strategy", "n_per_class"}]
+        return ", ".join([self.strategy, *others])
+
+
+@dataclass(frozen=True)
+class Race:
+    """The racing finals as the sweep recorded them (``race.json`` on the parent run)."""
+
+    rule: str
+    cap: int | None
+    rounds: int | None
+    arms: tuple[RaceArm, ...]
+
+
+def parse_race(text: str | None) -> Race | None:
+    """``race.json`` (CONTRACTS.md schema); None when the study did not race. Raises ValueError when the
+    file is not that schema (the report says so rather than guessing)."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+        arms = tuple(
+            RaceArm(
+                cell=str(a.get("cell", "")),
+                strategy=str(a["strategy"]),
+                n_per_class=str(a["n_per_class"]),
+                factors={str(k): str(v) for k, v in (a.get("factors") or {}).items()},
+                seeds=tuple(int(s) for s in a.get("seeds") or ()),
+                retired_round=None if a.get("retired_round") is None else int(a["retired_round"]),
+                reason=str(a.get("reason", "")),
+            )
+            for a in data["arms"]
+        )
+        cap, rounds = data.get("cap"), data.get("rounds")
+        return Race(
+            rule=str(data.get("rule", "")),
+            cap=None if cap is None else int(cap),
+            rounds=None if rounds is None else int(rounds),
+            arms=arms,
+        )
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(
+            f"race.json is not the racing record tlbench writes ({type(exc).__name__}: {exc})"
+        ) from None

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tlbench.errors import TrackingError
 from tlbench.tracking.mlflow_run import _client, resolve_tracking_uri
+from tlbench.tracking.names import RACE_ARTIFACT
 
 STUDY_TAG = "tlbench.study"
 SWEEP_TAG = "tlbench.sweep"
@@ -71,6 +72,7 @@ class StudyRecords:
     children: tuple[RunRecord, ...]
     extra_parents: int = 0  # parent runs beyond the first (a study should have exactly one)
     sweep_yaml: str | None = None
+    race_json: str | None = None  # the racing finals (``race.json`` of the parent), when the sweep raced
 
 
 def redact_uri(uri: str) -> str:
@@ -223,6 +225,7 @@ def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyReco
         children=children,
         extra_parents=max(0, len(parents) - 1),
         sweep_yaml=_read_text(client, parent.run_id, "sweep.yaml") if parent else None,
+        race_json=_read_text(client, parent.run_id, RACE_ARTIFACT) if parent else None,
     )
 
 
