@@ -92,3 +92,44 @@ def test_a_tie_at_the_top_is_not_a_pick() -> None:
     screen.loc[screen["backbone"] == BACKBONES[2], "screen/knn_acc"] = 0.9  # = lite0's
     knn = {p.score: p for p in picks(screen, trained)}["screen/knn_acc"]
     assert knn.tied == (BACKBONES[0], BACKBONES[2]) and not knn.same
+
+
+def _phase() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A study's screen phase: kNN kept lite0 and lite2, dropped lite1; only the kept ones trained."""
+    runs = []
+    for run in screen_runs():
+        kept = run.params["backbone"] != BACKBONES[1]
+        reason = "kept: kNN rank ≤ 2 (keep 2)" if kept else "dropped: kNN (validation) rank 3 of 3 (keep 2)"
+        tags = {**run.tags, "screen_kept": "true" if kept else "false", "screen_reason": reason}
+        runs.append(run.__class__(**{**run.__dict__, "tags": tags}))
+    finals = [r for r in final_runs() if r.params["backbone"] != BACKBONES[1]]
+    return screen_table(runs), trained_accuracy(trials_table(finals))
+
+
+def test_screen_phase_ranks_beside_training_with_tau_and_the_dropped() -> None:
+    from tlbench.report.document import Bullets, Paragraph
+    from tlbench.report.screen_section import phase_blocks
+
+    screen, trained = _phase()
+    blocks = phase_blocks(screen, trained, ["screen/logme", "screen/knn_acc"])
+    # the dropped backbone with its reason
+    (dropped,) = [b for b in blocks if isinstance(b, Bullets)]
+    assert dropped.items == (f"`{BACKBONES[1]}`: dropped: kNN (validation) rank 3 of 3 (keep 2)",)
+    # ranks: trained backbones first (training's order), the screen's rank by each score beside them
+    (table,) = [b for b in blocks if isinstance(b, Table)]
+    assert [row[:5] for row in table.rows] == [
+        (BACKBONES[0], "kept", "3", "1", "1"),  # LogME ranks lite0 last, kNN first; training first
+        (BACKBONES[2], "kept", "1", "2", "2"),
+        (BACKBONES[1], "dropped", "2", "3", "—"),
+    ]
+    # tau over the two trained backbones: LogME disagrees (-1), kNN agrees (+1)
+    text = " ".join(b.text for b in blocks if isinstance(b, Paragraph))
+    assert "over the 2 backbones that were trained: LogME -1.00, kNN (validation) +1.00" in text
+    assert "(±1 only)" in text
+
+
+def test_a_plain_screen_has_no_phase_blocks() -> None:
+    # screen runs without screen_kept (tlbench screen --study, before training): no kept/dropped claims
+    from tlbench.report.screen_section import phase_blocks
+
+    assert phase_blocks(*_tables(), ["screen/logme"]) == []

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from tlbench.tracking.names import SCREEN_KEPT, SCREEN_REASON
 from tlbench.tracking.study_reader import RunRecord
 
 SCREEN_ROLE = "screen"
@@ -43,6 +44,11 @@ def screen_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
             continue
         row: dict[str, object] = {"backbone": run.params.get("backbone", "?"), "run_id": run.run_id}
         row.update({k: run.params.get(k, "") for k in ("weights", "resolution", "n_per_class", "n_train")})
+        kept = run.tags.get(
+            SCREEN_KEPT
+        )  # a study's screen phase: trained or dropped (absent: a plain screen)
+        row["kept"] = None if kept is None else kept == "true"
+        row["screen_reason"] = run.tags.get(SCREEN_REASON, "")
         row.update({k: run.metrics.get(k, math.nan) for k in (*SCREEN_SCORES, *SCREEN_COSTS)})
         rows.append(row)
     columns = [
@@ -52,6 +58,8 @@ def screen_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
         "resolution",
         "n_per_class",
         "n_train",
+        "kept",
+        "screen_reason",
         *SCREEN_SCORES,
         *SCREEN_COSTS,
     ]
@@ -174,3 +182,23 @@ def picks(screen: pd.DataFrame, trained: pd.DataFrame) -> list[Pick]:
             )
         )
     return out
+
+
+def ranks(values: pd.Series) -> pd.Series:
+    """1 = best (highest); ties share the better rank; NaN stays NaN."""
+    return values.rank(ascending=False, method="min")
+
+
+def ranking_table(screen: pd.DataFrame, trained: pd.DataFrame) -> pd.DataFrame:
+    """Per screened backbone: kept or dropped, its rank by each screen score, its trained rank and accuracy
+    (the best strategy's mean final test accuracy). Rows: trained backbones by trained rank, then the rest."""
+    best = best_per_backbone(trained).set_index("backbone")
+    out = screen[["backbone", "kept", "screen_reason"]].copy()
+    for score in SCREEN_SCORES:
+        if score in screen and not screen[score].isna().all():
+            out[f"rank:{score}"] = ranks(screen[score]).to_numpy()
+    out["trained_acc"] = out["backbone"].map(best["test_acc"]) if len(best) else math.nan
+    out["trained_strategy"] = out["backbone"].map(best["strategy"]) if len(best) else None
+    out["trained_rank"] = ranks(out["trained_acc"].astype(float))
+    order = out["trained_rank"].fillna(math.inf)
+    return out.assign(_o=order).sort_values(["_o", "backbone"]).drop(columns="_o").reset_index(drop=True)

@@ -26,6 +26,7 @@ from tlbench.report.rank_agreement import (
     Pick,
     agreements,
     picks,
+    ranking_table,
     scopes,
     screen_table,
     trained_accuracy,
@@ -167,6 +168,87 @@ def _pick_text(pick: Pick) -> str:
     )
 
 
+def _rank(value: object) -> str:
+    return "—" if value is None or pd.isna(value) else f"{int(float(str(value)))}"
+
+
+def _status(row: pd.Series) -> str:
+    if row["kept"] is None or pd.isna(row["kept"]):
+        return "trained" if not pd.isna(row["trained_acc"]) else "not trained"
+    return "kept" if bool(row["kept"]) else "dropped"
+
+
+def phase_blocks(screen: pd.DataFrame, trained: pd.DataFrame, shown: Sequence[str]) -> list[Block]:
+    """The screen as a phase of the study: kept and dropped backbones, and the screen's ranking beside
+    training's with Kendall's τ over the backbones that were trained (empty for a stand-alone screen)."""
+    if screen["kept"].isna().all():
+        return []
+    table = ranking_table(screen, trained)
+    dropped = table[table["kept"].map(lambda v: v is False)]
+    kept = int(table["kept"].map(lambda v: v is True).sum())
+    blocks: list[Block] = [
+        Heading("The screen phase", level=3),
+        Paragraph(
+            f"The study screened {len(table)} backbone(s) before training and kept {kept} for training"
+            + (f"; {len(dropped)} dropped:" if len(dropped) else ".")
+        ),
+    ]
+    if len(dropped):
+        blocks.append(
+            Bullets(
+                tuple(
+                    f"`{r.backbone}`: {r.screen_reason or 'no reason recorded'}" for r in dropped.itertuples()
+                )
+            )
+        )
+    ranked = [s for s in shown if f"rank:{s}" in table]
+    blocks.append(
+        Table(
+            (
+                "backbone",
+                "screen",
+                *(f"rank by {SCREEN_SCORES[s]}" for s in ranked),
+                "trained rank",
+                "trained best",
+            ),
+            tuple(
+                (
+                    str(row["backbone"]),
+                    _status(row),
+                    *(_rank(row[f"rank:{s}"]) for s in ranked),
+                    _rank(row["trained_rank"]),
+                    "—"
+                    if pd.isna(row["trained_acc"])
+                    else f"{pct(float(row['trained_acc']))} ({row['trained_strategy']})",
+                )
+                for _, row in table.iterrows()
+            ),
+            align=("l", "l", *("r" for _ in ranked), "r", "r"),
+            caption="Ranks: 1 = best; the screen ranks every screened backbone, training only those it "
+            "trained (by the best strategy's mean final test accuracy).",
+        )
+    )
+    trained_n = int(table["trained_acc"].notna().sum())
+    taus = [a for a in agreements(screen, trained) if a.scope == BEST_SCOPE]
+    if trained_n < 2 or not taus:
+        blocks.append(
+            Paragraph(
+                "Fewer than two backbones were trained: there is no trained ranking to set the "
+                "screen's against (Kendall's τ needs two)."
+            )
+        )
+    else:
+        items = ", ".join(f"{SCREEN_SCORES[a.score]} {_num(a.kendall_tau)}" for a in taus)
+        blocks.append(
+            Paragraph(
+                "**Kendall's τ-b between the screen's ranking and training's**, over the "
+                f"{trained_n} backbones that were trained: {items}. With {trained_n} backbones τ takes "
+                "few values" + (" (±1 only)." if trained_n == 2 else ".")
+            )
+        )
+    return blocks
+
+
 def screen_blocks(screen: pd.DataFrame, trained: pd.DataFrame, figure: Figure | None) -> list[Block]:
     """The section's blocks from the screen table and the trained accuracies (pure)."""
     shown = [s for s in SCREEN_SCORES if s in screen and not screen[s].isna().all()]
@@ -186,6 +268,7 @@ def screen_blocks(screen: pd.DataFrame, trained: pd.DataFrame, figure: Figure | 
             "best strategy in this study.",
         ),
     ]
+    blocks += phase_blocks(screen, trained, shown)
     if trained.empty or not set(trained["backbone"]) & set(screen["backbone"]):
         blocks.append(
             Callout(
