@@ -216,7 +216,9 @@ def build_study(
         if t.config is not None:
             client.log_text(run_id, t.config, "config.yaml")
         if t.status != "running":
-            mlflow_status = {"completed": "FINISHED", "pruned": "KILLED"}.get(t.status, "FAILED")
+            # the contract: pruned runs end FINISHED (tag status=pruned); KILLED means interrupted
+            ends = {"completed": "FINISHED", "pruned": "FINISHED", "failed: interrupted": "KILLED"}
+            mlflow_status = ends.get(t.status, "FAILED")
             client.set_terminated(run_id, status=mlflow_status)
         run_ids[t.trial_number] = run_id
     if parent_id:

@@ -19,6 +19,7 @@ from tlbench.tracking.study_reader import RunRecord
         ("failed: collapsed: at chance", "FAILED", "failed"),  # collapse is a failure
         ("running", "RUNNING", "running"),  # a trial in progress
         ("running", "KILLED", "interrupted"),  # stopped (Ctrl-C): redone on resume, not a failure
+        ("failed: interrupted", "KILLED", "interrupted"),  # what an interrupted fit logs
         ("running", "FAILED", "failed"),  # ended without updating its status: a failure, not a result
         ("", "FINISHED", "failed"),  # no status tag at all: never counted as a result
     ],

@@ -265,7 +265,7 @@ def build_report(
             parent.run_id,
             root=directory,
             files=files,
-            metrics=parent_metrics(summary, trials, totals),
+            metrics=parent_metrics(recommendations, trials, totals),
             tags=parent_tags(recommendations, tolerance=tolerance, cost_unit=unit.unit),
             tracking_uri=tracking_uri,
         )

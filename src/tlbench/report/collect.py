@@ -57,6 +57,7 @@ INT_COLUMNS = (
 )  # fmt: skip
 FLOAT_COLUMNS = ("lr", "weight_decay", "backbone_lr_mult", "layer_decay")
 OUTCOMES = ("completed", "pruned", "failed", "interrupted", "running")
+INTERRUPTED = "failed: interrupted"  # what an interrupted fit's status tag says (training/fit.py)
 CHANCE_SE = 2.0  # "within noise of chance": validation accuracy at most chance + 2 binomial standard errors
 
 
@@ -70,12 +71,12 @@ def outcome(status: str, mlflow_status: str) -> str:
         return "completed"
     if status == PRUNED:
         return "pruned"
+    if mlflow_status == "KILLED" or status == INTERRUPTED:
+        return "interrupted"
     if status.startswith(FAILED_PREFIX.rstrip(": ")):
         return "failed"
     if mlflow_status in {"RUNNING", "SCHEDULED"}:
         return "running"
-    if mlflow_status == "KILLED":
-        return "interrupted"
     return "failed"  # the run ended without saying how: count it as a failure, never as a result
 
 

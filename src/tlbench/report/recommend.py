@@ -401,7 +401,7 @@ def _overrides(finals: pd.DataFrame) -> tuple[str, ...] | None:
     return lists[0] if lists and len(set(lists)) == 1 else None
 
 
-def _verdict(rec: Recommendation, choice: Choice, *, unit: str) -> str:
+def verdict_sentence(rec: Recommendation, choice: Choice, *, unit: str) -> str:
     """One plain sentence (no Markdown): the arm's result and where the report places it."""
     if choice.acc_ci is None:
         spread = "a single final seed, no interval"
@@ -510,7 +510,7 @@ def choose_arm(
         acc_mean=choice.acc,
         acc_half_width=choice.acc_ci,
         device_hours=choice.cost,
-        verdict=_verdict(rec, choice, unit=unit),
+        verdict=verdict_sentence(rec, choice, unit=unit),
         tolerance=tolerance,
         pooled_cells=tuple(str(c) for c in by_cell.groups if c != cell),
         config_run_id=runs[0].run_id,
