@@ -1,28 +1,32 @@
 """Learning curves: a saturating fit of test accuracy against labelled images per class (pure).
 
-Model: ``acc(n) = a - b * n ** -c`` with ``a <= 1`` (the plateau), ``b >= 0`` and ``c`` on a grid in
-[0.05, 2] (the exponent fixed at 0.5 when a strategy has only two sizes). For each ``c`` the fit is a
-linear least-squares problem, so no optimiser can fail to converge. Each seed gets its own curve (a
-seed's subsets are nested across sizes, ``data/splits.py``); predictions are the mean over the seeds'
-curves with a Student-t interval over them: seed variation only, not the choice of the curve.
+Model: ``acc(n) = a - b * n ** -c`` with ``a <= 1`` (the plateau), ``b >= 0`` and ``c`` in [0.05, 2]
+(the exponent fixed at 0.5 when a strategy has only two sizes), fitted by ``scipy.optimize.curve_fit``
+within those bounds from a few starting exponents (the fit is not convex in ``c``). Each seed gets its
+own curve (a seed's subsets are nested across sizes, ``data/splits.py``); predictions are the mean over
+the seeds' curves with a Student-t interval over them: seed variation only, not the choice of the curve.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import OptimizeWarning, curve_fit
 
 from tlbench.report.formatting import size_key, sorted_strategies
 from tlbench.report.stats import Estimate, mean_ci
 from tlbench.report.summarize import final_results
 
-EXPONENTS = tuple(float(c) for c in np.geomspace(0.05, 2.0, 60))
+EXPONENT_RANGE = (0.05, 2.0)
+STARTS = (0.1, 0.5, 1.5)  # starting exponents: the lowest squared error of the three fits wins
 TWO_SIZE_EXPONENT = 0.5
+_AT_BOUND = 1e-9  # a parameter this close to its bound is on it (the solver stays strictly inside)
 
 
 @dataclass(frozen=True)
@@ -35,23 +39,47 @@ class Curve:
         return self.plateau - self.scale * n**-self.exponent
 
 
-def _fit_linear(x: np.ndarray, y: np.ndarray, c: float) -> tuple[Curve, float]:
-    u = x**-c
-    design = np.column_stack([np.ones_like(u), -u])
-    (a, b), *_ = np.linalg.lstsq(design, y, rcond=None)
-    if b < 0:  # falling with more data is noise: a flat line
-        a, b = float(y.mean()), 0.0
-    if a > 1:  # the plateau cannot pass 100%
-        a, b = 1.0, max(0.0, float(np.dot(1 - y, u) / np.dot(u, u)))
-    curve = Curve(float(a), float(b), c)
-    return curve, float(np.sum((y - np.array([curve.predict(v) for v in x])) ** 2))
+def _model(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    return np.asarray(a - b * n**-c)
 
 
-def _fit_to_full_accuracy(x: np.ndarray, y: np.ndarray, c: float) -> tuple[Curve, float]:
-    """The plateau fixed at 100%: ``1 - acc = b n^-c``."""
-    u = x**-c
-    curve = Curve(1.0, max(0.0, float(np.dot(1 - y, u) / np.dot(u, u))), c)
-    return curve, float(np.sum((y - np.array([curve.predict(v) for v in x])) ** 2))
+def _fit(
+    x: np.ndarray, y: np.ndarray, *, plateau: float | None, exponent: float | None
+) -> tuple[Curve, float]:
+    """Least squares over the parameters not fixed, within their bounds; (curve, squared error)."""
+    free = [name for name, fixed in (("a", plateau), ("b", None), ("c", exponent)) if fixed is None]
+    low = {"a": -np.inf, "b": 0.0, "c": EXPONENT_RANGE[0]}
+    high = {"a": 1.0, "b": np.inf, "c": EXPONENT_RANGE[1]}
+
+    def model(n: np.ndarray, *params: float) -> np.ndarray:
+        given = dict(zip(free, params, strict=True))
+        return _model(n, given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0))
+
+    best: tuple[Curve, float] | None = None
+    for c0 in STARTS if exponent is None else (exponent,):
+        a0 = plateau if plateau is not None else min(float(y.max()) + 0.01, 1.0 - 1e-3)
+        b0 = max((a0 - float(y.min())) * float(x.min()) ** c0, 1e-3)
+        start = {"a": a0, "b": b0, "c": c0}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)  # no covariance from few points: not needed
+            try:
+                bounds = ([low[k] for k in free], [high[k] for k in free])
+                params, _ = curve_fit(
+                    model, x, y, p0=[start[k] for k in free], bounds=bounds,
+                    xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=10_000,
+                )  # fmt: skip
+            except RuntimeError:  # this start did not converge: another may
+                continue
+        given = dict(zip(free, (float(v) for v in params), strict=True))
+        curve = Curve(given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0))
+        if curve.scale <= _AT_BOUND:  # falling or flat with more data is noise: the flat least-squares line
+            curve = Curve(float(y.mean()) if plateau is None else plateau, 0.0, curve.exponent)
+        error = float(np.sum((y - _model(x, curve.plateau, curve.scale, curve.exponent)) ** 2))
+        if best is None or error < best[1]:
+            best = (curve, error)
+    if best is None:
+        raise ValueError(f"no saturating curve fits {x.tolist()=} {y.tolist()=}")
+    return best
 
 
 def fit_curve(n_per_class: Sequence[float], accuracy: Sequence[float]) -> Curve:
@@ -64,11 +92,11 @@ def fit_curve(n_per_class: Sequence[float], accuracy: Sequence[float]) -> Curve:
     if x.shape != y.shape or np.unique(x).size < 2 or (x <= 0).any():
         raise ValueError(f"need points at >= 2 distinct positive n, got {x.tolist()=}")
     if np.unique(x).size >= 3:
-        return min((_fit_linear(x, y, c) for c in EXPONENTS), key=lambda fit: fit[1])[0]
-    fixed = _fit_linear(x, y, TWO_SIZE_EXPONENT)[0]
-    if fixed.plateau < 1.0:
+        return _fit(x, y, plateau=None, exponent=None)[0]
+    fixed = _fit(x, y, plateau=None, exponent=TWO_SIZE_EXPONENT)[0]
+    if fixed.plateau < 1.0 - _AT_BOUND:
         return fixed
-    return min((_fit_to_full_accuracy(x, y, c) for c in EXPONENTS), key=lambda fit: fit[1])[0]
+    return _fit(x, y, plateau=1.0, exponent=None)[0]
 
 
 def per_class_sizes(rows: pd.DataFrame) -> pd.Series:
@@ -122,35 +150,6 @@ def strategy_curves(
                 predictions,
             )
         )
-    return out
-
-
-@dataclass(frozen=True)
-class HoldoutPoint:
-    strategy: str
-    n_per_class: str
-    predicted: float
-    observed: float
-
-    @property
-    def error(self) -> float:
-        return self.predicted - self.observed
-
-
-def holdout_check(trials: pd.DataFrame, *, fit_max_n: float = 20) -> list[HoldoutPoint]:
-    """Fit on sizes <= ``fit_max_n``, predict the larger ones, compare with their measured mean."""
-    finals = final_results(trials)
-    finals = finals.assign(_n=per_class_sizes(finals))
-    out = []
-    for strategy in sorted_strategies(finals["strategy"]):
-        rows = finals[finals["strategy"] == strategy]
-        fits = seed_curves(rows, max_n=fit_max_n)
-        if not fits:
-            continue
-        for size, group in rows[rows["_n"] > fit_max_n].groupby("n_per_class"):
-            n = float(group["_n"].mean())
-            predicted = float(np.mean([c.predict(n) for _, c in fits]))
-            out.append(HoldoutPoint(strategy, str(size), predicted, float(group["test/acc"].mean())))
     return out
 
 

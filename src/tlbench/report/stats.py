@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import stats
 
 
@@ -34,16 +35,17 @@ def mean_ci(values: Sequence[float], *, confidence: float = 0.95) -> Estimate:
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence=}")
-    clean = [float(v) for v in values if not math.isnan(float(v))]
-    if not clean:
+    clean = np.asarray([float(v) for v in values if not math.isnan(float(v))])
+    if not clean.size:
         raise ValueError("mean_ci needs at least one value")
-    n = len(clean)
-    mean = math.fsum(clean) / n
+    n, mean = clean.size, float(np.mean(clean))
     if n == 1:
         return Estimate(mean=mean, half_width=None, n=1, std=None)
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in clean) / (n - 1))
-    quantile = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1))
-    return Estimate(mean=mean, half_width=quantile * std / math.sqrt(n), n=n, std=std)
+    std = float(np.std(clean, ddof=1))
+    if std == 0:  # identical seeds: scipy's interval is undefined at scale 0, the width is 0
+        return Estimate(mean=mean, half_width=0.0, n=n, std=0.0)
+    low, high = stats.t.interval(confidence, df=n - 1, loc=mean, scale=std / math.sqrt(n))
+    return Estimate(mean=mean, half_width=(float(high) - float(low)) / 2, n=n, std=std)
 
 
 def pareto_front(costs: Sequence[float], accuracies: Sequence[float], *, atol: float = 1e-9) -> list[int]:

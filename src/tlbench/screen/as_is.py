@@ -16,6 +16,7 @@ from tlbench.config.schema import StrategyConfig, StrategyName
 from tlbench.cost.flops import measure_forward_flops
 from tlbench.data import BatchTransform
 from tlbench.models.network import build_model
+from tlbench.training.evaluate import evaluate
 from tlbench.training.prepare import PreparedTrial
 
 
@@ -38,14 +39,17 @@ def as_is_accuracy(prepared: PreparedTrial, class_map: Mapping[str, Sequence[str
     transform = BatchTransform(mean=model.mean, std=model.std)
     val = prepared.splits.val
     batch = prepared.cfg.trainer.eval_batch_size
-    correct = 0
-    with torch.inference_mode():
-        for first in range(0, len(val), batch):
-            logits = network(transform(val.images[first : first + batch]))
-            correct += int((logits.argmax(dim=1) == val.labels[first : first + batch]).sum())
+    batches = (
+        (transform(val.images[first : first + batch]), val.labels[first : first + batch])
+        for first in range(0, len(val), batch)
+    )
+    # the trial's own evaluation: the screen's as_is accuracy is the number an as_is trial would log
+    accuracy = evaluate(
+        network, batches, device_type=prepared.device.kind, precision=prepared.precision
+    ).accuracy
     if prepared.device.is_gpu:
         torch.cuda.synchronize(prepared.device.torch_device)
     seconds = time.perf_counter() - start
     probe = transform(val.images[:2])
     flops = measure_forward_flops(network, probe) / probe.shape[0] * len(val)
-    return AsIsScore(accuracy=correct / max(len(val), 1), seconds=seconds, flops=flops)
+    return AsIsScore(accuracy=accuracy, seconds=seconds, flops=flops)

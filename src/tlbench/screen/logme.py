@@ -91,15 +91,6 @@ def _maximise(spec: _Spectrum, y: FloatArray, *, max_iter: int, tol: float) -> E
     return Evidence(previous, alpha, beta, max_iter, False)
 
 
-def log_evidence_at(features: FloatArray, target: FloatArray, *, alpha: float, beta: float) -> float:
-    """The evidence at given precisions (``alpha`` of the weights, ``beta`` of the noise)."""
-    f = np.asarray(features, dtype=np.float64)
-    y = np.asarray(target, dtype=np.float64)
-    spec = _spectrum(f)
-    z = spec.u.T @ y
-    return _log_evidence(spec, z, max(float(y @ y) - float(z @ z), 0.0), alpha, beta)
-
-
 def evidence(
     features: FloatArray, target: FloatArray, *, max_iter: int = 1000, tol: float = 1e-10
 ) -> Evidence:

@@ -1,9 +1,10 @@
 """Cross-validated linear-probe accuracy on frozen features (scikit-learn's logistic regression).
 
-Stratified k-fold on the training pool only (the validation and test splits stay untouched): each
-fold standardises the features on its training part, fits an L2-regularised multinomial logistic
-regression and scores the held-out part. The score is the accuracy over all held-out predictions
-(every sample predicted exactly once), so it is exact on small sets rather than a mean of fold means.
+Stratified k-fold on the training pool only (the validation and test splits stay untouched), by
+``cross_val_predict`` over a pipeline: each fold standardises the features on its training part, fits
+an L2-regularised multinomial logistic regression and predicts the held-out part. The score is the
+accuracy over all held-out predictions (every sample predicted exactly once), so it is exact on small
+sets rather than a mean of fold means.
 
 With fewer samples than feature dimensions (the usual few-shot case: ~200 images, 1,280 features),
 each fold is solved in the span of its training rows: an L2-penalised linear model's optimal weights
@@ -17,6 +18,13 @@ import warnings
 
 import numpy as np
 from numpy.typing import NDArray
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -32,22 +40,29 @@ def cv_folds(labels: IntArray, *, max_folds: int = 5) -> int:
     return int(min(max_folds, counts.min()))
 
 
-def _row_span(x: FloatArray) -> FloatArray:
-    """Orthonormal basis (rows) of the span of ``x``'s rows, dropping numerically null directions."""
-    _, s, vt = np.linalg.svd(x, full_matrices=False)
-    keep = s > s.max(initial=0.0) * max(x.shape) * np.finfo(np.float64).eps
-    return np.asarray(vt[keep], dtype=np.float64)
+class RowSpan(TransformerMixin, BaseEstimator):
+    """Projects onto an orthonormal basis of the span of the rows it was fitted on (dropping numerically
+    null directions): an L2-penalised linear model's optimum lies in that span, so the logits, hence the
+    predictions, are those of the full space, at a fraction of the cost when there are more features
+    than rows. With fewer features than rows it passes the data through."""
+
+    def fit(self, x: FloatArray, y: object = None) -> RowSpan:
+        if x.shape[1] > x.shape[0]:
+            _, s, vt = np.linalg.svd(x, full_matrices=False)
+            keep = s > s.max(initial=0.0) * max(x.shape) * np.finfo(np.float64).eps
+            self.basis_: FloatArray | None = np.asarray(vt[keep], dtype=np.float64)
+        else:
+            self.basis_ = None
+        return self
+
+    def transform(self, x: FloatArray) -> FloatArray:
+        return x if self.basis_ is None else np.asarray(x @ self.basis_.T)
 
 
 def probe_cv_predictions(
     features: FloatArray, labels: IntArray, *, folds: int = 5, c: float = 1.0, seed: int = 0
 ) -> IntArray:
     """Out-of-fold predictions: each sample predicted by a probe fitted without it."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.preprocessing import StandardScaler
-
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     if x.ndim != 2 or y.shape != (x.shape[0],):
@@ -55,20 +70,11 @@ def probe_cv_predictions(
     n_splits = cv_folds(y, max_folds=folds)
     if n_splits < 2:
         raise ValueError("probe cross-validation needs at least 2 samples of every class")
-    predicted = np.empty_like(y)
+    probe = make_pipeline(StandardScaler(), RowSpan(), LogisticRegression(C=c, max_iter=2000))
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    for fit_idx, held_idx in splitter.split(x, y):
-        scaler = StandardScaler().fit(x[fit_idx])
-        fit_x, held_x = scaler.transform(x[fit_idx]), scaler.transform(x[held_idx])
-        if fit_x.shape[1] > fit_x.shape[0]:
-            basis = _row_span(fit_x)
-            fit_x, held_x = fit_x @ basis.T, held_x @ basis.T
-        probe = LogisticRegression(C=c, max_iter=2000)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # the accuracy is what is scored
-            probe.fit(fit_x, y[fit_idx])
-        predicted[held_idx] = probe.predict(held_x)
-    return predicted
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the accuracy is what is scored
+        return np.asarray(cross_val_predict(probe, x, y, cv=splitter), dtype=np.int64)
 
 
 def probe_cv_accuracy(
@@ -76,4 +82,4 @@ def probe_cv_accuracy(
 ) -> float:
     """Accuracy of the out-of-fold predictions of :func:`probe_cv_predictions`."""
     predicted = probe_cv_predictions(features, labels, folds=folds, c=c, seed=seed)
-    return float(np.mean(predicted == np.asarray(labels)))
+    return float(accuracy_score(np.asarray(labels), predicted))

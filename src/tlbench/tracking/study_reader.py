@@ -97,26 +97,22 @@ def _record(run: Any) -> RunRecord:
     )
 
 
+def _paged(fetch: Any) -> list[Any]:
+    """Every page of ``fetch(max_results, page_token)``. mlflow.search_runs / search_experiments read the
+    process-wide tracking URI; the report is given one, so it pages its client with their paginator."""
+    from mlflow.utils import get_results_from_paginated_fn
+
+    return list(get_results_from_paginated_fn(fetch, _PAGE))
+
+
 def _search_all(client: Any, experiment_ids: list[str], **kwargs: Any) -> list[Any]:
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs(experiment_ids, max_results=_PAGE, page_token=token, **kwargs)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return _paged(
+        lambda n, token: client.search_runs(experiment_ids, max_results=n, page_token=token, **kwargs)
+    )
 
 
 def _all_experiments(client: Any) -> list[Any]:
-    experiments: list[Any] = []
-    token = None
-    while True:
-        page = client.search_experiments(max_results=_PAGE, page_token=token)
-        experiments.extend(page)
-        token = page.token
-        if not token:
-            return experiments
+    return _paged(lambda n, token: client.search_experiments(max_results=n, page_token=token))
 
 
 def _open(tracking_uri: str | None) -> tuple[Any, list[Any]]:
