@@ -1,3 +1,5 @@
+"""The trials table: outcomes, collapse, parsing, and the arms a study's factors make."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -5,8 +7,11 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 
-from tlbench.report.collect import METRIC_COLUMNS, PARAM_COLUMNS, outcome, trials_table
+from tlbench.report.collect import METRIC_COLUMNS, PARAM_COLUMNS, label_arms, outcome, trials_table
+from tlbench.report.render import sorted_strategies
 from tlbench.tracking.study_reader import RunRecord
+
+# --- outcomes, collapse, columns ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -89,3 +94,37 @@ def test_collapse_is_a_failure(run: RunRecord, reason: str | None, expected: str
     row = trials_table([run]).iloc[0]
     assert bool(row["collapsed"]) is (reason is not None) and (reason or "") in str(row["collapse_reason"])
     assert row["outcome"] == expected
+
+
+# --- arms: strategy x the resolution or backbone a study varies ---------------------------------------------
+
+
+def _trials(resolutions: list[int]) -> pd.DataFrame:
+    n = len(resolutions)
+    return pd.DataFrame(
+        {
+            "role": ["final"] * n,
+            "strategy": pd.array(["linear_probe", "scratch"] * (n // 2), dtype="string"),
+            "backbone": ["tf_efficientnet_lite0"] * n,
+            "resolution": resolutions,
+        }
+    )
+
+
+def test_a_study_at_one_resolution_keeps_plain_strategies() -> None:
+    trials = _trials([224, 224, 224, 224])
+    assert label_arms(trials) is trials
+
+
+def test_varying_resolution_makes_each_combination_an_arm() -> None:
+    # 2 strategies x 2 resolutions -> 4 arms, the plain strategy kept alongside
+    labelled = label_arms(_trials([64, 64, 224, 224]))
+    assert list(labelled["strategy"]) == [
+        "linear_probe, 64px",
+        "scratch, 64px",
+        "linear_probe, 224px",
+        "scratch, 224px",
+    ]
+    assert list(labelled["strategy_name"]) == ["linear_probe", "scratch"] * 2
+    # arms sort with their strategy (linear_probe before scratch), then by label
+    assert sorted_strategies(labelled["strategy"])[:2] == ["linear_probe, 224px", "linear_probe, 64px"]

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 
-from tlbench.report.document import Callout, Paragraph, Table
 from tlbench.report.methods import budget_blocks, cost_rule, race_blocks, tuning_blocks
-from tlbench.report.summarize import parse_race, searched_ranges
+from tlbench.report.render import Callout, Paragraph, Table
+from tlbench.report.tables import parse_race, searched_ranges
 
 Trials = Callable[..., pd.DataFrame]
 

@@ -1,7 +1,9 @@
-"""Paired comparisons on hand-built trial tables: pairing checks, known answers, the binomial fallback."""
+"""Paired comparisons on hand-built trial tables (pairing checks, known answers, the binomial fallback,
+racing), and the claim they rest on: a seed fixes the training subset, ``split_seed`` the test set."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -9,11 +11,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats
 
+from tlbench.config.schema import DataConfig, DatasetName
+from tlbench.data import load_splits
 from tlbench.report.paired import compare_strategies, comparison_table, with_comparisons
-from tlbench.report.paired_stats import BINOMIAL, PER_IMAGE
+from tlbench.report.stats import BINOMIAL, PER_IMAGE
 from tlbench.tracking.study_reader import RunPredictions
+from tlbench.training import prepare
+
+# --- paired comparisons -------------------------------------------------------------------------------------
 
 Trials = Callable[..., pd.DataFrame]
 LABELS = (0, 1, 0, 1)
@@ -124,3 +132,27 @@ def test_a_missing_seed_no_longer_costs_every_arm_that_seed(trials: Trials) -> N
     (c,) = compare_strategies(trials(*rows), {})
     # the probe and full fine-tuning are compared on three seeds; partial on its two, with the best
     assert c.seeds == (1, 2, 3) and c.get("partial").seeds == (1, 2)  # type: ignore[union-attr]
+
+
+# --- the claim paired comparisons rest on: a seed fixes the training subset, split_seed the test set ---
+
+
+def _cfg(**overrides: object) -> DataConfig:
+    values: dict = {"name": DatasetName.synthetic, "resolution": 8, "num_classes": 3, "samples_per_class": 40}
+    return DataConfig(**{**values, "n_per_class": 5, **overrides})
+
+
+def test_the_subset_is_a_function_of_data_config_and_seed() -> None:
+    # nothing but the data config and the seed reaches the subset: no strategy, model or optimiser
+    assert list(inspect.signature(load_splits).parameters) == ["cfg", "seed"]
+    # and the trial passes the run's own seed (the final seed) to it
+    assert "load_splits(cfg.data, seed=cfg.seed)" in inspect.getsource(prepare)
+
+
+def test_same_seed_same_subset_and_every_seed_the_same_test_set() -> None:
+    one, again, other = load_splits(_cfg(), seed=1), load_splits(_cfg(), seed=1), load_splits(_cfg(), seed=2)
+    # same seed: the same training images (the fingerprint hashes their indices) ...
+    assert one.fingerprint == again.fingerprint and torch.equal(one.train.images, again.train.images)
+    # ... another seed: other training images, the very same test images in the same order
+    assert one.fingerprint != other.fingerprint
+    assert torch.equal(one.test.images, other.test.images) and torch.equal(one.test.labels, other.test.labels)

@@ -1,8 +1,10 @@
-"""MLflow records -> one tidy row per trial (the table every other report module reads, and results.csv).
+"""MLflow records -> one tidy row per trial: the table every other report module reads, and results.csv.
 
 Columns keep MLflow's names (params by key, metrics like ``test/acc``), so a number in the table can be
 traced to the run. Values are not rounded; numeric params are parsed only when every value parses, so
-the CSV never disagrees with the logged string.
+the CSV never disagrees with the logged string. Each run's ``outcome`` (completed, pruned, failed,
+interrupted, running) and whether it collapsed are decided here, once; a study that crosses
+``backbone`` or ``data.resolution`` with the strategies gets its arms labelled here too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from tlbench.strategies import UNTRAINED
 from tlbench.tracking.names import (
     COLLAPSE_REASON,
     COLLAPSED,
@@ -23,6 +26,11 @@ from tlbench.tracking.names import (
     VAL_ACC,
 )
 from tlbench.tracking.study_reader import RunRecord
+
+# --- MLflow records -> the trials table ---------------------------------------------------------------------
+# Columns keep MLflow's names (params by key, metrics like ``test/acc``), so a number in the table can be
+# traced to the run. Values are not rounded; numeric params are parsed only when every value parses, so
+# the CSV never disagrees with the logged string.
 
 IDENTITY_COLUMNS = (
     "run_id", "run_name", "trial_number", "role", "status", "outcome", "collapsed", "collapse_reason",
@@ -170,3 +178,33 @@ def trials_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
     frame = frame[order]
     # trial numbers restart in every cell's Optuna study: start time is the one order over the study
     return frame.sort_values(["start_time_ms", "run_id"], na_position="last").reset_index(drop=True)
+
+
+# --- arms: strategy x the factors a study varies ------------------------------------------------------------
+# A study that crosses ``data.resolution`` or ``backbone`` with the strategies (the cheapest knobs users
+# have) must not pool its runs per strategy: each combination is an arm of its own, labelled
+# ``"<strategy>, <value>"`` (``linear_probe, 224px``), which every table, figure and the recommendation
+# then treat as a strategy (figures keep the strategy's colour for its arms).
+
+ARM_FACTORS = (("backbone", "{}"), ("resolution", "{}px"))  # column, how a value is labelled
+
+
+def varying_factors(trials: pd.DataFrame) -> list[str]:
+    """The arm factors that take more than one value among the trained final runs."""
+    finals = trials[(trials["role"] == "final") & ~trials["strategy"].isin(UNTRAINED)]
+    return [c for c, _ in ARM_FACTORS if c in finals and finals[c].dropna().astype(str).nunique() > 1]
+
+
+def label_arms(trials: pd.DataFrame) -> pd.DataFrame:
+    """``trials`` with ``strategy`` relabelled per arm when the study varies an arm factor; the plain
+    strategy stays in ``strategy_name``. Unchanged (no copy) when nothing varies."""
+    varying = varying_factors(trials)
+    if not varying:
+        return trials
+    out = trials.copy()
+    out["strategy_name"] = out["strategy"]
+    formats = dict(ARM_FACTORS)
+    for column in varying:
+        suffix = out[column].map(lambda v, f=formats[column]: "" if pd.isna(v) else ", " + f.format(v))
+        out["strategy"] = (out["strategy"].astype(str) + suffix.astype(str)).astype("string")
+    return out

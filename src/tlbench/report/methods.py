@@ -7,10 +7,24 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from tlbench.report.collect import CHANCE_SE
-from tlbench.report.document import Block, Bullets, Callout, Heading, Paragraph, Table
-from tlbench.report.formatting import pct, pp, seconds, si, sig, signed_pp, size_label, sorted_sizes
-from tlbench.report.inputs import ReportInputs
-from tlbench.report.summarize import (
+from tlbench.report.render import (
+    Block,
+    Bullets,
+    Callout,
+    Heading,
+    Paragraph,
+    Table,
+    pct,
+    pp,
+    seconds,
+    si,
+    sig,
+    signed_pp,
+    size_label,
+    sorted_sizes,
+)
+from tlbench.report.sections import ReportInputs
+from tlbench.report.tables import (
     FINAL,
     TUNE,
     Totals,

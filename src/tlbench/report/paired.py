@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tlbench.report.formatting import size_label, sorted_sizes, sorted_strategies
-from tlbench.report.paired_stats import (
+from tlbench.report.render import size_label, sorted_sizes, sorted_strategies
+from tlbench.report.stats import (
     BINOMIAL,
     PER_IMAGE,
     VarianceModel,
@@ -31,7 +31,7 @@ from tlbench.report.paired_stats import (
     probability_best,
     seeds_needed,
 )
-from tlbench.report.summarize import final_results
+from tlbench.report.tables import final_results
 from tlbench.tracking.study_reader import RunPredictions
 
 

@@ -19,10 +19,10 @@ import pandas as pd
 
 from tlbench.errors import ConfigError, TlbenchError
 from tlbench.report.collect import PARAM_COLUMNS
-from tlbench.report.formatting import pct, pp, sig, signed_pp, size_label, sorted_sizes
 from tlbench.report.paired import SizeComparison, StrategyComparison
+from tlbench.report.render import pct, pp, sig, signed_pp, size_label, sorted_sizes
 from tlbench.report.stats import pareto_front
-from tlbench.report.summarize import TUNE, final_results
+from tlbench.report.tables import TUNE, final_results
 from tlbench.tracking.names import OVERRIDES, TRAIN_STEPS
 
 

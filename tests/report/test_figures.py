@@ -1,3 +1,5 @@
+"""The figures' info (what each shows, axes, chance, shared ranges), checked without drawing where it can."""
+
 from __future__ import annotations
 
 import math
@@ -6,7 +8,7 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 
-from tlbench.report.figures_data import (
+from tlbench.report.figures import (
     FINAL_ACC,
     TUNE_ACC,
     Missing,
@@ -177,7 +179,7 @@ def test_accuracy_figures_draw_chance_share_y_and_clip_intervals(trials: Trials)
     probe = next(s for s in info.panels[0].summary if s.label == "linear_probe")
     # the t interval of (0.99, 1, 1) reaches past 100%: clipped, an accuracy cannot
     assert probe.high == (1.0,) and probe.low[0] < probe.y[0]
-    from tlbench.report.draw import draw
+    from tlbench.report.figures import draw
 
     figure = draw(info)
     left, right = figure.axes[:2]

@@ -1,4 +1,4 @@
-"""Learning curves: known curves are recovered, the hold-out check, and the "twice the labels" verdict."""
+"""Learning curves: known curves are recovered, and the "twice the labels" verdict."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tlbench.report.learning_curve import Curve, fit_curve
-from tlbench.report.outlook import outlook, outlook_sentence
+from tlbench.report.curves import Curve, fit_curve, outlook, outlook_sentence
 from tlbench.report.recommend import recommend
-from tlbench.report.summarize import summary_table
+from tlbench.report.tables import summary_table
 
 Trials = Callable[..., pd.DataFrame]
 C = 0.37  # any exponent in the bounds: the fit is continuous, so it can be exact
