@@ -184,7 +184,7 @@ def test_accuracy_figures_draw_chance_share_y_and_clip_intervals(trials: Trials)
     figure = draw(info)
     left, right = figure.axes[:2]
     # both panels on one y scale; a dotted chance line at 10% on each
-    assert left.get_ylim() == right.get_ylim() and left.get_ylim()[1] <= 1.02
+    assert left.get_ylim() == right.get_ylim() and left.get_ylim()[1] <= 1.02 and left.get_ylim()[0] >= -0.02
     assert any(list(line.get_ydata()) == [0.1, 0.1] for line in left.get_lines())
 
 

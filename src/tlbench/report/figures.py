@@ -603,8 +603,8 @@ def _is_accuracy(info: PlotInfo, panel: Panel) -> bool:
 def _y_axis(ax: Axes, *, accuracy: bool) -> None:
     if accuracy:
         low, high = ax.get_ylim()
-        if high > 1.02:  # margins past 100% show an accuracy no run can have
-            high = 1.02
+        if high > 1.02 or low < -0.02:  # margins past 0 or 100% show accuracies no run can have
+            low, high = max(low, -0.02), min(high, 1.02)
             ax.set_ylim(low, high)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if high - low > 0.08 else 1))
     else:
