@@ -17,6 +17,7 @@ from .fake_study import build_study
 _METRIC_KEYS = {
     "val_acc": "val/acc", "test_acc": "test/acc", "hours": "cost/device_hours", "flops": "cost/train_flops",
     "trainable": "params/trainable", "fit_seconds": "cost/fit_seconds",
+    "base_val": "budget_check/base_val_acc",
 }  # fmt: skip
 _TAG_KEYS = {"role", "status", "device", "trial_number"}
 

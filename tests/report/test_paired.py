@@ -1,18 +1,27 @@
-"""Paired comparisons on hand-built trial tables: pairing checks, known answers, the binomial fallback."""
+"""Paired comparisons on hand-built trial tables (pairing checks, known answers, the binomial fallback,
+racing), and the claim they rest on: a seed fixes the training subset, ``split_seed`` the test set."""
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats
 
+from tlbench.config.schema import DataConfig, DatasetName
+from tlbench.data import load_splits
 from tlbench.report.paired import compare_strategies, comparison_table, with_comparisons
-from tlbench.report.paired_stats import BINOMIAL, PER_IMAGE
+from tlbench.report.stats import BINOMIAL, PER_IMAGE
 from tlbench.tracking.study_reader import RunPredictions
+from tlbench.training import prepare
+
+# --- paired comparisons -------------------------------------------------------------------------------------
 
 Trials = Callable[..., pd.DataFrame]
 LABELS = (0, 1, 0, 1)
@@ -97,3 +106,53 @@ def test_tables_carry_the_comparison(trials: Trials) -> None:
     # the final runs carry their size's difference; the tuning trial carries nothing
     assert annotated["paired_diff"].iloc[2] == pytest.approx(-0.625)
     assert pd.isna(annotated["paired_diff"].iloc[4]) and len(annotated) == len(table)
+
+
+def test_racing_keeps_the_survivors_seeds_and_pairs_a_retired_arm_alone(trials: Trials) -> None:
+    # the race: scratch retired after seeds 1-2, the probe and full fine-tuning ran to seed 5
+    rows = [_run("linear_probe", s, [1, 1, 0, s % 2]) for s in range(1, 6)]
+    rows += [_run("full_finetune", s, [1, 1, 1, s % 2]) for s in range(1, 6)]
+    rows += [_run("scratch", s, [0, 1, 0, 0]) for s in (1, 2)]
+    (c,) = compare_strategies(trials(*rows), {})
+    # the joint comparison is on all five seeds of the two survivors, not cut to the retired arm's two
+    assert c.seeds == (1, 2, 3, 4, 5) and c.best == "full_finetune"
+    probe, scratch = c.get("linear_probe"), c.get("scratch")
+    assert probe is not None and scratch is not None and probe.p_best is not None
+    # the retired arm: paired with the best on the seeds both have (1, 2), no P(best)
+    assert scratch.seeds == (1, 2) and scratch.p_best is None and c.seeds_of(scratch) == (1, 2)
+    # full_finetune on seeds 1, 2: (1 + 1 + 1 + 1/0) / 4 -> 0.875; scratch 0.25 on both
+    assert scratch.diff == pytest.approx(0.25 - 0.875) and scratch.mean == pytest.approx(0.25)
+    table = comparison_table([c]).set_index("strategy")
+    assert table.loc["scratch", "paired_seeds"] == "1 2" and math.isnan(table.loc["scratch", "p_best"])
+
+
+def test_a_missing_seed_no_longer_costs_every_arm_that_seed(trials: Trials) -> None:
+    rows = [_run(s, seed, A2) for s in ("linear_probe", "full_finetune") for seed in (1, 2, 3)]
+    rows += [_run("partial", seed, A1) for seed in (1, 2)]  # its seed 3 failed
+    (c,) = compare_strategies(trials(*rows), {})
+    # the probe and full fine-tuning are compared on three seeds; partial on its two, with the best
+    assert c.seeds == (1, 2, 3) and c.get("partial").seeds == (1, 2)  # type: ignore[union-attr]
+
+
+# --- the claim paired comparisons rest on: a seed fixes the training subset, split_seed the test set ---
+
+
+def _cfg(**overrides: object) -> DataConfig:
+    values: dict = {"name": DatasetName.synthetic, "resolution": 8, "num_classes": 3, "samples_per_class": 40}
+    return DataConfig(**{**values, "n_per_class": 5, **overrides})
+
+
+def test_the_subset_is_a_function_of_data_config_and_seed() -> None:
+    # nothing but the data config and the seed reaches the subset: no strategy, model or optimiser
+    assert list(inspect.signature(load_splits).parameters) == ["cfg", "seed"]
+    # and the trial passes the run's own seed (the final seed) to it
+    assert "load_splits(cfg.data, seed=cfg.seed)" in inspect.getsource(prepare)
+
+
+def test_same_seed_same_subset_and_every_seed_the_same_test_set() -> None:
+    one, again, other = load_splits(_cfg(), seed=1), load_splits(_cfg(), seed=1), load_splits(_cfg(), seed=2)
+    # same seed: the same training images (the fingerprint hashes their indices) ...
+    assert one.fingerprint == again.fingerprint and torch.equal(one.train.images, again.train.images)
+    # ... another seed: other training images, the very same test images in the same order
+    assert one.fingerprint != other.fingerprint
+    assert torch.equal(one.test.images, other.test.images) and torch.equal(one.test.labels, other.test.labels)

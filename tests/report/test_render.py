@@ -4,10 +4,19 @@ import base64
 
 import pandas as pd
 
-from tlbench.report.document import Callout, Code, Figure, Heading, Paragraph, Table
-from tlbench.report.render_html import inline, to_html
-from tlbench.report.render_latex import escape, summary_tex
-from tlbench.report.render_markdown import to_markdown
+from tlbench.report.render import (
+    Callout,
+    Code,
+    Figure,
+    Heading,
+    Paragraph,
+    Table,
+    escape,
+    inline,
+    summary_tex,
+    to_html,
+    to_markdown,
+)
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="

@@ -99,3 +99,17 @@ def test_reads_per_image_predictions_of_final_runs(mlflow_uri: str) -> None:
 def test_malformed_predictions_are_ignored(text: str) -> None:
     # lengths that disagree, nothing, not JSON, not lists: no predictions rather than wrong ones
     assert parse_predictions(text) is None
+
+
+def test_every_page_is_read(mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tlbench.tracking.study_reader as reader
+
+    monkeypatch.setattr(reader, "_PAGE", 2)  # pages of two: five trials and a parent take three pages
+    trials = [FakeTrial("final", "linear_probe", "10", trial_number=i, seed=i) for i in range(5)]
+    ids = build_study(mlflow_uri, "paged", trials)
+    for name in ("a", "b"):  # more experiments than a page too
+        build_study(mlflow_uri, name, [])
+    records = read_study(find_study("paged", tracking_uri=mlflow_uri), tracking_uri=mlflow_uri)
+    # nothing lost at a page boundary
+    assert {r.run_id for r in records.children} == set(ids["run_ids"].values()) and records.parent is not None
+    assert {s.name for s in list_studies(mlflow_uri)} == {"paged", "a", "b"}

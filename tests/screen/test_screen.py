@@ -12,9 +12,7 @@ from safetensors.torch import save_file
 
 from tlbench.cli import main as cli_main
 from tlbench.errors import ConfigError
-from tlbench.screen.features import extract
-from tlbench.screen.screen import run_screen, screen_configs
-from tlbench.screen.table import HEADER, format_table, screen_rows
+from tlbench.screen.screen import HEADER, extract, format_table, run_screen, screen_configs, screen_rows
 from tlbench.training.prepare import prepare
 
 SYNTHETIC = ["data=synthetic", "data.num_classes=3", "data.samples_per_class=30", "data.resolution=32"]

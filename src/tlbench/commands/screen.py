@@ -87,8 +87,7 @@ def main(argv: Sequence[str]) -> int:
         raise ConfigError(f"--n-per-class must be >= 1, got {args.n_per_class}")
     from tlbench.screen.compose import data_overrides, parse_backbones, parse_class_map
     from tlbench.screen.scores import ScoreSettings
-    from tlbench.screen.screen import run_screen
-    from tlbench.screen.table import format_table
+    from tlbench.screen.screen import format_table, run_screen
 
     try:
         settings = ScoreSettings(knn_k=args.knn_k, probe_folds=args.folds)

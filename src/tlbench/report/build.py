@@ -6,39 +6,66 @@ Everything in the report is a function of the tracking store, so building twice 
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tlbench.report.arms import label_arms
-from tlbench.report.collect import trials_table
-from tlbench.report.coverage import coverage_section, problems
-from tlbench.report.document import Block
-from tlbench.report.draw import draw, save
-from tlbench.report.figures_data import PlotInfo, all_figures, device_hours_unit
-from tlbench.report.inputs import DrawnFigure, ReportInputs
+import pandas as pd
+
+from tlbench.report.collect import label_arms, trials_table
+from tlbench.report.curves import falling_curves, outlook
+from tlbench.report.figures import (
+    SCREEN_FIGURE,
+    PlotInfo,
+    all_figures,
+    device_hours_unit,
+    draw,
+    draw_screen,
+    save,
+    screen_figure_info,
+)
 from tlbench.report.methods import methods_section
-from tlbench.report.outlook import outlook
-from tlbench.report.paired import compare_strategies, with_comparisons
-from tlbench.report.paired_section import curves_section, paired_section
-from tlbench.report.rank_agreement import is_screen_run
-from tlbench.report.recommend import recommend
-from tlbench.report.render_html import to_html
-from tlbench.report.render_latex import summary_tex
-from tlbench.report.render_markdown import to_markdown
-from tlbench.report.screen_section import screen_section
+from tlbench.report.paired import SizeComparison, compare_strategies, with_comparisons
+from tlbench.report.recommend import Recommendation, RecommendedArm, choose_arm, recommend, verdict_sentence
+from tlbench.report.render import Block, Figure, size_slug, summary_tex, to_html, to_markdown
 from tlbench.report.sections import (
+    DrawnFigure,
+    ReportInputs,
     appendix,
+    coverage_section,
+    curves_section,
+    failed_section,
     figures_section,
     header,
+    paired_section,
+    problems,
     recommendation_section,
+    screen_blocks,
     summary_section,
 )
-from tlbench.report.study_metrics import parent_metrics, parent_tags
-from tlbench.report.summarize import final_results, study_totals, summary_table
+from tlbench.report.tables import (
+    Totals,
+    final_results,
+    is_screen_run,
+    screen_table,
+    study_totals,
+    summary_table,
+    trained_accuracy,
+)
+from tlbench.tracking.names import CONFIG_ARTIFACT
 from tlbench.tracking.study_publish import REPORT_ARTIFACT_DIR, publish_report
-from tlbench.tracking.study_reader import SWEEP_TAG, find_study, read_study, read_test_predictions
+from tlbench.tracking.study_reader import (
+    SWEEP_TAG,
+    RunRecord,
+    StudyRecords,
+    StudyRef,
+    find_study,
+    read_study,
+    read_test_predictions,
+    read_text_artifact,
+)
 
 FIGURES_DIR = "figures"
 CSS_DPI = 105  # CSS px per figure inch: every figure at one scale; two panels fill the page width
@@ -83,16 +110,32 @@ def _file_list(directory: Path, files: list[Path]) -> list[str]:
     return lines
 
 
-def build_report(
+@dataclass(frozen=True)
+class StudyAnalysis:
+    """A study's runs and everything the report and the recommended arm compute from them."""
+
+    ref: StudyRef
+    records: StudyRecords
+    plain: pd.DataFrame  # the trials table of every run but the screens (they have their own section)
+    trials: pd.DataFrame  # the same, strategies relabelled per arm (report.collect.label_arms)
+    comparisons: list[SizeComparison]
+    summary: pd.DataFrame
+    recommendations: list[Recommendation]
+    tolerance: float
+
+
+def analyse(
     study: str | None = None,
     *,
-    out: Path = Path("reports"),
     tolerance: float = 0.01,
     tracking_uri: str | None = None,
-    publish: bool = True,
     progress: Progress = lambda message: None,
-) -> ReportResult:
-    """Write the report of ``study`` (the latest when None) and, with ``publish``, log it to MLflow."""
+) -> StudyAnalysis:
+    """Read ``study`` (the latest when None) and compute its summary, paired comparisons and verdicts.
+
+    One function for the report and for :func:`recommended_arm`, so the arm a model is exported from is
+    the arm the report recommends.
+    """
     if not 0 <= tolerance < 1:
         raise ValueError(
             f"tolerance is an absolute accuracy in [0, 1), e.g. 0.01 = 1 point; got {tolerance=}"
@@ -109,6 +152,52 @@ def build_report(
     comparisons = compare_strategies(trials, predictions)
     summary = with_comparisons(summary_table(trials), comparisons, finals_only=False)
     recommendations = recommend(summary, tolerance=tolerance, comparisons=comparisons)
+    return StudyAnalysis(ref, records, plain, trials, comparisons, summary, recommendations, tolerance)
+
+
+def recommended_arm(
+    study: str | None = None,
+    *,
+    size: str | int | None = None,
+    strategy: str | None = None,
+    tolerance: float = 0.01,
+    tracking_uri: str | None = None,
+) -> RecommendedArm:
+    """The arm the report recommends at data size ``size`` (default: the largest size with final runs),
+    or the arm of ``strategy`` there, with the configuration its final runs ran (for ``tlbench export``).
+
+    Raises:
+        TlbenchError: the study has no completed final run, or ``size``/``strategy`` is not in it (the
+            message lists the valid ones).
+    """
+    found = analyse(study, tolerance=tolerance, tracking_uri=tracking_uri)
+    arm = choose_arm(
+        found.ref.name,
+        found.trials,
+        found.summary,
+        found.recommendations,
+        size=None if size is None else str(size),
+        strategy=strategy,
+        tolerance=tolerance,
+        unit=device_hours_unit(found.trials["device"]).unit,
+    )
+    config = read_text_artifact(arm.config_run_id, CONFIG_ARTIFACT, tracking_uri=tracking_uri)
+    return replace(arm, config_yaml=config)
+
+
+def build_report(
+    study: str | None = None,
+    *,
+    out: Path = Path("reports"),
+    tolerance: float = 0.01,
+    tracking_uri: str | None = None,
+    publish: bool = True,
+    progress: Progress = lambda message: None,
+) -> ReportResult:
+    """Write the report of ``study`` (the latest when None) and, with ``publish``, log it to MLflow."""
+    found = analyse(study, tolerance=tolerance, tracking_uri=tracking_uri, progress=progress)
+    ref, records, plain, trials = found.ref, found.records, found.plain, found.trials
+    comparisons, summary, recommendations = found.comparisons, found.summary, found.recommendations
     prospect = outlook(trials, summary, recommendations, tolerance=tolerance)
     unit = device_hours_unit(trials["device"])
     directory = out / _safe(ref.name)
@@ -129,9 +218,7 @@ def build_report(
         files += [png, svg]
         relative = (png.relative_to(directory).as_posix(), svg.relative_to(directory).as_posix())
         drawn.append((info, relative, round(float(figure.get_figwidth()) * CSS_DPI)))
-    screen_blocks, screen_files = screen_section(
-        records.children, plain, directory=directory, figures_dir=FIGURES_DIR
-    )
+    screen_part, screen_files = _screen_section(records.children, plain, directory=directory)
     files += screen_files
     parent = records.parent
     inputs = ReportInputs(
@@ -149,6 +236,7 @@ def build_report(
         parent_params=dict(parent.params) if parent else {},
         extra_parents=records.extra_parents,
         sweep_yaml=records.sweep_yaml,
+        race_json=records.race_json,
         report_software=_versions(),
         comparisons=comparisons,
         outlook=prospect,
@@ -158,10 +246,11 @@ def build_report(
         *header(inputs),
         *recommendation_section(inputs),
         *paired_section(comparisons, tolerance=tolerance),
-        *curves_section(prospect),
+        *curves_section(prospect, falls=falling_curves(summary, drop=tolerance)),
         *summary_section(inputs),
+        *failed_section(inputs),
         *figures_section(inputs),
-        *screen_blocks,
+        *screen_part,
         *coverage_section(inputs),
         *methods_section(inputs, totals),
         *appendix(inputs, _file_list(directory, files)),
@@ -189,9 +278,85 @@ def build_report(
             parent.run_id,
             root=directory,
             files=files,
-            metrics=parent_metrics(summary, trials, totals),
+            metrics=parent_metrics(recommendations, trials, totals),
             tags=parent_tags(recommendations, tolerance=tolerance, cost_unit=unit.unit),
             tracking_uri=tracking_uri,
         )
         published = parent.run_id
     return ReportResult(ref.name, directory, files, published, problems(inputs))
+
+
+def _screen_section(
+    runs: Sequence[RunRecord], trials: pd.DataFrame, *, directory: Path
+) -> tuple[list[Block], list[Path]]:
+    """Blocks and written figure files of "Screen vs training"; ``([], [])`` for a study without screens."""
+    screen = screen_table(runs)
+    if screen.empty:
+        return [], []
+    trained = trained_accuracy(trials)
+    info = screen_figure_info(screen, trained)
+    files: list[Path] = []
+    block = None
+    if info is not None:
+        drawn = draw_screen(info)
+        png, svg = save(drawn, directory / FIGURES_DIR, SCREEN_FIGURE)
+        files = [png, svg]
+        block = Figure(
+            title="Screen vs training",
+            png=png.relative_to(directory).as_posix(),
+            svg=svg.relative_to(directory).as_posix(),
+            caption="Each point is a (backbone, strategy) cell: the backbone's screen score against the "
+            "cell's mean final test accuracy. Lines that rise left to right mean the screen ranked "
+            "backbones as training did.",
+            width=round(float(drawn.get_figwidth()) * CSS_DPI),
+        )
+    return screen_blocks(screen, trained, block), files
+
+
+# --- the study summary on the parent run ------------------------------------------------------------
+# The study summary as a few MLflow parent-run metrics and tags (pure; ``tracking`` does the logging).
+#
+# Few and readable, so MLflow's chart view of the parent run shows the verdict rather than ~80 one-bar
+# charts (every arm's numbers are in the report, results.csv and summary.tex, logged beside them).
+# ``<size>`` is ``n20``, ``n100`` … or ``nall``:
+#
+# - ``recommended/<size>/test_acc``: mean test accuracy over the final seeds of the arm the report
+#   recommends at that size; ``recommended/<size>/test_acc_low95`` and ``…/test_acc_high95`` the ends of
+#   its 95% Student-t interval, clipped to [0, 1] (only with two or more seeds); ``…/seeds``;
+#   ``…/device_seconds``: its mean device-seconds per run (seconds, so a CPU study's cost does not read
+#   0.00 in the UI; ``cost/device_hours`` × 3600);
+# - ``study/trials``, ``study/trials_failed`` (collapsed ones included), ``study/device_hours``: totals.
+#
+# Tags: ``report.recommended/<size>`` and ``report.best/<size>`` (arm names), ``report.verdict/<size>``
+# (one plain sentence with the numbers), ``report.tolerance``, ``report.cost_unit``,
+# ``report.paired_basis/<size>`` (``per_image`` or ``binomial``).
+
+
+def parent_metrics(
+    recommendations: list[Recommendation], trials: pd.DataFrame, totals: Totals
+) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for rec in recommendations:
+        key, r = f"recommended/{size_slug(rec.n_per_class)}", rec.recommended
+        metrics[f"{key}/test_acc"] = r.acc
+        if r.acc_ci is not None:
+            metrics[f"{key}/test_acc_low95"] = max(0.0, r.acc - r.acc_ci)
+            metrics[f"{key}/test_acc_high95"] = min(1.0, r.acc + r.acc_ci)
+        metrics[f"{key}/seeds"] = float(r.seeds)
+        metrics[f"{key}/device_seconds"] = 3600 * r.cost
+    metrics["study/trials"] = float(len(trials))
+    metrics["study/trials_failed"] = float((trials["outcome"] == "failed").sum())
+    metrics["study/device_hours"] = totals.device_hours
+    return {k: v for k, v in metrics.items() if not math.isnan(v)}
+
+
+def parent_tags(recommendations: list[Recommendation], *, tolerance: float, cost_unit: str) -> dict[str, str]:
+    tags = {"report.tolerance": f"{tolerance:g}", "report.cost_unit": cost_unit}
+    for rec in recommendations:
+        slug = size_slug(rec.n_per_class)
+        tags[f"report.recommended/{slug}"] = rec.recommended.strategy
+        tags[f"report.best/{slug}"] = rec.best.strategy
+        tags[f"report.verdict/{slug}"] = verdict_sentence(rec, rec.recommended, unit=cost_unit)
+        if rec.comparison is not None:
+            tags[f"report.paired_basis/{slug}"] = rec.comparison.basis
+    return tags

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tlbench.report.formatting import size_label, sorted_sizes, sorted_strategies
-from tlbench.report.paired_stats import (
+from tlbench.report.render import size_label, sorted_sizes, sorted_strategies
+from tlbench.report.stats import (
     BINOMIAL,
     PER_IMAGE,
     VarianceModel,
@@ -31,7 +31,7 @@ from tlbench.report.paired_stats import (
     probability_best,
     seeds_needed,
 )
-from tlbench.report.summarize import final_results
+from tlbench.report.tables import final_results
 from tlbench.tracking.study_reader import RunPredictions
 
 
@@ -40,14 +40,15 @@ class StrategyComparison:
     """One strategy at one size against the best there (the best itself: diff 0, no interval)."""
 
     strategy: str
-    mean: float  # mean test accuracy over the paired seeds
-    diff: float  # mean minus the best's mean (<= 0)
+    mean: float  # mean test accuracy over its paired seeds
+    diff: float  # mean minus the best's mean over the same seeds
     low: float | None
     high: float | None
-    p_best: float
+    p_best: float | None  # None for an arm compared with the best alone (on fewer seeds than the rest)
     detectable: float | None = None  # difference detected with 80% power at this test size and seeds
     seeds_needed: int | None = None  # to detect ``diff`` with 80% power (same test set)
     images_needed: int | None = None  # to detect ``diff`` with 80% power (same seeds)
+    seeds: tuple[int, ...] = ()  # its own paired seeds when compared with the best alone; () = the size's
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class SizeComparison:
     n_per_class: str
     best: str
     strategies: tuple[StrategyComparison, ...]
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...]  # the seeds every arm of the joint comparison has
     images: int
     basis: str  # PER_IMAGE | BINOMIAL
     confidence: float
@@ -64,6 +65,10 @@ class SizeComparison:
 
     def get(self, strategy: str) -> StrategyComparison | None:
         return next((s for s in self.strategies if s.strategy == strategy), None)
+
+    def seeds_of(self, s: StrategyComparison) -> tuple[int, ...]:
+        """The seeds ``s`` was paired with the best on."""
+        return s.seeds or self.seeds
 
 
 def _latest_per_seed(rows: pd.DataFrame) -> pd.DataFrame:
@@ -74,21 +79,32 @@ def _latest_per_seed(rows: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _paired_seeds(rows: pd.DataFrame) -> tuple[list[str], list[int], list[str]]:
-    """Strategies compared, the seeds all of them have, and those left out (with why)."""
+def _paired_seeds(rows: pd.DataFrame) -> tuple[list[str], list[int], list[str], list[str]]:
+    """The arms compared jointly, the seeds all of them have, the arms to compare with the best alone,
+    and those left out (with why).
+
+    Racing gives arms different numbers of seeds (a retired arm stops early), so the joint comparison
+    is not cut down to the fewest seeds: it holds the arms that have every seed of the two best-seeded
+    arms; an arm with fewer seeds is compared with the best on the seeds the two share.
+    """
     seeds = {s: set(g["seed"].astype(int)) for s, g in rows.groupby("strategy")}
     order = sorted_strategies(seeds)
     left = [f"{s} (1 seed)" for s in order if len(seeds[s]) < 2]
     kept = [s for s in order if len(seeds[s]) >= 2]
+    ranked = sorted(kept, key=lambda s: (-len(seeds[s]), order.index(s)))
+    core_seeds = seeds[ranked[0]] & seeds[ranked[1]] if len(ranked) >= 2 else set()
+    if len(core_seeds) >= 2:
+        core = [s for s in kept if seeds[s] >= core_seeds]
+        return core, sorted(core_seeds), [s for s in kept if s not in core], left
     common = set.intersection(*(seeds[s] for s in kept)) if kept else set()
-    while len(common) < 2 and len(kept) > 2:  # drop the strategy with the fewest seeds until pairs remain
-        worst = min(kept, key=lambda s: (len(seeds[s]), -order.index(s)))
-        kept.remove(worst)
-        left.append(f"{worst} (seeds {', '.join(map(str, sorted(seeds[worst])))} do not match)")
-        common = set.intersection(*(seeds[s] for s in kept))
+    core = list(kept)
+    while len(common) < 2 and len(core) > 2:  # drop the arm with the fewest seeds until pairs remain
+        worst = min(core, key=lambda s: (len(seeds[s]), -order.index(s)))
+        core.remove(worst)
+        common = set.intersection(*(seeds[s] for s in core))
     if len(common) < 2:
-        return [], [], left + [f"{s} (no 2 seeds in common with the others)" for s in kept]
-    return kept, sorted(common), left
+        return [], [], [], left + [f"{s} (no 2 seeds in common with the others)" for s in kept]
+    return core, sorted(common), [s for s in kept if s not in core], left
 
 
 def _pairing_notes(rows: pd.DataFrame, size: str) -> list[str]:
@@ -123,6 +139,48 @@ def _correctness(
     return np.stack([np.equal(predictions[r].labels, predictions[r].predicted) for r in runs]), None
 
 
+def _variance(
+    rows: pd.DataFrame, predictions: Mapping[str, RunPredictions], *, arms: list[str], seeds: list[int]
+) -> tuple[np.ndarray, np.ndarray | None, int, str | None]:
+    """Per-seed accuracies (seeds x arms), the correctness cube (arms x seeds x images) or None with why,
+    and the number of test images, for ``arms`` on ``seeds``."""
+    rows = rows[rows["strategy"].isin(arms) & rows["seed"].astype(int).isin(seeds)]
+    rows = rows.assign(_s=rows["strategy"].map(arms.index)).sort_values(["_s", "seed"])
+    n, k = len(arms), len(seeds)
+    correct, why = _correctness(rows, predictions)
+    acc = rows["test/acc"].to_numpy(float).reshape(n, k).T
+    if correct is None:
+        return acc, None, int(pd.to_numeric(rows["n_test"], errors="coerce").min()), why
+    cube = correct.reshape(n, k, -1).astype(float)
+    return acc, cube, cube.shape[2], None
+
+
+def _contrast(acc: np.ndarray, cube: np.ndarray | None, i: int, top: int, *, images: int) -> VarianceModel:
+    """The variance model of arm ``i`` minus arm ``top``."""
+    w = np.zeros(acc.shape[1])
+    w[i], w[top] = 1.0, -1.0
+    if cube is None:
+        return binomial_model(acc, w, images=images)
+    return crossed_model(np.tensordot(w, cube, axes=1))
+
+
+def _versus(
+    strategy: str,
+    diff: float,
+    mean: float,
+    m: VarianceModel,
+    *,
+    confidence: float,
+    p_best: float | None,
+    seeds: tuple[int, ...] = (),
+) -> StrategyComparison:
+    low, high = interval(diff, m, confidence=confidence)
+    return StrategyComparison(
+        strategy, mean, diff, low, high, p_best, detectable=detectable(m, confidence=confidence),
+        seeds_needed=seeds_needed(m, diff), images_needed=images_needed(m, diff), seeds=seeds,
+    )  # fmt: skip
+
+
 def compare_size(
     rows: pd.DataFrame,
     predictions: Mapping[str, RunPredictions],
@@ -132,52 +190,66 @@ def compare_size(
 ) -> SizeComparison | None:
     """Paired comparison of one size's final runs; None when fewer than two strategies pair up."""
     rows = _latest_per_seed(rows)
-    strategies, seeds, left = _paired_seeds(rows)
+    strategies, seeds, alone, left = _paired_seeds(rows)
     if len(strategies) < 2:
         return None
-    rows = rows[rows["strategy"].isin(strategies) & rows["seed"].astype(int).isin(seeds)]
-    rows = rows.assign(_s=rows["strategy"].map(strategies.index)).sort_values(["_s", "seed"])
-    notes = _pairing_notes(rows, size)
-    k, n = len(seeds), len(strategies)
-    correct, why = _correctness(rows, predictions)
-    acc = rows["test/acc"].to_numpy(float).reshape(n, k).T  # seeds x strategies
-    cube = None if correct is None else correct.reshape(n, k, -1).astype(float)
-    if cube is not None:
-        images, basis, covariance = cube.shape[2], PER_IMAGE, joint_covariance(cube)
-    else:
-        images = int(pd.to_numeric(rows["n_test"], errors="coerce").min())
-        basis, covariance = BINOMIAL, binomial_covariance(acc, images=images)
+    notes = _pairing_notes(rows[rows["strategy"].isin(strategies + alone)], size)
+    acc, cube, images, why = _variance(rows, predictions, arms=strategies, seeds=seeds)
+    basis = PER_IMAGE if cube is not None else BINOMIAL
+    if cube is None:
         notes.append(f"{size_label(size)}: {why}; the test-set part is approximated as binomial")
+        covariance = binomial_covariance(acc, images=images)
+    else:
+        covariance = joint_covariance(cube)
+    n = len(strategies)
     means = acc.mean(axis=0)
     top = int(np.argmax(means))
-
-    def model(i: int) -> VarianceModel:
-        w = np.zeros(n)
-        w[i], w[top] = 1.0, -1.0
-        if cube is None:
-            return binomial_model(acc, w, images=images)
-        return crossed_model(np.tensordot(w, cube, axes=1))
-
-    models = {i: model(i) for i in range(n) if i != top}
+    models = {i: _contrast(acc, cube, i, top, images=images) for i in range(n) if i != top}
     df = min((m.df() for m in models.values()), default=math.inf)
     p_best = probability_best(means, covariance, df=df)
     out = []
     for i, strategy in enumerate(strategies):
-        diff = float(means[i] - means[top])
         if i == top:
             out.append(StrategyComparison(strategy, float(means[i]), 0.0, None, None, float(p_best[i])))
             continue
-        m = models[i]
-        low, high = interval(diff, m, confidence=confidence)
+        diff = float(means[i] - means[top])
         out.append(
-            StrategyComparison(
-                strategy, float(means[i]), diff, low, high, float(p_best[i]),
-                detectable=detectable(m, confidence=confidence),
-                seeds_needed=seeds_needed(m, diff), images_needed=images_needed(m, diff),
+            _versus(
+                strategy, diff, float(means[i]), models[i], confidence=confidence, p_best=float(p_best[i])
             )
-        )  # fmt: skip
+        )
+    best = strategies[top]
+    best_seeds = set(rows[rows["strategy"] == best]["seed"].astype(int))
+    for strategy in alone:  # fewer seeds (retired by the race, or a failed seed): paired with the best alone
+        shared = sorted(best_seeds & set(rows[rows["strategy"] == strategy]["seed"].astype(int)))
+        if len(shared) < 2:
+            left.append(f"{strategy} (no 2 seeds in common with {best})")
+            continue
+        pair_acc, pair_cube, pair_images, pair_why = _variance(
+            rows, predictions, arms=[strategy, best], seeds=shared
+        )
+        if pair_cube is None:
+            notes.append(
+                f"{size_label(size)}, {strategy}: {pair_why}; the test-set part is approximated as binomial"
+            )
+        m = _contrast(pair_acc, pair_cube, 0, 1, images=pair_images)
+        pair_means = pair_acc.mean(axis=0)
+        diff = float(pair_means[0] - pair_means[1])
+        out.append(
+            _versus(
+                strategy,
+                diff,
+                float(pair_means[0]),
+                m,
+                confidence=confidence,
+                p_best=None,
+                seeds=tuple(shared),
+            )
+        )
+    order = sorted_strategies(s.strategy for s in out)
+    out.sort(key=lambda s: order.index(s.strategy))
     return SizeComparison(
-        size, strategies[top], tuple(out), tuple(seeds), images, basis, confidence, tuple(left), tuple(notes)
+        size, best, tuple(out), tuple(seeds), images, basis, confidence, tuple(left), tuple(notes)
     )
 
 
@@ -213,8 +285,8 @@ def comparison_table(comparisons: list[SizeComparison]) -> pd.DataFrame:
             "paired_diff": s.diff,
             "paired_diff_low": math.nan if s.low is None else s.low,
             "paired_diff_high": math.nan if s.high is None else s.high,
-            "p_best": s.p_best,
-            "paired_seeds": " ".join(map(str, c.seeds)),
+            "p_best": math.nan if s.p_best is None else s.p_best,
+            "paired_seeds": " ".join(map(str, c.seeds_of(s))),
             "paired_test_images": c.images,
             "paired_basis": c.basis,
             "detectable_diff": math.nan if s.detectable is None else s.detectable,

@@ -1,18 +1,87 @@
-"""The report's sections as blocks, from already-computed tables (pure: no I/O, no drawing)."""
+"""The report's sections as blocks, from already-computed tables (pure: no I/O, no drawing).
+
+Header, recommendation, paired comparisons, learning curves, summary, failed configurations, figures,
+screen vs training, data coverage and the appendix; the Methods section is :mod:`tlbench.report.methods`.
+"""
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pandas as pd
 
-from tlbench.report.coverage import problems
-from tlbench.report.document import Block, Bullets, Callout, Code, Figure, Heading, Paragraph, Table
-from tlbench.report.figure_info import Missing
-from tlbench.report.formatting import pct, pp, si, sig, size_label
-from tlbench.report.inputs import ReportInputs
-from tlbench.report.recommend import frontier_text, recommendation_text
-from tlbench.report.summarize import best_tuning_val
+from tlbench.report.curves import Fall, Outlook, outlook_sentence
+from tlbench.report.figures import CostUnit, FigureInfo, Missing
+from tlbench.report.paired import SizeComparison, StrategyComparison
+from tlbench.report.recommend import Recommendation, frontier_text, recommendation_text
+from tlbench.report.render import (
+    Block,
+    Bullets,
+    Callout,
+    Code,
+    Figure,
+    Heading,
+    Paragraph,
+    Table,
+    pct,
+    pp,
+    si,
+    sig,
+    signed_pp,
+    size_label,
+)
+from tlbench.report.stats import BINOMIAL, Estimate
+from tlbench.report.tables import (
+    BEST_SCOPE,
+    SCREEN_SCORES,
+    Agreement,
+    FailedConfiguration,
+    Pick,
+    agreements,
+    best_tuning_val,
+    cell_gaps,
+    failed_configurations,
+    failures,
+    outcome_counts,
+    picks,
+    ranking_table,
+    scopes,
+)
+
+# --- everything a report says, gathered before any text is written ------------------------------------------
+
+# info, (png, svg) paths relative to the report when drawn, display width in CSS pixels
+DrawnFigure = tuple[FigureInfo, tuple[str, str] | None, int]
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """The study, its tables and figures: all a report states, gathered before it is written."""
+
+    study: str
+    sweep: str | None
+    experiment_id: str
+    parent_run_id: str | None
+    tracking_uri: str
+    trials: pd.DataFrame
+    summary: pd.DataFrame
+    recommendations: list[Recommendation]
+    tolerance: float
+    unit: CostUnit
+    figures: list[DrawnFigure]
+    parent_params: dict[str, str] = field(default_factory=dict)
+    extra_parents: int = 0
+    sweep_yaml: str | None = None
+    race_json: str | None = None  # the parent run's race.json, when the finals were raced
+    report_software: dict[str, str] = field(default_factory=dict)
+    comparisons: list[SizeComparison] = field(default_factory=list)  # paired, per data size
+    outlook: Outlook | None = None  # learning curves and the recommendation with twice the labels
+
+
+# --- header, recommendation, summary, figures, appendix -----------------------------------------------------
 
 
 def _unique(values: pd.Series) -> str:
@@ -50,12 +119,27 @@ def header(inp: ReportInputs) -> list[Block]:
     return blocks
 
 
+def _failed_arms(inp: ReportInputs) -> list[Block]:
+    failed = [f for f in failed_configurations(inp.trials) if f.arm_failed]
+    if not failed:
+        return []
+    arms = ", ".join(f"**{f.strategy}** at {size_label(f.n_per_class)}" for f in failed)
+    return [
+        Callout(
+            f"Failed, not compared: {arms} (every final seed collapsed; see Failed configurations). A failed "
+            "arm is neither recommended nor called worse: its configuration did not train.",
+            "warning",
+        )
+    ]
+
+
 def recommendation_section(inp: ReportInputs) -> list[Block]:
     blocks: list[Block] = [Heading("Recommendation")]
     if not inp.recommendations:
         return [
             *blocks,
             Callout("No completed final run in this study: there is nothing to recommend.", "warning"),
+            *_failed_arms(inp),
         ]
     blocks.append(
         Paragraph(
@@ -74,6 +158,7 @@ def recommendation_section(inp: ReportInputs) -> list[Block]:
             )
         )
     )
+    blocks += _failed_arms(inp)
     blocks.append(Heading(f"Accuracy bought per extra {inp.unit.unit[:-1]}", level=3))
     blocks.append(
         Paragraph(
@@ -172,4 +257,508 @@ def appendix(inp: ReportInputs, files: list[str]) -> list[Block]:
             Heading("Sweep definition (`sweep.yaml` of the parent run)", level=3),
             Code(inp.sweep_yaml, "yaml"),
         ]
+    return blocks
+
+
+# --- what a study lacks, and what failed --------------------------------------------------------------------
+# Pruned tuning trials are normal (pruning is the protocol); they are listed under Data coverage but do not
+# make a study "incomplete".
+
+
+def problems(inp: ReportInputs) -> list[str]:
+    """Short statements of what is missing or partial; empty for a complete study."""
+    trials = inp.trials
+    out = []
+    if inp.parent_run_id is None:
+        out.append("the study has no parent run (`role=study`): the report could not be attached to MLflow")
+    if inp.extra_parents:
+        out.append(f"{inp.extra_parents + 1} parent runs found; the oldest was used")
+    # Pruned tuning trials are the protocol working, and a failed tuning trial is retried or leaves a
+    # cell without a final run (reported below): only final runs that failed and unfinished runs count.
+    final = trials[trials["role"] == "final"]
+    failed = int(((final["outcome"] == "failed") & ~final["collapsed"]).sum())
+    if failed:
+        out.append(f"{failed} final run(s) failed")
+    interrupted = int((final["outcome"] == "interrupted").sum())
+    if interrupted:
+        out.append(f"{interrupted} final run(s) interrupted")
+    running = int((trials["outcome"] == "running").sum())
+    if running:
+        out.append(f"{running} trial(s) running")
+    failed_arms = [f for f in failed_configurations(trials) if f.arm_failed]
+    failed_cells = {(f.strategy, f.n_per_class) for f in failed_arms}
+    if failed_arms:
+        out.append(
+            "failed (collapsed) arm(s): "
+            + ", ".join(f"{f.strategy} at {size_label(f.n_per_class)}" for f in failed_arms)
+        )
+    gaps = [g for g in cell_gaps(trials) if (g.strategy, g.n_per_class) not in failed_cells]
+    missing = [f"{g.strategy} at {size_label(g.n_per_class)}" for g in gaps if g.final_completed == 0]
+    single = [f"{g.strategy} at {size_label(g.n_per_class)}" for g in gaps if g.final_completed == 1]
+    if missing:
+        out.append("no completed final run for " + ", ".join(missing))
+    if single and len(single) == len(inp.summary):
+        out.append("a single final seed everywhere, so no confidence intervals")
+    elif single:
+        out.append("a single final seed (no confidence interval) for " + ", ".join(single))
+    return out
+
+
+def coverage_section(inp: ReportInputs) -> list[Block]:
+    trials = inp.trials
+    blocks: list[Block] = [Heading("Data coverage")]
+    if trials.empty:
+        return [*blocks, Callout("The study has no trial runs yet.", "warning")]
+    counts = outcome_counts(trials)
+    blocks.append(
+        Table(
+            ("Role", *counts.columns),
+            tuple((str(role), *(str(v) for v in row)) for role, row in counts.iterrows()),
+            align=("l", *("r",) * len(counts.columns)),
+            caption="Trials by role and outcome. Pruned and failed trials count in the compute totals, "
+            "never in accuracies.",
+        )
+    )
+    items = [
+        f"{role} trial failed ({strategy}, {size_label(size)}): {status.removeprefix('failed: ')}"
+        for role, strategy, size, status in failures(trials)
+    ]
+    pruned = int((trials["outcome"] == "pruned").sum())
+    if pruned:
+        items.append(
+            f"{pruned} trial(s) pruned early: their validation accuracy is partial, so the figures leave "
+            "them out."
+        )
+    interrupted = int((trials["outcome"] == "interrupted").sum())
+    if interrupted:
+        items.append(
+            f"{interrupted} trial(s) interrupted (stopped, not failed): `make sweep` resumes the study and "
+            "redoes them."
+        )
+    running = int((trials["outcome"] == "running").sum())
+    if running:
+        items.append(
+            f"{running} trial(s) still running or abandoned: re-run `make report` when the sweep is done."
+        )
+    gaps = cell_gaps(trials)
+    single = [g for g in gaps if g.final_completed == 1]
+    if single and len(single) == len(inp.summary):
+        items.append(
+            "Every strategy × data size has a single completed final seed: no confidence intervals. "
+            "List more seeds under `final_seeds` in the sweep file to get them."
+        )
+    for gap in gaps:
+        where = f"{gap.strategy} at {size_label(gap.n_per_class)}"
+        if gap.final_completed == 1:
+            if len(single) != len(inp.summary):
+                items.append(f"{where}: a single completed final seed — no confidence interval.")
+            continue
+        other = ", ".join(f"{n} {o}" for o, n in sorted(gap.final_other.items()))
+        detail = f" (final runs: {other})" if other else f" ({gap.tune_runs} tuning trial(s), no final run)"
+        items.append(f"{where}: no completed final run{detail} — absent from summary and recommendation.")
+    if items:
+        blocks.append(Bullets(tuple(items)))
+    else:
+        blocks.append(
+            Paragraph("Every trial completed and every strategy × data size has at least two final seeds.")
+        )
+    return blocks
+
+
+def _roles(runs: dict[str, int]) -> str:
+    words = {"final": "final seed(s)", "tune": "tuning trial(s)", "budget_check": "budget check(s)"}
+    return ", ".join(f"{n} {words.get(role, role + ' run(s)')}" for role, n in runs.items())
+
+
+def _reasons(reasons: tuple[str, ...]) -> str:
+    """One example per kind of reason (the same words, other numbers), with how many runs share it."""
+    kinds: dict[str, list[str]] = {}
+    for reason in reasons:
+        kinds.setdefault(re.sub(r"[-+]?\d[\d.,e]*", "#", reason), []).append(reason)
+    return "; ".join(
+        group[0] + (f" (and {len(group) - 1} alike)" if len(group) > 1 else "") for group in kinds.values()
+    )
+
+
+def failed_text(f: FailedConfiguration) -> str:
+    """``lp_ft at n=10/class: 2 final seed(s) collapsed — <reason>; the arm failed ...``."""
+    reasons = _reasons(f.reasons)
+    text = f"**{f.strategy}** at {size_label(f.n_per_class)}: {_roles(f.runs)} collapsed — {reasons}"
+    if f.arm_failed:
+        return text + ". Every final seed collapsed: the arm **failed** and is not compared."
+    if f.runs.get("final"):
+        return text + f". Its {f.finals_left} other final seed(s) are reported; the collapsed ones are not."
+    return text + ". Never selected."
+
+
+def failed_section(inp: ReportInputs) -> list[Block]:
+    """Runs whose result is degenerate: a failure of the configuration, never a finding about the arm."""
+    found = failed_configurations(inp.trials)
+    if not found:
+        return []
+    return [
+        Heading("Failed configurations"),
+        Paragraph(
+            "A run **collapsed** when its validation accuracy ended within noise of chance or its training "
+            "loss ended above where it started (the trial's own check; for runs of older studies, "
+            "validation accuracy within two standard errors of chance). A collapsed run is a failed "
+            "configuration: it is excluded from the summary, the paired comparisons, the figures and the "
+            "recommendation, and an arm whose every final seed collapsed is reported here, never as "
+            '"worse".'
+        ),
+        Bullets(tuple(failed_text(f) for f in found)),
+    ]
+
+
+# --- paired comparisons and learning curves -----------------------------------------------------------------
+
+_METHOD = (
+    "Per data size, each strategy against the most accurate one **on the same seeds (hence the same "
+    "training subsets) and the same test images**. The 95% interval of the difference combines seed "
+    "variation and test-set sampling (two-way random effects over seeds × test images, Student-t with "
+    "Satterthwaite degrees of freedom); P(best) is the probability that a strategy has the highest true "
+    "accuracy under the same model. A strategy is *credibly worse* when the whole interval lies below "
+    "−{tol}. *Detectable*: the smallest difference this many seeds and test images would detect with 80% "
+    "power."
+)
+_BINOMIAL = (
+    "No per-image test predictions for some runs (`predictions/test.json`; studies older than it): for "
+    "those sizes the test-set part is approximated as binomial, p(1−p)/n per strategy and independent "
+    "across strategies. That ignores that strategies are scored on the same images, so these intervals "
+    "are wider than paired ones would be."
+)
+
+
+def _diff_cell(s: StrategyComparison) -> str:
+    if s.low is None or s.high is None:
+        return "best"
+    return f"{signed_pp(s.diff)} ({signed_pp(s.low).removesuffix(' pp')} to {signed_pp(s.high)})"
+
+
+def _rows(c: SizeComparison) -> tuple[tuple[str, ...], ...]:
+    return tuple(
+        (
+            size_label(c.n_per_class), s.strategy, pct(s.mean), _diff_cell(s),
+            "—" if s.p_best is None else f"{s.p_best:.0%}",
+            "—" if s.detectable is None else pp(s.detectable),
+            f"{len(c.seeds_of(s))} × {c.images}" + (" (binomial)" if c.basis == BINOMIAL else ""),
+        )
+        for s in c.strategies
+    )  # fmt: skip
+
+
+def paired_section(comparisons: list[SizeComparison], *, tolerance: float) -> list[Block]:
+    blocks: list[Block] = [Heading("Paired comparisons")]
+    if not comparisons:
+        return [
+            *blocks,
+            Callout(
+                "No data size has two strategies with two shared final seeds: nothing to pair.", "warning"
+            ),
+        ]
+    blocks.append(Paragraph(_METHOD.format(tol=pp(tolerance))))
+    rows = tuple(row for c in comparisons for row in _rows(c))
+    blocks.append(
+        Table(
+            ("Data", "Strategy", "Mean (paired seeds)", "Δ vs best (95% CI)", "P(best)", "Detectable Δ",
+             "Seeds × test images"),
+            rows,
+            align=("l", "l", "r", "r", "r", "r", "r"),
+            highlight=tuple(i for i, r in enumerate(rows) if r[3] == "best"),
+            caption="Means over the seeds every jointly compared strategy has (they can differ from the "
+            "summary, which uses each arm's own seeds). An arm with fewer seeds (retired by racing, or a "
+            "failed seed) is paired with the best on the seeds the two share, and has no P(best) (—). "
+            "Δ: strategy minus the best on the same seeds, percentage points.",
+        )
+    )  # fmt: skip
+    if any(c.basis == BINOMIAL for c in comparisons):
+        blocks.append(Callout(_BINOMIAL))
+    notes = [n for c in comparisons for n in c.notes if "binomial" not in n]
+    notes += [
+        f"{size_label(c.n_per_class)}: not compared: {', '.join(c.left_out)}"
+        for c in comparisons
+        if c.left_out
+    ]
+    if notes:
+        blocks.append(Bullets(tuple(notes)))
+    return blocks
+
+
+def _estimate(e: Estimate) -> str:
+    if e.low is None or e.high is None:
+        return f"{pct(e.mean)} (one seed)"
+    return f"{pct(e.mean)} ({pct(e.low)}–{pct(min(e.high, 1.0))})"
+
+
+def fall_text(f: Fall) -> str:
+    return (
+        f"**{f.strategy}** falls as data grows: {pct(f.from_acc)} at {size_label(f.from_size)} → "
+        f"{pct(f.to_acc)} at {size_label(f.to_size)}. More labelled images should not hurt; a step budget "
+        "that does not grow with the data or settings tuned at another size are the usual causes. Its "
+        "fitted curve is flat, so its predictions say nothing about more labels."
+    )
+
+
+def _curve_notes(o: Outlook | None, falls: list[Fall]) -> list[str]:
+    notes = [fall_text(f) for f in falls]
+    two: dict[tuple[float, ...], list[str]] = {}
+    for curve in o.curves if o is not None else ():
+        if len(curve.sizes) == 2:
+            two.setdefault(curve.sizes, []).append(f"**{curve.strategy}**")
+    for sizes, names in two.items():
+        notes.append(
+            f"{', '.join(names)}: fitted from two sizes only ({' and '.join(f'{n:g}' for n in sizes)} per "
+            "class). Two points fit any exponent, so it is fixed at 0.5, not estimated: the extrapolation "
+            "rests on that assumption."
+        )
+    return notes
+
+
+def curves_section(o: Outlook | None, *, falls: list[Fall]) -> list[Block]:
+    blocks: list[Block] = [Heading("Learning curves: what more labels would buy")]
+    notes = _curve_notes(o, falls)
+    if o is None:
+        blocks.append(Callout("Needs final runs of two or more strategies at two or more data sizes."))
+        return [*blocks, Bullets(tuple(notes))] if notes else blocks
+    blocks.append(
+        Paragraph(
+            "Per strategy and seed, a saturating curve acc(n) = a − b·n^(−c) through the final runs' test "
+            "accuracy against labelled images per class (a ≤ 100%, b ≥ 0, c fitted; fixed at 0.5 with two "
+            "sizes). Predictions are the mean over the seeds' curves with a 95% Student-t interval over "
+            "seeds; they are **extrapolations** beyond the largest measured size, and the interval does not "
+            "include the choice of curve."
+        )
+    )
+    header = (
+        "Strategy",
+        "Sizes fitted",
+        "Seeds",
+        *(f"Predicted at ≈{t:.0f}/class (extrapolated)" for t in o.targets),
+    )
+    rows = tuple(
+        (
+            c.strategy,
+            ", ".join(f"{n:g}" for n in c.sizes),
+            str(len(c.seeds)),
+            *(_estimate(p) for p in c.predictions),
+        )
+        for c in o.curves
+    )
+    blocks.append(Table(header, rows, align=("l", "l", "r", *("r",) * len(o.targets))))
+    if notes:
+        blocks.append(Bullets(tuple(notes)))
+    blocks.append(Paragraph(outlook_sentence(o)))
+    return blocks
+
+
+# --- screen vs training -------------------------------------------------------------------------------------
+
+
+def _num(value: float, digits: int = 2) -> str:
+    return "—" if not math.isfinite(value) else f"{value:+.{digits}f}"
+
+
+def _score_cell(value: float, score: str) -> str:
+    if not math.isfinite(value):
+        return "—"
+    return f"{value:.3f}" if score == "screen/logme" else pct(value)
+
+
+def _screen_rows(screen: pd.DataFrame, trained: pd.DataFrame, shown: Sequence[str]) -> list[tuple[str, ...]]:
+    best = trained.sort_values("test_acc", ascending=False).drop_duplicates("backbone").set_index("backbone")
+    rows = []
+    for r in screen.itertuples(index=False):
+        values = dict(zip(screen.columns, r, strict=True))
+        name = str(values["backbone"])
+        trained_cell = (
+            f"{pct(float(best.loc[name, 'test_acc']))} ({best.loc[name, 'strategy']})"
+            if name in best.index
+            else "—"
+        )
+        rows.append(
+            (
+                name,
+                str(values["resolution"]),
+                *(_score_cell(float(values[s]), s) for s in shown),
+                si(float(values["cost/forward_flops"]), "FLOPs"),
+                f"{float(values['cost/screen_seconds']):.1f} s",
+                trained_cell,
+            )
+        )
+    return rows
+
+
+def _agreement_rows(
+    found: list[Agreement], shown: Sequence[str], order: Sequence[str]
+) -> list[tuple[str, ...]]:
+    table = {(a.score, a.scope): a for a in found}
+    rows = []
+    for scope in order:
+        cells = [table.get((s, scope)) for s in shown]
+        n = max((c.n for c in cells if c is not None), default=0)
+        if n == 0:
+            continue
+        rows.append(
+            (scope, str(n), *(f"{_num(c.kendall_tau)} / {_num(c.spearman_rho)}" if c else "—" for c in cells))
+        )
+    return rows
+
+
+def _pick_text(pick: Pick) -> str:
+    label = SCREEN_SCORES[pick.score]
+    if pick.tied:
+        names = ", ".join(f"`{b}`" for b in pick.tied)
+        return f"**{label}** ties between {names}: no pick (training found `{pick.trained_best}` best)."
+    if pick.same:
+        best = pct(pick.trained_best_acc)
+        return f"**{label}** picks `{pick.screen_pick}`: the backbone training found best ({best})."
+    return (
+        f"**{label}** picks `{pick.screen_pick}` ({pct(pick.pick_acc)} at its best strategy); training "
+        f"found `{pick.trained_best}` best ({pct(pick.trained_best_acc)}): trusting the screen gives up "
+        f"{pp(pick.regret)}."
+    )
+
+
+def _rank(value: object) -> str:
+    return "—" if value is None or pd.isna(value) else f"{int(float(str(value)))}"
+
+
+def _status(row: pd.Series) -> str:
+    if row["kept"] is None or pd.isna(row["kept"]):
+        return "trained" if not pd.isna(row["trained_acc"]) else "not trained"
+    return "kept" if bool(row["kept"]) else "dropped"
+
+
+def phase_blocks(screen: pd.DataFrame, trained: pd.DataFrame, shown: Sequence[str]) -> list[Block]:
+    """The screen as a phase of the study: kept and dropped backbones, and the screen's ranking beside
+    training's with Kendall's τ over the backbones that were trained (empty for a stand-alone screen)."""
+    if screen["kept"].isna().all():
+        return []
+    table = ranking_table(screen, trained)
+    dropped = table[table["kept"].map(lambda v: v is False)]
+    kept = int(table["kept"].map(lambda v: v is True).sum())
+    blocks: list[Block] = [
+        Heading("The screen phase", level=3),
+        Paragraph(
+            f"The study screened {len(table)} backbone(s) before training and kept {kept} for training"
+            + (f"; {len(dropped)} dropped:" if len(dropped) else ".")
+        ),
+    ]
+    if len(dropped):
+        blocks.append(
+            Bullets(
+                tuple(
+                    f"`{r.backbone}`: {r.screen_reason or 'no reason recorded'}" for r in dropped.itertuples()
+                )
+            )
+        )
+    ranked = [s for s in shown if f"rank:{s}" in table]
+    blocks.append(
+        Table(
+            (
+                "backbone",
+                "screen",
+                *(f"rank by {SCREEN_SCORES[s]}" for s in ranked),
+                "trained rank",
+                "trained best",
+            ),
+            tuple(
+                (
+                    str(row["backbone"]),
+                    _status(row),
+                    *(_rank(row[f"rank:{s}"]) for s in ranked),
+                    _rank(row["trained_rank"]),
+                    "—"
+                    if pd.isna(row["trained_acc"])
+                    else f"{pct(float(row['trained_acc']))} ({row['trained_strategy']})",
+                )
+                for _, row in table.iterrows()
+            ),
+            align=("l", "l", *("r" for _ in ranked), "r", "r"),
+            caption="Ranks: 1 = best; the screen ranks every screened backbone, training only those it "
+            "trained (by the best strategy's mean final test accuracy).",
+        )
+    )
+    trained_n = int(table["trained_acc"].notna().sum())
+    taus = [a for a in agreements(screen, trained) if a.scope == BEST_SCOPE]
+    if trained_n < 2 or not taus:
+        blocks.append(
+            Paragraph(
+                "Fewer than two backbones were trained: there is no trained ranking to set the "
+                "screen's against (Kendall's τ needs two)."
+            )
+        )
+    else:
+        items = ", ".join(f"{SCREEN_SCORES[a.score]} {_num(a.kendall_tau)}" for a in taus)
+        blocks.append(
+            Paragraph(
+                "**Kendall's τ-b between the screen's ranking and training's**, over the "
+                f"{trained_n} backbones that were trained: {items}. With {trained_n} backbones τ takes "
+                "few values" + (" (±1 only)." if trained_n == 2 else ".")
+            )
+        )
+    return blocks
+
+
+def screen_blocks(screen: pd.DataFrame, trained: pd.DataFrame, figure: Figure | None) -> list[Block]:
+    """The section's blocks from the screen table and the trained accuracies (pure)."""
+    shown = [s for s in SCREEN_SCORES if s in screen and not screen[s].isna().all()]
+    blocks: list[Block] = [
+        Heading("Screen vs training"),
+        Paragraph(
+            f"Before training, {len(screen)} backbone(s) were scored from one forward pass of the training "
+            f"pool (`role=screen` runs): {sum(screen['cost/screen_seconds'].fillna(0)):.1f} s and "
+            f"{si(float(screen['cost/forward_flops'].fillna(0).sum()), 'FLOPs')} in all. LogME is the "
+            "Bayesian linear-model evidence per sample (higher is better); kNN and the probe are accuracies."
+        ),
+        Table(
+            ("backbone", "px", *(SCREEN_SCORES[s] for s in shown), "forward", "screen time", "trained best"),
+            tuple(_screen_rows(screen, trained, shown)),
+            align=("l", "r", *("r" for _ in shown), "r", "r", "r"),
+            caption="Screen scores per backbone; 'trained best' = mean final test accuracy of the backbone's "
+            "best strategy in this study.",
+        ),
+    ]
+    blocks += phase_blocks(screen, trained, shown)
+    if trained.empty or not set(trained["backbone"]) & set(screen["backbone"]):
+        blocks.append(
+            Callout(
+                "no completed final runs of the screened backbones: nothing to compare the screen with",
+                "warning",
+            )
+        )
+        return blocks
+    found = agreements(screen, trained)
+    rows = _agreement_rows(found, shown, scopes(trained))
+    blocks.append(
+        Table(
+            ("scope", "n", *(SCREEN_SCORES[s] for s in shown)),
+            tuple(rows),
+            align=("l", "r", *("r" for _ in shown)),
+            caption="Kendall's τ-b / Spearman's ρ between each screen score and mean final test accuracy: "
+            f"across backbones within a strategy, across backbones at their best strategy ('{BEST_SCOPE}'), "
+            "and over all cells. With n points τ takes few values (n = 3: ±1/3 or ±1); no p-values at "
+            "this n.",
+        )
+    )
+    chosen = picks(screen, trained)
+    if chosen:
+        same = [p for p in chosen if p.same]
+        decided = [p for p in chosen if not p.tied]
+        verdict = (
+            "every screen score picks the backbone training found best"
+            if len(same) == len(chosen)
+            else "every screen score that picks a single backbone picks the one training found best"
+            if decided and len(same) == len(decided)
+            else f"{len(same)} of {len(decided)} screen scores that pick one pick the backbone training "
+            "found best"
+        )
+        if len(decided) < len(chosen):
+            verdict += f" ({len(chosen) - len(decided)} tied at the top)"
+        blocks.append(
+            Paragraph(f"**Would the screen alone have picked the same backbone?** {verdict.capitalize()}.")
+        )
+        blocks.append(Bullets(tuple(_pick_text(p) for p in chosen)))
+    if figure is not None:
+        blocks.append(figure)
     return blocks

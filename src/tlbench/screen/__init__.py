@@ -1,6 +1,7 @@
 """Zero-training screen of backbones: LogME, kNN and cross-validated probe accuracy on frozen features.
 
-``run_screen`` (in :mod:`tlbench.screen.screen`) is the entry point for the CLI and for sweeps; the
-score functions (:mod:`~tlbench.screen.logme`, :mod:`~tlbench.screen.knn`,
-:mod:`~tlbench.screen.probe_cv`) are pure functions of feature arrays.
+Three parts: :mod:`~tlbench.screen.compose` (what a user or a sweep types -> Hydra overrides),
+:mod:`~tlbench.screen.screen` (``run_screen``, the entry point for the CLI and for sweeps: features
+through the trial pipeline, ``as_is``, the MLflow run, the table) and :mod:`~tlbench.screen.scores` (pure
+functions of feature arrays).
 """

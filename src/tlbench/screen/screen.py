@@ -1,27 +1,331 @@
 """``run_screen``: every candidate backbone scored without training, each as one MLflow run (``role=screen``).
 
 All configurations are composed and validated before the first forward pass, so a misspelt backbone
-fails at once. Backbones are screened one after the other and nothing is kept alive between them.
+fails at once. Backbones are screened one after the other and nothing is kept alive between them: the
+trial pipeline's own features through the feature cache, the scores (:mod:`tlbench.screen.scores`),
+``as_is`` with a class map, what the run logs, and the plain-text table the CLI prints.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import math
+import platform
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+import tlbench
 from tlbench.config import load_config
 from tlbench.config.compose import config_dir
-from tlbench.config.schema import RunConfig, WeightsSource
-from tlbench.errors import ConfigError
-from tlbench.screen.as_is import as_is_accuracy
+from tlbench.config.schema import RunConfig, StrategyConfig, StrategyName, WeightsSource
+from tlbench.cost.device import DeviceInfo, device_hours
+from tlbench.cost.flops import measure_forward_flops
+from tlbench.data import BatchTransform
+from tlbench.errors import ConfigError, ModelError
+from tlbench.models.network import build_model
 from tlbench.screen.compose import backbone_overrides
-from tlbench.screen.features import SCREEN_OVERRIDES, extract
-from tlbench.screen.record import ScreenResult, screen_metrics, screen_params, screen_tags
-from tlbench.screen.scores import ScoreSettings, effective_folds, feature_scores
+from tlbench.screen.scores import ScoreSettings, Timed, effective_folds, feature_scores
 from tlbench.tracking import MlflowRun, check_reachable
-from tlbench.training.prepare import prepare, resolve_defaults
+from tlbench.training.evaluate import evaluate
+from tlbench.training.inputs import cached_inputs, feature_cache
+from tlbench.training.prepare import PreparedTrial, prepare, resolve_defaults
+
+# --- frozen features through the trial pipeline -------------------------------------------------------------
+
+# The screen prepares a ``linear_probe`` trial (so data, splits, normalisation and resolution are exactly
+# what training sees) and reads the pooled backbone features of the train and validation splits through
+# the content-keyed feature cache: a later linear probe on the same data reuses them, and so does a
+# second screen. The test split is capped at one image per class, because the screen never looks at
+# test data and should not pay to extract it (the cap changes neither the train pool nor validation).
+
+# What every screen forces on top of the user's overrides (the later entries win in Hydra).
+SCREEN_OVERRIDES = (
+    "strategy=linear_probe",
+    "data.augment=false",
+    "trainer.cache_features=true",
+    "data.max_test_per_class=1",
+    "tracking=disabled",
+)
+
+
+@dataclass(frozen=True)
+class ScreenFeatures:
+    """Features (float64, on the CPU) and labels of the train pool and the validation split."""
+
+    train: NDArray[np.float64]
+    train_labels: NDArray[np.int64]
+    val: NDArray[np.float64]
+    val_labels: NDArray[np.int64]
+    class_names: tuple[str, ...]
+    resolution: int  # the side in pixels the images were fed at
+    forward_flops: float  # forward FLOPs of train + val extraction (whether computed now or reused)
+    extract_seconds: float  # wall time of this call's extraction (about 0 on a cache hit)
+    standalone_seconds: float  # what the extraction cost when it was computed (this run or earlier)
+    cache_status: str  # miss | hit | partial
+    device: DeviceInfo
+    fingerprint: str
+
+
+def _as_numpy(tensor: torch.Tensor) -> NDArray[np.float64]:
+    return np.asarray(tensor.detach().float().cpu().numpy(), dtype=np.float64)
+
+
+def _labels(tensor: torch.Tensor) -> NDArray[np.int64]:
+    return np.asarray(tensor.detach().cpu().numpy(), dtype=np.int64)
+
+
+def extract(prepared: PreparedTrial) -> ScreenFeatures:
+    """Pooled features of ``prepared`` (a linear-probe trial) through the feature cache."""
+    split = prepared.prefix_split
+    if split is None:  # linear_probe with caching on always splits; anything else is a bug upstream
+        raise ModelError(f"the screen cannot cache features for this backbone: {prepared.cache_reason}")
+    start = time.perf_counter()
+    inputs = cached_inputs(prepared, split, feature_cache(prepared.cfg.trainer))
+    if prepared.device.is_gpu:
+        torch.cuda.synchronize(prepared.device.torch_device)
+    seconds = time.perf_counter() - start
+    use = inputs.cache
+    flops = sum(use.computed_flops.get(s, 0.0) + use.reused_flops.get(s, 0.0) for s in ("train", "val"))
+    (train, train_y), (val, val_y) = inputs.data["train"], inputs.data["val"]
+    return ScreenFeatures(
+        train=_as_numpy(train),
+        train_labels=_labels(train_y),
+        val=_as_numpy(val),
+        val_labels=_labels(val_y),
+        class_names=tuple(prepared.splits.class_names),
+        resolution=int(prepared.splits.train.images.shape[-1]),
+        forward_flops=flops,
+        extract_seconds=seconds,
+        standalone_seconds=seconds + use.reused_seconds,
+        cache_status=use.status,
+        device=prepared.device,
+        fingerprint=str(prepared.splits.fingerprint),
+    )
+
+
+# --- as_is: the pretrained classifier on validation ---------------------------------------------------------
+
+# It needs the source classifier, which the feature backbone drops, so the network is built again with
+# the ``as_is`` strategy (the same weights, data and normalisation) and run once over validation.
+
+
+@dataclass(frozen=True)
+class AsIsScore:
+    accuracy: float  # on the validation split
+    seconds: float  # build + forward pass
+    flops: float  # forward FLOPs over validation
+
+
+def as_is_accuracy(prepared: PreparedTrial, class_map: Mapping[str, Sequence[str]]) -> AsIsScore:
+    """Validation accuracy of the backbone's own classifier with ``class_map`` (no training)."""
+    start = time.perf_counter()
+    strategy = StrategyConfig(
+        name=StrategyName.as_is, class_map={k: [str(v) for v in vs] for k, vs in class_map.items()}
+    )
+    cfg = replace(prepared.cfg, strategy=strategy)
+    model = build_model(cfg, class_names=prepared.splits.class_names)
+    network = model.network.to(prepared.device.torch_device).eval()
+    transform = BatchTransform(mean=model.mean, std=model.std)
+    val = prepared.splits.val
+    batch = prepared.cfg.trainer.eval_batch_size
+    batches = (
+        (transform(val.images[first : first + batch]), val.labels[first : first + batch])
+        for first in range(0, len(val), batch)
+    )
+    # the trial's own evaluation: the screen's as_is accuracy is the number an as_is trial would log
+    accuracy = evaluate(
+        network, batches, device_type=prepared.device.kind, precision=prepared.precision
+    ).accuracy
+    if prepared.device.is_gpu:
+        torch.cuda.synchronize(prepared.device.torch_device)
+    seconds = time.perf_counter() - start
+    probe = transform(val.images[:2])
+    flops = measure_forward_flops(network, probe) / probe.shape[0] * len(val)
+    return AsIsScore(accuracy=accuracy, seconds=seconds, flops=flops)
+
+
+# --- what a screen run logs (the tracking contract for role=screen) -----------------------------------------
+
+SCREEN_ROLE = "screen"
+SCORE_NAMES = ("logme", "knn_loo_acc", "knn_acc", "probe_cv_acc")  # screen/<name>; plus as_is_acc
+
+
+@dataclass(frozen=True)
+class ScreenResult:
+    """One backbone's screen: scores with their costs, and what identifies the data they are of."""
+
+    backbone: str  # the timm model name (the trials' ``backbone`` param)
+    weights: str
+    dataset: str
+    data_root: str
+    n_per_class: str  # "all" for the whole train pool
+    resolution: int
+    seed: int
+    n_train: int
+    n_val: int
+    n_classes: int
+    num_features: int
+    fingerprint: str
+    device: DeviceInfo
+    settings: ScoreSettings
+    probe_folds: int  # the folds actually used
+    scores: dict[str, Timed]
+    as_is: AsIsScore | None
+    forward_flops: float
+    extract_seconds: float
+    standalone_extract_seconds: float
+    cache_status: str
+    run_id: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def screen_seconds(self) -> float:
+        """Wall seconds this screen spent: extraction (this run's) + every score."""
+        extra = self.as_is.seconds if self.as_is else 0.0
+        return self.extract_seconds + sum(t.seconds for t in self.scores.values()) + extra
+
+    def value(self, name: str) -> float:
+        if name == "as_is_acc":
+            return self.as_is.accuracy if self.as_is else float("nan")
+        return self.scores[name].value if name in self.scores else float("nan")
+
+
+def screen_params(result: ScreenResult) -> dict[str, Any]:
+    s = result.settings
+    return {
+        "backbone": result.backbone,
+        "weights": result.weights,
+        "dataset": result.dataset,
+        "data_root": result.data_root,
+        "n_per_class": result.n_per_class,
+        "resolution": result.resolution,
+        "seed": result.seed,
+        "n_train": result.n_train,
+        "n_val": result.n_val,
+        "n_classes": result.n_classes,
+        "num_features": result.num_features,
+        "data_fingerprint": result.fingerprint,
+        "knn_k": s.knn_k,
+        "probe_folds": result.probe_folds,
+        "probe_c": s.probe_c,
+        "screen_scores": ",".join([*SCORE_NAMES, *(["as_is_acc"] if result.as_is else [])]),
+    }
+
+
+def screen_metrics(result: ScreenResult) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for name, timed in result.scores.items():
+        if math.isfinite(timed.value):
+            metrics[f"screen/{name}"] = timed.value
+        metrics[f"cost/{name}_seconds"] = timed.seconds
+    if result.as_is is not None:
+        metrics["screen/as_is_acc"] = result.as_is.accuracy
+        metrics["cost/as_is_seconds"] = result.as_is.seconds
+        metrics["cost/as_is_flops"] = result.as_is.flops
+    seconds = result.screen_seconds
+    metrics.update(
+        {
+            "cost/forward_flops": result.forward_flops,
+            "cost/extract_seconds": result.extract_seconds,
+            "cost/standalone_extract_seconds": result.standalone_extract_seconds,
+            "cost/screen_seconds": seconds,
+            "cost/device_hours": device_hours(seconds, result.device.count),
+        }
+    )
+    return metrics
+
+
+def screen_tags(result: ScreenResult, extra: dict[str, str]) -> dict[str, str]:
+    notes = "; ".join(result.notes) or ""
+    return {
+        "role": SCREEN_ROLE,
+        "status": "completed",
+        "device": result.device.name,
+        "device_count": str(result.device.count),
+        "device_model": result.device.model,
+        "feature_cache": result.cache_status,
+        "n_per_class": result.n_per_class,
+        "tlbench_version": tlbench.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        **({"screen_notes": notes} if notes else {}),
+        **extra,
+    }
+
+
+# --- the screen as a plain-text table -----------------------------------------------------------------------
+
+HEADER = (
+    "backbone", "px", "n_train", "n_val", "LogME", "kNN LOO", "kNN val", "probe CV", "as_is",
+    "fwd GFLOPs", "extract s", "scores s", "cache",
+)  # fmt: skip
+
+
+def _number(value: float, digits: int = 3) -> str:
+    return "—" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def screen_rows(results: Sequence[ScreenResult]) -> list[tuple[str, ...]]:
+    """One row per backbone; the best value of each score column is marked with ``*``."""
+    best = {
+        name: max((r.value(name) for r in results if math.isfinite(r.value(name))), default=math.nan)
+        for name in ("logme", "knn_loo_acc", "knn_acc", "probe_cv_acc", "as_is_acc")
+    }
+
+    def cell(result: ScreenResult, name: str) -> str:
+        value = result.value(name)
+        mark = "*" if len(results) > 1 and math.isfinite(value) and value == best[name] else ""
+        return _number(value) + mark
+
+    rows: list[tuple[str, ...]] = []
+    for r in results:
+        score_seconds = sum(t.seconds for t in r.scores.values()) + (r.as_is.seconds if r.as_is else 0.0)
+        rows.append(
+            (
+                r.backbone,
+                str(r.resolution),
+                str(r.n_train),
+                str(r.n_val),
+                cell(r, "logme"),
+                cell(r, "knn_loo_acc"),
+                cell(r, "knn_acc"),
+                cell(r, "probe_cv_acc"),
+                cell(r, "as_is_acc"),
+                f"{r.forward_flops / 1e9:.1f}",
+                f"{r.extract_seconds:.1f}",
+                f"{score_seconds:.2f}",
+                r.cache_status,
+            )
+        )
+    return rows
+
+
+def format_table(results: Sequence[ScreenResult]) -> str:
+    """Aligned columns, numbers right-aligned; ``*`` marks the best backbone per score."""
+    rows = [HEADER, *screen_rows(results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# --- run_screen ---------------------------------------------------------------------------------------------
+
+# All configurations are composed and validated before the first forward pass, so a misspelt backbone
+# fails at once. Backbones are screened one after the other and nothing is kept alive between them.
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -54,7 +358,9 @@ def screen_backbone(
     """Features of the train pool and validation (one forward pass, cached), then every score."""
     prepared = prepare(cfg)
     features = extract(prepared)
-    scores = feature_scores(features, settings)
+    scores = feature_scores(
+        features.train, features.train_labels, features.val, features.val_labels, settings
+    )
     as_is = as_is_accuracy(prepared, class_map) if class_map else None
     notes = tuple(f"{name}: {t.note}" for name, t in scores.items() if t.note)
     result = ScreenResult(

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tlbench.errors import TrackingError
 from tlbench.tracking.mlflow_run import _client, resolve_tracking_uri
+from tlbench.tracking.names import RACE_ARTIFACT
 
 STUDY_TAG = "tlbench.study"
 SWEEP_TAG = "tlbench.sweep"
@@ -71,6 +72,7 @@ class StudyRecords:
     children: tuple[RunRecord, ...]
     extra_parents: int = 0  # parent runs beyond the first (a study should have exactly one)
     sweep_yaml: str | None = None
+    race_json: str | None = None  # the racing finals (``race.json`` of the parent), when the sweep raced
 
 
 def redact_uri(uri: str) -> str:
@@ -95,26 +97,22 @@ def _record(run: Any) -> RunRecord:
     )
 
 
+def _paged(fetch: Any) -> list[Any]:
+    """Every page of ``fetch(max_results, page_token)``. mlflow.search_runs / search_experiments read the
+    process-wide tracking URI; the report is given one, so it pages its client with their paginator."""
+    from mlflow.utils import get_results_from_paginated_fn
+
+    return list(get_results_from_paginated_fn(fetch, _PAGE))
+
+
 def _search_all(client: Any, experiment_ids: list[str], **kwargs: Any) -> list[Any]:
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs(experiment_ids, max_results=_PAGE, page_token=token, **kwargs)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return _paged(
+        lambda n, token: client.search_runs(experiment_ids, max_results=n, page_token=token, **kwargs)
+    )
 
 
 def _all_experiments(client: Any) -> list[Any]:
-    experiments: list[Any] = []
-    token = None
-    while True:
-        page = client.search_experiments(max_results=_PAGE, page_token=token)
-        experiments.extend(page)
-        token = page.token
-        if not token:
-            return experiments
+    return _paged(lambda n, token: client.search_experiments(max_results=n, page_token=token))
 
 
 def _open(tracking_uri: str | None) -> tuple[Any, list[Any]]:
@@ -187,13 +185,18 @@ def _no_progress_bar() -> Iterator[None]:
             os.environ[key] = previous
 
 
-def _read_sweep_yaml(client: Any, run_id: str) -> str | None:
+def _read_text(client: Any, run_id: str, artifact: str) -> str | None:
     try:
         with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
-            path = client.download_artifacts(run_id, "sweep.yaml", tmp)
+            path = client.download_artifacts(run_id, artifact, tmp)
             return Path(path).read_text()
-    except Exception:  # absent or unreadable: the report says the definition is missing
+    except Exception:  # absent or unreadable: the caller says what is missing
         return None
+
+
+def read_text_artifact(run_id: str, artifact: str, *, tracking_uri: str | None = None) -> str | None:
+    """A run's text artifact (e.g. a final run's ``config.yaml``), or None when it is absent."""
+    return _read_text(_client(resolve_tracking_uri(tracking_uri)), run_id, artifact)
 
 
 def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyRecords:
@@ -217,7 +220,8 @@ def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyReco
         parent=parent,
         children=children,
         extra_parents=max(0, len(parents) - 1),
-        sweep_yaml=_read_sweep_yaml(client, parent.run_id) if parent else None,
+        sweep_yaml=_read_text(client, parent.run_id, "sweep.yaml") if parent else None,
+        race_json=_read_text(client, parent.run_id, RACE_ARTIFACT) if parent else None,
     )
 
 

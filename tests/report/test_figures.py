@@ -1,3 +1,5 @@
+"""The figures' info (what each shows, axes, chance, shared ranges), checked without drawing where it can."""
+
 from __future__ import annotations
 
 import math
@@ -6,7 +8,7 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 
-from tlbench.report.figures_data import (
+from tlbench.report.figures import (
     FINAL_ACC,
     TUNE_ACC,
     Missing,
@@ -42,7 +44,8 @@ def test_device_axis_label(devices: list, label: str, mixed: bool) -> None:
 @pytest.mark.parametrize(
     ("values", "scale"),
     [
-        ([1.0, 2.0, 50.0], "linear"),  # under two decades
+        ([1.0, 2.0, 9.0], "linear"),  # under a decade
+        ([1.0, 2.0, 50.0], "log"),  # 50x: on a linear axis the cheap ones would share the leftmost pixels
         ([0.001, 0.5], "log"),  # 500x
         ([0.0, 0.001, 0.5], "symlog"),  # a zero-cost strategy among them: log cannot show it
         ([5.0], "linear"),  # one value
@@ -159,3 +162,37 @@ def test_lr_sensitivity_with_one_lr_is_missing(trials: Trials) -> None:
 def test_all_figures_of_an_empty_study_are_missing(trials: Trials) -> None:
     # no trial at all: every figure explains itself, none raises
     assert all(isinstance(f, Missing) for f in all_figures(trials().iloc[0:0]))
+
+
+def test_accuracy_figures_draw_chance_share_y_and_clip_intervals(trials: Trials) -> None:
+    rows = [
+        {"strategy": s, "n": n, "seed": seed, "test_acc": acc, "hours": h, "n_classes": 10}
+        for s, n, h, accs in [("linear_probe", "10", 0.001, (0.99, 1.0, 1.0)),
+                              ("scratch", "10", 0.02, (0.3,) * 3),
+                              ("linear_probe", "all", 0.002, (0.9, 0.91, 0.92))]
+        for seed, acc in enumerate(accs)
+    ]  # fmt: skip
+    info = tradeoff_info(trials(*rows), cost="device_hours", unit=device_hours_unit(["cpu"]))
+    assert isinstance(info, PlotInfo)
+    # chance is 1 / 10 classes; the size panels compare one quantity: one y range; costs span 20x: log
+    assert info.chance == pytest.approx(0.1) and info.share_y and info.x_scale == "log"
+    probe = next(s for s in info.panels[0].summary if s.label == "linear_probe")
+    # the t interval of (0.99, 1, 1) reaches past 100%: clipped, an accuracy cannot
+    assert probe.high == (1.0,) and probe.low[0] < probe.y[0]
+    from tlbench.report.figures import draw
+
+    figure = draw(info)
+    left, right = figure.axes[:2]
+    # both panels on one y scale; a dotted chance line at 10% on each
+    assert left.get_ylim() == right.get_ylim() and left.get_ylim()[1] <= 1.02 and left.get_ylim()[0] >= -0.02
+    assert any(list(line.get_ydata()) == [0.1, 0.1] for line in left.get_lines())
+
+
+def test_chance_needs_one_class_count(trials: Trials) -> None:
+    rows = [
+        {"strategy": "scratch", "n": "10", "seed": s, "test_acc": 0.5, "hours": 0.1, "n_classes": k}
+        for s, k in ((0, 2), (1, 3))
+    ]
+    info = tradeoff_info(trials(*rows), cost="device_hours", unit=device_hours_unit(["cpu"]))
+    # two class counts (two datasets?): no single chance line rather than a wrong one
+    assert isinstance(info, PlotInfo) and info.chance is None

@@ -1,4 +1,4 @@
-"""Learning curves: known curves are recovered, the hold-out check, and the "twice the labels" verdict."""
+"""Learning curves: known curves are recovered, and the "twice the labels" verdict."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tlbench.report.learning_curve import EXPONENTS, Curve, fit_curve, holdout_check
-from tlbench.report.outlook import outlook, outlook_sentence
+from tlbench.report.curves import Curve, fit_curve, outlook, outlook_sentence
 from tlbench.report.recommend import recommend
-from tlbench.report.summarize import summary_table
+from tlbench.report.tables import summary_table
 
 Trials = Callable[..., pd.DataFrame]
-C = EXPONENTS[30]  # an exponent on the grid: the fit can be exact
+C = 0.37  # any exponent in the bounds: the fit is continuous, so it can be exact
 
 
 def test_recovers_a_known_curve() -> None:
@@ -45,13 +44,6 @@ def _curve_rows(
         for n in sizes
         for s in (1, 2, 3)
     ]  # fmt: skip
-
-
-def test_holdout_check_on_exact_curves(trials: Trials) -> None:
-    table = trials(*_curve_rows("linear_probe", Curve(0.9, 0.5, C), [2, 5, 10, 20, 50], hours=1e-4))
-    (point,) = holdout_check(table, fit_max_n=20)
-    # fitted on n <= 20, predicts 50 exactly when the data follow the model
-    assert point.n_per_class == "50" and point.error == pytest.approx(0.0, abs=1e-9)
 
 
 def _verdict(trials: Trials, rows: list[Any]) -> tuple[Any, str]:

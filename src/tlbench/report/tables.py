@@ -1,0 +1,625 @@
+"""Pure tables over the trials table: the summary (final runs only), outcome counts, gaps and failures,
+collapsed configurations, totals, the protocol as the runs and the sweep definition record it (tuning,
+budget checks, the race), and the screen against training (rank agreement, picks, rankings).
+
+Protocol: test accuracy is read only from ``role=final`` runs whose outcome is ``completed``; tuning
+runs chose the configuration on validation accuracy and never contribute a test number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from tlbench.report.collect import OUTCOMES
+from tlbench.report.render import sorted_sizes, sorted_strategies
+from tlbench.report.stats import mean_ci
+from tlbench.tracking.names import BASE_VAL_ACC, BUDGET_CHECK, SCREEN_KEPT, SCREEN_REASON
+from tlbench.tracking.study_reader import RunRecord
+
+# --- the summary and what the study spent -------------------------------------------------------------------
+# Protocol: test accuracy is read only from ``role=final`` runs whose status is ``completed``; tuning
+# runs chose the configuration on validation accuracy and never contribute a test number.
+
+FINAL, TUNE = "final", "tune"
+SUMMARY_COLUMNS = (
+    "n_per_class", "strategy", "seeds", "acc_mean", "acc_ci", "acc_std", "device_hours", "train_flops",
+    "trainable_params", "best",
+)  # fmt: skip
+
+
+# Cost of one run as a user running it alone would pay it: the ``standalone`` metric adds back
+# frozen-prefix features this run reused from an earlier trial of the sweep; studies spend the
+# plain metric (totals use it). Older runs without the standalone metric fall back to it.
+_RUN_COST = {
+    "device_hours": ("cost/standalone_device_hours", "cost/device_hours"),
+    "train_flops": ("cost/standalone_train_flops", "cost/train_flops"),
+}
+
+
+def run_cost(frame: pd.DataFrame, kind: str) -> pd.Series:
+    """Per-run cost (``device_hours`` or ``train_flops``) as if the run had been done on its own."""
+    standalone, spent = _RUN_COST[kind]
+    cost = frame[spent].astype(float)
+    if standalone in frame.columns:
+        cost = frame[standalone].astype(float).where(frame[standalone].notna(), cost)
+    return cost
+
+
+def final_results(trials: pd.DataFrame) -> pd.DataFrame:
+    """The runs the summary is made of: final role, completed, with a test accuracy."""
+    mask = (trials["role"] == FINAL) & (trials["outcome"] == "completed") & trials["test/acc"].notna()
+    return trials[mask]
+
+
+def tune_results(trials: pd.DataFrame) -> pd.DataFrame:
+    """Completed tuning trials with a validation accuracy (LR sensitivity, trade-off by trial)."""
+    mask = (trials["role"] == TUNE) & (trials["outcome"] == "completed") & trials["val/acc"].notna()
+    return trials[mask]
+
+
+def _order(frame: pd.DataFrame) -> pd.DataFrame:
+    sizes = {s: i for i, s in enumerate(sorted_sizes(frame["n_per_class"]))}
+    strategies = {s: i for i, s in enumerate(sorted_strategies(frame["strategy"]))}
+    keys = frame["n_per_class"].map(sizes) * 1000 + frame["strategy"].map(strategies)
+    return frame.assign(_k=keys).sort_values("_k").drop(columns="_k").reset_index(drop=True)
+
+
+def summary_table(trials: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
+    """strategy × data size -> mean test accuracy ± CI half-width over final seeds, mean costs, best flag.
+
+    ``acc_ci`` is NaN for a single seed. ``best`` marks the highest mean accuracy per size (ties: all).
+    """
+    rows = []
+    for (size, strategy), group in final_results(trials).groupby(["n_per_class", "strategy"], sort=False):
+        estimate = mean_ci(group["test/acc"].tolist(), confidence=confidence)
+        rows.append(
+            {
+                "n_per_class": str(size),
+                "strategy": str(strategy),
+                "seeds": estimate.n,
+                "acc_mean": estimate.mean,
+                "acc_ci": math.nan if estimate.half_width is None else estimate.half_width,
+                "acc_std": math.nan if estimate.std is None else estimate.std,
+                "device_hours": _mean(run_cost(group, "device_hours")),
+                "train_flops": _mean(run_cost(group, "train_flops")),
+                "trainable_params": _mean(group["params/trainable"]),
+            }
+        )
+    table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS[:-1]))
+    if table.empty:
+        return table.assign(best=pd.Series(dtype=bool))
+    table = _order(table)
+    table["best"] = table["acc_mean"] == table.groupby("n_per_class")["acc_mean"].transform("max")
+    return table
+
+
+def _mean(values: pd.Series) -> float:
+    clean = [float(v) for v in values if not pd.isna(v)]
+    return math.fsum(clean) / len(clean) if clean else math.nan
+
+
+def outcome_counts(trials: pd.DataFrame) -> pd.DataFrame:
+    """Rows: role; columns: completed, pruned, failed, running, total."""
+    counts = pd.crosstab(trials["role"].replace("", "(no role)"), trials["outcome"])
+    counts = counts.reindex(columns=list(OUTCOMES), fill_value=0)
+    counts["total"] = counts.sum(axis=1)
+    return counts.astype(int)
+
+
+@dataclass(frozen=True)
+class CellStatus:
+    """A strategy × size cell that cannot be reported as the protocol asks (no or only one final seed)."""
+
+    strategy: str
+    n_per_class: str
+    final_completed: int
+    final_other: dict[str, int] = field(default_factory=dict)  # outcome -> count, final runs not completed
+    tune_runs: int = 0
+
+
+def cell_gaps(trials: pd.DataFrame) -> list[CellStatus]:
+    """Cells of the (strategies seen × sizes seen) grid with fewer than two completed final seeds."""
+    if trials.empty:
+        return []
+    gaps = []
+    for size in sorted_sizes(trials["n_per_class"]):
+        for strategy in sorted_strategies(trials["strategy"]):
+            cell = trials[(trials["n_per_class"] == size) & (trials["strategy"] == strategy)]
+            final = cell[cell["role"] == FINAL]
+            done = len(final_results(cell))
+            if done >= 2:
+                continue
+            other = final[final["outcome"] != "completed"]["outcome"].value_counts()
+            gaps.append(
+                CellStatus(
+                    strategy=strategy,
+                    n_per_class=size,
+                    final_completed=done,
+                    final_other={str(k): int(v) for k, v in other.items()},
+                    tune_runs=int((cell["role"] == TUNE).sum()),
+                )
+            )
+    return gaps
+
+
+def failures(trials: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """(role, strategy, size, status text) of failed trials that did not collapse, so the report can say
+    why (collapsed ones have their own list: :func:`failed_configurations`)."""
+    failed = trials[(trials["outcome"] == "failed") & ~trials["collapsed"]]
+    return [
+        (str(r["role"]), str(r["strategy"]), str(r["n_per_class"]), str(r["status"]) or "no status recorded")
+        for _, r in failed.iterrows()
+    ]
+
+
+@dataclass(frozen=True)
+class FailedConfiguration:
+    """An arm at one data size whose runs collapsed (at chance, or loss ending above its start)."""
+
+    strategy: str
+    n_per_class: str
+    runs: dict[str, int]  # role -> collapsed runs
+    reasons: tuple[str, ...]  # distinct reasons, as the runs logged them
+    finals_left: int  # completed final runs of the arm that did not collapse
+
+    @property
+    def arm_failed(self) -> bool:
+        """Every final run collapsed: the arm has no result, only a failure."""
+        return self.runs.get(FINAL, 0) > 0 and self.finals_left == 0
+
+
+def failed_configurations(trials: pd.DataFrame) -> list[FailedConfiguration]:
+    """Collapsed runs per arm and size (excluded from every summary, comparison and recommendation)."""
+    out = []
+    collapsed = trials[trials["collapsed"]]
+    for size in sorted_sizes(collapsed["n_per_class"]):
+        for strategy in sorted_strategies(collapsed[collapsed["n_per_class"] == size]["strategy"]):
+            runs = collapsed[(collapsed["n_per_class"] == size) & (collapsed["strategy"] == strategy)]
+            cell = trials[(trials["n_per_class"] == size) & (trials["strategy"] == strategy)]
+            out.append(
+                FailedConfiguration(
+                    strategy=strategy,
+                    n_per_class=size,
+                    runs={str(k): int(v) for k, v in runs["role"].value_counts().sort_index().items()},
+                    reasons=tuple(dict.fromkeys(str(r) for r in runs["collapse_reason"])),
+                    finals_left=len(final_results(cell)),
+                )
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Compute spent by the whole study, pruned and failed trials included (they cost real time)."""
+
+    runs: int
+    device_hours: float
+    device_hours_by_role: dict[str, float]
+    fit_seconds: float
+    train_flops: float
+    first_start_ms: int | None
+    last_end_ms: int | None
+
+
+def study_totals(trials: pd.DataFrame) -> Totals:
+    by_role = {
+        str(role): math.fsum(group["cost/device_hours"].dropna())
+        for role, group in trials.groupby("role", sort=True)
+    }
+    starts = trials["start_time_ms"].dropna()
+    ends = trials["end_time_ms"].dropna()
+    return Totals(
+        runs=len(trials),
+        device_hours=math.fsum(trials["cost/device_hours"].dropna()),
+        device_hours_by_role=by_role,
+        fit_seconds=math.fsum(trials["cost/fit_seconds"].dropna()),
+        train_flops=math.fsum(trials["cost/train_flops"].dropna()),
+        first_start_ms=int(starts.min()) if len(starts) else None,
+        last_end_ms=int(ends.max()) if len(ends) else None,
+    )
+
+
+def best_tuning_val(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy × size, the best validation accuracy among completed tuning trials."""
+    tune = tune_results(trials)
+    if tune.empty:
+        return pd.DataFrame(columns=["n_per_class", "strategy", "val_acc", "trials"])
+    grouped = tune.groupby(["n_per_class", "strategy"], sort=False)["val/acc"]
+    table = pd.DataFrame({"val_acc": grouped.max(), "trials": grouped.size()}).reset_index()
+    return _order(table)
+
+
+# --- the protocol as the runs and the sweep definition record it (Methods) -----------------------------
+
+
+def _sweep(sweep_yaml: str | None) -> dict[str, Any] | None:
+    if not sweep_yaml:
+        return None
+    try:
+        value = yaml.safe_load(sweep_yaml)
+    except yaml.YAMLError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _cell_values(cell: str) -> dict[str, str]:
+    """``data.n_per_class=10,strategy=lp_ft`` -> ``{"data.n_per_class": "10", "strategy": "lp_ft"}``."""
+    return dict(part.partition("=")[::2] for part in cell.split(",") if "=" in part)
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return a == b or float(a) == float(b)
+    except ValueError:
+        return False
+
+
+def _matches(condition: str, values: dict[str, str]) -> bool:
+    wanted = _cell_values(str(condition).replace(" ", ""))
+    return bool(wanted) and all(k in values and _same(values[k], v) for k, v in wanted.items())
+
+
+def _describe(spec: object) -> str:
+    if isinstance(spec, dict) and "choices" in spec:
+        return "one of " + ", ".join(str(c) for c in spec["choices"] or ())
+    if isinstance(spec, dict) and "low" in spec and "high" in spec:
+        text = f"{float(spec['low']):g}–{float(spec['high']):g}"
+        extras = [w for w in ("log",) if spec.get(w)] + (
+            [f"step {spec['step']:g}"] if spec.get("step") else []
+        )
+        return text + (f" ({', '.join(extras)})" if extras else "")
+    return str(spec)
+
+
+def searched_ranges(sweep_yaml: str | None, cell: str) -> tuple[str, ...] | None:
+    """The search space of ``cell`` from the study's sweep definition (``search`` then the matching
+    ``search_where`` entries, later ones winning, as the sweep builds it); None when there is none to read."""
+    sweep = _sweep(sweep_yaml)
+    if sweep is None:
+        return None
+    params = dict(sweep.get("search") or {})
+    values = _cell_values(cell)
+    for condition, extra in (sweep.get("search_where") or {}).items():
+        if isinstance(extra, dict) and _matches(str(condition), values):
+            params.update(extra)
+    return tuple(f"`{path}` {_describe(spec)}" for path, spec in params.items())
+
+
+def tuning_budget(sweep_yaml: str | None) -> int | None:
+    """``budget.trials_per_cell`` of the sweep definition (None when it does not say)."""
+    budget = (_sweep(sweep_yaml) or {}).get("budget")
+    value = budget.get("trials_per_cell") if isinstance(budget, dict) else None
+    return int(value) if isinstance(value, int) else None
+
+
+@dataclass(frozen=True)
+class TuningRow:
+    """How one arm at one size was tuned."""
+
+    n_per_class: str
+    strategy: str
+    counts: dict[str, int]  # outcome -> tuning trials
+    searched: tuple[str, ...] | None  # None: the sweep definition is not available
+
+    @property
+    def trials(self) -> int:
+        return sum(self.counts.values())
+
+
+def tuning_protocol(trials: pd.DataFrame, sweep_yaml: str | None) -> list[TuningRow]:
+    """Per arm and size with tuning or final runs: its tuning trials by outcome and its searched ranges."""
+    rows = []
+    work = trials[trials["role"].isin([TUNE, FINAL])]
+    for size in sorted_sizes(work["n_per_class"]):
+        at_size = work[work["n_per_class"] == size]
+        for strategy in sorted_strategies(at_size["strategy"]):
+            runs = at_size[at_size["strategy"] == strategy]
+            tune = runs[runs["role"] == TUNE]
+            cells = [str(c) for c in runs["cell"].dropna() if str(c)]
+            counts = {str(k): int(v) for k, v in tune["outcome"].value_counts().items()}
+            searched = searched_ranges(sweep_yaml, cells[0]) if cells else None
+            rows.append(TuningRow(size, strategy, counts, searched))
+    return rows
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """A tuned configuration re-run with a larger step budget: did it change validation accuracy?"""
+
+    strategy: str
+    n_per_class: str
+    factor: str  # the budget multiplier ("2")
+    base_val: float | None  # the checked run's validation accuracy
+    val: float | None  # with the larger budget; None when the check did not complete
+    outcome: str
+    reason: str = ""
+
+    @property
+    def change(self) -> float | None:
+        return None if self.val is None or self.base_val is None else self.val - self.base_val
+
+
+def budget_checks(trials: pd.DataFrame) -> list[BudgetCheck]:
+    """Every budget-check run (role ``budget_check``), in report order."""
+    runs = trials[trials["role"] == BUDGET_CHECK]
+    val_by_run = dict(zip(trials["run_id"].astype(str), trials["val/acc"], strict=True))
+    out = []
+    for _, row in runs.iterrows():
+        base = row.get(BASE_VAL_ACC, math.nan)
+        if pd.isna(base):  # fall back to the checked run itself
+            base = val_by_run.get(str(row.get("base_run_id", "")), math.nan)
+        done = row["outcome"] == "completed" and not pd.isna(row["val/acc"])
+        reason = str(row["collapse_reason"]) if row["collapsed"] else str(row["status"])
+        out.append(
+            BudgetCheck(
+                strategy=str(row["strategy"]),
+                n_per_class=str(row["n_per_class"]),
+                factor=str(row.get("budget_factor", "") or "?"),
+                base_val=None if pd.isna(base) else float(base),
+                val=float(row["val/acc"]) if done else None,
+                outcome=str(row["outcome"]),
+                reason="" if done else reason,
+            )
+        )
+    order = {s: i for i, s in enumerate(sorted_strategies(c.strategy for c in out))}
+    sizes = {s: i for i, s in enumerate(sorted_sizes(c.n_per_class for c in out))}
+    return sorted(out, key=lambda c: (sizes[c.n_per_class], order[c.strategy]))
+
+
+@dataclass(frozen=True)
+class RaceArm:
+    cell: str
+    strategy: str
+    n_per_class: str
+    factors: dict[str, str]
+    seeds: tuple[int, ...]
+    retired_round: int | None  # None: it ran to the end
+    reason: str
+
+    @property
+    def label(self) -> str:
+        """The arm as the report names it: the strategy, then factor values other than strategy and size."""
+        others = [v for k, v in self.factors.items() if k.split(".")[-1] not in {"strategy", "n_per_class"}]
+        return ", ".join([self.strategy, *others])
+
+
+@dataclass(frozen=True)
+class Race:
+    """The racing finals as the sweep recorded them (``race.json`` on the parent run)."""
+
+    rule: str
+    cap: int | None
+    rounds: int | None
+    arms: tuple[RaceArm, ...]
+
+
+def parse_race(text: str | None) -> Race | None:
+    """``race.json`` (CONTRACTS.md schema); None when the study did not race. Raises ValueError when the
+    file is not that schema (the report says so rather than guessing)."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+        arms = tuple(
+            RaceArm(
+                cell=str(a.get("cell", "")),
+                strategy=str(a["strategy"]),
+                n_per_class=str(a["n_per_class"]),
+                factors={str(k): str(v) for k, v in (a.get("factors") or {}).items()},
+                seeds=tuple(int(s) for s in a.get("seeds") or ()),
+                retired_round=None if a.get("retired_round") is None else int(a["retired_round"]),
+                reason=str(a.get("reason", "")),
+            )
+            for a in data["arms"]
+        )
+        cap, rounds = data.get("cap"), data.get("rounds")
+        return Race(
+            rule=str(data.get("rule", "")),
+            cap=None if cap is None else int(cap),
+            rounds=None if rounds is None else int(rounds),
+            arms=arms,
+        )
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(
+            f"race.json is not the racing record tlbench writes ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+# --- the screen against training ----------------------------------------------------------------------------
+# Inputs are the study's ``role=screen`` runs (one per backbone; the latest when a backbone was screened
+# twice) and its trials table. Training's answer per (backbone, strategy) is the mean test accuracy of
+# the completed ``role=final`` runs. For each screen score, Kendall's tau-b and Spearman's rho are
+# computed across backbones within each strategy, across backbones for each backbone's best strategy,
+# and over all (backbone, strategy) cells pooled (the screen score repeats across a backbone's
+# strategies there, so tau-b's tie correction matters).
+
+SCREEN_ROLE = "screen"
+# metric -> label, in the order the report shows them
+SCREEN_SCORES = {
+    "screen/logme": "LogME",
+    "screen/knn_loo_acc": "kNN (leave-one-out, train)",
+    "screen/knn_acc": "kNN (validation)",
+    "screen/probe_cv_acc": "probe (cross-validated)",
+    "screen/as_is_acc": "as_is (validation)",
+}
+SCREEN_COSTS = ("cost/forward_flops", "cost/screen_seconds", "cost/device_hours")
+BEST_SCOPE, POOLED_SCOPE = "best strategy per backbone", "all cells pooled"
+
+
+def is_screen_run(run: RunRecord) -> bool:
+    return run.tags.get("role") == SCREEN_ROLE
+
+
+def screen_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
+    """One row per screened backbone (its latest completed screen run), scores and costs as columns."""
+    rows = []
+    for run in sorted(runs, key=lambda r: (r.start_time_ms or 0, r.run_id)):
+        if not is_screen_run(run) or run.mlflow_status != "FINISHED":
+            continue
+        row: dict[str, object] = {"backbone": run.params.get("backbone", "?"), "run_id": run.run_id}
+        row.update({k: run.params.get(k, "") for k in ("weights", "resolution", "n_per_class", "n_train")})
+        kept = run.tags.get(
+            SCREEN_KEPT
+        )  # a study's screen phase: trained or dropped (absent: a plain screen)
+        row["kept"] = None if kept is None else kept == "true"
+        row["screen_reason"] = run.tags.get(SCREEN_REASON, "")
+        row.update({k: run.metrics.get(k, math.nan) for k in (*SCREEN_SCORES, *SCREEN_COSTS)})
+        rows.append(row)
+    columns = [
+        "backbone",
+        "run_id",
+        "weights",
+        "resolution",
+        "n_per_class",
+        "n_train",
+        "kept",
+        "screen_reason",
+        *SCREEN_SCORES,
+        *SCREEN_COSTS,
+    ]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.drop_duplicates("backbone", keep="last").sort_values("backbone").reset_index(drop=True)
+
+
+def trained_accuracy(trials: pd.DataFrame) -> pd.DataFrame:
+    """Mean final test accuracy per (backbone, strategy): columns backbone, strategy, test_acc, seeds."""
+    mask = (trials["role"] == "final") & (trials["outcome"] == "completed") & trials["test/acc"].notna()
+    final = trials.loc[mask, ["backbone", "strategy", "test/acc"]].astype({"backbone": "string"})
+    grouped = final.groupby(["backbone", "strategy"], sort=True)["test/acc"]
+    out = pd.DataFrame({"test_acc": grouped.mean(), "seeds": grouped.size()}).reset_index()
+    return out.astype({"backbone": str, "strategy": str})
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Rank agreement of one screen score with trained accuracy within one scope."""
+
+    score: str  # metric name, e.g. screen/logme
+    scope: str  # a strategy, BEST_SCOPE or POOLED_SCOPE
+    n: int  # points compared
+    kendall_tau: float  # tau-b; NaN when fewer than 2 points or a side is constant
+    spearman_rho: float
+
+
+def _rank_stats(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    from scipy.stats import kendalltau, spearmanr
+
+    if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan, math.nan
+    tau = float(kendalltau(x, y, variant="b").statistic)
+    rho = float(spearmanr(x, y).statistic)
+    return tau, rho
+
+
+def _pairs(screen: pd.DataFrame, trained: pd.DataFrame, score: str) -> pd.DataFrame:
+    merged = trained.merge(screen[["backbone", score]], on="backbone", how="inner")
+    return merged[merged[score].notna()]
+
+
+def scopes(trained: pd.DataFrame) -> list[str]:
+    strategies = sorted(trained["strategy"].unique()) if len(trained) else []
+    return [*strategies, BEST_SCOPE, POOLED_SCOPE]
+
+
+def best_per_backbone(trained: pd.DataFrame) -> pd.DataFrame:
+    """Each backbone's best strategy by mean final test accuracy (ties: first strategy by name)."""
+    ordered = trained.sort_values(["backbone", "test_acc", "strategy"], ascending=[True, False, True])
+    return ordered.drop_duplicates("backbone").reset_index(drop=True)
+
+
+def agreements(screen: pd.DataFrame, trained: pd.DataFrame) -> list[Agreement]:
+    """Every (score, scope) with at least one matched point; scores the screen never logged are left out."""
+    out = []
+    for score in SCREEN_SCORES:
+        if score not in screen or screen[score].isna().all():
+            continue
+        pairs = _pairs(screen, trained, score)
+        for scope in scopes(trained):
+            if scope == POOLED_SCOPE:
+                part = pairs
+            elif scope == BEST_SCOPE:
+                part = _pairs(screen, best_per_backbone(trained), score)
+            else:
+                part = pairs[pairs["strategy"] == scope]
+            if part.empty:
+                continue
+            tau, rho = _rank_stats(list(part[score]), list(part["test_acc"]))
+            out.append(Agreement(score, scope, len(part), tau, rho))
+    return out
+
+
+@dataclass(frozen=True)
+class Pick:
+    """Which backbone a screen score would have chosen, against the one training found best."""
+
+    score: str
+    screen_pick: str
+    trained_best: str  # best backbone by its best strategy's mean final test accuracy
+    trained_best_acc: float
+    pick_acc: float  # the screen's pick, at its best strategy
+    same: bool
+    tied: tuple[str, ...] = ()  # backbones sharing the top score: the screen cannot choose among them
+
+    @property
+    def regret(self) -> float:
+        """Test accuracy given up by trusting the screen (0 when it picked the best)."""
+        return self.trained_best_acc - self.pick_acc
+
+
+def picks(screen: pd.DataFrame, trained: pd.DataFrame) -> list[Pick]:
+    """Per score: the screen's top backbone among those training also ran, and training's best."""
+    best = best_per_backbone(trained)
+    if best.empty:
+        return []
+    by_backbone = best.set_index("backbone")["test_acc"]
+    top = best.sort_values(["test_acc", "backbone"], ascending=[False, True]).iloc[0]
+    out = []
+    for score in SCREEN_SCORES:
+        if score not in screen:
+            continue
+        candidates = screen[screen["backbone"].isin(by_backbone.index) & screen[score].notna()]
+        if candidates.empty:
+            continue
+        chosen = candidates.sort_values([score, "backbone"], ascending=[False, True]).iloc[0]
+        name = str(chosen["backbone"])
+        top_value = float(chosen[score])
+        tied = tuple(sorted(str(b) for b in candidates.loc[candidates[score] == top_value, "backbone"]))
+        out.append(
+            Pick(
+                score=score,
+                screen_pick=name,
+                trained_best=str(top["backbone"]),
+                trained_best_acc=float(top["test_acc"]),
+                pick_acc=float(by_backbone[name]),
+                same=name == str(top["backbone"]) and len(tied) == 1,
+                tied=tied if len(tied) > 1 else (),
+            )
+        )
+    return out
+
+
+def ranks(values: pd.Series) -> pd.Series:
+    """1 = best (highest); ties share the better rank; NaN stays NaN."""
+    return values.rank(ascending=False, method="min")
+
+
+def ranking_table(screen: pd.DataFrame, trained: pd.DataFrame) -> pd.DataFrame:
+    """Per screened backbone: kept or dropped, its rank by each screen score, its trained rank and accuracy
+    (the best strategy's mean final test accuracy). Rows: trained backbones by trained rank, then the rest."""
+    best = best_per_backbone(trained).set_index("backbone")
+    out = screen[["backbone", "kept", "screen_reason"]].copy()
+    for score in SCREEN_SCORES:
+        if score in screen and not screen[score].isna().all():
+            out[f"rank:{score}"] = ranks(screen[score]).to_numpy()
+    out["trained_acc"] = out["backbone"].map(best["test_acc"]) if len(best) else math.nan
+    out["trained_strategy"] = out["backbone"].map(best["strategy"]) if len(best) else None
+    out["trained_rank"] = ranks(out["trained_acc"].astype(float))
+    order = out["trained_rank"].fillna(math.inf)
+    return out.assign(_o=order).sort_values(["_o", "backbone"]).drop(columns="_o").reset_index(drop=True)
