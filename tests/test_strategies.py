@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from tlbench.config.schema import StrategyName
-from tlbench.report.draw import STRATEGY_STYLE
-from tlbench.report.formatting import STRATEGY_ORDER
+from tlbench.report.figures import STRATEGY_STYLE
+from tlbench.report.render import STRATEGY_ORDER
 from tlbench.strategies import STRATEGIES, UNTRAINED, ignored_keys, strategy
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "strategy"
