@@ -13,7 +13,7 @@ from tlbench.errors import ConfigError
 from tlbench.models.backbone import create_backbone
 from tlbench.models.class_map import ClassMapHead, resolve_class_map
 from tlbench.models.freeze import ParamGroups, backbone_groups, fixed_frozen, set_frozen, validate_depth
-from tlbench.models.lora import add_lora
+from tlbench.models.lora import add_lora, check_lora
 from tlbench.optim.l2_sp import L2SP
 from tlbench.strategies import FINETUNE_PHASE, PROBE_PHASE, strategy
 
@@ -128,6 +128,8 @@ def build_model(cfg: RunConfig, *, class_names: Sequence[str]) -> BuiltModel:
             f"strategy={cfg.strategy.name.value} reuses pretrained weights but backbone.weights=none; "
             "use strategy=scratch for random init, or pick a weight source (embedded, hub, file)"
         )
+    if spec.trainable == "adapters":  # before any weight is fetched: a bad target is one line at once
+        check_lora(cfg.backbone.name, cfg.strategy.lora)
     backbone = create_backbone(backbone_cfg, resolution=cfg.data.size, keep_classifier=not spec.trains)
     data_cfg = backbone.pretrained_cfg
     mean = tuple(float(v) for v in data_cfg.get("mean", (0.485, 0.456, 0.406)))
