@@ -150,3 +150,10 @@ def test_merge_folds_adapters_into_plain_timm_layers() -> None:
         after = backbone(x)
     assert torch.allclose(before, after, rtol=1e-4, atol=1e-5)
     assert merge_lora(backbone) == 0  # nothing left to merge; a plain network is left alone
+
+
+def test_bad_targets_fail_before_any_weight_is_fetched() -> None:
+    # vit_tiny's weights come from the hub (offline here): the target check comes first, in one line
+    cfg = load_config(["strategy=lora", "backbone=vit_tiny", "strategy.lora.targets=[conv_pw]"])
+    with pytest.raises(ConfigError, match="its adaptable layers are named proj, qkv, fc1, fc2"):
+        build_model(cfg, class_names=CLASSES)
