@@ -44,9 +44,10 @@ STRATEGIES: dict[str, Strategy] = {
                  colour="#7f7f7f", marker="X"),
         Strategy("linear_probe", pretrained=True, trains=True, freeze="all", probe_first=True,
                  colour="#1f77b4", marker="o"),
-        # Ben Zaken et al. (2022): biases (+ here the normalisation scales) and the head train
+        # Ben Zaken et al. (2022): biases (+ here the normalisation scales) and the head train; the
+        # pretrained normalisation statistics stay, as every other pretrained value does
         Strategy("bitfit", pretrained=True, trains=True, freeze="none", trainable="bias_norm",
-                 colour="#17becf", marker="P"),
+                 keep_norm_stats=True, colour="#17becf", marker="P"),
         # Hu et al. (2021): low-rank adapters on the frozen backbone's dense layers, and the head
         Strategy("lora", pretrained=True, trains=True, freeze="none", trainable="adapters",
                  colour="#bcbd22", marker="*"),
