@@ -97,6 +97,7 @@ def build_module(
         check_every_step=not prepared.device.is_gpu,
         on_epoch_end=on_epoch_end,
         num_classes=prepared.splits.num_classes,
+        penalty=model.penalty,
         keep_norm_stats=strategy(cfg.strategy.name).keep_norm_stats
         if keep_norm_stats is None
         else keep_norm_stats,
