@@ -254,3 +254,9 @@ class MetricBuffer:
         if pending:
             self._run.log_metric_steps(pending)
         self._last_write = time.monotonic()
+
+
+def latest_metrics(run_id: str, *, tracking_uri: str | None = None) -> dict[str, float]:
+    """A run's metrics, each at its latest value (what the runs table shows)."""
+    run = _client(resolve_tracking_uri(tracking_uri)).get_run(run_id)
+    return {key: float(value) for key, value in run.data.metrics.items()}
