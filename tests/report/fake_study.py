@@ -39,6 +39,11 @@ class FakeTrial:
     trainable: float = 1000.0
     device: str = "cpu"
     predictions: bool = True  # completed final runs log predictions/test.json (older studies did not)
+    tuned_from: int = 0  # a final run: the tuning trial (in its cell) its configuration came from
+    steps: int | None = None  # train/steps, when given
+    overrides: tuple[str, ...] | None = None  # the run's Hydra overrides (tag, JSON list), when given
+    config: str | None = None  # a config.yaml artifact, when given
+    extra_tags: tuple[tuple[str, str], ...] = ()
 
 
 N_TEST, N_CLASSES = 400, 10
@@ -133,6 +138,8 @@ def _metrics(t: FakeTrial, now: int) -> list[Metric]:
     }  # fmt: skip
     if t.val_acc is not None:
         values["val/acc"], values["val/loss"] = t.val_acc, 0.5
+    if t.steps is not None:
+        values["train/steps"] = float(t.steps)
     if t.status == "completed" and t.test_acc is not None:
         values["test/acc"], values["test/loss"] = t.test_acc, 0.4
     metrics = [Metric(k, v, now, 2) for k, v in values.items()]
@@ -188,7 +195,10 @@ def build_study(
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
         if t.role == "final":
-            tags["tuned_from_trial"] = "0"
+            tags["tuned_from_trial"] = str(t.tuned_from)
+        if t.overrides is not None:
+            tags["overrides"] = json.dumps(list(t.overrides))
+        tags.update(dict(t.extra_tags))
         run = client.create_run(experiment_id, run_name=f"trial-{t.trial_number}", tags=tags)
         run_id = run.info.run_id
         client.log_batch(
@@ -196,6 +206,8 @@ def build_study(
         )
         if t.role == "final" and t.status == "completed" and t.test_acc is not None and t.predictions:
             client.log_text(run_id, json.dumps(fake_predictions(t)), "predictions/test.json")
+        if t.config is not None:
+            client.log_text(run_id, t.config, "config.yaml")
         if t.status != "running":
             mlflow_status = {"completed": "FINISHED", "pruned": "KILLED"}.get(t.status, "FAILED")
             client.set_terminated(run_id, status=mlflow_status)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import importlib.metadata
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import pandas as pd
 
 from tlbench.report.arms import label_arms
 from tlbench.report.collect import trials_table
@@ -20,10 +22,10 @@ from tlbench.report.figures_data import PlotInfo, all_figures, device_hours_unit
 from tlbench.report.inputs import DrawnFigure, ReportInputs
 from tlbench.report.methods import methods_section
 from tlbench.report.outlook import outlook
-from tlbench.report.paired import compare_strategies, with_comparisons
+from tlbench.report.paired import SizeComparison, compare_strategies, with_comparisons
 from tlbench.report.paired_section import curves_section, paired_section
 from tlbench.report.rank_agreement import is_screen_run
-from tlbench.report.recommend import recommend
+from tlbench.report.recommend import Recommendation, RecommendedArm, choose_arm, recommend
 from tlbench.report.render_html import to_html
 from tlbench.report.render_latex import summary_tex
 from tlbench.report.render_markdown import to_markdown
@@ -37,8 +39,17 @@ from tlbench.report.sections import (
 )
 from tlbench.report.study_metrics import parent_metrics, parent_tags
 from tlbench.report.summarize import final_results, study_totals, summary_table
+from tlbench.tracking.names import CONFIG_ARTIFACT
 from tlbench.tracking.study_publish import REPORT_ARTIFACT_DIR, publish_report
-from tlbench.tracking.study_reader import SWEEP_TAG, find_study, read_study, read_test_predictions
+from tlbench.tracking.study_reader import (
+    SWEEP_TAG,
+    StudyRecords,
+    StudyRef,
+    find_study,
+    read_study,
+    read_test_predictions,
+    read_text_artifact,
+)
 
 FIGURES_DIR = "figures"
 CSS_DPI = 105  # CSS px per figure inch: every figure at one scale; two panels fill the page width
@@ -83,16 +94,32 @@ def _file_list(directory: Path, files: list[Path]) -> list[str]:
     return lines
 
 
-def build_report(
+@dataclass(frozen=True)
+class StudyAnalysis:
+    """A study's runs and everything the report and the recommended arm compute from them."""
+
+    ref: StudyRef
+    records: StudyRecords
+    plain: pd.DataFrame  # the trials table of every run but the screens (they have their own section)
+    trials: pd.DataFrame  # the same, strategies relabelled per arm (report.arms)
+    comparisons: list[SizeComparison]
+    summary: pd.DataFrame
+    recommendations: list[Recommendation]
+    tolerance: float
+
+
+def analyse(
     study: str | None = None,
     *,
-    out: Path = Path("reports"),
     tolerance: float = 0.01,
     tracking_uri: str | None = None,
-    publish: bool = True,
     progress: Progress = lambda message: None,
-) -> ReportResult:
-    """Write the report of ``study`` (the latest when None) and, with ``publish``, log it to MLflow."""
+) -> StudyAnalysis:
+    """Read ``study`` (the latest when None) and compute its summary, paired comparisons and verdicts.
+
+    One function for the report and for :func:`recommended_arm`, so the arm a model is exported from is
+    the arm the report recommends.
+    """
     if not 0 <= tolerance < 1:
         raise ValueError(
             f"tolerance is an absolute accuracy in [0, 1), e.g. 0.01 = 1 point; got {tolerance=}"
@@ -109,6 +136,52 @@ def build_report(
     comparisons = compare_strategies(trials, predictions)
     summary = with_comparisons(summary_table(trials), comparisons, finals_only=False)
     recommendations = recommend(summary, tolerance=tolerance, comparisons=comparisons)
+    return StudyAnalysis(ref, records, plain, trials, comparisons, summary, recommendations, tolerance)
+
+
+def recommended_arm(
+    study: str | None = None,
+    *,
+    size: str | int | None = None,
+    strategy: str | None = None,
+    tolerance: float = 0.01,
+    tracking_uri: str | None = None,
+) -> RecommendedArm:
+    """The arm the report recommends at data size ``size`` (default: the largest size with final runs),
+    or the arm of ``strategy`` there, with the configuration its final runs ran (for ``tlbench export``).
+
+    Raises:
+        TlbenchError: the study has no completed final run, or ``size``/``strategy`` is not in it (the
+            message lists the valid ones).
+    """
+    found = analyse(study, tolerance=tolerance, tracking_uri=tracking_uri)
+    arm = choose_arm(
+        found.ref.name,
+        found.trials,
+        found.summary,
+        found.recommendations,
+        size=None if size is None else str(size),
+        strategy=strategy,
+        tolerance=tolerance,
+        unit=device_hours_unit(found.trials["device"]).unit,
+    )
+    config = read_text_artifact(arm.config_run_id, CONFIG_ARTIFACT, tracking_uri=tracking_uri)
+    return replace(arm, config_yaml=config)
+
+
+def build_report(
+    study: str | None = None,
+    *,
+    out: Path = Path("reports"),
+    tolerance: float = 0.01,
+    tracking_uri: str | None = None,
+    publish: bool = True,
+    progress: Progress = lambda message: None,
+) -> ReportResult:
+    """Write the report of ``study`` (the latest when None) and, with ``publish``, log it to MLflow."""
+    found = analyse(study, tolerance=tolerance, tracking_uri=tracking_uri, progress=progress)
+    ref, records, plain, trials = found.ref, found.records, found.plain, found.trials
+    comparisons, summary, recommendations = found.comparisons, found.summary, found.recommendations
     prospect = outlook(trials, summary, recommendations, tolerance=tolerance)
     unit = device_hours_unit(trials["device"])
     directory = out / _safe(ref.name)

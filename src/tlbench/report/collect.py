@@ -35,7 +35,7 @@ ENV_COLUMNS = (
 )  # fmt: skip
 TAG_COLUMNS = (
     "role", "status", "trial_number", "cell", "tuned_from_trial", "pareto", "device", "device_count",
-    "device_model", "tlbench_version", "torch_version", "python_version", "optuna_study",
+    "device_model", "tlbench_version", "torch_version", "python_version", "optuna_study", "overrides",
 )  # fmt: skip
 # Tags that duplicate a param: the param wins, the tag fills in when the param is absent.
 _TAG_FALLBACK = ("strategy", "n_per_class")

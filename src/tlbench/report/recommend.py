@@ -11,14 +11,19 @@ each step says how much accuracy one more device-hour buys.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import dataclass
 
 import pandas as pd
 
+from tlbench.errors import ConfigError, TlbenchError
+from tlbench.report.collect import PARAM_COLUMNS
 from tlbench.report.formatting import pct, pp, sig, signed_pp, size_label, sorted_sizes
 from tlbench.report.paired import SizeComparison, StrategyComparison
 from tlbench.report.stats import pareto_front
+from tlbench.report.summarize import TUNE, final_results
+from tlbench.tracking.names import OVERRIDES, TRAIN_STEPS
 
 
 @dataclass(frozen=True)
@@ -261,3 +266,246 @@ def paired_text(rec: Recommendation, *, tolerance: float) -> str:
     if comparison.left_out:
         text += f" Not compared: {', '.join(comparison.left_out)}."
     return text.strip()
+
+
+# --- the recommended arm, as ``tlbench export`` needs it ------------------------------------------------
+
+_PER_SEED_PARAMS = ("seed", "data_fingerprint")  # differ between the final runs of one configuration
+
+
+@dataclass(frozen=True)
+class FinalRun:
+    """One completed final run of an arm (a seed of its chosen configuration)."""
+
+    run_id: str  # the MLflow run
+    seed: int
+    optuna_trial: int | None  # its trial number in the Optuna study ``RecommendedArm.optuna_study``
+    test_acc: float
+    val_acc: float | None
+    steps: int | None  # optimizer steps actually run (``train/steps``; None in older studies)
+
+
+@dataclass(frozen=True)
+class RecommendedArm:
+    """The arm a study's report recommends at one data size (or the one asked for), and its configuration.
+
+    ``params`` are the parameters every final run of the arm logged alike (the tuned configuration as the
+    finals ran it; per-seed values such as ``seed`` left out); ``config_yaml`` is the full resolved
+    configuration of one final run (``config_run_id``) for retraining it.
+    """
+
+    study: str
+    n_per_class: str  # the size label: "10", "all"
+    strategy: str  # the arm as the report names it ("linear_probe", or "linear_probe, 224px")
+    strategy_name: str  # the registry name of its strategy
+    recommended: bool  # the report's recommendation at this size (False: asked for by ``strategy``)
+    cell: str  # the sweep cell (tag ``cell``) of its final runs
+    optuna_study: str | None  # the Optuna study of its final runs
+    tuned_from_trial: int | None  # the tuning trial (in the cell's Optuna study) its configuration came from
+    tune_run_id: str | None  # that tuning trial's MLflow run
+    params: dict[str, str]
+    overrides: (
+        tuple[str, ...] | None
+    )  # the finals' Hydra overrides without the seed, when the runs carry them
+    finals: tuple[FinalRun, ...]
+    acc_mean: float  # mean test accuracy over the final seeds
+    acc_half_width: float | None  # 95% Student-t half-width over the seeds; None with a single seed
+    device_hours: float  # mean per final run
+    verdict: str  # one plain sentence: the report's verdict on this arm at this size
+    tolerance: float
+    pooled_cells: tuple[str, ...] = ()  # other cells the report pools into this arm (a factor it ignores)
+    config_run_id: str = ""
+    config_yaml: str | None = None
+
+    @property
+    def seeds(self) -> int:
+        return len(self.finals)
+
+    @property
+    def final_run_ids(self) -> tuple[str, ...]:
+        return tuple(f.run_id for f in self.finals)
+
+    @property
+    def acc_low(self) -> float | None:
+        """The interval's lower end, clipped at 0 (an accuracy)."""
+        return None if self.acc_half_width is None else max(0.0, self.acc_mean - self.acc_half_width)
+
+    @property
+    def acc_high(self) -> float | None:
+        """The interval's upper end, clipped at 1."""
+        return None if self.acc_half_width is None else min(1.0, self.acc_mean + self.acc_half_width)
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        number = float(str(value))
+    except ValueError:
+        return None
+    return int(number) if math.isfinite(number) else None
+
+
+def _pick_size(study: str, sizes: list[str], size: str | None) -> str:
+    if size is None:
+        return sizes[-1]
+    if size not in sizes:
+        raise ConfigError(
+            f"study '{study}' has no completed final runs at data size '{size}'; sizes with final runs: "
+            f"{', '.join(sizes)}"
+        )
+    return size
+
+
+def _pick_arm(study: str, rows: pd.DataFrame, size: str, strategy: str) -> str:
+    arms = [str(a) for a in rows["strategy"]]
+    if strategy in arms:
+        return strategy
+    named = [a for a in arms if a.split(", ")[0] == strategy]  # a plain strategy name for a labelled arm
+    if len(named) == 1:
+        return named[0]
+    why = f"several arms of strategy '{strategy}'" if named else f"no arm '{strategy}'"
+    raise ConfigError(
+        f"study '{study}' has {why} with completed final runs at {size_label(size)}; name one of: "
+        f"{', '.join(arms)}"
+    )
+
+
+def _common_params(finals: pd.DataFrame, columns: list[str]) -> dict[str, str]:
+    out = {}
+    for column in columns:
+        values = {str(v) for v in finals[column] if not pd.isna(v) and str(v) != ""}
+        if len(values) == 1 and column not in _PER_SEED_PARAMS:
+            out[column] = values.pop()
+    return out
+
+
+def _overrides(finals: pd.DataFrame) -> tuple[str, ...] | None:
+    """The finals' Hydra overrides (tag/param ``overrides``, a JSON list) without the seed."""
+    if OVERRIDES not in finals:
+        return None
+    texts = {str(v) for v in finals[OVERRIDES] if not pd.isna(v)}
+    lists = []
+    for text in texts:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(value, list):
+            return None
+        lists.append(tuple(str(o) for o in value if not str(o).startswith("seed=")))
+    return lists[0] if lists and len(set(lists)) == 1 else None
+
+
+def _verdict(rec: Recommendation, choice: Choice, *, unit: str) -> str:
+    """One plain sentence (no Markdown): the arm's result and where the report places it."""
+    if choice.acc_ci is None:
+        spread = "a single final seed, no interval"
+    else:
+        low, high = max(0.0, choice.acc - choice.acc_ci), min(1.0, choice.acc + choice.acc_ci)
+        spread = f"95% CI {pct(low)} to {pct(high)} over {choice.seeds} final seeds"
+    head = (
+        f"At {size_label(rec.n_per_class)}, {choice.strategy} reached {pct(choice.acc)} test accuracy "
+        f"({spread}) for {sig(choice.cost)} {unit} per run"
+    )
+    r, b = rec.recommended, rec.best
+    versus = rec.comparison.get(choice.strategy) if rec.comparison is not None else None
+    gap = ""
+    if versus is not None and versus.low is not None and versus.high is not None:
+        gap = (
+            f" (paired difference {signed_pp(versus.diff)}, 95% interval "
+            f"{signed_pp(versus.low).removesuffix(' pp')} to {signed_pp(versus.high)})"
+        )
+    if choice.strategy == r.strategy:
+        if len(rec.compared) == 1:
+            return head + "; it is the only arm with final runs at this size, so nothing was compared."
+        if r.strategy == b.strategy:
+            return (
+                head + f"; the report recommends it: the most accurate of {len(rec.compared)} arms compared."
+            )
+        return head + (
+            "; the report recommends it as the cheapest arm not credibly worse than the most accurate, "
+            f"{b.strategy} at {pct(b.acc)}{gap}."
+        )
+    if choice.strategy == b.strategy:
+        return head + f"; it is the most accurate, but the report recommends the cheaper {r.strategy}."
+    own = gap.replace("(paired", "(this arm's paired")
+    return head + (
+        f"; the report recommends {r.strategy} ({pct(r.acc)}) at this size, and the most accurate arm is "
+        f"{b.strategy}{own}."
+    )
+
+
+def choose_arm(
+    study: str,
+    trials: pd.DataFrame,
+    summary: pd.DataFrame,
+    recommendations: list[Recommendation],
+    *,
+    size: str | None,
+    strategy: str | None,
+    tolerance: float,
+    unit: str,
+) -> RecommendedArm:
+    """The recommended arm at ``size`` (default: the largest with final runs), or ``strategy``'s arm there.
+
+    ``trials`` (labelled arms), ``summary`` and ``recommendations`` are the report's own. ``config_yaml``
+    is left empty: reading it is the caller's I/O.
+    """
+    if not recommendations:
+        raise TlbenchError(
+            f"study '{study}' has no completed final runs, so the report recommends nothing; let the study "
+            "finish (`make sweep` resumes it) or choose another study"
+        )
+    by_size = {r.n_per_class: r for r in recommendations}
+    chosen_size = _pick_size(study, sorted_sizes(by_size), size)
+    rec = by_size[chosen_size]
+    rows = summary[summary["n_per_class"] == chosen_size]
+    arm = rec.recommended.strategy if strategy is None else _pick_arm(study, rows, chosen_size, strategy)
+    choice = _choice(rows[rows["strategy"] == arm].iloc[0])
+    finals = final_results(trials)
+    finals = finals[(finals["n_per_class"] == chosen_size) & (finals["strategy"] == arm)]
+    cells = finals["cell"].astype("string").fillna("")
+    by_cell = finals.assign(_cell=cells).groupby("_cell", sort=True)
+    # an arm that pools cells (a factor the report does not separate): the cell best on validation
+    cell = max(by_cell.groups, key=lambda c: (by_cell.get_group(c)["val/acc"].astype(float).mean(), str(c)))
+    mine = finals[cells == cell].sort_values("seed")
+    tuned = {str(v) for v in mine["tuned_from_trial"].dropna()}
+    tuned_from = _int_or_none(tuned.pop()) if len(tuned) == 1 else None
+    tune_run = trials[
+        (trials["role"] == TUNE) & (trials["cell"].astype("string") == cell)
+        & (pd.to_numeric(trials["trial_number"], errors="coerce") == tuned_from)
+    ]  # fmt: skip
+    optuna = {str(v) for v in mine["optuna_study"].dropna()}
+    steps = mine[TRAIN_STEPS] if TRAIN_STEPS in mine else pd.Series([None] * len(mine), index=mine.index)
+    runs = tuple(
+        FinalRun(
+            run_id=str(row["run_id"]),
+            seed=int(row["seed"]),
+            optuna_trial=_int_or_none(row["trial_number"]),
+            test_acc=float(row["test/acc"]),
+            val_acc=None if pd.isna(row["val/acc"]) else float(row["val/acc"]),
+            steps=_int_or_none(step),
+        )
+        for (_, row), step in zip(mine.iterrows(), steps, strict=True)
+    )
+    plain = str(mine["strategy_name"].iloc[0]) if "strategy_name" in mine else arm
+    return RecommendedArm(
+        study=study,
+        n_per_class=chosen_size,
+        strategy=arm,
+        strategy_name=plain,
+        recommended=arm == rec.recommended.strategy,
+        cell=str(cell),
+        optuna_study=optuna.pop() if len(optuna) == 1 else None,
+        tuned_from_trial=tuned_from,
+        tune_run_id=str(tune_run["run_id"].iloc[-1]) if len(tune_run) and tuned_from is not None else None,
+        params=_common_params(mine, list(PARAM_COLUMNS)),
+        overrides=_overrides(mine),
+        finals=runs,
+        acc_mean=choice.acc,
+        acc_half_width=choice.acc_ci,
+        device_hours=choice.cost,
+        verdict=_verdict(rec, choice, unit=unit),
+        tolerance=tolerance,
+        pooled_cells=tuple(str(c) for c in by_cell.groups if c != cell),
+        config_run_id=runs[0].run_id,
+    )

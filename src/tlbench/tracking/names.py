@@ -34,6 +34,7 @@ BASE_RUN_ID = "base_run_id"  # a budget check: the run whose budget it multiplie
 SCREEN_KEPT = "screen_kept"  # a screen run inside a study: "true" (trained) | "false" (dropped)
 SCREEN_REASON = "screen_reason"
 DEVICE_HOURS_RULE = "device_hours_rule"  # how cost/device_hours was computed on this device
+OVERRIDES = "overrides"  # a sweep trial's run: its Hydra overrides as a JSON list (what re-runs it)
 
 # --- statuses (tag STATUS) ----------------------------------------------------------------------
 COMPLETED = "completed"

@@ -187,13 +187,18 @@ def _no_progress_bar() -> Iterator[None]:
             os.environ[key] = previous
 
 
-def _read_sweep_yaml(client: Any, run_id: str) -> str | None:
+def _read_text(client: Any, run_id: str, artifact: str) -> str | None:
     try:
         with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
-            path = client.download_artifacts(run_id, "sweep.yaml", tmp)
+            path = client.download_artifacts(run_id, artifact, tmp)
             return Path(path).read_text()
-    except Exception:  # absent or unreadable: the report says the definition is missing
+    except Exception:  # absent or unreadable: the caller says what is missing
         return None
+
+
+def read_text_artifact(run_id: str, artifact: str, *, tracking_uri: str | None = None) -> str | None:
+    """A run's text artifact (e.g. a final run's ``config.yaml``), or None when it is absent."""
+    return _read_text(_client(resolve_tracking_uri(tracking_uri)), run_id, artifact)
 
 
 def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyRecords:
@@ -217,7 +222,7 @@ def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyReco
         parent=parent,
         children=children,
         extra_parents=max(0, len(parents) - 1),
-        sweep_yaml=_read_sweep_yaml(client, parent.run_id) if parent else None,
+        sweep_yaml=_read_text(client, parent.run_id, "sweep.yaml") if parent else None,
     )
 
 
