@@ -163,7 +163,7 @@ def _fluent_tracking(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(pinned)  # None also removes the variable
+        mlflow.set_tracking_uri(pinned)  # type: ignore[arg-type]  # None: unpinned (removes the variable)
         if variable is not None:
             os.environ[_URI_VARIABLE] = variable
 
