@@ -11,14 +11,13 @@ as ``tlbench_decode.py`` (``code_paths``), so a photo is turned into pixels exac
 Input: a DataFrame with a binary column ``image`` (the encoded file: JPEG, PNG, ...; base64 in a
 JSON request to the server). Output, one row per image: ``class``, ``probability`` (of that class),
 ``probabilities`` ({class: probability}) and ``error`` (why an image could not be read; its other
-fields are empty), so one bad file never costs the rest of a batch.
+fields are null), so one bad file never costs the rest of a batch.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,7 @@ class ImageClassifier(PythonModel):  # type: ignore[misc]  # mlflow ships no typ
         decoded = iter(probabilities)
         for row in rows:
             if "error" in row:
-                row.update({"class": None, "probability": math.nan, "probabilities": None})
+                row.update({"class": None, "probability": None, "probabilities": None})
                 continue
             p = next(decoded)
             best = int(p.argmax())
@@ -74,7 +73,8 @@ class ImageClassifier(PythonModel):  # type: ignore[misc]  # mlflow ships no typ
                     "error": None,
                 }
             )
-        return pd.DataFrame(rows, columns=["class", "probability", "probabilities", "error"])
+        # object columns: a failed row's fields stay None (JSON null), never NaN (not valid JSON)
+        return pd.DataFrame(rows, columns=["class", "probability", "probabilities", "error"], dtype=object)
 
     def _classify(self, pixels: Any) -> Any:
         torch = self._torch
