@@ -11,7 +11,6 @@ import pytest
 
 from tlbench.cli import main
 from tlbench.predict import collect
-
 from tracking.champion_helpers import BLUE, RED, photo, register_colour_model
 
 MODEL = "models:/colours@champion"
@@ -42,7 +41,9 @@ def _rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_files_and_folders_are_classified_into_a_csv(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_files_and_folders_are_classified_into_a_csv(
+    photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     extra = photos.parent / "extra.webp"
     extra.write_bytes(photo(RED, fmt="WEBP"))
     assert main(["predict", "--model", MODEL, str(photos), str(extra)]) == 0
@@ -68,11 +69,16 @@ def test_a_file_that_is_not_an_image_is_one_line_and_the_others_are_still_classi
     assert status == 1
     assert sorted(Path(r["path"]).name for r in _rows(captured.out)) == ["blue.jpg", "red.png"]
     errors = captured.err.strip().splitlines()
-    assert len([e for e in errors if "notes.txt" in e]) == 1 and len([e for e in errors if "broken.png" in e]) == 1
+    assert (
+        len([e for e in errors if "notes.txt" in e]) == 1
+        and len([e for e in errors if "broken.png" in e]) == 1
+    )
     assert all("Traceback" not in e for e in errors)
 
 
-def test_a_model_that_does_not_exist_is_one_line_naming_it(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_model_that_does_not_exist_is_one_line_naming_it(
+    photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     status = main(["predict", "--model", "models:/no-such-study@champion", str(photos)])
     err = capsys.readouterr().err.strip()
     # usage error status, one line with the URI and how a champion comes to exist
@@ -80,7 +86,9 @@ def test_a_model_that_does_not_exist_is_one_line_naming_it(photos: Path, capsys:
     assert len(err.splitlines()) == 1 and "models:/no-such-study@champion" in err and "tlbench export" in err
 
 
-def test_a_missing_path_is_named_and_the_rest_classified(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_missing_path_is_named_and_the_rest_classified(
+    photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     status = main(["predict", "--model", MODEL, str(photos / "red.png"), "nowhere.png"])
     captured = capsys.readouterr()
     assert status == 1
@@ -88,7 +96,9 @@ def test_a_missing_path_is_named_and_the_rest_classified(photos: Path, capsys: p
     assert "nowhere.png: no such file or folder" in captured.err
 
 
-def test_out_writes_the_csv_to_a_file(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_out_writes_the_csv_to_a_file(
+    photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = tmp_path / "predictions.csv"
     assert main(["predict", "--model", MODEL, "--out", str(target), str(photos / "red.png")]) == 0
     # stdout stays empty; the file has the header and the row

@@ -42,7 +42,17 @@ def server(tmp_path: Path, mlflow_uri: str) -> Iterator[str]:
         # mlflow starts `uvicorn` by name: it must be found next to this interpreter
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", champion.uri, "--env-manager", "local"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        champion.uri,
+        "--env-manager",
+        "local",
+    ]
     process = subprocess.Popen(
         [*command, "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
         env=env,
