@@ -1,0 +1,121 @@
+"""``export``: the recommended arm's configuration with every choice fixed, and what the registry says."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import yaml
+
+from tlbench.config import load_config
+from tlbench.config.schema import as_plain_dict
+from tlbench.errors import ConfigError, TlbenchError
+from tlbench.export import export_config, model_description, version_tags
+from tlbench.report import FinalRun, RecommendedArm
+
+
+def _arm(
+    strategy: str = "lp_ft", *, steps: tuple[int | None, ...] = (100, 140, 120), **changes: Any
+) -> RecommendedArm:
+    cfg = load_config(
+        [f"strategy={strategy}", "data=digits", "data.n_per_class=10", "trainer.early_stopping=true"]
+    )
+    finals = tuple(
+        FinalRun(run_id=f"run{i}", seed=i + 1, optuna_trial=i, test_acc=0.9, val_acc=0.9, steps=step)
+        for i, step in enumerate(steps)
+    )
+    arm = RecommendedArm(
+        study="smoke",
+        n_per_class="10",
+        strategy=strategy,
+        strategy_name=strategy,
+        recommended=True,
+        cell=f"data.n_per_class=10,strategy={strategy}",
+        optuna_study="smoke",
+        tuned_from_trial=3,
+        tune_run_id="tune3",
+        params={"strategy": strategy},
+        overrides=None,
+        finals=finals,
+        acc_mean=0.9,
+        acc_half_width=0.05,
+        device_hours=0.001,
+        verdict=f"At 10 per class, {strategy} reached 90.0% test accuracy (95% CI 85.0% to 95.0%).",
+        tolerance=0.01,
+        config_run_id="run0",
+        config_yaml=yaml.safe_dump(as_plain_dict(cfg), sort_keys=False),
+    )
+    return replace(arm, **changes)
+
+
+def test_the_export_trains_on_validation_with_every_choice_fixed() -> None:
+    cfg = export_config(
+        _arm(),
+        finals=[{"probe/l2": 1e-3}, {"probe/l2": 1e-1}, {"probe/l2": 1e-2}],
+        tracking_uri="sqlite:///x.db",
+    )
+    # train + validation, no early stopping: nothing is left to choose on validation
+    assert (cfg.data.train_on_val, cfg.trainer.early_stopping) == (True, False)
+    # the finals' middle probe L2 and step count, fixed; the first final seed
+    assert (cfg.strategy.probe.l2, cfg.trainer.min_steps, cfg.trainer.epochs, cfg.seed) == (1e-2, 120, 1, 1)
+    # the arm's own configuration otherwise
+    assert (cfg.strategy.name.value, cfg.data.name, cfg.data.n_per_class) == ("lp_ft", "digits", 10)
+    # an export run in the study's experiment, named, tagged role=export, no parent
+    assert (cfg.tracking.experiment, cfg.tracking.tracking_uri, cfg.tracking.parent_run_id) == (
+        "smoke",
+        "sqlite:///x.db",
+        None,
+    )
+    assert cfg.tracking.run_name == "export lp_ft n=10" and cfg.tags["role"] == "export"
+
+
+@pytest.mark.parametrize(
+    ("finals", "expected"),
+    [
+        ([{"probe/l2": 1e-3}, {"probe/l2": 1e-2}], 1e-2),  # a tie between two seeds: the stronger penalty
+        ([{"probe/l2": 1e-4}], 1e-4),  # one final
+        ([{}, {}], None),  # a strategy without a probe: left as configured
+    ],
+)
+def test_probe_l2_is_the_upper_median_of_the_finals(
+    finals: list[dict[str, float]], expected: float | None
+) -> None:
+    assert export_config(_arm(), finals=finals, tracking_uri=None).strategy.probe.l2 == expected
+
+
+def test_without_recorded_steps_the_configured_budget_stays() -> None:
+    configured = load_config(["strategy=lp_ft", "data=digits"]).trainer.min_steps
+    cfg = export_config(_arm(steps=(None, None)), finals=[], tracking_uri=None)
+    # an older study that did not log train/steps: the finals' own budget
+    assert cfg.trainer.min_steps == configured
+
+
+def test_as_is_has_nothing_to_retrain() -> None:
+    with pytest.raises(ConfigError, match=r"trains nothing.*--strategy"):
+        export_config(_arm(strategy_name="as_is"), finals=[], tracking_uri=None)
+
+
+def test_a_final_run_without_its_config_cannot_be_retrained() -> None:
+    with pytest.raises(TlbenchError, match=r"run0 of study 'smoke' has no config\.yaml"):
+        export_config(_arm(config_yaml=None), finals=[], tracking_uri=None)
+
+
+def test_the_description_says_what_was_exported_and_that_it_saw_validation_data() -> None:
+    arm = _arm()
+    cfg = export_config(arm, finals=[{"probe/l2": 1e-2}], tracking_uri=None)
+    text = model_description(arm, cfg, test_acc=0.925)
+    # the arm, the verdict with its interval, the retraining on train + validation, its own test score
+    assert "Study 'smoke': lp_ft at n=10" in text and arm.verdict in text
+    assert "train subset plus the validation split" in text and "92.5% test accuracy" in text
+
+
+@pytest.mark.parametrize(
+    ("half_width", "interval"),
+    [(0.05, "0.8500..0.9500"), (None, "single seed")],
+)
+def test_version_tags_carry_the_verdict_and_its_interval(half_width: float | None, interval: str) -> None:
+    tags = version_tags(_arm(acc_half_width=half_width))
+    assert tags["verdict_interval"] == interval
+    assert tags["verdict"].startswith("At 10 per class") and tags["trained_on"] == "train+validation"
+    assert tags["final_run_ids"] == "run0,run1,run2"
