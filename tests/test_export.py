@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import mlflow
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
+from PIL import Image
 
-from tlbench.config import load_config
+from report.fake_study import build_study, standard_trials
+from tlbench.cli import main
+from tlbench.config import RunConfig, load_config
+from tlbench.config.compose import to_run_config
 from tlbench.config.schema import as_plain_dict
+from tlbench.data import load_splits
 from tlbench.errors import ConfigError, TlbenchError
-from tlbench.export import export_config, model_description, version_tags
+from tlbench.export import export_config, export_winner, model_description, version_tags
 from tlbench.report import FinalRun, RecommendedArm
 
 
@@ -119,3 +130,59 @@ def test_version_tags_carry_the_verdict_and_its_interval(half_width: float | Non
     assert tags["verdict_interval"] == interval
     assert tags["verdict"].startswith("At 10 per class") and tags["trained_on"] == "train+validation"
     assert tags["final_run_ids"] == "run0,run1,run2"
+
+
+@pytest.mark.slow  # a real (small) linear probe trial on digits, then logging and loading the model
+def test_export_winner_registers_a_champion_that_predicts_as_its_run_evaluated(
+    mlflow_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overrides = ["data=digits", "strategy=linear_probe", "data.n_per_class=10", "data.max_test_per_class=4"]
+    config = yaml.safe_dump(as_plain_dict(load_config(overrides)), sort_keys=False)
+    trials = [
+        replace(t, config=config)
+        if (t.role, t.strategy, t.n_per_class) == ("final", "linear_probe", "10")
+        else t
+        for t in standard_trials()
+    ]
+    study = build_study(mlflow_uri, "smoke", trials)
+    client = MlflowClient(mlflow_uri)
+    for run in client.search_runs([study["experiment_id"]], "params.strategy = 'linear_probe'"):
+        client.log_metric(run.info.run_id, "probe/l2", 1e-2)  # what a real probe's run logs
+    lines: list[str] = []
+    exported = export_winner("smoke", size="10", tracking_uri=mlflow_uri, progress=lines.append)
+    # the report's recommendation at n=10, registered as the study's champion from a role=export run
+    assert (exported.model_uri, exported.strategy, exported.n_per_class) == (
+        "models:/smoke@champion",
+        "linear_probe",
+        "10",
+    )
+    run = client.get_run(exported.run_id)
+    assert (run.data.tags["role"], run.info.status) == ("export", "FINISHED")
+    version = client.get_model_version_by_alias("smoke", "champion")
+    assert version.run_id == exported.run_id and exported.verdict in version.description
+    # the export run's own test images, written as PNG files at the resolution it trained at
+    logged = json.loads(mlflow.artifacts.load_text(f"runs:/{exported.run_id}/predictions/test.json"))
+    cfg = export_config_of(run_id=exported.run_id, tracking_uri=mlflow_uri)
+    images = load_splits(cfg.data, seed=cfg.seed).test.images
+    folder = tmp_path / "test-images"
+    folder.mkdir()
+    for i, pixels in enumerate(images.numpy()):
+        Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)).save(
+            folder / f"{i:03d}.png"
+        )
+    capsys.readouterr()
+    assert main(["predict", "--model", exported.model_uri, str(folder)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    # tlbench predict gives every image the class the export run's own evaluation gave it
+    expected = [logged["class_names"][p] for p in logged["predicted"]]
+    assert [r["class"] for r in rows] == expected and len(rows) == len(images) == 40
+
+
+def export_config_of(*, run_id: str, tracking_uri: str) -> RunConfig:
+    """The resolved configuration a run logged (config.yaml), typed."""
+    from omegaconf import DictConfig, OmegaConf
+
+    text = mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")
+    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), yaml.safe_load(text))
+    assert isinstance(cfg, DictConfig)
+    return to_run_config(cfg)

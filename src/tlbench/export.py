@@ -99,7 +99,12 @@ def export_winner(
             labels=ModelLabels(class_names=model.class_names, resolution=model.resolution),
             example_image=example_image(model.resolution),
             registered_name=study,
-            description=model_description(arm, cfg, test_acc=result.metrics.get(names.TEST_ACC)),
+            description=model_description(
+                arm,
+                cfg,
+                test_acc=result.metrics.get(names.TEST_ACC),
+                steps=result.metrics.get(names.TRAIN_STEPS),
+            ),
             tags=version_tags(arm),
             tracking_uri=tracking_uri,
         )
@@ -181,17 +186,24 @@ def _choices_text(cfg: RunConfig) -> str:
     return ", ".join(parts)
 
 
-def model_description(arm: RecommendedArm, cfg: RunConfig, *, test_acc: float | None) -> str:
-    """The model version's description: what was exported, the verdict, and that it saw validation data."""
+def model_description(
+    arm: RecommendedArm, cfg: RunConfig, *, test_acc: float | None, steps: float | None = None
+) -> str:
+    """The model version's description: what was exported, the verdict, and that it saw validation data.
+
+    ``test_acc`` and ``steps`` are the export run's own (its step budget is whole epochs of the larger
+    training set, so it can run a few more steps than asked).
+    """
+    ran = f"; it ran {steps:.0f} optimizer steps" if steps is not None else ""
     retrained = (
         f"Retrained once on all labelled images — the train subset plus the validation split "
         f"(data.train_on_val=true) — with the arm's chosen configuration ({_choices_text(cfg)}, no "
-        "early stopping); the test split was never trained on"
+        f"early stopping){ran}; the test split was never trained on"
     )
     own = f": {test_acc:.1%} test accuracy." if test_acc is not None else "."
+    chosen = " (the report recommends it)" if arm.recommended else " (asked for; not the recommendation)"
     return (
-        f"Study '{arm.study}': {arm.strategy} at n={arm.n_per_class} images per class"
-        f"{' (the report recommends it)' if arm.recommended else ' (asked for; not the recommendation)'}.\n\n"
+        f"Study '{arm.study}': {arm.strategy} at n={arm.n_per_class} images per class{chosen}.\n\n"
         f"Verdict: {arm.verdict}\n\n{retrained}{own}\n\n"
         "Input: a DataFrame with a binary column 'image' (encoded JPEG/PNG/...; base64 in JSON). Output per "
         "image: class, probability, probabilities {class: p}, error (an unreadable image)."
