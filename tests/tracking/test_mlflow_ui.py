@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 from PIL import Image, ImageStat
 
 from tlbench.tracking import MlflowRun
@@ -110,6 +111,9 @@ def _log_study(url: str, study: str) -> str:
             run.log_params({"strategy": strategy, "n_per_class": 5, "seed": seed})
             run.log_metrics({"test/acc": acc, "val/acc": acc, "cost/device_hours": 0.001 * seed})
             run.end("FINISHED")
+    runs.set_state(parent, "KILLED")  # interrupted, then resumed: over HTTP too, no stale end time
+    runs.set_state(parent, "RUNNING")
+    assert not MlflowClient(url).get_run(parent).info.end_time
     runs.set_state(parent, "FINISHED", tags={"status": "completed"})
     return runs.experiment_id
 
