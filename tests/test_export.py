@@ -82,22 +82,32 @@ def test_the_export_trains_on_validation_with_every_choice_fixed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("finals", "expected"),
+    ("strategy", "finals", "expected"),
     [
-        ([{"probe/l2": 1e-3}, {"probe/l2": 1e-2}], 1e-2),  # a tie between two seeds: the stronger penalty
-        ([{"probe/l2": 1e-4}], 1e-4),  # one final
-        ([{}, {}], None),  # a strategy without a probe: left as configured
+        (
+            "lp_ft",
+            [{"probe/l2": 1e-3}, {"probe/l2": 1e-2}],
+            1e-2,
+        ),  # a tie between two seeds: the stronger one
+        ("linear_probe", [{"probe/l2": 1e-4}], 1e-4),  # one final
+        ("full_finetune", [{}, {}], None),  # a strategy without a probe: left as configured
     ],
 )
 def test_probe_l2_is_the_upper_median_of_the_finals(
-    finals: list[dict[str, float]], expected: float | None
+    strategy: str, finals: list[dict[str, float]], expected: float | None
 ) -> None:
-    assert export_config(_arm(), finals=finals, tracking_uri=None).strategy.probe.l2 == expected
+    assert export_config(_arm(strategy), finals=finals, tracking_uri=None).strategy.probe.l2 == expected
+
+
+def test_a_probe_whose_finals_logged_no_l2_cannot_be_retrained_as_it_ran() -> None:
+    # the probe would choose its L2 on validation images it now trains on: one line naming the arm and key
+    with pytest.raises(ConfigError, match=r"lp_ft arm of study 'smoke'.*strategy\.probe\.l2"):
+        export_config(_arm("lp_ft"), finals=[{}, {}], tracking_uri=None)
 
 
 def test_without_recorded_steps_the_configured_budget_stays() -> None:
     configured = load_config(["strategy=lp_ft", "data=digits"]).trainer.min_steps
-    cfg = export_config(_arm(steps=(None, None)), finals=[], tracking_uri=None)
+    cfg = export_config(_arm(steps=(None, None)), finals=[{"probe/l2": 1e-2}], tracking_uri=None)
     # an older study that did not log train/steps: the finals' own budget
     assert cfg.trainer.min_steps == configured
 

@@ -170,7 +170,13 @@ def export_config(
     for key, value in fixed.items():
         OmegaConf.update(cfg, key, value, merge=False)
     assert isinstance(cfg, DictConfig)  # merged onto the RunConfig schema: a mapping
-    return to_run_config(cfg)
+    try:
+        return to_run_config(cfg)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"the {arm.strategy} arm of study '{arm.study}' cannot be retrained as its final runs ran "
+            f"(final run {arm.config_run_id}): {exc}"
+        ) from None
 
 
 def _upper_median(values: Sequence[float]) -> float | None:
