@@ -134,23 +134,27 @@ class StudyRuns:
 
 
 # MLflow's "shared view" of an experiment's runs table (the UI's Share button stores the same thing):
-# the final runs grouped by data size and strategy, with accuracy and cost as columns. A link with
-# ``viewStateShareKey=<key>`` opens it (see experiment_page_url).
+# the completed final runs grouped by data size and strategy, accuracy and cost as the first columns.
+# A link with ``viewStateShareKey=<key>`` opens it (see experiment_page_url).
 STUDY_VIEW_KEY = "tlbench"
 STUDY_VIEW_TAG = f"mlflow.sharedViewState.{STUDY_VIEW_KEY}"
+_RUN_NAME_COLUMN = "attributes.`Run Name`"
+_VIEW_COLUMNS = [
+    "params.`strategy`",
+    "params.`n_per_class`",
+    f"metrics.`{names.TEST_ACC}`",
+    f"metrics.`{names.VAL_ACC}`",
+    f"metrics.`{names.DEVICE_HOURS}`",
+    f"metrics.`{names.TRAIN_FLOPS}`",
+    f"tags.`{names.STATUS}`",
+]
 STUDY_VIEW: dict[str, Any] = {
-    "searchFilter": f"tags.{names.ROLE} = '{names.FINAL}'",
+    "searchFilter": f"tags.{names.ROLE} = '{names.FINAL}' and tags.{names.STATUS} = '{names.COMPLETED}'",
     "orderByKey": f"metrics.`{names.TEST_ACC}`",
     "orderByAsc": False,
-    "selectedColumns": [
-        "params.`strategy`",
-        "params.`n_per_class`",
-        f"metrics.`{names.TEST_ACC}`",
-        f"metrics.`{names.VAL_ACC}`",
-        f"metrics.`{names.DEVICE_HOURS}`",
-        f"metrics.`{names.TRAIN_FLOPS}`",
-        f"tags.`{names.STATUS}`",
-    ],
+    "selectedColumns": _VIEW_COLUMNS,
+    "columnOrder": [_RUN_NAME_COLUMN, *_VIEW_COLUMNS],
+    "columnWidths": {_RUN_NAME_COLUMN: 330, "params.`strategy`": 120, "params.`n_per_class`": 110},
     "groupBy": {
         "aggregateFunction": "average",
         "groupByKeys": [
