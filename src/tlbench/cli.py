@@ -20,6 +20,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("tlbench.commands.report", "a study's report from MLflow: tlbench report [--study NAME]"),
     "bench": ("tlbench.commands.bench", "moved: `make bench` (python -m benchmarks), see docs/benchmarks.md"),
     "screen": ("tlbench.commands.screen", "rank backbones without training: tlbench screen [--data PATH]"),
+    "export": (
+        "tlbench.commands.export",
+        "register a study's winner as an MLflow model: tlbench export --study S",
+    ),
+    "predict": (
+        "tlbench.commands.predict",
+        "classify images: tlbench predict --model models:/S@champion PATH...",
+    ),
 }
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from tlbench.errors import TrackingError
 from tlbench.redaction import redact_password
+from tlbench.tracking.names import EXPERIMENT_KIND, MODEL_TRAINING_KIND, ROLE
 from tlbench.tracking.store_lock import sqlite_store_lock
 
 # MLflow's param values are strings of bounded length.
@@ -34,25 +36,62 @@ def resolve_tracking_uri(tracking_uri: str | None) -> str:
     return tracking_uri or mlflow.get_tracking_uri()
 
 
+# Every tlbench experiment is model training: MLflow's UI then offers the runs table, not its GenAI
+# pages (traces, latency, tokens).
+_KIND_TAGS = {EXPERIMENT_KIND: MODEL_TRAINING_KIND}
+
+
 def get_or_create_experiment(client: Any, name: str) -> str:
-    """Experiment id by name; safe when several processes create it at once."""
+    """Experiment id by name, tagged as model training; safe when several processes create it at once.
+
+    An experiment made before tlbench tagged its kind gets the tag once; a kind someone chose in the
+    UI is left alone.
+    """
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            raise TrackingError(
-                f"MLflow experiment '{name}' is deleted: restore it (mlflow experiments restore) "
-                "or use another name"
-            )
-        return str(experiment.experiment_id)
-    try:
-        return str(client.create_experiment(name))
-    except MlflowException:
-        experiment = client.get_experiment_by_name(name)  # another worker created it first
-        if experiment is None:
-            raise
-        return str(experiment.experiment_id)
+    if experiment is None:
+        try:
+            return str(client.create_experiment(name, tags=_KIND_TAGS))
+        except MlflowException:
+            experiment = client.get_experiment_by_name(name)  # another worker created it first
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"MLflow experiment '{name}' is deleted: restore it (mlflow experiments restore) "
+            "or use another name"
+        )
+    experiment_id = str(experiment.experiment_id)
+    if EXPERIMENT_KIND not in (experiment.tags or {}):
+        set_experiment_tags(client, experiment_id, _KIND_TAGS)
+    return experiment_id
+
+
+def set_experiment_tags(client: Any, experiment_id: str, tags: Mapping[str, str]) -> None:
+    """Set experiment tags, also when another process sets the same one at the same moment."""
+    from mlflow.exceptions import MlflowException
+
+    for key, value in tags.items():
+        try:
+            client.set_experiment_tag(experiment_id, key, value)
+        except MlflowException as exc:
+            # Two workers tagging a fresh experiment at once: the SQL store's select-then-insert
+            # loses the race with "UNIQUE constraint failed". The row now exists, so setting it
+            # again is an update.
+            if "UNIQUE" not in str(exc).upper():
+                raise
+            client.set_experiment_tag(experiment_id, key, value)
+
+
+def fallback_run_name(tags: Mapping[str, str], *, now: datetime | None = None) -> str:
+    """A readable name for a run started without one: its role and the local time it started.
+
+    MLflow's own fallback draws an adjective-noun pair from Python's ``random``, which a trial has
+    just seeded, so every run of a seed got the same name.
+    """
+    moment = (now or datetime.now()).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{tags.get(ROLE) or 'run'} {moment}"
 
 
 def check_reachable(tracking_uri: str | None) -> str:
@@ -131,12 +170,14 @@ class MlflowRun:
         parent_run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> MlflowRun:
+        """A new run in ``experiment`` (created if needed); no ``run_name``: :func:`fallback_run_name`."""
         client = _client(resolve_tracking_uri(tracking_uri))
         experiment_id = get_or_create_experiment(client, experiment)
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        name = run_name or fallback_run_name(all_tags)
+        run = client.create_run(experiment_id, run_name=name, tags=all_tags)
         return cls(client, run.info.run_id, experiment_id)
 
     @classmethod
@@ -213,3 +254,9 @@ class MetricBuffer:
         if pending:
             self._run.log_metric_steps(pending)
         self._last_write = time.monotonic()
+
+
+def latest_metrics(run_id: str, *, tracking_uri: str | None = None) -> dict[str, float]:
+    """A run's metrics, each at its latest value (what the runs table shows)."""
+    run = _client(resolve_tracking_uri(tracking_uri)).get_run(run_id)
+    return {key: float(value) for key, value in run.data.metrics.items()}

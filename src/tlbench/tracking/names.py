@@ -63,3 +63,17 @@ BASE_VAL_ACC = "budget_check/base_val_acc"  # a budget check: the checked run's 
 CONFIG_ARTIFACT = "config.yaml"
 PREDICTIONS_ARTIFACT = "predictions/test.json"  # per test image: label and predicted class, fixed order
 RACE_ARTIFACT = "race.json"  # on the study's parent run: the racing finals, arm by arm
+
+# --- MLflow's own names tlbench sets --------------------------------------------------------------
+# The experiment kind MLflow's UI offers for an experiment ("Model training", not "GenAI apps & agents").
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+
+# --- the winner (model registry) ------------------------------------------------------------------
+CHAMPION_ALIAS = "champion"  # models:/<study>@champion: the study's recommended arm, retrained for use
+MODEL_NAME = "model"  # the logged model's name inside its export run
+VERDICT = "verdict"  # model version tags: the report's recommendation the model was exported from
+VERDICT_INTERVAL = "verdict_interval"
+RECOMMENDED_STRATEGY = "recommended_strategy"
+EXPORT_N_PER_CLASS = "export_n_per_class"
+TRAINED_ON = "trained_on"  # "train+validation"

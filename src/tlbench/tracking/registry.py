@@ -1,0 +1,171 @@
+"""The winner in MLflow: logged as a pyfunc model in its export run, registered, aliased ``champion``.
+
+The model's code is :mod:`tlbench.tracking.champion_pyfunc` (given to MLflow as a file, never
+imported here: loading it registers it as "the" model of the process). Its artifacts are written by
+the caller (the network) and here (class names and resolution, the decoder). Loading a model by URI
+turns MLflow's errors into one line naming the model and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tlbench.errors import TrackingError
+from tlbench.redaction import redact_password
+from tlbench.tracking.mlflow_run import _client, resolve_tracking_uri
+from tlbench.tracking.names import CHAMPION_ALIAS, MODEL_NAME
+
+MODEL_CODE = Path(__file__).with_name("champion_pyfunc.py")
+_DECODER = Path(__file__).parents[1] / "data" / "decode.py"  # numpy + Pillow only: ships with the model
+_DECODER_MODULE = "tlbench_decode.py"  # the name the model code imports it by (no clash with "decode")
+# What loading and serving the model needs (versions of this environment); no tlbench.
+_REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "pillow")
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A registered model version and where it came from."""
+
+    name: str  # the registered model (the study's name)
+    version: str
+    run_id: str  # the export run
+    logged_model_uri: str  # models:/<model id> (MLflow 3's logged model)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}@{CHAMPION_ALIAS}"
+
+
+@dataclass(frozen=True)
+class ModelLabels:
+    """What the network's outputs mean and the pixels it takes."""
+
+    class_names: Sequence[str]
+    resolution: int
+
+
+def log_champion(
+    *,
+    run_id: str,
+    network_file: Path,
+    labels: ModelLabels,
+    example_image: bytes,
+    registered_name: str,
+    description: str,
+    tags: Mapping[str, str],
+    tracking_uri: str | None = None,
+) -> Champion:
+    """Log the pyfunc model in ``run_id``, register it as a new version of ``registered_name`` with
+    ``description`` and ``tags``, and point the alias ``champion`` at that version.
+
+    Args:
+        network_file: A ``torch.export`` program (uint8 pixels -> class probabilities).
+        example_image: One encoded image: the model's input example (checked by MLflow at logging).
+    """
+    import mlflow
+    import pandas as pd
+
+    uri = resolve_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="tlbench-model-") as scratch:
+        folder = Path(scratch)
+        labels_file = folder / "labels.json"
+        labels_file.write_text(
+            json.dumps({"class_names": list(labels.class_names), "resolution": labels.resolution})
+        )
+        decoder = folder / _DECODER_MODULE
+        shutil.copyfile(_DECODER, decoder)
+        with _fluent_tracking(uri), mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                python_model=str(MODEL_CODE),
+                artifacts={"network": str(network_file), "labels": str(labels_file)},
+                code_paths=[str(decoder)],
+                signature=_signature(),
+                input_example=pd.DataFrame({"image": [example_image]}),
+                pip_requirements=_requirements(),
+                metadata={"class_names": list(labels.class_names), "resolution": labels.resolution},
+            )
+            version = mlflow.register_model(info.model_uri, registered_name, tags=dict(tags))
+    client = _client(uri)
+    client.update_model_version(registered_name, version.version, description=description)
+    client.set_registered_model_alias(registered_name, CHAMPION_ALIAS, version.version)
+    return Champion(
+        name=registered_name, version=str(version.version), run_id=run_id, logged_model_uri=info.model_uri
+    )
+
+
+def load_model(model_uri: str, *, tracking_uri: str | None = None) -> Any:
+    """The pyfunc model at ``model_uri`` (``models:/<study>@champion``, ``runs:/<id>/model``, a folder).
+
+    Raises:
+        TrackingError: One line naming the model when it does not exist or cannot be loaded.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        with _fluent_tracking(uri):
+            return mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise TrackingError(
+            f"no model '{model_uri}' in the MLflow store {redact_password(uri)} ({first}). "
+            "A study's winner is models:/<study>@champion once `tlbench export --study <study>` ran; "
+            "set MLFLOW_TRACKING_URI to the store the study used"
+        ) from None
+    except OSError as exc:
+        raise TrackingError(f"cannot load model '{model_uri}': {exc}") from None
+
+
+def _signature() -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, DataType, Map, Schema
+
+    inputs = Schema([ColSpec(DataType.binary, "image")])
+    outputs = Schema(
+        [
+            ColSpec(DataType.string, "class"),
+            ColSpec(DataType.double, "probability"),
+            ColSpec(Map(DataType.double), "probabilities"),
+            ColSpec(DataType.string, "error", required=False),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _requirements() -> list[str]:
+    """Pinned to this environment, without local version labels (``2.14.1+cu128`` -> ``2.14.1``)."""
+    return [f"{name}=={metadata.version(name).partition('+')[0]}" for name in _REQUIREMENTS]
+
+
+@contextmanager
+def _fluent_tracking(uri: str) -> Iterator[None]:
+    """MLflow's model logging and loading read the process-wide tracking URI: set it for the call only.
+
+    Afterwards the process is as before: no URI pinned (``$MLFLOW_TRACKING_URI`` read afresh), and
+    the variable as it was (``mlflow.set_tracking_uri`` also writes it).
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils  # no public way to read "nothing set"
+
+    pinned, variable = utils._tracking_uri, os.environ.get(_URI_VARIABLE)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(pinned)  # type: ignore[arg-type]  # None: unpinned (removes the variable)
+        if variable is not None:
+            os.environ[_URI_VARIABLE] = variable
+
+
+_URI_VARIABLE = "MLFLOW_TRACKING_URI"

@@ -1,0 +1,198 @@
+"""``export``: the recommended arm's configuration with every choice fixed, and what the registry says."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from report.fake_study import build_study, standard_trials
+from tlbench.cli import main
+from tlbench.config import RunConfig, load_config
+from tlbench.config.compose import to_run_config
+from tlbench.config.schema import as_plain_dict
+from tlbench.data import load_splits
+from tlbench.errors import ConfigError, TlbenchError
+from tlbench.export import export_config, export_winner, model_description, version_tags
+from tlbench.report import FinalRun, RecommendedArm
+
+
+def _arm(
+    strategy: str = "lp_ft", *, steps: tuple[int | None, ...] = (100, 140, 120), **changes: Any
+) -> RecommendedArm:
+    cfg = load_config(
+        [f"strategy={strategy}", "data=digits", "data.n_per_class=10", "trainer.early_stopping=true"]
+    )
+    finals = tuple(
+        FinalRun(run_id=f"run{i}", seed=i + 1, optuna_trial=i, test_acc=0.9, val_acc=0.9, steps=step)
+        for i, step in enumerate(steps)
+    )
+    arm = RecommendedArm(
+        study="smoke",
+        n_per_class="10",
+        strategy=strategy,
+        strategy_name=strategy,
+        recommended=True,
+        cell=f"data.n_per_class=10,strategy={strategy}",
+        optuna_study="smoke",
+        tuned_from_trial=3,
+        tune_run_id="tune3",
+        params={"strategy": strategy},
+        overrides=None,
+        finals=finals,
+        acc_mean=0.9,
+        acc_half_width=0.05,
+        device_hours=0.001,
+        verdict=f"At 10 per class, {strategy} reached 90.0% test accuracy (95% CI 85.0% to 95.0%).",
+        tolerance=0.01,
+        config_run_id="run0",
+        config_yaml=yaml.safe_dump(as_plain_dict(cfg), sort_keys=False),
+    )
+    return replace(arm, **changes)
+
+
+def test_the_export_trains_on_validation_with_every_choice_fixed() -> None:
+    cfg = export_config(
+        _arm(),
+        finals=[{"probe/l2": 1e-3}, {"probe/l2": 1e-1}, {"probe/l2": 1e-2}],
+        tracking_uri="sqlite:///x.db",
+    )
+    # train + validation, no early stopping: nothing is left to choose on validation
+    assert (cfg.data.train_on_val, cfg.trainer.early_stopping) == (True, False)
+    # the finals' middle probe L2 and step count, fixed; the first final seed
+    assert (cfg.strategy.probe.l2, cfg.trainer.min_steps, cfg.trainer.epochs, cfg.seed) == (1e-2, 120, 1, 1)
+    # the arm's own configuration otherwise
+    assert (cfg.strategy.name.value, cfg.data.name, cfg.data.n_per_class) == ("lp_ft", "digits", 10)
+    # an export run in the study's experiment, named, tagged role=export, no parent
+    assert (cfg.tracking.experiment, cfg.tracking.tracking_uri, cfg.tracking.parent_run_id) == (
+        "smoke",
+        "sqlite:///x.db",
+        None,
+    )
+    assert cfg.tracking.run_name == "export lp_ft n=10" and cfg.tags["role"] == "export"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "finals", "expected"),
+    [
+        (
+            "lp_ft",
+            [{"probe/l2": 1e-3}, {"probe/l2": 1e-2}],
+            1e-2,
+        ),  # a tie between two seeds: the stronger one
+        ("linear_probe", [{"probe/l2": 1e-4}], 1e-4),  # one final
+        ("full_finetune", [{}, {}], None),  # a strategy without a probe: left as configured
+    ],
+)
+def test_probe_l2_is_the_upper_median_of_the_finals(
+    strategy: str, finals: list[dict[str, float]], expected: float | None
+) -> None:
+    assert export_config(_arm(strategy), finals=finals, tracking_uri=None).strategy.probe.l2 == expected
+
+
+def test_a_probe_whose_finals_logged_no_l2_cannot_be_retrained_as_it_ran() -> None:
+    # the probe would choose its L2 on validation images it now trains on: one line naming the arm and key
+    with pytest.raises(ConfigError, match=r"lp_ft arm of study 'smoke'.*strategy\.probe\.l2"):
+        export_config(_arm("lp_ft"), finals=[{}, {}], tracking_uri=None)
+
+
+def test_without_recorded_steps_the_configured_budget_stays() -> None:
+    configured = load_config(["strategy=lp_ft", "data=digits"]).trainer.min_steps
+    cfg = export_config(_arm(steps=(None, None)), finals=[{"probe/l2": 1e-2}], tracking_uri=None)
+    # an older study that did not log train/steps: the finals' own budget
+    assert cfg.trainer.min_steps == configured
+
+
+def test_as_is_has_nothing_to_retrain() -> None:
+    with pytest.raises(ConfigError, match=r"trains nothing.*--strategy"):
+        export_config(_arm(strategy_name="as_is"), finals=[], tracking_uri=None)
+
+
+def test_a_final_run_without_its_config_cannot_be_retrained() -> None:
+    with pytest.raises(TlbenchError, match=r"run0 of study 'smoke' has no config\.yaml"):
+        export_config(_arm(config_yaml=None), finals=[], tracking_uri=None)
+
+
+def test_the_description_says_what_was_exported_and_that_it_saw_validation_data() -> None:
+    arm = _arm()
+    cfg = export_config(arm, finals=[{"probe/l2": 1e-2}], tracking_uri=None)
+    text = model_description(arm, cfg, test_acc=0.925)
+    # the arm, the verdict with its interval, the retraining on train + validation, its own test score
+    assert "Study 'smoke': lp_ft at n=10" in text and arm.verdict in text
+    assert "train subset plus the validation split" in text and "92.5% test accuracy" in text
+
+
+@pytest.mark.parametrize(
+    ("half_width", "interval"),
+    [(0.05, "0.8500..0.9500"), (None, "single seed")],
+)
+def test_version_tags_carry_the_verdict_and_its_interval(half_width: float | None, interval: str) -> None:
+    tags = version_tags(_arm(acc_half_width=half_width))
+    assert tags["verdict_interval"] == interval
+    assert tags["verdict"].startswith("At 10 per class") and tags["trained_on"] == "train+validation"
+    assert tags["final_run_ids"] == "run0,run1,run2"
+
+
+@pytest.mark.slow  # a real (small) linear probe trial on digits, then logging and loading the model
+def test_export_winner_registers_a_champion_that_predicts_as_its_run_evaluated(
+    mlflow_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overrides = ["data=digits", "strategy=linear_probe", "data.n_per_class=10", "data.max_test_per_class=4"]
+    config = yaml.safe_dump(as_plain_dict(load_config(overrides)), sort_keys=False)
+    trials = [
+        replace(t, config=config)
+        if (t.role, t.strategy, t.n_per_class) == ("final", "linear_probe", "10")
+        else t
+        for t in standard_trials()
+    ]
+    study = build_study(mlflow_uri, "smoke", trials)
+    client = MlflowClient(mlflow_uri)
+    for run in client.search_runs([study["experiment_id"]], "params.strategy = 'linear_probe'"):
+        client.log_metric(run.info.run_id, "probe/l2", 1e-2)  # what a real probe's run logs
+    lines: list[str] = []
+    exported = export_winner("smoke", size="10", tracking_uri=mlflow_uri, progress=lines.append)
+    # the report's recommendation at n=10, registered as the study's champion from a role=export run
+    assert (exported.model_uri, exported.strategy, exported.n_per_class) == (
+        "models:/smoke@champion",
+        "linear_probe",
+        "10",
+    )
+    run = client.get_run(exported.run_id)
+    assert (run.data.tags["role"], run.info.status) == ("export", "FINISHED")
+    version = client.get_model_version_by_alias("smoke", "champion")
+    assert version.run_id == exported.run_id and exported.verdict in version.description
+    # the export run's own test images, written as PNG files at the resolution it trained at
+    logged = json.loads(mlflow.artifacts.load_text(f"runs:/{exported.run_id}/predictions/test.json"))
+    cfg = export_config_of(run_id=exported.run_id, tracking_uri=mlflow_uri)
+    images = load_splits(cfg.data, seed=cfg.seed).test.images
+    folder = tmp_path / "test-images"
+    folder.mkdir()
+    for i, pixels in enumerate(images.numpy()):
+        Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)).save(
+            folder / f"{i:03d}.png"
+        )
+    capsys.readouterr()
+    assert main(["predict", "--model", exported.model_uri, str(folder)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    # tlbench predict gives every image the class the export run's own evaluation gave it
+    expected = [logged["class_names"][p] for p in logged["predicted"]]
+    assert [r["class"] for r in rows] == expected and len(rows) == len(images) == 40
+
+
+def export_config_of(*, run_id: str, tracking_uri: str) -> RunConfig:
+    """The resolved configuration a run logged (config.yaml), typed."""
+    from omegaconf import DictConfig, OmegaConf
+
+    text = mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")
+    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), yaml.safe_load(text))
+    assert isinstance(cfg, DictConfig)
+    return to_run_config(cfg)

@@ -1,0 +1,117 @@
+"""What an MLflow user sees of tlbench's runs: experiment kind, run names, a resumed study's times."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from datetime import datetime
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tlbench.tracking import MlflowRun
+from tlbench.tracking.mlflow_run import fallback_run_name, get_or_create_experiment
+from tlbench.tracking.names import EXPERIMENT_KIND, MODEL_TRAINING_KIND
+from tlbench.tracking.study_runs import (
+    STUDY_VIEW,
+    STUDY_VIEW_TAG,
+    StudyRuns,
+    experiment_page_url,
+    experiment_pages,
+)
+
+
+def test_a_new_experiment_is_tagged_as_model_training(mlflow_uri: str) -> None:
+    run = MlflowRun.start(experiment="fresh", run_name="a", tracking_uri=mlflow_uri)
+    # MLflow's kind for the runs table (not the GenAI pages) is set when tlbench creates the experiment
+    tags = MlflowClient(mlflow_uri).get_experiment(run.experiment_id).tags
+    assert tags[EXPERIMENT_KIND] == MODEL_TRAINING_KIND
+
+
+@pytest.mark.parametrize(
+    ("existing_tags", "expected_kind"),
+    [
+        ({}, MODEL_TRAINING_KIND),  # made before tlbench tagged kinds: tagged once
+        ({EXPERIMENT_KIND: "genai_development"}, "genai_development"),  # a user's choice stays
+    ],
+)
+def test_an_existing_experiment_keeps_a_chosen_kind(
+    mlflow_uri: str, existing_tags: dict[str, str], expected_kind: str
+) -> None:
+    client = MlflowClient(mlflow_uri)
+    experiment_id = client.create_experiment("old", tags=existing_tags or None)
+    assert get_or_create_experiment(client, "old") == experiment_id
+    assert client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND) == expected_kind
+
+
+def test_a_run_without_a_name_gets_a_readable_one_no_seed_decides(mlflow_uri: str) -> None:
+    names = []
+    for _ in range(2):
+        random.seed(0)  # what a trial does before its run starts: MLflow's random names repeated
+        run = MlflowRun.start(experiment="e", tracking_uri=mlflow_uri, tags={"role": "export"})
+        names.append(MlflowClient(mlflow_uri).get_run(run.run_id).info.run_name)
+    # role and start time, never MLflow's seeded adjective-noun-number
+    assert all(re.fullmatch(r"export \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", name) for name in names), names
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        ({"role": "final"}, "final 2026-03-04 05:06:07"),  # the role says what the run is
+        ({}, "run 2026-03-04 05:06:07"),  # no role: just "run"
+    ],
+)
+def test_fallback_run_name(tags: dict[str, str], expected: str) -> None:
+    assert fallback_run_name(tags, now=datetime(2026, 3, 4, 5, 6, 7)) == expected
+
+
+def test_a_resumed_study_run_has_no_end_time_until_it_ends_again(mlflow_uri: str) -> None:
+    runs = StudyRuns("study", tracking_uri=mlflow_uri)
+    parent = runs.create_parent(run_name="study:study", tags={"role": "study"}, params={}, sweep_yaml="")
+    runs.set_state(parent, "KILLED")  # interrupted
+    client = MlflowClient(mlflow_uri)
+    interrupted_at = client.get_run(parent).info.end_time
+    assert interrupted_at
+    runs.set_state(parent, "RUNNING")
+    info = client.get_run(parent).info
+    # running again, and no longer ended at the interruption (the UI showed its old duration)
+    assert (info.status, info.end_time or None) == ("RUNNING", None)
+    runs.set_state(parent, "FINISHED")
+    assert client.get_run(parent).info.end_time >= interrupted_at  # a real end time again
+
+
+def test_a_study_experiment_carries_the_comparison_view(mlflow_uri: str) -> None:
+    runs = StudyRuns("study", tracking_uri=mlflow_uri)
+    runs.create_parent(run_name="study:study", tags={"role": "study"}, params={}, sweep_yaml="")
+    tags = MlflowClient(mlflow_uri).get_experiment(runs.experiment_id).tags
+    # the shared view MLflow's UI opens from a link: final runs grouped, accuracy as a column
+    view = json.loads(tags[STUDY_VIEW_TAG])
+    assert view == STUDY_VIEW
+    assert "metrics.`test/acc`" in view["selectedColumns"]
+
+
+@pytest.mark.parametrize(
+    ("study_view", "expected"),
+    [
+        (False, "http://h:5000/#/experiments/7/runs?workflowType=machine_learning"),
+        (True, "http://h:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=tlbench"),
+    ],
+)
+def test_experiment_page_url(study_view: bool, expected: str) -> None:
+    # the model-training pages of the experiment (MLflow's UI otherwise opens on GenAI ones)
+    assert experiment_page_url("http://h:5000/", "7", study_view=study_view) == expected
+
+
+def test_experiment_pages_link_each_experiment_and_a_study_to_its_view(mlflow_uri: str) -> None:
+    MlflowRun.start(experiment="single trials", run_name="a", tracking_uri=mlflow_uri).end()
+    runs = StudyRuns("study", tracking_uri=mlflow_uri)
+    runs.create_parent(run_name="study:study", tags={"role": "study"}, params={}, sweep_yaml="")
+    pages = {
+        page.name: page.url for page in experiment_pages("http://127.0.0.1:5000", tracking_uri=mlflow_uri)
+    }
+    # the study opens on its comparison view, a plain experiment on its runs table
+    assert pages["study"].endswith(
+        f"/experiments/{runs.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=tlbench"
+    )
+    assert pages["single trials"].endswith("runs?workflowType=machine_learning")
