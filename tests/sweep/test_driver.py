@@ -136,19 +136,22 @@ def test_ctrl_c_leaves_the_study_resumable_and_nothing_running(
 
 
 def test_pareto_mode_returns_a_non_empty_pareto_set(write_sweep: SweepWriter, reader: Any) -> None:
-    # one multi-objective study over strategy x LR: its Pareto trials are tagged in MLflow
+    # one multi-objective study: every cell gets the same number of trials, the sampler picks the LR;
+    # its Pareto trials are tagged in MLflow
     sweep = write_sweep(
         "front",
         mode="pareto",
         factors={"data.n_per_class": [4, 8]},
         search={"optimizer.lr": {"low": 1e-3, "high": 0.1, "log": True}},
-        budget={"trials": 4},
-        sampler={"name": "random", "seed": 1},
+        budget={"trials_per_cell": 2},
+        sampler={"name": "nsgaii", "seed": 1},
     )
     assert sweep_main(["--sweep", str(sweep)]) == 0
     study = reader("front")
     trials = study.trials("pareto")
     assert len(trials) == 4 and all(len(t.values or []) == 2 for t in trials)
+    assert Counter(t.params["data.n_per_class"] for t in trials) == {4: 2, 8: 2}
+    assert len({t.params["optimizer.lr"] for t in trials}) == 4  # sampled, not fixed
     tagged = [r for r in study.children() if r.data.tags.get("pareto") == "true"]
     assert tagged and all(r.info.status == "FINISHED" for r in tagged)
     assert study.parents()[0].info.status == "FINISHED"

@@ -15,7 +15,7 @@ from types import FrameType
 
 from tlbench.errors import ConfigError
 from tlbench.redaction import redact_password
-from tlbench.sweep.cells import expand_cells
+from tlbench.sweep.cells import expand_cells, tuning_budget
 from tlbench.sweep.check import check_against_config, first_cell_config, smallest_class
 from tlbench.sweep.liveness import Heartbeat
 from tlbench.sweep.loader import load_sweep, sweep_path
@@ -240,11 +240,11 @@ def _print_outcome(ctx: StudyContext, outcome: SweepOutcome) -> None:
     if ctx.spec.mode == "pareto":
         print(format_pareto(outcome.pareto) if outcome.complete else "Pareto set: study not complete yet")
     else:
-        tune = {
-            c.key: ctx.study(ctx.names.cell(c.key)).get_trials(deepcopy=False) for c in expand_cells(ctx.spec)
-        }
+        cells = expand_cells(ctx.spec)
+        tune = {c.key: ctx.study(ctx.names.cell(c.key)).get_trials(deepcopy=False) for c in cells}
         finals = ctx.study(ctx.names.final).get_trials(deepcopy=False) if ctx.spec.has_finals else []
-        print(format_results(cell_results(tune, finals), budget=ctx.spec.budget.trials_per_cell))
+        budgets = {c.key: tuning_budget(ctx.spec, c) for c in cells}
+        print(format_results(cell_results(tune, finals, budgets=budgets)))
     trials = read_trials(ctx.storage, ctx.spec, ctx.names)
     print(format_breakdown(time_breakdown(trials), total_s=outcome.progress.elapsed_s))
     took = format_duration(outcome.progress.elapsed_s)

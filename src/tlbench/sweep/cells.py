@@ -68,6 +68,18 @@ def cell_search(spec: SweepSpec, cell: Cell) -> list[SearchParam]:
     return list(params.values())
 
 
+def tuning_budget(spec: SweepSpec, cell: Cell) -> int:
+    """Counted tuning trials the cell gets: the sweep's ``trials_per_cell``, the same for every arm.
+
+    A cell with nothing to search (``as_is``, which trains nothing) is not tuned when the sweep has
+    finals: its finals run it as configured. Repeating one configuration as "tuning" would only
+    spend compute on identical trials.
+    """
+    if spec.mode == "tune_then_final" and spec.has_finals and not cell_search(spec, cell):
+        return 0
+    return spec.budget.trials_per_cell
+
+
 def cell_from_params(spec: SweepSpec, params: Mapping[str, Scalar]) -> Cell:
     """Pareto mode: the cell a trial's sampled factor values fall in."""
     return Cell(tuple((name, params[name]) for name in spec.factor_names if name in params))

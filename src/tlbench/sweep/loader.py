@@ -102,13 +102,10 @@ def parse_sweep(data: Mapping[str, Any], *, name: str) -> SweepSpec:
 
 
 def _budget(name: str, raw: Mapping[str, Any], mode: str) -> Budget:
-    if mode == "pareto" and raw["trials"] is None:
-        raise sweep_error(
-            name, "mode: pareto needs budget.trials (the trials of the one multi-objective study)"
-        )
     return Budget(
-        trials_per_cell=at_least(name, "budget.trials_per_cell", raw["trials_per_cell"], 0),
-        trials=None if raw["trials"] is None else at_least(name, "budget.trials", raw["trials"], 1),
+        trials_per_cell=at_least(
+            name, "budget.trials_per_cell", raw["trials_per_cell"], 1 if mode == "pareto" else 0
+        ),
         max_retries=at_least(name, "budget.max_retries", raw["max_retries"], 0),
     )
 
@@ -162,7 +159,7 @@ def _check_combinations(spec: SweepSpec) -> None:
             f"final.seeds must not include tune_seed ({spec.tune_seed}): "
             "the reported runs must be independent of the ones used for selection",
         )
-    if spec.mode == "tune_then_final" and not searched and spec.budget.trials_per_cell > 1:
+    if not searched and spec.budget.trials_per_cell > 1:
         raise sweep_error(
             name,
             f"nothing is searched, so the {spec.budget.trials_per_cell} trials of a cell would all run the "

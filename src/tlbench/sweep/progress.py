@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tlbench.sweep import protocol as P
-from tlbench.sweep.cells import expand_cells
+from tlbench.sweep.cells import expand_cells, tuning_budget
 from tlbench.sweep.spec import SweepSpec
 from tlbench.sweep.storage import StudyNames
 
@@ -48,12 +48,12 @@ class ProgressInfo:
 
 
 def planned_trials(spec: SweepSpec) -> dict[str, int]:
-    cells = len(expand_cells(spec))
+    cells = expand_cells(spec)
     if spec.mode == "pareto":
-        return {"pareto": spec.budget.trials or 0}
-    planned = {"tune": cells * spec.budget.trials_per_cell}
+        return {"pareto": len(cells) * spec.budget.trials_per_cell}
+    planned = {"tune": sum(tuning_budget(spec, cell) for cell in cells)}
     if spec.has_finals:
-        planned["final"] = cells * len(spec.final_seeds)
+        planned["final"] = len(cells) * len(spec.final_seeds)
     return planned
 
 

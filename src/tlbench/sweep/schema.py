@@ -52,7 +52,6 @@ class SearchTableSchema:
 @dataclass
 class BudgetSchema:
     trials_per_cell: int = field(default=1, metadata=_words("an integer >= 0"))
-    trials: int | None = field(default=None, metadata=_words("an integer >= 1"))
     max_retries: int = field(default=2, metadata=_words("an integer >= 0"))
 
 
@@ -98,7 +97,7 @@ class SweepFileSchema:
         metadata=_words("a mapping of conditions to search tables", "a mapping of searched paths"),
     )
     budget: BudgetSchema = field(
-        default_factory=BudgetSchema, metadata=_words("a mapping (trials_per_cell, trials, max_retries)")
+        default_factory=BudgetSchema, metadata=_words("a mapping (trials_per_cell, max_retries, ...)")
     )
     final: FinalSchema = field(
         default_factory=FinalSchema, metadata=_words("a mapping like {seeds: [1, 2, 3]}")

@@ -55,7 +55,6 @@ def parent_params(spec: SweepSpec, ref: StorageRef) -> dict[str, Any]:
         "search_where": json.dumps(plain["search_where"]),
         "n_cells": len(expand_cells(spec)),
         "trials_per_cell": spec.budget.trials_per_cell,
-        "pareto_trials": spec.budget.trials or "",
         "final_seeds": ",".join(str(s) for s in spec.final_seeds),
         "tune_seed": spec.tune_seed,
         "sampler": json.dumps(plain["sampler"]),

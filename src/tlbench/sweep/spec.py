@@ -47,7 +47,6 @@ class Condition:
 @dataclass(frozen=True)
 class Budget:
     trials_per_cell: int = 1  # counted tuning trials per cell (equal for every cell: the fair protocol)
-    trials: int | None = None  # pareto mode: trials of the one multi-objective study
     max_retries: int = 2  # crashes (not divergence) redone per cell / final slot before giving up
 
 

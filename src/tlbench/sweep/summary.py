@@ -15,6 +15,7 @@ from tlbench.sweep import protocol as P
 class CellResult:
     cell: str
     counted: int  # tuning trials that count toward the budget
+    budget: int  # the cell's tuning budget (0: not tuned, e.g. as_is)
     best_trial: int | None
     best_val: float | None
     best_params: dict[str, object]
@@ -30,9 +31,12 @@ class CellResult:
 
 
 def cell_results(
-    tune_trials: Mapping[str, Sequence[FrozenTrial]], final_trials: Sequence[FrozenTrial]
+    tune_trials: Mapping[str, Sequence[FrozenTrial]],
+    final_trials: Sequence[FrozenTrial],
+    *,
+    budgets: Mapping[str, int],
 ) -> list[CellResult]:
-    """``tune_trials``: cell key -> the trials of its study."""
+    """``tune_trials``: cell key -> the trials of its study; ``budgets``: cell key -> its tuning budget."""
     results = []
     for cell, trials in tune_trials.items():
         best = P.best_trial(trials)
@@ -45,6 +49,7 @@ def cell_results(
             CellResult(
                 cell=cell,
                 counted=sum(1 for t in trials if P.is_counted(t)),
+                budget=budgets[cell],
                 best_trial=best.number if best else None,
                 best_val=float(best.value) if best and best.value is not None else None,
                 best_params=dict(best.params) if best else {},
@@ -58,7 +63,7 @@ def _fmt(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def format_results(results: Sequence[CellResult], *, budget: int) -> str:
+def format_results(results: Sequence[CellResult]) -> str:
     width = max((len(r.cell) for r in results), default=4)
     lines = [f"{'cell':<{width}}  tuned  best val/acc  final test/acc (mean ± sd, n)  chosen"]
     for r in results:
@@ -68,5 +73,6 @@ def format_results(results: Sequence[CellResult], *, budget: int) -> str:
             sd = f" ± {r.test_std:.4f}" if r.test_std is not None else ""
             test = f"{r.test_mean:.4f}{sd}, n={len(r.final_test)}"
         chosen = ", ".join(f"{k}={_fmt(v)}" for k, v in r.best_params.items())
-        lines.append(f"{r.cell:<{width}}  {r.counted}/{budget:<3}  {val:<12}  {test:<30}  {chosen}")
+        tuned = f"{r.counted}/{r.budget:<3}" if r.budget else "—    "
+        lines.append(f"{r.cell:<{width}}  {tuned}  {val:<12}  {test:<30}  {chosen}")
     return "\n".join(lines)

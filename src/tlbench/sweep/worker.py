@@ -13,13 +13,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from tlbench.sweep import protocol as P
-from tlbench.sweep.cells import Cell, cell_by_key, cell_overrides, cell_search, expand_cells, override
+from tlbench.sweep.cells import (
+    Cell,
+    cell_by_key,
+    cell_overrides,
+    cell_search,
+    expand_cells,
+    override,
+    tuning_budget,
+)
 from tlbench.sweep.liveness import WORKER_ATTR
 from tlbench.sweep.meta import StudyContext
 from tlbench.sweep.reaper import reap
@@ -29,6 +38,20 @@ from tlbench.sweep.trial import TrialPlan, close_unrun, run_trial
 
 log = logging.getLogger(__name__)
 Job = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class FinalRun:
+    """One final run: a cell's chosen configuration (from tuning trial ``tuned_from``) on one seed."""
+
+    cell_key: str
+    seed: int
+    tuned_from: int  # P.UNTUNED when the cell was not tuned
+    params: dict[str, Any]
+
+    @property
+    def slot(self) -> P.Slot:
+        return P.final_slot(self.cell_key, self.seed)
 
 
 class TuneThenFinal:
@@ -61,7 +84,7 @@ class TuneThenFinal:
     def cell_status(self, cell: Cell) -> P.CellStatus:
         return P.cell_status(
             self._trials(self.ctx.names.cell(cell.key)),
-            budget=self.spec.budget.trials_per_cell,
+            budget=tuning_budget(self.spec, cell),
             max_retries=self.spec.budget.max_retries,
             alive=self.ctx.alive,
         )
@@ -95,7 +118,7 @@ class TuneThenFinal:
         study.pruner = make_pruner(self.spec.pruner)
         trial = study.ask()
         trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
-        if not P.claim_within_budget(self._trials(name), trial.number, self.spec.budget.trials_per_cell):
+        if not P.claim_within_budget(self._trials(name), trial.number, tuning_budget(self.spec, cell)):
             close_unrun(trial, "over_budget", "over budget (concurrent claim)")
             return
         for key, value in ((P.ROLE, "tune"), (P.CELL, cell.key)):
@@ -126,41 +149,39 @@ class TuneThenFinal:
             return False
         retries = self.spec.budget.max_retries
         return all(
-            any(P.is_counted(t) for t in P.slot_trials(trials, slot))
-            or P.slot_given_up(trials, slot, max_retries=retries)
-            for slot, _, _ in self.final_slots()
+            any(P.is_counted(t) for t in P.slot_trials(trials, run.slot))
+            or P.slot_given_up(trials, run.slot, max_retries=retries)
+            for run in self.final_slots()
         )
 
-    def final_slots(self) -> list[tuple[P.FinalSlot, int, dict[str, Any]]]:
-        """(slot, tuned-from trial number, its params) for every cell whose tuning is done."""
-        slots: list[tuple[P.FinalSlot, int, dict[str, Any]]] = []
+    def final_slots(self) -> list[FinalRun]:
+        """The final runs due for every cell whose tuning is done."""
+        slots: list[FinalRun] = []
         for cell in self.cells:
             if not self.cell_status(cell).done:
                 continue
-            if self.spec.budget.trials_per_cell == 0:  # no tuning: the finals run the cell as configured
-                slots += [(P.FinalSlot(cell.key, seed), P.UNTUNED, {}) for seed in self.spec.final_seeds]
+            if tuning_budget(self.spec, cell) == 0:  # not tuned: the finals run the cell as configured
+                slots += [FinalRun(cell.key, seed, P.UNTUNED, {}) for seed in self.spec.final_seeds]
                 continue
             best = P.best_trial(self._trials(self.ctx.names.cell(cell.key)))
             if best is None:
                 continue  # nothing completed: the cell has no result to confirm
-            slots += [
-                (P.FinalSlot(cell.key, seed), best.number, best.params) for seed in self.spec.final_seeds
-            ]
+            slots += [FinalRun(cell.key, seed, best.number, best.params) for seed in self.spec.final_seeds]
         return slots
 
     def _enqueue_finals(self) -> None:
         final = self.ctx.study(self.ctx.names.final)
         trials = final.get_trials(deepcopy=False)
-        for slot, tuned_from, params in self.final_slots():
-            if P.slot_needs_trial(trials, slot, max_retries=self.spec.budget.max_retries):
+        for run in self.final_slots():
+            if P.slot_needs_trial(trials, run.slot, max_retries=self.spec.budget.max_retries):
                 final.enqueue_trial(
-                    params,
+                    run.params,
                     user_attrs={
-                        P.SLOT: slot.key,
-                        P.CELL: slot.cell_key,
-                        P.SEED: slot.seed,
+                        P.SLOT: run.slot.key,
+                        P.CELL: run.cell_key,
+                        P.SEED: run.seed,
                         P.ROLE: "final",
-                        P.TUNED_FROM: tuned_from,
+                        P.TUNED_FROM: run.tuned_from,
                     },
                 )
 
