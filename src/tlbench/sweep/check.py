@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from tlbench.config import RunConfig, load_config
 from tlbench.errors import ConfigError
+from tlbench.strategies import ignored_keys
 from tlbench.sweep.cells import Cell, cell_overrides, cell_search, expand_cells, override
 from tlbench.sweep.spec import SearchParam, SweepSpec, sweep_error
 
@@ -64,6 +65,27 @@ def first_cell_config(spec: SweepSpec) -> RunConfig:
     return load_config(cell_overrides(spec, expand_cells(spec)[0]))
 
 
+def check_searched_keys(spec: SweepSpec, cell: Cell, params: Sequence[SearchParam], cfg: RunConfig) -> None:
+    """Refuse a searched key the cell's strategy never reads: its tuning trials would all be one config.
+
+    The strategy and the probe's solver come from the cell's composed config (a factor, ``where`` or
+    the base may set them); :func:`tlbench.strategies.ignored_keys` says what that strategy ignores.
+    """
+    name = cfg.strategy.name.value
+    ignored = ignored_keys(name, probe_solver=cfg.strategy.probe.solver.value)
+    for param in params:
+        prefix = next((p for p in ignored if param.path.startswith(p)), None)
+        if prefix is None:
+            continue
+        where = f" (in {spec.source})" if spec.source else ""
+        raise sweep_error(
+            spec.name,
+            f"strategy {name} ignores '{param.path}', which cell {cell.key} searches: its tuning trials "
+            f"would all train the same model; search another key for {name} under "
+            f"search_where['strategy={name}'] (e.g. strategy.probe.l2 for a linear probe){where}",
+        )
+
+
 def check_against_config(spec: SweepSpec) -> RunConfig:
     """Compose every cell; returns the first cell's config (its tracking settings are the study's)."""
     cells = expand_cells(spec)
@@ -74,6 +96,7 @@ def check_against_config(spec: SweepSpec) -> RunConfig:
         result = _compose([*fixed, *(_low(p) for p in params)])
         if isinstance(result, ConfigError):
             raise _explain(spec, cell, params, result)
+        check_searched_keys(spec, cell, params, result)
         if index == 0:
             first = result
             for param in params:  # the other end of each range, and every other choice, once

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def load_sweep(name_or_path: str) -> SweepSpec:
     except yaml.YAMLError as exc:
         raise ConfigError(f"sweep file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     try:
-        return parse_sweep(data or {}, name=path.stem)
+        return replace(parse_sweep(data or {}, name=path.stem), source=str(path))
     except ConfigError as exc:
         raise ConfigError(f"{exc} (in {path})") from None
 

@@ -36,7 +36,8 @@ PARETO_DIRECTIONS: tuple[Direction, Direction] = ("maximize", "minimize")  # val
 PARENT_ATTR, DIGEST_ATTR, CANDIDATE_ATTR = "parent_run_id", "definition_digest", "candidate"
 OVERRIDES_ATTR = "command_line_overrides"
 ELECTION_TIMEOUT_S = 120.0
-_RESUMABLE_CHANGES = ("description", "budget", "final_seeds", "report")  # may change between runs of a study
+# may change between runs of a study (``source``: where the file is, not what it defines)
+_RESUMABLE_CHANGES = ("description", "budget", "final_seeds", "report", "source")
 
 
 def definition_digest(spec: SweepSpec) -> str:

@@ -82,6 +82,7 @@ class SweepSpec:
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     report: bool = False  # build the report when the study completes
     overrides: tuple[str, ...] = ()  # from the command line (ARGS, --data), after base
+    source: str = ""  # the file it was read from (for error messages; not part of the definition)
 
     @property
     def factor_names(self) -> tuple[str, ...]:
