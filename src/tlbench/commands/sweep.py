@@ -31,7 +31,6 @@ from tlbench.sweep.pareto import format_pareto
 from tlbench.sweep.progress import (
     ProgressInfo,
     format_duration,
-    planned_trials,
     progress_info,
     read_trials,
 )
@@ -111,7 +110,7 @@ def main(argv: Sequence[str]) -> int:
     def compute() -> ProgressInfo:
         trials = read_trials(view_storage, spec, ctx.names)
         return progress_info(
-            trials, planned_trials(spec), elapsed_s=time.monotonic() - started, workers=args.workers
+            trials, ctx.plan.phases, elapsed_s=time.monotonic() - started, workers=args.workers
         )
 
     with _closed_on_error(ctx, started, args.workers), ProgressView(compute, title=f"study {study}"):
@@ -225,7 +224,7 @@ def _supervise(
 
 
 def _print_header(ctx: StudyContext, workers: int) -> None:
-    planned = ", ".join(f"{n} {phase}" for phase, n in planned_trials(ctx.spec).items())
+    planned = ", ".join(f"{n} {phase}" for phase, n in ctx.plan.phases.items())
     print(
         f"study '{ctx.names.study}' (sweep '{ctx.spec.name}', {ctx.spec.mode}): {planned} trials planned; "
         f"{workers} worker(s)\n  Optuna storage: {ctx.storage_ref.display}\n"

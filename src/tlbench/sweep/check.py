@@ -16,7 +16,8 @@ from tlbench.sweep.cells import Cell, cell_overrides, cell_search, expand_cells,
 from tlbench.sweep.spec import SearchParam, SweepSpec, sweep_error
 
 
-def _low(param: SearchParam) -> str:
+def low_override(param: SearchParam) -> str:
+    """The parameter at the low end of its range (its first choice), as a Hydra override."""
     value = param.choices[0] if param.choices is not None else param.low
     if param.integer and value is not None:
         value = int(value)
@@ -54,7 +55,7 @@ def _explain(spec: SweepSpec, cell: Cell, params: list[SearchParam], error: Conf
     if isinstance(_compose(fixed), ConfigError):
         return sweep_error(spec.name, f"cell {cell.key} (with its 'where' overrides): {error}")
     for param in params:
-        result = _compose([*fixed, _low(param)])
+        result = _compose([*fixed, low_override(param)])
         if isinstance(result, ConfigError):
             return sweep_error(spec.name, f"search key '{param.path}': {result}")
     return sweep_error(spec.name, f"cell {cell.key}: {error}")
@@ -93,7 +94,7 @@ def check_against_config(spec: SweepSpec) -> RunConfig:
     for index, cell in enumerate(cells):
         params = cell_search(spec, cell)
         fixed = cell_overrides(spec, cell)
-        result = _compose([*fixed, *(_low(p) for p in params)])
+        result = _compose([*fixed, *(low_override(p) for p in params)])
         if isinstance(result, ConfigError):
             raise _explain(spec, cell, params, result)
         check_searched_keys(spec, cell, params, result)

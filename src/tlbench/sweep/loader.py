@@ -14,15 +14,21 @@ from tlbench.errors import ConfigError
 from tlbench.packaged import packaged_dir
 from tlbench.sweep.schema import typed_sweep
 from tlbench.sweep.spec import (
+    AUTO_SIZES,
     MODES,
     PRUNERS,
     SAMPLERS,
+    SIZE_FACTOR,
+    SIZE_WORDS,
     Budget,
+    BudgetCheck,
     PrunerSpec,
+    Race,
     SamplerSpec,
     SweepSpec,
     as_overrides,
     at_least,
+    format_value,
     parse_condition,
     parse_factors,
     parse_search,
@@ -92,6 +98,7 @@ def parse_sweep(data: Mapping[str, Any], *, name: str) -> SweepSpec:
         search_where=search_where,
         budget=_budget(name, raw["budget"], mode),
         final_seeds=_final_seeds(name, raw["final"]["seeds"]),
+        race=_race(name, raw["final"]["race"], raw["final"]["seeds"]),
         tune_seed=at_least(name, "tune_seed", raw["tune_seed"], 0),
         sampler=_sampler(name, raw["sampler"], mode),
         pruner=_pruner(name, raw["pruner"]),
@@ -107,7 +114,15 @@ def _budget(name: str, raw: Mapping[str, Any], mode: str) -> Budget:
             name, "budget.trials_per_cell", raw["trials_per_cell"], 1 if mode == "pareto" else 0
         ),
         max_retries=at_least(name, "budget.max_retries", raw["max_retries"], 0),
+        check=None if raw["check"] is None else _budget_check(name, raw["check"]),
     )
+
+
+def _budget_check(name: str, raw: Mapping[str, Any]) -> BudgetCheck:
+    size = raw["size"]
+    if isinstance(size, (list, dict)):
+        raise sweep_error(name, f"budget.check.size must be largest, smallest or a data size, got {size!r}")
+    return BudgetCheck(factor=at_least(name, "budget.check.factor", raw["factor"], 2), size=size)
 
 
 def _final_seeds(name: str, seeds: list[int]) -> tuple[int, ...]:
@@ -116,6 +131,19 @@ def _final_seeds(name: str, seeds: list[int]) -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise sweep_error(name, f"final.seeds lists a seed twice: {seeds}")
     return tuple(seeds)
+
+
+def _race(name: str, raw: Mapping[str, Any] | None, seeds: list[int]) -> Race | None:
+    if raw is None:
+        return None
+    if len(seeds) < 2:
+        raise sweep_error(
+            name, "final.race needs at least 2 final.seeds (a paired interval needs 2 seeds per arm)"
+        )
+    return Race(
+        cap=at_least(name, "final.race.cap", raw["cap"], len(seeds)),
+        round=at_least(name, "final.race.round", raw["round"], 1),
+    )
 
 
 def _sampler(name: str, raw: Mapping[str, Any], mode: str) -> SamplerSpec:
@@ -171,6 +199,12 @@ def _check_combinations(spec: SweepSpec) -> None:
             "budget.trials_per_cell: 0 (no tuning) needs final.seeds and nothing under search / search_where "
             "(the finals run each cell as configured)",
         )
+    _check_budget_check(spec)
+    if spec.race is not None and spec.factors and spec.factor_names == (SIZE_FACTOR,):
+        raise sweep_error(
+            spec.name, f"final.race races the arms of each data size, but {SIZE_FACTOR} is the only factor: "
+            "each size has one arm; remove final.race"
+        )  # fmt: skip
     if spec.mode == "pareto":
         if spec.final_seeds:
             raise sweep_error(name, "mode: pareto has no final phase: remove final.seeds")
@@ -182,6 +216,32 @@ def _check_combinations(spec: SweepSpec) -> None:
         raise sweep_error(name, "sampler nsgaii is multi-objective: use it with mode: pareto")
     if spec.sampler.name == "grid":
         _check_grid(spec)
+
+
+def _check_budget_check(spec: SweepSpec) -> None:
+    check = spec.budget.check
+    if check is None:
+        return
+    if not spec.has_finals or spec.budget.trials_per_cell == 0:
+        raise sweep_error(
+            spec.name,
+            "budget.check re-runs each arm's tuned configuration before its finals: it needs tuning "
+            "(budget.trials_per_cell >= 1) and final.seeds; remove budget.check otherwise",
+        )
+    sizes = dict(spec.factors).get(SIZE_FACTOR)
+    if check.size in SIZE_WORDS:
+        return
+    if (
+        sizes is None
+        or sizes == (AUTO_SIZES,)
+        or not any(format_value(v) == format_value(check.size) for v in sizes)
+    ):
+        known = ", ".join(format_value(v) for v in sizes or ()) if sizes != (AUTO_SIZES,) else ""
+        raise sweep_error(
+            spec.name,
+            f"budget.check.size must be largest, smallest{' or one of ' + known if known else ''} "
+            f"(the {SIZE_FACTOR} factor's values), got {check.size!r}",
+        )
 
 
 def _check_grid(spec: SweepSpec) -> None:

@@ -20,8 +20,11 @@ FAIL_KIND, FAIL_REASON = "fail_kind", "fail_reason"
 ROLE, CELL, SLOT, SEED, STRATEGY = "role", "cell", "slot", "seed", "strategy"
 TUNED_FROM, RUN_ID, STATUS = "tuned_from_trial", "mlflow_run_id", "status"
 
-# why a trial failed (FAIL_KIND): only "config" counts toward the budget
-COUNTED_KINDS = frozenset({"config"})
+# why a trial failed (FAIL_KIND): "config" (diverged, out of memory, an impossible setting) and
+# "collapsed" (trained, but its result is degenerate: at chance, or a loss that ended above its start)
+# are properties of the configuration and count toward the budget; neither is ever selected
+CONFIG, COLLAPSED = "config", "collapsed"
+COUNTED_KINDS = frozenset({CONFIG, COLLAPSED})
 RETRY_KINDS = frozenset({"error", "died"})  # bounded by max_retries
 # "interrupted", "over_budget", "duplicate": neither counted nor limited
 

@@ -50,14 +50,30 @@ class SearchTableSchema:
 
 
 @dataclass
+class BudgetCheckSchema:
+    factor: int = field(default=2, metadata=_words("an integer >= 2"))
+    size: Any = "largest"  # largest | smallest | a data size (checked by the loader)
+
+
+@dataclass
 class BudgetSchema:
     trials_per_cell: int = field(default=1, metadata=_words("an integer >= 0"))
     max_retries: int = field(default=2, metadata=_words("an integer >= 0"))
+    check: BudgetCheckSchema | None = field(
+        default=None, metadata=_words("a mapping like {factor: 2, size: largest}")
+    )
+
+
+@dataclass
+class RaceSchema:
+    cap: int = field(default=8, metadata=_words("an integer: the most seeds an arm gets"))
+    round: int = field(default=2, metadata=_words("an integer >= 1: seeds added per round"))
 
 
 @dataclass
 class FinalSchema:
     seeds: list[int] = field(default_factory=list, metadata=_words("a list of integers >= 0"))
+    race: RaceSchema | None = field(default=None, metadata=_words("a mapping like {cap: 8, round: 2}"))
 
 
 @dataclass
@@ -100,7 +116,8 @@ class SweepFileSchema:
         default_factory=BudgetSchema, metadata=_words("a mapping (trials_per_cell, max_retries, ...)")
     )
     final: FinalSchema = field(
-        default_factory=FinalSchema, metadata=_words("a mapping like {seeds: [1, 2, 3]}")
+        default_factory=FinalSchema,
+        metadata=_words("a mapping like {seeds: [1, 2, 3], race: {cap: 8, round: 2}}"),
     )
     tune_seed: int = field(default=0, metadata=_words("an integer >= 0"))
     sampler: SamplerSchema = field(

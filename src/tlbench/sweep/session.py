@@ -22,7 +22,7 @@ from tlbench.sweep.liveness import Heartbeat
 from tlbench.sweep.loader import spec_as_dict
 from tlbench.sweep.meta import StudyContext, open_study
 from tlbench.sweep.pareto import Pareto, ParetoPoint
-from tlbench.sweep.progress import ProgressInfo, planned_trials, progress_info, read_trials
+from tlbench.sweep.progress import ProgressInfo, progress_info, read_trials
 from tlbench.sweep.reaper import close_orphan_runs, reap
 from tlbench.sweep.spec import SweepSpec
 from tlbench.sweep.storage import StorageRef
@@ -77,9 +77,7 @@ def make_loop(ctx: StudyContext, *, offset: int = 0) -> Loop:
 
 def current_progress(ctx: StudyContext, *, started: float, workers: int) -> ProgressInfo:
     trials = read_trials(ctx.storage, ctx.spec, ctx.names)
-    return progress_info(
-        trials, planned_trials(ctx.spec), elapsed_s=time.monotonic() - started, workers=workers
-    )
+    return progress_info(trials, ctx.plan.phases, elapsed_s=time.monotonic() - started, workers=workers)
 
 
 def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -110,6 +108,8 @@ def close(ctx: StudyContext, *, interrupted: bool, started: float, workers: int)
         reap(ctx, loop.study_names)
         close_orphan_runs(ctx)
         complete = loop.complete()
+        if isinstance(loop, TuneThenFinal):
+            loop.publish_race()  # the race as it stands, also when interrupted
         ctx.beat("exited")  # before looking at the others: the last worker out always closes the run
         points: list[ParetoPoint] = []
         if complete:

@@ -17,6 +17,9 @@ from typing import Any
 from tlbench.errors import ConfigError
 
 MODES = ("tune_then_final", "pareto")
+SIZE_FACTOR = "data.n_per_class"  # the data size: what racing pairs arms within, what a check picks
+AUTO_SIZES = "auto"  # data.n_per_class: [auto]: sizes derived from the data at run time (photos.yaml)
+SIZE_WORDS = ("largest", "smallest")  # a data size named by its rank (null, i.e. all, is the largest)
 SAMPLERS = ("tpe", "random", "qmc", "grid", "nsgaii")
 PRUNERS = ("none", "successive_halving", "hyperband", "median")
 Scalar = str | int | float | bool | None
@@ -45,9 +48,28 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class BudgetCheck:
+    """``budget.check``: after tuning, re-run each arm's chosen configuration at one data size with
+    ``factor`` x its step budget on the tuning seed (validation only), to show it was trained enough."""
+
+    factor: int = 2
+    size: Scalar = "largest"  # largest | smallest | one of the data.n_per_class values
+
+
+@dataclass(frozen=True)
 class Budget:
     trials_per_cell: int = 1  # counted tuning trials per cell (equal for every cell: the fair protocol)
     max_retries: int = 2  # crashes (not divergence) redone per cell / final slot before giving up
+    check: BudgetCheck | None = None
+
+
+@dataclass(frozen=True)
+class Race:
+    """``final.race``: final seeds in rounds; after ``final.seeds`` (round 1), ``round`` more seeds per
+    round for the arms whose verdict is undecided, up to ``cap`` seeds per arm (:mod:`tlbench.sweep.race`)."""
+
+    cap: int = 8
+    round: int = 2
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,7 @@ class SweepSpec:
     search_where: tuple[tuple[Condition, tuple[SearchParam, ...]], ...] = ()
     budget: Budget = field(default_factory=Budget)
     final_seeds: tuple[int, ...] = ()
+    race: Race | None = None  # racing finals (None: every arm runs every final seed)
     tune_seed: int = 0
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
@@ -91,6 +114,24 @@ class SweepSpec:
     @property
     def has_finals(self) -> bool:
         return bool(self.final_seeds) and self.mode == "tune_then_final"
+
+
+def size_order(value: Scalar) -> float:
+    """Data sizes in increasing order; null (the whole training pool) is the largest."""
+    if value is None:
+        return float("inf")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"a data size must be a number or null, got {value!r}")
+    return float(value)
+
+
+def pick_size(which: Scalar, sizes: tuple[Scalar, ...]) -> Scalar:
+    """``largest`` / ``smallest`` of ``sizes``, or ``which`` itself (a size the loader checked)."""
+    if which == "largest":
+        return max(sizes, key=size_order)
+    if which == "smallest":
+        return min(sizes, key=size_order)
+    return which
 
 
 def sweep_error(name: str, message: str) -> ConfigError:

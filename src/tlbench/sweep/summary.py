@@ -16,6 +16,7 @@ class CellResult:
     cell: str
     counted: int  # tuning trials that count toward the budget
     budget: int  # the cell's tuning budget (0: not tuned, e.g. as_is)
+    collapsed: int  # tuning and final trials at chance: failed configurations, never selected
     best_trial: int | None
     best_val: float | None
     best_params: dict[str, object]
@@ -50,6 +51,11 @@ def cell_results(
                 cell=cell,
                 counted=sum(1 for t in trials if P.is_counted(t)),
                 budget=budgets[cell],
+                collapsed=sum(
+                    1
+                    for t in [*trials, *(f for f in final_trials if f.user_attrs.get(P.CELL) == cell)]
+                    if P.fail_kind(t) == P.COLLAPSED
+                ),
                 best_trial=best.number if best else None,
                 best_val=float(best.value) if best and best.value is not None else None,
                 best_params=dict(best.params) if best else {},
@@ -73,6 +79,8 @@ def format_results(results: Sequence[CellResult]) -> str:
             sd = f" ± {r.test_std:.4f}" if r.test_std is not None else ""
             test = f"{r.test_mean:.4f}{sd}, n={len(r.final_test)}"
         chosen = ", ".join(f"{k}={_fmt(v)}" for k, v in r.best_params.items())
+        if r.collapsed:
+            chosen += f"  ({r.collapsed} collapsed: failed, never selected)"
         tuned = f"{r.counted}/{r.budget:<3}" if r.budget else "—    "
         lines.append(f"{r.cell:<{width}}  {tuned}  {val:<12}  {test:<30}  {chosen}")
     return "\n".join(lines)

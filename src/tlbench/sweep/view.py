@@ -27,7 +27,12 @@ def render_line(info: ProgressInfo) -> str:
     for p in info.phases:
         extra = [
             f"{n} {label}"
-            for n, label in ((p.pruned, "pruned"), (p.failed, "failed"), (p.running, "running"))
+            for n, label in (
+                (p.pruned, "pruned"),
+                (p.failed - p.collapsed, "failed"),
+                (p.collapsed, "collapsed"),
+                (p.running, "running"),
+            )
             if n
         ]
         parts.append(
