@@ -9,6 +9,7 @@ import pytest
 from tlbench.commands.sweep import main as sweep_main
 from tlbench.errors import ConfigError
 from tlbench.sweep import protocol as P
+from tlbench.sweep.cells import expand_cells, tuning_budget, tuning_cell
 from tlbench.sweep.loader import parse_sweep
 from tlbench.sweep.plan import CellFacts, doubled_budget, plan_sweep
 from tlbench.tracking import names
@@ -41,6 +42,13 @@ CHECKED: dict[str, Any] = {
             "budget.check.factor must be an integer >= 2, got 'two'",
         ),
         ({"check": {}}, {}, "budget.check re-runs each arm's tuned configuration before its finals"),
+        ({"tune_at": "biggest"}, {"seeds": [1]}, "budget.tune_at must be largest, smallest or one of 4, 8"),
+        ({"tune_at": "largest"}, {}, "budget.tune_at carries one data size's tuning to the others' finals"),
+        (
+            {"tune_at": 4, "check": {"size": 8}},
+            {"seeds": [1]},
+            "budget.check.size (8) must be budget.tune_at (4)",
+        ),
     ],
 )
 def test_a_bad_budget_check_is_one_line_naming_the_key(
@@ -51,6 +59,22 @@ def test_a_bad_budget_check_is_one_line_naming_the_key(
     with pytest.raises(ConfigError) as info:
         parse_sweep(data, name="bad")
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_tune_at_tunes_one_size_and_carries_its_choice() -> None:
+    # only the cells at the tuning size are tuned; each other cell takes its counterpart's choice
+    data = {**CHECKED, "base": TINY_BASE, "budget": {"trials_per_cell": 3, "tune_at": "smallest"}}
+    spec = parse_sweep(data, name="t")
+    budgets = {c.key: (tuning_budget(spec, c), tuning_cell(spec, c).key) for c in expand_cells(spec)}
+    assert budgets == {
+        "data.n_per_class=4,strategy=linear_probe": (3, "data.n_per_class=4,strategy=linear_probe"),
+        "data.n_per_class=8,strategy=linear_probe": (0, "data.n_per_class=4,strategy=linear_probe"),
+        "data.n_per_class=4,strategy=partial": (3, "data.n_per_class=4,strategy=partial"),
+        "data.n_per_class=8,strategy=partial": (0, "data.n_per_class=4,strategy=partial"),
+    }
+    no_size = {**data, "factors": {"strategy": ["linear_probe", "partial"]}}
+    with pytest.raises(ConfigError, match=r"data\.n_per_class is not a factor of this sweep"):
+        parse_sweep(no_size, name="t")
 
 
 def test_the_check_covers_each_arm_that_trains_by_steps_at_one_size() -> None:
@@ -82,20 +106,46 @@ def test_doubled_budget(
     min_steps: int | None, epochs: int, params: dict[str, Any], expected: list[str]
 ) -> None:
     # the budget the check multiplies is whatever bounds the fit, searched or fixed
-    facts = CellFacts("partial", True, min_steps, epochs, ("b", "32", 32, "partial", 6))
+    facts = CellFacts(
+        strategy="partial",
+        trains_by_steps=True,
+        min_steps=min_steps,
+        epochs=epochs,
+        graph=("b", "32", 32, "partial", 6),
+    )
     assert doubled_budget(facts, params, 2) == expected
 
 
 def test_budget_checks_run_after_tuning_and_record_the_checked_run(
     write_sweep: SweepWriter, reader: Any
 ) -> None:
-    # each checked arm: one run on the tuning seed with twice the epochs, tagged and linked to its base run
+    # tuned at the largest size only (budget.tune_at), whose choice the other size's finals run; the
+    # checked arm: one run on the tuning seed with twice the epochs, tagged and linked to its base run
     # (linear probes trained by SGD on cached features: the cheapest arms with a step budget)
-    sweep = {**CHECKED, "factors": {"data.n_per_class": [4, 8]}, "where": {}}
+    budget = {"trials_per_cell": 2, "tune_at": "largest", "check": {"factor": 2}}
+    sweep = {**CHECKED, "factors": {"data.n_per_class": [4, 8]}, "where": {}, "budget": budget}
     assert sweep_main(["--sweep", str(write_sweep("checked", **sweep))]) == 0
     study = reader("checked")
+    assert study.trials("data.n_per_class=4") == [] and len(study.trials("data.n_per_class=8")) == 2
+    best8 = P.best_trial(study.trials("data.n_per_class=8"))
+    assert best8 is not None
+    finals = study.children(names.FINAL)
+    assert sorted(r.data.tags[names.CELL] for r in finals) == ["data.n_per_class=4", "data.n_per_class=8"]
+    for run in finals:  # both sizes run the configuration chosen at 8
+        assert float(run.data.params["lr"]) == pytest.approx(best8.params["optimizer.lr"])
+        assert run.data.tags[names.TUNED_FROM] == str(best8.number)
+        carried = run.data.tags[names.CELL] == "data.n_per_class=4"
+        assert run.data.tags.get(names.TUNED_IN) == ("data.n_per_class=8" if carried else None)
     checks = study.trials("budget_check")
     assert [t.user_attrs[P.CELL] for t in checks] == ["data.n_per_class=8"]
+    names_ = sorted(r.info.run_name for r in study.children())
+    assert names_ == [
+        "check linear_probe n=8 x2",
+        "linear_probe n=4 seed=1",
+        "linear_probe n=8 seed=1",
+        "tune linear_probe n=8 #0",
+        "tune linear_probe n=8 #1",
+    ]
     runs = {r.data.tags[names.CELL]: r for r in study.children(names.BUDGET_CHECK)}
     tune_runs = {r.info.run_id: r for r in study.children(names.TUNE)}
     for cell, run in runs.items():

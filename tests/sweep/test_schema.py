@@ -82,6 +82,7 @@ def test_the_schema_fills_defaults_and_keeps_values_as_written() -> None:
         "trials_per_cell": 1,
         "max_retries": 2,
         "check": None,
+        "tune_at": None,
     }
     assert typed["base"] == ["data.root=${oc.env:HOME}"]
     assert typed["search"]["model.width"]["step"] == 2 and isinstance(

@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 from tlbench.errors import ConfigError
-from tlbench.sweep.cells import cell_overrides, cell_search, expand_cells, tuning_budget
+from tlbench.sweep.cells import Cell, cell_overrides, cell_search, expand_cells, tuning_budget
 from tlbench.sweep.check import check_against_config
 from tlbench.sweep.loader import load_sweep, parse_sweep, sweeps_dir
 from tlbench.sweep.overrides import has_auto_sizes, with_photo_folder, with_sizes
+from tlbench.sweep.plan import CellFacts, run_label, run_name
 
 from .conftest import TINY_BASE
 
@@ -182,3 +183,32 @@ def test_a_cell_with_nothing_to_search_is_not_tuned() -> None:
     assert budgets["data.n_per_class=5,strategy=partial"] == 2
     grid = parse_sweep({**data, "final": {}, "budget": {"trials_per_cell": 1}}, name="grid")
     assert all(tuning_budget(grid, c) == 1 for c in expand_cells(grid))
+
+
+@pytest.mark.parametrize(
+    ("cell", "role", "kwargs", "name"),
+    [
+        ((("strategy", "lp_ft"), ("data.n_per_class", 5)), "tune", {"number": 3}, "tune lp_ft n=5 #3"),
+        (
+            (("strategy", "lp_ft"), ("data.n_per_class", None)),
+            "final",
+            {"number": 9, "seed": 2},
+            "lp_ft n=all seed=2",
+        ),
+        (
+            (("backbone", "efficientnet_lite1"), ("strategy", "full_finetune")),
+            "budget_check",
+            {"number": 0, "factor": 2},
+            "check full_finetune n=20 efficientnet_lite1 x2",
+        ),
+        ((("strategy.freeze_depth", 4),), "final", {"number": 1, "seed": 1}, "partial n=20 k=4 seed=1"),
+    ],
+)
+def test_run_names_are_readable(cell: Any, role: str, kwargs: dict[str, Any], name: str) -> None:
+    # strategy, data size ("all" for the whole pool), other factors briefly, then the role's own part
+    values = dict(cell)
+    facts = CellFacts(
+        strategy=str(values.get("strategy", "partial")), trains_by_steps=True, min_steps=None, epochs=1,
+        graph=("b", "32", 32, "x", None), n_per_class=values.get("data.n_per_class", 20),
+    )  # fmt: skip
+    assert run_name(role, run_label(facts, Cell(cell)), **kwargs) == name

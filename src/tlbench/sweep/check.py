@@ -116,13 +116,7 @@ def check_against_config(spec: SweepSpec) -> RunConfig:
 def smallest_class(spec: SweepSpec) -> tuple[int, str]:
     """Training images in the smallest class of the sweep's dataset (base + command-line overrides),
     and where that dataset is: what ``data.n_per_class: [auto]`` derives its sizes from."""
-    from tlbench.data import load_splits  # decoding happens here once; trials reuse the decoded pool
-    from tlbench.training.prepare import resolve_defaults
+    from tlbench.sweep.estimate import data_counts  # decodes the data: only when asked
 
-    try:
-        cfg = resolve_defaults(load_config([*spec.base, *spec.overrides, "data.n_per_class=null"]))
-    except ConfigError as exc:
-        raise sweep_error(spec.name, f"base and command-line overrides: {exc}") from None
-    splits = load_splits(cfg.data, seed=spec.tune_seed)
-    counts = splits.train.labels.bincount(minlength=splits.num_classes)
-    return int(counts.min()), cfg.data.root or cfg.data.name.value
+    counts = data_counts(spec)
+    return min(counts.pool_per_class), counts.where

@@ -115,6 +115,7 @@ def _budget(name: str, raw: Mapping[str, Any], mode: str) -> Budget:
         ),
         max_retries=at_least(name, "budget.max_retries", raw["max_retries"], 0),
         check=None if raw["check"] is None else _budget_check(name, raw["check"]),
+        tune_at=raw["tune_at"],
     )
 
 
@@ -200,6 +201,7 @@ def _check_combinations(spec: SweepSpec) -> None:
             "(the finals run each cell as configured)",
         )
     _check_budget_check(spec)
+    _check_tune_at(spec)
     if spec.race is not None and spec.factors and spec.factor_names == (SIZE_FACTOR,):
         raise sweep_error(
             spec.name, f"final.race races the arms of each data size, but {SIZE_FACTOR} is the only factor: "
@@ -218,6 +220,49 @@ def _check_combinations(spec: SweepSpec) -> None:
         _check_grid(spec)
 
 
+def _check_size(spec: SweepSpec, key: str, value: Any) -> None:
+    """``value`` names one of the data sizes: largest, smallest, or one of the factor's values."""
+    sizes = dict(spec.factors).get(SIZE_FACTOR)
+    if sizes is None:
+        raise sweep_error(
+            spec.name, f"{key} names a data size, but {SIZE_FACTOR} is not a factor of this sweep"
+        )
+    if isinstance(value, str) and value in SIZE_WORDS:
+        return
+    concrete = sizes != (AUTO_SIZES,)
+    if (
+        concrete
+        and not isinstance(value, (list, dict))
+        and any(format_value(v) == format_value(value) for v in sizes)
+    ):
+        return
+    known = f" or one of {', '.join(format_value(v) for v in sizes)}" if concrete else ""
+    raise sweep_error(
+        spec.name,
+        f"{key} must be largest, smallest{known} (the {SIZE_FACTOR} factor's values), got {value!r}",
+    )
+
+
+def _check_tune_at(spec: SweepSpec) -> None:
+    tune_at = spec.budget.tune_at
+    if tune_at is None:
+        return
+    if spec.mode != "tune_then_final" or not spec.has_finals or spec.budget.trials_per_cell == 0:
+        raise sweep_error(
+            spec.name,
+            "budget.tune_at carries one data size's tuning to the others' finals: it needs tuning "
+            "(budget.trials_per_cell >= 1) and final.seeds",
+        )
+    _check_size(spec, "budget.tune_at", tune_at)
+    check = spec.budget.check
+    if check is not None and format_value(check.size) != format_value(tune_at):
+        raise sweep_error(
+            spec.name,
+            f"budget.check.size ({check.size}) must be budget.tune_at ({tune_at}): only the tuned size "
+            "has tuning runs to check",
+        )
+
+
 def _check_budget_check(spec: SweepSpec) -> None:
     check = spec.budget.check
     if check is None:
@@ -228,19 +273,12 @@ def _check_budget_check(spec: SweepSpec) -> None:
             "budget.check re-runs each arm's tuned configuration before its finals: it needs tuning "
             "(budget.trials_per_cell >= 1) and final.seeds; remove budget.check otherwise",
         )
-    sizes = dict(spec.factors).get(SIZE_FACTOR)
-    if check.size in SIZE_WORDS:
-        return
-    if (
-        sizes is None
-        or sizes == (AUTO_SIZES,)
-        or not any(format_value(v) == format_value(check.size) for v in sizes)
-    ):
-        known = ", ".join(format_value(v) for v in sizes or ()) if sizes != (AUTO_SIZES,) else ""
+    if dict(spec.factors).get(SIZE_FACTOR) is not None:
+        _check_size(spec, "budget.check.size", check.size)
+    elif check.size not in SIZE_WORDS:
         raise sweep_error(
             spec.name,
-            f"budget.check.size must be largest, smallest{' or one of ' + known if known else ''} "
-            f"(the {SIZE_FACTOR} factor's values), got {check.size!r}",
+            f"budget.check.size must be largest or smallest (the one data size), got {check.size!r}",
         )
 
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
 from tlbench.sweep import protocol as P
-from tlbench.sweep.cells import cell_by_key, cell_from_params, cell_overrides, cell_search, expand_cells
+from tlbench.sweep.cells import Cell, cell_by_key, cell_from_params, cell_overrides, cell_search, expand_cells
 from tlbench.sweep.liveness import WORKER_ATTR
 from tlbench.sweep.meta import StudyContext
+from tlbench.sweep.plan import PLANNED_TRIALS, planned_on_graph, run_label, run_name
 from tlbench.sweep.pruning import MONITOR
 from tlbench.sweep.reaper import reap
 from tlbench.sweep.samplers import make_sampler
@@ -44,8 +46,9 @@ class ParetoPoint:
 
 
 class Pareto:
-    def __init__(self, ctx: StudyContext, *, poll_s: float = 2.0) -> None:
+    def __init__(self, ctx: StudyContext, *, workers: int = 1, poll_s: float = 2.0) -> None:
         self.ctx = ctx
+        self.workers = workers
         self.spec = ctx.spec
         self.poll_s = poll_s
         self.name = ctx.names.pareto
@@ -115,14 +118,29 @@ class Pareto:
         cell = cell_from_params(self.spec, suggest_factors(trial, self.spec))  # the enqueued factor values
         values = suggest(trial, cell_search(self.spec, cell))
         overrides = [
+            self.graph_hint(cell),  # first: a trainer.planned_trials of the sweep's own wins
             *cell_overrides(self.spec, cell),
             *param_overrides(values),
             f"seed={self.spec.tune_seed}",
         ]
+        label = run_label(self.ctx.plan.facts[cell.key], cell)
         plan = TrialPlan(
-            role="tune", optuna_study=self.name, cell=cell, overrides=tuple(overrides), objectives=OBJECTIVES
+            role="tune",
+            optuna_study=self.name,
+            cell=cell,
+            overrides=tuple(overrides),
+            objectives=OBJECTIVES,
+            run_name=run_name("tune", label, number=trial.number),
         )
         run_trial(self.ctx, trial, plan)
+
+    def graph_hint(self, cell: Cell) -> str:
+        """``trainer.planned_trials``: the trials this worker will still run on this cell's graph."""
+        done = Counter(str(t.user_attrs.get(P.CELL)) for t in self._trials() if P.is_counted(t))
+        due = dict.fromkeys((c.key for c in self.cells), self.spec.budget.trials_per_cell)
+        graph = self.ctx.plan.facts[cell.key].graph
+        planned = planned_on_graph(self.ctx.plan, graph, due=due, done=done, workers=self.workers)
+        return f"{PLANNED_TRIALS}={planned}"
 
     def pareto_set(self) -> list[ParetoPoint]:
         study = self.ctx.study(self.name)

@@ -9,6 +9,7 @@ worker derives the same one from the same definition.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from tlbench.strategies import ignored_keys
 from tlbench.sweep.cells import Cell, cell_overrides, cell_search, expand_cells, tuning_budget
 from tlbench.sweep.check import low_override
 from tlbench.sweep.progress import planned_trials
-from tlbench.sweep.spec import SIZE_FACTOR, SweepSpec, pick_size
+from tlbench.sweep.spec import SIZE_FACTOR, SweepSpec, format_value, pick_size
 
 Graph = tuple[str, str, int, str, int | None]  # backbone, resolution, batch size, strategy, freeze depth
 
@@ -31,16 +32,25 @@ class CellFacts:
     min_steps: int | None
     epochs: int
     graph: Graph
+    probe_first: bool = False  # a linear probe (or lp_ft's) is fitted on extracted features first
+    batch_size: int = 32
+    val_checks: int | None = None
+    n_per_class: int | None = None  # None: all of the training pool
 
     @classmethod
     def of(cls, cfg: RunConfig) -> CellFacts:
         strategy = cfg.strategy.name.value
-        ignored = ignored_keys(strategy, probe_solver=cfg.strategy.probe.solver.value)
+        solver = cfg.strategy.probe.solver.value
+        ignored = ignored_keys(strategy, probe_solver=solver)
         return cls(
             strategy=strategy,
             trains_by_steps="optimizer." not in ignored,  # no optimizer: nothing trains by steps
             min_steps=cfg.trainer.min_steps,
             epochs=cfg.trainer.epochs,
+            probe_first="strategy.probe." not in ignored and solver == "lbfgs",
+            batch_size=cfg.trainer.batch_size,
+            val_checks=cfg.trainer.val_checks,
+            n_per_class=cfg.data.n_per_class,
             graph=(
                 cfg.backbone.name,
                 str(cfg.data.resolution or "pretrained"),
@@ -111,3 +121,49 @@ def doubled_budget(facts: CellFacts, params: Mapping[str, object], factor: int) 
     if steps:
         out.append(f"trainer.min_steps={int(steps) * factor}")  # type: ignore[call-overload]
     return out
+
+
+PLANNED_TRIALS = "trainer.planned_trials"
+
+
+def planned_on_graph(
+    plan: SweepPlan, graph: Graph, *, due: Mapping[str, int], done: Mapping[str, int], workers: int
+) -> int:
+    """How many trials one worker will still run on ``graph`` (this one included): the trials due
+    minus done over every cell that trains that graph, shared by the workers (``trainer.planned_trials``,
+    from which ``trainer.compile=auto`` decides whether a compile pays for itself)."""
+    left = sum(
+        max(0, due.get(key, 0) - done.get(key, 0))
+        for key, facts in plan.facts.items()
+        if facts.graph == graph
+    )
+    return max(1, math.ceil(left / max(1, workers)))
+
+
+SHORT_FACTORS = {"strategy.freeze_depth": "k"}  # run names: a short name where one is customary
+
+
+def run_label(facts: CellFacts, cell: Cell) -> str:
+    """``lp_ft n=5`` plus the cell's other factors, briefly (``full_finetune n=all efficientnet_lite1``)."""
+    n = "all" if facts.n_per_class is None else str(facts.n_per_class)
+    parts = [facts.strategy, f"n={n}"]
+    for path, value in cell.values:
+        if path in ("strategy", SIZE_FACTOR):
+            continue
+        if isinstance(value, str):
+            parts.append(value)
+        else:
+            parts.append(f"{SHORT_FACTORS.get(path, path.rsplit('.', 1)[-1])}={format_value(value)}")
+    return " ".join(parts)
+
+
+def run_name(
+    role: str, label: str, *, number: int, seed: int | None = None, factor: int | None = None
+) -> str:
+    """Readable and unique within a study: ``tune lp_ft n=5 #3``, ``lp_ft n=5 seed=2``,
+    ``check lp_ft n=5 x2`` (a budget check)."""
+    if role == "final":
+        return f"{label} seed={seed}"
+    if role == "budget_check":
+        return f"check {label} x{factor}"
+    return f"{role} {label} #{number}"

@@ -71,9 +71,12 @@ def trial_seconds(trial: FrozenTrial) -> float | None:
 def phase_counts(name: str, planned: int, trials: Sequence[FrozenTrial]) -> PhaseCounts:
     ran = [t for t in trials if P.fail_kind(t) not in NOT_RUN]
     durations = [d for t in ran if P.is_counted(t) and (d := trial_seconds(t)) is not None]
+    waiting = sum(1 for t in ran if t.state == TrialState.WAITING)
     return PhaseCounts(
         name=name,
-        planned=planned,
+        planned=max(
+            planned, sum(1 for t in ran if P.is_counted(t) or t.state == TrialState.RUNNING) + waiting
+        ),
         complete=sum(1 for t in ran if t.state == TrialState.COMPLETE),
         pruned=sum(1 for t in ran if t.state == TrialState.PRUNED),
         failed=sum(1 for t in ran if t.state == TrialState.FAIL and P.is_counted(t)),

@@ -62,6 +62,7 @@ class BudgetSchema:
     check: BudgetCheckSchema | None = field(
         default=None, metadata=_words("a mapping like {factor: 2, size: largest}")
     )
+    tune_at: Any = None  # largest | smallest | a data size (checked by the loader)
 
 
 @dataclass

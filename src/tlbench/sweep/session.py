@@ -71,8 +71,10 @@ def open_for_command(
     return ctx
 
 
-def make_loop(ctx: StudyContext, *, offset: int = 0) -> Loop:
-    return Pareto(ctx) if ctx.spec.mode == "pareto" else TuneThenFinal(ctx, offset=offset)
+def make_loop(ctx: StudyContext, *, offset: int = 0, workers: int = 1) -> Loop:
+    if ctx.spec.mode == "pareto":
+        return Pareto(ctx, workers=workers)
+    return TuneThenFinal(ctx, offset=offset, workers=workers)
 
 
 def current_progress(ctx: StudyContext, *, started: float, workers: int) -> ProgressInfo:
@@ -84,10 +86,10 @@ def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def work(ctx: StudyContext, *, offset: int = 0, stop_when: Any = None) -> bool:
+def work(ctx: StudyContext, *, offset: int = 0, workers: int = 1, stop_when: Any = None) -> bool:
     """Run the worker loop here until the study has no work left; returns True if interrupted."""
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)  # `kill` stops cleanly too
-    loop = make_loop(ctx, offset=offset)
+    loop = make_loop(ctx, offset=offset, workers=workers)
     gc.collect()
     gc.freeze()  # the long-lived imports and clients: the per-trial collection then skips them
     try:

@@ -61,6 +61,9 @@ class Budget:
     trials_per_cell: int = 1  # counted tuning trials per cell (equal for every cell: the fair protocol)
     max_retries: int = 2  # crashes (not divergence) redone per cell / final slot before giving up
     check: BudgetCheck | None = None
+    # tune only the cells of this data size (largest | smallest | a size); the others run the choice
+    # of their counterpart there (same other factors). None: every cell is tuned.
+    tune_at: Scalar = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ class CellResult:
     best_val: float | None
     best_params: dict[str, object]
     final_test: tuple[float, ...]  # test/acc of the final runs (the reported numbers)
+    tuned_in: str | None = None  # budget.tune_at: the cell whose tuning chose this configuration
 
     @property
     def test_mean(self) -> float | None:
@@ -36,11 +37,14 @@ def cell_results(
     final_trials: Sequence[FrozenTrial],
     *,
     budgets: Mapping[str, int],
+    sources: Mapping[str, str] | None = None,
 ) -> list[CellResult]:
-    """``tune_trials``: cell key -> the trials of its study; ``budgets``: cell key -> its tuning budget."""
+    """``tune_trials``: cell key -> the trials of its study; ``budgets``: cell key -> its tuning budget;
+    ``sources``: cell key -> the cell whose tuning chose its configuration (``budget.tune_at``)."""
     results = []
     for cell, trials in tune_trials.items():
-        best = P.best_trial(trials)
+        source = (sources or {}).get(cell, cell)
+        best = P.best_trial(tune_trials.get(source, trials))
         finals = [
             float(t.user_attrs["test_acc"])
             for t in final_trials
@@ -60,6 +64,7 @@ def cell_results(
                 best_val=float(best.value) if best and best.value is not None else None,
                 best_params=dict(best.params) if best else {},
                 final_test=tuple(finals),
+                tuned_in=source if source != cell else None,
             )
         )
     return results
@@ -79,6 +84,8 @@ def format_results(results: Sequence[CellResult]) -> str:
             sd = f" ± {r.test_std:.4f}" if r.test_std is not None else ""
             test = f"{r.test_mean:.4f}{sd}, n={len(r.final_test)}"
         chosen = ", ".join(f"{k}={_fmt(v)}" for k, v in r.best_params.items())
+        if r.tuned_in:
+            chosen += f"  (tuned at {r.tuned_in})"
         if r.collapsed:
             chosen += f"  ({r.collapsed} collapsed: failed, never selected)"
         tuned = f"{r.counted}/{r.budget:<3}" if r.budget else "—    "

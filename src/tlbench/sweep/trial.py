@@ -48,6 +48,7 @@ class TrialPlan:
     extra_tags: dict[str, str] = field(default_factory=dict)
     extra_metrics: dict[str, float] = field(default_factory=dict)  # logged to the trial's run after it ends
     objectives: tuple[str, ...] = (MONITOR,)  # pareto: (val/acc, cost/device_hours)
+    run_name: str = ""  # the child run's name (plan.run_name); default: role:cell#number
 
 
 def close_unrun(trial: optuna.Trial, kind: str, reason: str) -> None:
@@ -63,7 +64,7 @@ def _wire(cfg: RunConfig, ctx: StudyContext, plan: TrialPlan, number: int) -> Ru
         experiment=ctx.names.study,
         tracking_uri=ctx.runs.tracking_uri,
         parent_run_id=ctx.parent_run_id,
-        run_name=f"{plan.role}:{plan.cell.key}#{number}",
+        run_name=plan.run_name or f"{plan.role}:{plan.cell.key}#{number}",
     )
     return replace(cfg, tracking=tracking, tags={**cfg.tags, **trial_tags(ctx, plan, number)})
 
@@ -167,7 +168,7 @@ def _fail(
     if record and kind != "interrupted" and not ctx.runs.children_of_trial(plan.optuna_study, trial.number):
         tags: dict[str, Any] = {**trial_tags(ctx, plan, trial.number), "status": status}
         run_id = ctx.runs.record_unrun_trial(
-            run_name=f"{plan.role}:{plan.cell.key}#{trial.number}",
+            run_name=plan.run_name or f"{plan.role}:{plan.cell.key}#{trial.number}",
             parent_run_id=ctx.parent_run_id,
             tags=tags,
             params={"overrides": " ".join(plan.overrides)},

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,10 +24,18 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from tlbench.sweep import protocol as P
-from tlbench.sweep.cells import Cell, cell_by_key, cell_overrides, cell_search, override, tuning_budget
+from tlbench.sweep.cells import (
+    Cell,
+    cell_by_key,
+    cell_overrides,
+    cell_search,
+    override,
+    tuning_budget,
+    tuning_cell,
+)
 from tlbench.sweep.liveness import WORKER_ATTR
 from tlbench.sweep.meta import StudyContext
-from tlbench.sweep.plan import doubled_budget
+from tlbench.sweep.plan import PLANNED_TRIALS, doubled_budget, planned_on_graph, run_label, run_name
 from tlbench.sweep.race import Arm, ArmRace, Outcome, race_document, race_seeds, run_race
 from tlbench.sweep.reaper import reap
 from tlbench.sweep.samplers import make_pruner, make_sampler
@@ -131,8 +140,9 @@ def slots_done(trials: Sequence[FrozenTrial], slots: Sequence[P.Slot], *, max_re
 
 
 class TuneThenFinal:
-    def __init__(self, ctx: StudyContext, *, offset: int = 0, poll_s: float = 2.0) -> None:
+    def __init__(self, ctx: StudyContext, *, offset: int = 0, workers: int = 1, poll_s: float = 2.0) -> None:
         self.ctx = ctx
+        self.workers = workers
         self.spec = ctx.spec
         self.cells = list(ctx.plan.cells)
         shift = offset % len(self.cells)  # workers start on different cells: fewer lost claims
@@ -195,6 +205,34 @@ class TuneThenFinal:
             for t in self.ctx.study(name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         )
 
+    def label(self, cell: Cell) -> str:
+        return run_label(self.ctx.plan.facts[cell.key], cell)
+
+    def graph_hint(self, cell: Cell) -> str:
+        """``trainer.planned_trials``: the trials this worker will still run on this cell's graph."""
+        plan = self.ctx.plan
+        graph = plan.facts[cell.key].graph
+        same = [c for c in self.cells if plan.facts[c.key].graph == graph]
+        checked = {c.key for c in plan.check_cells}
+        finals = self._trials(self.ctx.names.final) if self.spec.has_finals else []
+        checks = self._trials(self.ctx.names.budget_check) if checked else []
+        due_finals = (
+            Counter(run.cell_key for run in self.final_slots()) if self.spec.has_finals else Counter()
+        )
+        due, done = {}, {}
+        for c in same:
+            first_round = len(self.spec.final_seeds) if self.spec.has_finals else 0
+            due[c.key] = (
+                tuning_budget(self.spec, c) + (c.key in checked) + max(due_finals[c.key], first_round)
+            )
+            done[c.key] = sum(
+                1
+                for t in [*self._trials(self.ctx.names.cell(c.key)), *finals, *checks]
+                if P.is_counted(t) and t.user_attrs.get(P.CELL) == c.key
+            )
+        planned = planned_on_graph(plan, graph, due=due, done=done, workers=self.workers)
+        return f"{PLANNED_TRIALS}={planned}"
+
     def tune_one(self, cell: Cell) -> None:
         name = self.ctx.names.cell(cell.key)
         study = self.ctx.study(name)
@@ -211,6 +249,7 @@ class TuneThenFinal:
             trial.set_user_attr(key, value)
         values = suggest(trial, params)
         overrides = [
+            self.graph_hint(cell),  # first: a trainer.planned_trials of the sweep's own wins
             *cell_overrides(self.spec, cell),
             *param_overrides(values),
             f"seed={self.spec.tune_seed}",
@@ -221,6 +260,7 @@ class TuneThenFinal:
             cell=cell,
             overrides=tuple(overrides),
             prune=self.spec.pruner.name != "none",
+            run_name=run_name(names.TUNE, self.label(cell), number=trial.number),
         )
         run_trial(self.ctx, trial, plan)
 
@@ -246,12 +286,13 @@ class TuneThenFinal:
 
     def chosen(self, cell: Cell) -> tuple[int, dict[str, Any]] | None:
         """(tuned-from trial, params) of a cell whose tuning is done; None while it is not, or if it
-        chose nothing (every trial failed)."""
-        if not self.cell_status(cell).done:
+        chose nothing (every trial failed). With ``budget.tune_at`` the tuning is its counterpart's."""
+        source = tuning_cell(self.spec, cell)
+        if not self.cell_status(source).done:
             return None
-        if tuning_budget(self.spec, cell) == 0:  # not tuned: the finals run the cell as configured
+        if tuning_budget(self.spec, source) == 0:  # not tuned: the finals run the cell as configured
             return P.UNTUNED, {}
-        best = self.best(cell)
+        best = self.best(source)
         return None if best is None else (best.number, dict(best.params))
 
     def final_slots(self) -> list[FinalRun]:
@@ -278,7 +319,7 @@ class TuneThenFinal:
         for size, cells in groups.items():
             chosen = {cell.key: self.chosen(cell) for cell in cells}
             arms = [self._arm(cell, size) for cell in cells if chosen[cell.key] is not None]
-            tuning = [c for c in cells if not self.cell_status(c).done]
+            tuning = [c for c in cells if not self.cell_status(tuning_cell(self.spec, c)).done]
             if tuning:  # some arm is still being tuned: round 1 for the others, no decision yet
                 state = [ArmRace(arm, seeds=list(rounds[0])) for arm in arms]
                 reached = 1
@@ -352,16 +393,26 @@ class TuneThenFinal:
         cell = cell_by_key(self.cells)[str(trial.user_attrs[P.CELL])]
         values = suggest(trial, cell_search(self.spec, cell))  # the enqueued (tuned) values
         seed = int(trial.user_attrs[P.SEED])
-        overrides = [*cell_overrides(self.spec, cell), *param_overrides(values), override("seed", seed)]
+        overrides = [
+            self.graph_hint(cell),
+            *cell_overrides(self.spec, cell),
+            *param_overrides(values),
+            override("seed", seed),
+        ]
+        tags = {
+            P.TUNED_FROM: str(trial.user_attrs[P.TUNED_FROM]),
+            names.RACE_ROUND: str(trial.user_attrs.get(RACE_ROUND_ATTR, 1)),
+        }
+        source = tuning_cell(self.spec, cell)
+        if source != cell:  # budget.tune_at: the configuration was chosen at another data size
+            tags[names.TUNED_IN] = source.key
         plan = TrialPlan(
             role=names.FINAL,
             optuna_study=name,
             cell=cell,
             overrides=tuple(overrides),
-            extra_tags={
-                P.TUNED_FROM: str(trial.user_attrs[P.TUNED_FROM]),
-                names.RACE_ROUND: str(trial.user_attrs.get(RACE_ROUND_ATTR, 1)),
-            },
+            extra_tags=tags,
+            run_name=run_name(names.FINAL, self.label(cell), number=trial.number, seed=seed),
         )
         run_trial(self.ctx, trial, plan)
 
@@ -377,6 +428,7 @@ class TuneThenFinal:
         values = suggest(trial, cell_search(self.spec, cell))
         budget = doubled_budget(self.ctx.plan.facts[cell.key], values, check.factor)
         overrides = [
+            self.graph_hint(cell),
             *cell_overrides(self.spec, cell),
             *param_overrides(values),
             *budget,
@@ -394,6 +446,7 @@ class TuneThenFinal:
                 names.BASE_RUN_ID: base_run,
             },
             extra_metrics={names.BASE_VAL_ACC: float(trial.user_attrs[BASE_VAL_ATTR])},
+            run_name=run_name(names.BUDGET_CHECK, self.label(cell), number=trial.number, factor=check.factor),
         )
         run_trial(self.ctx, trial, plan)
 
