@@ -30,7 +30,8 @@ def _run(uri: str, run_id: str) -> Any:
 
 def test_end_to_end_trial_is_tracked_per_contract(mlflow_uri: str) -> None:
     # a full fine-tune on synthetic data logs the contract's params, metrics, tags and the config
-    result = train(load_config([*QUICK, "strategy=full_finetune", "data.n_per_class=20"]))
+    # (trained long enough to beat chance: a trial at chance would end as failed: collapsed)
+    result = train(load_config([*QUICK, "strategy=full_finetune", "data.n_per_class=20", "trainer.epochs=6"]))
     assert result.status == "completed" and result.run_id
     run = _run(mlflow_uri, result.run_id)
     assert set(run.data.params) >= CONTRACT_PARAMS
@@ -40,12 +41,19 @@ def test_end_to_end_trial_is_tracked_per_contract(mlflow_uri: str) -> None:
     assert run.info.status == "FINISHED"
     assert run.data.params["n_per_class"] == "20" and run.data.params["strategy"] == "full_finetune"
     m = run.data.metrics
-    assert m["cost/device_hours"] == pytest.approx(m["cost/fit_seconds"] / 3600)
+    # on a CPU: process CPU seconds / torch threads (the rule is stated in a tag); the wall clock apart
+    threads = int(run.data.tags["threads"])
+    assert m["cost/device_hours"] == pytest.approx(m["cost/fit_cpu_seconds"] / threads / 3600)
+    assert (
+        run.data.tags["device_hours_rule"]
+        == f"cpu: process CPU seconds of the fit / {threads} torch thread(s) / 3600"
+    )
+    assert m["cost/fit_seconds"] > 0 and run.data.tags["threads_reason"]
     assert m["cost/train_flops"] > 0 and m["params/trainable"] == m["params/total"]
     assert 0.0 <= m["test/acc"] <= 1.0
     # the per-epoch curve is logged with steps
     history = MlflowClient(mlflow_uri).get_metric_history(result.run_id, "val/acc")
-    assert [h.step for h in history] == [1, 2]
+    assert [h.step for h in history] == [1, 2, 3, 4, 5, 6]
     artifacts = [a.path for a in MlflowClient(mlflow_uri).list_artifacts(result.run_id)]
     assert "config.yaml" in artifacts
 
@@ -110,7 +118,8 @@ def test_pruned_trial_keeps_its_cost(mlflow_uri: str) -> None:
     )
     assert result.status == "pruned"
     run = _run(mlflow_uri, result.run_id or "")
-    assert run.data.tags["status"] == "pruned" and run.info.status == "KILLED"
+    # pruned is a normal end under the protocol: FINISHED in MLflow, told apart by its status tag
+    assert run.data.tags["status"] == "pruned" and run.info.status == "FINISHED"
     assert run.data.metrics["cost/train_flops"] > 0
     assert "test/acc" not in run.data.metrics
 
@@ -130,3 +139,33 @@ def test_unreachable_tracking_server_fails_before_training() -> None:
     with pytest.raises(TrackingError, match="not usable"):
         train(cfg)
     assert time.perf_counter() - start < 60  # a quick probe, not minutes of client retries
+
+
+class _Interrupt(Callback):
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        raise KeyboardInterrupt
+
+
+def test_interrupted_trial_is_killed_and_reraised(mlflow_uri: str) -> None:
+    # Ctrl-C: the run ends KILLED (not FAILED: nothing is wrong with the configuration), then propagates
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config([*QUICK, "strategy=scratch"]), callbacks=[_Interrupt()])
+    client = MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("tlbench").experiment_id])
+    assert run.info.status == "KILLED" and run.data.tags["status"] == "failed: interrupted"
+
+
+def test_single_trials_are_named_from_their_config_never_randomly(mlflow_uri: str) -> None:
+    # three single trials: three readable names; the seed no longer picks MLflow's random name
+    names = []
+    for overrides in (
+        ["strategy=scratch", "seed=1"],
+        ["strategy=scratch", "seed=2"],
+        ["strategy=full_finetune"],
+    ):
+        result = train(load_config([*QUICK, "data.n_per_class=5", "trainer.epochs=1", *overrides]))
+        names.append(_run(mlflow_uri, result.run_id or "").info.run_name)
+    assert names == ["scratch n=5 seed=1", "scratch n=5 seed=2", "full_finetune n=5 seed=0"]
+    # an explicit name (the sweep's) is kept
+    named = train(load_config([*QUICK, "trainer.epochs=1", "tracking.run_name=mine"]))
+    assert _run(mlflow_uri, named.run_id or "").info.run_name == "mine"

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ def _options(group: str) -> list[str]:
 
 # Overrides that make an option composable on its own (it needs a value the defaults do not give).
 _NEEDS = {
-    ("data", "imagefolder"): ["data.root=/tmp/somewhere"],
+    ("data", "imagefolder"): ["data.root=/tmp"],  # an existing folder: checked at composition
     ("strategy", "as_is"): ["strategy.class_map={a: [ant]}"],
 }
 
@@ -39,10 +41,43 @@ def test_every_group_option_composes(group: str, option: str) -> None:
 
 
 @pytest.mark.parametrize("experiment", _options("experiment"))
-def test_every_experiment_composes(experiment: str) -> None:
-    # experiment presets override groups and values and still validate
-    cfg = load_config([f"experiment={experiment}"])
+def test_every_experiment_composes(experiment: str, tmp_path: Path) -> None:
+    # experiment presets override groups and values and still validate (a photo folder they name
+    # must exist at composition: an existing one stands in, as on a checkout without ../shared)
+    needs_root = "root:" in (CONF / "experiment" / f"{experiment}.yaml").read_text()
+    cfg = load_config([f"experiment={experiment}", *([f"data.root={tmp_path}"] if needs_root else [])])
     assert isinstance(cfg, RunConfig)
+
+
+def test_photo_data_brings_its_trainer_unless_one_is_chosen() -> None:
+    # data=imagefolder: batch 16, at most 150 steps with early stopping (conf/trainer/photo.yaml)
+    photo = load_config(["data=imagefolder", "data.root=/tmp"]).trainer
+    assert (photo.batch_size, photo.min_steps, photo.early_stopping, photo.patience) == (16, 150, True, 3)
+    # a trainer named on the command line wins, in either order; a single key overrides as usual
+    for overrides in (["trainer=quick", "data=imagefolder"], ["data=imagefolder", "trainer=quick"]):
+        quick = load_config([*overrides, "data.root=/tmp"]).trainer
+        assert (quick.batch_size, quick.early_stopping) == (32, False)
+    assert load_config(["data=imagefolder", "data.root=/tmp", "trainer.batch_size=8"]).trainer.batch_size == 8
+    # other data keep the default trainer
+    assert load_config(["data=digits"]).trainer.early_stopping is False
+
+
+def test_a_missing_photo_folder_fails_at_composition_before_torch_loads(tmp_path: Path) -> None:
+    # one line naming the folder, from the config alone: no torch import (which takes 10-30 s)
+    code = (
+        "import sys\n"
+        "from tlbench.config import load_config\n"
+        "from tlbench.errors import ConfigError\n"
+        "try:\n"
+        f"    load_config(['data=imagefolder', 'data.root={tmp_path}/nope'])\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    message, torch_loaded = out.strip().splitlines()
+    assert f"data.root={tmp_path}/nope is not an existing folder" in message
+    assert torch_loaded == "False"
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -64,9 +99,11 @@ def test_overrides_are_typed() -> None:
     assert cfg.strategy.freeze_depth == 3
 
 
-def test_mapping_override_replaces_instead_of_merging() -> None:
+def test_mapping_override_replaces_instead_of_merging(tmp_path: Path) -> None:
     # strategy.class_map=... replaces the preset's mapping entirely
-    cfg = load_config(["experiment=hymenoptera_as_is", "strategy.class_map={ants: [ant]}"])
+    cfg = load_config(
+        ["experiment=hymenoptera_as_is", f"data.root={tmp_path}", "strategy.class_map={ants: [ant]}"]
+    )
     assert cfg.strategy.class_map == {"ants": ["ant"]}
 
 

@@ -4,7 +4,13 @@ import os
 
 import pytest
 
-from tlbench.cost.threads import WAIT_POLICY_ENV, passive_wait_default, plan_threads
+from tlbench.cost.threads import (
+    WAIT_POLICY_ENV,
+    passive_wait_default,
+    plan_threads,
+    trial_threads,
+    usable_cores,
+)
 
 
 @pytest.mark.parametrize(
@@ -12,16 +18,35 @@ from tlbench.cost.threads import WAIT_POLICY_ENV, passive_wait_default, plan_thr
     [
         (1, 2, 0.1, 2),  # an idle 2-core machine: both cores for one worker
         (2, 2, 0.1, 1),  # two workers share the two cores
-        (1, 2, 1.0, 1),  # another process holds a core: one thread, never two waiting on each other
-        (1, 2, 3.5, 1),  # saturated: still one thread
+        (1, 2, 1.0, 2),  # another process holds a core: still 2 threads (the seed's result must not move)
+        (1, 2, 11.0, 2),  # saturated: the same 2 threads, waiting passively
+        (3, 2, 0.0, 1),  # more workers than cores: at least one thread each
         (2, 16, 0.0, 8),
-        (4, 16, 8.0, 2),
+        (4, 16, 8.0, 4),
     ],
 )
-def test_plan_threads_fits_the_free_cores(workers: int, usable: int, busy: float, threads: int) -> None:
+def test_plan_threads_splits_the_usable_cores_whatever_the_load(
+    workers: int, usable: int, busy: float, threads: int
+) -> None:
     plan = plan_threads(workers, usable=usable, busy=busy)
     assert plan.threads == threads
-    assert f"load {busy:.1f}" in plan.reason  # the header says why
+    assert f"load {busy:.1f}" in plan.reason  # the header says what the load was
+    # a busy machine is named in the reason, with the waiting policy that copes with it
+    assert ("busy machine" in plan.reason) == (busy >= 0.5 * usable)
+
+
+def test_trial_threads_sets_torch_and_says_why() -> None:
+    # a requested count wins; none: the plan, unless the process already runs fewer (a sweep worker)
+    import torch
+
+    assert trial_threads(1).threads == 1 and torch.get_num_threads() == 1
+    assert trial_threads(1).reason == "trainer.num_threads"
+    kept = trial_threads(None)  # 1 thread already set in this process: kept, and said so
+    if usable_cores() > 1:
+        assert kept.threads == 1 and kept.reason.startswith("this process's 1 thread(s)")
+    torch.set_num_threads(usable_cores())
+    plan = trial_threads(None)
+    assert plan.threads == usable_cores() and torch.get_num_threads() == plan.threads
 
 
 def test_plan_threads_rejects_no_workers() -> None:

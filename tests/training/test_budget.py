@@ -55,7 +55,7 @@ def test_a_trial_trains_the_steps_it_was_given() -> None:
 
 def test_photo_folders_default_to_the_backbone_pretrained_size() -> None:
     # data=imagefolder leaves the resolution to the backbone: 224 px for Lite0 (timm's pretrained_cfg)
-    cfg = load_config(["data=imagefolder", "data.root=/nowhere"])
+    cfg = load_config(["data=imagefolder", "data.root=/tmp"])
     assert cfg.data.resolution is None
     assert resolve_defaults(cfg).data.resolution == 224
     assert resolve_defaults(load_config(["data=digits"])).data.resolution == 32  # explicit stays
@@ -63,4 +63,4 @@ def test_photo_folders_default_to_the_backbone_pretrained_size() -> None:
 
 def test_an_unresolved_resolution_is_not_used_silently() -> None:
     with pytest.raises(ConfigError, match="unresolved"):
-        _ = load_config(["data=imagefolder", "data.root=/nowhere"]).data.size
+        _ = load_config(["data=imagefolder", "data.root=/tmp"]).data.size

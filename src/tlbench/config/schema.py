@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from tlbench.errors import ConfigError
-from tlbench.strategies import strategy
+from tlbench.strategies import ignored_keys, strategy
 
 
 class WeightsSource(str, Enum):
@@ -107,7 +108,9 @@ class DataConfig:
     max_test_per_class: int | None = None
     split_seed: int = 0
     augment: bool = False  # random flip + pad-and-crop on training batches
-    train_on_val: bool = False  # train on train + validation (a winner's retraining for export)
+    # train on train + validation (a winner's retraining for export): nothing is validated, so every
+    # choice must be fixed (trainer.early_stopping=false, strategy.probe.l2 given; else a ConfigError)
+    train_on_val: bool = False
     download: bool = False  # allow torchvision downloads (fashion_mnist, cifar10)
     # synthetic only
     num_classes: int = 4
@@ -139,6 +142,13 @@ class DataConfig:
         )
         if self.name == DatasetName.imagefolder:
             _require(bool(self.root), "data=imagefolder needs data.root=/path/to/folder (class sub-folders)")
+            # here, at composition: before torch loads and before a sweep starts (relative to the cwd)
+            folder = Path(str(self.root)).expanduser()
+            _require(
+                folder.is_dir(),
+                f"data.root={self.root} is not an existing folder ({folder.absolute()}); point data.root "
+                "at a folder of class sub-folders (or train/ and val/ or test/ folders of them)",
+            )
 
     @property
     def size(self) -> int:
@@ -279,9 +289,15 @@ class TrainerConfig:
     precision: str = "auto"  # auto (bf16-mixed on a bf16-capable GPU, else 32) | 32 | bf16-mixed | 16-mixed
     channels_last: bool = True  # CNNs train in channels_last memory format (faster on CPUs and GPUs)
     compile: str = "auto"  # torch.compile the training step: auto (when it repays itself) | true | false
-    compile_cost_s: float | None = None  # auto: expected cold compile time (None: 150 s CPU, 60 s GPU)
-    compile_speedup: float = 1.6  # auto: expected compiled/eager step speed (measured 1.64 on CPU, 32 px)
+    # auto: expected cold compile cost (None: 90 CPU-s on a CPU, 60 s on a GPU; training/compiled.py)
+    compile_cost_s: float | None = None
+    # auto: expected compiled/eager step speed (None: measured on a CPU, 1.64x at 32 px, 1.05x at 224 px)
+    compile_speedup: float | None = None
     compile_after_steps: int = 5  # auto: eager full batches timed before deciding
+    # Same seed, same result. On a GPU that takes torch's deterministic algorithms (warn-only: some
+    # kernels have none); on a CPU results are bit-identical without them at the same seed and thread
+    # count (measured), and a step costs 1.24x more with them, so they stay off (cost/device.py).
+    # false: no guarantee on a GPU (its fastest, non-deterministic kernels).
     deterministic: bool = True
     num_threads: int | None = None  # CPU intra-op threads; None keeps torch's default
     cache_features: bool = True  # frozen-prefix caching (linear probe / partial without augmentation)
@@ -296,7 +312,9 @@ class TrainerConfig:
     # budget, and the best weights are restored before evaluation
     early_stopping: bool = False
     patience: int = 3
-    planned_trials: int | None = None  # compile=auto: trials this process runs on the same graph (the sweep)
+    # compile=auto: trials this process runs on the same graph, this one included (the sweep sets it;
+    # null: this trial only)
+    planned_trials: int | None = None
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
@@ -311,7 +329,8 @@ class TrainerConfig:
             f"trainer.compile must be auto, true or false, got {self.compile!r}",
         )
         _require(
-            self.compile_speedup > 1.0, f"trainer.compile_speedup must be > 1, got {self.compile_speedup}"
+            self.compile_speedup is None or self.compile_speedup > 1.0,
+            f"trainer.compile_speedup must be > 1 or null, got {self.compile_speedup}",
         )
         _require(self.compile_after_steps >= 1, "trainer.compile_after_steps must be >= 1")
         _require(
@@ -372,6 +391,25 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require(0 <= self.seed < 2**32, f"seed must be in [0, 2**32), got {self.seed}")
+        if self.data.train_on_val:
+            self._check_nothing_chosen_on_val()
+
+    def _check_nothing_chosen_on_val(self) -> None:
+        """Training on the validation split leaves nothing to choose with: every choice must be given."""
+        to_set = []
+        if self.trainer.early_stopping:
+            to_set.append(
+                "trainer.early_stopping=false (and trainer.min_steps=<the chosen run's train/steps>)"
+            )
+        probe_l2 = "strategy.probe.l2"
+        ignored = ignored_keys(self.strategy.name.value, probe_solver=self.strategy.probe.solver.value)
+        if self.strategy.probe.l2 is None and not any(probe_l2.startswith(k) for k in ignored):
+            to_set.append(f"{probe_l2}=<the chosen run's probe/l2>")
+        _require(
+            not to_set,
+            "data.train_on_val=true trains on the validation split, so nothing can be chosen on it: set "
+            + " and ".join(to_set),
+        )
 
 
 def as_plain_dict(value: Any) -> Any:

@@ -1,7 +1,23 @@
-"""Which device a trial runs on, and what "device-hours" means.
+"""Which device a trial runs on, and what "device-hours" means (the one definition: :func:`device_seconds`).
 
-device-hours = wall-clock seconds of the fit phase × number of devices / 3600, whatever the device.
-On a GPU these are GPU-hours; the ``device`` tag says which device they were spent on.
+**The rule** (tag ``device_hours_rule`` on every run):
+
+- **GPU (cuda) and MPS**: wall-clock seconds of the fit phase x devices / 3600. A trial has its GPU to
+  itself, so its wall time is its compute; these are GPU-hours, and the ``device`` tag names the GPU.
+- **CPU**: the process's CPU seconds during the fit phase / the torch threads it ran with / 3600:
+  the trial's own compute in "one busy core per thread" units. Wall time moves with whatever else
+  runs on a shared CPU (25x between identical runs in a sweep on a busy 2-core machine); the work
+  a process does does not. Alone on an idle machine the two agree up to the serial Python parts of
+  a step (the other threads sleep there), so CPU device-hours are at most the wall figure.
+
+What the CPU seconds hold: every thread of the trial's process (the training loop, torch's intra-op
+threads, frozen-prefix feature extraction, which is training work, and the validation passes inside
+the fit), plus torch.compile's compile-worker processes (no other child: a competing process that a
+benchmark starts is not the trial's), **minus** the peak-memory sampler thread
+(:class:`tlbench.cost.meter.FitMeter` measures its own CPU time and takes it out). Threads waiting
+on each other must sleep for this to hold: ``OMP_WAIT_POLICY=PASSIVE``, set by ``tlbench`` before
+torch loads (:mod:`tlbench.cost.threads`); a user who sets ``ACTIVE`` counts the spinning too.
+``cost/fit_seconds`` stays the wall-clock figure, ``cost/fit_cpu_seconds`` the CPU one.
 """
 
 from __future__ import annotations
@@ -85,11 +101,52 @@ def resolve_precision(requested: str, device: DeviceInfo) -> str:
     return "32"
 
 
+def resolve_deterministic(reproducible: bool, device: DeviceInfo) -> bool | str:
+    """Lightning's ``deterministic`` for ``trainer.deterministic`` (same seed, same result) on ``device``.
+
+    A GPU or MPS needs torch's deterministic algorithms for that ("warn": some kernels have no
+    deterministic variant and must not abort a trial). A CPU does not: measured on a 2-core Xeon
+    (docs/benchmarks.md), results are bit-identical with and without them at the same seed and thread
+    count, and a training step costs 1.24x more with them (EfficientNet-Lite0, 224 px, batch 8: 1.24
+    vs 1.00 CPU-s), so they stay off there.
+    """
+    if not reproducible or device.kind == "cpu":
+        return False
+    return "warn"
+
+
+def device_seconds(
+    kind: str, *, wall_seconds: float, cpu_seconds: float, threads: int, devices: int
+) -> float:
+    """Device-seconds of a measured stretch of work, by the rule in the module docstring.
+
+    Args:
+        kind: ``cpu``, ``cuda`` or ``mps``.
+        wall_seconds: Its wall-clock seconds.
+        cpu_seconds: The process's (and its children's) CPU seconds over it, samplers excluded.
+        threads: Torch intra-op threads it ran with (CPU).
+        devices: Devices it ran on (GPU, MPS).
+    """
+    if wall_seconds < 0 or cpu_seconds < 0 or threads < 1 or devices < 1:
+        raise ValueError(f"invalid {wall_seconds=}, {cpu_seconds=}, {threads=} or {devices=}")
+    if kind == "cpu":
+        return cpu_seconds / threads
+    return wall_seconds * devices
+
+
+def device_hours_rule(kind: str, *, threads: int, devices: int) -> str:
+    """The rule :func:`device_seconds` applied, in words (the ``device_hours_rule`` tag)."""
+    if kind == "cpu":
+        return f"cpu: process CPU seconds of the fit / {threads} torch thread(s) / 3600"
+    return f"{kind}: wall seconds of the fit x {devices} device(s) / 3600"
+
+
 def device_hours(fit_seconds: float, device_count: int) -> float:
-    """The one definition of device-hours (GPU-hours on a GPU)."""
-    if fit_seconds < 0 or device_count < 1:
-        raise ValueError(f"invalid {fit_seconds=} or {device_count=}")
-    return fit_seconds * device_count / 3600.0
+    """Wall seconds x devices / 3600: the GPU rule, for callers that measure wall time only."""
+    return (
+        device_seconds("cuda", wall_seconds=fit_seconds, cpu_seconds=0.0, threads=1, devices=device_count)
+        / 3600
+    )
 
 
 def autocast_context(device_type: str, precision: str) -> contextlib.AbstractContextManager[object]:

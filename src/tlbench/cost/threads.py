@@ -1,4 +1,4 @@
-"""CPU threads that survive a busy machine: passive OpenMP waiting, and threads x workers from free cores.
+"""CPU threads that survive a busy machine: passive OpenMP waiting, and threads x workers from usable cores.
 
 With torch's default, OpenMP threads spin while they wait for each other; on a CPU another process
 also uses, a spinning thread is descheduled in turn and a training step ran 3.3x slower (3.72 s vs
@@ -52,22 +52,55 @@ class ThreadPlan:
 
 
 def plan_threads(workers: int, *, usable: int | None = None, busy: float | None = None) -> ThreadPlan:
-    """Threads per worker so that workers x threads fit in the cores not already busy (at least 1 each).
+    """Threads per worker: the usable cores split between the workers (at least 1 each), never the load.
 
-    Oversubscribing cores is what makes threads wait on each other; one thread per worker on a
-    saturated machine keeps a step at its single-thread speed instead of collapsing.
+    The thread count changes a trial's numbers: at the same seed, 1 and 2 threads give different
+    losses and accuracies (their reductions split differently), while torch's CPU kernels are
+    bit-identical run to run at a fixed count. Planning from the load average would make a result
+    depend on what else ran when it started. Passive waiting (:func:`passive_wait_default`) is what
+    keeps threads from collapsing on a busy machine: a waiting thread sleeps and lends its core. The
+    load is measured only to say so in the reason line.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers=}")
     usable = usable_cores() if usable is None else usable
     busy = busy_cores() if busy is None else busy
-    free = max(1, int(usable - busy + 0.5))  # a load of 0.3 on an idle machine still frees the core
-    threads = max(1, free // workers)
-    if free < workers:
-        reason = (
-            f"{usable} usable cores, load {busy:.1f}: about {free} free, fewer than the workers, "
-            "so 1 thread each"
+    threads = max(1, usable // workers)
+    reason = f"{usable} usable cores shared by {workers} worker(s) (load {busy:.1f}"
+    if busy >= 0.5 * usable:
+        wait = os.environ.get(WAIT_POLICY_ENV, "torch's default")
+        reason += f": a busy machine, threads wait with {WAIT_POLICY_ENV}={wait} instead of spinning"
+    reason += "; the count never follows the load, so a seed gives the same result)"
+    return ThreadPlan(workers=workers, threads=threads, usable=usable, busy=busy, reason=reason)
+
+
+def trial_threads(requested: int | None) -> ThreadPlan:
+    """Set torch's intra-op threads for one trial in this process, and say how many and why.
+
+    ``requested`` (``trainer.num_threads``) wins. ``None``: one worker's plan (:func:`plan_threads`,
+    all usable cores whatever the load), unless this process already runs fewer threads: torch's own
+    default (physical cores) or its caller's choice (a sweep worker's share of the cores) is kept.
+    """
+    import torch  # here, not at the top: this module is imported before torch may load
+
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"threads must be >= 1, got {requested=}")
+        plan = ThreadPlan(
+            workers=1,
+            threads=requested,
+            usable=usable_cores(),
+            busy=busy_cores(),
+            reason="trainer.num_threads",
         )
     else:
-        reason = f"{usable} usable cores, load {busy:.1f}: about {free} free, shared by {workers} worker(s)"
-    return ThreadPlan(workers=workers, threads=threads, usable=usable, busy=busy, reason=reason)
+        plan = plan_threads(1)
+        current = torch.get_num_threads()
+        if current < plan.threads:
+            reason = (
+                f"this process's {current} thread(s), fewer than the plan's {plan.threads}: {plan.reason}"
+            )
+            plan = ThreadPlan(workers=1, threads=current, usable=plan.usable, busy=plan.busy, reason=reason)
+    if torch.get_num_threads() != plan.threads:
+        torch.set_num_threads(plan.threads)
+    return plan

@@ -51,6 +51,8 @@ class DataSplits:
         description: One line for logs: dataset, source path, split sizes and where each came from.
         fingerprint: Short sha256 of dataset content, preprocessing, resolution, split parameters and
             the exact train subset, so feature caches can be keyed on it.
+        val_in_train: ``train`` also holds every ``val`` image (``data.train_on_val``: a winner's
+            retraining), so validation can measure and choose nothing.
     """
 
     train: TensorSplit
@@ -60,6 +62,7 @@ class DataSplits:
     pool_size: int
     description: str
     fingerprint: str
+    val_in_train: bool = False
 
     @property
     def num_classes(self) -> int:

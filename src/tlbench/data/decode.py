@@ -88,6 +88,19 @@ def square_crop_resize(image: Image.Image, *, resolution: int) -> Image.Image:
     return image.resize((resolution, resolution), Image.Resampling.BILINEAR, box=box)
 
 
+def decode_image(image: Image.Image, *, resolution: int) -> np.ndarray:
+    """uint8 ``[3, R, R]`` pixels of an opened image (first frame of animations).
+
+    An image straight from :func:`PIL.Image.open`, not yet loaded, decodes exactly as its file does
+    in a dataset (a JPEG is downscaled by libjpeg while decoding); an image already loaded skips that
+    step, so its pixels can differ in the last levels.
+    """
+    image.draft(None, (resolution, resolution))  # JPEG: let libjpeg downscale while decoding
+    image.load()
+    rgb = to_rgb(_upright(image))
+    return np.asarray(square_crop_resize(rgb, resolution=resolution)).transpose(2, 0, 1).copy()
+
+
 def decode_bytes(data: bytes, *, resolution: int) -> np.ndarray:
     """uint8 ``[3, R, R]`` pixels of an encoded image (first frame of animations).
 
@@ -95,10 +108,7 @@ def decode_bytes(data: bytes, *, resolution: int) -> np.ndarray:
         Exception: Whatever Pillow raises for unreadable data; :func:`decode_file` records it.
     """
     with Image.open(io.BytesIO(data)) as image:
-        image.draft(None, (resolution, resolution))  # JPEG: let libjpeg downscale while decoding
-        image.load()
-        rgb = to_rgb(_upright(image))
-        return np.asarray(square_crop_resize(rgb, resolution=resolution)).transpose(2, 0, 1).copy()
+        return decode_image(image, resolution=resolution)
 
 
 def decode_file(path: Path, *, resolution: int) -> DecodedFile:

@@ -170,6 +170,12 @@ def load_splits(cfg: DataConfig, *, seed: int) -> DataSplits:
         fixed.pool.labels.numpy(), n_per_class=cfg.n_per_class, seed=seed, class_names=prepared.class_names
     )
     train = fixed.pool if cfg.n_per_class is None else fixed.pool.take(torch.from_numpy(indices))
+    split_params = _split_params(cfg)
+    if cfg.train_on_val:  # a winner's retraining: every labelled image but the test split's
+        train = TensorSplit(
+            torch.cat([train.images, fixed.val.images]), torch.cat([train.labels, fixed.val.labels])
+        )
+        split_params["train_on_val"] = True  # only when set: other fingerprints stay as they were
     dataset = {
         "name": cfg.name.value,
         "content": prepared.content,
@@ -183,9 +189,8 @@ def load_splits(cfg: DataConfig, *, seed: int) -> DataSplits:
         class_names=prepared.class_names,
         pool_size=len(fixed.pool),
         description=_describe(cfg, prepared, train=train, seed=seed),
-        fingerprint=splits_fingerprint(
-            dataset=dataset, train_indices=indices, split_params=_split_params(cfg)
-        ),
+        fingerprint=splits_fingerprint(dataset=dataset, train_indices=indices, split_params=split_params),
+        val_in_train=cfg.train_on_val,
     )
     log.info("%s", splits.description)
     return splits
@@ -194,6 +199,8 @@ def load_splits(cfg: DataConfig, *, seed: int) -> DataSplits:
 def _describe(cfg: DataConfig, prepared: _Prepared, *, train: TensorSplit, seed: int) -> str:
     fixed, origins, classes = prepared.splits, prepared.splits.origins, len(prepared.class_names)
     per_class = "all" if cfg.n_per_class is None else f"{cfg.n_per_class} per class, seed {seed}"
+    if cfg.train_on_val:
+        per_class += f", plus the {len(fixed.val)} validation images (data.train_on_val)"
     return (
         f"{cfg.name.value} from {prepared.location}: {classes} classes at {cfg.resolution}px; "
         f"train {len(train)} of a {len(fixed.pool)}-image pool ({per_class}; pool = {origins['pool']}); "

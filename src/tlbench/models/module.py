@@ -55,6 +55,18 @@ class FitProgress:
 
     phase_samples: list[int]
     history: list[EpochRecord] = field(default_factory=list)
+    steps: int = 0  # optimizer steps the loop ran (early stopping may end it before its budget)
+
+
+@dataclass
+class BestWeights:
+    """The weights of the best validation check of the last phase so far (early stopping keeps them)."""
+
+    val_acc: float
+    val_loss: float
+    step: int  # optimizer steps done when they were validated
+    epoch: int  # 1-based
+    state: dict[str, torch.Tensor]  # a copy of the network's state dict (parameters and buffers)
 
 
 class TransferModule(L.LightningModule):
@@ -63,6 +75,12 @@ class TransferModule(L.LightningModule):
     ``backbone``/``head`` are the network's parts for freezing and LR groups. Per step it only
     runs forward, loss and backward; losses are accumulated on the device and read once per epoch
     (on a CPU, every step: reading is free there and a diverged run stops sooner).
+
+    Early stopping (``patience`` set): in the last phase, the network's state at its best validation
+    accuracy is kept in memory (:attr:`best`), and the fit stops after ``patience`` validation checks
+    without a strictly higher accuracy. Earlier phases (a probe trained in the loop) run their whole
+    budget: stopping there would skip the phase the strategy is about. The caller restores
+    :attr:`best` before evaluating.
     """
 
     def __init__(
@@ -80,6 +98,7 @@ class TransferModule(L.LightningModule):
         on_epoch_end: Callable[[EpochRecord], None] | None = None,
         num_classes: int,
         keep_norm_stats: bool = False,
+        patience: int | None = None,
     ) -> None:
         super().__init__()
         self.network = network
@@ -107,6 +126,9 @@ class TransferModule(L.LightningModule):
         self.val_loss = MeanMetric(nan_strategy="disable")
         self._fit_start = time.perf_counter()
         self._pending_val: tuple[float, float] | None = None  # (acc, loss) of this epoch's validation
+        self.patience = patience  # None: no early stopping
+        self.best: BestWeights | None = None
+        self._checks_since_best = 0
 
     # -- phases -------------------------------------------------------------------------------
     def _phase_at(self, epoch: int) -> int:
@@ -154,6 +176,7 @@ class TransferModule(L.LightningModule):
         self._epoch_loss += detached * n
         self._epoch_seen += n
         self.progress.phase_samples[self._phase_index] += n
+        self.progress.steps += 1
         if self.check_every_step and not bool(torch.isfinite(detached)):
             raise DivergedError(
                 f"diverged: training loss is {float(detached)} at epoch {self.current_epoch + 1}"
@@ -174,6 +197,25 @@ class TransferModule(L.LightningModule):
         self.val_loss.reset()
         self.log("val/acc", acc, prog_bar=True)
         self._pending_val = (acc, loss)
+        if self.patience is not None and self._phase_index == len(self.phases) - 1:
+            self._early_stopping(acc, loss)
+
+    # Not Lightning's EarlyStopping + ModelCheckpoint: those would count a loop probe phase's checks,
+    # and keep the best weights on disk; here the phase decides and the copy stays in memory.
+    def _early_stopping(self, acc: float, loss: float) -> None:
+        step, epoch = int(self.trainer.global_step), self.current_epoch + 1
+        if self.best is None or acc > self.best.val_acc:
+            state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+            self.best = BestWeights(val_acc=acc, val_loss=loss, step=step, epoch=epoch, state=state)
+            self._checks_since_best = 0
+            return
+        self._checks_since_best += 1
+        if self.patience is not None and self._checks_since_best >= self.patience:
+            log.info(
+                "early stopping at step %d (epoch %d): val/acc %.4f at step %d not beaten in %d checks",
+                step, epoch, self.best.val_acc, self.best.step, self._checks_since_best,
+            )  # fmt: skip
+            self.trainer.should_stop = True
 
     # Divergence is checked here, not with Lightning's EarlyStopping(check_finite, divergence_threshold):
     # that stops the fit as a success (the trial must be recorded failed with the reason), needs the

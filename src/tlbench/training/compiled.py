@@ -5,12 +5,26 @@ epoch run eagerly: every new shape or train/eval mode is another compile (measur
 EfficientNet-Lite0 at 32 px on 2 CPU cores: 84 s for the training step, 31 s more for eval mode and
 73 s more for a second eval shape), which would cost more than those few batches save.
 
-``auto`` decides from what the trial itself measures: after ``compile_after_steps`` eager steps it
-extrapolates the rest of the fit, and compiles when the time compiling is expected to save,
-``remaining × (1 − 1 / compile_speedup)``, exceeds the expected compile time. That is
-``compile_cost_s`` for a graph this process has not compiled yet, and almost nothing for one it has
-(a sweep worker's later trials of the same architecture, freeze state and batch shape reuse the
-compiled code: measured 0.16 s for the first step of a second model instance).
+``auto`` decides from the plan, in device time that does not move with the machine's load: after
+``compile_after_steps`` eager full batches it knows an eager step's cost (on a CPU in process CPU
+seconds, which a busy neighbour does not inflate; on a GPU in wall seconds), and compiles when the
+steps still planned on this graph in this process (the rest of this fit, plus ``planned_trials - 1``
+more fits of the same size: the sweep says how many trials a worker runs on one graph) would save
+more than the compile costs: ``steps left x step cost x (1 - 1 / compile_speedup) > compile cost``.
+The compile cost is ``compile_cost_s`` (CPU seconds on a CPU, compile workers included; wall seconds
+on a GPU) for a graph this process has not compiled yet, and almost nothing for one it has (a sweep
+worker's later trials of the same architecture, freeze state and batch shape reuse the compiled
+code: measured 0.16 s for the first step of a second model instance).
+
+The CPU defaults are measured (docs/benchmarks.md; EfficientNet-Lite0, channels_last, one thread on a
+2-core Xeon): at 32 px (batch 32) a compiled step ran 1.64x as fast as an eager one, a cold compile took
+84 s alone; at 224 px (full fine-tune, batch 16) only 1.05x (1.49 vs 1.57 CPU-s a step: the
+convolutions dominate and fusing the rest saves little), and the cold compile cost 60 CPU-s (1,314 s
+of wall time while ten other processes shared the CPU: why the rule never reads the wall clock on a
+CPU). ``compile_speedup=null`` takes the measured speed-up nearest the batch's input side (log scale);
+``compile_cost_s=null`` takes 90 CPU-s, the larger measurement rounded up. At 224 px a compile then
+pays only when about 1,200 eager steps are planned on the graph: 8 photo trials of 150 steps. On a GPU
+nothing is measured yet: 60 s and 1.6x are assumptions.
 
 The compile time is training time (it is inside the fit's timer, so device-hours count it) and is
 also reported apart, as ``cost/compile_seconds``: the first compiled step's time minus a typical
@@ -20,8 +34,10 @@ compiled step's.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +49,10 @@ from tlbench.config.schema import TrainerConfig
 
 log = logging.getLogger(__name__)
 
-COMPILE_MODES = ("auto", "true", "false")
-_DEFAULT_COST_S = {"cpu": 150.0, "cuda": 60.0}  # cold compile of a CNN training step (see module doc)
+_DEFAULT_COST_S = {"cpu": 90.0, "cuda": 60.0}  # cold compile of a CNN training step (see module doc)
+# (input side px, compiled/eager step speed) measured on a CPU (module doc); GPUs: an assumed 1.6x
+_CPU_SPEEDUPS = ((32, 1.64), (224, 1.05))
+_GPU_SPEEDUP = 1.6
 _WARM_COST_S = 2.0  # guard checks and cache lookups when this process already compiled the graph
 
 # Graphs this process has compiled: (architecture, trainable-parameter pattern, input shape/dtype/layout).
@@ -63,18 +81,29 @@ class CompileDecision:
     step_seconds: list[float] = field(default_factory=list)  # compiled full-batch steps
 
 
+def _device_clock(device_kind: str) -> Callable[[], float]:
+    """Seconds of this process's work: CPU time on a CPU (a busy neighbour does not inflate it), wall
+    time on a GPU (the trial has the device to itself)."""
+    return time.process_time if device_kind == "cpu" else time.perf_counter
+
+
 class CompiledTraining(Callback):
     """Run a network's full training batches through ``torch.compile`` (see the module docstring)."""
 
-    def __init__(self, trainer_cfg: TrainerConfig, *, device_kind: str) -> None:
+    def __init__(self, trainer_cfg: TrainerConfig, *, device_kind: str, input_side: int) -> None:
         self.cfg = trainer_cfg
+        self.input_side = input_side  # the images' side in pixels (the batch may hold cached features)
         self.decision = CompileDecision(mode=compile_mode(trainer_cfg))
         cost = trainer_cfg.compile_cost_s
         self.cost_s = cost if cost is not None else _DEFAULT_COST_S.get(device_kind, 60.0)
+        self.planned_trials = trainer_cfg.planned_trials or 1
+        self._clock = _device_clock(device_kind)
+        self._unit = "CPU-s" if device_kind == "cpu" else "s"
         self._compiled: Any = None
         self._shape: tuple[int, ...] | None = None
-        self._eager_steps: list[float] = []
+        self._eager_steps: list[float] = []  # device time of full eager batches
         self._started: float | None = None
+        self._started_device: float | None = None
         self._active = False
 
     # -- the decision ------------------------------------------------------------------------------
@@ -91,11 +120,18 @@ class CompiledTraining(Callback):
     def _auto(self, network: nn.Module, x: torch.Tensor, trainer: Any) -> None:
         per_step = statistics.median(self._eager_steps)
         total = int(trainer.estimated_stepping_batches)
-        remaining = max(0, total - int(trainer.global_step)) * per_step
+        steps = max(0, total - int(trainer.global_step)) + (self.planned_trials - 1) * total
+        remaining = steps * per_step
         warm = graph_key(network, x) in _COMPILED
         cost = _WARM_COST_S if warm else self.cost_s
-        saving = remaining * (1.0 - 1.0 / self.cfg.compile_speedup)
-        what = f"{remaining:.0f} s of eager steps left, saving {saving:.0f} s vs compile {cost:.0f} s"
+        speedup = self.cfg.compile_speedup or expected_speedup(self._unit == "CPU-s", side=self.input_side)
+        saving = remaining * (1.0 - 1.0 / speedup)
+        unit = self._unit
+        what = (
+            f"{steps} eager steps planned on this graph ({self.planned_trials} trial(s)) x "
+            f"{per_step:.2f} {unit} = {remaining:.0f} {unit}, "
+            f"saving {saving:.0f} {unit} vs compile {cost:.0f} {unit}"
+        )
         what += " (graph already compiled in this process)" if warm else ""
         if saving > cost:
             self._compile(network, x, f"auto: {what}")
@@ -117,19 +153,19 @@ class CompiledTraining(Callback):
             self._auto(network, x, trainer)
         self._active = self._compiled is not None and tuple(x.shape) == self._shape
         network._compiled_call_impl = self._compiled if self._active else None
-        self._started = time.perf_counter()
+        self._started, self._started_device = time.perf_counter(), self._clock()
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._started is None:
+        if self._started is None or self._started_device is None:
             return
-        seconds = time.perf_counter() - self._started
-        self._started = None
+        seconds, device_seconds = time.perf_counter() - self._started, self._clock() - self._started_device
+        self._started = self._started_device = None
         if self._active:
             self.decision.step_seconds.append(seconds)
         elif self._compiled is None and len(batch[0]) == self.cfg.batch_size:
-            self._eager_steps.append(seconds)  # full eager batches: the base the auto rule extrapolates
+            self._eager_steps.append(device_seconds)  # full eager batches: what the auto rule extrapolates
         pl_module.network._compiled_call_impl = None  # validation and evaluation stay eager
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
@@ -142,6 +178,13 @@ class CompiledTraining(Callback):
             self.decision.reason = "auto: not compiled, too few full training batches to measure"
 
 
+def expected_speedup(on_cpu: bool, *, side: int) -> float:
+    """The measured compiled/eager step speed nearest an input of ``side`` pixels (log scale)."""
+    if not on_cpu:
+        return _GPU_SPEEDUP
+    return min(_CPU_SPEEDUPS, key=lambda point: abs(math.log(point[0] / max(1, side))))[1]
+
+
 def off_reason(trainer_cfg: TrainerConfig, *, device_kind: str) -> str | None:
     """Why a trial trains eagerly whatever it measures (the ``compile_reason`` tag); None: it may compile."""
     mode = compile_mode(trainer_cfg)
@@ -152,10 +195,12 @@ def off_reason(trainer_cfg: TrainerConfig, *, device_kind: str) -> str | None:
     return None
 
 
-def compile_callback(trainer_cfg: TrainerConfig, *, device_kind: str) -> CompiledTraining | None:
+def compile_callback(
+    trainer_cfg: TrainerConfig, *, device_kind: str, input_side: int
+) -> CompiledTraining | None:
     """The callback for ``trainer.compile`` true/auto; ``None`` when compiling is off or unavailable."""
     reason = off_reason(trainer_cfg, device_kind=device_kind)
     if reason is not None:
         log.info("training eagerly (%s)", reason)
         return None
-    return CompiledTraining(trainer_cfg, device_kind=device_kind)
+    return CompiledTraining(trainer_cfg, device_kind=device_kind, input_side=input_side)

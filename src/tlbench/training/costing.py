@@ -140,6 +140,8 @@ def trial_cost_of(
     ]
     cost = trial_cost(
         fit_seconds=outcome.seconds,
+        fit_cpu_seconds=outcome.cpu_seconds,
+        threads=outcome.threads,
         phases=phases,
         extraction_flops=computed.get("train", 0.0),
         eval_flops=(profile.forward_per_sample * eval_images if profile else 0.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlbench.cost.device import autocast_context
+from tlbench.models.module import EpochRecord
 from tlbench.training.fit import FitOutcome
 from tlbench.training.prepare import PreparedTrial
 
@@ -56,32 +57,126 @@ class TrialEvaluation:
     metrics: dict[str, float]  # val/acc, val/loss, test/acc, test/loss: those measured
     predictions: list[int]  # per test image, in the split's order (completed trials)
     eval_images: int  # images through evaluation forward passes: per-epoch val, a final val, test
+    best_step: int | None = None  # early stopping: the optimizer step whose weights were evaluated
+    collapse: str | None = None  # why the result is degenerate (see collapse_reason); None: healthy
 
 
 def evaluate_trial(prepared: PreparedTrial, outcome: FitOutcome) -> TrialEvaluation:
-    """A completed trial: val (the last epoch's, when it validated; else re-run) and test. A pruned or
-    failed one keeps its last validation accuracy and is not tested."""
+    """A completed trial: val (of the weights early stopping chose, restored first), then test, and the
+    collapse check. A pruned or failed one keeps its last validation accuracy and is not tested.
+
+    With ``data.train_on_val`` the validation images are training images: nothing is validated.
+    """
     cfg, history, inputs = prepared.cfg, outcome.progress.history, outcome.inputs
     if inputs is None:  # failed before any input existed
         return TrialEvaluation({}, [], eval_images=0)
-    metrics: dict[str, float] = {}
-    predictions: list[int] = []
-    last = history[-1] if history else None
-    rerun = outcome.status == "completed" and (last is None or last.val_acc is None or last.val_loss is None)
-    if outcome.status == "completed":
-        if last is not None and not rerun:
-            metrics["val/acc"], metrics["val/loss"] = last.val_acc or 0.0, last.val_loss or 0.0
-        for split in ("val", "test") if rerun else ("test",):
-            loader = inputs.loader(split, batch_size=cfg.trainer.eval_batch_size, seed=cfg.seed)
-            result = evaluate(
-                inputs.network, loader, device_type=prepared.device.kind, precision=prepared.precision
-            )
-            metrics[f"{split}/acc"], metrics[f"{split}/loss"] = result.accuracy, result.loss
-            if split == "test":
-                predictions = result.predicted
-    elif any(r.val_acc is not None for r in history):
-        metrics["val/acc"] = [r.val_acc for r in history if r.val_acc is not None][-1] or 0.0
-    n_test = len(prepared.splits.test) if outcome.status == "completed" else 0
+    splits = prepared.splits
     # The probe's validation (epoch 0) ran on extracted features, already counted as extraction.
-    val_passes = sum(1 for r in history if r.epoch > 0 and r.val_acc is not None) + int(rerun)
-    return TrialEvaluation(metrics, predictions, eval_images=val_passes * len(prepared.splits.val) + n_test)
+    val_passes = sum(1 for r in history if r.epoch > 0 and r.val_acc is not None)
+    validated = [r.val_acc for r in history if r.val_acc is not None]
+    if outcome.status != "completed":
+        last_val = {"val/acc": validated[-1]} if validated and not splits.val_in_train else {}
+        return TrialEvaluation(last_val, [], eval_images=val_passes * len(splits.val))
+
+    def run(split: str) -> EvalResult:
+        loader = inputs.loader(split, batch_size=cfg.trainer.eval_batch_size, seed=cfg.seed)
+        return evaluate(
+            inputs.network, loader, device_type=prepared.device.kind, precision=prepared.precision
+        )
+
+    metrics: dict[str, float] = {}
+    best_step: int | None = None
+    if not splits.val_in_train:
+        (metrics["val/acc"], metrics["val/loss"]), extra, best_step = _chosen_weights(
+            inputs.network, outcome, run
+        )
+        val_passes += extra
+    test = run("test")
+    metrics["test/acc"], metrics["test/loss"] = test.accuracy, test.loss
+    chance = float(splits.val.labels.bincount().max()) / max(1, len(splits.val))
+    collapse = collapse_reason(
+        val_acc=metrics.get("val/acc"),
+        n_val=len(splits.val),
+        chance=chance,
+        losses=_last_phase_losses(history),
+    )
+    return TrialEvaluation(
+        metrics,
+        test.predicted,
+        eval_images=val_passes * len(splits.val) + len(splits.test),
+        best_step=best_step,
+        collapse=collapse,
+    )
+
+
+def _chosen_weights(
+    network: nn.Module, outcome: FitOutcome, run: Callable[[str], EvalResult]
+) -> tuple[tuple[float, float], int, int | None]:
+    """((val/acc, val/loss) of the weights evaluated, extra validation passes, their step or None).
+
+    Without early stopping: the final weights (validated again when the last epoch was not).
+    With it: the best validated weights, restored into ``network``, unless the final weights, when the
+    fit did not validate them, turn out strictly better.
+    """
+    last = outcome.progress.history[-1] if outcome.progress.history else None
+    extra = 0
+    if last is not None and last.val_acc is not None and last.val_loss is not None:
+        final = (last.val_acc, last.val_loss)
+    else:
+        result = run("val")
+        final, extra = (result.accuracy, result.loss), 1
+    best = outcome.best
+    if best is None:
+        return final, extra, None
+    if final[0] > best.val_acc:
+        return final, extra, outcome.progress.steps
+    network.load_state_dict(best.state)
+    return (best.val_acc, best.val_loss), extra, best.step
+
+
+def _last_phase_losses(history: list[EpochRecord]) -> list[float]:
+    """Per-epoch training losses of the last phase trained in the loop (a probe's fit is one point)."""
+    loop = [r for r in history if r.epoch > 0]
+    return [r.train_loss for r in loop if r.phase == loop[-1].phase] if loop else []
+
+
+# One-sided level of the "better than chance" test: a validation accuracy whose p-value is above it
+# is within noise of chance.
+COLLAPSE_ALPHA = 0.05
+
+
+def collapse_reason(
+    *,
+    val_acc: float | None,
+    n_val: int,
+    chance: float,
+    losses: Sequence[float],
+    alpha: float = COLLAPSE_ALPHA,
+) -> str | None:
+    """Why a completed trial's result is degenerate, or None when it is not.
+
+    Two triggers:
+
+    - **validation accuracy within noise of chance**: an exact one-sided binomial test of the
+      ``round(val_acc * n_val)`` correct answers against ``chance`` (what always answering the
+      validation set's largest class scores: 1/classes on a balanced set) cannot reject "no better
+      than chance" at ``alpha``. A validation set so small that even a perfect score would not be
+      significant (4 images of 2 classes: p = 0.0625) cannot tell, and is never flagged.
+    - **training loss ends above where it started**: the last epoch's mean training loss of the last
+      phase exceeds its first epoch's (the phase's first epoch already includes its first steps).
+    """
+    from scipy.stats import binomtest
+
+    reasons = []
+    if val_acc is not None and n_val > 0 and 0.0 < chance < 1.0:
+        correct = round(val_acc * n_val)
+        if binomtest(n_val, n_val, chance, alternative="greater").pvalue <= alpha:  # the test can tell
+            p_value = binomtest(correct, n_val, chance, alternative="greater").pvalue
+            if p_value > alpha:
+                reasons.append(
+                    f"val/acc {val_acc:.3f} is within noise of chance {chance:.3f} "
+                    f"({correct}/{n_val} correct, one-sided binomial p={p_value:.2g} > {alpha:g})"
+                )
+    if len(losses) >= 2 and losses[-1] > losses[0]:
+        reasons.append(f"training loss ended at {losses[-1]:.4g}, above its first epoch's {losses[0]:.4g}")
+    return "; ".join(reasons) or None

@@ -29,7 +29,7 @@ _HEX = re.compile(r"[0-9a-f]{64}")
 @dataclass(frozen=True)
 class CachedFeatures:
     features: torch.Tensor  # float32, on the CPU
-    seconds: float  # wall time the extraction took when it was computed
+    seconds: float  # device-seconds the extraction took when it was computed (tlbench.cost.device's rule)
     flops: float  # forward FLOPs of that extraction
     device: str  # where it was computed
 

@@ -21,9 +21,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from tlbench.cost.device import resolve_deterministic
 from tlbench.cost.meter import FitMeter
 from tlbench.errors import TrialFailed, TrialPruned
-from tlbench.models.module import EpochRecord, FitProgress, TransferModule
+from tlbench.models.module import BestWeights, EpochRecord, FitProgress, TransferModule
 from tlbench.strategies import PROBE_PHASE, strategy
 from tlbench.training.compiled import CompileDecision, compile_callback
 from tlbench.training.inputs import TrialInputs
@@ -54,7 +55,9 @@ class FitOutcome:
 
     status: str
     progress: FitProgress
-    seconds: float
+    seconds: float  # wall clock
+    cpu_seconds: float  # process CPU (tlbench.cost.device's rule turns it into device-hours)
+    threads: int  # torch intra-op threads during the fit
     peak_mb: float
     memory_kind: str
     inputs: TrialInputs | None = None  # None when the fit failed before its inputs existed
@@ -62,6 +65,9 @@ class FitOutcome:
     interrupted: bool = False  # Ctrl-C: recorded, then re-raised as KeyboardInterrupt
     probe: ProbeFit | None = None  # the converged linear probe (linear_probe, lp_ft's first phase)
     compile: CompileDecision | None = None  # trainer.compile's decision (None: off, or nothing trained)
+    best: BestWeights | None = (
+        None  # early stopping: the best validated weights, to restore before evaluation
+    )
 
 
 def release_memory(on_gpu: bool = True) -> None:
@@ -94,6 +100,7 @@ def build_module(
         keep_norm_stats=strategy(cfg.strategy.name).keep_norm_stats
         if keep_norm_stats is None
         else keep_norm_stats,
+        patience=cfg.trainer.patience if cfg.trainer.early_stopping else None,
     )
 
 
@@ -102,6 +109,8 @@ def build_trainer(prepared: PreparedTrial, callbacks: Sequence[Callback]) -> L.T
     kwargs: dict[str, Any] = {}
     if cfg.trainer.max_fit_seconds:
         kwargs["max_time"] = timedelta(seconds=cfg.trainer.max_fit_seconds)
+    if prepared.splits.val_in_train:  # data.train_on_val: validation would measure training images
+        kwargs["limit_val_batches"] = 0
     return L.Trainer(
         accelerator=device.accelerator,
         devices=[device.index] if device.index is not None else 1,
@@ -113,21 +122,21 @@ def build_trainer(prepared: PreparedTrial, callbacks: Sequence[Callback]) -> L.T
         enable_progress_bar=cfg.trainer.progress_bar,
         num_sanity_val_steps=0,
         check_val_every_n_epoch=cfg.trainer.val_every_n_epochs,
-        # "warn" on GPUs: some CUDA kernels have no deterministic variant and must not abort a trial.
-        deterministic=(not device.is_gpu or "warn") if cfg.trainer.deterministic else False,
+        deterministic=resolve_deterministic(cfg.trainer.deterministic, device),  # type: ignore[arg-type]
         log_every_n_steps=10_000,
         callbacks=list(callbacks),
         **kwargs,
     )
 
 
-def _probe_record(probe: ProbeFit, seconds: float) -> EpochRecord:
+def _probe_record(probe: ProbeFit, seconds: float, *, validated: bool) -> EpochRecord:
+    """The converged probe as epoch 0 (``validated``: False when the validation images were trained on)."""
     return EpochRecord(
         epoch=0,
         phase=PROBE_PHASE,
         train_loss=probe.train_loss,
-        val_acc=probe.val_acc,
-        val_loss=probe.val_loss,
+        val_acc=probe.val_acc if validated else None,
+        val_loss=probe.val_loss if validated else None,
         seconds=seconds,
     )
 
@@ -161,11 +170,16 @@ class Fit:
         trains = bool(prepared.model.phases)
         loop = bool(prepared.model.loop_phases)
         self.compiled = (
-            compile_callback(prepared.cfg.trainer, device_kind=prepared.device.kind) if loop else None
+            compile_callback(
+                prepared.cfg.trainer, device_kind=prepared.device.kind, input_side=prepared.cfg.data.size
+            )
+            if loop
+            else None
         )
         extra = [self.compiled] if self.compiled is not None else []
         self.trainer = build_trainer(prepared, [*callbacks, *extra]) if loop else None
         self.meter = FitMeter(prepared.device) if trains else None
+        self.validated = not prepared.splits.val_in_train  # data.train_on_val: nothing is validated
         self.status, self.interrupted = "completed", False
         self.error: BaseException | None = None
         self.inputs: TrialInputs | None = None
@@ -190,7 +204,8 @@ class Fit:
             train, val = inputs.features["train"], inputs.features["val"]
             self.probe = fit_probe(model.network.head, train, val, cfg.strategy.probe)
             if self.on_epoch_end is not None:
-                self.on_epoch_end(_probe_record(self.probe, time.perf_counter() - self._started))
+                seconds = time.perf_counter() - self._started
+                self.on_epoch_end(_probe_record(self.probe, seconds, validated=self.validated))
         if self.trainer is not None:
             self.module = build_module(self.prepared, inputs, self.on_epoch_end)
             seed, batch = cfg.seed, cfg.trainer.batch_size
@@ -231,6 +246,8 @@ class Fit:
             status=self.status,
             progress=self._progress(),
             seconds=meter.seconds if meter else 0.0,
+            cpu_seconds=meter.cpu_seconds if meter else 0.0,
+            threads=meter.threads if meter else torch.get_num_threads(),
             peak_mb=meter.peak_mb if meter else 0.0,
             memory_kind=meter.memory_kind if meter else "none",
             error=self.error,
@@ -238,6 +255,7 @@ class Fit:
             inputs=self.inputs,
             probe=self.probe,
             compile=self.compiled.decision if self.compiled is not None else None,
+            best=self.module.best if self.module is not None else None,
         )
 
     def _progress(self) -> FitProgress:
@@ -248,7 +266,9 @@ class Fit:
         if model.phases and not model.phases[0].in_loop:
             samples.append(len(self.prepared.splits.train) if self.probe else 0)  # FLOPs: x evaluations
             if self.probe is not None:
-                history.append(_probe_record(self.probe, 0.0))
+                history.append(_probe_record(self.probe, 0.0, validated=self.validated))
         samples += loop.phase_samples if loop is not None else [0] * len(model.loop_phases)
         history += loop.history if loop is not None else []
-        return FitProgress(phase_samples=samples, history=history)
+        return FitProgress(
+            phase_samples=samples, history=history, steps=loop.steps if loop is not None else 0
+        )

@@ -11,7 +11,6 @@ an earlier extraction records that reuse (``feature_cache=hit``) and what it wou
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torch import nn
 from tlbench.config.schema import TrainerConfig
 from tlbench.cost.device import autocast_context
 from tlbench.cost.flops import measure_forward_flops
+from tlbench.cost.meter import FitMeter
 from tlbench.data import InMemoryLoader, TensorSplit
 from tlbench.data.fingerprint import tensor_digest
 from tlbench.training.feature_cache import CachedFeatures, FeatureCache, content_key, module_digest
@@ -59,7 +59,7 @@ class CacheUse:
     reason: str = ""
     computed_flops: dict[str, float] = field(default_factory=dict)  # per split, computed by this trial
     reused_flops: dict[str, float] = field(default_factory=dict)  # per split, computed by earlier trials
-    reused_seconds: float = 0.0
+    reused_seconds: float = 0.0  # device-seconds the reused extractions cost the trials that ran them
 
 
 Data = dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> (inputs, labels), on the device
@@ -141,11 +141,9 @@ def cached_inputs(prepared: PreparedTrial, split: PrefixSplit, cache: FeatureCac
             use.reused_flops[name] = entry.flops
             use.reused_seconds += entry.seconds
         else:
-            start = time.perf_counter()
-            features = _extract(prepared, split.prefix, images)
-            if prepared.device.is_gpu:
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - start
+            with FitMeter(prepared.device, memory=False) as clock:  # device-seconds, as the fit's
+                features = _extract(prepared, split.prefix, images)
+            seconds = clock.device_seconds
             count = prepared.cfg.trainer.count_flops
             flops = _prefix_flops(prepared, split.prefix, images, model_key) if count else 0.0
             entry = CachedFeatures(features.cpu(), seconds, flops, prepared.device.name)

@@ -10,18 +10,23 @@ import torch
 import tlbench
 from tlbench.config.schema import RunConfig
 from tlbench.cost.accounting import TrialCost
+from tlbench.cost.threads import ThreadPlan
 from tlbench.models.freeze import count_parameters
 from tlbench.strategies import PROBE_PHASE
+from tlbench.tracking import names as N
 from tlbench.training.compiled import off_reason
 from tlbench.training.evaluate import TrialEvaluation
 from tlbench.training.fit import FitOutcome
 from tlbench.training.prepare import PreparedTrial
 
-MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "KILLED"}  # anything else ("failed: …") -> FAILED
+# A pruned trial did what the protocol asked (tag status=pruned tells it apart); KILLED means only
+# "interrupted"; anything else ("failed: …", "failed: collapsed: …") is FAILED.
+MLFLOW_STATUS = {N.COMPLETED: "FINISHED", N.PRUNED: "FINISHED"}
 
 
-def mlflow_status(status: str) -> str:
-    return MLFLOW_STATUS.get(status, "FAILED")
+def mlflow_status(status: str, *, interrupted: bool = False) -> str:
+    """The MLflow run status of a trial status (``interrupted``: Ctrl-C, whatever the status says)."""
+    return "KILLED" if interrupted else MLFLOW_STATUS.get(status, "FAILED")
 
 
 def trial_params(prepared: PreparedTrial) -> dict[str, Any]:
@@ -64,9 +69,11 @@ def trial_params(prepared: PreparedTrial) -> dict[str, Any]:
     }
 
 
-def trial_tags(prepared: PreparedTrial) -> dict[str, str]:
+def trial_tags(prepared: PreparedTrial, threads: ThreadPlan) -> dict[str, str]:
     device = prepared.device
     return {
+        "threads": str(threads.threads),  # torch intra-op threads (cost/device_hours divides by them)
+        "threads_reason": threads.reason,
         "device": device.name,
         "device_count": str(device.count),
         "device_model": device.model,
@@ -102,6 +109,10 @@ def trial_metrics(
     history = outcome.progress.history
     if history:
         metrics["train/loss"] = history[-1].train_loss
+    if prepared.model.loop_phases:  # the loop's optimizer steps (an L-BFGS probe has none to count)
+        metrics[N.TRAIN_STEPS] = float(outcome.progress.steps)
+    if evaluation.best_step is not None:  # early stopping: the step whose weights were evaluated
+        metrics[N.BEST_STEP] = float(evaluation.best_step)
     if outcome.compile is not None:  # inside cost/fit_seconds (the fit's timer), shown apart
         metrics["cost/compile_seconds"] = outcome.compile.compile_seconds
     metrics.update(evaluation.metrics)
@@ -109,9 +120,11 @@ def trial_metrics(
     return metrics
 
 
-def outcome_tags(prepared: PreparedTrial, outcome: FitOutcome, flops_check: str | None) -> dict[str, str]:
-    """The tags that explain the metrics: status, how memory and inputs were measured and produced."""
-    tags = {"status": outcome.status, "memory_kind": outcome.memory_kind}
+def outcome_tags(
+    prepared: PreparedTrial, outcome: FitOutcome, flops_check: str | None, *, cost: TrialCost
+) -> dict[str, str]:
+    """The tags that explain the metrics: status, how cost, memory and inputs were measured and produced."""
+    tags = {N.STATUS: outcome.status, "memory_kind": outcome.memory_kind, N.DEVICE_HOURS_RULE: cost.rule}
     if outcome.inputs is not None:
         tags["feature_cache"] = outcome.inputs.cache.status
         tags["feature_cache_reason"] = outcome.inputs.cache.reason or prepared.cache_reason
