@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tlbench.config import load_config
 from tlbench.config.schema import StrategyName
+from tlbench.errors import ConfigError
 from tlbench.report.draw import STRATEGY_STYLE
 from tlbench.report.formatting import STRATEGY_ORDER
-from tlbench.strategies import STRATEGIES, UNTRAINED, ignored_keys, strategy
+from tlbench.strategies import L2_SP, STRATEGIES, UNTRAINED, ignored_keys, strategy
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "strategy"
 
@@ -52,9 +55,69 @@ def test_lookup_accepts_the_enum_and_rejects_unknown_names() -> None:
         ("lp_ft", "lbfgs", "optimizer.lr", False),  # both phases' parameters matter
         ("lp_ft", "lbfgs", "strategy.probe.l2", False),
         ("as_is", "lbfgs", "optimizer.lr", True),  # trains nothing
+        ("bitfit", "lbfgs", "optimizer.lr", False),  # biases and norms train at optimizer.lr
+        ("bitfit", "lbfgs", "strategy.freeze_depth", True),  # chooses parameters by kind, not depth
+        ("bitfit", "lbfgs", "strategy.lora.rank", True),  # no adapters
+        ("bitfit", "lbfgs", "strategy.l2_sp", True),  # refused for bitfit (see below)
+        ("lora", "lbfgs", "strategy.lora.rank", False),  # its own hyperparameters
+        ("lora", "lbfgs", "optimizer.lr", False),
+        ("lora", "lbfgs", "strategy.probe.l2", True),
+        ("lora", "lbfgs", "strategy.l2_sp", True),
+        ("full_finetune", "lbfgs", "strategy.lora.alpha", True),  # only lora reads strategy.lora.*
+        ("full_finetune", "lbfgs", "strategy.l2_sp", False),  # L2-SP is an option of fine-tuning
+        ("partial", "lbfgs", "strategy.l2_sp", False),
+        ("lp_ft", "lbfgs", "strategy.l2_sp", False),
+        ("scratch", "lbfgs", "strategy.l2_sp", True),  # no pretrained weights to stay near
+        ("linear_probe", "sgd", "strategy.l2_sp", True),  # no backbone weight trains
     ],
 )
 def test_ignored_keys(name: str, solver: str, key: str, ignored: bool) -> None:
     # a searched key is refused exactly when one of the strategy's ignored prefixes starts it
     prefixes = ignored_keys(name, probe_solver=solver)
     assert any(key.startswith(p) for p in prefixes) is ignored
+
+
+def test_l2_sp_is_an_option_of_the_fine_tuning_strategies_only() -> None:
+    # the registry's L2-SP set is exactly the strategies that fine-tune pretrained backbone weights
+    assert set(L2_SP) == {"full_finetune", "partial", "lp_ft"}
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("scratch", "starts from random weights"),
+        ("linear_probe", "trains no pretrained weight"),
+        ("bitfit", "trains only biases and normalisation parameters"),
+        ("lora", "keeps the pretrained weights frozen"),
+    ],
+)
+def test_l2_sp_elsewhere_is_one_line_at_composition(name: str, reason: str) -> None:
+    # strategy.l2_sp > 0 where nothing pretrained fine-tunes fails before anything is built, saying why
+    # and which strategies take it
+    with pytest.raises(ConfigError) as error:
+        load_config([f"strategy={name}", "strategy.l2_sp=0.1"])
+    message = str(error.value)
+    assert "\n" not in message and reason in message
+    assert "use it with partial, lp_ft, full_finetune, or set strategy.l2_sp=0" in message
+
+
+@pytest.mark.parametrize("name", ["full_finetune", "partial", "lp_ft"])
+def test_l2_sp_composes_on_fine_tuning(name: str) -> None:
+    # the fine-tuning strategies take it; 0 (the default) is off everywhere
+    assert load_config([f"strategy={name}", "strategy.l2_sp=0.1"]).strategy.l2_sp == 0.1
+    assert load_config(["strategy=scratch"]).strategy.l2_sp == 0.0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("strategy.l2_sp=-1", "strategy.l2_sp must be a finite value >= 0"),  # a negative pull
+        ("strategy.lora.rank=0", "strategy.lora.rank must be >= 1"),
+        ("strategy.lora.dropout=1.0", "strategy.lora.dropout must be in [0, 1)"),
+        ("strategy.lora.targets=[]", "strategy.lora.targets must be null"),  # empty list: nothing to adapt
+    ],
+)
+def test_bad_values_are_refused_at_composition(override: str, message: str) -> None:
+    # each bad value is one line naming the key
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(["strategy=lora", override])

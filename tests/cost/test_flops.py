@@ -563,3 +563,111 @@ def test_invalid_arguments_are_rejected() -> None:
         measure_train_step_flops(_tiny_cnn(), torch.randn(2, 3, 8, 8), torch.tensor([0, 1]), batch_size=0)
     with pytest.raises(ValueError, match="input_shape"):
         analytic_train_step_flops(_tiny_cnn(), ())
+
+
+# --------------------------------------------------------------------------- BitFit and LoRA (peft)
+
+
+def _lora(layer: nn.Module, rank: int) -> nn.Module:
+    """``layer`` wrapped in a peft LoRA layer (frozen base, trainable A and B), B set non-zero."""
+    from tlbench.config.schema import LoraConfig
+    from tlbench.models.lora import add_lora
+
+    holder = nn.Sequential(layer)
+    add_lora(holder, LoraConfig(rank=rank, dropout=0.1), backbone_name="test")
+    for name, param in holder.named_parameters():
+        param.requires_grad_("lora_" in name)
+    return holder
+
+
+LORA_LAYERS = [
+    # conv 8->16 3x3 rank 2 on 2x8x16x16: base 8192 outputs * 72 = 589,824 MACs; A (8->2, 3x3) 1,024 * 72
+    # = 73,728; B (2->16, 1x1) 8,192 * 2 = 16,384. Backward: base grad_in only, A and B grad_in + grad_w
+    ("conv, grad input", lambda: nn.Conv2d(8, 16, 3, padding=1), 2, (2, 8, 16, 16), True,
+     2 * (589_824 + 73_728 + 16_384), 2 * (589_824 + 2 * 73_728 + 2 * 16_384)),
+    # first layer (data input): no base backward at all, A grad_w only, B grad_in + grad_w
+    ("conv, data input", lambda: nn.Conv2d(8, 16, 3, padding=1), 2, (2, 8, 16, 16), False,
+     2 * (589_824 + 73_728 + 16_384), 2 * (73_728 + 2 * 16_384)),
+    # strided conv: A takes the base's stride, B is 1x1 on the strided output (4 * 4 * 2 positions)
+    ("strided conv", lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1), 3, (2, 4, 8, 8), True,
+     2 * (192 * 36 + 96 * 36 + 192 * 3), 2 * (192 * 36 + 2 * 96 * 36 + 2 * 192 * 3)),
+    # linear 16->32 rank 4 on 4 rows: base 2,048 MACs, A 256, B 512
+    ("linear", lambda: nn.Linear(16, 32), 4, (4, 16), True,
+     2 * (2_048 + 256 + 512), 2 * (2_048 + 2 * 256 + 2 * 512)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("layer", "rank", "x_shape", "input_grad", "forward", "backward"),
+    [row[1:] for row in LORA_LAYERS],
+    ids=[row[0] for row in LORA_LAYERS],
+)
+def test_lora_layer_matches_hand_count(
+    layer: Callable[[], nn.Module], rank: int, x_shape: tuple[int, ...], input_grad: bool, forward: int,
+    backward: int,
+) -> None:  # fmt: skip
+    # the adapter's own products are counted on top of the frozen base layer (dropout counts nothing)
+    torch.manual_seed(0)
+    model = _lora(layer(), rank)
+    model.train()
+    assert _layer_flops(model, x_shape, input_grad=input_grad, counter=counting_mode) == (forward, backward)
+    if not input_grad:  # a training step from data: both counters agree
+        expected = StepFlops(forward, backward, batch_size=x_shape[0])
+        assert analytic_train_step_flops(model, x_shape) == expected
+        assert measure_train_step_flops(model, torch.randn(x_shape), torch.zeros(x_shape[0]),
+                                        loss_fn=_mean_square) == expected  # fmt: skip
+
+
+def _lite0_kind(trainable: str, *, rank: int = 2) -> nn.Sequential:
+    """lite0 + head with the freeze plan of bitfit ("bias_norm") or lora ("adapters")."""
+    from tlbench.config.schema import LoraConfig
+    from tlbench.models.freeze import fixed_frozen
+    from tlbench.models.lora import add_lora
+
+    model = _lite0()
+    if trainable == "adapters":
+        add_lora(model[0], LoraConfig(rank=rank), backbone_name="tf_efficientnet_lite0")
+    fixed = fixed_frozen(model[0], trainable, backbone_name="tf_efficientnet_lite0")
+    for name, param in model[0].named_parameters():
+        param.requires_grad_(name not in fixed)
+    return model.train()
+
+
+LITE0_STEM = 884_736  # 2 samples: 3->32 3x3 stride 2, 16x16 outputs
+LITE0_HEAD = 51_200  # 2 samples: 1280 -> 10
+
+
+def test_lite0_bitfit_pays_activation_gradients_but_no_weight_gradient() -> None:
+    # the stem's BatchNorm trains, so every conv after the stem computes its input gradient (1x forward)
+    # and no conv its weight gradient; the head computes both
+    step = _check_parity(_lite0_kind("bias_norm"), (2, 3, 32, 32))
+    assert step == StepFlops(LITE0_FORWARD, LITE0_FORWARD - LITE0_STEM + LITE0_HEAD, batch_size=2)
+
+
+def _adapter_macs(rank: int) -> tuple[int, int]:
+    """(all adapters' forward MACs, the stem adapter A's) on 2 samples at 32 px, from layer shapes."""
+    backbone = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, module in backbone.named_modules():
+        if isinstance(module, nn.Conv2d) and module.groups == 1:
+            module.register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape)))
+    backbone(torch.zeros(2, 3, 32, 32))
+    total = stem_a = 0
+    for name, (batch, out, height, width) in shapes.items():
+        conv = backbone.get_submodule(name)
+        positions = batch * height * width
+        a = positions * rank * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        total += a + positions * out * rank
+        stem_a = a if name == "conv_stem" else stem_a
+    return total, stem_a
+
+
+def test_lite0_lora_adds_its_adapters_work_to_the_frozen_backbone() -> None:
+    # forward: backbone + adapters; backward: the frozen backbone's input gradients (as for bitfit), both
+    # products of every adapter, except the stem adapter A, whose input is the data (weight gradient only)
+    adapters, stem_a = _adapter_macs(rank=2)
+    step = _check_parity(_lite0_kind("adapters", rank=2), (2, 3, 32, 32))
+    backward = LITE0_FORWARD - LITE0_STEM + LITE0_HEAD + 2 * (2 * adapters) - 2 * stem_a
+    assert step == StepFlops(LITE0_FORWARD + 2 * adapters, backward, batch_size=2)
+    # rank 2 on 33 layers: the adapters add 4.0% to the forward work here
+    assert 2 * adapters / LITE0_FORWARD == pytest.approx(0.040, abs=0.001)

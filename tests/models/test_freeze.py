@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 from torch import nn
 
@@ -8,6 +9,8 @@ from tlbench.config import load_config
 from tlbench.errors import ModelError
 from tlbench.models.freeze import (
     backbone_groups,
+    bias_and_norm_names,
+    fixed_frozen,
     frozen_modules,
     keep_frozen_in_eval,
     set_frozen,
@@ -137,3 +140,72 @@ def test_training_leaves_frozen_weights_and_bn_statistics_unchanged(depth: int) 
         not torch.equal(a, b)
         for a, b in zip(head_before, prepared.model.network.head.parameters(), strict=True)
     )
+
+
+def test_bitfit_trains_biases_norms_and_head(lite0_features: nn.Module) -> None:
+    # lite0's convolutions have no bias: BitFit trains exactly its BatchNorm scales and shifts + the head
+    built = build_model(load_config(["strategy=bitfit"]), class_names=CLASSES)
+    network = built.network
+    trainable = {n for n, p in network.named_parameters() if p.requires_grad}
+    norms = {
+        f"backbone.{prefix}.{n}"
+        for prefix, m in network.backbone.named_modules()
+        if isinstance(m, nn.BatchNorm2d)
+        for n, _ in m.named_parameters(recurse=False)
+    }
+    assert trainable == norms | {"head.0.weight", "head.0.bias"}
+    count = sum(p.numel() for p in network.parameters() if p.requires_grad)
+    # 42,016 BatchNorm parameters (1.2% of lite0's 3.38 M) + a 3-class head
+    assert count == 42_016 + 1280 * 3 + 3
+    assert built.freeze_depth == 0 and built.groups.decay
+
+
+def test_bitfit_on_a_vit_trains_every_bias_and_layernorm() -> None:
+    # a transformer has biases in its linear layers: those train, weights and embeddings do not
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8, depth=2
+    )
+    names = bias_and_norm_names(vit)
+    assert {"blocks.0.attn.qkv.bias", "blocks.1.mlp.fc2.bias", "patch_embed.proj.bias"} <= names
+    assert {"blocks.0.norm1.weight", "norm.weight", "norm.bias"} <= names
+    assert not names & {"blocks.0.attn.qkv.weight", "cls_token", "pos_embed", "patch_embed.proj.weight"}
+
+
+def test_fixed_frozen_refuses_a_backbone_with_nothing_of_its_kind() -> None:
+    # BitFit on a model without a bias or norm would be a linear probe: said in one line
+    with pytest.raises(ModelError, match="toy has no bias or normalisation parameter to train"):
+        fixed_frozen(nn.Sequential(nn.Conv2d(3, 4, 3, bias=False)), "bias_norm", backbone_name="toy")
+
+
+@pytest.mark.parametrize("strategy", ["bitfit", "lora"])
+def test_gradients_through_the_backbone_mean_no_feature_cache(strategy: str) -> None:
+    # bitfit's first BatchNorm and lora's stem adapter train: nothing before them is a frozen prefix
+    prepared = prepare(load_config(["data=synthetic", f"strategy={strategy}", "tracking=disabled"]))
+    assert prepared.prefix_split is None
+    assert prepared.cache_reason == "not cacheable: nothing frozen"
+
+
+@pytest.mark.parametrize("strategy", ["bitfit", "lora"])
+def test_a_real_fit_moves_only_what_the_strategy_trains(strategy: str) -> None:
+    # after a real fit: bitfit changed BatchNorm scales and shifts but no conv weight and no BatchNorm
+    # statistic (kept by default); lora changed its adapters and nothing pretrained (frozen norms: eval)
+    small = ["data.samples_per_class=12", "data.resolution=16", "trainer.epochs=1", "trainer.batch_size=8"]
+    cfg = load_config(
+        ["data=synthetic", f"strategy={strategy}", "trainer=quick", "tracking=disabled", *small]
+    )
+    prepared = prepare(cfg)
+    backbone = prepared.model.network.backbone
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    fitting = Fit(prepared)
+    with fitting:
+        fitting.run(trial_inputs(prepared))
+    assert fitting.outcome().status == "completed"
+    after = backbone.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    convs = {k for k in before if k.endswith("weight") and before[k].ndim == 4 and "lora_" not in k}
+    assert not changed & convs  # no pretrained convolution moved
+    assert not any("running_" in k for k in changed)
+    if strategy == "bitfit":
+        assert any(k.endswith("bn1.weight") for k in changed) and any(k.endswith("bn2.bias") for k in changed)
+    else:
+        assert changed and all("lora_B" in k or "lora_A" in k for k in changed)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tlbench.errors import ConfigError
-from tlbench.strategies import ignored_keys, strategy
+from tlbench.strategies import L2_SP, Strategy, ignored_keys, strategy
 
 
 class WeightsSource(str, Enum):
@@ -32,6 +32,8 @@ class StrategyName(str, Enum):
     full_finetune = "full_finetune"
     lp_ft = "lp_ft"
     as_is = "as_is"
+    bitfit = "bitfit"
+    lora = "lora"
 
 
 class ProbeSolver(str, Enum):
@@ -197,6 +199,45 @@ class ProbeConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters (Hu et al., 2021) on the backbone's dense layers, through the ``peft`` library.
+
+    A targeted layer computes ``W x + (alpha / rank) * B A x`` with ``A`` (rank x in, the layer's own
+    kernel and stride for a convolution) and ``B`` (out x rank, 1x1) trained and ``W`` frozen; ``B``
+    starts at zero, so training starts from the pretrained function.
+    """
+
+    rank: int = 8
+    alpha: int = 8  # the update is scaled by alpha / rank (an int, as peft types it)
+    dropout: float = 0.1  # on the adapter's input only
+    # Module names (a name, or its dotted suffix, as peft matches them: e.g. [conv_pw, conv_pwl]); null:
+    # every dense layer of the backbone (nn.Linear, and convolutions with groups=1). Grouped/depthwise
+    # convolutions are not adapted: peft needs the rank divisible by their groups and cannot merge them.
+    targets: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.rank >= 1, f"strategy.lora.rank must be >= 1, got {self.rank}")
+        _require(self.alpha > 0, f"strategy.lora.alpha must be > 0, got {self.alpha}")
+        _require(0.0 <= self.dropout < 1.0, f"strategy.lora.dropout must be in [0, 1), got {self.dropout}")
+        _require(
+            self.targets is None or (bool(self.targets) and all(bool(t) for t in self.targets)),
+            f"strategy.lora.targets must be null (every dense layer) or a non-empty list of module names, "
+            f"got {self.targets}",
+        )
+
+
+def _no_l2_sp_reason(spec: Strategy) -> str:
+    """Why ``strategy.l2_sp`` means nothing for ``spec`` (the end of a sentence)."""
+    if not spec.pretrained:
+        return "starts from random weights"
+    if spec.trainable == "bias_norm":
+        return "trains only biases and normalisation parameters"
+    if spec.trainable == "adapters":
+        return "keeps the pretrained weights frozen (only its zero-initialised adapters train)"
+    return "trains no pretrained weight"
+
+
+@dataclass
 class StrategyConfig:
     """How much of the pretrained network is reused and trained."""
 
@@ -209,9 +250,23 @@ class StrategyConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     # as_is: target class name -> source (ImageNet) classes: names, WordNet ids or indices
     class_map: dict[str, list[str]] = field(default_factory=dict)
+    lora: LoraConfig = field(default_factory=LoraConfig)  # lora only
+    # L2-SP (Li et al., 2018): alpha/2 * ||w - w0||^2 on the pretrained backbone weights (w0: the starting
+    # weights), which then get no plain weight decay; 0 = off. Fine-tuning strategies only.
+    l2_sp: float = 0.0
 
     def __post_init__(self) -> None:
         spec = strategy(self.name)
+        _require(
+            0.0 <= self.l2_sp < float("inf"), f"strategy.l2_sp must be a finite value >= 0, got {self.l2_sp}"
+        )
+        if self.l2_sp > 0:
+            _require(
+                spec.l2_sp,
+                f"strategy.l2_sp={self.l2_sp:g} pulls fine-tuned pretrained weights back to their start, "
+                f"but strategy={spec.name} {_no_l2_sp_reason(spec)}: "
+                f"use it with {', '.join(L2_SP)}, or set strategy.l2_sp=0",
+            )
         if spec.freeze == "config":
             _require(
                 self.freeze_depth is not None,

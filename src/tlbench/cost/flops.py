@@ -15,6 +15,11 @@ What is counted (the definition behind ``cost/train_flops``)
   grad (so a frozen layer before the first trainable one does nothing, and the first trainable layer
   computes only its weight gradient), and its weight-gradient product only when its weight is
   trainable. A frozen layer after a trainable one still pays for its input gradient.
+* The parameter-efficient strategies follow from that rule: ``bitfit`` (every weight frozen, the
+  normalisation layers train) pays the input gradient of every layer after its first trainable norm
+  and no weight gradient but the head's; ``lora`` adds its adapters' products (forward, input and
+  weight gradients) to that. ``strategy.l2_sp``'s penalty is elementwise and counts 0 (a few FLOPs per
+  backbone parameter and step: under 1% of a step, see :mod:`tlbench.optim.l2_sp`).
 * Attention backward counts at most four products (``dP``, ``dV``, ``dQ``, ``dK``, each needed only
   for the inputs that require grad), as the eager math path runs them. Causal masks and ``scale``
   do not change the count (an upper bound for causal attention). The CPU flash kernel has no

@@ -24,6 +24,11 @@ multiply-adds, FLOPs = 2 * MACs):
   q ``B*L*E*E``, k ``B*S*E*kdim``, v ``B*S*E*vdim``, output ``B*L*E*E``, each with input/weight
   gradients as for ``Linear``; ``S`` grows by one for ``bias_k`` and for ``add_zero_attn``.
 
+* peft LoRA layers (``strategy=lora``) need no formula of their own: the frozen ``base_layer`` and the
+  adapter's ``lora_A`` / ``lora_B`` are plain ``nn.Conv2d`` / ``nn.Linear`` modules, each counted by its
+  own hook with the rules above (``lora_A`` reads the adapter dropout's output, which requires grad
+  exactly when the layer's input does). A merged layer runs its base layer alone.
+
 Only these layers are counted; a model doing matmul work elsewhere (functional matmuls, other
 attention classes) is under-counted here by design -- this is a validator, not the production counter.
 """

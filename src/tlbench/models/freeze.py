@@ -13,14 +13,22 @@ from timm.models import group_parameters
 from torch import nn
 
 from tlbench.errors import ModelError
+from tlbench.models.lora import is_adapter
 
 
 @dataclass(frozen=True)
 class ParamGroups:
-    """Backbone parameter names per timm group, input side first."""
+    """Backbone parameter names per timm group, input side first, and what the strategy never trains.
+
+    ``fixed``: parameters frozen at every depth (bitfit: all but biases and normalisation parameters;
+    lora: all but the adapters). ``decay``: whether the backbone's weights get ``optimizer.weight_decay``
+    (not under L2-SP, whose pull towards the pretrained weights replaces it, as in Li et al., 2018).
+    """
 
     names: tuple[tuple[str, ...], ...]
     labels: tuple[str, ...]  # a readable label per group, e.g. "conv_stem" or "blocks.3"
+    fixed: frozenset[str] = frozenset()
+    decay: bool = True
 
     @property
     def depth(self) -> int:
@@ -63,9 +71,50 @@ def validate_depth(depth: int, groups: ParamGroups, *, backbone_name: str) -> No
         )
 
 
+# Normalisation layers whose own parameters (scale and shift) BitFit trains; timm's norm layers subclass
+# these, except a few (RmsNorm, ...) that the class-name test below catches.
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    name = type(module).__name__.lower()
+    return isinstance(module, _NORMS) or name.endswith(("norm", "norm2d", "normact2d"))
+
+
+def bias_and_norm_names(backbone: nn.Module) -> set[str]:
+    """BitFit's trainable set (Ben Zaken et al., 2022): every bias, and the normalisation layers' affine
+    parameters (in a BatchNorm CNN the convolutions have no bias: BitFit there is the norms' scale and
+    shift, which the BitFit paper's LayerNorm models train as biases of their own)."""
+    names = {name for name, _ in backbone.named_parameters() if name.rsplit(".", 1)[-1] == "bias"}
+    for prefix, module in backbone.named_modules():
+        if _is_norm(module):
+            names |= {f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False)}
+    return names
+
+
+def fixed_frozen(backbone: nn.Module, trainable: str, *, backbone_name: str) -> frozenset[str]:
+    """The backbone parameters a strategy never trains (``Strategy.trainable``), whatever the depth.
+
+    ``all``: none; ``bias_norm`` (bitfit): all but :func:`bias_and_norm_names`; ``adapters`` (lora):
+    all but the LoRA adapters injected by :func:`tlbench.models.lora.add_lora`.
+    """
+    if trainable == "all":
+        return frozenset()
+    if trainable == "bias_norm":
+        keep = bias_and_norm_names(backbone)
+    elif trainable == "adapters":
+        keep = {name for name, _ in backbone.named_parameters() if is_adapter(name)}
+    else:
+        raise ValueError(f"unknown trainable kind {trainable!r}")
+    if not keep:
+        what = "bias or normalisation parameter" if trainable == "bias_norm" else "LoRA adapter"
+        raise ModelError(f"{backbone_name} has no {what} to train: the strategy would be a linear probe")
+    return frozenset(name for name, _ in backbone.named_parameters() if name not in keep)
+
+
 def set_frozen(backbone: nn.Module, groups: ParamGroups, depth: int) -> None:
-    """Freeze the first ``depth`` groups and unfreeze the rest."""
-    frozen = {n for group in groups.names[:depth] for n in group}
+    """Freeze the first ``depth`` groups and every ``groups.fixed`` parameter; unfreeze the rest."""
+    frozen = {n for group in groups.names[:depth] for n in group} | groups.fixed
     for name, param in backbone.named_parameters():
         param.requires_grad_(name not in frozen)
 

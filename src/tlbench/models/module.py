@@ -99,6 +99,7 @@ class TransferModule(L.LightningModule):
         num_classes: int,
         keep_norm_stats: bool = False,
         patience: int | None = None,
+        penalty: Callable[[], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.network = network
@@ -112,6 +113,7 @@ class TransferModule(L.LightningModule):
         self.check_every_step = check_every_step
         self.on_epoch_end = on_epoch_end  # e.g. per-epoch metrics to the tracker
         self.keep_norm_stats = keep_norm_stats  # BatchNorm normalises with running statistics (lp_ft)
+        self.penalty = penalty  # added to the loss that is minimised, not to train/loss (e.g. L2-SP)
         # above this mean epoch loss the run has diverged (None: only non-finite losses count)
         self.exploded_loss = EXPLODED_LOSS_FACTOR * math.log(num_classes) if num_classes > 1 else None
         self.progress = FitProgress(phase_samples=[0] * len(self.phases))
@@ -181,7 +183,7 @@ class TransferModule(L.LightningModule):
             raise DivergedError(
                 f"diverged: training loss is {float(detached)} at epoch {self.current_epoch + 1}"
             )
-        return loss
+        return loss if self.penalty is None else loss + self.penalty()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -12,7 +12,9 @@ from tlbench.config.schema import HeadConfig, HeadType, ProbeSolver, RunConfig, 
 from tlbench.errors import ConfigError
 from tlbench.models.backbone import create_backbone
 from tlbench.models.class_map import ClassMapHead, resolve_class_map
-from tlbench.models.freeze import ParamGroups, backbone_groups, set_frozen, validate_depth
+from tlbench.models.freeze import ParamGroups, backbone_groups, fixed_frozen, set_frozen, validate_depth
+from tlbench.models.lora import add_lora, check_lora
+from tlbench.optim.l2_sp import L2SP
 from tlbench.strategies import FINETUNE_PHASE, PROBE_PHASE, strategy
 
 
@@ -73,6 +75,8 @@ class BuiltModel:
     weights: WeightsSource  # what the backbone was actually initialised from
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # added to the training loss (strategy.l2_sp > 0: the L2-SP pull towards the pretrained weights)
+    penalty: Callable[[], torch.Tensor] | None = None
 
     @property
     def freeze_depth(self) -> int:
@@ -124,6 +128,8 @@ def build_model(cfg: RunConfig, *, class_names: Sequence[str]) -> BuiltModel:
             f"strategy={cfg.strategy.name.value} reuses pretrained weights but backbone.weights=none; "
             "use strategy=scratch for random init, or pick a weight source (embedded, hub, file)"
         )
+    if spec.trainable == "adapters":  # before any weight is fetched: a bad target is one line at once
+        check_lora(cfg.backbone.name, cfg.strategy.lora)
     backbone = create_backbone(backbone_cfg, resolution=cfg.data.size, keep_classifier=not spec.trains)
     data_cfg = backbone.pretrained_cfg
     mean = tuple(float(v) for v in data_cfg.get("mean", (0.485, 0.456, 0.406)))
@@ -135,8 +141,14 @@ def build_model(cfg: RunConfig, *, class_names: Sequence[str]) -> BuiltModel:
     else:
         indices = resolve_class_map(cfg.strategy.class_map, target_classes=class_names, model=backbone)
         head = ClassMapHead(indices)
+    if spec.trainable == "adapters":
+        add_lora(backbone, cfg.strategy.lora, backbone_name=cfg.backbone.name)
     network = TransferNetwork(backbone, head)
-    groups = backbone_groups(backbone, coarse=cfg.backbone.coarse_groups)
+    groups = replace(
+        backbone_groups(backbone, coarse=cfg.backbone.coarse_groups),
+        fixed=fixed_frozen(backbone, spec.trainable, backbone_name=cfg.backbone.name),
+        decay=cfg.strategy.l2_sp == 0,
+    )
     phases = plan_phases(cfg, groups)
     set_frozen(backbone, groups, phases[0].freeze_depth if phases else groups.depth)
     if not spec.trains:
@@ -149,4 +161,6 @@ def build_model(cfg: RunConfig, *, class_names: Sequence[str]) -> BuiltModel:
         weights=backbone_cfg.weights,
         mean=(mean[0], mean[1], mean[2]),
         std=(std[0], std[1], std[2]),
+        # built before anything trains: w0 is the pretrained backbone (lp_ft's probe does not change it)
+        penalty=L2SP(backbone, alpha=cfg.strategy.l2_sp) if cfg.strategy.l2_sp > 0 else None,
     )

@@ -25,7 +25,11 @@ def layer_lr_multipliers(depth: int, cfg: OptimizerConfig) -> list[float]:
 def build_param_groups(
     backbone: nn.Module, head: nn.Module, groups: ParamGroups, cfg: OptimizerConfig, *, include_frozen: bool
 ) -> list[dict[str, Any]]:
-    """Param groups for ``torch.optim``; frozen parameters only when a later phase unfreezes them."""
+    """Param groups for ``torch.optim``; frozen parameters only when a later phase unfreezes them.
+
+    Weights (>= 2-D) decay at ``cfg.weight_decay``, except the backbone's when ``groups.decay`` is false
+    (L2-SP replaces their decay); biases and normalisation parameters never decay.
+    """
     named = dict(backbone.named_parameters())
     multipliers = layer_lr_multipliers(groups.depth, cfg)
     out: list[dict[str, Any]] = []
@@ -38,7 +42,8 @@ def build_param_groups(
         chosen = [(n, p) for n, p in params if include_frozen or p.requires_grad]
         decay = [p for n, p in chosen if p.ndim > 1]
         no_decay = [p for n, p in chosen if p.ndim <= 1]
-        for plist, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
+        weight_decay = cfg.weight_decay if groups.decay or label == "head" else 0.0
+        for plist, wd in ((decay, weight_decay), (no_decay, 0.0)):
             if plist:
                 out.append({"params": plist, "lr": cfg.lr * mult, "weight_decay": wd, "name": label})
     return out
