@@ -5,7 +5,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The stamp records the checkout the editable package was installed from ("source=<path>"). A .venv
+# shared by several checkouts (a link to another checkout's) is never re-installed from this one, which
+# would silently point the other checkout's `tlbench` at this one's source: see `setup` below.
 STAMP := $(VENV)/.installed
+VENV_OWNER = sed -n 's/^source=//p' '$(STAMP)' 2>/dev/null
+VENV_TAKEOVER ?=
 # torch/torchvision releases that exist for this platform (see README, "Installation").
 ifeq ($(shell uname -m),aarch64)
 TORCH_PINS ?= torch==2.9.1 torchvision==0.24.1
@@ -22,23 +27,38 @@ STORAGE ?=
 STUDY ?=
 BACKBONES ?=
 PYTEST_ARGS ?=
+PORT ?=
+UI_PORT ?= 5000
+DASHBOARD_PORT ?= 8080
+LIVE ?=
 
-.PHONY: help setup train sweep report ui dashboard bench test test-fast lint format clean screen
+.PHONY: help setup train sweep report ui dashboard bench gpu-check test test-fast lint format clean screen
 
 help:
 	@echo "make setup | train ARGS='k=v ...' | sweep [SWEEP=name | DATA=folder [CLASS_MAP='{...}']] [ARGS='k=v ...'] [WORKERS=n] [STORAGE=url] | report [STUDY=name]"
 	@echo "make screen [DATA=folder] [BACKBONES=a,b,c] [CLASS_MAP='{ants: [ant], bees: [bee]}'] [STUDY=name]"
-	@echo "make ui | dashboard | bench [ARGS='--only eager --repeats 3'] | test | lint | clean"
+	@echo "make ui [PORT=5000] | dashboard [STUDY=name] [LIVE=1] [PORT=8080] | bench [ARGS='--only loaded --repeats 3'] | gpu-check | test | lint | clean"
 	@echo "make mlflow-server BACKEND=postgresql://… [ARTIFACTS=dir]   (see README, \"Several machines\")"
 
+# A .venv installed from another checkout that still exists: stop with a message (running its package
+# here would run that checkout's code; re-installing would re-point it). From a checkout that is gone,
+# or with VENV_TAKEOVER=1: re-install from this one. A stamp without "source=" (older tlbench) counts
+# as this checkout's.
 setup: $(STAMP)
+	@owner=$$($(VENV_OWNER)); if [ -n "$$owner" ] && [ "$$owner" != "$(CURDIR)" ]; then \
+	  $(MAKE) --no-print-directory -B $(STAMP); fi
 
 $(STAMP): pyproject.toml
+	@owner=$$($(VENV_OWNER)); if [ -n "$$owner" ] && [ "$$owner" != "$(CURDIR)" ]; then \
+	  if [ -f "$$owner/pyproject.toml" ] && [ -z "$(VENV_TAKEOVER)" ]; then \
+	    echo "make: $(VENV) belongs to the checkout $$owner (its editable tlbench runs that checkout's code), not to $(CURDIR): re-installing it here would re-point $$owner. Give this checkout its own: remove the link (rm $(VENV)) and run make again, or pass VENV=path/to/another/venv; to move this one here on purpose: make setup VENV_TAKEOVER=1" >&2; \
+	    exit 2; fi; \
+	  echo "make: $(VENV) was installed from $$owner; re-installing it from $(CURDIR)"; fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install $(TORCH_PINS)
 	$(BIN)/python -m pip install -e '.[dev,pinned]'
-	touch $(STAMP)
+	echo "source=$(CURDIR)" > $(STAMP)
 
 train: setup
 	$(BIN)/tlbench train $(ARGS)
@@ -53,13 +73,18 @@ screen: setup
 	$(BIN)/tlbench screen $(if $(DATA),--data '$(DATA)') $(if $(BACKBONES),--backbones '$(BACKBONES)') $(if $(CLASS_MAP),--class-map '$(CLASS_MAP)') $(if $(STUDY),--study $(STUDY)) $(ARGS)
 
 ui: setup
-	$(BIN)/tlbench ui
+	$(BIN)/tlbench ui --port $(or $(PORT),$(UI_PORT))
 
 dashboard: setup
-	$(BIN)/tlbench dashboard $(if $(STUDY),--study $(STUDY)) $(if $(STORAGE),--storage '$(STORAGE)')
+	$(BIN)/tlbench dashboard $(if $(STUDY),--study $(STUDY)) $(if $(STORAGE),--storage '$(STORAGE)') $(if $(LIVE),--live) --port $(or $(PORT),$(DASHBOARD_PORT))
 
 bench: setup
 	$(BIN)/python -m benchmarks $(ARGS)
+
+# On a machine with a GPU: the bench, a 4-workers-per-GPU scaling check and the photo study in 10 min,
+# written into docs/benchmarks.md (ARGS='--photos FOLDER --budget-min 10 --skip photos').
+gpu-check: setup
+	$(BIN)/python -m benchmarks.gpu $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -22,6 +22,7 @@ from benchmarks.timing import Sample
 from tlbench.config import RunConfig, load_config
 from tlbench.cost.device import autocast_context
 from tlbench.run import train
+from tlbench.tracking.names import DEVICE_HOURS, DEVICE_HOURS_RULE, FIT_CPU_SECONDS
 from tlbench.training.inputs import reset_feature_cache
 from tlbench.training.prepare import prepare
 
@@ -181,6 +182,9 @@ def harness_run(overrides: Sequence[str]) -> Run:
         "val_acc": metrics.get("val/acc"),
         "test_acc": metrics.get("test/acc"),
         "fit_seconds": metrics.get("cost/fit_seconds"),
+        "fit_cpu_seconds": metrics.get(FIT_CPU_SECONDS),
+        "device_hours": metrics.get(DEVICE_HOURS),
+        "device_hours_rule": result.tags.get(DEVICE_HOURS_RULE),
         "train_flops": metrics.get("cost/train_flops"),
         "eval_flops": metrics.get("cost/eval_flops"),
         "feature_cache": result.tags.get("feature_cache"),

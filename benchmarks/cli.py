@@ -15,12 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tlbench.cost.threads import passive_wait_default
 from tlbench.errors import ConfigError, TlbenchError
 
 if TYPE_CHECKING:
     from benchmarks.cases import Plan
 
-STEPS = ("finetune", "eager", "probe", "partial", "sweep")
+STEPS = ("finetune", "eager", "loaded", "probe", "partial", "sweep")
 
 
 def _defaults() -> Plan:
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command; a bad option is a one-line error (exit 2), as ``tlbench`` commands do."""
+    passive_wait_default()  # before anything imports torch: its OpenMP runtime reads the policy once
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     except TlbenchError as exc:

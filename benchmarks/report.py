@@ -19,17 +19,26 @@ from tlbench.cost.device import cpu_model
 
 @dataclass(frozen=True)
 class Target:
-    op: str  # "<=" or ">="
+    op: str  # "<=", ">=", or "in" (between ``bound`` and ``upper``, both included)
     bound: float
+    upper: float | None = None
 
     def __post_init__(self) -> None:
-        if self.op not in ("<=", ">="):
-            raise ValueError(f"target op must be <= or >=, got {self.op=}")
+        if self.op not in ("<=", ">=", "in"):
+            raise ValueError(f"target op must be <=, >= or in, got {self.op=}")
+        if (self.op == "in") != (self.upper is not None) or (
+            self.upper is not None and self.upper < self.bound
+        ):
+            raise ValueError(f"a range target needs op 'in' and bound <= upper, got {self.op=} {self.upper=}")
 
     def met(self, value: float) -> bool:
+        if self.op == "in":
+            return self.bound <= value <= (self.upper if self.upper is not None else self.bound)
         return value <= self.bound if self.op == "<=" else value >= self.bound
 
     def __str__(self) -> str:
+        if self.op == "in":
+            return f"{self.bound:.3g}..{self.upper:.3g}"
         return f"{self.op} {self.bound:.3g}"
 
 
@@ -75,6 +84,17 @@ RATIOS: dict[str, RatioSpec] = {
         "wall time of train(cfg) with the old eager settings (benchmarks.cases.EAGER: "
         "trainer.channels_last=false) / the same trial with today's defaults; the full fine-tune "
         "trial of harness_over_raw_loop, both with tracking=disabled and trainer.count_flops=true",
+    ),
+    "trial_loaded_over_alone": RatioSpec(
+        Target("<=", 2.3),
+        "wall time of the fine-tune trial of harness_over_raw_loop with one torch thread per usable core, "
+        "run while one busy-loop child process per usable core competes for the CPU / the same trial "
+        "alone (interleaved pairs); ideal 2 (half the machine), more means threads waiting on each other",
+    ),
+    "cost_loaded_over_alone": RatioSpec(
+        Target("in", 0.8, 1.25),
+        "cost/device_hours the loaded trial of trial_loaded_over_alone logged / what the alone trial "
+        "logged (median of per-pair ratios): a cost that counts the trial's own compute reads the same",
     ),
     "default_sweep_pruned_over_unpruned": RatioSpec(
         Target("<=", 1 / 3),

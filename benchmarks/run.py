@@ -21,6 +21,8 @@ from benchmarks.cases import Plan
 from benchmarks.eager import eager_ratio
 from benchmarks.flops_floor import NAME as FLOOR
 from benchmarks.flops_floor import floor_ratio
+from benchmarks.loaded import NAMES as LOADED
+from benchmarks.loaded import loaded_ratios
 from benchmarks.measure import Progress, workdir
 from benchmarks.ratios import finetune_ratios, partial_ratio, probe_ratios
 from benchmarks.report import RATIOS, RatioResult, bench_json, machine_info, table
@@ -29,7 +31,7 @@ from benchmarks.timing import spread
 
 log = logging.getLogger(__name__)
 QUIET = ("tlbench", "lightning", "lightning.pytorch", "optuna", "mlflow", "alembic")
-STEPS = ("finetune", "eager", "probe", "partial", "sweep")
+STEPS = ("finetune", "eager", "loaded", "probe", "partial", "sweep")
 FLOOR_NEEDS = ("eager", "sweep")  # the steps whose measurements default_sweep_wall_over_flops_floor combines
 
 
@@ -44,6 +46,7 @@ def _guarded(name: str, fn: Callable[[], list[RatioResult]]) -> list[RatioResult
         names = {
             "finetune": ["harness_over_raw_loop", "tracking_on_over_off"],
             "eager": ["eager_over_optimised"],
+            "loaded": list(LOADED),
             "probe": ["linear_probe_cached_speedup", "linear_probe_over_one_extraction_pass"],
             "partial": ["partial_cached_speedup"],
             "sweep": ["default_sweep_pruned_over_unpruned"],
@@ -89,6 +92,7 @@ def run_bench(
             steps: dict[str, Callable[[], list[RatioResult]]] = {
                 "finetune": lambda: finetune_ratios(plan, uri, progress),
                 "eager": lambda: [eager_ratio(plan, progress)],
+                "loaded": lambda: loaded_ratios(plan, progress),
                 "probe": lambda: probe_ratios(plan, progress),
                 "partial": lambda: [partial_ratio(plan, progress)],
                 "sweep": lambda: [sweep_ratio(plan, uri, work, progress)],

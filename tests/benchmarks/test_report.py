@@ -22,15 +22,36 @@ def _results(value: float | None = 1.0) -> list[RatioResult]:
 
 @pytest.mark.parametrize(
     ("target", "value", "met"),
-    [(Target("<=", 1.05), 1.05, True), (Target("<=", 1.05), 1.06, False), (Target(">=", 8.0), 7.9, False)],
+    [
+        (Target("<=", 1.05), 1.05, True),
+        (Target("<=", 1.05), 1.06, False),
+        (Target(">=", 8.0), 7.9, False),
+        (Target("in", 0.8, 1.25), 0.8, True),  # a range includes both ends
+        (Target("in", 0.8, 1.25), 1.25, True),
+        (Target("in", 0.8, 1.25), 0.79, False),  # below it
+        (Target("in", 0.8, 1.25), 1.3, False),  # above it
+    ],
 )
 def test_targets_compare_in_their_direction(target: Target, value: float, met: bool) -> None:
     assert target.met(value) is met
 
 
-def test_a_target_needs_a_known_operator() -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("<", 1.0),
+        ("in", 1.0),
+        ("<=", 1.0, 2.0),
+        ("in", 2.0, 1.0),
+    ],  # unknown op; a range needs both ends, in order
+)
+def test_a_target_needs_a_known_operator_and_a_valid_range(args: tuple[str, float]) -> None:
     with pytest.raises(ValueError, match="op"):
-        Target("<", 1.0)
+        Target(*args)
+
+
+def test_a_range_target_prints_its_ends() -> None:
+    assert str(Target("in", 0.8, 1.25)) == "0.8..1.25"
 
 
 def test_pass_needs_a_value_a_target_and_the_side_condition() -> None:

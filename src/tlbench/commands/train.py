@@ -5,15 +5,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from tlbench.commands.overrides import check_paths, usage, wants_help
 from tlbench.config import load_config
 
 
 def main(argv: Sequence[str]) -> int:
-    if any(a in {"-h", "--help"} for a in argv):
-        print("usage: tlbench train [key=value ...]   e.g. tlbench train data=digits strategy=linear_probe")
-        print("groups: backbone data strategy optimizer schedule trainer tracking experiment; see conf/")
+    if wants_help(argv):
+        print(usage("train"))
         return 0
     cfg = load_config(argv)
+    check_paths(cfg, overrides=argv)  # a missing folder or file: one line now, not after torch loads
     from tlbench.run import train  # heavy imports only once the config is known to be valid
 
     result = train(cfg)

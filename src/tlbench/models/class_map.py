@@ -56,11 +56,31 @@ def _source_index(entry: str | int, info: ImageNetInfo, target: str) -> int:
     if len(matches) > 1:
         options = [f"{i}: {info.index_to_description(i)}" for i in matches]
         raise ModelError(f"class_map[{target}]: '{text}' is ambiguous ({options}); use the index")
-    descriptions = [info.index_to_description(i) for i in range(info.num_classes())]
-    close = difflib.get_close_matches(text, descriptions, n=3, cutoff=0.4)
-    raise ModelError(
-        f"class_map[{target}]: no {info.num_classes()}-class label '{text}'. Close matches: {close}"
-    )
+    close = near_labels(text, info)
+    hint = f"Close matches: {', '.join(close)}" if close else "No close match: give a class index 0..999"
+    raise ModelError(f"class_map[{target}]: no {info.num_classes()}-class label '{text}'. {hint}")
+
+
+def near_labels(text: str, info: ImageNetInfo, *, n: int = 3) -> list[str]:
+    """Labels near ``text``, each as ``'name' (index: its synonyms)``, nearest first.
+
+    A label's description is a list of synonyms ("ant, emmet, pismire"); a typo is compared with
+    each synonym, not with the whole list, which a short word never resembles ("antt" -> "ant").
+    Words that merely contain the text ("retriever" -> "golden retriever") come after close spellings.
+    """
+    synonyms: dict[str, int] = {}
+    for index in range(info.num_classes()):
+        for name in info.index_to_description(index).split(","):
+            synonyms.setdefault(name.strip().lower(), index)
+    lowered = text.strip().lower()
+    close = difflib.get_close_matches(lowered, list(synonyms), n=n, cutoff=0.6)
+    containing = [name for name in synonyms if lowered and lowered in name.split() and name not in close]
+    picked: dict[int, str] = {}  # one entry per class: 'tabby' and 'tabby cat' are the same one
+    for name in [*close, *containing]:
+        index = synonyms[name]
+        if len(picked) < n and index not in picked:
+            picked[index] = f"'{name}' ({index}: {info.index_to_description(index)})"
+    return list(picked.values())
 
 
 class ClassMapHead(nn.Module):
