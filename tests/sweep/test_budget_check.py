@@ -43,6 +43,11 @@ CHECKED: dict[str, Any] = {
         ),
         ({"check": {}}, {}, "budget.check re-runs each arm's tuned configuration before its finals"),
         ({"tune_at": "biggest"}, {"seeds": [1]}, "budget.tune_at must be largest, smallest or one of 4, 8"),
+        (
+            {"check": {"strategies": ["lp_ft"]}},
+            {"seeds": [1]},
+            "budget.check.strategies names 'lp_ft', which is not among the sweep's strategies",
+        ),
         ({"tune_at": "largest"}, {}, "budget.tune_at carries one data size's tuning to the others' finals"),
         (
             {"tune_at": 4, "check": {"size": 8}},
@@ -86,6 +91,15 @@ def test_the_check_covers_each_arm_that_trains_by_steps_at_one_size() -> None:
     smallest = {**data, "budget": {"trials_per_cell": 2, "check": {"size": "smallest"}}}
     assert [c.key for c in plan_sweep(parse_sweep(smallest, name="c")).check_cells] == [
         "data.n_per_class=4,strategy=partial"
+    ]
+    # a sample of the arms: only the strategies listed
+    sgd = {
+        **CHECKED,
+        "base": TINY_BASE,
+        "budget": {"trials_per_cell": 2, "check": {"strategies": ["linear_probe"]}},
+    }
+    assert [c.key for c in plan_sweep(parse_sweep(sgd, name="c")).check_cells] == [
+        "data.n_per_class=8,strategy=linear_probe"
     ]
 
 

@@ -81,3 +81,17 @@ def test_a_searched_key_the_strategy_ignores_is_refused(
 def test_searched_keys_the_strategy_reads_are_accepted(tmp_path: Path, sections: dict[str, Any]) -> None:
     # the refusal is specific: these compose and pass
     assert check_against_config(load_sweep(str(_sweep(tmp_path, **sections)))).tracking.enabled
+
+
+def test_lora_on_layers_it_cannot_adapt_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    # depthwise convolutions take no LoRA adapter: the cell fails at load, naming the cell and the layer
+    sections = {
+        "factors": {"strategy": ["lora", "full_finetune"]},
+        "where": {"strategy=lora": ["strategy.lora.targets=[conv_dw]"]},
+        "search": LR,
+    }
+    with pytest.raises(ConfigError) as info:
+        check_against_config(load_sweep(str(_sweep(tmp_path, **sections))))
+    assert "cell strategy=lora" in str(info.value) and "'conv_dw' matches no adaptable layer" in str(
+        info.value
+    )

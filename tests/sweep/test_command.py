@@ -6,11 +6,17 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import pytest
 
 from tlbench.commands.sweep import main as sweep_main
+from tlbench.errors import ConfigError, TlbenchError
+from tlbench.sweep.loader import parse_sweep
 from tlbench.sweep.request import shipped_sweeps
+
+from .conftest import TINY_BASE, SweepWriter
 
 # Runs the command in a fresh interpreter and reports its status and whether torch had been imported.
 PROBE = """
@@ -57,3 +63,46 @@ def test_bad_input_is_reported_before_torch_is_imported(
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"code": 2, "torch": False}
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_complete_study_exports_its_winner_once(
+    write_sweep: SweepWriter, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # export: true calls tlbench.export.export_winner(study, ...) after the study completes; a failure is
+    # one line and exit 1 (the study stays complete); a later run exports then, and only once
+    calls: list[tuple[str, Any]] = []
+
+    def failing(study: str, **kwargs: Any) -> Any:
+        calls.append((study, kwargs))
+        raise TlbenchError("the recommended arm is as_is: nothing to retrain")
+
+    def working(study: str, **kwargs: Any) -> Any:
+        calls.append((study, kwargs))
+        return SimpleNamespace(model_uri=f"models:/{study}@champion")
+
+    fake = ModuleType("tlbench.export")
+    fake.export_winner = failing  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tlbench.export", fake)
+    one = {"search": {"optimizer.lr": {"low": 1e-3, "high": 0.1}}, "budget": {"trials_per_cell": 1}}
+    sweep = str(write_sweep("winner", **one, final={"seeds": [1]}, export=True))  # two trials
+    assert sweep_main(["--sweep", sweep]) == 1
+    out = capsys.readouterr().out
+    assert "export: failed: the recommended arm is as_is" in out and "tlbench export --study winner" in out
+    assert "study 'winner' complete" in out
+    fake.export_winner = working  # type: ignore[attr-defined]
+    assert sweep_main(["--sweep", sweep]) == 0
+    assert "export: registered models:/winner@champion" in capsys.readouterr().out
+    assert sweep_main(["--sweep", sweep]) == 0
+    assert "export: already done" in capsys.readouterr().out
+    assert [study for study, _ in calls] == ["winner", "winner"]
+    assert calls[0][1]["tracking_uri"].startswith("sqlite:")
+
+
+def test_no_export_where_the_file_says_so_or_there_is_no_final_phase() -> None:
+    # export defaults to true for a tune-then-final study with finals, false for grids and pareto
+    base: dict[str, Any] = {"base": TINY_BASE, "search": {"optimizer.lr": {"low": 1e-3, "high": 0.1}}}
+    assert parse_sweep({**base, "final": {"seeds": [1]}}, name="t").exports
+    assert not parse_sweep({**base, "final": {"seeds": [1]}, "export": False}, name="t").exports
+    assert not parse_sweep({**base, "mode": "pareto"}, name="t").exports
+    with pytest.raises(ConfigError, match="export: true needs final runs"):
+        parse_sweep({**base, "export": True}, name="t")

@@ -87,10 +87,30 @@ def check_searched_keys(spec: SweepSpec, cell: Cell, params: Sequence[SearchPara
         )
 
 
+def check_lora(spec: SweepSpec, cell: Cell, cfg: RunConfig, checked: set[tuple[str, str]]) -> None:
+    """A lora cell whose backbone has no layer the adapters can go on fails here, not mid-sweep.
+
+    The backbone is built on torch's meta device (no weights); each (backbone, lora config) once.
+    """
+    if cfg.strategy.name.value != "lora":
+        return
+    key = (cfg.backbone.name, repr(cfg.strategy.lora))
+    if key in checked:
+        return
+    from tlbench.models.lora import check_lora as lora_targets  # torch and timm: only for lora cells
+
+    try:
+        lora_targets(cfg.backbone.name, cfg.strategy.lora)
+    except ConfigError as exc:
+        raise sweep_error(spec.name, f"cell {cell.key}: {exc}") from None
+    checked.add(key)
+
+
 def check_against_config(spec: SweepSpec) -> RunConfig:
     """Compose every cell; returns the first cell's config (its tracking settings are the study's)."""
     cells = expand_cells(spec)
     first: RunConfig | None = None
+    lora_checked: set[tuple[str, str]] = set()
     for index, cell in enumerate(cells):
         params = cell_search(spec, cell)
         fixed = cell_overrides(spec, cell)
@@ -98,6 +118,7 @@ def check_against_config(spec: SweepSpec) -> RunConfig:
         if isinstance(result, ConfigError):
             raise _explain(spec, cell, params, result)
         check_searched_keys(spec, cell, params, result)
+        check_lora(spec, cell, result, lora_checked)
         if index == 0:
             first = result
             for param in params:  # the other end of each range, and every other choice, once

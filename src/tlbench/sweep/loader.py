@@ -12,6 +12,7 @@ import yaml
 
 from tlbench.errors import ConfigError
 from tlbench.packaged import packaged_dir
+from tlbench.strategies import STRATEGIES
 from tlbench.sweep.schema import typed_sweep
 from tlbench.sweep.spec import (
     AUTO_SIZES,
@@ -103,6 +104,7 @@ def parse_sweep(data: Mapping[str, Any], *, name: str) -> SweepSpec:
         sampler=_sampler(name, raw["sampler"], mode),
         pruner=_pruner(name, raw["pruner"]),
         report=raw["report"],
+        export=raw["export"],
     )
     _check_combinations(spec)
     return spec
@@ -123,7 +125,11 @@ def _budget_check(name: str, raw: Mapping[str, Any]) -> BudgetCheck:
     size = raw["size"]
     if isinstance(size, (list, dict)):
         raise sweep_error(name, f"budget.check.size must be largest, smallest or a data size, got {size!r}")
-    return BudgetCheck(factor=at_least(name, "budget.check.factor", raw["factor"], 2), size=size)
+    return BudgetCheck(
+        factor=at_least(name, "budget.check.factor", raw["factor"], 2),
+        size=size,
+        strategies=tuple(raw["strategies"]),
+    )
 
 
 def _final_seeds(name: str, seeds: list[int]) -> tuple[int, ...]:
@@ -207,6 +213,11 @@ def _check_combinations(spec: SweepSpec) -> None:
             spec.name, f"final.race races the arms of each data size, but {SIZE_FACTOR} is the only factor: "
             "each size has one arm; remove final.race"
         )  # fmt: skip
+    if spec.export and not spec.has_finals:
+        raise sweep_error(
+            spec.name,
+            "export: true needs final runs to choose the winner from (mode tune_then_final, final.seeds)",
+        )
     if spec.mode == "pareto":
         if spec.final_seeds:
             raise sweep_error(name, "mode: pareto has no final phase: remove final.seeds")
@@ -273,6 +284,14 @@ def _check_budget_check(spec: SweepSpec) -> None:
             "budget.check re-runs each arm's tuned configuration before its finals: it needs tuning "
             "(budget.trials_per_cell >= 1) and final.seeds; remove budget.check otherwise",
         )
+    factors = dict(spec.factors)
+    known = factors.get("strategy") or tuple(STRATEGIES)
+    for name in check.strategies:
+        if name not in known:
+            raise sweep_error(
+                spec.name, f"budget.check.strategies names '{name}', which is not among the sweep's "
+                f"strategies ({', '.join(str(k) for k in known)})"
+            )  # fmt: skip
     if dict(spec.factors).get(SIZE_FACTOR) is not None:
         _check_size(spec, "budget.check.size", check.size)
     elif check.size not in SIZE_WORDS:

@@ -38,7 +38,7 @@ PARENT_ATTR, DIGEST_ATTR, CANDIDATE_ATTR = "parent_run_id", "definition_digest",
 OVERRIDES_ATTR = "command_line_overrides"
 ELECTION_TIMEOUT_S = 120.0
 # may change between runs of a study (``source``: where the file is, not what it defines)
-_RESUMABLE_CHANGES = ("description", "budget", "final_seeds", "race", "report", "source")
+_RESUMABLE_CHANGES = ("description", "budget", "final_seeds", "race", "report", "export", "source")
 
 
 def definition_digest(spec: SweepSpec) -> str:

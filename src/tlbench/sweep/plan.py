@@ -94,7 +94,8 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
 
 
 def budget_check_cells(spec: SweepSpec, cells: Sequence[Cell], facts: Mapping[str, CellFacts]) -> list[Cell]:
-    """The tuned cells at the check's data size whose strategy trains by steps (one per arm there)."""
+    """The tuned cells at the check's data size whose strategy trains by steps (one per arm there),
+    or only ``budget.check.strategies`` among them: a sample of the arms."""
     check = spec.budget.check
     if check is None or not spec.has_finals:
         return []
@@ -106,6 +107,7 @@ def budget_check_cells(spec: SweepSpec, cells: Sequence[Cell], facts: Mapping[st
         if tuning_budget(spec, cell) > 0
         and facts[cell.key].trains_by_steps
         and (sizes is None or cell.get(SIZE_FACTOR) == size)
+        and (not check.strategies or facts[cell.key].strategy in check.strategies)
     ]
 
 

@@ -107,9 +107,13 @@ def run_sweep(request: SweepRequest) -> int:
     _print_outcome(ctx, outcome)
     if outcome.interrupted:
         return 130
-    if outcome.complete and spec.report:
+    if not outcome.complete:
+        return 1
+    if spec.report:
         _build_report(outcome.study)
-    return 0 if outcome.complete else 1
+    if spec.exports:
+        return _export_winner(ctx, tracking_uri=tracking_uri)
+    return 0
 
 
 class Eta:
@@ -186,6 +190,39 @@ def _build_report(study: str) -> None:
 
     print("building the report ...", flush=True)
     print_result(build_report(study, progress=lambda message: print(f"report: {message}", flush=True)))
+
+
+EXPORTED_ATTR = "exported_model"  # meta study: the model a completed study exported (done once)
+
+
+def _export_winner(ctx: StudyContext, *, tracking_uri: str) -> int:
+    """The report's recommended arm, retrained on train + validation and registered (``export: true``).
+
+    Once per study: running the command again on a complete study does not retrain it. The study is
+    complete whatever happens here; a failed export says so in one line and how to retry it, and
+    the command exits 1.
+    """
+    study = ctx.names.study
+    done = ctx.meta.user_attrs.get(EXPORTED_ATTR)
+    if done:
+        print(f"export: already done ({done}); tlbench export --study {study} exports it again", flush=True)
+        return 0
+    try:
+        from tlbench.export import export_winner
+    except ImportError:  # a version without the export module: the study stands on its own
+        print("export: skipped (this version of tlbench has no tlbench.export)", flush=True)
+        return 0
+    try:
+        exported = export_winner(study, tracking_uri=tracking_uri, progress=lambda m: print(m, flush=True))
+    except Exception as exc:  # the study's results are all recorded: say what failed, never a traceback
+        log.debug("export failed", exc_info=True)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"export: failed: {first} (the study is complete; retry: tlbench export --study {study})")
+        return 1
+    uri = str(getattr(exported, "model_uri", exported))
+    ctx.meta.set_user_attr(EXPORTED_ATTR, uri)
+    print(f"export: registered {uri}", flush=True)
+    return 0
 
 
 @contextlib.contextmanager

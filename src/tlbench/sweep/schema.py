@@ -53,6 +53,7 @@ class SearchTableSchema:
 class BudgetCheckSchema:
     factor: int = field(default=2, metadata=_words("an integer >= 2"))
     size: Any = "largest"  # largest | smallest | a data size (checked by the loader)
+    strategies: list[str] = field(default_factory=list, metadata=_words("a list of strategy names"))
 
 
 @dataclass
@@ -128,6 +129,7 @@ class SweepFileSchema:
         default_factory=PrunerSchema, metadata=_words("a mapping like {name: median}")
     )
     report: bool = field(default=False, metadata=_words("true or false"))
+    export: bool | None = field(default=None, metadata=_words("true or false"))
 
 
 # Sections left empty in YAML (``where:``) mean their default, as an absent one does.

@@ -54,6 +54,7 @@ class BudgetCheck:
 
     factor: int = 2
     size: Scalar = "largest"  # largest | smallest | one of the data.n_per_class values
+    strategies: tuple[str, ...] = ()  # the sample of arms checked (default: every arm trained by steps)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class SweepSpec:
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     report: bool = False  # build the report when the study completes
+    export: bool | None = None  # export the winner when complete (None: yes for tune-then-final with finals)
     overrides: tuple[str, ...] = ()  # from the command line (ARGS, --data), after base
     source: str = ""  # the file it was read from (for error messages; not part of the definition)
 
@@ -117,6 +119,11 @@ class SweepSpec:
     @property
     def has_finals(self) -> bool:
         return bool(self.final_seeds) and self.mode == "tune_then_final"
+
+    @property
+    def exports(self) -> bool:
+        """Whether a complete study ends by exporting its recommended arm as a registered model."""
+        return self.has_finals if self.export is None else self.export and self.has_finals
 
 
 def size_order(value: Scalar) -> float:
