@@ -19,6 +19,7 @@ from tlbench.sweep.spec import (
     MODES,
     PRUNERS,
     SAMPLERS,
+    SCREEN_SCORES,
     SIZE_FACTOR,
     SIZE_WORDS,
     Budget,
@@ -26,6 +27,7 @@ from tlbench.sweep.spec import (
     PrunerSpec,
     Race,
     SamplerSpec,
+    ScreenSpec,
     SweepSpec,
     as_overrides,
     at_least,
@@ -105,6 +107,7 @@ def parse_sweep(data: Mapping[str, Any], *, name: str) -> SweepSpec:
         pruner=_pruner(name, raw["pruner"]),
         report=raw["report"],
         export=raw["export"],
+        screen=None if raw["screen"] is None else _screen(name, raw["screen"]),
     )
     _check_combinations(spec)
     return spec
@@ -150,6 +153,15 @@ def _race(name: str, raw: Mapping[str, Any] | None, seeds: list[int]) -> Race | 
     return Race(
         cap=at_least(name, "final.race.cap", raw["cap"], len(seeds)),
         round=at_least(name, "final.race.round", raw["round"], 1),
+    )
+
+
+def _screen(name: str, raw: Mapping[str, Any]) -> ScreenSpec:
+    score = raw["score"]
+    if score not in SCREEN_SCORES and score not in SCREEN_SCORES.values():
+        raise sweep_error(name, f"screen.score must be one of {', '.join(SCREEN_SCORES)}, got {score!r}")
+    return ScreenSpec(
+        keep=at_least(name, "screen.keep", raw["keep"], 1), score=SCREEN_SCORES.get(score, score)
     )
 
 
@@ -208,6 +220,7 @@ def _check_combinations(spec: SweepSpec) -> None:
         )
     _check_budget_check(spec)
     _check_tune_at(spec)
+    _check_screen(spec)
     if spec.race is not None and spec.factors and spec.factor_names == (SIZE_FACTOR,):
         raise sweep_error(
             spec.name, f"final.race races the arms of each data size, but {SIZE_FACTOR} is the only factor: "
@@ -298,6 +311,26 @@ def _check_budget_check(spec: SweepSpec) -> None:
         raise sweep_error(
             spec.name,
             f"budget.check.size must be largest or smallest (the one data size), got {check.size!r}",
+        )
+
+
+def _check_screen(spec: SweepSpec) -> None:
+    if spec.screen is None:
+        return
+    backbones = dict(spec.factors).get("backbone")
+    if backbones is None:
+        raise sweep_error(
+            spec.name, "screen chooses among the backbone factor's values, but this sweep has no 'backbone' "
+            "factor: list backbone: [efficientnet_lite0, ...] under factors, or remove screen"
+        )  # fmt: skip
+    if spec.screen.keep > len(backbones):
+        raise sweep_error(
+            spec.name, f"screen.keep ({spec.screen.keep}) is larger than the {len(backbones)} backbones "
+            "of the backbone factor: keep fewer, or list more backbones"
+        )  # fmt: skip
+    if spec.mode != "tune_then_final":
+        raise sweep_error(
+            spec.name, "screen is a phase of a tune-then-final study: remove it from a pareto sweep"
         )
 
 

@@ -61,6 +61,14 @@ class StudyContext:
     _studies: dict[str, optuna.Study] = field(default_factory=dict)
     _plan: SweepPlan | None = None
 
+    def narrow(self, spec: SweepSpec) -> None:
+        """Work on ``spec`` from now on (the screen's kept backbones): its cells, its plan.
+
+        The study's definition (digest, ``sweep.yaml``) stays the one it was opened with.
+        """
+        self.spec = spec
+        self._plan = None
+
     @property
     def plan(self) -> SweepPlan:
         """The study's plan (each cell composed once), computed on first use in this process."""

@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -42,6 +42,7 @@ from tlbench.sweep.meta import StudyContext
 from tlbench.sweep.pareto import format_pareto
 from tlbench.sweep.progress import ProgressInfo, format_duration, progress_info, read_trials
 from tlbench.sweep.request import SweepRequest, check_request, load_spec
+from tlbench.sweep.screen_phase import run_screen_phase, with_backbones
 from tlbench.sweep.session import SweepOutcome, close, log_dir, open_for_command, work
 from tlbench.sweep.storage import StorageRef, check_study_name, open_storage, resolve_storage
 from tlbench.sweep.summary import cell_results, format_results
@@ -70,10 +71,14 @@ def run_sweep(request: SweepRequest) -> int:
     tracking_uri = check_reachable(first.tracking.tracking_uri)  # before any study or run is touched
     started = time.monotonic()
     if request.worker:
-        return _run_worker(request, open_for_command(spec, study, ref, tracking_uri=tracking_uri), started)
+        ctx = open_for_command(spec, study, ref, tracking_uri=tracking_uri)
+        _screen(ctx, progress=lambda line: log.info("%s", line))
+        return _run_worker(request, ctx, started)
     threads = plan_threads(request.workers)
     ctx = open_for_command(spec, study, ref, tracking_uri=tracking_uri)
     _print_header(ctx, request.workers, threads)
+    with _closed_on_error(ctx, started, request.workers):
+        _screen(ctx, progress=lambda line: print(line, flush=True))
     items = _print_plan(ctx, workers=request.workers, threads=threads.threads)
     view_storage = open_storage(ref)  # the view polls on its own connection
     eta_log = Eta(log_dir(study) / ETA_LOG)
@@ -114,6 +119,12 @@ def run_sweep(request: SweepRequest) -> int:
     if spec.exports:
         return _export_winner(ctx, tracking_uri=tracking_uri)
     return 0
+
+
+def _screen(ctx: StudyContext, *, progress: Callable[[str], None]) -> None:
+    """The screen phase (``screen:`` in the sweep file): from here on, only the kept backbones' cells."""
+    if ctx.spec.screen is not None:
+        ctx.narrow(with_backbones(ctx.spec, run_screen_phase(ctx, progress=progress)))
 
 
 class Eta:

@@ -94,6 +94,12 @@ class PrunerSchema:
 
 
 @dataclass
+class ScreenSchema:
+    keep: int = field(default=1, metadata=_words("an integer >= 1: backbones trained"))
+    score: str = field(default="logme", metadata=_words("logme, knn_loo, knn or probe_cv"))
+
+
+@dataclass
 class SweepFileSchema:
     description: str = field(default="", metadata=_words("a string"))
     mode: str = field(default="tune_then_final", metadata=_words("a mode name"))
@@ -130,6 +136,9 @@ class SweepFileSchema:
     )
     report: bool = field(default=False, metadata=_words("true or false"))
     export: bool | None = field(default=None, metadata=_words("true or false"))
+    screen: ScreenSchema | None = field(
+        default=None, metadata=_words("a mapping like {keep: 2, score: logme}")
+    )
 
 
 # Sections left empty in YAML (``where:``) mean their default, as an absent one does.

@@ -76,6 +76,18 @@ class Race:
     round: int = 2
 
 
+SCREEN_SCORES = {"logme": "logme", "knn_loo": "knn_loo_acc", "knn": "knn_acc", "probe_cv": "probe_cv_acc"}
+
+
+@dataclass(frozen=True)
+class ScreenSpec:
+    """``screen``: rank the ``backbone`` factor's values without training (the study's first phase) and
+    train only the top ``keep`` by ``score`` (:mod:`tlbench.sweep.screen_phase`)."""
+
+    keep: int
+    score: str = "logme"  # a ScreenResult score name: logme | knn_loo_acc | knn_acc | probe_cv_acc
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     name: str = "tpe"
@@ -109,6 +121,7 @@ class SweepSpec:
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     report: bool = False  # build the report when the study completes
     export: bool | None = None  # export the winner when complete (None: yes for tune-then-final with finals)
+    screen: ScreenSpec | None = None  # the backbone screen as the study's first phase
     overrides: tuple[str, ...] = ()  # from the command line (ARGS, --data), after base
     source: str = ""  # the file it was read from (for error messages; not part of the definition)
 
