@@ -47,6 +47,8 @@ def test_help_lists_the_shipped_sweeps_in_plain_text(capsys: pytest.CaptureFixtu
         (["--sweep", "no_such_sweep"], "no sweep 'no_such_sweep'"),
         (["--class-map", "{a: [ant]}"], "--class-map goes with --data"),
         (["--workers", "0"], "--workers must be >= 1"),
+        (["--sweep", "backbones"], "sweep 'backbones' trains on your photos and needs their folder"),
+        (["--sweep", "photos"], "the photo protocol trains on your photos and needs their folder"),
     ],
 )
 def test_bad_input_is_reported_before_torch_is_imported(

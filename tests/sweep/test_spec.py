@@ -9,11 +9,12 @@ import pytest
 import yaml
 
 from tlbench.errors import ConfigError
-from tlbench.sweep.cells import Cell, cell_overrides, cell_search, expand_cells, tuning_budget
+from tlbench.sweep.cells import Cell, cell_overrides, cell_search, expand_cells, tuning_budget, tuning_cell
 from tlbench.sweep.check import check_against_config
 from tlbench.sweep.loader import load_sweep, parse_sweep, sweeps_dir
 from tlbench.sweep.overrides import has_auto_sizes, with_photo_folder, with_sizes
 from tlbench.sweep.plan import CellFacts, run_label, run_name
+from tlbench.sweep.request import needs_folder
 
 from .conftest import TINY_BASE
 
@@ -105,12 +106,14 @@ def test_unknown_factor_path_suggests_the_right_one() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in sweeps_dir().glob("*.yaml")))
-def test_every_shipped_sweep_parses_and_composes(name: str) -> None:
+def test_every_shipped_sweep_parses_and_composes(name: str, tmp_path: Path) -> None:
     # the sweeps in sweeps/ are valid against today's config tree (photos: as --data makes it, on a
     # folder that is only composed here, and with concrete sizes for its [auto] data-size factor)
     spec = load_sweep(name)
+    if needs_folder(spec):
+        spec = with_photo_folder(spec, str(tmp_path), "{ants: [ant]}" if has_auto_sizes(spec) else None)
     if has_auto_sizes(spec):
-        spec = with_sizes(with_photo_folder(spec, "/photos", "{ants: [ant]}"), (5, None))
+        spec = with_sizes(spec, (5, None))
     assert check_against_config(spec).tracking.enabled
 
 
@@ -167,7 +170,7 @@ def test_every_trained_arm_of_a_shipped_sweep_is_tuned_alike(name: str) -> None:
     for cell in expand_cells(spec):
         trains = cell.get("strategy") != "as_is"
         assert bool(cell_search(spec, cell)) == trains, cell.key
-        budgets[cell.key] = tuning_budget(spec, cell)
+        budgets[cell.key] = tuning_budget(spec, tuning_cell(spec, cell))  # here, or where tune_at says
     trained = {budgets[c.key] for c in expand_cells(spec) if c.get("strategy") != "as_is"}
     assert len(trained) == 1 and trained.pop() >= 2, budgets
     assert all(b == 0 for k, b in budgets.items() if "strategy=as_is" in k)

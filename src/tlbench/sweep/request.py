@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from tlbench.errors import ConfigError
-from tlbench.sweep.loader import load_sweep, sweep_path, sweeps_dir
+from tlbench.sweep.loader import load_sweep, sweeps_dir
 from tlbench.sweep.overrides import (
     derive_sizes,
     has_auto_sizes,
@@ -60,21 +60,19 @@ def check_request(request: SweepRequest) -> None:
         raise ConfigError("--class-map goes with --data FOLDER (it maps that folder's classes)")
     if request.data is not None and not Path(request.data).expanduser().is_dir():
         raise ConfigError(f"--data {request.data}: no such folder (give a folder of class sub-folders)")
-    sweep_path(request.sweep_name)  # a missing sweep file: names the known ones
+    spec = load_sweep(request.sweep_name)  # a missing or bad sweep file: one line, naming the file
+    given = request.data or any(o.startswith("data.root=") for o in request.overrides)
+    if needs_folder(spec) and not given:
+        what = "the photo protocol" if spec.name == PHOTO_SWEEP else f"sweep '{spec.name}'"
+        raise ConfigError(
+            f"{what} trains on your photos and needs their folder: make sweep SWEEP={spec.name} "
+            "DATA=path/to/folder (tlbench sweep --data PATH)"
+        )
 
 
 def load_spec(request: SweepRequest, *, announce: bool = True) -> SweepSpec:
     """The sweep file plus the command line: overrides, the photo folder and class map, data sizes."""
-    spec = load_sweep(request.sweep_name)
-    if (
-        spec.name == PHOTO_SWEEP
-        and not request.data
-        and not any(o.startswith("data.root=") for o in request.overrides)
-    ):
-        raise ConfigError(
-            "the photo protocol needs your folder: make sweep DATA=path/to/folder (--data PATH)"
-        )
-    spec = with_overrides(spec, request.overrides)
+    spec = with_overrides(load_sweep(request.sweep_name), request.overrides)
     if request.data:
         root = Path(request.data).expanduser().resolve()
         spec = with_photo_folder(spec, str(root), request.class_map)
@@ -89,6 +87,11 @@ def load_spec(request: SweepRequest, *, announce: bool = True) -> SweepSpec:
             print(f"data sizes: {shown} per class (the smallest class of {where} has {smallest} "
                   "training images)", flush=True)  # fmt: skip
     return spec
+
+
+def needs_folder(spec: SweepSpec) -> bool:
+    """An image-folder sweep whose file leaves the folder to the command line (--data)."""
+    return "data=imagefolder" in spec.base and not any(o.startswith("data.root=") for o in spec.base)
 
 
 def shipped_sweeps() -> list[tuple[str, str]]:

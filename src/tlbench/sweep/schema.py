@@ -1,5 +1,33 @@
 """The typed schema of a sweep file: which keys exist and what type each value has.
 
+A sweep file (``sweeps/<name>.yaml``), every section optional::
+
+    description: one paragraph (its first sentence is what `tlbench sweep --help` lists)
+    mode: tune_then_final           # or pareto (one multi-objective study, no finals)
+    base: [data=digits, trainer.min_steps=100, ...]      # Hydra overrides of every trial
+    factors: {strategy: [linear_probe, full_finetune], data.n_per_class: [5, 20, null]}  # crossed: cells
+    where: {strategy=partial: [strategy.freeze_depth=4]} # extra overrides of the cells a condition matches
+    search: {optimizer.lr: {low: 1.0e-4, high: 1.0e-2, log: true}}   # tuned in every cell
+    search_where: {strategy=linear_probe: {strategy.probe.l2: {low: 1.0e-6, high: 1.0, log: true}}}
+    budget:
+      trials_per_cell: 3            # tuning trials per arm, the same for every arm that trains
+      max_retries: 2                # crashes redone per cell / slot
+      tune_at: largest              # tune one data size only (largest | smallest | a size); the
+                                    # other sizes run their counterpart's choice
+      check: {factor: 2, size: largest, strategies: [full_finetune]}   # after tuning: each arm's
+                                    # choice re-run with factor x its step budget (validation only)
+    final:
+      seeds: [1, 2, 3]              # the first round: every arm of a data size, paired
+      race: {cap: 8, round: 2}      # then `round` new seeds per round for undecided arms, up to
+                                    # `cap` seeds per arm; credibly worse arms retired (sweep.race)
+    screen: {keep: 2, score: logme} # rank the backbone factor without training first; train the top
+                                    # `keep` (score: logme | knn_loo | knn | probe_cv)
+    tune_seed: 0
+    sampler: {name: qmc, seed: 0}   # tpe | random | qmc | grid | nsgaii
+    pruner: {name: successive_halving, min_resource: 3, reduction_factor: 3}
+    report: true                    # build the report when the study completes
+    export: true                    # then export the winner (default: true with finals)
+
 The YAML mapping is merged into ``OmegaConf.structured(SweepFileSchema)``, so an unknown key or a
 value of the wrong type fails there; this module turns OmegaConf's error into one line naming the
 key path, what was expected, what was found and, for a misspelt key, the key that was probably
