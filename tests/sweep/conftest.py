@@ -50,7 +50,8 @@ def write_sweep(tmp_path: Path) -> SweepWriter:
     """Write ``sweeps/<name>.yaml`` under tmp_path from keyword sections; returns its path."""
 
     def write(name: str = "tiny", **sections: Any) -> Path:
-        body = {"base": TINY_BASE, **sections}
+        # no model export at the end unless a test asks for it (tests/sweep/test_command.py does)
+        body = {"base": TINY_BASE, "export": False, **sections}
         path = tmp_path / "sweeps" / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(body, sort_keys=False))

@@ -13,8 +13,10 @@ from optuna.trial import TrialState
 
 from tlbench.commands.sweep import main as sweep_main
 from tlbench.errors import TrackingError
+from tlbench.run import TrialResult
 from tlbench.run import train as real_train
 from tlbench.sweep import protocol as P
+from tlbench.tracking import names
 
 from .conftest import SweepWriter
 
@@ -136,19 +138,22 @@ def test_ctrl_c_leaves_the_study_resumable_and_nothing_running(
 
 
 def test_pareto_mode_returns_a_non_empty_pareto_set(write_sweep: SweepWriter, reader: Any) -> None:
-    # one multi-objective study over strategy x LR: its Pareto trials are tagged in MLflow
+    # one multi-objective study: every cell gets the same number of trials, the sampler picks the LR;
+    # its Pareto trials are tagged in MLflow
     sweep = write_sweep(
         "front",
         mode="pareto",
         factors={"data.n_per_class": [4, 8]},
         search={"optimizer.lr": {"low": 1e-3, "high": 0.1, "log": True}},
-        budget={"trials": 4},
-        sampler={"name": "random", "seed": 1},
+        budget={"trials_per_cell": 2},
+        sampler={"name": "nsgaii", "seed": 1},
     )
     assert sweep_main(["--sweep", str(sweep)]) == 0
     study = reader("front")
     trials = study.trials("pareto")
     assert len(trials) == 4 and all(len(t.values or []) == 2 for t in trials)
+    assert Counter(t.params["data.n_per_class"] for t in trials) == {4: 2, 8: 2}
+    assert len({t.params["optimizer.lr"] for t in trials}) == 4  # sampled, not fixed
     tagged = [r for r in study.children() if r.data.tags.get("pareto") == "true"]
     assert tagged and all(r.info.status == "FINISHED" for r in tagged)
     assert study.parents()[0].info.status == "FINISHED"
@@ -168,3 +173,38 @@ def test_an_unusable_tracking_store_stops_the_sweep_and_closes_its_runs(
     assert study.parents()[0].info.status == "KILLED"
     assert all(r.info.status != "RUNNING" for r in study.runs())
     assert [t.user_attrs[P.FAIL_KIND] for t in study.trials(CELLS[0])] == ["error"]
+
+
+def test_a_collapsed_trial_is_a_counted_failure_and_never_selected(
+    write_sweep: SweepWriter, reader: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the trial reports status "failed: collapsed: ..." with the best val/acc of the cell: it counts
+    # toward the budget as a failed configuration (kind "collapsed"), and the finals use the other trial
+    def collapsing(cfg: Any, *, callbacks: Any = ()) -> Any:
+        if cfg.optimizer.lr > 0.05 and cfg.seed == 0:
+            reason = "val/acc 0.26 is within noise of chance (0.25)"
+            metrics = {names.VAL_ACC: 0.99, names.TEST_ACC: 0.99, names.DEVICE_HOURS: 1e-5}
+            return TrialResult(
+                status=names.COLLAPSED_PREFIX + reason, metrics=metrics, params={}, tags={}, run_id=None
+            )
+        return real_train(cfg, callbacks=callbacks)
+
+    monkeypatch.setattr("tlbench.sweep.trial.train", collapsing)
+    sweep = write_sweep(
+        "collapse",
+        **{**TWO_CELLS, "search": {"optimizer.lr": {"choices": [0.001, 0.5]}}, "sampler": {"name": "grid"},
+           "final": {"seeds": [1]}},
+    )  # fmt: skip
+    assert sweep_main(["--sweep", str(sweep)]) == 0
+    study = reader("collapse")
+    for cell in CELLS:
+        trials = study.trials(cell)
+        collapsed = [t for t in trials if t.state == TrialState.FAIL]
+        assert len(collapsed) == 1 and collapsed[0].params["optimizer.lr"] == 0.5
+        assert collapsed[0].user_attrs[P.FAIL_KIND] == P.COLLAPSED
+        assert collapsed[0].user_attrs[P.FAIL_REASON].startswith("collapsed: val/acc 0.26")
+        assert sum(P.is_counted(t) for t in trials) == 2  # counted: no third trial was run
+        best = P.best_trial(trials)
+        assert best is not None and best.params["optimizer.lr"] == 0.001  # never the collapsed one
+    finals = study.trials("final")
+    assert len(finals) == 2 and all(t.params["optimizer.lr"] == 0.001 for t in finals)

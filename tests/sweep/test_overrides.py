@@ -120,3 +120,8 @@ def test_data_runs_the_photo_protocol_on_a_folder(
     assert cells == [("as_is", "5"), ("as_is", "all"), ("linear_probe", "5"), ("linear_probe", "all")]
     assert all(r.data.params["data_root"] == str(folder.resolve()) for r in finals)
     assert all(r.data.tags["tuned_from_trial"] == "-1" for r in finals)  # no tuning: the defaults
+    # readable run names ("all", not "data.n_per_class=null"); no "tune 0/0" when nothing is tuned
+    assert sorted(r.info.run_name for r in finals) == [
+        "as_is n=5 seed=1", "as_is n=all seed=1", "linear_probe n=5 seed=1", "linear_probe n=all seed=1"
+    ]  # fmt: skip
+    assert "tune 0/" not in out

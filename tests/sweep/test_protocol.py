@@ -86,7 +86,7 @@ def test_best_trial_is_the_highest_val_acc_earliest_on_ties() -> None:
 
 def test_final_slots_are_claimed_once() -> None:
     # a duplicate enqueued final loses to the earlier trial of the same slot; a dead one is redone
-    slot = P.FinalSlot("strategy=linear_probe", 1)
+    slot = P.final_slot("strategy=linear_probe", 1)
     first = _trial(0, TrialState.RUNNING, **{P.SLOT: slot.key})
     second = _trial(1, TrialState.RUNNING, **{P.SLOT: slot.key})
     assert P.first_claim([first, second], first) and not P.first_claim([first, second], second)

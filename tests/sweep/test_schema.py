@@ -37,7 +37,7 @@ def _with(**changes: Any) -> dict[str, Any]:
         ),
         (_with(budget={"trials_per_cell": 2.5}), "budget.trials_per_cell must be an integer >= 0, got 2.5"),
         (_with(tune_seed=True), "tune_seed must be an integer >= 0, got True"),
-        (_with(budget=3), "budget must be a mapping (trials_per_cell, trials, max_retries), got 3"),
+        (_with(budget=3), "budget must be a mapping (trials_per_cell, max_retries, ...), got 3"),
         (
             _with(search={"optimizer.lr": {"low": "abc", "high": 1}}),
             "search.optimizer.lr.low must be a number, got 'abc'",
@@ -80,8 +80,9 @@ def test_the_schema_fills_defaults_and_keeps_values_as_written() -> None:
     typed = typed_sweep(data, name="t")
     assert typed["where"] == {} and typed["budget"] == {
         "trials_per_cell": 1,
-        "trials": None,
         "max_retries": 2,
+        "check": None,
+        "tune_at": None,
     }
     assert typed["base"] == ["data.root=${oc.env:HOME}"]
     assert typed["search"]["model.width"]["step"] == 2 and isinstance(

@@ -9,10 +9,12 @@ import pytest
 import yaml
 
 from tlbench.errors import ConfigError
-from tlbench.sweep.cells import cell_overrides, cell_search, expand_cells
+from tlbench.sweep.cells import Cell, cell_overrides, cell_search, expand_cells, tuning_budget, tuning_cell
 from tlbench.sweep.check import check_against_config
 from tlbench.sweep.loader import load_sweep, parse_sweep, sweeps_dir
 from tlbench.sweep.overrides import has_auto_sizes, with_photo_folder, with_sizes
+from tlbench.sweep.plan import CellFacts, run_label, run_name
+from tlbench.sweep.request import needs_folder
 
 from .conftest import TINY_BASE
 
@@ -58,8 +60,12 @@ def _with(**changes: Any) -> dict[str, Any]:
         (_with(search={"data.n_per_class": {"choices": [5]}}), "is both a factor and searched"),
         (_with(search={}, search_where={}), "nothing is searched"),
         (_with(sampler={"name": "grid"}), "sampler grid needs every search parameter as choices"),
-        (_with(mode="pareto"), "mode: pareto needs budget.trials"),
-        (_with(mode="pareto", budget={"trials": 4}, final={}, pruner={"name": "hyperband"}), "cannot prune"),
+        (_with(mode="pareto", budget={"trials": 4}), "unknown key 'trials' in budget"),
+        (
+            _with(mode="pareto", final={}, budget={"trials_per_cell": 0}),
+            "trials_per_cell must be an integer >= 1",
+        ),
+        (_with(mode="pareto", final={}, pruner={"name": "hyperband"}), "cannot prune"),
     ],
 )
 def test_bad_sweep_files_fail_with_a_clear_message(data: dict[str, Any], message: str) -> None:
@@ -100,12 +106,14 @@ def test_unknown_factor_path_suggests_the_right_one() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in sweeps_dir().glob("*.yaml")))
-def test_every_shipped_sweep_parses_and_composes(name: str) -> None:
+def test_every_shipped_sweep_parses_and_composes(name: str, tmp_path: Path) -> None:
     # the sweeps in sweeps/ are valid against today's config tree (photos: as --data makes it, on a
     # folder that is only composed here, and with concrete sizes for its [auto] data-size factor)
     spec = load_sweep(name)
+    if needs_folder(spec):
+        spec = with_photo_folder(spec, str(tmp_path), "{ants: [ant]}" if has_auto_sizes(spec) else None)
     if has_auto_sizes(spec):
-        spec = with_sizes(with_photo_folder(spec, "/photos", "{ants: [ant]}"), (5, None))
+        spec = with_sizes(spec, (5, None))
     assert check_against_config(spec).tracking.enabled
 
 
@@ -142,3 +150,68 @@ def test_cells_cross_factors_and_apply_where_and_search_where(tmp_path: Path) ->
     ]
     assert [p.path for p in cell_search(spec, partial)] == ["optimizer.lr", "optimizer.weight_decay"]
     assert [p.path for p in cell_search(spec, cells[0])] == ["optimizer.lr"]
+
+
+TRAINED_SWEEPS = sorted(
+    p.stem
+    for p in sweeps_dir().glob("*.yaml")
+    if p.stem != "lr_sensitivity"  # a grid: no tuning at all
+)
+
+
+@pytest.mark.parametrize("name", TRAINED_SWEEPS)
+def test_every_trained_arm_of_a_shipped_sweep_is_tuned_alike(name: str) -> None:
+    # issue 19: every cell that trains searches something and gets the same number of tuning trials;
+    # only an arm that trains nothing (as_is) is left untuned
+    spec = load_sweep(name)
+    if has_auto_sizes(spec):
+        spec = with_sizes(with_photo_folder(spec, "/photos", "{ants: [ant]}"), (5, None))
+    budgets = {}
+    for cell in expand_cells(spec):
+        trains = cell.get("strategy") != "as_is"
+        assert bool(cell_search(spec, cell)) == trains, cell.key
+        budgets[cell.key] = tuning_budget(spec, tuning_cell(spec, cell))  # here, or where tune_at says
+    trained = {budgets[c.key] for c in expand_cells(spec) if c.get("strategy") != "as_is"}
+    assert len(trained) == 1 and trained.pop() >= 2, budgets
+    assert all(b == 0 for k, b in budgets.items() if "strategy=as_is" in k)
+
+
+def test_a_cell_with_nothing_to_search_is_not_tuned() -> None:
+    # with finals, a cell whose search space is empty gets no tuning trials (its finals run it as is);
+    # without finals (a grid), each cell still runs its one trial
+    data = _with(search={}, search_where={"strategy=partial": {"optimizer.lr": {"low": 1e-3, "high": 0.1}}})
+    spec = parse_sweep(data, name="mixed")
+    budgets = {c.key: tuning_budget(spec, c) for c in expand_cells(spec)}
+    assert budgets["data.n_per_class=5,strategy=linear_probe"] == 0
+    assert budgets["data.n_per_class=5,strategy=partial"] == 2
+    grid = parse_sweep({**data, "final": {}, "budget": {"trials_per_cell": 1}}, name="grid")
+    assert all(tuning_budget(grid, c) == 1 for c in expand_cells(grid))
+
+
+@pytest.mark.parametrize(
+    ("cell", "role", "kwargs", "name"),
+    [
+        ((("strategy", "lp_ft"), ("data.n_per_class", 5)), "tune", {"number": 3}, "tune lp_ft n=5 #3"),
+        (
+            (("strategy", "lp_ft"), ("data.n_per_class", None)),
+            "final",
+            {"number": 9, "seed": 2},
+            "lp_ft n=all seed=2",
+        ),
+        (
+            (("backbone", "efficientnet_lite1"), ("strategy", "full_finetune")),
+            "budget_check",
+            {"number": 0, "factor": 2},
+            "check full_finetune n=20 efficientnet_lite1 x2",
+        ),
+        ((("strategy.freeze_depth", 4),), "final", {"number": 1, "seed": 1}, "partial n=20 k=4 seed=1"),
+    ],
+)
+def test_run_names_are_readable(cell: Any, role: str, kwargs: dict[str, Any], name: str) -> None:
+    # strategy, data size ("all" for the whole pool), other factors briefly, then the role's own part
+    values = dict(cell)
+    facts = CellFacts(
+        strategy=str(values.get("strategy", "partial")), trains_by_steps=True, min_steps=None, epochs=1,
+        graph=("b", "32", 32, "x", None), n_per_class=values.get("data.n_per_class", 20),
+    )  # fmt: skip
+    assert run_name(role, run_label(facts, Cell(cell)), **kwargs) == name

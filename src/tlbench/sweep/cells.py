@@ -11,7 +11,15 @@ import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from tlbench.sweep.spec import Condition, Scalar, SearchParam, SweepSpec, format_value
+from tlbench.sweep.spec import (
+    SIZE_FACTOR,
+    Condition,
+    Scalar,
+    SearchParam,
+    SweepSpec,
+    format_value,
+    pick_size,
+)
 
 NO_FACTORS_KEY = "base"  # the one cell of a sweep without factors
 
@@ -66,6 +74,32 @@ def cell_search(spec: SweepSpec, cell: Cell) -> list[SearchParam]:
         if cell.matches(condition):
             params.update({p.path: p for p in extra})
     return list(params.values())
+
+
+def tuning_budget(spec: SweepSpec, cell: Cell) -> int:
+    """Counted tuning trials the cell gets: the sweep's ``trials_per_cell``, the same for every arm.
+
+    A cell with nothing to search (``as_is``, which trains nothing) is not tuned when the sweep has
+    finals: its finals run it as configured. Repeating one configuration as "tuning" would only
+    spend compute on identical trials. With ``budget.tune_at``, only the cells of that data size are
+    tuned; the others take their counterpart's choice (:func:`tuning_cell`).
+    """
+    if spec.mode == "tune_then_final" and spec.has_finals and not cell_search(spec, cell):
+        return 0
+    if tuning_cell(spec, cell) != cell:
+        return 0
+    return spec.budget.trials_per_cell
+
+
+def tuning_cell(spec: SweepSpec, cell: Cell) -> Cell:
+    """The cell whose tuning chooses this cell's configuration: itself, or with ``budget.tune_at``
+    its counterpart at the tuning data size (every other factor the same)."""
+    sizes = dict(spec.factors).get(SIZE_FACTOR)
+    if spec.budget.tune_at is None or sizes is None:
+        return cell
+    size = pick_size(spec.budget.tune_at, sizes)
+    size = next((v for v in sizes if format_value(v) == format_value(size)), size)  # the factor's own value
+    return Cell(tuple((k, size if k == SIZE_FACTOR else v) for k, v in cell.values))
 
 
 def cell_from_params(spec: SweepSpec, params: Mapping[str, Scalar]) -> Cell:

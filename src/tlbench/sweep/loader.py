@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +12,26 @@ import yaml
 
 from tlbench.errors import ConfigError
 from tlbench.packaged import packaged_dir
+from tlbench.strategies import STRATEGIES
 from tlbench.sweep.schema import typed_sweep
 from tlbench.sweep.spec import (
+    AUTO_SIZES,
     MODES,
     PRUNERS,
     SAMPLERS,
+    SCREEN_SCORES,
+    SIZE_FACTOR,
+    SIZE_WORDS,
     Budget,
+    BudgetCheck,
     PrunerSpec,
+    Race,
     SamplerSpec,
+    ScreenSpec,
     SweepSpec,
     as_overrides,
     at_least,
+    format_value,
     parse_condition,
     parse_factors,
     parse_search,
@@ -57,7 +66,7 @@ def load_sweep(name_or_path: str) -> SweepSpec:
     except yaml.YAMLError as exc:
         raise ConfigError(f"sweep file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     try:
-        return parse_sweep(data or {}, name=path.stem)
+        return replace(parse_sweep(data or {}, name=path.stem), source=str(path))
     except ConfigError as exc:
         raise ConfigError(f"{exc} (in {path})") from None
 
@@ -92,24 +101,37 @@ def parse_sweep(data: Mapping[str, Any], *, name: str) -> SweepSpec:
         search_where=search_where,
         budget=_budget(name, raw["budget"], mode),
         final_seeds=_final_seeds(name, raw["final"]["seeds"]),
+        race=_race(name, raw["final"]["race"], raw["final"]["seeds"]),
         tune_seed=at_least(name, "tune_seed", raw["tune_seed"], 0),
         sampler=_sampler(name, raw["sampler"], mode),
         pruner=_pruner(name, raw["pruner"]),
         report=raw["report"],
+        export=raw["export"],
+        screen=None if raw["screen"] is None else _screen(name, raw["screen"]),
     )
     _check_combinations(spec)
     return spec
 
 
 def _budget(name: str, raw: Mapping[str, Any], mode: str) -> Budget:
-    if mode == "pareto" and raw["trials"] is None:
-        raise sweep_error(
-            name, "mode: pareto needs budget.trials (the trials of the one multi-objective study)"
-        )
     return Budget(
-        trials_per_cell=at_least(name, "budget.trials_per_cell", raw["trials_per_cell"], 0),
-        trials=None if raw["trials"] is None else at_least(name, "budget.trials", raw["trials"], 1),
+        trials_per_cell=at_least(
+            name, "budget.trials_per_cell", raw["trials_per_cell"], 1 if mode == "pareto" else 0
+        ),
         max_retries=at_least(name, "budget.max_retries", raw["max_retries"], 0),
+        check=None if raw["check"] is None else _budget_check(name, raw["check"]),
+        tune_at=raw["tune_at"],
+    )
+
+
+def _budget_check(name: str, raw: Mapping[str, Any]) -> BudgetCheck:
+    size = raw["size"]
+    if isinstance(size, (list, dict)):
+        raise sweep_error(name, f"budget.check.size must be largest, smallest or a data size, got {size!r}")
+    return BudgetCheck(
+        factor=at_least(name, "budget.check.factor", raw["factor"], 2),
+        size=size,
+        strategies=tuple(raw["strategies"]),
     )
 
 
@@ -119,6 +141,28 @@ def _final_seeds(name: str, seeds: list[int]) -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise sweep_error(name, f"final.seeds lists a seed twice: {seeds}")
     return tuple(seeds)
+
+
+def _race(name: str, raw: Mapping[str, Any] | None, seeds: list[int]) -> Race | None:
+    if raw is None:
+        return None
+    if len(seeds) < 2:
+        raise sweep_error(
+            name, "final.race needs at least 2 final.seeds (a paired interval needs 2 seeds per arm)"
+        )
+    return Race(
+        cap=at_least(name, "final.race.cap", raw["cap"], len(seeds)),
+        round=at_least(name, "final.race.round", raw["round"], 1),
+    )
+
+
+def _screen(name: str, raw: Mapping[str, Any]) -> ScreenSpec:
+    score = raw["score"]
+    if score not in SCREEN_SCORES and score not in SCREEN_SCORES.values():
+        raise sweep_error(name, f"screen.score must be one of {', '.join(SCREEN_SCORES)}, got {score!r}")
+    return ScreenSpec(
+        keep=at_least(name, "screen.keep", raw["keep"], 1), score=SCREEN_SCORES.get(score, score)
+    )
 
 
 def _sampler(name: str, raw: Mapping[str, Any], mode: str) -> SamplerSpec:
@@ -162,7 +206,7 @@ def _check_combinations(spec: SweepSpec) -> None:
             f"final.seeds must not include tune_seed ({spec.tune_seed}): "
             "the reported runs must be independent of the ones used for selection",
         )
-    if spec.mode == "tune_then_final" and not searched and spec.budget.trials_per_cell > 1:
+    if not searched and spec.budget.trials_per_cell > 1:
         raise sweep_error(
             name,
             f"nothing is searched, so the {spec.budget.trials_per_cell} trials of a cell would all run the "
@@ -173,6 +217,19 @@ def _check_combinations(spec: SweepSpec) -> None:
             name,
             "budget.trials_per_cell: 0 (no tuning) needs final.seeds and nothing under search / search_where "
             "(the finals run each cell as configured)",
+        )
+    _check_budget_check(spec)
+    _check_tune_at(spec)
+    _check_screen(spec)
+    if spec.race is not None and spec.factors and spec.factor_names == (SIZE_FACTOR,):
+        raise sweep_error(
+            spec.name, f"final.race races the arms of each data size, but {SIZE_FACTOR} is the only factor: "
+            "each size has one arm; remove final.race"
+        )  # fmt: skip
+    if spec.export and not spec.has_finals:
+        raise sweep_error(
+            spec.name,
+            "export: true needs final runs to choose the winner from (mode tune_then_final, final.seeds)",
         )
     if spec.mode == "pareto":
         if spec.final_seeds:
@@ -185,6 +242,96 @@ def _check_combinations(spec: SweepSpec) -> None:
         raise sweep_error(name, "sampler nsgaii is multi-objective: use it with mode: pareto")
     if spec.sampler.name == "grid":
         _check_grid(spec)
+
+
+def _check_size(spec: SweepSpec, key: str, value: Any) -> None:
+    """``value`` names one of the data sizes: largest, smallest, or one of the factor's values."""
+    sizes = dict(spec.factors).get(SIZE_FACTOR)
+    if sizes is None:
+        raise sweep_error(
+            spec.name, f"{key} names a data size, but {SIZE_FACTOR} is not a factor of this sweep"
+        )
+    if isinstance(value, str) and value in SIZE_WORDS:
+        return
+    concrete = sizes != (AUTO_SIZES,)
+    if (
+        concrete
+        and not isinstance(value, (list, dict))
+        and any(format_value(v) == format_value(value) for v in sizes)
+    ):
+        return
+    known = f" or one of {', '.join(format_value(v) for v in sizes)}" if concrete else ""
+    raise sweep_error(
+        spec.name,
+        f"{key} must be largest, smallest{known} (the {SIZE_FACTOR} factor's values), got {value!r}",
+    )
+
+
+def _check_tune_at(spec: SweepSpec) -> None:
+    tune_at = spec.budget.tune_at
+    if tune_at is None:
+        return
+    if spec.mode != "tune_then_final" or not spec.has_finals or spec.budget.trials_per_cell == 0:
+        raise sweep_error(
+            spec.name,
+            "budget.tune_at carries one data size's tuning to the others' finals: it needs tuning "
+            "(budget.trials_per_cell >= 1) and final.seeds",
+        )
+    _check_size(spec, "budget.tune_at", tune_at)
+    check = spec.budget.check
+    if check is not None and format_value(check.size) != format_value(tune_at):
+        raise sweep_error(
+            spec.name,
+            f"budget.check.size ({check.size}) must be budget.tune_at ({tune_at}): only the tuned size "
+            "has tuning runs to check",
+        )
+
+
+def _check_budget_check(spec: SweepSpec) -> None:
+    check = spec.budget.check
+    if check is None:
+        return
+    if not spec.has_finals or spec.budget.trials_per_cell == 0:
+        raise sweep_error(
+            spec.name,
+            "budget.check re-runs each arm's tuned configuration before its finals: it needs tuning "
+            "(budget.trials_per_cell >= 1) and final.seeds; remove budget.check otherwise",
+        )
+    factors = dict(spec.factors)
+    known = factors.get("strategy") or tuple(STRATEGIES)
+    for name in check.strategies:
+        if name not in known:
+            raise sweep_error(
+                spec.name, f"budget.check.strategies names '{name}', which is not among the sweep's "
+                f"strategies ({', '.join(str(k) for k in known)})"
+            )  # fmt: skip
+    if dict(spec.factors).get(SIZE_FACTOR) is not None:
+        _check_size(spec, "budget.check.size", check.size)
+    elif check.size not in SIZE_WORDS:
+        raise sweep_error(
+            spec.name,
+            f"budget.check.size must be largest or smallest (the one data size), got {check.size!r}",
+        )
+
+
+def _check_screen(spec: SweepSpec) -> None:
+    if spec.screen is None:
+        return
+    backbones = dict(spec.factors).get("backbone")
+    if backbones is None:
+        raise sweep_error(
+            spec.name, "screen chooses among the backbone factor's values, but this sweep has no 'backbone' "
+            "factor: list backbone: [efficientnet_lite0, ...] under factors, or remove screen"
+        )  # fmt: skip
+    if spec.screen.keep > len(backbones):
+        raise sweep_error(
+            spec.name, f"screen.keep ({spec.screen.keep}) is larger than the {len(backbones)} backbones "
+            "of the backbone factor: keep fewer, or list more backbones"
+        )  # fmt: skip
+    if spec.mode != "tune_then_final":
+        raise sweep_error(
+            spec.name, "screen is a phase of a tune-then-final study: remove it from a pareto sweep"
+        )
 
 
 def _check_grid(spec: SweepSpec) -> None:

@@ -25,6 +25,7 @@ from tlbench.errors import ConfigError, TrackingError
 from tlbench.redaction import redact_password
 from tlbench.sweep.liveness import REGISTRY_PREFIX, STALE_AFTER_SECONDS, WORKER_ATTR, WorkerId, is_alive
 from tlbench.sweep.loader import spec_as_dict
+from tlbench.sweep.plan import SweepPlan, plan_sweep
 from tlbench.sweep.spec import SweepSpec
 from tlbench.sweep.storage import StorageRef, StudyNames, open_storage
 from tlbench.tracking.study_runs import CANDIDATE_TAG, STUDY_TAG, SWEEP_TAG, StudyRuns
@@ -36,7 +37,8 @@ PARETO_DIRECTIONS: tuple[Direction, Direction] = ("maximize", "minimize")  # val
 PARENT_ATTR, DIGEST_ATTR, CANDIDATE_ATTR = "parent_run_id", "definition_digest", "candidate"
 OVERRIDES_ATTR = "command_line_overrides"
 ELECTION_TIMEOUT_S = 120.0
-_RESUMABLE_CHANGES = ("description", "budget", "final_seeds", "report")  # may change between runs of a study
+# may change between runs of a study (``source``: where the file is, not what it defines)
+_RESUMABLE_CHANGES = ("description", "budget", "final_seeds", "race", "report", "export", "source")
 
 
 def definition_digest(spec: SweepSpec) -> str:
@@ -57,6 +59,22 @@ class StudyContext:
     runs: StudyRuns
     parent_run_id: str = ""
     _studies: dict[str, optuna.Study] = field(default_factory=dict)
+    _plan: SweepPlan | None = None
+
+    def narrow(self, spec: SweepSpec) -> None:
+        """Work on ``spec`` from now on (the screen's kept backbones): its cells, its plan.
+
+        The study's definition (digest, ``sweep.yaml``) stays the one it was opened with.
+        """
+        self.spec = spec
+        self._plan = None
+
+    @property
+    def plan(self) -> SweepPlan:
+        """The study's plan (each cell composed once), computed on first use in this process."""
+        if self._plan is None:
+            self._plan = plan_sweep(self.spec)
+        return self._plan
 
     def study(self, name: str) -> optuna.Study:
         """Load, or create once; cached, because creating writes to the storage even when it exists.

@@ -10,10 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tlbench.sweep.cells import override
-from tlbench.sweep.spec import Scalar, SweepSpec, parse_condition, sweep_error
+from tlbench.sweep.spec import AUTO_SIZES, SIZE_FACTOR, Scalar, SweepSpec, parse_condition, sweep_error
 
-AUTO = "auto"  # data.n_per_class: [auto] -> sizes derived from the data (photos.yaml)
-SIZES_PATH = "data.n_per_class"
 SIZE_LADDER = (5, 20, 80, 320, 1280, 5120)  # about x4 apart: a few sizes, not a grid
 
 
@@ -68,10 +66,10 @@ def derive_sizes(smallest_class: int) -> tuple[Scalar, ...]:
 
 
 def has_auto_sizes(spec: SweepSpec) -> bool:
-    return dict(spec.factors).get(SIZES_PATH) == (AUTO,)
+    return dict(spec.factors).get(SIZE_FACTOR) == (AUTO_SIZES,)
 
 
 def with_sizes(spec: SweepSpec, sizes: tuple[Scalar, ...]) -> SweepSpec:
     """Replace the ``[auto]`` data-size factor by concrete sizes."""
-    factors = tuple((k, sizes if k == SIZES_PATH else v) for k, v in spec.factors)
+    factors = tuple((k, sizes if k == SIZE_FACTOR else v) for k, v in spec.factors)
     return replace(spec, factors=factors)

@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tlbench.sweep import protocol as P
-from tlbench.sweep.cells import expand_cells
+from tlbench.sweep.cells import expand_cells, tuning_budget
 from tlbench.sweep.spec import SweepSpec
 from tlbench.sweep.storage import StudyNames
 
@@ -25,7 +25,8 @@ class PhaseCounts:
     planned: int
     complete: int = 0
     pruned: int = 0
-    failed: int = 0  # counted failures (diverged, impossible configuration)
+    failed: int = 0  # counted failures (diverged, collapsed, impossible configuration)
+    collapsed: int = 0  # of those, trained but degenerate (at chance): a failed configuration
     redone: int = 0  # failures that are redone: worker died, crashed, interrupted
     running: int = 0
     mean_s: float | None = None  # mean duration of its finished trials
@@ -47,13 +48,16 @@ class ProgressInfo:
         return sum(p.remaining for p in self.phases)
 
 
-def planned_trials(spec: SweepSpec) -> dict[str, int]:
-    cells = len(expand_cells(spec))
+def planned_trials(spec: SweepSpec, *, budget_checks: int = 0) -> dict[str, int]:
+    """Trials per phase; ``budget_checks``: how many arms get a budget check (from the study's plan)."""
+    cells = expand_cells(spec)
     if spec.mode == "pareto":
-        return {"pareto": spec.budget.trials or 0}
-    planned = {"tune": cells * spec.budget.trials_per_cell}
+        return {"pareto": len(cells) * spec.budget.trials_per_cell}
+    planned = {"tune": sum(tuning_budget(spec, cell) for cell in cells)}
+    if budget_checks:
+        planned["check"] = budget_checks
     if spec.has_finals:
-        planned["final"] = cells * len(spec.final_seeds)
+        planned["final"] = len(cells) * len(spec.final_seeds)
     return planned
 
 
@@ -67,12 +71,16 @@ def trial_seconds(trial: FrozenTrial) -> float | None:
 def phase_counts(name: str, planned: int, trials: Sequence[FrozenTrial]) -> PhaseCounts:
     ran = [t for t in trials if P.fail_kind(t) not in NOT_RUN]
     durations = [d for t in ran if P.is_counted(t) and (d := trial_seconds(t)) is not None]
+    waiting = sum(1 for t in ran if t.state == TrialState.WAITING)
     return PhaseCounts(
         name=name,
-        planned=planned,
+        planned=max(
+            planned, sum(1 for t in ran if P.is_counted(t) or t.state == TrialState.RUNNING) + waiting
+        ),
         complete=sum(1 for t in ran if t.state == TrialState.COMPLETE),
         pruned=sum(1 for t in ran if t.state == TrialState.PRUNED),
         failed=sum(1 for t in ran if t.state == TrialState.FAIL and P.is_counted(t)),
+        collapsed=sum(1 for t in ran if P.fail_kind(t) == P.COLLAPSED),
         redone=sum(1 for t in ran if t.state == TrialState.FAIL and not P.is_counted(t)),
         running=sum(1 for t in ran if t.state == TrialState.RUNNING),
         mean_s=sum(durations) / len(durations) if durations else None,
@@ -111,6 +119,7 @@ def read_trials(
         wanted = {names.pareto: "pareto"}
     else:
         wanted = {names.cell(c.key): "tune" for c in expand_cells(spec)}
+        wanted[names.budget_check] = "check"
         wanted[names.final] = "final"
     grouped: dict[str, list[FrozenTrial]] = {}
     for study_name, phase in wanted.items():

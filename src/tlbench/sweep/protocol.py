@@ -20,8 +20,11 @@ FAIL_KIND, FAIL_REASON = "fail_kind", "fail_reason"
 ROLE, CELL, SLOT, SEED, STRATEGY = "role", "cell", "slot", "seed", "strategy"
 TUNED_FROM, RUN_ID, STATUS = "tuned_from_trial", "mlflow_run_id", "status"
 
-# why a trial failed (FAIL_KIND): only "config" counts toward the budget
-COUNTED_KINDS = frozenset({"config"})
+# why a trial failed (FAIL_KIND): "config" (diverged, out of memory, an impossible setting) and
+# "collapsed" (trained, but its result is degenerate: at chance, or a loss that ended above its start)
+# are properties of the configuration and count toward the budget; neither is ever selected
+CONFIG, COLLAPSED = "config", "collapsed"
+COUNTED_KINDS = frozenset({CONFIG, COLLAPSED})
 RETRY_KINDS = frozenset({"error", "died"})  # bounded by max_retries
 # "interrupted", "over_budget", "duplicate": neither counted nor limited
 
@@ -96,29 +99,37 @@ def best_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
 
 
 @dataclass(frozen=True)
-class FinalSlot:
-    """One final run: a cell's best configuration on one seed."""
+class Slot:
+    """One enqueued piece of work of a cell: a final run on one seed, one budget check, one Pareto trial.
+
+    Its key (``<cell>|seed=3``) is stored on the trial; the first trial to claim a key runs it.
+    """
 
     cell_key: str
-    seed: int
+    label: str  # "seed=3" | "budget_x2" | "trial=1"
 
     @property
     def key(self) -> str:
-        return f"{self.cell_key}|seed={self.seed}"
+        return f"{self.cell_key}|{self.label}"
 
 
-def slot_trials(trials: Sequence[FrozenTrial], slot: FinalSlot) -> list[FrozenTrial]:
+def final_slot(cell_key: str, seed: int) -> Slot:
+    """A cell's best configuration on one final seed (key ``<cell>|seed=<seed>``, as stored since issue 5)."""
+    return Slot(cell_key, f"seed={seed}")
+
+
+def slot_trials(trials: Sequence[FrozenTrial], slot: Slot) -> list[FrozenTrial]:
     return [t for t in trials if t.user_attrs.get(SLOT) == slot.key]
 
 
-def slot_needs_trial(trials: Sequence[FrozenTrial], slot: FinalSlot, *, max_retries: int) -> bool:
+def slot_needs_trial(trials: Sequence[FrozenTrial], slot: Slot, *, max_retries: int) -> bool:
     """Nothing covers the slot (no counted, running or waiting trial) and it has retries left."""
     mine = slot_trials(trials, slot)
     retries = sum(1 for t in mine if fail_kind(t) in RETRY_KINDS)
     return not any(occupies(t) for t in mine) and retries <= max_retries
 
 
-def slot_given_up(trials: Sequence[FrozenTrial], slot: FinalSlot, *, max_retries: int) -> bool:
+def slot_given_up(trials: Sequence[FrozenTrial], slot: Slot, *, max_retries: int) -> bool:
     mine = slot_trials(trials, slot)
     retries = sum(1 for t in mine if fail_kind(t) in RETRY_KINDS)
     return not any(occupies(t) for t in mine) and retries > max_retries

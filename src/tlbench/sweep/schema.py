@@ -1,5 +1,33 @@
 """The typed schema of a sweep file: which keys exist and what type each value has.
 
+A sweep file (``sweeps/<name>.yaml``), every section optional::
+
+    description: one paragraph (its first sentence is what `tlbench sweep --help` lists)
+    mode: tune_then_final           # or pareto (one multi-objective study, no finals)
+    base: [data=digits, trainer.min_steps=100, ...]      # Hydra overrides of every trial
+    factors: {strategy: [linear_probe, full_finetune], data.n_per_class: [5, 20, null]}  # crossed: cells
+    where: {strategy=partial: [strategy.freeze_depth=4]} # extra overrides of the cells a condition matches
+    search: {optimizer.lr: {low: 1.0e-4, high: 1.0e-2, log: true}}   # tuned in every cell
+    search_where: {strategy=linear_probe: {strategy.probe.l2: {low: 1.0e-6, high: 1.0, log: true}}}
+    budget:
+      trials_per_cell: 3            # tuning trials per arm, the same for every arm that trains
+      max_retries: 2                # crashes redone per cell / slot
+      tune_at: largest              # tune one data size only (largest | smallest | a size); the
+                                    # other sizes run their counterpart's choice
+      check: {factor: 2, size: largest, strategies: [full_finetune]}   # after tuning: each arm's
+                                    # choice re-run with factor x its step budget (validation only)
+    final:
+      seeds: [1, 2, 3]              # the first round: every arm of a data size, paired
+      race: {cap: 8, round: 2}      # then `round` new seeds per round for undecided arms, up to
+                                    # `cap` seeds per arm; credibly worse arms retired (sweep.race)
+    screen: {keep: 2, score: logme} # rank the backbone factor without training first; train the top
+                                    # `keep` (score: logme | knn_loo | knn | probe_cv)
+    tune_seed: 0
+    sampler: {name: qmc, seed: 0}   # tpe | random | qmc | grid | nsgaii
+    pruner: {name: successive_halving, min_resource: 3, reduction_factor: 3}
+    report: true                    # build the report when the study completes
+    export: true                    # then export the winner (default: true with finals)
+
 The YAML mapping is merged into ``OmegaConf.structured(SweepFileSchema)``, so an unknown key or a
 value of the wrong type fails there; this module turns OmegaConf's error into one line naming the
 key path, what was expected, what was found and, for a misspelt key, the key that was probably
@@ -50,15 +78,32 @@ class SearchTableSchema:
 
 
 @dataclass
+class BudgetCheckSchema:
+    factor: int = field(default=2, metadata=_words("an integer >= 2"))
+    size: Any = "largest"  # largest | smallest | a data size (checked by the loader)
+    strategies: list[str] = field(default_factory=list, metadata=_words("a list of strategy names"))
+
+
+@dataclass
 class BudgetSchema:
     trials_per_cell: int = field(default=1, metadata=_words("an integer >= 0"))
-    trials: int | None = field(default=None, metadata=_words("an integer >= 1"))
     max_retries: int = field(default=2, metadata=_words("an integer >= 0"))
+    check: BudgetCheckSchema | None = field(
+        default=None, metadata=_words("a mapping like {factor: 2, size: largest}")
+    )
+    tune_at: Any = None  # largest | smallest | a data size (checked by the loader)
+
+
+@dataclass
+class RaceSchema:
+    cap: int = field(default=8, metadata=_words("an integer: the most seeds an arm gets"))
+    round: int = field(default=2, metadata=_words("an integer >= 1: seeds added per round"))
 
 
 @dataclass
 class FinalSchema:
     seeds: list[int] = field(default_factory=list, metadata=_words("a list of integers >= 0"))
+    race: RaceSchema | None = field(default=None, metadata=_words("a mapping like {cap: 8, round: 2}"))
 
 
 @dataclass
@@ -74,6 +119,12 @@ class PrunerSchema:
     min_resource: int = field(default=1, metadata=_words("an integer >= 1"))
     reduction_factor: int = field(default=3, metadata=_words("an integer >= 2"))
     n_warmup_steps: int = field(default=1, metadata=_words("an integer >= 0"))
+
+
+@dataclass
+class ScreenSchema:
+    keep: int = field(default=1, metadata=_words("an integer >= 1: backbones trained"))
+    score: str = field(default="logme", metadata=_words("logme, knn_loo, knn or probe_cv"))
 
 
 @dataclass
@@ -98,10 +149,11 @@ class SweepFileSchema:
         metadata=_words("a mapping of conditions to search tables", "a mapping of searched paths"),
     )
     budget: BudgetSchema = field(
-        default_factory=BudgetSchema, metadata=_words("a mapping (trials_per_cell, trials, max_retries)")
+        default_factory=BudgetSchema, metadata=_words("a mapping (trials_per_cell, max_retries, ...)")
     )
     final: FinalSchema = field(
-        default_factory=FinalSchema, metadata=_words("a mapping like {seeds: [1, 2, 3]}")
+        default_factory=FinalSchema,
+        metadata=_words("a mapping like {seeds: [1, 2, 3], race: {cap: 8, round: 2}}"),
     )
     tune_seed: int = field(default=0, metadata=_words("an integer >= 0"))
     sampler: SamplerSchema = field(
@@ -111,6 +163,10 @@ class SweepFileSchema:
         default_factory=PrunerSchema, metadata=_words("a mapping like {name: median}")
     )
     report: bool = field(default=False, metadata=_words("true or false"))
+    export: bool | None = field(default=None, metadata=_words("true or false"))
+    screen: ScreenSchema | None = field(
+        default=None, metadata=_words("a mapping like {keep: 2, score: logme}")
+    )
 
 
 # Sections left empty in YAML (``where:``) mean their default, as an absent one does.

@@ -22,7 +22,7 @@ from tlbench.sweep.liveness import Heartbeat
 from tlbench.sweep.loader import spec_as_dict
 from tlbench.sweep.meta import StudyContext, open_study
 from tlbench.sweep.pareto import Pareto, ParetoPoint
-from tlbench.sweep.progress import ProgressInfo, planned_trials, progress_info, read_trials
+from tlbench.sweep.progress import ProgressInfo, progress_info, read_trials
 from tlbench.sweep.reaper import close_orphan_runs, reap
 from tlbench.sweep.spec import SweepSpec
 from tlbench.sweep.storage import StorageRef
@@ -55,7 +55,6 @@ def parent_params(spec: SweepSpec, ref: StorageRef) -> dict[str, Any]:
         "search_where": json.dumps(plain["search_where"]),
         "n_cells": len(expand_cells(spec)),
         "trials_per_cell": spec.budget.trials_per_cell,
-        "pareto_trials": spec.budget.trials or "",
         "final_seeds": ",".join(str(s) for s in spec.final_seeds),
         "tune_seed": spec.tune_seed,
         "sampler": json.dumps(plain["sampler"]),
@@ -72,25 +71,25 @@ def open_for_command(
     return ctx
 
 
-def make_loop(ctx: StudyContext, *, offset: int = 0) -> Loop:
-    return Pareto(ctx) if ctx.spec.mode == "pareto" else TuneThenFinal(ctx, offset=offset)
+def make_loop(ctx: StudyContext, *, offset: int = 0, workers: int = 1) -> Loop:
+    if ctx.spec.mode == "pareto":
+        return Pareto(ctx, workers=workers)
+    return TuneThenFinal(ctx, offset=offset, workers=workers)
 
 
 def current_progress(ctx: StudyContext, *, started: float, workers: int) -> ProgressInfo:
     trials = read_trials(ctx.storage, ctx.spec, ctx.names)
-    return progress_info(
-        trials, planned_trials(ctx.spec), elapsed_s=time.monotonic() - started, workers=workers
-    )
+    return progress_info(trials, ctx.plan.phases, elapsed_s=time.monotonic() - started, workers=workers)
 
 
 def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def work(ctx: StudyContext, *, offset: int = 0, stop_when: Any = None) -> bool:
+def work(ctx: StudyContext, *, offset: int = 0, workers: int = 1, stop_when: Any = None) -> bool:
     """Run the worker loop here until the study has no work left; returns True if interrupted."""
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)  # `kill` stops cleanly too
-    loop = make_loop(ctx, offset=offset)
+    loop = make_loop(ctx, offset=offset, workers=workers)
     gc.collect()
     gc.freeze()  # the long-lived imports and clients: the per-trial collection then skips them
     try:
@@ -111,6 +110,8 @@ def close(ctx: StudyContext, *, interrupted: bool, started: float, workers: int)
         reap(ctx, loop.study_names)
         close_orphan_runs(ctx)
         complete = loop.complete()
+        if isinstance(loop, TuneThenFinal):
+            loop.publish_race()  # the race as it stands, also when interrupted
         ctx.beat("exited")  # before looking at the others: the last worker out always closes the run
         points: list[ParetoPoint] = []
         if complete:

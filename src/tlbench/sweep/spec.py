@@ -17,6 +17,9 @@ from typing import Any
 from tlbench.errors import ConfigError
 
 MODES = ("tune_then_final", "pareto")
+SIZE_FACTOR = "data.n_per_class"  # the data size: what racing pairs arms within, what a check picks
+AUTO_SIZES = "auto"  # data.n_per_class: [auto]: sizes derived from the data at run time (photos.yaml)
+SIZE_WORDS = ("largest", "smallest")  # a data size named by its rank (null, i.e. all, is the largest)
 SAMPLERS = ("tpe", "random", "qmc", "grid", "nsgaii")
 PRUNERS = ("none", "successive_halving", "hyperband", "median")
 Scalar = str | int | float | bool | None
@@ -45,10 +48,44 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class BudgetCheck:
+    """``budget.check``: after tuning, re-run each arm's chosen configuration at one data size with
+    ``factor`` x its step budget on the tuning seed (validation only), to show it was trained enough."""
+
+    factor: int = 2
+    size: Scalar = "largest"  # largest | smallest | one of the data.n_per_class values
+    strategies: tuple[str, ...] = ()  # the sample of arms checked (default: every arm trained by steps)
+
+
+@dataclass(frozen=True)
 class Budget:
     trials_per_cell: int = 1  # counted tuning trials per cell (equal for every cell: the fair protocol)
-    trials: int | None = None  # pareto mode: trials of the one multi-objective study
     max_retries: int = 2  # crashes (not divergence) redone per cell / final slot before giving up
+    check: BudgetCheck | None = None
+    # tune only the cells of this data size (largest | smallest | a size); the others run the choice
+    # of their counterpart there (same other factors). None: every cell is tuned.
+    tune_at: Scalar = None
+
+
+@dataclass(frozen=True)
+class Race:
+    """``final.race``: final seeds in rounds; after ``final.seeds`` (round 1), ``round`` more seeds per
+    round for the arms whose verdict is undecided, up to ``cap`` seeds per arm (:mod:`tlbench.sweep.race`)."""
+
+    cap: int = 8
+    round: int = 2
+
+
+SCREEN_SCORES = {"logme": "logme", "knn_loo": "knn_loo_acc", "knn": "knn_acc", "probe_cv": "probe_cv_acc"}
+
+
+@dataclass(frozen=True)
+class ScreenSpec:
+    """``screen``: rank the ``backbone`` factor's values without training (the study's first phase) and
+    train only the top ``keep`` by ``score`` (:mod:`tlbench.sweep.screen_phase`)."""
+
+    keep: int
+    score: str = "logme"  # a ScreenResult score name: logme | knn_loo_acc | knn_acc | probe_cv_acc
 
 
 @dataclass(frozen=True)
@@ -78,11 +115,15 @@ class SweepSpec:
     search_where: tuple[tuple[Condition, tuple[SearchParam, ...]], ...] = ()
     budget: Budget = field(default_factory=Budget)
     final_seeds: tuple[int, ...] = ()
+    race: Race | None = None  # racing finals (None: every arm runs every final seed)
     tune_seed: int = 0
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     report: bool = False  # build the report when the study completes
+    export: bool | None = None  # export the winner when complete (None: yes for tune-then-final with finals)
+    screen: ScreenSpec | None = None  # the backbone screen as the study's first phase
     overrides: tuple[str, ...] = ()  # from the command line (ARGS, --data), after base
+    source: str = ""  # the file it was read from (for error messages; not part of the definition)
 
     @property
     def factor_names(self) -> tuple[str, ...]:
@@ -91,6 +132,29 @@ class SweepSpec:
     @property
     def has_finals(self) -> bool:
         return bool(self.final_seeds) and self.mode == "tune_then_final"
+
+    @property
+    def exports(self) -> bool:
+        """Whether a complete study ends by exporting its recommended arm as a registered model."""
+        return self.has_finals if self.export is None else self.export and self.has_finals
+
+
+def size_order(value: Scalar) -> float:
+    """Data sizes in increasing order; null (the whole training pool) is the largest."""
+    if value is None:
+        return float("inf")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"a data size must be a number or null, got {value!r}")
+    return float(value)
+
+
+def pick_size(which: Scalar, sizes: tuple[Scalar, ...]) -> Scalar:
+    """``largest`` / ``smallest`` of ``sizes``, or ``which`` itself (a size the loader checked)."""
+    if which == "largest":
+        return max(sizes, key=size_order)
+    if which == "smallest":
+        return min(sizes, key=size_order)
+    return which
 
 
 def sweep_error(name: str, message: str) -> ConfigError:

@@ -156,6 +156,10 @@ class StudyNames:
         return f"{self.study}/final"
 
     @property
+    def budget_check(self) -> str:
+        return f"{self.study}/budget_check"
+
+    @property
     def pareto(self) -> str:
         return f"{self.study}/pareto"
 

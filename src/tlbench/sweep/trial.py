@@ -24,22 +24,31 @@ from tlbench.sweep import protocol as P
 from tlbench.sweep.cells import Cell
 from tlbench.sweep.meta import StudyContext
 from tlbench.sweep.pruning import MONITOR, OptunaPruning
+from tlbench.tracking import MlflowRun, names
 from tlbench.tracking.study_runs import STUDY_TAG
 from tlbench.training.fit import release_memory
 
 log = logging.getLogger(__name__)
-COST = "cost/device_hours"
+COST = names.DEVICE_HOURS
+STANDALONE_COST = "cost/standalone_device_hours"  # with the reused feature extraction added back
+
+
+def attr_name(metric: str) -> str:
+    """The Optuna user attribute that holds a trial's metric (``val/acc`` -> ``val_acc``)."""
+    return metric.replace("/", "_")
 
 
 @dataclass(frozen=True)
 class TrialPlan:
-    role: str  # tune | final
+    role: str  # tune | final | budget_check
     optuna_study: str
     cell: Cell
     overrides: tuple[str, ...]
     prune: bool = False
     extra_tags: dict[str, str] = field(default_factory=dict)
+    extra_metrics: dict[str, float] = field(default_factory=dict)  # logged to the trial's run after it ends
     objectives: tuple[str, ...] = (MONITOR,)  # pareto: (val/acc, cost/device_hours)
+    run_name: str = ""  # the child run's name (plan.run_name); default: role:cell#number
 
 
 def close_unrun(trial: optuna.Trial, kind: str, reason: str) -> None:
@@ -55,7 +64,7 @@ def _wire(cfg: RunConfig, ctx: StudyContext, plan: TrialPlan, number: int) -> Ru
         experiment=ctx.names.study,
         tracking_uri=ctx.runs.tracking_uri,
         parent_run_id=ctx.parent_run_id,
-        run_name=f"{plan.role}:{plan.cell.key}#{number}",
+        run_name=plan.run_name or f"{plan.role}:{plan.cell.key}#{number}",
     )
     return replace(cfg, tracking=tracking, tags={**cfg.tags, **trial_tags(ctx, plan, number)})
 
@@ -106,7 +115,7 @@ def _train_and_tell(ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan) -> 
         _fail(ctx, trial, plan, "error", str(exc), record=False)  # nowhere to record it
         raise
     except TlbenchError as exc:  # an impossible configuration (e.g. freeze depth out of range): counts
-        return _fail(ctx, trial, plan, "config", str(exc))
+        return _fail(ctx, trial, plan, P.CONFIG, str(exc))
     except (
         Exception
     ) as exc:  # a crash: recorded (train() marked its run FAILED), redone a bounded number of times
@@ -115,20 +124,25 @@ def _train_and_tell(ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan) -> 
         return _fail(ctx, trial, plan, "error", f"{type(exc).__name__}: {first_line}")
     if result.run_id:
         trial.set_user_attr(P.RUN_ID, result.run_id)
-    for name in ("val/acc", "test/acc", COST, "cost/fit_seconds"):
+        if plan.extra_metrics:
+            MlflowRun.attach(result.run_id, tracking_uri=ctx.runs.tracking_uri).log_metrics(
+                plan.extra_metrics
+            )
+    for name in (names.VAL_ACC, names.TEST_ACC, COST, STANDALONE_COST, names.FIT_SECONDS, names.TRAIN_STEPS):
         if name in result.metrics:
-            trial.set_user_attr(name.replace("/", "_"), result.metrics[name])
+            trial.set_user_attr(attr_name(name), result.metrics[name])
     trial.set_user_attr(P.STATUS, result.status)
     if result.status == "pruned":
         return _tell(trial, TrialState.PRUNED, None, result.status)
-    if result.status.startswith("failed"):  # diverged, out of memory: a property of the configuration
-        trial.set_user_attr(P.FAIL_KIND, "config")
-        trial.set_user_attr(P.FAIL_REASON, result.status.removeprefix("failed: "))
+    if result.status.startswith(names.FAILED_PREFIX):  # diverged, collapsed, out of memory: its configuration
+        collapsed = result.status.startswith(names.COLLAPSED_PREFIX)
+        trial.set_user_attr(P.FAIL_KIND, P.COLLAPSED if collapsed else P.CONFIG)
+        trial.set_user_attr(P.FAIL_REASON, result.status.removeprefix(names.FAILED_PREFIX))
         return _tell(trial, TrialState.FAIL, None, result.status)
     values = [result.metrics.get(name) for name in plan.objectives]
     if any(v is None for v in values):
         missing = [n for n, v in zip(plan.objectives, values, strict=True) if v is None]
-        return _fail(ctx, trial, plan, "config", f"no {', '.join(missing)} logged")
+        return _fail(ctx, trial, plan, P.CONFIG, f"no {', '.join(missing)} logged")
     return _tell(trial, TrialState.COMPLETE, [float(v or 0.0) for v in values], result.status)
 
 
@@ -154,7 +168,7 @@ def _fail(
     if record and kind != "interrupted" and not ctx.runs.children_of_trial(plan.optuna_study, trial.number):
         tags: dict[str, Any] = {**trial_tags(ctx, plan, trial.number), "status": status}
         run_id = ctx.runs.record_unrun_trial(
-            run_name=f"{plan.role}:{plan.cell.key}#{trial.number}",
+            run_name=plan.run_name or f"{plan.role}:{plan.cell.key}#{trial.number}",
             parent_run_id=ctx.parent_run_id,
             tags=tags,
             params={"overrides": " ".join(plan.overrides)},

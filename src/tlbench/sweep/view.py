@@ -25,9 +25,16 @@ log = logging.getLogger("tlbench.sweep")
 def render_line(info: ProgressInfo) -> str:
     parts = []
     for p in info.phases:
+        if p.planned == 0:  # nothing planned in this phase (e.g. no tuning): no "tune 0/0"
+            continue
         extra = [
             f"{n} {label}"
-            for n, label in ((p.pruned, "pruned"), (p.failed, "failed"), (p.running, "running"))
+            for n, label in (
+                (p.pruned, "pruned"),
+                (p.failed - p.collapsed, "failed"),
+                (p.collapsed, "collapsed"),
+                (p.running, "running"),
+            )
             if n
         ]
         parts.append(
@@ -46,6 +53,8 @@ def render_table(info: ProgressInfo, title: str) -> Group:
     for column in ("phase", "done", "pruned", "failed", "redone", "running", "remaining", "mean trial"):
         table.add_column(column, justify="left" if column == "phase" else "right")
     for p in info.phases:
+        if p.planned == 0:
+            continue
         table.add_row(
             p.name, f"{p.complete}/{p.planned}", str(p.pruned), str(p.failed), str(p.redone), str(p.running),
             str(p.remaining), format_duration(p.mean_s),

@@ -23,16 +23,15 @@ STORAGE_ENV = "TLBENCH_SWEEP_STORAGE"
 SUPERVISOR_ENV = "TLBENCH_SWEEP_SUPERVISOR"  # the supervisor's pid, so a worker notices it is orphaned
 
 
-def threads_per_worker(workers: int, cores: int | None = None) -> int:
-    """Split the cores between local workers; oversubscribed intra-op threads only slow every trial."""
-    return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
-
-
-def worker_command(sweep: str, study: str, workers: int, index: int, extra: Sequence[str] = ()) -> list[str]:
-    """A local worker's command line; ``extra``: the supervisor's --data/--class-map/overrides."""
+def worker_command(
+    sweep: str, study: str, workers: int, index: int, *, threads: int, extra: Sequence[str] = ()
+) -> list[str]:
+    """A local worker's command line; ``threads``: the supervisor's plan (every worker the same);
+    ``extra``: the supervisor's --data/--class-map/overrides."""
     return [
         sys.executable, "-m", "tlbench.cli", "sweep", "--sweep", sweep, "--study", study,
-        "--workers", str(workers), "--worker-index", str(index), "--worker", *extra,
+        "--workers", str(workers), "--worker-index", str(index), "--threads", str(threads), "--worker",
+        *extra,
     ]  # fmt: skip
 
 
@@ -42,6 +41,7 @@ def spawn(
     workers: int,
     *,
     storage: str | None,
+    threads: int,
     log_dir: Path,
     extra: Sequence[str] = (),
 ) -> list[subprocess.Popen[bytes]]:
@@ -54,7 +54,7 @@ def spawn(
         with (log_dir / f"worker-{index}.log").open("ab") as out:
             procs.append(
                 subprocess.Popen(
-                    worker_command(sweep, study, workers, index, extra),
+                    worker_command(sweep, study, workers, index, threads=threads, extra=extra),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,

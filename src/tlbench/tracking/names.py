@@ -26,6 +26,7 @@ CELL = "cell"
 TRIAL_NUMBER = "trial_number"
 OPTUNA_STUDY = "optuna_study"
 TUNED_FROM = "tuned_from_trial"
+TUNED_IN = "tuned_in_cell"  # a final whose configuration was tuned at another data size (budget.tune_at)
 COLLAPSED = "collapsed"  # "true" on a trial whose result is degenerate (see COLLAPSED_PREFIX)
 COLLAPSE_REASON = "collapse_reason"
 RACE_ROUND = "race_round"  # a final run: the racing round (1, 2, ...) it was run in

@@ -1,0 +1,109 @@
+"""The screen as the study's first phase: rank the backbone factor's values without training, keep the
+top ``screen.keep`` by ``screen.score``, train only those (issue 22).
+
+The screen (:func:`tlbench.screen.screen.run_screen`, one ``role=screen`` run per backbone in the
+study's experiment, under its parent run) sees the data the trials train on: the sweep's base and
+command-line overrides at its largest data size. Each screen run is tagged ``screen_kept`` (true |
+false) and ``screen_reason``; the kept backbones are stored in the meta study, so a resumed study (or
+a worker process) skips the screen and trains the same backbones. Every score is "higher is better".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from tlbench.sweep.meta import StudyContext
+from tlbench.sweep.spec import SIZE_FACTOR, SweepSpec, format_value, pick_size
+from tlbench.tracking import names
+from tlbench.tracking.study_runs import STUDY_TAG
+
+SCREEN_ATTR = "screen"  # meta study: {"score", "keep", "ranking": [[backbone, value], ...], "kept": [...]}
+BACKBONE_FACTOR = "backbone"
+
+
+def screened(ctx: StudyContext) -> list[str] | None:
+    """The backbones a finished screen kept (None: not screened yet)."""
+    done = ctx.meta.user_attrs.get(SCREEN_ATTR)
+    return None if not done else [str(b) for b in done["kept"]]
+
+
+def rank(values: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Best first; a score that could not be computed (NaN) ranks last; ties keep the factor's order."""
+    order = {name: i for i, (name, _) in enumerate(values)}
+    return sorted(
+        values, key=lambda nv: (math.isnan(nv[1]), -nv[1] if not math.isnan(nv[1]) else 0, order[nv[0]])
+    )
+
+
+def reasons(ranking: Sequence[tuple[str, float]], *, keep: int, score: str) -> dict[str, tuple[bool, str]]:
+    """backbone -> (kept, why), for the screen runs' tags."""
+    out = {}
+    for position, (backbone, value) in enumerate(ranking, start=1):
+        kept = position <= keep
+        where = f"rank {position} of {len(ranking)} by {score} ({value:.4g})"
+        out[backbone] = (
+            kept,
+            f"{where}: in the top {keep}, trained" if kept else f"{where}: below the top {keep}, not trained",
+        )
+    return out
+
+
+def run_screen_phase(ctx: StudyContext, *, progress: Callable[[str], None] = print) -> list[str]:
+    """Screen the backbone factor (once per study) and return the backbones kept, in factor order."""
+    spec = ctx.spec
+    assert spec.screen is not None  # called only for sweeps with a screen section
+    done = screened(ctx)
+    if done is not None:
+        progress(f"screen: done already, training {', '.join(done)}")
+        return done
+    from tlbench.screen.screen import run_screen  # torch, sklearn: only when a study screens
+
+    backbones = [str(v) for v in dict(spec.factors)[BACKBONE_FACTOR]]
+    results = run_screen(
+        screen_overrides(spec),
+        backbones,
+        experiment=ctx.names.study,
+        tracking_uri=ctx.runs.tracking_uri,
+        parent_run_id=ctx.parent_run_id,
+        tags={STUDY_TAG: ctx.names.study},
+        progress=lambda line: progress(f"screen: {line}"),
+    )
+    pairs = list(zip(backbones, results, strict=True))
+    ranking = rank([(name, float(result.value(spec.screen.score))) for name, result in pairs])
+    why = reasons(ranking, keep=spec.screen.keep, score=spec.screen.score)
+    for name, result in pairs:
+        if result.run_id:
+            chosen, reason = why[name]
+            tags = {names.SCREEN_KEPT: str(chosen).lower(), names.SCREEN_REASON: reason}
+            ctx.runs.set_tags(result.run_id, tags)
+    kept = [name for name in backbones if why[name][0]]
+    record: dict[str, Any] = {
+        "score": spec.screen.score,
+        "keep": spec.screen.keep,
+        "ranking": [[name, value] for name, value in ranking],
+        "kept": kept,
+    }
+    ctx.meta.set_user_attr(SCREEN_ATTR, record)
+    progress(f"screen: kept {', '.join(kept)} by {spec.screen.score}; not trained: "
+             f"{', '.join(b for b in backbones if b not in kept) or 'none'}")  # fmt: skip
+    return kept
+
+
+def screen_overrides(spec: SweepSpec) -> list[str]:
+    """The data the trials train on: base and command-line overrides, at the largest data size."""
+    sizes = dict(spec.factors).get(SIZE_FACTOR)
+    size = pick_size("largest", sizes) if sizes else None
+    extra = [f"{SIZE_FACTOR}={format_value(size)}"] if sizes else []
+    return [*spec.base, *spec.overrides, *extra]
+
+
+def with_backbones(spec: SweepSpec, kept: Sequence[str]) -> SweepSpec:
+    """``spec`` with the backbone factor narrowed to the kept backbones (the study's cells from now on)."""
+    factors = tuple(
+        (k, tuple(v for v in values if str(v) in kept) if k == BACKBONE_FACTOR else values)
+        for k, values in spec.factors
+    )
+    return replace(spec, factors=factors)
