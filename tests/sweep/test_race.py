@@ -110,6 +110,24 @@ def test_undecided_arms_get_the_same_new_seeds_up_to_the_cap() -> None:
     assert reached == 3 and all(r.seeds == [1, 2, 3, 4, 5, 6, 7] and r.reason == AT_CAP for r in state)
 
 
+def test_a_replay_after_later_rounds_keeps_each_rounds_decision() -> None:
+    # round 1 (seeds 1-3) is undecided, so both arms get seeds 4 and 5; round 2 then retires b. Replayed
+    # at the end of the sweep (every seed's result in storage), round 1 must still be decided on seeds
+    # 1-3 only: b retired in round 2 with its 5 seeds, never "retired in round 1" with seeds it ran later.
+    vals = {"a": [0.85, 0.86, 0.79, 0.85, 0.86], "b": [0.8, 0.8, 0.8, 0.8, 0.8]}
+    after_round_one = _results({c: v[:3] for c, v in vals.items()}, {"a": 1, "b": 1}, [1, 2, 3])
+    state, reached = run_race([_arm("a"), _arm("b")], after_round_one, ROUNDS)
+    assert reached == 2 and all(r.reason == RACING and r.seeds == [1, 2, 3, 4, 5] for r in state)
+    everything = _results(vals, {"a": 1, "b": 1}, [1, 2, 3, 4, 5])
+    assert compare(
+        {s: v for s, v in zip([1, 2, 3, 4, 5], vals["a"], strict=True)},
+        {s: v for s, v in zip([1, 2, 3, 4, 5], vals["b"], strict=True)},
+    ).credible  # type: ignore[union-attr]  # all five seeds together would retire b in round 1
+    state, reached = run_race([_arm("a"), _arm("b")], everything, ROUNDS)
+    b = next(r for r in state if r.arm.cell == "b")
+    assert reached == 2 and b.retired_round == 2 and b.seeds == [1, 2, 3, 4, 5]
+
+
 def _final(number: int, cell: str, seed: int, val: float, test: float) -> FrozenTrial:
     trial = create_trial(
         state=TrialState.COMPLETE,

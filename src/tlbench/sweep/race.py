@@ -143,8 +143,13 @@ def _decide(
     racing: list[ArmRace], results: Mapping[str, Mapping[int, Outcome]], round_number: int
 ) -> set[str]:
     """Retire credibly dominated arms; returns the cells in an undecided pair (they need more seeds)."""
-    vals = {r.arm.cell: _val_by_seed(results.get(r.arm.cell, {})) for r in racing}
-    costs = {r.arm.cell: _mean_cost(results.get(r.arm.cell, {})) for r in racing}
+    # Only the seeds of the rounds played so far: a replay after later rounds ran (the end of the
+    # sweep, a resumed one, another worker) must take each round's decision on that round's evidence.
+    played = {
+        r.arm.cell: {s: o for s, o in results.get(r.arm.cell, {}).items() if s in r.seeds} for r in racing
+    }
+    vals = {cell: _val_by_seed(outcomes) for cell, outcomes in played.items()}
+    costs = {cell: _mean_cost(outcomes) for cell, outcomes in played.items()}
     retire: dict[str, str] = {}
     for x, y in itertools.combinations(racing, 2):
         cmp = compare(vals[x.arm.cell], vals[y.arm.cell])
