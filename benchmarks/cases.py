@@ -39,11 +39,14 @@ SWEEP_CELL_DATA = (
     "trainer.epochs=1",
     "trainer.min_steps=100",
     "trainer.val_checks=5",
+    "trainer.early_stopping=true",
+    "trainer.patience=2",
     "schedule=warmup_cosine",
 )
 # The sweep's n=5 cells train 100 steps (50 epochs of 50 images); the bench's fine-tune and partial
 # runs keep the cells' data, model and schedule but a fixed, shorter number of epochs.
-SHORTENED = ("trainer.min_steps=null", "trainer.val_checks=null")
+# Early stopping off: a ratio compares fits of a fixed length (one that stopped sooner would look faster).
+SHORTENED = ("trainer.min_steps=null", "trainer.val_checks=null", "trainer.early_stopping=false")
 UNTRACKED = ("trainer.count_flops=false",)
 # The old eager settings, the numerator of eager_over_optimised: every trainer option whose default
 # was changed to make training faster, set back to its old value. The one list to extend; the

@@ -41,7 +41,7 @@ def _condition_holds(condition: str, cells: Mapping[str, Sequence[Any]]) -> bool
 def reduced_sweep(
     data: Mapping[str, Any], plan: SweepPlan, *, extra_base: Sequence[str] = (), pruned: bool = True
 ) -> dict[str, Any]:
-    """The sweep mapping restricted to ``plan.cells``, finals dropped, optionally without its pruner.
+    """The sweep mapping restricted to ``plan.cells``, finals (and the budget check) dropped, optionally without its pruner.
 
     Raises:
         ConfigError: A requested factor or value is not in the sweep file.
@@ -57,6 +57,9 @@ def reduced_sweep(
     out = {k: v for k, v in data.items() if k not in ("final", "description")}
     out["description"] = "make bench: the tuning phase of a sweep on a subset of its cells"
     out["factors"] = factors
+    if isinstance(data.get("budget"), Mapping) and "check" in data["budget"]:
+        # the budget check re-runs tuned choices before the finals: with the finals gone, it goes too
+        out["budget"] = {k: v for k, v in data["budget"].items() if k != "check"}
     for section in ("where", "search_where"):
         if data.get(section):
             kept = {c: v for c, v in data[section].items() if _condition_holds(str(c), factors)}
