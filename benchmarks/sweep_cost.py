@@ -41,7 +41,7 @@ def _condition_holds(condition: str, cells: Mapping[str, Sequence[Any]]) -> bool
 def reduced_sweep(
     data: Mapping[str, Any], plan: SweepPlan, *, extra_base: Sequence[str] = (), pruned: bool = True
 ) -> dict[str, Any]:
-    """The sweep mapping restricted to ``plan.cells``, finals (and the budget check) dropped, optionally without its pruner.
+    """The sweep mapping restricted to ``plan.cells``, finals and budget check dropped, maybe unpruned.
 
     Raises:
         ConfigError: A requested factor or value is not in the sweep file.

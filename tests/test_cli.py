@@ -171,11 +171,6 @@ def test_no_preset_points_outside_the_checkout() -> None:
         assert "../" not in path.read_text(), path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="owned by the sweep helper (issue 20: `sweep --help` lists the sweeps by name with their "
-    "one-line descriptions); remove this mark when that lands",
-)
 def test_sweep_help_lists_every_sweep_by_name(capsys: pytest.CaptureFixture[str]) -> None:
     # a user choosing --sweep sees what is there without reading sweeps/
     from tlbench.sweep.loader import sweeps_dir

@@ -62,15 +62,17 @@ def test_photo_data_brings_its_trainer_unless_one_is_chosen() -> None:
     assert load_config(["data=digits"]).trainer.early_stopping is False
 
 
-def test_a_missing_photo_folder_fails_at_composition_before_torch_loads(tmp_path: Path) -> None:
-    # one line naming the folder, from the config alone: no torch import (which takes 10-30 s)
+def test_a_missing_photo_folder_fails_at_the_commands_edge_before_torch_loads(tmp_path: Path) -> None:
+    # the config composes (a folder is the world, not a value); the commands' check names it in one
+    # line before torch is imported (which takes 10-30 s)
     code = (
         "import sys\n"
+        "from tlbench.commands.overrides import check_paths\n"
         "from tlbench.config import load_config\n"
-        "from tlbench.errors import ConfigError\n"
+        "from tlbench.errors import TlbenchError\n"
         "try:\n"
-        f"    load_config(['data=imagefolder', 'data.root={tmp_path}/nope'])\n"
-        "except ConfigError as exc:\n"
+        f"    check_paths(load_config(['data=imagefolder', 'data.root={tmp_path}/nope']))\n"
+        "except TlbenchError as exc:\n"
         "    print(exc)\n"
         "print('torch' in sys.modules)\n"
     )

@@ -43,12 +43,12 @@ def test_report_of_latest_study(mlflow_uri: str, tmp_path: Path, capsys: pytest.
 def test_a_sweep_ends_with_the_same_report_summary_as_tlbench_report(
     mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tlbench.commands import sweep as sweep_command
     from tlbench.report import build
+    from tlbench.sweep import run as sweep_run
 
     build_study(mlflow_uri, "smoke", [FakeTrial("final", "linear_probe", "10", seed=s) for s in range(2)])
     monkeypatch.chdir(tmp_path)  # the sweep writes reports/ where it runs
-    sweep_command._build_report("smoke")
+    sweep_run._build_report("smoke")
     out = capsys.readouterr().out
     assert "building the report" in out and "report of study 'smoke'" in out
     # the sweep publishes its report: the summary says where, as `tlbench report` does

@@ -205,7 +205,7 @@ def test_out_of_memory_trial_is_recorded_failed_and_the_sweep_goes_on(
     monkeypatch.setattr("tlbench.sweep.trial.train", fake_train)
     sweep = write_sweep(
         "oom",
-        **{**ONE_CELL, "search": {"optimizer.lr": {"choices": [0.001, 0.5]}}, "sampler": {"name": "grid"}},
+        **{**ONE_CELL, "search": {"optimizer.lr": {"choices": [0.01, 0.5]}}, "sampler": {"name": "grid"}},
     )
     assert sweep_main(["--sweep", str(sweep)]) == 0
     study = reader("oom")
@@ -217,7 +217,7 @@ def test_out_of_memory_trial_is_recorded_failed_and_the_sweep_goes_on(
     assert run.data.tags["status"].startswith("failed: out of memory")
     assert run.data.metrics["cost/device_hours"] > 0 and run.data.metrics["cost/train_samples"] > 0
     (final,) = study.trials("final")
-    assert final.state == TrialState.COMPLETE and final.params["optimizer.lr"] == 0.001
+    assert final.state == TrialState.COMPLETE and final.params["optimizer.lr"] == 0.01
     assert study.parents()[0].info.status == "FINISHED"
 
 

@@ -67,7 +67,13 @@ def test_kept_model_reproduces_the_trials_test_predictions_from_the_files(photo_
     "extra",
     [
         [],  # scratch in the loop
-        ["strategy=linear_probe", "backbone=efficientnet_lite0", "strategy.probe.l2=0.001"],  # L-BFGS probe
+        # L-BFGS probe on the embedded Lite0 (a group choice does not undo the base's backbone.name)
+        [
+            "strategy=linear_probe",
+            "backbone=efficientnet_lite0",
+            "backbone.name=tf_efficientnet_lite0",
+            "strategy.probe.l2=0.001",
+        ],
     ],
 )
 def test_train_on_val_trains_on_both_and_validates_nothing(photo_folder: Path, extra: list[str]) -> None:

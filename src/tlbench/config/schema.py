@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from tlbench.errors import ConfigError
@@ -144,13 +143,8 @@ class DataConfig:
         )
         if self.name == DatasetName.imagefolder:
             _require(bool(self.root), "data=imagefolder needs data.root=/path/to/folder (class sub-folders)")
-            # here, at composition: before torch loads and before a sweep starts (relative to the cwd)
-            folder = Path(str(self.root)).expanduser()
-            _require(
-                folder.is_dir(),
-                f"data.root={self.root} is not an existing folder ({folder.absolute()}); point data.root "
-                "at a folder of class sub-folders (or train/ and val/ or test/ folders of them)",
-            )
+            # whether the folder exists is the world, not the config: the commands check it before torch
+            # loads (commands.overrides.check_paths, sweep.request), the data layer when it reads it
 
     @property
     def size(self) -> int:

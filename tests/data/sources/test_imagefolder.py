@@ -9,7 +9,7 @@ import pytest
 from tlbench.config.schema import DataConfig, DatasetName
 from tlbench.data.sources.base import SourceData
 from tlbench.data.sources.imagefolder import load_imagefolder_source
-from tlbench.errors import ConfigError, DataError
+from tlbench.errors import DataError
 
 TreeMaker = Callable[[Path, dict[str, dict[str, int]]], Path]
 
@@ -137,7 +137,7 @@ def test_train_without_usable_images_is_an_error(tmp_path: Path, class_tree: Tre
         load(tmp_path)
 
 
-def test_missing_root_is_a_config_error_at_composition(tmp_path: Path) -> None:
-    # the config itself refuses it (before torch loads), naming the key and the path
-    with pytest.raises(ConfigError, match=r"data\.root=.*nope is not an existing folder"):
+def test_missing_root_is_a_data_error_naming_the_key(tmp_path: Path) -> None:
+    # (the commands check it before torch loads: tests/test_cli.py)
+    with pytest.raises(DataError, match=r"data\.root=.*nope is not an existing folder"):
         load(tmp_path / "nope")
