@@ -25,6 +25,9 @@ from .test_prepare import TINY  # a tiny CNN on digits (10 classes, 360 validati
         (0.50, 4, 0.50, [0.7, 0.5], None),
         (0.95, 360, 0.10, [2.3, 2.4], "training loss ended at 2.4, above its first epoch's 2.3"),
         (0.95, 360, 0.10, [2.3, 1.0, 2.31], "above its first epoch's 2.3"),  # the end, not the minimum
+        (0.57, 150, 0.10, [0.569, 0.726], None),  # lp_ft's fine-tune from a converged probe: drifts, learns
+        (0.32, 150, 0.10, [3.43, 5.84], "above its first epoch's 3.43 and a chance guess's 2.3"),  # lp_ft
+        (0.80, 98, 0.50, [0.4, 0.75], "a chance guess's 0.693"),  # 2 classes: worse than guessing
         (0.95, 360, 0.10, [2.3], None),  # one epoch: nothing to compare
         (None, 0, 0.10, [2.3, 1.0], None),  # nothing validated (train_on_val): only the loss can tell
         (0.10, 360, 0.10, [1.0, 3.0], "; training loss"),  # both triggers, both reasons

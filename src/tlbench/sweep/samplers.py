@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 
 from tlbench.sweep.pruning import FairPruner
-from tlbench.sweep.space import grid_space
+from tlbench.sweep.space import distribution, grid_space
 from tlbench.sweep.spec import PrunerSpec, SamplerSpec, SearchParam
 
 
@@ -36,13 +37,36 @@ SamplerFactory = Callable[[SamplerSpec, Sequence[SearchParam], int, bool], optun
 PrunerFactory = Callable[[PrunerSpec], optuna.pruners.BasePruner]
 
 
+class _QMCSampler(optuna.samplers.QMCSampler):
+    """Every trial a point of the cell's Sobol design, the first one included.
+
+    Optuna's sampler draws a study's first trial with its independent (random) sampler and learns the
+    design's space from the first completed or pruned trial. With a sampler built afresh per trial,
+    a cell whose first trial failed (collapsed) drew the same random value again for its second: two
+    trials of one configuration. The space is known from the sweep file, so it is given here.
+    """
+
+    def __init__(self, space: dict[str, BaseDistribution], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._space = space
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return dict(self._space)
+
+
 def _qmc(
     spec: SamplerSpec, params: Sequence[SearchParam], seed: int, multi: bool
 ) -> optuna.samplers.BaseSampler:
     with warnings.catch_warnings():  # "experimental since 3.0": a stable API by now, not news to users
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.QMCSampler(
-            scramble=True, seed=spec.seed, warn_asynchronous_seeding=False, warn_independent_sampling=False
+        return _QMCSampler(
+            {p.path: distribution(p) for p in params},
+            scramble=True,
+            seed=spec.seed,
+            warn_asynchronous_seeding=False,
+            warn_independent_sampling=False,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -162,8 +163,12 @@ def collapse_reason(
       validation set's largest class scores: 1/classes on a balanced set) cannot reject "no better
       than chance" at ``alpha``. A validation set so small that even a perfect score would not be
       significant (4 images of 2 classes: p = 0.0625) cannot tell, and is never flagged.
-    - **training loss ends above where it started**: the last epoch's mean training loss of the last
-      phase exceeds its first epoch's (the phase's first epoch already includes its first steps).
+    - **training loss ends above where it started, and above a guess's**: the last epoch's mean
+      training loss of the last phase exceeds its first epoch's (which already includes its first
+      steps) and the cross-entropy of answering with chance's probabilities, ``-ln(chance)`` (ln 10
+      on 10 balanced classes). The second condition spares a fit that starts from a converged
+      probe (lp_ft's fine-tune phase starts near 0.5) and drifts up a little while still
+      classifying: its accuracy is what the first trigger judges.
     """
     from scipy.stats import binomtest
 
@@ -177,6 +182,10 @@ def collapse_reason(
                     f"val/acc {val_acc:.3f} is within noise of chance {chance:.3f} "
                     f"({correct}/{n_val} correct, one-sided binomial p={p_value:.2g} > {alpha:g})"
                 )
-    if len(losses) >= 2 and losses[-1] > losses[0]:
-        reasons.append(f"training loss ended at {losses[-1]:.4g}, above its first epoch's {losses[0]:.4g}")
+    guess = -math.log(chance) if 0.0 < chance < 1.0 else 0.0
+    if len(losses) >= 2 and losses[-1] > max(losses[0], guess):
+        reasons.append(
+            f"training loss ended at {losses[-1]:.4g}, above its first epoch's {losses[0]:.4g} and a "
+            f"chance guess's {guess:.3g}"
+        )
     return "; ".join(reasons) or None
