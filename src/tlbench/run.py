@@ -113,6 +113,7 @@ def _start_run(
         tracking_uri=cfg.tracking.tracking_uri,
         parent_run_id=cfg.tracking.parent_run_id,
         tags=tags,
+        unique=cfg.tracking.parent_run_id is None,  # a sweep's run names are unique by construction
     )
     run.log_params(params)
     config = yaml.safe_dump(as_plain_dict(cfg), sort_keys=False)

@@ -115,3 +115,19 @@ def test_experiment_pages_link_each_experiment_and_a_study_to_its_view(mlflow_ur
         f"/experiments/{runs.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=tlbench"
     )
     assert pages["single trials"].endswith("runs?workflowType=machine_learning")
+
+
+def test_a_unique_run_name_gets_the_first_free_suffix(mlflow_uri: str) -> None:
+    # three single trials of one configuration: three names; a sweep's child (unique=False) keeps its own
+    client = MlflowClient(mlflow_uri)
+    names = []
+    for _ in range(3):
+        run = MlflowRun.start(
+            experiment="e", run_name="scratch n=5 seed=0", tracking_uri=mlflow_uri, unique=True
+        )
+        names.append(client.get_run(run.run_id).info.run_name)
+    assert names == ["scratch n=5 seed=0", "scratch n=5 seed=0 #2", "scratch n=5 seed=0 #3"]
+    other = MlflowRun.start(experiment="e", run_name="it's n=5", tracking_uri=mlflow_uri, unique=True)
+    assert client.get_run(other.run_id).info.run_name == "it's n=5"  # a quote in the name is no filter error
+    again = MlflowRun.start(experiment="e", run_name="scratch n=5 seed=0", tracking_uri=mlflow_uri)
+    assert client.get_run(again.run_id).info.run_name == "scratch n=5 seed=0"

@@ -5,6 +5,7 @@ This package is the only code that imports mlflow.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -169,14 +170,20 @@ class MlflowRun:
         tracking_uri: str | None = None,
         parent_run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        unique: bool = False,
     ) -> MlflowRun:
-        """A new run in ``experiment`` (created if needed); no ``run_name``: :func:`fallback_run_name`."""
+        """A new run in ``experiment`` (created if needed); no ``run_name``: :func:`fallback_run_name`.
+
+        ``unique``: a name the experiment already holds gets the first free suffix ``#2``, ``#3``, ...
+        (three single trials of one configuration are three names in the runs table)."""
         client = _client(resolve_tracking_uri(tracking_uri))
         experiment_id = get_or_create_experiment(client, experiment)
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         name = run_name or fallback_run_name(all_tags)
+        if unique:
+            name = _unused_name(client, experiment_id, name)
         run = client.create_run(experiment_id, run_name=name, tags=all_tags)
         return cls(client, run.info.run_id, experiment_id)
 
@@ -260,3 +267,17 @@ def latest_metrics(run_id: str, *, tracking_uri: str | None = None) -> dict[str,
     """A run's metrics, each at its latest value (what the runs table shows)."""
     run = _client(resolve_tracking_uri(tracking_uri)).get_run(run_id)
     return {key: float(value) for key, value in run.data.metrics.items()}
+
+
+def _unused_name(client: Any, experiment_id: str, name: str) -> str:
+    """``name``, or ``name #k`` with the smallest k >= 2 that no run of the experiment is called."""
+    quoted = name.replace("'", "\\'")
+    taken = {
+        run.info.run_name
+        for run in client.search_runs(
+            [experiment_id], filter_string=f"attributes.run_name LIKE '{quoted}%'", max_results=1000
+        )
+    }
+    if name not in taken:
+        return name
+    return next(f"{name} #{k}" for k in itertools.count(2) if f"{name} #{k}" not in taken)
