@@ -27,10 +27,14 @@ from tlbench.report import FinalRun, RecommendedArm
 
 
 def _arm(
-    strategy: str = "lp_ft", *, steps: tuple[int | None, ...] = (100, 140, 120), **changes: Any
+    strategy: str = "lp_ft",
+    *,
+    steps: tuple[int | None, ...] = (100, 140, 120),
+    extra: tuple[str, ...] = (),
+    **changes: Any,
 ) -> RecommendedArm:
     cfg = load_config(
-        [f"strategy={strategy}", "data=digits", "data.n_per_class=10", "trainer.early_stopping=true"]
+        [f"strategy={strategy}", "data=digits", "data.n_per_class=10", "trainer.early_stopping=true", *extra]
     )
     finals = tuple(
         FinalRun(run_id=f"run{i}", seed=i + 1, optuna_trial=i, test_acc=0.9, val_acc=0.9, steps=step)
@@ -112,9 +116,18 @@ def test_without_recorded_steps_the_configured_budget_stays() -> None:
     assert cfg.trainer.min_steps == configured
 
 
-def test_as_is_has_nothing_to_retrain() -> None:
-    with pytest.raises(ConfigError, match=r"trains nothing.*--strategy"):
-        export_config(_arm(strategy_name="as_is"), finals=[], tracking_uri=None)
+def test_an_as_is_winner_is_exported_as_the_pretrained_classifier_it_is() -> None:
+    # the photo study's recommendation can be as_is (ImageNet's classifier, classes mapped): the
+    # model delivered is that classifier with its class map, and its description says nothing trained
+    arm = _arm(
+        "as_is",
+        steps=(None, None, None),
+        extra=("+strategy.class_map.0=[goldfish]", "+strategy.class_map.1=[tench]"),
+    )
+    cfg = export_config(arm, finals=[], tracking_uri=None)
+    assert cfg.strategy.name.value == "as_is" and cfg.data.train_on_val
+    text = model_description(arm, cfg, test_acc=0.967)
+    assert "nothing was trained" in text and "Retrained" not in text and "96.7% test accuracy" in text
 
 
 def test_a_final_run_without_its_config_cannot_be_retrained() -> None:

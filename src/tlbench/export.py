@@ -141,11 +141,6 @@ def export_config(
             f"final run {arm.config_run_id} of study '{arm.study}' has no {names.CONFIG_ARTIFACT}: "
             "the arm cannot be retrained as it ran"
         )
-    if arm.strategy_name == "as_is":
-        raise ConfigError(
-            f"the {arm.strategy} arm of study '{arm.study}' trains nothing (a pretrained classifier used "
-            "as-is): there is no retrained model to export; choose a trained arm with --strategy"
-        )
     register_schema()
     plain = yaml.safe_load(arm.config_yaml)
     cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
@@ -201,11 +196,20 @@ def model_description(
     training set, so it can run a few more steps than asked).
     """
     ran = f"; it ran {steps:.0f} optimizer steps" if steps is not None else ""
-    retrained = (
-        f"Retrained once on all labelled images — the train subset plus the validation split "
-        f"(data.train_on_val=true) — with the arm's chosen configuration ({_choices_text(cfg)}, no "
-        f"early stopping){ran}; the test split was never trained on"
-    )
+    if arm.strategy_name == "as_is":  # nothing trains: the pretrained classifier, its classes mapped
+        ran, retrained = (
+            "",
+            (
+                "The pretrained classifier used as it is: nothing was trained; each of your classes scores "
+                "the log-sum-exp of the logits of the ImageNet classes strategy.class_map maps it to"
+            ),
+        )
+    else:
+        retrained = (
+            f"Retrained once on all labelled images — the train subset plus the validation split "
+            f"(data.train_on_val=true) — with the arm's chosen configuration ({_choices_text(cfg)}, no "
+            f"early stopping){ran}; the test split was never trained on"
+        )
     own = f": {test_acc:.1%} test accuracy." if test_acc is not None else "."
     chosen = " (the report recommends it)" if arm.recommended else " (asked for; not the recommendation)"
     return (
