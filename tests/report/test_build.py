@@ -300,7 +300,7 @@ def test_methods_show_tuning_budget_checks_cost_rule_and_the_race(mlflow_uri: st
     result = _study(mlflow_uri, tmp_path, trials, sweep_yaml=sweep, race=race)
     text = (result.directory / "report.md").read_text()
     for expected in (
-        "Every arm had the same tuning budget: 1 trials",
+        "Every arm with something to tune had the same tuning budget: 1 trials",
         "| n=5/class | linear_probe | 1 (1 completed) | `optimizer.lr` 0.001–0.03 (log) |",
         "Doubling the step budget changed validation accuracy by more than 1.0 pp for 1 of 1 arm(s): "
         "linear_probe at n=5/class (+4.0 pp)",

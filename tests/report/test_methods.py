@@ -60,12 +60,46 @@ def test_tuning_protocol_says_whether_arms_were_tuned_alike(trials: Trials) -> N
     text = " ".join(b.text for b in blocks if isinstance(b, Paragraph))
     table = next(b for b in blocks if isinstance(b, Table))
     # the same number of trials per arm: said; each arm's searched ranges in its row
-    assert "Every arm had the same tuning budget: 2 trials" in text
+    assert "Every arm with something to tune had the same tuning budget: 2 trials" in text
     assert table.rows[1] == ("n=5/class", "lp_ft", "2 (2 completed)", "`optimizer.lr` 1e-05–0.001 (log)")
     unequal = tuning_blocks(_tuned(trials, {"linear_probe": 1, "lp_ft": 3}), SWEEP)
     # unequal budgets: said, with the range and what the sweep asked for
     assert "Tuning budgets differ between arms (1–3 trials)" in unequal[1].text  # type: ignore[union-attr]
     assert "asked for 2 per arm" in unequal[1].text  # type: ignore[union-attr]
+
+
+def test_tuning_at_one_size_is_not_a_smaller_budget_at_the_others(trials: Trials) -> None:
+    # the photo protocol (budget.tune_at: largest) tunes all data and runs that choice at n=5: the n=5
+    # arms' 0 trials are the carried choice, not an unequal budget; as_is has nothing to search
+    rows = [
+        {
+            "role": "tune",
+            "strategy": s,
+            "n": "all",
+            "val_acc": 0.5,
+            "cell": f"data.n_per_class=null,strategy={s}",
+        }
+        for s in ("linear_probe", "full_finetune")
+        for _ in range(3)
+    ] + [
+        {"role": "final", "strategy": s, "n": n, "val_acc": 0.5, "cell": f"data.n_per_class={c},strategy={s}"}
+        for s in ("linear_probe", "full_finetune", "as_is")
+        for n, c in (("5", "5"), ("all", "null"))
+    ]
+    sweep = """
+search_where:
+  strategy=linear_probe: {strategy.probe.l2: {low: 1.0e-4, high: 1.0, log: true}}
+  strategy=full_finetune: {optimizer.lr: {low: 1.0e-4, high: 1.0e-2, log: true}}
+budget: {trials_per_cell: 3, tune_at: largest}
+"""
+    blocks = tuning_blocks(trials(*rows), sweep)
+    text = " ".join(b.text for b in blocks if isinstance(b, Paragraph))
+    table = next(b for b in blocks if isinstance(b, Table))
+    assert "Every arm with something to tune had the same tuning budget: 3 trials" in text
+    assert "Tuned at one data size (`budget.tune_at: largest`)" in text and "differ" not in text
+    by_arm = {(r[0], r[1]): r[2] for r in table.rows}
+    assert by_arm[("n=5/class", "full_finetune")] == "0 (the choice at all data)"
+    assert by_arm[("n=5/class", "as_is")] == "0"
 
 
 def _checks(trials: Trials, changes: list[float]) -> pd.DataFrame:

@@ -51,6 +51,10 @@ def test_paired_interval() -> None:
     assert (cmp.low, cmp.high) == (pytest.approx(0.0503, abs=1e-4), pytest.approx(0.1497, abs=1e-4))
     assert cmp.credible and not cmp.constant
     assert compare({1: 0.9}, {1: 0.8, 2: 0.7}) is None  # one common seed: no interval
+    # the same difference on both seeds (one validation image of 49, twice): no spread, so no interval,
+    # never a zero-width "credible" one (the photo study retired two arms on exactly this)
+    same = compare({1: 0.98, 2: 0.96}, {1: 0.96, 2: 0.94})
+    assert same is not None and not same.credible and not same.constant
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from tlbench.report.tables import (
     TuningRow,
     budget_checks,
     parse_race,
+    tune_at,
     tuning_budget,
     tuning_protocol,
 )
@@ -128,8 +129,10 @@ def methods_section(inp: ReportInputs, totals: Totals) -> list[Block]:
     blocks += [
         Heading("Collapse rule", level=3),
         Paragraph(
-            "A run whose validation accuracy ends within noise of chance, or whose training loss ends above "
-            "where it started, is a failed configuration (tag `collapsed`): never selected by tuning, never "
+            "A run whose validation accuracy ends within noise of chance (an exact one-sided binomial test "
+            "at 5%), or whose training loss ends above where it started and above a chance guess's "
+            "(−ln of the largest class's share), is a failed configuration (tag `collapsed`): never "
+            "selected by tuning, never "
             "in a summary, comparison or figure (see Failed configurations). For runs that carry no such "
             "tag, the report applies the chance part itself: validation accuracy at most 1/classes + "
             f"{CHANCE_SE:g} binomial standard errors over the validation images."
@@ -170,7 +173,11 @@ def tuning_blocks(t: pd.DataFrame, sweep_yaml: str | None) -> list[Block]:
     if not rows:
         return []
     budget = tuning_budget(sweep_yaml)
-    tuned = [r for r in rows if r.trials]
+    # Arms with nothing to search (as_is) are not tuned by design; with budget.tune_at, one size is
+    # tuned and the others run its choice: neither is a smaller tuning budget.
+    carried_from = {r.strategy: r.n_per_class for r in rows if r.trials} if tune_at(sweep_yaml) else {}
+    compared = [r for r in rows if r.searched != () and not (r.trials == 0 and r.strategy in carried_from)]
+    tuned = [r for r in compared if r.trials]
     counts = {r.trials for r in tuned}
     if not tuned:
         verdict = (
@@ -179,14 +186,26 @@ def tuning_blocks(t: pd.DataFrame, sweep_yaml: str | None) -> list[Block]:
             if budget == 0
             else "No tuning trial is recorded: every arm ran its configured settings."
         )
-    elif len(counts) == 1 and len(tuned) == len(rows):
-        verdict = f"Every arm had the same tuning budget: {counts.pop()} trials."
+    elif len(counts) == 1 and len(tuned) == len(compared):
+        verdict = f"Every arm with something to tune had the same tuning budget: {counts.pop()} trials."
     else:
-        low, high = min(r.trials for r in rows), max(r.trials for r in rows)
+        low, high = min(r.trials for r in compared), max(r.trials for r in compared)
         verdict = (
             f"Tuning budgets differ between arms ({low}–{high} trials): compare the arms with that in mind."
             + (f" The sweep asked for {budget} per arm." if budget else "")
         )
+    if carried_from:
+        verdict += (
+            f" Tuned at one data size (`budget.tune_at: {tune_at(sweep_yaml)}`); the other sizes ran that "
+            "choice."
+        )
+
+    def trials_text(r: TuningRow) -> str:
+        if r.trials:
+            return f"{r.trials} ({_outcomes(r.counts)})"
+        if r.strategy in carried_from and r.searched != ():
+            return f"0 (the choice at {size_label(carried_from[r.strategy])})"
+        return "0"
 
     def searched(r: TuningRow) -> str:
         if r.searched is None:
@@ -202,7 +221,7 @@ def tuning_blocks(t: pd.DataFrame, sweep_yaml: str | None) -> list[Block]:
                 (
                     size_label(r.n_per_class),
                     r.strategy,
-                    f"{r.trials}" + (f" ({_outcomes(r.counts)})" if r.trials else ""),
+                    trials_text(r),
                     searched(r),
                 )
                 for r in rows

@@ -400,7 +400,8 @@ def failed_section(inp: ReportInputs) -> list[Block]:
         Heading("Failed configurations"),
         Paragraph(
             "A run **collapsed** when its validation accuracy ended within noise of chance or its training "
-            "loss ended above where it started (the trial's own check; for runs of older studies, "
+            "loss ended above where it started and above a chance guess's (the trial's own check; for runs "
+            "of older studies, "
             "validation accuracy within two standard errors of chance). A collapsed run is a failed "
             "configuration: it is excluded from the summary, the paired comparisons, the figures and the "
             "recommendation, and an arm whose every final seed collapsed is reported here, never as "

@@ -299,6 +299,13 @@ def tuning_budget(sweep_yaml: str | None) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+def tune_at(sweep_yaml: str | None) -> str | None:
+    """``budget.tune_at`` of the sweep definition (one size tuned, its choice run at the others)."""
+    budget = (_sweep(sweep_yaml) or {}).get("budget")
+    value = budget.get("tune_at") if isinstance(budget, dict) else None
+    return None if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class TuningRow:
     """How one arm at one size was tuned."""
