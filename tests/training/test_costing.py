@@ -26,3 +26,19 @@ def test_profiles_are_measured_once_per_process_until_forgotten() -> None:
     # forgotten: measured again, to the same counts (what a fresh process would do)
     again = flop_profile(prepared, inputs)
     assert again is not first and again == first
+
+
+def test_strategies_that_freeze_by_parameter_kind_get_their_own_flop_profile() -> None:
+    # bitfit's phases look like full_finetune's (freeze depth 0): a profile memoised on the phases gave
+    # bitfit (and lora) full fine-tuning's FLOPs when they ran after it in one process (a sweep worker)
+    from tlbench.run import train as run_train
+
+    base = ["data=digits", "data.n_per_class=2", "tracking=disabled", "trainer.progress_bar=false",
+            "trainer.min_steps=1", "trainer.epochs=1", "trainer.val_checks=null", "data.max_val_per_class=2",
+            "data.max_test_per_class=2"]  # fmt: skip
+    per_sample = {}
+    for name in ("full_finetune", "bitfit"):
+        result = run_train(load_config([*base, f"strategy={name}"]))
+        per_sample[name] = result.metrics["cost/train_flops"] / result.metrics["cost/train_samples"]
+    # bitfit: no weight gradient but the head's, so about two thirds of a full fine-tune's step
+    assert 0.55 < per_sample["bitfit"] / per_sample["full_finetune"] < 0.75, per_sample

@@ -57,6 +57,9 @@ def _key(prepared: PreparedTrial, inputs: TrialInputs, x: torch.Tensor) -> tuple
     cfg = prepared.cfg
     return (
         cfg.backbone.name,
+        cfg.strategy.name.value,  # bitfit and lora freeze by parameter kind: not visible in the phases
+        repr(cfg.strategy.lora),
+        sum(p.numel() for p in inputs.network.parameters()),
         repr(cfg.strategy.head),
         prepared.splits.num_classes,
         tuple((p.freeze_depth, p.solver) for p in prepared.model.phases),
