@@ -8,14 +8,9 @@ test accuracy on screen. Skipped, with the reason, where no chromium is installe
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,13 +21,14 @@ from PIL import Image, ImageStat
 from tlbench.tracking import MlflowRun
 from tlbench.tracking.study_runs import StudyRuns, experiment_page_url
 
+from .servers import free_port, mlflow_env, running
+
 _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 _FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--hide-scrollbars", "--disable-dev-shm-usage",
 )  # fmt: skip
-START_TIMEOUT_S = 240  # mlflow server: ~10 s alone, ~50 s on a loaded 2-core machine
 # strategy -> test accuracy per final seed (1, 2): exact in binary, so the UI shows them as written
 FINALS = {"linear_probe": (0.8125, 0.875), "lp_ft": (0.6875, 0.9375)}
 
@@ -46,52 +42,20 @@ def chromium() -> str:
     pytest.skip("chromium not installed (apt-get install -y chromium): MLflow's UI was not rendered")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    port = free_port()
     store = f"sqlite:///{tmp_path / 'ui.db'}"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--host", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--workers", "1"],
-        cwd=tmp_path,  # its artifacts (mlartifacts/) land here
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the uvicorn it starts is stopped with it
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _answers(f"{url}/health"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    with running(
+        [*command, "--port", str(port), "--workers", "1"],
+        ready=f"{url}/health",
+        log_path=tmp_path / "server.log",
+        env=mlflow_env(),
+        cwd=tmp_path,  # its artifacts (mlartifacts/) land here
+    ):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-        log.close()
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _log_study(url: str, study: str) -> str:
