@@ -195,16 +195,13 @@ def model_description(
     ``test_acc`` and ``steps`` are the export run's own (its step budget is whole epochs of the larger
     training set, so it can run a few more steps than asked).
     """
-    ran = f"; it ran {steps:.0f} optimizer steps" if steps is not None else ""
     if arm.strategy_name == "as_is":  # nothing trains: the pretrained classifier, its classes mapped
-        ran, retrained = (
-            "",
-            (
-                "The pretrained classifier used as it is: nothing was trained; each of your classes scores "
-                "the log-sum-exp of the logits of the ImageNet classes strategy.class_map maps it to"
-            ),
+        retrained = (
+            "The pretrained classifier used as it is: nothing was trained; each of your classes scores "
+            "the log-sum-exp of the logits of the ImageNet classes strategy.class_map maps it to"
         )
     else:
+        ran = f"; it ran {steps:.0f} optimizer steps" if steps is not None else ""
         retrained = (
             f"Retrained once on all labelled images — the train subset plus the validation split "
             f"(data.train_on_val=true) — with the arm's chosen configuration ({_choices_text(cfg)}, no "
