@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# In-process sweeps (sweep_main([...]) with a monkeypatched trainer) need their trials in this process:
+# one worker unless a test asks for more. Users get `--workers auto` (tests/cost/test_threads.py).
+os.environ["TLBENCH_WORKERS"] = "1"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"

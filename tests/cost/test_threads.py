@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from tlbench.cost import threads
 from tlbench.cost.threads import (
     WAIT_POLICY_ENV,
     passive_wait_default,
@@ -59,3 +60,35 @@ def test_passive_wait_respects_the_users_setting(monkeypatch: pytest.MonkeyPatch
     assert passive_wait_default() == "PASSIVE" and os.environ[WAIT_POLICY_ENV] == "PASSIVE"
     monkeypatch.setenv(WAIT_POLICY_ENV, "ACTIVE")  # the user's own environment wins
     assert passive_wait_default() == "ACTIVE"
+
+
+@pytest.mark.parametrize(
+    ("gpu", "usable", "memory_gb", "expected"),
+    [
+        (False, 2, 24.0, 2),  # this machine: one single-threaded worker per core
+        (False, 16, 12.0, 4),  # memory caps it: 3 GiB per worker
+        (False, 4, 1.0, 1),  # never fewer than one
+        (True, 16, 128.0, 1),  # one worker on a GPU
+    ],
+)
+def test_auto_workers_one_per_core_as_memory_allows(
+    gpu: bool, usable: int, memory_gb: float, expected: int
+) -> None:
+    workers, why = threads.auto_workers(gpu=gpu, usable=usable, memory_gb=memory_gb)
+    assert workers == expected
+    assert ("GPU" in why) == gpu and (("memory" in why) == (not gpu and expected < usable))
+
+
+def test_parse_workers_takes_a_count_or_auto() -> None:
+    assert threads.parse_workers("auto") is None and threads.parse_workers("3") == 3
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ValueError, match="--workers"):
+            threads.parse_workers(bad)
+
+
+def test_sweep_workers_bad_value_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from tlbench.cli import main
+
+    assert main(["sweep", "--sweep", "smoke", "--workers", "many"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--workers" in err[0] and "'many'" in err[0]

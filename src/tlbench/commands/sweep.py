@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+import os
+
+from tlbench.cost.threads import WORKERS_ENV, parse_workers
+from tlbench.errors import ConfigError
 from tlbench.sweep.request import PHOTO_SWEEP, SweepRequest, check_request, shipped_sweeps
 
 USAGE = (
-    "tlbench sweep [--sweep NAME | --data FOLDER [--class-map MAP]] [--workers N] [--storage URL] "
+    "tlbench sweep [--sweep NAME | --data FOLDER [--class-map MAP]] [--workers N|auto] [--storage URL] "
     "[--study NAME] [key=value ...]"
 )
 ABOUT = """Run or resume a study: tune every arm on the validation split, then re-run each arm's chosen
@@ -49,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="Hydra overrides appended to the sweep's base, e.g. data.resolution=64"
     )
     parser.add_argument("--study", default=None, help="study name (default: the sweep's name)")
-    parser.add_argument("--workers", type=int, default=1, help="local worker processes on the study")
+    parser.add_argument(
+        "--workers",
+        default=os.environ.get(WORKERS_ENV, "auto"),
+        help="local worker processes on the study, or auto (the default, else $%s): on a CPU one "
+        "single-threaded worker per usable core, on a GPU one" % WORKERS_ENV,
+    )
     parser.add_argument("--storage", default=None, help="Optuna storage URL (default: a journal file)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a spawned worker
     parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
@@ -59,13 +68,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
+    try:
+        workers = parse_workers(str(args.workers))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     request = SweepRequest(
         sweep=args.sweep,
         data=args.data,
         class_map=args.class_map,
         overrides=tuple(args.overrides),
         study=args.study,
-        workers=args.workers,
+        workers=workers,
         storage=args.storage,
         worker=args.worker,
         worker_index=args.worker_index,

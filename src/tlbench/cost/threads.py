@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+WORKERS_ENV = "TLBENCH_WORKERS"  # the default of ``tlbench sweep --workers`` (a number or "auto")
+WORKER_MEMORY_GB = 3.0  # headroom per worker (cost/peak_memory_mb of a trial, docs/benchmarks.md)
 
 
 def passive_wait_default() -> str:
@@ -34,6 +36,53 @@ def busy_cores() -> float:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return 0.0
+
+
+def available_memory_gb() -> float | None:
+    """Memory the OS could give new processes now (``MemAvailable``); None where it does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20  # kB -> GiB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def auto_workers(*, gpu: bool, usable: int | None = None, memory_gb: float | None = None) -> tuple[int, str]:
+    """``--workers auto``: on a CPU, one single-threaded worker per usable core (as memory allows); on a
+    GPU, one. Returns the count and why.
+
+    Why not one worker with every core: measured on 2 cores (docs/benchmarks.md), a two-thread trial
+    either spins (fast alone, 3.3x slower when another process runs) or waits passively (robust, but
+    2.3x slower alone at 32 px: each of thousands of small parallel regions wakes a sleeping thread).
+    A single-threaded trial has no OpenMP team to synchronise, and two of them side by side train
+    more images per second and per CPU-second than one two-threaded trial either way (the smoke study:
+    14 min with 1 worker x 2 threads, 4 min 17 s with 2 x 1).
+    """
+    if gpu:
+        return 1, "one worker on the GPU (more can share it: --workers N)"
+    usable = usable_cores() if usable is None else usable
+    memory_gb = available_memory_gb() if memory_gb is None else memory_gb
+    workers, reason = usable, f"one single-threaded worker per usable core ({usable})"
+    if memory_gb is not None and memory_gb < usable * WORKER_MEMORY_GB:
+        workers = max(1, int(memory_gb // WORKER_MEMORY_GB))
+        reason += f", {workers} as {memory_gb:.0f} GiB free memory allows ({WORKER_MEMORY_GB:g} GiB each)"
+    return workers, reason
+
+
+def parse_workers(value: str) -> int | None:
+    """``--workers``: a number >= 1, or ``auto`` (None: decided by :func:`auto_workers`)."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        workers = int(value)
+    except ValueError:
+        raise ValueError(f"--workers must be a number >= 1 or 'auto', got {value!r}") from None
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1 or 'auto', got {workers}")
+    return workers
 
 
 @dataclass(frozen=True)

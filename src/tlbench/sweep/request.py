@@ -35,7 +35,7 @@ class SweepRequest:
     class_map: str | None = None
     overrides: tuple[str, ...] = ()
     study: str | None = None
-    workers: int = 1
+    workers: int | None = 1  # None: --workers auto (cost.threads.auto_workers, decided by run_sweep)
     storage: str | None = None
     worker: bool = False  # a worker process spawned by a supervisor
     worker_index: int = 0
@@ -54,7 +54,7 @@ class SweepRequest:
 
 def check_request(request: SweepRequest) -> None:
     """Every mistake that needs no config composition and no torch: one line each, at once."""
-    if request.workers < 1:
+    if request.workers is not None and request.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {request.workers}")
     if request.class_map and not request.data:
         raise ConfigError("--class-map goes with --data FOLDER (it maps that folder's classes)")

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from tlbench.cost.threads import ThreadPlan, plan_threads
+from tlbench.cost.threads import ThreadPlan, auto_workers, plan_threads
 from tlbench.redaction import redact_password
 from tlbench.sweep.cells import expand_cells, tuning_budget, tuning_cell
 from tlbench.sweep.check import check_against_config, first_cell_config
@@ -74,28 +74,29 @@ def run_sweep(request: SweepRequest) -> int:
         ctx = open_for_command(spec, study, ref, tracking_uri=tracking_uri)
         _screen(ctx, progress=lambda line: log.info("%s", line))
         return _run_worker(request, ctx, started)
-    threads = plan_threads(request.workers)
+    workers, why = _workers(request.workers, first.trainer.device)
+    threads = plan_threads(workers)
     ctx = open_for_command(spec, study, ref, tracking_uri=tracking_uri)
-    _print_header(ctx, request.workers, threads)
-    with _closed_on_error(ctx, started, request.workers):
+    _print_header(ctx, workers, threads, why)
+    with _closed_on_error(ctx, started, workers):
         _screen(ctx, progress=lambda line: print(line, flush=True))
-    items = _print_plan(ctx, workers=request.workers, threads=threads.threads)
+    items = _print_plan(ctx, workers=workers, threads=threads.threads)
     view_storage = open_storage(ref)  # the view polls on its own connection
     eta_log = Eta(log_dir(study) / ETA_LOG)
 
     def compute() -> ProgressInfo:
         trials = read_trials(view_storage, spec, ctx.names)
         info = progress_info(
-            trials, ctx.plan.phases, elapsed_s=time.monotonic() - started, workers=request.workers
+            trials, ctx.plan.phases, elapsed_s=time.monotonic() - started, workers=workers
         )
         if items:
             finished, running = trial_states(trials, now=datetime.datetime.now())
-            info = replace(info, eta_s=countdown(items, finished, running, workers=request.workers))
+            info = replace(info, eta_s=countdown(items, finished, running, workers=workers))
         eta_log.record(info)
         return info
 
-    with _closed_on_error(ctx, started, request.workers), ProgressView(compute, title=f"study {study}"):
-        if request.workers == 1:
+    with _closed_on_error(ctx, started, workers), ProgressView(compute, title=f"study {study}"):
+        if workers == 1:
             _set_threads(threads.threads)
             interrupted = work(ctx, offset=_offset(ref, 0), workers=1)
         else:
@@ -104,10 +105,10 @@ def run_sweep(request: SweepRequest) -> int:
                 sweep=str(sweep_path(request.sweep_name).resolve()),
                 storage=storage,
                 threads=threads.threads,
-                n=request.workers,
+                n=workers,
                 extra=request.forwarded(),
             )
-    outcome = close(ctx, interrupted=interrupted, started=started, workers=request.workers)
+    outcome = close(ctx, interrupted=interrupted, started=started, workers=workers)
     eta_log.record(outcome.progress, final=True)
     _print_outcome(ctx, outcome)
     if outcome.interrupted:
@@ -177,14 +178,15 @@ def _run_worker(request: SweepRequest, ctx: StudyContext, started: float) -> int
     # (as it is for background jobs of a non-interactive shell).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _set_threads(request.threads or 1)
-    with _closed_on_error(ctx, started, request.workers):
+    workers = request.workers or 1  # a spawned worker is always told the count
+    with _closed_on_error(ctx, started, workers):
         interrupted = work(
             ctx,
             offset=_offset(ctx.storage_ref, request.worker_index),
-            workers=request.workers,
+            workers=workers,
             stop_when=supervisor_gone,
         )
-    close(ctx, interrupted=interrupted, started=started, workers=request.workers)
+    close(ctx, interrupted=interrupted, started=started, workers=workers)
     return 130 if interrupted else 0
 
 
@@ -277,10 +279,19 @@ def _supervise(
     return any(code == 130 for code in codes)
 
 
-def _print_header(ctx: StudyContext, workers: int, threads: ThreadPlan) -> None:
+def _workers(requested: int | None, device: str) -> tuple[int, str]:
+    """The worker count and why: ``--workers N``, or ``auto`` (:func:`auto_workers`)."""
+    if requested is not None:
+        return requested, "--workers"
+    from tlbench.cost.device import resolve_device  # imports torch: the supervisor needs it anyway
+
+    return auto_workers(gpu=resolve_device(device).is_gpu)
+
+
+def _print_header(ctx: StudyContext, workers: int, threads: ThreadPlan, why: str) -> None:
     """Where the study lives and how it runs (threads x workers, and why)."""
     print(
-        f"study '{ctx.names.study}' (sweep '{ctx.spec.name}', {ctx.spec.mode}), {workers} worker(s)\n"
+        f"study '{ctx.names.study}' (sweep '{ctx.spec.name}', {ctx.spec.mode}), {workers} worker(s): {why}\n"
         f"  threads: {threads.summary}\n"
         f"  Optuna storage: {ctx.storage_ref.display}\n"
         f"  MLflow: experiment '{ctx.names.study}' at {redact_password(ctx.runs.tracking_uri)}, "

@@ -20,7 +20,7 @@ class CellResult:
     best_trial: int | None
     best_val: float | None
     best_params: dict[str, object]
-    final_test: tuple[float, ...]  # test/acc of the final runs (the reported numbers)
+    final_test: tuple[float, ...]  # test/acc of the final runs that did not collapse (the reported numbers)
     tuned_in: str | None = None  # budget.tune_at: the cell whose tuning chose this configuration
 
     @property
@@ -48,7 +48,10 @@ def cell_results(
         finals = [
             float(t.user_attrs["test_acc"])
             for t in final_trials
-            if t.user_attrs.get(P.CELL) == cell and P.is_counted(t) and "test_acc" in t.user_attrs
+            if t.user_attrs.get(P.CELL) == cell
+            and P.is_counted(t)
+            and P.fail_kind(t) != P.COLLAPSED  # a failure, counted below, never a number (as in the report)
+            and "test_acc" in t.user_attrs
         ]
         results.append(
             CellResult(
