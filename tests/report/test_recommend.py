@@ -368,3 +368,24 @@ def test_the_arm_is_the_one_the_report_recommends(mlflow_uri: str, tmp_path: Pat
     scratch = recommended_arm("raced", strategy="scratch", tracking_uri=mlflow_uri)
     assert scratch.seeds == 2 and scratch.acc_mean == pytest.approx(0.41) and not scratch.recommended
     assert scratch.overrides is None and scratch.config_yaml is None  # not logged by these runs
+
+
+@pytest.mark.parametrize(
+    ("ci", "seeds", "phrase"),
+    [
+        (None, 1, "a single final seed, no interval"),
+        (0.0, 2, "all 2 final seeds equal, no interval"),  # never "95% CI 94.5% to 94.5%"
+        (0.01, 3, "95% CI 93.5% to 95.5% over 3 final seeds"),
+    ],
+)
+def test_verdict_sentence_gives_an_interval_only_where_the_seeds_spread(
+    ci: float | None, seeds: int, phrase: str
+) -> None:
+    from tlbench.report.recommend import Choice, Recommendation, verdict_sentence
+
+    choice = Choice(strategy="lp_ft", acc=0.945, acc_ci=ci, seeds=seeds, cost=0.005)
+    rec = Recommendation(
+        n_per_class="20", recommended=choice, best=choice, cheapest=choice, compared=("lp_ft",), frontier=()
+    )
+    sentence = verdict_sentence(rec, choice, unit="device-hours")
+    assert phrase in sentence and "94.5% test accuracy" in sentence

@@ -405,6 +405,8 @@ def verdict_sentence(rec: Recommendation, choice: Choice, *, unit: str) -> str:
     """One plain sentence (no Markdown): the arm's result and where the report places it."""
     if choice.acc_ci is None:
         spread = "a single final seed, no interval"
+    elif choice.acc_ci == 0:  # a zero-width t interval would claim a certainty two equal seeds lack
+        spread = f"all {choice.seeds} final seeds equal, no interval"
     else:
         low, high = max(0.0, choice.acc - choice.acc_ci), min(1.0, choice.acc + choice.acc_ci)
         spread = f"95% CI {pct(low)} to {pct(high)} over {choice.seeds} final seeds"
