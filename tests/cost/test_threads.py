@@ -66,7 +66,7 @@ def test_passive_wait_respects_the_users_setting(monkeypatch: pytest.MonkeyPatch
     ("gpu", "usable", "memory_gb", "expected"),
     [
         (False, 2, 24.0, 2),  # this machine: one single-threaded worker per core
-        (False, 16, 12.0, 4),  # memory caps it: 3 GiB per worker
+        (False, 16, 12.0, 3),  # memory caps it: 4 GiB per worker
         (False, 4, 1.0, 1),  # never fewer than one
         (True, 16, 128.0, 1),  # one worker on a GPU
     ],

@@ -134,6 +134,18 @@ def test_a_missing_seed_no_longer_costs_every_arm_that_seed(trials: Trials) -> N
     assert c.seeds == (1, 2, 3) and c.get("partial").seeds == (1, 2)  # type: ignore[union-attr]
 
 
+def test_a_leader_with_fewer_seeds_is_still_the_best(trials: Trials) -> None:
+    # the default study at n=5: the race gave the probe and partial 8 seeds (undecided between them)
+    # and stopped lp_ft at 3 (its pairs decided); lp_ft leads by far on its seeds: it is the best
+    rows = [_run("linear_probe", s, [1, 0, 0, s % 2]) for s in range(1, 9)]
+    rows += [_run("partial", s, [1, 0, 0, (s + 1) % 2]) for s in range(1, 9)]
+    rows += [_run("lp_ft", s, [1, 1, 1, s % 2]) for s in (1, 2, 3)]
+    (c,) = compare_strategies(trials(*rows), {})
+    assert c.best == "lp_ft" and c.seeds == (1, 2, 3)  # jointly on the seeds every arm has
+    assert all(s.diff <= 0 for s in c.strategies)  # nobody ahead of the best
+    assert all(s.p_best is not None for s in c.strategies)
+
+
 # --- the claim paired comparisons rest on: a seed fixes the training subset, split_seed the test set ---
 
 

@@ -389,3 +389,24 @@ def test_verdict_sentence_gives_an_interval_only_where_the_seeds_spread(
     )
     sentence = verdict_sentence(rec, choice, unit="device-hours")
     assert phrase in sentence and "94.5% test accuracy" in sentence
+
+
+def test_a_cheaper_arm_wholly_behind_and_beyond_the_tolerance_on_average_is_credibly_worse() -> None:
+    # the default study at n=50: partial -3.4 pp, interval -5.9 to -0.9 pp: its interval reaches above
+    # -1 pp, but it excludes 0 and the mean is 3.4 pp behind: credibly worse, lp_ft is recommended
+    table = summary(("partial", 0.931, 0.0038, 0.058), ("lp_ft", 0.965, 0.0048, 0.012))
+    comparison = paired(("partial", -0.034, -0.059, -0.009, 0.0), ("lp_ft", 0.0, None, None, 1.0))
+    (rec,) = recommend(table, tolerance=0.01, comparisons=[comparison])
+    assert rec.recommended.strategy == "lp_ft"
+    text = recommendation_text(rec, tolerance=0.01, unit="device-hours")
+    assert "Credibly worse than lp_ft: partial" in text
+
+
+def test_within_the_tolerance_on_average_but_not_wholly_is_said_so() -> None:
+    table = summary((LP, 0.795, 0.001, 0.01), (FF, 0.80, 0.004, 0.01))
+    comparison = paired((LP, -0.005, -0.015, -0.001, 0.1), (FF, 0.0, None, None, 0.9))
+    (rec,) = recommend(table, tolerance=0.01, comparisons=[comparison])
+    text = recommendation_text(rec, tolerance=0.01, unit="device-hours")
+    assert rec.recommended.strategy == LP
+    assert "differ by 0.5 pp on average, within the 1.0 pp tolerance" in text
+    assert "less than 1.0 pp" not in text  # its interval reaches -1.5 pp: not "less than 1 pp" for sure

@@ -79,19 +79,25 @@ def _latest_per_seed(rows: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _paired_seeds(rows: pd.DataFrame) -> tuple[list[str], list[int], list[str], list[str]]:
+def _paired_seeds(
+    rows: pd.DataFrame, *, anchor: str | None = None
+) -> tuple[list[str], list[int], list[str], list[str]]:
     """The arms compared jointly, the seeds all of them have, the arms to compare with the best alone,
     and those left out (with why).
 
     Racing gives arms different numbers of seeds (a retired arm stops early), so the joint comparison
     is not cut down to the fewest seeds: it holds the arms that have every seed of the two best-seeded
-    arms; an arm with fewer seeds is compared with the best on the seeds the two share.
+    arms; an arm with fewer seeds is compared with the best on the seeds the two share. ``anchor``: the
+    joint comparison is built on that arm's seeds instead (an arm with fewer seeds that beat the
+    best-seeded ones: the race stops giving seeds to a leader once its pairs are decided).
     """
     seeds = {s: set(g["seed"].astype(int)) for s, g in rows.groupby("strategy")}
     order = sorted_strategies(seeds)
     left = [f"{s} (1 seed)" for s in order if len(seeds[s]) < 2]
     kept = [s for s in order if len(seeds[s]) >= 2]
     ranked = sorted(kept, key=lambda s: (-len(seeds[s]), order.index(s)))
+    if anchor is not None and anchor in kept:
+        ranked = [anchor, *(s for s in ranked if s != anchor)]
     core_seeds = seeds[ranked[0]] & seeds[ranked[1]] if len(ranked) >= 2 else set()
     if len(core_seeds) >= 2:
         core = [s for s in kept if seeds[s] >= core_seeds]
@@ -188,9 +194,37 @@ def compare_size(
     size: str,
     confidence: float = 0.95,
 ) -> SizeComparison | None:
-    """Paired comparison of one size's final runs; None when fewer than two strategies pair up."""
+    """Paired comparison of one size's final runs; None when fewer than two strategies pair up.
+
+    The best must be the best: when an arm compared alone (fewer seeds) beats the joint comparison's
+    best, the comparison is rebuilt on that arm's seeds (at n=5 of the default study, lp_ft led by
+    +19.8 pp on its 3 seeds while the probe and partial, raced to 8 seeds against each other, formed
+    the joint comparison and the probe was called the most accurate).
+    """
     rows = _latest_per_seed(rows)
-    strategies, seeds, alone, left = _paired_seeds(rows)
+    tried: set[str] = set()
+    anchor: str | None = None
+    while True:
+        result = _compare_size(rows, predictions, size=size, confidence=confidence, anchor=anchor)
+        if result is None:
+            return None
+        ahead = [s for s in result.strategies if s.p_best is None and s.seeds and s.diff > 0]
+        ahead = [s for s in ahead if s.strategy not in tried]
+        if not ahead:
+            return result
+        anchor = max(ahead, key=lambda s: s.diff).strategy
+        tried.add(anchor)
+
+
+def _compare_size(
+    rows: pd.DataFrame,
+    predictions: Mapping[str, RunPredictions],
+    *,
+    size: str,
+    confidence: float,
+    anchor: str | None,
+) -> SizeComparison | None:
+    strategies, seeds, alone, left = _paired_seeds(rows, anchor=anchor)
     if len(strategies) < 2:
         return None
     notes = _pairing_notes(rows[rows["strategy"].isin(strategies + alone)], size)
