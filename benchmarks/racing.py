@@ -63,15 +63,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         spent = frame[frame["role"].isin(["tune", "budget_check", FINAL])]  # not the export's retraining
         total = pd.to_numeric(spent["cost/device_hours"], errors="coerce").sum()
         print(
-            f"{label}: {len(finals)} final runs, {finals['cost/device_hours'].sum():.4f} device-hours of finals, "
-            f"{total:.4f} with tuning and budget checks"
+            f"{label}: {len(finals)} final runs, {finals['cost/device_hours'].sum():.4f} device-hours of "
+            f"finals, {total:.4f} with tuning and budget checks"
         )
     for rec in raced:
         other = fixed_recs.get(rec.n_per_class)
         same = other is not None and other.recommended.strategy == rec.recommended.strategy
         print(f"n={rec.n_per_class}: raced -> {_line(rec)}")
-        print(f"{'':>{len(rec.n_per_class) + 2}}  seeds 1..{args.seeds} -> {_line(other) if other else '—'}"
-              f"{'  (same)' if same else '  (DIFFERENT)'}")
+        print(
+            f"{'':>{len(rec.n_per_class) + 2}}  seeds 1..{args.seeds} -> {_line(other) if other else '—'}"
+            f"{'  (same)' if same else '  (DIFFERENT)'}"
+        )
     return 0
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-
 import os
+from collections.abc import Sequence
 
 from tlbench.cost.threads import WORKERS_ENV, parse_workers
 from tlbench.errors import ConfigError
@@ -56,8 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers",
         default=os.environ.get(WORKERS_ENV, "auto"),
-        help="local worker processes on the study, or auto (the default, else $%s): on a CPU one "
-        "single-threaded worker per usable core, on a GPU one" % WORKERS_ENV,
+        help=f"local worker processes on the study, or auto (the default, else ${WORKERS_ENV}): on a CPU "
+        "one single-threaded worker per usable core, on a GPU one",
     )
     parser.add_argument("--storage", default=None, help="Optuna storage URL (default: a journal file)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a spawned worker

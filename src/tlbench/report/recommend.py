@@ -6,8 +6,8 @@ the 95% interval of its paired difference to the best includes 0 (the two cannot
 mean difference is within ``tolerance`` (absolute, 0.01 = 1 percentage point). An arm whose interval lies
 wholly below 0 with a mean further behind than the tolerance is credibly worse, however cheap (the
 default study's partial at n=50: -3.4 pp, interval -5.9 to -0.9 pp, was once recommended on the interval
-alone reaching above -1 pp). Without one (fewer than two strategies with two shared seeds), the older rule: the
-cheapest whose mean is within ``tolerance`` of the best mean. Along the Pareto frontier of the size,
+alone reaching above -1 pp). Without one (fewer than two strategies with two shared seeds), the older
+rule: the cheapest whose mean is within ``tolerance`` of the best mean. Along the Pareto frontier of the size,
 each step says how much accuracy one more device-hour buys.
 """
 

@@ -146,8 +146,9 @@ def recommendation_section(inp: ReportInputs) -> list[Block]:
             f"For each data size: the cheapest strategy ({inp.unit.unit} per run) that is not credibly worse "
             f"than the most accurate: the 95% interval of its paired difference to the best (same seeds, "
             f"same test images; see Paired comparisons) includes 0, or its mean difference is within "
-            f"**{pp(inp.tolerance)}** (`--tolerance {inp.tolerance:g}`). Where no two strategies share two seeds, the cheapest whose mean is "
-            f"within {pp(inp.tolerance)} of the best mean. Accuracies are those of the summary table."
+            f"**{pp(inp.tolerance)}** (`--tolerance {inp.tolerance:g}`). Where no two strategies share two "
+            f"seeds, the cheapest whose mean is within {pp(inp.tolerance)} of the best mean. Accuracies are "
+            "those of the summary table."
         )
     )
     blocks.append(

@@ -86,9 +86,7 @@ def run_sweep(request: SweepRequest) -> int:
 
     def compute() -> ProgressInfo:
         trials = read_trials(view_storage, spec, ctx.names)
-        info = progress_info(
-            trials, ctx.plan.phases, elapsed_s=time.monotonic() - started, workers=workers
-        )
+        info = progress_info(trials, ctx.plan.phases, elapsed_s=time.monotonic() - started, workers=workers)
         if items:
             finished, running = trial_states(trials, now=datetime.datetime.now())
             info = replace(info, eta_s=countdown(items, finished, running, workers=workers))
