@@ -64,3 +64,14 @@ def hymenoptera_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared dataset not present at {root} (only in the development checkout)")
     return root
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """A headless Chromium for the tests that render a page (the HTML report, MLflow's UI); .ci/run
+    installs it, and the tests that need it skip without it."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("chromium not installed (apt-get install -y chromium): no page was rendered")

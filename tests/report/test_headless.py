@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from PIL import Image, ImageStat
 
-_BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 _FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
@@ -29,15 +26,6 @@ _PROBE = (
     "JSON.stringify([...document.images].map(i => [i.naturalWidth, i.naturalHeight, i.complete]))); });"
     "</script>"
 )
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    for name in _BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("chromium not installed (apt-get install -y chromium): the HTML report was not rendered")
 
 
 def _run(browser: str, profile: Path, *args: str) -> str:

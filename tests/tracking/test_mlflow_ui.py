@@ -8,7 +8,6 @@ test accuracy on screen. Skipped, with the reason, where no chromium is installe
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +22,6 @@ from tlbench.tracking.study_runs import StudyRuns, experiment_page_url
 
 from .servers import free_port, mlflow_env, running
 
-_BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 _FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -31,15 +29,6 @@ _FLAGS = (
 )  # fmt: skip
 # strategy -> test accuracy per final seed (1, 2): exact in binary, so the UI shows them as written
 FINALS = {"linear_probe": (0.8125, 0.875), "lp_ft": (0.6875, 0.9375)}
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    for name in _BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("chromium not installed (apt-get install -y chromium): MLflow's UI was not rendered")
 
 
 @pytest.fixture
