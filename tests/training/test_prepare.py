@@ -7,7 +7,7 @@ import torch
 
 from tlbench.config import load_config
 from tlbench.run import train
-from tlbench.training.prepare import prepare
+from tlbench.training.prepare import batch_transform, prepare
 
 TINY = [
     "data=digits",
@@ -30,11 +30,14 @@ def test_a_cnn_trains_channels_last_on_the_cpu_unless_told_not_to() -> None:
     on = prepare(load_config(TINY))
     assert on.channels_last
     assert on.model.network.backbone.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
-    batch = on.transform(train=True)(on.splits.train.images[:4])
+    batch = batch_transform(on.model.mean, on.model.std, channels_last=on.channels_last)(
+        on.splits.train.images[:4]
+    )
     assert batch.is_contiguous(memory_format=torch.channels_last)
     off = prepare(load_config([*TINY, "trainer.channels_last=false"]))
     assert not off.channels_last
-    assert off.transform(train=True)(off.splits.train.images[:4]).is_contiguous()
+    transform = batch_transform(off.model.mean, off.model.std, channels_last=off.channels_last)
+    assert transform(off.splits.train.images[:4]).is_contiguous()
 
 
 def test_channels_last_gives_the_eager_nchw_answer_on_a_fixed_seed() -> None:
