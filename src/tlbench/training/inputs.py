@@ -494,27 +494,21 @@ def trial_inputs(
 ) -> TrialInputs:
     """The inputs :func:`plan_inputs` planned; built inside the timed fit phase (extraction is training
     work). ``cache``: None keeps no features (the probe still fits on extracted ones)."""
-    split, reason, how, train_transform = plan.prefix, plan.reason, plan.extraction, plan.train_transform
+    split, reason = plan.prefix, plan.reason
+    images = image_inputs(
+        model.network,
+        splits,
+        train_transform=plan.train_transform,
+        eval_transform=plan.extraction.transform,
+        reason=reason,
+    )
     if split is None:
-        return image_inputs(
-            model.network,
-            splits,
-            train_transform=train_transform,
-            eval_transform=how.transform,
-            reason=reason,
-        )
-    inputs = cached_inputs(model.network, splits, split, cache or FeatureCache(max_bytes=0), how)
+        return images
+    inputs = cached_inputs(model.network, splits, split, cache or FeatureCache(max_bytes=0), plan.extraction)
     if cache is None:
         inputs.cache.status = "off"  # extracted for the probe, kept nowhere
     log.info("frozen-prefix features: %s (%s)", inputs.cache.status, reason)
     if model.loop_phases and not model.phases[0].in_loop:  # lp_ft: the probe on features, then images
-        images = image_inputs(
-            model.network,
-            splits,
-            train_transform=train_transform,
-            eval_transform=how.transform,
-            reason=reason,
-        )
         images.cache = inputs.cache  # the probe's extraction is this trial's feature-cache use
         images.features = inputs.features
         return images
