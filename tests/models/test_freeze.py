@@ -118,7 +118,7 @@ def test_training_leaves_frozen_weights_and_bn_statistics_unchanged(depth: int) 
     before = {k: v.clone() for k, v in initial.network.backbone.state_dict().items()}
     head_before = [p.clone() for p in initial.network.head.parameters()]
     result = train(cfg, keep_model=True)
-    assert result.status == "completed" and result.model is not None
+    assert result.model is not None, result.status  # the fit completed (its result may still collapse)
     trained = result.model.network
     after = trained.backbone.state_dict()
     for key, value in before.items():
@@ -192,7 +192,7 @@ def test_a_real_fit_moves_only_what_the_strategy_trains(strategy: str) -> None:
     )
     before = {k: v.clone() for k, v in prepare(cfg).model.network.backbone.state_dict().items()}
     result = train(cfg, keep_model=True)  # the same seed: it starts from the same weights
-    assert result.status == "completed" and result.model is not None
+    assert result.model is not None, result.status  # the fit completed (its result may still collapse)
     after = result.model.network.backbone.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     convs = {k for k in before if k.endswith("weight") and before[k].ndim == 4 and "lora_" not in k}

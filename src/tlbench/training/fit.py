@@ -85,6 +85,8 @@ def minimise(
     head: nn.Module, x: torch.Tensor, y: torch.Tensor, *, l2: float, cfg: ProbeConfig
 ) -> tuple[int, int, bool]:
     """Fit ``head`` in place on (x, y); returns (evaluations, iterations, converged)."""
+    # torch's L-BFGS, not scikit-learn's LogisticRegression: it fits the head itself (an MLP head too) on
+    # the device's tensors and counts its evaluations, the unit of the probe's FLOP count.
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.LBFGS(
         params,

@@ -164,7 +164,11 @@ def module_digest(module: torch.nn.Module) -> str:
 
 
 class FeatureCache:
-    """LRU in memory, optional LRU directory on disk."""
+    """LRU in memory, optional LRU directory on disk.
+
+    Our own, not ``functools.lru_cache``: both layers are bounded in bytes, not entries, and the disk
+    layer is shared by a sweep's worker processes.
+    """
 
     def __init__(self, *, max_bytes: int, directory: Path | None = None, max_disk_bytes: int = 0) -> None:
         self.max_bytes = max_bytes
