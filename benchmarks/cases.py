@@ -24,7 +24,7 @@ from tlbench.cost.device import autocast_context
 from tlbench.run import train
 from tlbench.tracking.names import DEVICE_HOURS, DEVICE_HOURS_RULE, FIT_CPU_SECONDS
 from tlbench.training.inputs import reset_feature_cache
-from tlbench.training.prepare import prepare
+from tlbench.training.prepare import batch_transform, prepare
 
 T = TypeVar("T")
 
@@ -220,16 +220,15 @@ def extraction_floor(cfg: RunConfig) -> Callable[[], int]:
     Data and model are prepared before the clock starts: the floor is the forward pass alone, what
     no amount of caching can remove from a linear probe. Returns the timed function.
     """
-    prepared = prepare(cfg)
-    backbone = prepared.model.network.backbone.eval()
-    transform = prepared.transform(train=False)
-    splits = prepared.splits
+    _, device, precision, splits, model, channels_last = prepare(cfg)
+    backbone = model.network.backbone.eval()
+    transform = batch_transform(model.mean, model.std, channels_last=channels_last)
     images = [splits.train.images, splits.val.images, splits.test.images]
     batch = cfg.trainer.eval_batch_size
 
     def forward_all() -> int:
         seen = 0
-        with torch.inference_mode(), autocast_context(prepared.device.kind, prepared.precision):
+        with torch.inference_mode(), autocast_context(device.kind, precision):
             for split in images:
                 for start in range(0, len(split), batch):
                     backbone(transform(split[start : start + batch]))

@@ -15,7 +15,7 @@ from benchmarks.cases import TRACKED, UNTRACKED, Plan, Run
 from benchmarks.measure import Progress, measure, median, paired_ratio, runs_detail
 from benchmarks.report import RatioResult
 from benchmarks.timing import spread
-from tlbench.training.costing import forget_flop_profiles
+from tlbench.training.record import forget_flop_profiles
 
 
 def finetune_ratios(plan: Plan, uri: str, progress: Progress) -> list[RatioResult]:

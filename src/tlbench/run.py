@@ -1,8 +1,9 @@
 """``train(cfg)``: one trial, from a typed config to tracked metrics.
 
-threads -> prepare (data, model, device; user errors surface here) -> MLflow run -> inputs
-(frozen-prefix features) and fit, timed together -> evaluate (the weights early stopping chose, val,
-then test, and the collapse check) -> cost -> record. Each step is a module of
+threads -> prepare (data, model, device; user errors surface here) -> MLflow run -> the Trainer ->
+inputs (frozen-prefix features), the probe and the Lightning fit, timed together (a context around
+them measures the fit's cost) -> evaluate (the weights early stopping chose, val, then test, and the
+collapse check) -> cost -> record. Each step gets the values it uses; each is a module of
 :mod:`tlbench.training` that imports only the steps before it. Pruned and failed trials still log
 the compute they spent; an interrupted trial's run is ended as KILLED before the interrupt
 propagates; a collapsed trial (at chance, or its training loss rising) ends ``failed: collapsed: …``
@@ -13,25 +14,42 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from lightning.pytorch.callbacks import Callback
 
-from tlbench.config.schema import RunConfig, as_plain_dict
-from tlbench.cost.threads import ThreadPlan, trial_threads
-from tlbench.models.module import EpochRecord
-from tlbench.redaction import redact_password
-from tlbench.tracking import MetricBuffer, MlflowRun, check_reachable
+from tlbench.config.schema import RunConfig
+from tlbench.cost.threads import trial_threads
+from tlbench.models.module import EpochRecord, TransferModule
+from tlbench.models.network import BuiltModel
+from tlbench.tracking import MetricBuffer, check_reachable
 from tlbench.tracking import names as N
-from tlbench.training.costing import trial_cost_of
 from tlbench.training.evaluate import evaluate_trial
-from tlbench.training.fit import Fit
-from tlbench.training.inputs import trial_inputs
-from tlbench.training.prepare import PreparedTrial, prepare
-from tlbench.training.record import mlflow_status, outcome_tags, trial_metrics, trial_params, trial_tags
+from tlbench.training.fit import (
+    ProbeFit,
+    build_trainer,
+    compile_callback,
+    fit_probe,
+    fit_progress,
+    off_reason,
+    probe_record,
+    timed_fit,
+)
+from tlbench.training.inputs import TrialInputs, feature_cache, plan_inputs, trial_inputs
+from tlbench.training.prepare import prepare
+from tlbench.training.record import (
+    flop_identity,
+    mlflow_status,
+    outcome_tags,
+    start_run,
+    trial_cost_of,
+    trial_metrics,
+    trial_params,
+    trial_tags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,45 +110,6 @@ class TrialResult:
         return self.status == "completed"
 
 
-def run_name(cfg: RunConfig) -> str:
-    """``tracking.run_name``, else ``"<strategy> n=<n|all> seed=<seed>"``: never MLflow's random name,
-    which comes from an RNG the trial has seeded (every single trial was once ``overjoyed-slug-911``)."""
-    if cfg.tracking.run_name:
-        return cfg.tracking.run_name
-    n = cfg.data.n_per_class if cfg.data.n_per_class is not None else "all"
-    return f"{cfg.strategy.name.value} n={n} seed={cfg.seed}"
-
-
-def _start_run(
-    cfg: RunConfig, prepared: PreparedTrial, params: dict[str, Any], threads: ThreadPlan
-) -> MlflowRun | None:
-    if not cfg.tracking.enabled:
-        return None
-    tags = {**trial_tags(prepared, threads), N.STATUS: "running"}
-    run = MlflowRun.start(
-        experiment=cfg.tracking.experiment,
-        run_name=run_name(cfg),
-        tracking_uri=cfg.tracking.tracking_uri,
-        parent_run_id=cfg.tracking.parent_run_id,
-        tags=tags,
-        unique=cfg.tracking.parent_run_id is None,  # a sweep's run names are unique by construction
-    )
-    run.log_params(params)
-    config = yaml.safe_dump(as_plain_dict(cfg), sort_keys=False)
-    run.log_text(redact_password(config), "config.yaml")  # a tracking URI's password stays out of it
-    return run
-
-
-def _curve_logger(curve: MetricBuffer | None) -> Callable[[EpochRecord], None] | None:
-    if curve is None:
-        return None
-
-    def log_epoch(record: EpochRecord) -> None:  # buffered: a write per 15 s, not per epoch
-        curve.add(record.metrics(), step=record.epoch)
-
-    return log_epoch
-
-
 def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: bool = False) -> TrialResult:
     """Run one trial and return its metrics.
 
@@ -140,36 +119,132 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
         keep_model: Return the trained network with its preprocessing (:class:`TrainedModel`) when
             the trial trained to its end (completed, or collapsed); otherwise ``model`` is None.
     """
+
     if cfg.tracking.enabled:
         check_reachable(cfg.tracking.tracking_uri)  # fail before any data is loaded or trained on
     threads = trial_threads(cfg.trainer.num_threads)
-    prepared = prepare(cfg)
-    cfg = prepared.cfg  # resolved: data.resolution and the epochs the step budget implies
-    params = trial_params(prepared)
-    run = _start_run(cfg, prepared, params, threads)
+    # The data and the network (cfg resolved: data.resolution, the epochs the step budget implies).
+    cfg, device, precision, splits, model, channels_last = prepare(cfg)
+    plan = plan_inputs(cfg, model, splits, device=device, precision=precision, channels_last=channels_last)
+    params = trial_params(cfg, model, splits, precision=precision)
+    before = trial_tags(cfg, device, threads, channels_last=channels_last)
+    counted = cfg.trainer.count_flops  # the FLOP profile's memo key, when FLOPs are counted
+    identity = (
+        flop_identity(cfg, num_classes=splits.num_classes, cache_reason=plan.reason) if counted else None
+    )
+    run = start_run(cfg, params, before)
     curve = MetricBuffer(run) if run is not None and cfg.tracking.log_epoch_metrics else None
+
+    def log_epoch(record: EpochRecord) -> None:  # buffered: a write per 15 s, not per epoch
+        assert curve is not None
+        curve.add(record.metrics(), step=record.epoch)
+
+    on_epoch_end = log_epoch if curve is not None else None
+    validated = not splits.val_in_train  # data.train_on_val: nothing is validated
     try:
-        fitting = Fit(prepared, callbacks=callbacks, on_epoch_end=_curve_logger(curve))
-        with fitting:  # the timed fit phase: feature extraction is training work
-            fitting.run(trial_inputs(prepared))
-        outcome = fitting.outcome()
-        evaluation = evaluate_trial(prepared, outcome)
+        # The Lightning Trainer, before the clock starts; none for a strategy without a loop phase.
+        loop = bool(model.loop_phases)
+        compiled = (
+            compile_callback(cfg.trainer, device_kind=device.kind, input_side=cfg.data.size) if loop else None
+        )
+        eager = (off_reason(cfg.trainer, device_kind=device.kind) or "") if loop else None  # compile_reason
+        trainer = (
+            build_trainer(
+                device,
+                cfg.trainer,
+                precision=precision,
+                max_epochs=sum(p.epochs for p in model.loop_phases),
+                validate=validated,
+                callbacks=[*callbacks, *([compiled] if compiled is not None else [])],
+            )
+            if loop
+            else None
+        )
+        inputs: TrialInputs | None = None
+        probe: ProbeFit | None = None
+        module: TransferModule | None = None
+        with timed_fit(device, timed=bool(model.phases)) as outcome:  # extraction is training work
+            cache = feature_cache(cfg.trainer) if cfg.trainer.cache_features else None
+            inputs = trial_inputs(model, splits, plan, cache=cache)
+            if model.phases and not model.phases[0].in_loop:  # its result replaces the head's weights
+                assert inputs.features is not None  # plan_prefix_cache plans features for every probe
+                features = inputs.features
+                probe = fit_probe(model.network.head, features["train"], features["val"], cfg.strategy.probe)
+                if on_epoch_end is not None:
+                    seconds = time.perf_counter() - outcome.started
+                    on_epoch_end(probe_record(probe, seconds, validated=validated))
+            if trainer is not None:
+                seed, batch = cfg.seed, cfg.trainer.batch_size
+                train_loader = inputs.loader("train", batch_size=batch, seed=seed)
+                val_loader = inputs.loader("val", batch_size=cfg.trainer.eval_batch_size, seed=seed)
+                module = TransferModule(
+                    inputs.network,
+                    backbone=model.network.backbone,
+                    head=model.network.head,
+                    groups=model.groups,
+                    phases=model.loop_phases,
+                    optimizer_cfg=cfg.optimizer,
+                    schedule_cfg=cfg.schedule,
+                    steps_per_epoch=len(train_loader),
+                    check_every_step=not device.is_gpu,
+                    on_epoch_end=on_epoch_end,
+                    num_classes=splits.num_classes,
+                    penalty=model.penalty,
+                    keep_norm_stats=model.keep_norm_stats,
+                    patience=cfg.trainer.patience if cfg.trainer.early_stopping else None,
+                )
+                trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+        loop_progress = module.progress if module is not None else None
+        progress = fit_progress(model, probe, loop_progress, n_train=len(splits.train), validated=validated)
+        evaluation = evaluate_trial(
+            inputs,
+            splits,
+            status=outcome.status,
+            progress=progress,
+            best=module.best if module is not None else None,
+            batch_size=cfg.trainer.eval_batch_size,
+            seed=cfg.seed,
+            device_type=device.kind,
+            precision=precision,
+        )
         status = N.COLLAPSED_PREFIX + evaluation.collapse if evaluation.collapse else outcome.status
-        cost, flops_check = trial_cost_of(prepared, outcome, eval_images=evaluation.eval_images)
-        metrics = trial_metrics(prepared, outcome, evaluation, cost)
-        tags = {**outcome_tags(prepared, outcome, flops_check, cost=cost), N.STATUS: status}
+        cost, flops_check = trial_cost_of(
+            model,
+            inputs,
+            outcome,
+            samples=progress.phase_samples,
+            probe=probe,
+            eval_images=evaluation.eval_images,
+            identity=identity,
+            device=device,
+        )
+        decision = compiled.decision if compiled is not None else None
+        metrics = trial_metrics(model, progress, evaluation, cost, probe=probe, compiled=decision)
+        tags = outcome_tags(
+            outcome,
+            inputs.cache if inputs is not None else None,
+            cache_reason=plan.reason,
+            flops_check=flops_check,
+            compiled=decision,
+            eager_reason=eager,
+            cost=cost,
+        )
+        tags[N.STATUS] = status
         if evaluation.collapse:
             tags.update({N.COLLAPSED: "true", N.COLLAPSE_REASON: evaluation.collapse})
             log.warning("trial collapsed: %s", evaluation.collapse)
         if curve is not None:
             curve.flush()  # the curve's last points, before the final values that may repeat them
         if run is not None:
-            history = outcome.progress.history
+            history = progress.history
             logged = history[-1].metrics() if history else {}  # already in the curve at this step
             run.log_metrics({k: v for k, v in metrics.items() if logged.get(k) != v}, step=len(history))
             run.set_tags(tags)
             if evaluation.predictions:
-                run.log_text(_predictions_json(prepared, evaluation.predictions), PREDICTIONS_ARTIFACT)
+                predictions = _predictions_json(
+                    splits.test.labels, splits.class_names, evaluation.predictions
+                )
+                run.log_text(predictions, PREDICTIONS_ARTIFACT)
             run.end(mlflow_status(status, interrupted=outcome.interrupted))
     except BaseException:
         if run is not None:
@@ -181,31 +256,33 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
     if outcome.error is not None:
         raise outcome.error
     log.info("trial %s: %s", status, {k: round(v, 4) for k, v in metrics.items() if "/acc" in k})
-    trained_to_end = outcome.status == N.COMPLETED and outcome.inputs is not None
+    trained_to_end = outcome.status == N.COMPLETED and inputs is not None
     return TrialResult(
         status=status,
         metrics=metrics,
         params=params,
-        tags={**trial_tags(prepared, threads), **tags},
+        tags={**before, **tags},
         run_id=run.run_id if run is not None else None,
-        history=outcome.progress.history,
+        history=progress.history,
         test_predictions=evaluation.predictions,
-        model=_trained_model(prepared) if keep_model and trained_to_end else None,
+        model=_trained_model(model, splits.class_names, resolution=cfg.data.size)
+        if keep_model and trained_to_end
+        else None,
     )
 
 
-def _trained_model(prepared: PreparedTrial) -> TrainedModel:
+def _trained_model(model: BuiltModel, class_names: Sequence[str], *, resolution: int) -> TrainedModel:
     """The trial's whole network (a cached-prefix trial trained the suffix in place), moved to the CPU."""
     import torch
 
-    network = prepared.model.network.eval().to("cpu")
+    network = model.network.eval().to("cpu")
     network = network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return TrainedModel(
         network=network,
-        class_names=list(prepared.splits.class_names),
-        mean=prepared.model.mean,
-        std=prepared.model.std,
-        resolution=prepared.cfg.data.size,
+        class_names=list(class_names),
+        mean=model.mean,
+        std=model.std,
+        resolution=resolution,
     )
 
 
@@ -213,7 +290,12 @@ def _trained_model(prepared: PreparedTrial) -> TrainedModel:
 PREDICTIONS_ARTIFACT = N.PREDICTIONS_ARTIFACT
 
 
-def _predictions_json(prepared: PreparedTrial, predicted: list[int]) -> str:
-    labels = [int(v) for v in prepared.splits.test.labels.tolist()]
-    names = list(prepared.splits.class_names)
-    return json.dumps({"labels": labels, "predicted": predicted, "class_names": names})
+def _predictions_json(labels: Any, class_names: Sequence[str], predicted: list[int]) -> str:
+    """``labels``: the test split's labels tensor, in the split's order."""
+    return json.dumps(
+        {
+            "labels": [int(v) for v in labels.tolist()],
+            "predicted": predicted,
+            "class_names": list(class_names),
+        }
+    )

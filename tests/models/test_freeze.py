@@ -17,8 +17,8 @@ from tlbench.models.freeze import (
     validate_depth,
 )
 from tlbench.models.network import build_model
-from tlbench.training.fit import Fit
-from tlbench.training.inputs import trial_inputs
+from tlbench.run import train
+from tlbench.training.inputs import plan_inputs
 from tlbench.training.prepare import prepare
 
 CLASSES = ("a", "b", "c")
@@ -111,19 +111,16 @@ def test_training_leaves_frozen_weights_and_bn_statistics_unchanged(depth: int) 
             "tracking=disabled",
         ]
     )
-    prepared = prepare(cfg)
-    backbone = prepared.model.network.backbone
-    groups = prepared.model.groups
+    initial = prepare(cfg).model  # the network the trial starts from (same seed: same weights)
+    groups = initial.groups
     frozen_names = {n for g in groups.names[:depth] for n in g}
     frozen_prefixes = {n.rsplit(".", 1)[0] for n in frozen_names}
-    before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    head_before = [p.clone() for p in prepared.model.network.head.parameters()]
-    fitting = Fit(prepared)
-    with fitting:
-        fitting.run(trial_inputs(prepared))
-    outcome = fitting.outcome()
-    assert outcome.status == "completed"
-    after = backbone.state_dict()
+    before = {k: v.clone() for k, v in initial.network.backbone.state_dict().items()}
+    head_before = [p.clone() for p in initial.network.head.parameters()]
+    result = train(cfg, keep_model=True)
+    assert result.model is not None, result.status  # the fit completed (its result may still collapse)
+    trained = result.model.network
+    after = trained.backbone.state_dict()
     for key, value in before.items():
         owner = key.rsplit(".", 1)[0]
         if owner in frozen_prefixes:
@@ -136,10 +133,7 @@ def test_training_leaves_frozen_weights_and_bn_statistics_unchanged(depth: int) 
     if depth < groups.depth:
         assert any("running_mean" in k for k in trainable_changed)  # unfrozen BN statistics did update
         assert any(k.endswith("weight") for k in trainable_changed)
-    assert any(
-        not torch.equal(a, b)
-        for a, b in zip(head_before, prepared.model.network.head.parameters(), strict=True)
-    )
+    assert any(not torch.equal(a, b) for a, b in zip(head_before, trained.head.parameters(), strict=True))
 
 
 def test_bitfit_trains_biases_norms_and_head(lite0_features: nn.Module) -> None:
@@ -180,9 +174,12 @@ def test_fixed_frozen_refuses_a_backbone_with_nothing_of_its_kind() -> None:
 @pytest.mark.parametrize("strategy", ["bitfit", "lora"])
 def test_gradients_through_the_backbone_mean_no_feature_cache(strategy: str) -> None:
     # bitfit's first BatchNorm and lora's stem adapter train: nothing before them is a frozen prefix
-    prepared = prepare(load_config(["data=synthetic", f"strategy={strategy}", "tracking=disabled"]))
-    assert prepared.prefix_split is None
-    assert prepared.cache_reason == "not cacheable: nothing frozen"
+    cfg, device, precision, splits, model, channels_last = prepare(
+        load_config(["data=synthetic", f"strategy={strategy}", "tracking=disabled"])
+    )
+    plan = plan_inputs(cfg, model, splits, device=device, precision=precision, channels_last=channels_last)
+    assert plan.prefix is None
+    assert plan.reason == "not cacheable: nothing frozen"
 
 
 @pytest.mark.parametrize("strategy", ["bitfit", "lora"])
@@ -193,14 +190,10 @@ def test_a_real_fit_moves_only_what_the_strategy_trains(strategy: str) -> None:
     cfg = load_config(
         ["data=synthetic", f"strategy={strategy}", "trainer=quick", "tracking=disabled", *small]
     )
-    prepared = prepare(cfg)
-    backbone = prepared.model.network.backbone
-    before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    fitting = Fit(prepared)
-    with fitting:
-        fitting.run(trial_inputs(prepared))
-    assert fitting.outcome().status == "completed"
-    after = backbone.state_dict()
+    before = {k: v.clone() for k, v in prepare(cfg).model.network.backbone.state_dict().items()}
+    result = train(cfg, keep_model=True)  # the same seed: it starts from the same weights
+    assert result.model is not None, result.status  # the fit completed (its result may still collapse)
+    after = result.model.network.backbone.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     convs = {k for k in before if k.endswith("weight") and before[k].ndim == 4 and "lora_" not in k}
     assert not changed & convs  # no pretrained convolution moved

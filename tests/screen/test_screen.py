@@ -9,10 +9,20 @@ import timm
 import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import save_file
+from torch import nn
 
 from tlbench.cli import main as cli_main
 from tlbench.errors import ConfigError
-from tlbench.screen.screen import HEADER, extract, format_table, run_screen, screen_configs, screen_rows
+from tlbench.screen.screen import (
+    HEADER,
+    ScreenFeatures,
+    extract,
+    format_table,
+    run_screen,
+    screen_configs,
+    screen_rows,
+)
+from tlbench.training.inputs import feature_cache, plan_inputs
 from tlbench.training.prepare import prepare
 
 SYNTHETIC = ["data=synthetic", "data.num_classes=3", "data.samples_per_class=30", "data.resolution=32"]
@@ -79,14 +89,20 @@ def test_screen_reads_the_trial_pipelines_features_through_the_cache() -> None:
     # the screen's features are the pooled backbone outputs of the training data; a second screen
     # of the same data is a cache hit that computes nothing
     (cfg,) = screen_configs(SYNTHETIC, ["efficientnet_lite0"])
-    prepared = prepare(cfg)
-    first = extract(prepared)
-    assert first.cache_status == "miss" and first.train.shape == (len(prepared.splits.train), 1280)
-    network = prepared.model.network.backbone.eval()
-    transform = prepared.transform(train=False)
-    direct = network(transform(prepared.splits.train.images[:4])).detach().numpy()
+
+    def screen_extract() -> tuple[ScreenFeatures, nn.Module, torch.Tensor]:
+        resolved, device, precision, splits, model, channels_last = prepare(cfg)
+        plan = plan_inputs(
+            resolved, model, splits, device=device, precision=precision, channels_last=channels_last
+        )
+        features = extract(model.network, splits, plan, feature_cache(resolved.trainer))
+        return features, model.network.backbone, plan.extraction.transform(splits.train.images[:4])
+
+    first, backbone, batch = screen_extract()
+    assert first.cache_status == "miss" and first.train.shape == (first.train_labels.size, 1280)
+    direct = backbone.eval()(batch).detach().numpy()
     np.testing.assert_allclose(first.train[:4], direct, rtol=1e-4, atol=1e-5)
-    again = extract(prepare(cfg))
+    again, _, _ = screen_extract()
     assert again.cache_status == "hit"
     assert again.forward_flops == pytest.approx(first.forward_flops)
     np.testing.assert_array_equal(again.train, first.train)

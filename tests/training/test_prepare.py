@@ -1,13 +1,18 @@
-"""prepare(): the memory format a CNN trains in, and that it does not change the answer."""
+"""prepare(): the memory format a CNN trains in (and that it does not change the answer), the training
+budget in optimizer steps, and defaults resolved from the backbone."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
 from tlbench.config import load_config
+from tlbench.config.schema import TrainerConfig
+from tlbench.errors import ConfigError
 from tlbench.run import train
-from tlbench.training.prepare import prepare
+from tlbench.training.prepare import batch_transform, prepare, resolve_defaults, training_budget
 
 TINY = [
     "data=digits",
@@ -30,11 +35,14 @@ def test_a_cnn_trains_channels_last_on_the_cpu_unless_told_not_to() -> None:
     on = prepare(load_config(TINY))
     assert on.channels_last
     assert on.model.network.backbone.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
-    batch = on.transform(train=True)(on.splits.train.images[:4])
+    batch = batch_transform(on.model.mean, on.model.std, channels_last=on.channels_last)(
+        on.splits.train.images[:4]
+    )
     assert batch.is_contiguous(memory_format=torch.channels_last)
     off = prepare(load_config([*TINY, "trainer.channels_last=false"]))
     assert not off.channels_last
-    assert off.transform(train=True)(off.splits.train.images[:4]).is_contiguous()
+    transform = batch_transform(off.model.mean, off.model.std, channels_last=off.channels_last)
+    assert transform(off.splits.train.images[:4]).is_contiguous()
 
 
 def test_channels_last_gives_the_eager_nchw_answer_on_a_fixed_seed() -> None:
@@ -44,3 +52,56 @@ def test_channels_last_gives_the_eager_nchw_answer_on_a_fixed_seed() -> None:
     # same seed, data and steps; kernels sum in another order, so equal within float noise
     assert last.metrics["test/acc"] == pytest.approx(nchw.metrics["test/acc"], abs=0.03)
     assert last.metrics["train/loss"] == pytest.approx(nchw.metrics["train/loss"], rel=0.05, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("n_train", "batch", "min_steps", "epochs"),
+    [
+        (10, 32, 100, 100),  # 1 step per epoch: 100 epochs
+        (200, 32, 100, 15),  # 7 steps per epoch: 15 epochs (105 steps)
+        (5000, 32, 100, 3),  # already more steps than asked in the configured 3 epochs
+        (50, 16, 1, 3),
+    ],
+)
+def test_min_steps_derives_epochs_per_data_size(
+    n_train: int, batch: int, min_steps: int, epochs: int
+) -> None:
+    # every data size trains at least min_steps optimizer steps; epochs is a floor, not the budget
+    trainer = training_budget(TrainerConfig(epochs=3, batch_size=batch, min_steps=min_steps), n_train)
+    assert trainer.epochs == epochs
+    assert trainer.epochs * math.ceil(n_train / batch) >= min_steps
+
+
+def test_val_checks_spread_validation_over_the_fit() -> None:
+    # 100 epochs and 5 checks: validate every 20 epochs; without val_checks the cadence is left alone
+    trainer = training_budget(TrainerConfig(epochs=1, batch_size=32, min_steps=100, val_checks=5), 10)
+    assert (trainer.epochs, trainer.val_every_n_epochs) == (100, 20)
+    assert training_budget(TrainerConfig(epochs=4), 10).val_every_n_epochs == 1
+
+
+def test_a_trial_trains_the_steps_it_was_given() -> None:
+    # 16 synthetic images at batch 8 and min_steps 10: 5 epochs, and the epochs param says so
+    result = train(
+        load_config([
+            "data=synthetic", "data.samples_per_class=10", "data.num_classes=2", "trainer=quick",
+            "trainer.batch_size=8", "trainer.epochs=1", "trainer.min_steps=10", "strategy=full_finetune",
+            "tracking=disabled", "trainer.count_flops=false",
+        ])
+    )  # fmt: skip
+    n_train = int(result.params["n_train"])
+    steps_per_epoch = math.ceil(n_train / 8)
+    assert result.params["epochs"] == math.ceil(10 / steps_per_epoch)
+    assert result.metrics["cost/train_samples"] == n_train * result.params["epochs"]
+
+
+def test_photo_folders_default_to_the_backbone_pretrained_size() -> None:
+    # data=imagefolder leaves the resolution to the backbone: 224 px for Lite0 (timm's pretrained_cfg)
+    cfg = load_config(["data=imagefolder", "data.root=/tmp"])
+    assert cfg.data.resolution is None
+    assert resolve_defaults(cfg).data.resolution == 224
+    assert resolve_defaults(load_config(["data=digits"])).data.resolution == 32  # explicit stays
+
+
+def test_an_unresolved_resolution_is_not_used_silently() -> None:
+    with pytest.raises(ConfigError, match="unresolved"):
+        _ = load_config(["data=imagefolder", "data.root=/tmp"]).data.size

@@ -338,7 +338,7 @@ class TrainerConfig:
     precision: str = "auto"  # auto (bf16-mixed on a bf16-capable GPU, else 32) | 32 | bf16-mixed | 16-mixed
     channels_last: bool = True  # CNNs train in channels_last memory format (faster on CPUs and GPUs)
     compile: str = "auto"  # torch.compile the training step: auto (when it repays itself) | true | false
-    # auto: expected cold compile cost (None: 90 CPU-s on a CPU, 60 s on a GPU; training/compiled.py)
+    # auto: expected cold compile cost (None: 90 CPU-s on a CPU, 60 s on a GPU; training/fit.py)
     compile_cost_s: float | None = None
     # auto: expected compiled/eager step speed (None: measured on a CPU, 1.64x at 32 px, 1.05x at 224 px)
     compile_speedup: float | None = None

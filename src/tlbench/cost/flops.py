@@ -53,7 +53,7 @@ oneDNN / slow convolution variants, ``mv`` / ``dot`` / ``addbmm`` / ``_addmm_act
 flash / memory-efficient / cuDNN / fused attention kernels and their low-level forms, the
 ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` inference fast paths) were removed:
 they were never reached. Such an op now counts what the stock registry says (0 where it has no
-formula); the analytic cross-check in :mod:`tlbench.training.costing` then tags the trial
+formula); the analytic cross-check in :mod:`tlbench.training.record` then tags the trial
 ``analytic mismatch`` and logs a warning, so a new backbone that needs a formula is noticed.
 
 Not covered (stock behaviour kept): fused attention kernels on a GPU with real compute (the meta

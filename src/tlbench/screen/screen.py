@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from torch import nn
 
 import tlbench
 from tlbench.config import load_config
@@ -27,15 +28,15 @@ from tlbench.config.compose import config_dir
 from tlbench.config.schema import RunConfig, StrategyConfig, StrategyName, WeightsSource
 from tlbench.cost.device import DeviceInfo, device_hours
 from tlbench.cost.flops import measure_forward_flops
-from tlbench.data import BatchTransform
+from tlbench.data import BatchTransform, DataSplits
 from tlbench.errors import ConfigError, ModelError
 from tlbench.models.network import build_model
 from tlbench.screen.compose import backbone_overrides
 from tlbench.screen.scores import ScoreSettings, Timed, effective_folds, feature_scores
 from tlbench.tracking import MlflowRun, check_reachable
 from tlbench.training.evaluate import evaluate
-from tlbench.training.inputs import cached_inputs, feature_cache
-from tlbench.training.prepare import PreparedTrial, prepare, resolve_defaults
+from tlbench.training.inputs import FeatureCache, InputPlan, cached_inputs, feature_cache, plan_inputs
+from tlbench.training.prepare import prepare, resolve_defaults
 
 # --- frozen features through the trial pipeline -------------------------------------------------------------
 
@@ -81,15 +82,16 @@ def _labels(tensor: torch.Tensor) -> NDArray[np.int64]:
     return np.asarray(tensor.detach().cpu().numpy(), dtype=np.int64)
 
 
-def extract(prepared: PreparedTrial) -> ScreenFeatures:
-    """Pooled features of ``prepared`` (a linear-probe trial) through the feature cache."""
-    split = prepared.prefix_split
+def extract(network: nn.Module, splits: DataSplits, plan: InputPlan, cache: FeatureCache) -> ScreenFeatures:
+    """Pooled features of a linear-probe trial's ``splits`` through the feature cache (``plan``: what
+    :func:`plan_inputs` planned for ``network``)."""
+    split, how = plan.prefix, plan.extraction
     if split is None:  # linear_probe with caching on always splits; anything else is a bug upstream
-        raise ModelError(f"the screen cannot cache features for this backbone: {prepared.cache_reason}")
+        raise ModelError(f"the screen cannot cache features for this backbone: {plan.reason}")
     start = time.perf_counter()
-    inputs = cached_inputs(prepared, split, feature_cache(prepared.cfg.trainer))
-    if prepared.device.is_gpu:
-        torch.cuda.synchronize(prepared.device.torch_device)
+    inputs = cached_inputs(network, splits, split, cache, how)
+    if how.device.is_gpu:
+        torch.cuda.synchronize(how.device.torch_device)
     seconds = time.perf_counter() - start
     use = inputs.cache
     flops = sum(use.computed_flops.get(s, 0.0) + use.reused_flops.get(s, 0.0) for s in ("train", "val"))
@@ -99,14 +101,14 @@ def extract(prepared: PreparedTrial) -> ScreenFeatures:
         train_labels=_labels(train_y),
         val=_as_numpy(val),
         val_labels=_labels(val_y),
-        class_names=tuple(prepared.splits.class_names),
-        resolution=int(prepared.splits.train.images.shape[-1]),
+        class_names=tuple(splits.class_names),
+        resolution=int(splits.train.images.shape[-1]),
         forward_flops=flops,
         extract_seconds=seconds,
         standalone_seconds=seconds + use.reused_seconds,
         cache_status=use.status,
-        device=prepared.device,
-        fingerprint=str(prepared.splits.fingerprint),
+        device=how.device,
+        fingerprint=str(splits.fingerprint),
     )
 
 
@@ -123,28 +125,34 @@ class AsIsScore:
     flops: float  # forward FLOPs over validation
 
 
-def as_is_accuracy(prepared: PreparedTrial, class_map: Mapping[str, Sequence[str]]) -> AsIsScore:
-    """Validation accuracy of the backbone's own classifier with ``class_map`` (no training)."""
+def as_is_accuracy(
+    cfg: RunConfig,
+    splits: DataSplits,
+    class_map: Mapping[str, Sequence[str]],
+    *,
+    device: DeviceInfo,
+    precision: str,
+) -> AsIsScore:
+    """Validation accuracy of the backbone's own classifier with ``class_map`` (no training); ``cfg``:
+    the screen's resolved trial config, ``splits`` its data on ``device``."""
     start = time.perf_counter()
     strategy = StrategyConfig(
         name=StrategyName.as_is, class_map={k: [str(v) for v in vs] for k, vs in class_map.items()}
     )
-    cfg = replace(prepared.cfg, strategy=strategy)
-    model = build_model(cfg, class_names=prepared.splits.class_names)
-    network = model.network.to(prepared.device.torch_device).eval()
+    cfg = replace(cfg, strategy=strategy)
+    model = build_model(cfg, class_names=splits.class_names)
+    network = model.network.to(device.torch_device).eval()
     transform = BatchTransform(mean=model.mean, std=model.std)
-    val = prepared.splits.val
-    batch = prepared.cfg.trainer.eval_batch_size
+    val = splits.val
+    batch = cfg.trainer.eval_batch_size
     batches = (
         (transform(val.images[first : first + batch]), val.labels[first : first + batch])
         for first in range(0, len(val), batch)
     )
     # the trial's own evaluation: the screen's as_is accuracy is the number an as_is trial would log
-    accuracy = evaluate(
-        network, batches, device_type=prepared.device.kind, precision=prepared.precision
-    ).accuracy
-    if prepared.device.is_gpu:
-        torch.cuda.synchronize(prepared.device.torch_device)
+    accuracy = evaluate(network, batches, device_type=device.kind, precision=precision).accuracy
+    if device.is_gpu:
+        torch.cuda.synchronize(device.torch_device)
     seconds = time.perf_counter() - start
     probe = transform(val.images[:2])
     flops = measure_forward_flops(network, probe) / probe.shape[0] * len(val)
@@ -356,16 +364,17 @@ def screen_backbone(
     cfg: RunConfig, *, class_map: Mapping[str, Sequence[str]] | None, settings: ScoreSettings
 ) -> ScreenResult:
     """Features of the train pool and validation (one forward pass, cached), then every score."""
-    prepared = prepare(cfg)
-    features = extract(prepared)
+    cfg, device, precision, splits, model, channels_last = prepare(cfg)
+    plan = plan_inputs(cfg, model, splits, device=device, precision=precision, channels_last=channels_last)
+    features = extract(model.network, splits, plan, feature_cache(cfg.trainer))
     scores = feature_scores(
         features.train, features.train_labels, features.val, features.val_labels, settings
     )
-    as_is = as_is_accuracy(prepared, class_map) if class_map else None
+    as_is = as_is_accuracy(cfg, splits, class_map, device=device, precision=precision) if class_map else None
     notes = tuple(f"{name}: {t.note}" for name, t in scores.items() if t.note)
     result = ScreenResult(
         backbone=cfg.backbone.name,
-        weights=prepared.model.weights.value,
+        weights=model.weights.value,
         dataset=cfg.data.name.value,
         data_root=cfg.data.root or "",
         n_per_class=str(cfg.data.n_per_class) if cfg.data.n_per_class is not None else "all",
@@ -387,7 +396,7 @@ def screen_backbone(
         cache_status=features.cache_status,
         notes=notes,
     )
-    del prepared
+    del splits, model, plan
     gc.collect()
     return result
 

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlbench.cost.device import autocast_context
-from tlbench.models.module import EpochRecord
-from tlbench.training.fit import FitOutcome
-from tlbench.training.prepare import PreparedTrial
+from tlbench.data import DataSplits
+from tlbench.models.module import BestWeights, EpochRecord, FitProgress
+from tlbench.tracking import names as N
+from tlbench.training.inputs import TrialInputs
 
 
 @dataclass(frozen=True)
@@ -62,34 +63,43 @@ class TrialEvaluation:
     collapse: str | None = None  # why the result is degenerate (see collapse_reason); None: healthy
 
 
-def evaluate_trial(prepared: PreparedTrial, outcome: FitOutcome) -> TrialEvaluation:
-    """A completed trial: val (of the weights early stopping chose, restored first), then test, and the
-    collapse check. A pruned or failed one keeps its last validation accuracy and is not tested.
+def evaluate_trial(
+    inputs: TrialInputs | None,
+    splits: DataSplits,
+    *,
+    status: str,
+    progress: FitProgress,
+    best: BestWeights | None,
+    batch_size: int,
+    seed: int,
+    device_type: str,
+    precision: str,
+) -> TrialEvaluation:
+    """A completed trial: val (of the weights early stopping chose, ``best``, restored first), then
+    test, and the collapse check. A pruned or failed one keeps its last validation accuracy and is not
+    tested. ``inputs``: what the fit trained on (None: it failed before they existed).
 
     With ``data.train_on_val`` the validation images are training images: nothing is validated.
     """
-    cfg, history, inputs = prepared.cfg, outcome.progress.history, outcome.inputs
+    history = progress.history
     if inputs is None:  # failed before any input existed
         return TrialEvaluation({}, [], eval_images=0)
-    splits = prepared.splits
     # The probe's validation (epoch 0) ran on extracted features, already counted as extraction.
     val_passes = sum(1 for r in history if r.epoch > 0 and r.val_acc is not None)
     validated = [r.val_acc for r in history if r.val_acc is not None]
-    if outcome.status != "completed":
+    if status != N.COMPLETED:
         last_val = {"val/acc": validated[-1]} if validated and not splits.val_in_train else {}
         return TrialEvaluation(last_val, [], eval_images=val_passes * len(splits.val))
 
     def run(split: str) -> EvalResult:
-        loader = inputs.loader(split, batch_size=cfg.trainer.eval_batch_size, seed=cfg.seed)
-        return evaluate(
-            inputs.network, loader, device_type=prepared.device.kind, precision=prepared.precision
-        )
+        loader = inputs.loader(split, batch_size=batch_size, seed=seed)
+        return evaluate(inputs.network, loader, device_type=device_type, precision=precision)
 
     metrics: dict[str, float] = {}
     best_step: int | None = None
     if not splits.val_in_train:
         (metrics["val/acc"], metrics["val/loss"]), extra, best_step = _chosen_weights(
-            inputs.network, outcome, run
+            inputs.network, progress, best, run
         )
         val_passes += extra
     test = run("test")
@@ -111,7 +121,7 @@ def evaluate_trial(prepared: PreparedTrial, outcome: FitOutcome) -> TrialEvaluat
 
 
 def _chosen_weights(
-    network: nn.Module, outcome: FitOutcome, run: Callable[[str], EvalResult]
+    network: nn.Module, progress: FitProgress, best: BestWeights | None, run: Callable[[str], EvalResult]
 ) -> tuple[tuple[float, float], int, int | None]:
     """((val/acc, val/loss) of the weights evaluated, extra validation passes, their step or None).
 
@@ -119,18 +129,17 @@ def _chosen_weights(
     With it: the best validated weights, restored into ``network``, unless the final weights, when the
     fit did not validate them, turn out strictly better.
     """
-    last = outcome.progress.history[-1] if outcome.progress.history else None
+    last = progress.history[-1] if progress.history else None
     extra = 0
     if last is not None and last.val_acc is not None and last.val_loss is not None:
         final = (last.val_acc, last.val_loss)
     else:
         result = run("val")
         final, extra = (result.accuracy, result.loss), 1
-    best = outcome.best
     if best is None:
         return final, extra, None
     if final[0] > best.val_acc:
-        return final, extra, outcome.progress.steps
+        return final, extra, progress.steps
     network.load_state_dict(best.state)
     return (best.val_acc, best.val_loss), extra, best.step
 

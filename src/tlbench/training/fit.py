@@ -2,36 +2,387 @@
 
 The converged probe (L-BFGS on frozen features) runs first when the strategy has one; the loop
 phases (``lp_ft``'s fine-tune, every other strategy) then run in Lightning on the trial's inputs.
+
+The parts: the converged linear probe, compiled training steps (``trainer.compile``), the fit.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import math
 import signal
+import statistics
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from datetime import timedelta
-from types import TracebackType
 from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from torch import nn
 
-from tlbench.cost.device import resolve_deterministic
+from tlbench.config.schema import ProbeConfig, TrainerConfig
+from tlbench.cost.device import DeviceInfo, resolve_deterministic
 from tlbench.cost.meter import FitMeter
-from tlbench.errors import TrialFailed, TrialPruned
-from tlbench.models.module import BestWeights, EpochRecord, FitProgress, TransferModule
-from tlbench.strategies import PROBE_PHASE, strategy
-from tlbench.training.compiled import CompileDecision, compile_callback
-from tlbench.training.inputs import TrialInputs
-from tlbench.training.prepare import PreparedTrial
-from tlbench.training.probe import ProbeFit, fit_probe
+from tlbench.errors import DivergedError, TrialFailed, TrialPruned
+from tlbench.models.module import EpochRecord, FitProgress
+from tlbench.models.network import BuiltModel
+from tlbench.strategies import PROBE_PHASE
+from tlbench.tracking import names as N
 
 log = logging.getLogger(__name__)
+
+
+# -- the converged linear probe ----------------------------------------------------------------------
+# The linear probe fitted to convergence: full-batch L-BFGS on frozen features, L2 chosen on validation.
+#
+# On cached features a linear head costs almost nothing to fit, so it is fitted the way a statistician
+# would fit a multinomial logistic regression (and as Kumar et al., 2022 fit the LP of LP-FT): the
+# exact minimum of mean cross-entropy + ``l2``/2 * ||W||^2 over the whole training split, not a few
+# SGD steps. With ``l2=None`` every value of ``l2_grid`` is fitted (warm-started from the strongest
+# penalty down) and the one with the best validation accuracy kept; ties go to the strongest penalty
+# (the simplest model, as scikit-learn's ``LogisticRegressionCV`` breaks them). Small validation sets
+# often tie: on 49 hymenoptera images every value reaches 100%, and the validation loss would then
+# always pick the weakest penalty on separable features.
+
+
+@dataclass(frozen=True)
+class ProbeFit:
+    """What fitting the probe did; ``evaluations`` counts full-batch forward+backward passes."""
+
+    l2: float
+    train_loss: float  # mean cross-entropy on the training features (without the penalty)
+    val_acc: float
+    val_loss: float
+    evaluations: int  # objective + gradient evaluations over all l2 values (the FLOP count's unit)
+    iterations: int  # L-BFGS iterations of the chosen l2's fit
+    converged: bool  # the chosen fit's gradient max-norm fell below the tolerance
+    tried: tuple[tuple[float, float], ...]  # (l2, val/acc) of every value fitted
+
+
+def _decayed(head: nn.Module) -> list[nn.Parameter]:
+    return [p for p in head.parameters() if p.ndim > 1]  # weights, not biases (as weight_decay elsewhere)
+
+
+def _objective(head: nn.Module, x: torch.Tensor, y: torch.Tensor, l2: float) -> torch.Tensor:
+    loss = F.cross_entropy(head(x), y)
+    if l2 > 0:
+        loss = loss + 0.5 * l2 * sum((p * p).sum() for p in _decayed(head))
+    return loss
+
+
+def _grad_max(head: nn.Module) -> float:
+    return max(float(p.grad.abs().max()) for p in head.parameters() if p.grad is not None)
+
+
+def minimise(
+    head: nn.Module, x: torch.Tensor, y: torch.Tensor, *, l2: float, cfg: ProbeConfig
+) -> tuple[int, int, bool]:
+    """Fit ``head`` in place on (x, y); returns (evaluations, iterations, converged)."""
+    # torch's L-BFGS, not scikit-learn's LogisticRegression: it fits the head itself (an MLP head too) on
+    # the device's tensors and counts its evaluations, the unit of the probe's FLOP count.
+    params = [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=cfg.max_iter,
+        max_eval=cfg.max_iter * 2,
+        tolerance_grad=cfg.tolerance,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+    evaluations = 0
+
+    def closure() -> torch.Tensor:
+        nonlocal evaluations
+        evaluations += 1
+        optimizer.zero_grad(set_to_none=False)
+        loss = _objective(head, x, y, l2)
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)  # type: ignore[no-untyped-call]
+        state = optimizer.state[optimizer._params[0]]  # type: ignore[attr-defined]
+        iterations = int(state.get("n_iter", 0))
+        closure()  # the gradient at the solution, for the convergence check
+        converged = _grad_max(head) <= cfg.tolerance * 10 or iterations < cfg.max_iter
+    optimizer.zero_grad(set_to_none=True)
+    return evaluations, iterations, converged
+
+
+@torch.inference_mode()
+def _score(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    logits = head(x).float()
+    return float((logits.argmax(dim=1) == y).float().mean()), float(F.cross_entropy(logits, y))
+
+
+def fit_probe(
+    head: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    cfg: ProbeConfig,
+) -> ProbeFit:
+    """Fit ``head`` (in place) on frozen training features; choose ``l2`` on validation when unset.
+
+    Args:
+        head: the new classifier on pooled features (its current weights are the starting point).
+        train: (features, labels) of the training split.
+        val: (features, labels) of the validation split: it chooses ``l2`` (when ``cfg.l2`` is None).
+        cfg: solver settings.
+    """
+    x, y = train[0].float(), train[1]
+    was_training = head.training
+    head.train()  # no dropout in a linear head; an MLP head's dropout is part of its objective
+    grid = [cfg.l2] if cfg.l2 is not None else sorted(cfg.l2_grid, reverse=True)
+    best: tuple[float, dict[str, torch.Tensor], float, int, bool, float] | None = None
+    tried: list[tuple[float, float]] = []
+    evaluations = 0
+    for l2 in grid:  # warm start: each fit starts from the previous (more penalised) solution
+        evals, iterations, converged = minimise(head, x, y, l2=l2, cfg=cfg)
+        evaluations += evals
+        head.eval()
+        val_acc, val_loss = _score(head, val[0].float(), val[1])
+        head.train()
+        tried.append((l2, val_acc))
+        if best is None or val_acc > best[0]:  # strictly better: ties keep the stronger penalty
+            state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+            best = (val_acc, state, l2, iterations, converged, val_loss)
+    assert best is not None  # the grid is never empty (checked by ProbeConfig)
+    val_acc, state, l2, iterations, converged, val_loss = best
+    head.load_state_dict(state)
+    head.train(was_training)
+    with torch.inference_mode():
+        train_loss = float(F.cross_entropy(head(x), y))
+    if not converged:
+        log.warning("linear probe (l2=%g) did not converge in %d L-BFGS iterations", l2, cfg.max_iter)
+    log.info(
+        "linear probe: l2=%g val/acc=%.4f (%d iterations; %d evaluations)",
+        l2,
+        val_acc,
+        iterations,
+        evaluations,
+    )
+    if not math.isfinite(train_loss):
+        raise DivergedError(f"linear probe diverged: training loss {train_loss}")
+    return ProbeFit(
+        l2=l2,
+        train_loss=train_loss,
+        val_acc=val_acc,
+        val_loss=val_loss,
+        evaluations=evaluations,
+        iterations=iterations,
+        converged=converged,
+        tried=tuple(tried),
+    )
+
+
+# -- compiled training steps -------------------------------------------------------------------------
+# Compiled training steps (``trainer.compile``): torch.compile for the training forward/backward only.
+#
+# Only full training batches run compiled. Validation, evaluation and the last, smaller batch of an
+# epoch run eagerly: every new shape or train/eval mode is another compile (measured here for
+# EfficientNet-Lite0 at 32 px on 2 CPU cores: 84 s for the training step, 31 s more for eval mode and
+# 73 s more for a second eval shape), which would cost more than those few batches save.
+#
+# ``auto`` decides from the plan, in device time that does not move with the machine's load: after
+# ``compile_after_steps`` eager full batches it knows an eager step's cost (on a CPU in process CPU
+# seconds, which a busy neighbour does not inflate; on a GPU in wall seconds), and compiles when the
+# steps still planned on this graph in this process (the rest of this fit, plus ``planned_trials - 1``
+# more fits of the same size: the sweep says how many trials a worker runs on one graph) would save
+# more than the compile costs: ``steps left x step cost x (1 - 1 / compile_speedup) > compile cost``.
+# The compile cost is ``compile_cost_s`` (CPU seconds on a CPU, compile workers included; wall seconds
+# on a GPU) for a graph this process has not compiled yet, and almost nothing for one it has (a sweep
+# worker's later trials of the same architecture, freeze state and batch shape reuse the compiled
+# code: measured 0.16 s for the first step of a second model instance).
+#
+# The CPU defaults are measured (docs/benchmarks.md; EfficientNet-Lite0, channels_last, one thread on a
+# 2-core Xeon): at 32 px (batch 32) a compiled step ran 1.64x as fast as an eager one, a cold compile took
+# 84 s alone; at 224 px (full fine-tune, batch 16) only 1.05x (1.49 vs 1.57 CPU-s a step: the
+# convolutions dominate and fusing the rest saves little), and the cold compile cost 60 CPU-s (1,314 s
+# of wall time while ten other processes shared the CPU: why the rule never reads the wall clock on a
+# CPU). ``compile_speedup=null`` takes the measured speed-up nearest the batch's input side (log scale);
+# ``compile_cost_s=null`` takes 90 CPU-s, the larger measurement rounded up. At 224 px a compile then
+# pays only when about 1,200 eager steps are planned on the graph: 8 photo trials of 150 steps. On a GPU
+# nothing is measured yet: 60 s and 1.6x are assumptions.
+#
+# The compile time is training time (it is inside the fit's timer, so device-hours count it) and is
+# also reported apart, as ``cost/compile_seconds``: the first compiled step's time minus a typical
+# compiled step's.
+
+_DEFAULT_COST_S = {"cpu": 90.0, "cuda": 60.0}  # cold compile of a CNN training step (see module doc)
+# (input side px, compiled/eager step speed) measured on a CPU (module doc); GPUs: an assumed 1.6x
+_CPU_SPEEDUPS = ((32, 1.64), (224, 1.05))
+_GPU_SPEEDUP = 1.6
+_WARM_COST_S = 2.0  # guard checks and cache lookups when this process already compiled the graph
+
+# Graphs this process has compiled: (architecture, trainable-parameter pattern, input shape/dtype/layout).
+_COMPILED: set[tuple[object, ...]] = set()
+
+
+def compile_mode(trainer: TrainerConfig) -> str:
+    """``trainer.compile`` normalised: YAML booleans arrive as True/False or "True"/"False"."""
+    return str(trainer.compile).strip().lower()
+
+
+def graph_key(network: nn.Module, x: torch.Tensor) -> tuple[object, ...]:
+    """What makes two training steps one compiled graph here: the network's type, which parameters
+    train, which modules run in train mode (lp_ft and bitfit keep BatchNorm in eval mode: another
+    graph, measured as a 64 s recompile in a smoke study when this key lacked it) and the batch."""
+    trainable = tuple(p.requires_grad for p in network.parameters())
+    modes = tuple(m.training for m in network.modules())
+    layout = "channels_last" if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else "c"
+    return (type(network).__qualname__, trainable, modes, tuple(x.shape), x.dtype, layout, str(x.device))
+
+
+@dataclass
+class CompileDecision:
+    """What the callback did, for the trial's record."""
+
+    mode: str  # auto | true | false
+    compiled: bool = False
+    reason: str = ""
+    compile_seconds: float = 0.0
+    step_seconds: list[float] = field(default_factory=list)  # compiled full-batch steps
+
+
+def _device_clock(device_kind: str) -> Callable[[], float]:
+    """Seconds of this process's work: CPU time on a CPU (a busy neighbour does not inflate it), wall
+    time on a GPU (the trial has the device to itself)."""
+    return time.process_time if device_kind == "cpu" else time.perf_counter
+
+
+class CompiledTraining(Callback):
+    """Run a network's full training batches through ``torch.compile`` (see the module docstring)."""
+
+    def __init__(self, trainer_cfg: TrainerConfig, *, device_kind: str, input_side: int) -> None:
+        self.cfg = trainer_cfg
+        self.input_side = input_side  # the images' side in pixels (the batch may hold cached features)
+        self.decision = CompileDecision(mode=compile_mode(trainer_cfg))
+        cost = trainer_cfg.compile_cost_s
+        self.cost_s = cost if cost is not None else _DEFAULT_COST_S.get(device_kind, 60.0)
+        self.planned_trials = trainer_cfg.planned_trials or 1
+        self._clock = _device_clock(device_kind)
+        self._unit = "CPU-s" if device_kind == "cpu" else "s"
+        self._compiled: Any = None
+        self._shape: tuple[int, ...] | None = None
+        self._eager_steps: list[float] = []  # device time of full eager batches
+        self._started: float | None = None
+        self._started_device: float | None = None
+        self._active = False
+
+    # -- the decision ------------------------------------------------------------------------------
+
+    def _compile(self, network: nn.Module, x: torch.Tensor, reason: str) -> None:
+        key = graph_key(network, x)
+        self._compiled = torch.compile(network._call_impl, dynamic=False)
+        self._shape = tuple(x.shape)
+        self.decision.compiled = True
+        self.decision.reason = reason
+        _COMPILED.add(key)
+        log.info("compiling the training step (%s)", reason)
+
+    def _auto(self, network: nn.Module, x: torch.Tensor, trainer: Any) -> None:
+        per_step = statistics.median(self._eager_steps)
+        total = int(trainer.estimated_stepping_batches)
+        steps = max(0, total - int(trainer.global_step)) + (self.planned_trials - 1) * total
+        remaining = steps * per_step
+        warm = graph_key(network, x) in _COMPILED
+        cost = _WARM_COST_S if warm else self.cost_s
+        speedup = self.cfg.compile_speedup or expected_speedup(self._unit == "CPU-s", side=self.input_side)
+        saving = remaining * (1.0 - 1.0 / speedup)
+        unit = self._unit
+        what = (
+            f"{steps} eager steps planned on this graph ({self.planned_trials} trial(s)) x "
+            f"{per_step:.2f} {unit} = {remaining:.0f} {unit}, "
+            f"saving {saving:.0f} {unit} vs compile {cost:.0f} {unit}"
+        )
+        what += " (graph already compiled in this process)" if warm else ""
+        if saving > cost:
+            self._compile(network, x, f"auto: {what}")
+        else:
+            self.decision.reason = f"auto: not compiled, {what}"
+
+    # -- Lightning hooks: the network is the LightningModule's (TransferModule.network) -------------
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        x, network, mode = batch[0], pl_module.network, self.decision.mode
+        if mode == "true" and self._compiled is None:
+            self._compile(network, x, "trainer.compile=true")
+        elif (
+            mode == "auto"
+            and self._compiled is None
+            and not self.decision.reason
+            and len(self._eager_steps) >= self.cfg.compile_after_steps
+        ):
+            self._auto(network, x, trainer)
+        self._active = self._compiled is not None and tuple(x.shape) == self._shape
+        network._compiled_call_impl = self._compiled if self._active else None
+        self._started, self._started_device = time.perf_counter(), self._clock()
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._started is None or self._started_device is None:
+            return
+        seconds, device_seconds = time.perf_counter() - self._started, self._clock() - self._started_device
+        self._started = self._started_device = None
+        if self._active:
+            self.decision.step_seconds.append(seconds)
+        elif self._compiled is None and len(batch[0]) == self.cfg.batch_size:
+            self._eager_steps.append(device_seconds)  # full eager batches: what the auto rule extrapolates
+        pl_module.network._compiled_call_impl = None  # validation and evaluation stay eager
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        pl_module.network._compiled_call_impl = None
+        steps = self.decision.step_seconds
+        if steps:
+            typical = statistics.median(steps[1:]) if len(steps) > 1 else 0.0
+            self.decision.compile_seconds = max(0.0, steps[0] - typical)
+        if self.decision.mode == "auto" and not self.decision.reason:
+            self.decision.reason = "auto: not compiled, too few full training batches to measure"
+
+
+def expected_speedup(on_cpu: bool, *, side: int) -> float:
+    """The measured compiled/eager step speed nearest an input of ``side`` pixels (log scale)."""
+    if not on_cpu:
+        return _GPU_SPEEDUP
+    return min(_CPU_SPEEDUPS, key=lambda point: abs(math.log(point[0] / max(1, side))))[1]
+
+
+def off_reason(trainer_cfg: TrainerConfig, *, device_kind: str) -> str | None:
+    """Why a trial trains eagerly whatever it measures (the ``compile_reason`` tag); None: it may compile."""
+    mode = compile_mode(trainer_cfg)
+    if mode == "false":
+        return "trainer.compile=false"
+    if device_kind == "mps":
+        return f"trainer.compile={mode}: not on MPS"
+    return None
+
+
+def compile_callback(
+    trainer_cfg: TrainerConfig, *, device_kind: str, input_side: int
+) -> CompiledTraining | None:
+    """The callback for ``trainer.compile`` true/auto; ``None`` when compiling is off or unavailable."""
+    reason = off_reason(trainer_cfg, device_kind=device_kind)
+    if reason is not None:
+        log.info("training eagerly (%s)", reason)
+        return None
+    return CompiledTraining(trainer_cfg, device_kind=device_kind, input_side=input_side)
+
+
+# -- the fit -----------------------------------------------------------------------------------------
+# Step 3 of a trial: the fit, timed; a lean Lightning Trainer (no checkpoints, sanity validation or logger).
+#
+# The converged probe (L-BFGS on frozen features) runs first when the strategy has one; the loop
+# phases (``lp_ft``'s fine-tune, every other strategy) then run in Lightning on the trial's inputs.
 
 _QUIETED = False
 
@@ -51,23 +402,18 @@ def quiet_lightning() -> None:
 
 @dataclass
 class FitOutcome:
-    """How the fit ended. ``status``: completed | pruned | failed: <reason>."""
+    """How the fit ended and what it cost in time and memory (``status``: completed | pruned | failed:
+    <reason>); :func:`timed_fit` fills it as the block ends."""
 
-    status: str
-    progress: FitProgress
-    seconds: float  # wall clock
-    cpu_seconds: float  # process CPU (tlbench.cost.device's rule turns it into device-hours)
-    threads: int  # torch intra-op threads during the fit
-    peak_mb: float
-    memory_kind: str
-    inputs: TrialInputs | None = None  # None when the fit failed before its inputs existed
+    status: str = N.COMPLETED
+    seconds: float = 0.0  # wall clock
+    cpu_seconds: float = 0.0  # process CPU (tlbench.cost.device's rule turns it into device-hours)
+    threads: int = 1  # torch intra-op threads during the fit
+    peak_mb: float = 0.0
+    memory_kind: str = "none"
+    started: float = 0.0  # time.perf_counter() when the clock started
     error: BaseException | None = None  # an unexpected exception, re-raised after it is recorded
     interrupted: bool = False  # Ctrl-C: recorded, then re-raised as KeyboardInterrupt
-    probe: ProbeFit | None = None  # the converged linear probe (linear_probe, lp_ft's first phase)
-    compile: CompileDecision | None = None  # trainer.compile's decision (None: off, or nothing trained)
-    best: BestWeights | None = (
-        None  # early stopping: the best validated weights, to restore before evaluation
-    )
 
 
 def release_memory(on_gpu: bool = True) -> None:
@@ -79,58 +425,89 @@ def release_memory(on_gpu: bool = True) -> None:
         torch.cuda.empty_cache()
 
 
-def build_module(
-    prepared: PreparedTrial, inputs: TrialInputs, on_epoch_end: Callable[[EpochRecord], None] | None
-) -> TransferModule:
-    cfg, model = prepared.cfg, prepared.model
-    steps_per_epoch = len(inputs.loader("train", batch_size=cfg.trainer.batch_size, seed=cfg.seed))
-    keep_norm_stats = cfg.strategy.keep_norm_stats
-    return TransferModule(
-        inputs.network,
-        backbone=model.network.backbone,
-        head=model.network.head,
-        groups=model.groups,
-        phases=model.loop_phases,
-        optimizer_cfg=cfg.optimizer,
-        schedule_cfg=cfg.schedule,
-        steps_per_epoch=steps_per_epoch,
-        check_every_step=not prepared.device.is_gpu,
-        on_epoch_end=on_epoch_end,
-        num_classes=prepared.splits.num_classes,
-        penalty=model.penalty,
-        keep_norm_stats=strategy(cfg.strategy.name).keep_norm_stats
-        if keep_norm_stats is None
-        else keep_norm_stats,
-        patience=cfg.trainer.patience if cfg.trainer.early_stopping else None,
-    )
+def _failure(exc: BaseException) -> tuple[str, bool]:
+    """(status, is an out-of-memory error) of an unexpected exception."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower():
+        return f"failed: out of memory ({str(exc).splitlines()[0][:160]})", True
+    return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}", False
 
 
-def build_trainer(prepared: PreparedTrial, callbacks: Sequence[Callback]) -> L.Trainer:
-    cfg, device = prepared.cfg, prepared.device
+@contextmanager
+def timed_fit(device: DeviceInfo, *, timed: bool) -> Iterator[FitOutcome]:
+    """The timed fit phase of one trial: its cost is measured around the block (device and CPU time,
+    threads, peak memory: :class:`FitMeter`), and pruning, divergence, out of memory and Ctrl-C end in
+    the outcome's status instead of propagating. ``timed``: False for a strategy that trains nothing
+    (as_is: zero training cost by construction).
+    """
+    outcome = FitOutcome()
+    sigint = signal.getsignal(signal.SIGINT)
+    meter = FitMeter(device) if timed else None
+    try:
+        with meter if meter is not None else nullcontext():
+            outcome.started = time.perf_counter()
+            yield outcome
+    except TrialPruned:
+        outcome.status = N.PRUNED
+    except TrialFailed as exc:
+        outcome.status = f"failed: {exc.reason}"
+    except (KeyboardInterrupt, SystemExit):
+        # Lightning turns Ctrl-C into sys.exit(1) after ignoring SIGINT: record, then re-raise.
+        outcome.status, outcome.interrupted = "failed: interrupted", True
+    except Exception as exc:
+        outcome.status, oom = _failure(exc)
+        if oom:
+            release_memory(device.is_gpu)
+        else:
+            outcome.error = exc  # a bug: re-raised once the trial is recorded
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+        if meter is not None:
+            outcome.seconds, outcome.cpu_seconds, outcome.threads = (
+                meter.seconds,
+                meter.cpu_seconds,
+                meter.threads,
+            )
+            outcome.peak_mb, outcome.memory_kind = meter.peak_mb, meter.memory_kind
+        else:
+            outcome.threads = torch.get_num_threads()
+
+
+def build_trainer(
+    device: DeviceInfo,
+    trainer: TrainerConfig,
+    *,
+    precision: str,
+    max_epochs: int,
+    validate: bool,
+    callbacks: Sequence[Callback],
+) -> L.Trainer:
+    """A lean Lightning Trainer (no checkpoints, sanity validation or logger); ``validate``: False when
+    the validation images are training images (``data.train_on_val``)."""
+    quiet_lightning()
     kwargs: dict[str, Any] = {}
-    if cfg.trainer.max_fit_seconds:
-        kwargs["max_time"] = timedelta(seconds=cfg.trainer.max_fit_seconds)
-    if prepared.splits.val_in_train:  # data.train_on_val: validation would measure training images
+    if trainer.max_fit_seconds:
+        kwargs["max_time"] = timedelta(seconds=trainer.max_fit_seconds)
+    if not validate:  # data.train_on_val: validation would measure training images
         kwargs["limit_val_batches"] = 0
     return L.Trainer(
         accelerator=device.accelerator,
         devices=[device.index] if device.index is not None else 1,
-        precision=prepared.precision,  # type: ignore[arg-type]
-        max_epochs=sum(p.epochs for p in prepared.model.loop_phases),
+        precision=precision,  # type: ignore[arg-type]
+        max_epochs=max_epochs,
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_progress_bar=trainer.progress_bar,
         num_sanity_val_steps=0,
-        check_val_every_n_epoch=cfg.trainer.val_every_n_epochs,
-        deterministic=resolve_deterministic(cfg.trainer.deterministic, device),  # type: ignore[arg-type]
+        check_val_every_n_epoch=trainer.val_every_n_epochs,
+        deterministic=resolve_deterministic(trainer.deterministic, device),  # type: ignore[arg-type]
         log_every_n_steps=10_000,
         callbacks=list(callbacks),
         **kwargs,
     )
 
 
-def _probe_record(probe: ProbeFit, seconds: float, *, validated: bool) -> EpochRecord:
+def probe_record(probe: ProbeFit, seconds: float, *, validated: bool) -> EpochRecord:
     """The converged probe as epoch 0 (``validated``: False when the validation images were trained on)."""
     return EpochRecord(
         epoch=0,
@@ -142,134 +519,17 @@ def _probe_record(probe: ProbeFit, seconds: float, *, validated: bool) -> EpochR
     )
 
 
-def _failure(exc: BaseException) -> tuple[str, bool]:
-    """(status, is an out-of-memory error) of an unexpected exception."""
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower():
-        return f"failed: out of memory ({str(exc).splitlines()[0][:160]})", True
-    return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}", False
-
-
-class Fit:
-    """The timed fit of one trial; pruning, divergence, out of memory and Ctrl-C end in its status.
-
-    Usage: ``with fitting: fitting.run(trial_inputs(prepared))``, then ``fitting.outcome()``. The
-    block is the timed fit phase (so a frozen-prefix extraction inside it is training work); the
-    Trainer is built before the clock starts. Nothing is timed for a strategy that trains nothing
-    (as_is: zero training cost by construction).
-    """
-
-    def __init__(
-        self,
-        prepared: PreparedTrial,
-        *,
-        callbacks: Sequence[Callback] = (),
-        on_epoch_end: Callable[[EpochRecord], None] | None = None,
-    ) -> None:
-        quiet_lightning()
-        self.prepared = prepared
-        self.on_epoch_end = on_epoch_end
-        trains = bool(prepared.model.phases)
-        loop = bool(prepared.model.loop_phases)
-        self.compiled = (
-            compile_callback(
-                prepared.cfg.trainer, device_kind=prepared.device.kind, input_side=prepared.cfg.data.size
-            )
-            if loop
-            else None
-        )
-        extra = [self.compiled] if self.compiled is not None else []
-        self.trainer = build_trainer(prepared, [*callbacks, *extra]) if loop else None
-        self.meter = FitMeter(prepared.device) if trains else None
-        self.validated = not prepared.splits.val_in_train  # data.train_on_val: nothing is validated
-        self.status, self.interrupted = "completed", False
-        self.error: BaseException | None = None
-        self.inputs: TrialInputs | None = None
-        self.module: TransferModule | None = None
-        self.probe: ProbeFit | None = None
-        self._sigint: Any = None
-        self._started = 0.0
-
-    def __enter__(self) -> Fit:
-        self._sigint = signal.getsignal(signal.SIGINT)
-        if self.meter is not None:
-            self.meter.__enter__()
-            self._started = time.perf_counter()
-        return self
-
-    def run(self, inputs: TrialInputs) -> None:
-        """Train on ``inputs``: the probe phase, then the loop phases."""
-        self.inputs = inputs
-        model, cfg = self.prepared.model, self.prepared.cfg
-        if model.phases and not model.phases[0].in_loop:  # its result replaces the head's initial weights
-            assert inputs.features is not None  # prepare() plans extracted features for every probe
-            train, val = inputs.features["train"], inputs.features["val"]
-            self.probe = fit_probe(model.network.head, train, val, cfg.strategy.probe)
-            if self.on_epoch_end is not None:
-                seconds = time.perf_counter() - self._started
-                self.on_epoch_end(_probe_record(self.probe, seconds, validated=self.validated))
-        if self.trainer is not None:
-            self.module = build_module(self.prepared, inputs, self.on_epoch_end)
-            seed, batch = cfg.seed, cfg.trainer.batch_size
-            self.trainer.fit(
-                self.module,
-                train_dataloaders=inputs.loader("train", batch_size=batch, seed=seed),
-                val_dataloaders=inputs.loader("val", batch_size=cfg.trainer.eval_batch_size, seed=seed),
-            )
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        if self.meter is not None:
-            self.meter.__exit__(exc_type, exc, tb)
-        signal.signal(signal.SIGINT, self._sigint)
-        if exc is None:
-            return False
-        if isinstance(exc, TrialPruned):
-            self.status = "pruned"
-        elif isinstance(exc, TrialFailed):
-            self.status = f"failed: {exc.reason}"
-        elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            # Lightning turns Ctrl-C into sys.exit(1) after ignoring SIGINT: record, then re-raise.
-            self.status, self.interrupted = "failed: interrupted", True
-        elif isinstance(exc, Exception):
-            self.status, oom = _failure(exc)
-            if oom:
-                release_memory(self.prepared.device.is_gpu)
-            else:
-                self.error = exc  # a bug: re-raised once the trial is recorded
-        else:
-            return False
-        return True
-
-    def outcome(self) -> FitOutcome:
-        meter = self.meter
-        return FitOutcome(
-            status=self.status,
-            progress=self._progress(),
-            seconds=meter.seconds if meter else 0.0,
-            cpu_seconds=meter.cpu_seconds if meter else 0.0,
-            threads=meter.threads if meter else torch.get_num_threads(),
-            peak_mb=meter.peak_mb if meter else 0.0,
-            memory_kind=meter.memory_kind if meter else "none",
-            error=self.error,
-            interrupted=self.interrupted,
-            inputs=self.inputs,
-            probe=self.probe,
-            compile=self.compiled.decision if self.compiled is not None else None,
-            best=self.module.best if self.module is not None else None,
-        )
-
-    def _progress(self) -> FitProgress:
-        """Training samples per phase and the per-epoch history (the probe's fit as epoch 0)."""
-        model, loop = self.prepared.model, self.module.progress if self.module is not None else None
-        samples: list[int] = []
-        history: list[EpochRecord] = []
-        if model.phases and not model.phases[0].in_loop:
-            samples.append(len(self.prepared.splits.train) if self.probe else 0)  # FLOPs: x evaluations
-            if self.probe is not None:
-                history.append(_probe_record(self.probe, 0.0, validated=self.validated))
-        samples += loop.phase_samples if loop is not None else [0] * len(model.loop_phases)
-        history += loop.history if loop is not None else []
-        return FitProgress(
-            phase_samples=samples, history=history, steps=loop.steps if loop is not None else 0
-        )
+def fit_progress(
+    model: BuiltModel, probe: ProbeFit | None, loop: FitProgress | None, *, n_train: int, validated: bool
+) -> FitProgress:
+    """Training samples per phase and the per-epoch history (the probe's fit as epoch 0), read after the
+    fit ends (also after a prune or a failure). ``loop``: the Lightning module's progress, if it ran."""
+    samples: list[int] = []
+    history: list[EpochRecord] = []
+    if model.phases and not model.phases[0].in_loop:
+        samples.append(n_train if probe else 0)  # FLOPs: x evaluations
+        if probe is not None:
+            history.append(probe_record(probe, 0.0, validated=validated))
+    samples += loop.phase_samples if loop is not None else [0] * len(model.loop_phases)
+    history += loop.history if loop is not None else []
+    return FitProgress(phase_samples=samples, history=history, steps=loop.steps if loop is not None else 0)

@@ -6,28 +6,252 @@ and trains only the suffix + head on the stored activations; ``lp_ft`` fits its 
 features and fine-tunes on the images. The extraction runs inside the timed
 fit phase, so its cost is counted exactly once: by the trial that computed it. A trial that reuses
 an earlier extraction records that reuse (``feature_cache=hit``) and what it would have cost alone.
+
+The parts: the split of a backbone at its freeze boundary (a frozen prefix and a trainable suffix),
+the content-keyed cache of the prefix's activations, and the inputs a trial trains and is evaluated on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import re
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from tlbench.config.schema import TrainerConfig
-from tlbench.cost.device import autocast_context
+from tlbench.config.schema import RunConfig, TrainerConfig
+from tlbench.cost.device import DeviceInfo, autocast_context
 from tlbench.cost.flops import measure_forward_flops
 from tlbench.cost.meter import FitMeter
-from tlbench.data import InMemoryLoader, TensorSplit
+from tlbench.data import DataSplits, InMemoryLoader, TensorSplit
 from tlbench.data.fingerprint import tensor_digest
-from tlbench.training.feature_cache import CachedFeatures, FeatureCache, content_key, module_digest
-from tlbench.training.prefix import PrefixSplit, SuffixNetwork
-from tlbench.training.prepare import PreparedTrial, Transform
+from tlbench.models.network import BuiltModel
+from tlbench.training.prepare import Transform, batch_transform
 
 log = logging.getLogger(__name__)
+
+
+# -- the frozen prefix and the trainable suffix ------------------------------------------------------
+# Split a backbone at its freeze boundary: a frozen prefix (run once, cacheable) and a trainable suffix.
+#
+# Most CNN backbones in timm (EfficientNet, MobileNet, ResNet, RegNet, ...) compute ``forward(x)`` as
+# the composition of their child modules in registration order, with ``nn.Sequential`` stages whose
+# children are blocks. We flatten that chain and *verify numerically* that composing it reproduces
+# ``backbone(x)``; models where it does not (ViTs add tokens and position embeddings) are simply not
+# split, and train the ordinary way.
+
+
+@dataclass(frozen=True)
+class PrefixSplit:
+    """``backbone(x) == suffix(prefix(x))``, with every parameter of ``prefix`` frozen."""
+
+    prefix: nn.Module
+    suffix: nn.Sequential
+    boundary: int  # chain units in the prefix (a cache-key ingredient); -1 = the whole backbone
+    units: int
+
+
+def _chain(module: nn.Module) -> list[nn.Module]:
+    """Children in order, descending into ``nn.Sequential`` children so stages split into blocks."""
+    out: list[nn.Module] = []
+    for child in module.children():
+        if isinstance(child, nn.Sequential) and len(child) > 0:
+            out.extend(_chain(child))
+        else:
+            out.append(child)
+    return out
+
+
+def _has_trainable(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
+
+
+def split_at_freeze_boundary(backbone: nn.Module, probe: torch.Tensor) -> PrefixSplit | None:
+    """The split, or None when the backbone is not a verifiable chain or nothing is frozen.
+
+    ``probe`` is a small normalized input batch on the backbone's device. The backbone is put in
+    eval mode for the check (frozen units run in eval mode during training too) and restored.
+    """
+    if not _has_trainable(backbone):  # linear probe: the prefix is the whole backbone, any architecture
+        return PrefixSplit(prefix=backbone, suffix=nn.Sequential(), boundary=-1, units=-1)
+    units = _chain(backbone)
+    boundary = next((i for i, unit in enumerate(units) if _has_trainable(unit)), len(units))
+    if boundary == 0:
+        return None
+    prefix, suffix = nn.Sequential(*units[:boundary]), nn.Sequential(*units[boundary:])
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.inference_mode():
+            expected = backbone(probe)
+            composed = suffix(prefix(probe))
+        same = composed.shape == expected.shape and torch.allclose(composed, expected, rtol=1e-4, atol=1e-5)
+    except Exception as exc:  # a chain that cannot even run is simply not splittable
+        log.debug("backbone is not a sequential chain (%s): no prefix caching", exc)
+        same = False
+    finally:
+        backbone.train(was_training)
+    if not same:
+        log.info("%s does not compose as a chain of its children: no prefix caching", type(backbone).__name__)
+        return None
+    return PrefixSplit(prefix=prefix, suffix=suffix, boundary=boundary, units=len(units))
+
+
+class SuffixNetwork(nn.Module):
+    """Trains on cached prefix activations: ``head(suffix(a))``.
+
+    The full network stays registered (``self.network``) so parameter names, freeze groups and
+    eval-mode handling are the same as in uncached training; the prefix is simply never run.
+    """
+
+    def __init__(self, network: nn.Module, suffix: nn.Sequential) -> None:
+        super().__init__()
+        self.network = network
+        self._suffix = [suffix]  # its modules are the network's own: do not register them twice
+
+    def forward(self, activations: torch.Tensor) -> torch.Tensor:
+        head: nn.Module = self.network.head  # type: ignore[assignment]
+        return head(self._suffix[0](activations))
+
+
+# -- the feature cache -------------------------------------------------------------------------------
+# Content-keyed cache of frozen-prefix activations: in memory (per process) and on disk (shared).
+#
+# A key is the sha256 of everything the activations depend on: the prefix's weights, the boundary,
+# the split's pixels and labels, normalization, precision and device kind. Linear probes of a sweep
+# at different LRs therefore share one extraction, and workers share it through the disk layer.
+# Both layers are bounded in bytes and evict the least recently used entries. Disk file names are
+# the hex digest alone (checked), so no key can point outside the cache directory.
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class CachedFeatures:
+    features: torch.Tensor  # float32, on the CPU
+    seconds: float  # device-seconds the extraction took when it was computed (tlbench.cost.device's rule)
+    flops: float  # forward FLOPs of that extraction
+    device: str  # where it was computed
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.numel() * self.features.element_size()
+
+
+def content_key(parts: Iterable[bytes | str]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """sha256 of a module's parameters and buffers (names, dtypes, shapes, values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """LRU in memory, optional LRU directory on disk.
+
+    Our own, not ``functools.lru_cache``: both layers are bounded in bytes, not entries, and the disk
+    layer is shared by a sweep's worker processes.
+    """
+
+    def __init__(self, *, max_bytes: int, directory: Path | None = None, max_disk_bytes: int = 0) -> None:
+        self.max_bytes = max_bytes
+        self.directory = directory.resolve() if directory is not None else None
+        self.max_disk_bytes = max_disk_bytes
+        self._memory: OrderedDict[str, CachedFeatures] = OrderedDict()
+
+    def _path(self, key: str) -> Path:
+        if not _HEX.fullmatch(key) or self.directory is None:
+            raise ValueError(f"cache keys are sha256 hex digests, got {key!r}")
+        path = (self.directory / f"{key}.pt").resolve()
+        if path.parent != self.directory:  # defence in depth: the name alone decides the location
+            raise ValueError(f"cache path {path} escapes {self.directory}")
+        return path
+
+    def get(self, key: str) -> CachedFeatures | None:
+        entry = self._memory.get(key)
+        if entry is not None:
+            self._memory.move_to_end(key)
+            return entry
+        if self.directory is None:
+            return None
+        path = self._path(key)
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+            entry = CachedFeatures(
+                raw["features"], float(raw["seconds"]), float(raw["flops"]), str(raw["device"])
+            )
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # a torn or foreign file is a miss, and is removed
+            log.warning("ignoring unreadable feature-cache file %s (%s)", path, exc)
+            path.unlink(missing_ok=True)
+            return None
+        os.utime(path)  # recency for disk LRU
+        self._remember(key, entry)
+        return entry
+
+    def put(self, key: str, entry: CachedFeatures) -> None:
+        self._remember(key, entry)
+        if self.directory is None or self.max_disk_bytes <= 0 or entry.nbytes > self.max_disk_bytes:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._path(key)
+        payload = {
+            "features": entry.features,
+            "seconds": entry.seconds,
+            "flops": entry.flops,
+            "device": entry.device,
+        }
+        with tempfile.NamedTemporaryFile(dir=self.directory, suffix=".tmp", delete=False) as handle:
+            torch.save(payload, handle)
+        os.replace(handle.name, path)  # atomic: readers see the old state or the whole file
+        self._evict_disk()
+
+    def _remember(self, key: str, entry: CachedFeatures) -> None:
+        if entry.nbytes > self.max_bytes:
+            return
+        self._memory[key] = entry
+        self._memory.move_to_end(key)
+        while sum(e.nbytes for e in self._memory.values()) > self.max_bytes:
+            self._memory.popitem(last=False)
+
+    def _evict_disk(self) -> None:
+        assert self.directory is not None
+        files = sorted(self.directory.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in files)
+        for path in files:
+            if total <= self.max_disk_bytes:
+                break
+            total -= path.stat().st_size
+            path.unlink(missing_ok=True)
+
+
+# -- the trial's inputs ------------------------------------------------------------------------------
+# Step 2 of a trial: what the fit consumes, images through the whole network or cached frozen-prefix
+# activations.
+#
+# A linear probe (and ``partial`` without augmentation) computes the frozen prefix once per split
+# and trains only the suffix + head on the stored activations; ``lp_ft`` fits its probe on the
+# features and fine-tunes on the images. The extraction runs inside the timed
+# fit phase, so its cost is counted exactly once: by the trial that computed it. A trial that reuses
+# an earlier extraction records that reuse (``feature_cache=hit``) and what it would have cost alone.
 
 SPLITS = ("train", "val", "test")
 
@@ -81,59 +305,155 @@ class TrialInputs:
         return InMemoryLoader(x, y, batch_size=batch_size, shuffle=train, seed=seed, transform=transform)
 
 
-def _split(prepared: PreparedTrial, name: str) -> TensorSplit:
-    split: TensorSplit = getattr(prepared.splits, name)
+@dataclass(frozen=True)
+class Extraction:
+    """How frozen-prefix activations are computed: the facts their cache key and cost depend on."""
+
+    backbone: str  # the backbone's name (a cache-key ingredient)
+    device: DeviceInfo
+    precision: str
+    transform: Transform  # the evaluation transform: normalize, memory format
+    normalization: tuple[tuple[float, float, float], tuple[float, float, float]]  # (mean, std)
+    batch_size: int
+    count_flops: bool
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """What a trial's fit will consume, decided before the clock starts (:func:`plan_inputs`)."""
+
+    prefix: PrefixSplit | None  # the frozen prefix to extract; None: images through the whole network
+    reason: str  # why caching is on or off (the feature_cache_reason tag)
+    extraction: Extraction  # how the prefix runs; its transform is also the evaluation transform
+    train_transform: Transform  # training batches: augment (data.augment), normalize, memory format
+
+
+def plan_inputs(
+    cfg: RunConfig,
+    model: BuiltModel,
+    splits: DataSplits,
+    *,
+    device: DeviceInfo,
+    precision: str,
+    channels_last: bool,
+) -> InputPlan:
+    """The transforms, and whether the frozen prefix's activations are extracted (and why)."""
+    eval_transform = batch_transform(model.mean, model.std, channels_last=channels_last)
+    generator = (
+        torch.Generator(device=device.torch_device).manual_seed(cfg.seed) if cfg.data.augment else None
+    )
+    train_transform = batch_transform(model.mean, model.std, channels_last=channels_last, generator=generator)
+    prefix, reason = plan_prefix_cache(
+        model,
+        cache_features=cfg.trainer.cache_features,
+        augment=cfg.data.augment,
+        sample=lambda: eval_transform(splits.train.images[:2]),
+    )
+    extraction = Extraction(
+        backbone=cfg.backbone.name,
+        device=device,
+        precision=precision,
+        transform=eval_transform,
+        normalization=(model.mean, model.std),
+        batch_size=cfg.trainer.eval_batch_size,
+        count_flops=cfg.trainer.count_flops,
+    )
+    return InputPlan(prefix, reason, extraction, train_transform)
+
+
+def plan_prefix_cache(
+    model: BuiltModel, *, cache_features: bool, augment: bool, sample: Callable[[], torch.Tensor]
+) -> tuple[PrefixSplit | None, str]:
+    """Cache frozen-prefix activations when they are the same every epoch; otherwise say why not.
+
+    ``sample``: a small normalized batch on the device (what the chain split is verified on).
+    """
+    if not model.phases:
+        return None, "not cacheable: no training"
+    first = model.phases[0]
+    if not first.in_loop:  # the converged probe always fits on extracted features (lp_ft: its first phase)
+        split = split_at_freeze_boundary(model.network.backbone, torch.empty(0))
+        assert split is not None  # nothing trainable in the backbone: the whole backbone is the prefix
+        if not cache_features:
+            return split, "probe features extracted (not kept: trainer.cache_features=false)"
+        return split, "frozen prefix = whole backbone" + (" (probe phase)" if len(model.phases) > 1 else "")
+    if not cache_features:
+        return None, "disabled (trainer.cache_features=false)"
+    if len(model.phases) != 1:
+        return None, "not cacheable: a later phase unfreezes"
+    if first.freeze_depth == 0:
+        return None, "not cacheable: nothing frozen"
+    if augment:
+        return None, "not cacheable: augmentation changes the inputs every epoch"
+    split = split_at_freeze_boundary(model.network.backbone, sample())
+    if split is None:
+        return None, "not cacheable: the backbone does not split into a verifiable chain"
+    where = "whole backbone" if split.boundary < 0 else f"{split.boundary}/{split.units} chain units"
+    return split, f"frozen prefix = {where}"
+
+
+def _split(splits: DataSplits, name: str) -> TensorSplit:
+    split: TensorSplit = getattr(splits, name)
     return split
 
 
-def image_inputs(prepared: PreparedTrial, reason: str) -> TrialInputs:
-    data = {name: (_split(prepared, name).images, _split(prepared, name).labels) for name in SPLITS}
+def image_inputs(
+    network: nn.Module,
+    splits: DataSplits,
+    *,
+    train_transform: Transform,
+    eval_transform: Transform,
+    reason: str,
+) -> TrialInputs:
+    """The images themselves, through the whole ``network``."""
+    data = {name: (_split(splits, name).images, _split(splits, name).labels) for name in SPLITS}
     return TrialInputs(
-        network=prepared.model.network,
+        network=network,
         data=data,
-        train_transform=prepared.transform(train=True),
-        eval_transform=prepared.transform(train=False),
+        train_transform=train_transform,
+        eval_transform=eval_transform,
         cache=CacheUse(status="off", reason=reason),
     )
 
 
-def _extract(prepared: PreparedTrial, prefix: nn.Module, split: TensorSplit) -> torch.Tensor:
-    transform = prepared.transform(train=False)
-    batch = prepared.cfg.trainer.eval_batch_size
+def _extract(how: Extraction, prefix: nn.Module, split: TensorSplit) -> torch.Tensor:
     outputs = []
     was_training = prefix.training
     prefix.eval()
-    with torch.inference_mode(), autocast_context(prepared.device.kind, prepared.precision):
-        for start in range(0, len(split), batch):
-            outputs.append(prefix(transform(split.images[start : start + batch])).float())
+    with torch.inference_mode(), autocast_context(how.device.kind, how.precision):
+        for start in range(0, len(split), how.batch_size):
+            outputs.append(prefix(how.transform(split.images[start : start + how.batch_size])).float())
     prefix.train(was_training)
     return torch.cat(outputs).contiguous()
 
 
-def _model_key(prepared: PreparedTrial, split: PrefixSplit) -> str:
-    model = prepared.model
+def _model_key(how: Extraction, split: PrefixSplit) -> str:
     return content_key(
         [
-            prepared.cfg.backbone.name,
+            how.backbone,
             module_digest(split.prefix),
             str(split.boundary),
-            repr((model.mean, model.std)),
-            prepared.precision,
-            prepared.device.kind,
+            repr(how.normalization),
+            how.precision,
+            how.device.kind,
             torch.__version__,
         ]
     )
 
 
-def cached_inputs(prepared: PreparedTrial, split: PrefixSplit, cache: FeatureCache) -> TrialInputs:
-    """Activations of the frozen prefix for every split, from the cache or computed (and stored) now."""
-    model_key = _model_key(prepared, split)
-    device = prepared.device.torch_device
+def cached_inputs(
+    network: nn.Module, splits: DataSplits, split: PrefixSplit, cache: FeatureCache, how: Extraction
+) -> TrialInputs:
+    """Activations of the frozen prefix for every split, from the cache or computed (and stored) now;
+    ``network`` (whose backbone ``split`` divides) trains on them as suffix + head."""
+    suffix_network = SuffixNetwork(network, split.suffix)
+    model_key = _model_key(how, split)
+    device = how.device.torch_device
     data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     use = CacheUse(status="miss")
     hits = 0
     for name in SPLITS:
-        images = _split(prepared, name)
+        images = _split(splits, name)
         key = content_key([model_key, tensor_digest(images.images, images.labels)])
         entry = cache.get(key)
         if entry is not None:
@@ -141,18 +461,18 @@ def cached_inputs(prepared: PreparedTrial, split: PrefixSplit, cache: FeatureCac
             use.reused_flops[name] = entry.flops
             use.reused_seconds += entry.seconds
         else:
-            with FitMeter(prepared.device, memory=False) as clock:  # device-seconds, as the fit's
-                features = _extract(prepared, split.prefix, images)
+            with FitMeter(how.device, memory=False) as clock:  # device-seconds, as the fit's
+                features = _extract(how, split.prefix, images)
             seconds = clock.device_seconds
-            count = prepared.cfg.trainer.count_flops
-            flops = _prefix_flops(prepared, split.prefix, images, model_key) if count else 0.0
-            entry = CachedFeatures(features.cpu(), seconds, flops, prepared.device.name)
+            flops = _prefix_flops(how.transform, split.prefix, images, model_key) if how.count_flops else 0.0
+            entry = CachedFeatures(features.cpu(), seconds, flops, how.device.name)
             cache.put(key, entry)
             use.computed_flops[name] = flops
         data[name] = (entry.features.to(device), images.labels)
     use.status = {0: "miss", len(SPLITS): "hit"}.get(hits, "partial")
-    network = SuffixNetwork(prepared.model.network, split.suffix)
-    return TrialInputs(network, data, train_transform=None, eval_transform=None, cache=use, features=data)
+    return TrialInputs(
+        suffix_network, data, train_transform=None, eval_transform=None, cache=use, features=data
+    )
 
 
 # (model key, sample shape) -> forward FLOPs of the prefix per sample. Counting costs ~0.5 s of Python
@@ -165,29 +485,34 @@ def forget_prefix_flops() -> None:
     _PREFIX_FLOPS.clear()
 
 
-def _prefix_flops(prepared: PreparedTrial, prefix: nn.Module, split: TensorSplit, model_key: str) -> float:
-    probe = prepared.transform(train=False)(split.images[:2])
+def _prefix_flops(transform: Transform, prefix: nn.Module, split: TensorSplit, model_key: str) -> float:
+    probe = transform(split.images[:2])
     key = (model_key, tuple(probe.shape[1:]))
     if key not in _PREFIX_FLOPS:
         _PREFIX_FLOPS[key] = measure_forward_flops(prefix, probe) / probe.shape[0]
     return _PREFIX_FLOPS[key] * len(split)
 
 
-def trial_inputs(prepared: PreparedTrial) -> TrialInputs:
-    """The inputs prepare() planned (``prefix_split``); build them inside the timed fit phase
-    (extraction is training work)."""
-    split, reason = prepared.prefix_split, prepared.cache_reason
+def trial_inputs(
+    model: BuiltModel, splits: DataSplits, plan: InputPlan, *, cache: FeatureCache | None
+) -> TrialInputs:
+    """The inputs :func:`plan_inputs` planned; built inside the timed fit phase (extraction is training
+    work). ``cache``: None keeps no features (the probe still fits on extracted ones)."""
+    split, reason = plan.prefix, plan.reason
+    images = image_inputs(
+        model.network,
+        splits,
+        train_transform=plan.train_transform,
+        eval_transform=plan.extraction.transform,
+        reason=reason,
+    )
     if split is None:
-        return image_inputs(prepared, reason)
-    trainer, model = prepared.cfg.trainer, prepared.model
-    # Without caching, the probe still fits on extracted features: a cache that keeps nothing.
-    cache = feature_cache(trainer) if trainer.cache_features else FeatureCache(max_bytes=0)
-    inputs = cached_inputs(prepared, split, cache)
-    if not trainer.cache_features:
+        return images
+    inputs = cached_inputs(model.network, splits, split, cache or FeatureCache(max_bytes=0), plan.extraction)
+    if cache is None:
         inputs.cache.status = "off"  # extracted for the probe, kept nowhere
     log.info("frozen-prefix features: %s (%s)", inputs.cache.status, reason)
     if model.loop_phases and not model.phases[0].in_loop:  # lp_ft: the probe on features, then images
-        images = image_inputs(prepared, reason)
         images.cache = inputs.cache  # the probe's extraction is this trial's feature-cache use
         images.features = inputs.features
         return images

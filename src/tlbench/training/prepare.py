@@ -1,4 +1,4 @@
-"""Everything a trial needs before the clock starts: seed, device, data on the device, model, loaders.
+"""Everything a trial needs before the clock starts: seed, device, data on the device, the network.
 
 All user errors (bad data, unknown backbone, out-of-range freeze depth) surface here, before an
 MLflow run is created, so a mistyped command leaves no half-filled run behind.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import NamedTuple
 
 import lightning as L
 import torch
@@ -19,31 +20,33 @@ from tlbench.cost.device import DeviceInfo, resolve_device, resolve_precision
 from tlbench.data import BatchTransform, DataSplits, TensorSplit, load_splits
 from tlbench.models.backbone import pretrained_input_size
 from tlbench.models.network import BuiltModel, build_model
-from tlbench.training.prefix import PrefixSplit, split_at_freeze_boundary
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
-@dataclass
-class PreparedTrial:
-    cfg: RunConfig
+class Prepared(NamedTuple):
+    """What :func:`prepare` built, unpacked by its caller at once (it is no bag handed on)."""
+
+    cfg: RunConfig  # resolved: data.resolution and the epochs the step budget implies
     device: DeviceInfo
     precision: str
     splits: DataSplits  # tensors already on the training device
-    model: BuiltModel
+    model: BuiltModel  # on the device, in the memory format it trains in
     channels_last: bool
-    prefix_split: PrefixSplit | None = None  # frozen prefix to cache, when the trial allows it
-    cache_reason: str = ""  # why caching is on or off (logged as a tag)
 
-    def transform(self, *, train: bool) -> Transform:
-        """Per-batch work on the device: augment (training, if enabled), normalize, memory format."""
-        generator = None
-        if train and self.cfg.data.augment:
-            generator = torch.Generator(device=self.device.torch_device).manual_seed(self.cfg.seed)
-        base = BatchTransform(mean=self.model.mean, std=self.model.std, generator=generator)
-        if not self.channels_last:
-            return base
-        return lambda batch: base(batch).contiguous(memory_format=torch.channels_last)
+
+def batch_transform(
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    *,
+    channels_last: bool,
+    generator: torch.Generator | None = None,
+) -> Transform:
+    """Per-batch work on the device: augment (when ``generator`` is given), normalize, memory format."""
+    base = BatchTransform(mean=mean, std=std, generator=generator)
+    if not channels_last:
+        return base
+    return lambda batch: base(batch).contiguous(memory_format=torch.channels_last)
 
 
 def _is_cnn(network: nn.Module) -> bool:
@@ -81,7 +84,8 @@ def training_budget(trainer: TrainerConfig, n_train: int) -> TrainerConfig:
     return replace(trainer, epochs=epochs, val_every_n_epochs=every)
 
 
-def prepare(cfg: RunConfig) -> PreparedTrial:
+def prepare(cfg: RunConfig) -> Prepared:
+    """Seed, device, data on the device and the network: ``cfg`` resolved, and what it built."""
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     cfg = resolve_defaults(cfg)
@@ -105,36 +109,4 @@ def prepare(cfg: RunConfig) -> PreparedTrial:
     model.network.to(target)
     if channels_last:
         model.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    prepared = PreparedTrial(
-        cfg=cfg, device=device, precision=precision, splits=splits, model=model, channels_last=channels_last
-    )
-    prepared.prefix_split, prepared.cache_reason = _plan_prefix_cache(prepared)
-    return prepared
-
-
-def _plan_prefix_cache(prepared: PreparedTrial) -> tuple[PrefixSplit | None, str]:
-    """Cache frozen-prefix activations when they are the same every epoch; otherwise say why not."""
-    cfg, model = prepared.cfg, prepared.model
-    if not model.phases:
-        return None, "not cacheable: no training"
-    first = model.phases[0]
-    if not first.in_loop:  # the converged probe always fits on extracted features (lp_ft: its first phase)
-        split = split_at_freeze_boundary(model.network.backbone, torch.empty(0))
-        assert split is not None  # nothing trainable in the backbone: the whole backbone is the prefix
-        if not cfg.trainer.cache_features:
-            return split, "probe features extracted (not kept: trainer.cache_features=false)"
-        return split, "frozen prefix = whole backbone" + (" (probe phase)" if len(model.phases) > 1 else "")
-    if not cfg.trainer.cache_features:
-        return None, "disabled (trainer.cache_features=false)"
-    if len(model.phases) != 1:
-        return None, "not cacheable: a later phase unfreezes"
-    if first.freeze_depth == 0:
-        return None, "not cacheable: nothing frozen"
-    if cfg.data.augment:
-        return None, "not cacheable: augmentation changes the inputs every epoch"
-    probe = prepared.transform(train=False)(prepared.splits.train.images[:2])
-    split = split_at_freeze_boundary(model.network.backbone, probe)
-    if split is None:
-        return None, "not cacheable: the backbone does not split into a verifiable chain"
-    where = "whole backbone" if split.boundary < 0 else f"{split.boundary}/{split.units} chain units"
-    return split, f"frozen prefix = {where}"
+    return Prepared(cfg, device, precision, splits, model, channels_last)

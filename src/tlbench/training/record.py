@@ -1,23 +1,201 @@
-"""Step 6 of a trial: what it logs, the tracking contract's params, tags and metrics."""
+"""Steps 5 and 6 of a trial: its cost, and what it logs (the tracking contract's params, tags and metrics)."""
 
 from __future__ import annotations
 
+import logging
 import platform
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import yaml
+from torch import nn
 
 import tlbench
-from tlbench.config.schema import RunConfig
-from tlbench.cost.accounting import TrialCost
+from tlbench.config.schema import RunConfig, as_plain_dict
+from tlbench.cost.accounting import PhaseWork, TrialCost, trial_cost
+from tlbench.cost.device import DeviceInfo
+from tlbench.cost.flops import measure_forward_flops, measure_train_step_flops
+from tlbench.cost.flops_analytic import analytic_train_step_flops
 from tlbench.cost.threads import ThreadPlan
-from tlbench.models.freeze import count_parameters
+from tlbench.data import DataSplits
+from tlbench.models.freeze import count_parameters, keep_frozen_in_eval, set_frozen
+from tlbench.models.module import FitProgress
+from tlbench.models.network import BuiltModel
+from tlbench.redaction import redact_password
 from tlbench.strategies import PROBE_PHASE
+from tlbench.tracking import MlflowRun
 from tlbench.tracking import names as N
-from tlbench.training.compiled import off_reason
 from tlbench.training.evaluate import TrialEvaluation
-from tlbench.training.fit import FitOutcome
-from tlbench.training.prepare import PreparedTrial
+from tlbench.training.fit import CompileDecision, FitOutcome, ProbeFit
+from tlbench.training.inputs import CacheUse, TrialInputs, forget_prefix_flops
+
+log = logging.getLogger(__name__)
+
+
+# -- cost --------------------------------------------------------------------------------------------
+# Step 5 of a trial: its cost, from measured FLOPs (checked against an independent analytic count) and time.
+#
+# Per-sample counts depend only on the architecture, input shape and freeze state, so they are
+# measured once per process for each such combination (a sweep's trials reuse them) and each
+# measurement is compared with :func:`tlbench.cost.flops_analytic.analytic_train_step_flops`.
+
+_PROBE = 2  # samples per probe batch: BatchNorm in train mode needs more than one value per channel
+
+
+@dataclass(frozen=True)
+class FlopProfile:
+    step_per_sample: tuple[float, ...]  # training forward+backward per sample, per phase
+    forward_per_sample: float  # evaluation forward per sample on the trial's inputs
+    check: str  # outcome of the analytic cross-check
+
+
+_MEMO: dict[tuple[object, ...], FlopProfile] = {}
+
+
+def forget_flop_profiles() -> None:
+    """Forget every FLOP profile measured in this process, the frozen prefixes' included.
+
+    The next trial measures its own again, as the first trial of a fresh process (a sweep worker)
+    does: what the benchmark needs to time a cold trial.
+    """
+    _MEMO.clear()
+    forget_prefix_flops()
+
+
+def _probe(inputs: TrialInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = inputs.data["train"]
+    n = min(_PROBE, int(y.shape[0]))
+    batch = x[:n]
+    return (inputs.eval_transform(batch) if inputs.eval_transform else batch), y[:n]
+
+
+def _key(
+    model: BuiltModel, inputs: TrialInputs, x: torch.Tensor, identity: tuple[object, ...]
+) -> tuple[object, ...]:
+    return (
+        *identity,
+        sum(p.numel() for p in inputs.network.parameters()),
+        tuple((p.freeze_depth, p.solver) for p in model.phases),
+        type(inputs.network).__name__,
+        tuple(x.shape[1:]),
+    )
+
+
+def _check(measured: int, network: nn.Module, shape: tuple[int, ...]) -> str:
+    try:
+        analytic = analytic_train_step_flops(network, shape).total
+    except Exception as exc:  # the analytic validator knows conv/linear/attention layers only
+        return f"not checked: {type(exc).__name__}"
+    if analytic == measured:
+        return "analytic match"
+    log.warning("FLOP count %d differs from the analytic count %d", measured, analytic)
+    return f"analytic mismatch: measured {measured}, analytic {analytic}"
+
+
+def flop_profile(model: BuiltModel, inputs: TrialInputs, *, identity: tuple[object, ...]) -> FlopProfile:
+    """Per-sample FLOPs of each phase's training step and of evaluation, frozen layers honoured.
+
+    Measured on a copy of the network in exactly the freeze state and train/eval modes it trains
+    in; the network itself is left as it was. ``identity``: what else, beyond the network's shape and
+    its phases, makes two trials' profiles differ (:func:`flop_identity`); the memo's key.
+    """
+    x, y = _probe(inputs)
+    key = _key(model, inputs, x, identity)
+    if key in _MEMO:
+        return _MEMO[key]
+    network = inputs.network
+    backbone = model.network.backbone
+    frozen_state = {n: p.requires_grad for n, p in backbone.named_parameters()}
+    steps: list[float] = []
+    checks: list[str] = []
+    was_training = network.training
+    for phase in model.phases:
+        if not phase.in_loop:  # the probe: one objective evaluation = the head's step on features
+            head = model.network.head
+            width = next(m.in_features for m in head.modules() if isinstance(m, nn.Linear))
+            features = torch.zeros(x.shape[0], width, device=y.device)
+            measured = measure_train_step_flops(head, features, y)
+            steps.append(measured.total / x.shape[0])
+            checks.append(_check(measured.total, head, tuple(features.shape)))
+            continue
+        set_frozen(backbone, model.groups, phase.freeze_depth)
+        network.train()
+        keep_frozen_in_eval(network)
+        measured = measure_train_step_flops(network, x, y)
+        steps.append(measured.total / x.shape[0])
+        checks.append(_check(measured.total, network, tuple(x.shape)))
+    for name, param in backbone.named_parameters():
+        param.requires_grad_(frozen_state[name])
+    network.train(was_training)
+    forward = measure_forward_flops(network, x) / x.shape[0]
+    check = next((c for c in checks if c != "analytic match"), "analytic match" if checks else "no training")
+    profile = FlopProfile(step_per_sample=tuple(steps), forward_per_sample=forward, check=check)
+    _MEMO[key] = profile
+    return profile
+
+
+def flop_identity(cfg: RunConfig, *, num_classes: int, cache_reason: str) -> tuple[object, ...]:
+    """What makes two trials' FLOP profiles differ beyond the network's shape and phases."""
+    return (
+        cfg.backbone.name,
+        cfg.strategy.name.value,  # bitfit and lora freeze by parameter kind: not visible in the phases
+        repr(cfg.strategy.lora),
+        repr(cfg.strategy.head),
+        num_classes,
+        cache_reason,
+    )
+
+
+def trial_cost_of(
+    model: BuiltModel,
+    inputs: TrialInputs | None,
+    outcome: FitOutcome,
+    *,
+    samples: list[int],
+    probe: ProbeFit | None,
+    eval_images: int,
+    identity: tuple[object, ...] | None,
+    device: DeviceInfo,
+) -> tuple[TrialCost, str | None]:
+    """The trial's cost (``cost/*``) and the FLOP count's analytic check (None: FLOPs not counted).
+
+    ``outcome``: the fit's measured time and memory; ``samples``: training samples per phase;
+    ``eval_images``: images through evaluation forward passes (``evaluate_trial`` counts them);
+    ``identity``: the FLOP profile's (:func:`flop_identity`), None when FLOPs are not counted.
+    """
+    profile = flop_profile(model, inputs, identity=identity) if identity is not None and inputs else None
+    cache = inputs.cache if inputs is not None else None
+    steps = list(profile.step_per_sample) if profile else [0.0 for _ in model.phases]
+    if probe is not None:  # each L-BFGS objective evaluation is a full pass over the features
+        steps[0] *= probe.evaluations
+    computed = cache.computed_flops if cache else {}
+    reused = cache.reused_flops if cache else {}
+    phases = [
+        PhaseWork(name=phase.name, samples=n, flops_per_sample=f)
+        for phase, n, f in zip(model.phases, samples, steps, strict=True)
+    ]
+    cost = trial_cost(
+        fit_seconds=outcome.seconds,
+        fit_cpu_seconds=outcome.cpu_seconds,
+        threads=outcome.threads,
+        phases=phases,
+        extraction_flops=computed.get("train", 0.0),
+        eval_flops=(profile.forward_per_sample * eval_images if profile else 0.0)
+        + computed.get("val", 0.0)
+        + computed.get("test", 0.0),
+        reused_extraction_flops=reused.get("train", 0.0),
+        reused_extraction_seconds=cache.reused_seconds if cache else 0.0,
+        flops_counted=profile is not None,
+        peak_memory_mb=outcome.peak_mb,
+        memory_kind=outcome.memory_kind,
+        device=device,
+    )
+    return cost, profile.check if profile is not None else None
+
+
+# -- the record --------------------------------------------------------------------------------------
+# Step 6 of a trial: what it logs, the tracking contract's params, tags and metrics.
 
 # A pruned trial did what the protocol asked (tag status=pruned tells it apart); KILLED means only
 # "interrupted"; anything else ("failed: …", "failed: collapsed: …") is FAILED.
@@ -29,9 +207,36 @@ def mlflow_status(status: str, *, interrupted: bool = False) -> str:
     return "KILLED" if interrupted else MLFLOW_STATUS.get(status, "FAILED")
 
 
-def trial_params(prepared: PreparedTrial) -> dict[str, Any]:
-    cfg: RunConfig = prepared.cfg
-    model, splits = prepared.model, prepared.splits
+def run_name(cfg: RunConfig) -> str:
+    """``tracking.run_name``, else ``"<strategy> n=<n|all> seed=<seed>"``: never MLflow's random name,
+    which comes from an RNG the trial has seeded (every single trial was once ``overjoyed-slug-911``)."""
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
+    n = cfg.data.n_per_class if cfg.data.n_per_class is not None else "all"
+    return f"{cfg.strategy.name.value} n={n} seed={cfg.seed}"
+
+
+def start_run(cfg: RunConfig, params: dict[str, Any], tags: dict[str, str]) -> MlflowRun | None:
+    """The trial's MLflow run (None: tracking disabled), with its params, the tags known before the fit
+    and its config; status ``running`` until the trial ends."""
+    if not cfg.tracking.enabled:
+        return None
+    run = MlflowRun.start(
+        experiment=cfg.tracking.experiment,
+        run_name=run_name(cfg),
+        tracking_uri=cfg.tracking.tracking_uri,
+        parent_run_id=cfg.tracking.parent_run_id,
+        tags={**tags, N.STATUS: "running"},
+        unique=cfg.tracking.parent_run_id is None,  # a sweep's run names are unique by construction
+    )
+    run.log_params(params)
+    config = yaml.safe_dump(as_plain_dict(cfg), sort_keys=False)
+    run.log_text(redact_password(config), "config.yaml")  # a tracking URI's password stays out of it
+    return run
+
+
+def trial_params(cfg: RunConfig, model: BuiltModel, splits: DataSplits, *, precision: str) -> dict[str, Any]:
+    """The tracking contract's params, and the rest of what makes the result reproducible."""
     probe = next((p for p in model.phases if p.name == PROBE_PHASE), None)
     return {
         # the tracking contract
@@ -57,7 +262,7 @@ def trial_params(prepared: PreparedTrial) -> dict[str, Any]:
         "backbone_lr_mult": cfg.optimizer.backbone_lr_mult,
         "layer_decay": cfg.optimizer.layer_decay,
         "batch_size": cfg.trainer.batch_size,
-        "precision": prepared.precision,
+        "precision": precision,
         "augment": cfg.data.augment,
         "split_seed": cfg.data.split_seed,
         "data_root": cfg.data.root or "",
@@ -69,33 +274,38 @@ def trial_params(prepared: PreparedTrial) -> dict[str, Any]:
     }
 
 
-def trial_tags(prepared: PreparedTrial, threads: ThreadPlan) -> dict[str, str]:
-    device = prepared.device
+def trial_tags(
+    cfg: RunConfig, device: DeviceInfo, threads: ThreadPlan, *, channels_last: bool
+) -> dict[str, str]:
+    """The tags known before the fit: where and how the trial runs, and the config's own tags."""
     return {
         "threads": str(threads.threads),  # torch intra-op threads (cost/device_hours divides by them)
         "threads_reason": threads.reason,
         "device": device.name,
         "device_count": str(device.count),
         "device_model": device.model,
-        "strategy": prepared.cfg.strategy.name.value,
-        "n_per_class": str(
-            prepared.cfg.data.n_per_class if prepared.cfg.data.n_per_class is not None else "all"
-        ),
-        "channels_last": str(prepared.channels_last).lower(),
+        "strategy": cfg.strategy.name.value,
+        "n_per_class": str(cfg.data.n_per_class if cfg.data.n_per_class is not None else "all"),
+        "channels_last": str(channels_last).lower(),
         "tlbench_version": tlbench.__version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
-        **prepared.cfg.tags,
+        **cfg.tags,
     }
 
 
 def trial_metrics(
-    prepared: PreparedTrial, outcome: FitOutcome, evaluation: TrialEvaluation, cost: TrialCost
+    model: BuiltModel,
+    progress: FitProgress,
+    evaluation: TrialEvaluation,
+    cost: TrialCost,
+    *,
+    probe: ProbeFit | None,
+    compiled: CompileDecision | None,
 ) -> dict[str, float]:
     """The final metrics: parameters, the probe's fit, the last training loss, val/test, cost."""
-    trainable, total = count_parameters(prepared.model.network)
+    trainable, total = count_parameters(model.network)
     metrics: dict[str, float] = {"params/trainable": float(trainable), "params/total": float(total)}
-    probe = outcome.probe
     if probe is not None:
         metrics.update(
             {
@@ -106,34 +316,45 @@ def trial_metrics(
                 "probe/converged": float(probe.converged),
             }
         )
-    history = outcome.progress.history
+    history = progress.history
     if history:
         metrics["train/loss"] = history[-1].train_loss
-    if prepared.model.loop_phases:  # the loop's optimizer steps (an L-BFGS probe has none to count)
-        metrics[N.TRAIN_STEPS] = float(outcome.progress.steps)
+    if model.loop_phases:  # the loop's optimizer steps (an L-BFGS probe has none to count)
+        metrics[N.TRAIN_STEPS] = float(progress.steps)
     if evaluation.best_step is not None:  # early stopping: the step whose weights were evaluated
         metrics[N.BEST_STEP] = float(evaluation.best_step)
-    if outcome.compile is not None:  # inside cost/fit_seconds (the fit's timer), shown apart
-        metrics["cost/compile_seconds"] = outcome.compile.compile_seconds
+    if compiled is not None:  # inside cost/fit_seconds (the fit's timer), shown apart
+        metrics["cost/compile_seconds"] = compiled.compile_seconds
     metrics.update(evaluation.metrics)
     metrics.update(cost.metrics())
     return metrics
 
 
 def outcome_tags(
-    prepared: PreparedTrial, outcome: FitOutcome, flops_check: str | None, *, cost: TrialCost
+    outcome: FitOutcome,
+    cache: CacheUse | None,
+    *,
+    cache_reason: str,
+    flops_check: str | None,
+    compiled: CompileDecision | None,
+    eager_reason: str | None,
+    cost: TrialCost,
 ) -> dict[str, str]:
-    """The tags that explain the metrics: status, how cost, memory and inputs were measured and produced."""
+    """The tags that explain the metrics: status, how cost, memory and inputs were measured and produced.
+
+    ``cache``: how the inputs were produced (None: the fit failed before they existed); ``compiled``:
+    ``trainer.compile``'s decision (None: off, or nothing trained in the loop); ``eager_reason``: why
+    the loop trained eagerly whatever it measured (None: no loop phase, or it may compile).
+    """
     tags = {N.STATUS: outcome.status, "memory_kind": outcome.memory_kind, N.DEVICE_HOURS_RULE: cost.rule}
-    if outcome.inputs is not None:
-        tags["feature_cache"] = outcome.inputs.cache.status
-        tags["feature_cache_reason"] = outcome.inputs.cache.reason or prepared.cache_reason
+    if cache is not None:
+        tags["feature_cache"] = cache.status
+        tags["feature_cache_reason"] = cache.reason or cache_reason
     if flops_check is not None:
         tags["flops_check"] = flops_check
-    if outcome.compile is not None:
-        tags["compile"] = "on" if outcome.compile.compiled else "off"
-        tags["compile_reason"] = outcome.compile.reason
-    elif prepared.model.loop_phases:
-        reason = off_reason(prepared.cfg.trainer, device_kind=prepared.device.kind)
-        tags["compile"], tags["compile_reason"] = "off", reason or ""
+    if compiled is not None:
+        tags["compile"] = "on" if compiled.compiled else "off"
+        tags["compile_reason"] = compiled.reason
+    elif eager_reason is not None:
+        tags["compile"], tags["compile_reason"] = "off", eager_reason
     return tags

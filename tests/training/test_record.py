@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from tlbench.config import load_config
-from tlbench.training.costing import flop_profile, forget_flop_profiles
 from tlbench.training.inputs import image_inputs
-from tlbench.training.prepare import prepare
+from tlbench.training.prepare import batch_transform, prepare
+from tlbench.training.record import flop_identity, flop_profile, forget_flop_profiles
 
 TINY = [
     "data=synthetic",
@@ -17,14 +17,18 @@ TINY = [
 
 
 def test_profiles_are_measured_once_per_process_until_forgotten() -> None:
-    prepared = prepare(load_config(TINY))
-    inputs = image_inputs(prepared, "test")
-    first = flop_profile(prepared, inputs)
+    cfg, _, _, splits, model, channels_last = prepare(load_config(TINY))
+    transform = batch_transform(model.mean, model.std, channels_last=channels_last)
+    inputs = image_inputs(
+        model.network, splits, train_transform=transform, eval_transform=transform, reason="test"
+    )
+    identity = flop_identity(cfg, num_classes=splits.num_classes, cache_reason="test")
+    first = flop_profile(model, inputs, identity=identity)
     # a second trial of the same shape reuses the measurement (the very same object)
-    assert flop_profile(prepared, inputs) is first
+    assert flop_profile(model, inputs, identity=identity) is first
     forget_flop_profiles()
     # forgotten: measured again, to the same counts (what a fresh process would do)
-    again = flop_profile(prepared, inputs)
+    again = flop_profile(model, inputs, identity=identity)
     assert again is not first and again == first
 
 

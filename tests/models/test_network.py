@@ -4,7 +4,7 @@ import pytest
 from timm.data import ImageNetInfo
 
 from tlbench.errors import ModelError
-from tlbench.models.class_map import near_labels, resolve_class_map
+from tlbench.models.network import near_labels, resolve_class_map
 
 INFO = ImageNetInfo("imagenet-1k")
 
