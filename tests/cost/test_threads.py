@@ -92,3 +92,11 @@ def test_sweep_workers_bad_value_is_one_line(capsys: pytest.CaptureFixture[str])
     assert main(["sweep", "--sweep", "smoke", "--workers", "many"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--workers" in err[0] and "'many'" in err[0]
+
+
+def test_the_sweep_resolves_auto_workers_from_the_trials_device() -> None:
+    from tlbench.sweep.run import _workers
+
+    assert _workers(3, "cpu") == (3, "--workers")
+    workers, why = _workers(None, "cpu")  # what `tlbench sweep` does without --workers
+    assert workers == threads.auto_workers(gpu=False)[0] and "single-threaded" in why
