@@ -19,10 +19,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from tlbench.report.build import analyse
-from tlbench.report.paired import compare_strategies, with_comparisons
-from tlbench.report.recommend import Recommendation, recommend
-from tlbench.report.tables import final_results, summary_table
+from tlbench.report.build import analyse, verdicts
+from tlbench.report.recommend import Recommendation
+from tlbench.report.tables import final_results
 from tlbench.tracking.study_reader import read_test_predictions
 
 FINAL = "final"
@@ -32,13 +31,6 @@ def first_seeds(trials: pd.DataFrame, k: int) -> pd.DataFrame:
     """The study as a fixed budget of seeds 1..k would have run it: later final seeds dropped."""
     seeds = pd.to_numeric(trials["seed"], errors="coerce")
     return trials[(trials["role"] != FINAL) | (seeds <= k)]
-
-
-def verdicts(trials: pd.DataFrame, *, tolerance: float, tracking_uri: str | None) -> list[Recommendation]:
-    ids = [str(r) for r in final_results(trials)["run_id"]]
-    comparisons = compare_strategies(trials, read_test_predictions(ids, tracking_uri=tracking_uri))
-    summary = with_comparisons(summary_table(trials), comparisons, finals_only=False)
-    return recommend(summary, tolerance=tolerance, comparisons=comparisons)
 
 
 def _line(rec: Recommendation) -> str:
@@ -56,8 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     uri = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
     study = analyse(args.study, tolerance=args.tolerance, tracking_uri=uri)
     fixed = first_seeds(study.trials, args.seeds)
-    raced = verdicts(study.trials, tolerance=args.tolerance, tracking_uri=uri)
-    fixed_recs = {r.n_per_class: r for r in verdicts(fixed, tolerance=args.tolerance, tracking_uri=uri)}
+    raced = study.recommendations
+    ids = [str(r) for r in final_results(fixed)["run_id"]]
+    _, _, fixed_verdicts = verdicts(
+        fixed, read_test_predictions(ids, tracking_uri=uri), tolerance=args.tolerance
+    )
+    fixed_recs = {r.n_per_class: r for r in fixed_verdicts}
     for label, frame in (("raced", study.trials), (f"seeds 1..{args.seeds}", fixed)):
         finals = final_results(frame)
         spent = frame[frame["role"].isin(["tune", "budget_check", FINAL])]  # not the export's retraining

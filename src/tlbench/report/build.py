@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -58,6 +58,7 @@ from tlbench.tracking.names import CONFIG_ARTIFACT
 from tlbench.tracking.study_publish import REPORT_ARTIFACT_DIR, publish_report
 from tlbench.tracking.study_reader import (
     SWEEP_TAG,
+    RunPredictions,
     RunRecord,
     StudyRecords,
     StudyRef,
@@ -149,10 +150,17 @@ def analyse(
     final_ids = [str(r) for r in final_results(trials)["run_id"]]
     progress(f"reading per-image test predictions of {len(final_ids)} final runs")
     predictions = read_test_predictions(final_ids, tracking_uri=tracking_uri)
+    comparisons, summary, recommendations = verdicts(trials, predictions, tolerance=tolerance)
+    return StudyAnalysis(ref, records, plain, trials, comparisons, summary, recommendations, tolerance)
+
+
+def verdicts(
+    trials: pd.DataFrame, predictions: Mapping[str, RunPredictions], *, tolerance: float
+) -> tuple[list[SizeComparison], pd.DataFrame, list[Recommendation]]:
+    """The paired comparisons, the summary table and the recommendations of labelled ``trials``."""
     comparisons = compare_strategies(trials, predictions)
     summary = with_comparisons(summary_table(trials), comparisons, finals_only=False)
-    recommendations = recommend(summary, tolerance=tolerance, comparisons=comparisons)
-    return StudyAnalysis(ref, records, plain, trials, comparisons, summary, recommendations, tolerance)
+    return comparisons, summary, recommend(summary, tolerance=tolerance, comparisons=comparisons)
 
 
 def recommended_arm(
