@@ -1,42 +1,34 @@
-"""Fashion-MNIST from idx files: data.root, a system copy, a previous download, or a new download."""
+"""Fashion-MNIST by torchvision's reader: from data.root, a system copy, an earlier or a new download."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
+import tempfile
+import zlib
 from collections.abc import Hashable
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from tlbench.config.schema import DataConfig
 from tlbench.data.containers import TensorSplit
 from tlbench.data.resize import resize_square
 from tlbench.data.sources.base import Source, SourceData, default_cache_dir, file_stamps, resolved_root
-from tlbench.data.sources.idx import read_idx
 from tlbench.errors import DataError
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
+# train images, train labels, test images, test labels: torchvision's names, without .gz once extracted
+FILE_STEMS = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
 )
-FILE_STEMS = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
 # Debian/Ubuntu package dataset-fashion-mnist installs the four .gz files here.
 SYSTEM_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"),)
-
+_RAW = Path("FashionMNIST") / "raw"  # where torchvision reads (and downloads to) below its root
 
 _HOW_TO_GET = (
     "get it in one of three ways: set data.root to a folder with the four idx files "
@@ -46,34 +38,56 @@ _HOW_TO_GET = (
 )
 
 
-def _find_file(directory: Path, stem: str) -> Path | None:
-    for name in (stem, f"{stem}.gz"):
-        if (directory / name).is_file():
-            return directory / name
-    return None
-
-
 def candidate_dirs(root: Path | None) -> list[Path]:
     """Folders searched in order; ``raw`` sub-folders cover torchvision's download layout."""
-    dirs = [root, root / "raw", root / "FashionMNIST" / "raw"] if root else []
-    return [*dirs, *SYSTEM_DIRS, default_cache_dir("fashion_mnist") / "FashionMNIST" / "raw"]
+    dirs = [root, root / "raw", root / _RAW] if root else []
+    return [*dirs, *SYSTEM_DIRS, default_cache_dir("fashion_mnist") / _RAW]
 
 
-def find_files(root: Path | None) -> dict[str, tuple[Path, Path]] | None:
-    """Split -> (images file, labels file) from the first folder holding all four, else None."""
+def find_files(root: Path | None) -> list[Path] | None:
+    """The four idx files (each extracted or .gz) of the first folder holding all four, else None."""
     for directory in candidate_dirs(root):
-        found: dict[str, tuple[Path, Path]] = {}
-        for split, (image_stem, label_stem) in FILE_STEMS.items():
-            images, labels = _find_file(directory, image_stem), _find_file(directory, label_stem)
-            if images is None or labels is None:
-                break
-            found[split] = (images, labels)
-        else:
-            return found
+        found = [
+            next((directory / n for n in (stem, f"{stem}.gz") if (directory / n).is_file()), None)
+            for stem in FILE_STEMS
+        ]
+        if all(found):
+            return [path for path in found if path is not None]
     return None
 
 
-def _download(target: Path) -> dict[str, tuple[Path, Path]]:
+def _extracted(files: list[Path]) -> Path:
+    """A torchvision root with ``files`` extracted into ``FashionMNIST/raw/``, made once in the cache.
+
+    torchvision reads only uncompressed files in that layout, and nothing may be written beside a
+    system copy, so .gz files are extracted (with torchvision's own extractor) into the cache; the
+    folder is keyed by the files' paths, sizes and times, so replacing them extracts them again.
+    """
+    from torchvision.datasets.utils import extract_archive
+
+    key = hashlib.sha256(repr(file_stamps(files)).encode()).hexdigest()[:16]
+    root = default_cache_dir("fashion_mnist") / "extracted" / key
+    if (root / _RAW).is_dir():
+        return root
+    (root / _RAW).parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root / _RAW.parent, prefix=".partial-"))
+    for path in files:
+        try:
+            if path.suffix == ".gz":
+                extract_archive(str(path), str(staging))
+            else:
+                os.symlink(path, staging / path.name)
+        except (OSError, EOFError, zlib.error) as error:  # a cut-off or corrupt .gz
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DataError(f"cannot extract {path}: {error}; re-download or replace it") from error
+    try:
+        staging.rename(root / _RAW)  # atomic: a concurrent worker sees all four files or none
+    except OSError:  # another worker extracted them first
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def _download(target: Path) -> None:
     from torchvision.datasets import FashionMNIST
 
     log.info("downloading Fashion-MNIST into %s", target)
@@ -81,26 +95,26 @@ def _download(target: Path) -> dict[str, tuple[Path, Path]]:
         FashionMNIST(str(target), train=True, download=True)
     except (OSError, RuntimeError) as error:
         raise DataError(f"downloading Fashion-MNIST into {target} failed ({error}); {_HOW_TO_GET}") from error
-    files = find_files(target)
-    if files is None:
-        raise DataError(f"the Fashion-MNIST download into {target} left no idx files; {_HOW_TO_GET}")
-    return files
 
 
-def _read_split(images_path: Path, labels_path: Path, *, resolution: int) -> TensorSplit:
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.ndim != 3 or images.dtype != np.uint8 or labels.ndim != 1 or len(images) != len(labels):
+def _read_split(root: Path, folder: Path, *, train: bool, resolution: int) -> tuple[TensorSplit, list[str]]:
+    from torchvision.datasets import FashionMNIST
+
+    try:
+        dataset = FashionMNIST(str(root), train=train)
+    except (AssertionError, TypeError, ValueError, RuntimeError, OSError) as error:  # its reader asserts
         raise DataError(
-            f"{images_path} ({images.dtype} {images.shape}) and {labels_path} "
-            f"({labels.dtype} {labels.shape}) are not matching uint8 [N, H, W] images and [N] labels; "
+            f"the Fashion-MNIST idx files in {folder} are unreadable ({type(error).__name__}: {error}); "
             "replace them with the Fashion-MNIST files"
-        )
-    if labels.size and not 0 <= int(labels.min()) <= int(labels.max()) < len(CLASS_NAMES):
+        ) from error
+    images, labels, classes = dataset.data, dataset.targets, list(dataset.classes)
+    if len(images) != len(labels):
         raise DataError(
-            f"{labels_path} has labels outside 0..{len(CLASS_NAMES) - 1}; it is not Fashion-MNIST"
+            f"{folder} holds {len(images)} images but {len(labels)} labels; it is not Fashion-MNIST"
         )
-    pixels = resize_square(torch.from_numpy(images).unsqueeze(1), resolution=resolution)
-    return TensorSplit(pixels, torch.from_numpy(labels.astype(np.int64)))
+    if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < len(classes):
+        raise DataError(f"{folder} has labels outside 0..{len(classes) - 1}; it is not Fashion-MNIST")
+    return TensorSplit(resize_square(images.unsqueeze(1), resolution=resolution), labels), classes
 
 
 def load_fashion_mnist_source(cfg: DataConfig) -> SourceData:
@@ -111,22 +125,27 @@ def load_fashion_mnist_source(cfg: DataConfig) -> SourceData:
         if not cfg.download:
             searched = ", ".join(str(path) for path in candidate_dirs(root))
             raise DataError(f"Fashion-MNIST not found (searched {searched}); {_HOW_TO_GET}")
-        files = _download(root or default_cache_dir("fashion_mnist"))
-    train, test = (_read_split(*files[split], resolution=cfg.size) for split in ("train", "test"))
+        _download(root or default_cache_dir("fashion_mnist"))
+        files = find_files(root)
+        if files is None:
+            raise DataError(f"the Fashion-MNIST download left no idx files; {_HOW_TO_GET}")
+    folder = files[0].parent
+    in_place = folder.parts[-2:] == _RAW.parts and not any(path.suffix == ".gz" for path in files)
+    reader_root = folder.parent.parent if in_place else _extracted(files)
+    train, classes = _read_split(reader_root, folder, train=True, resolution=cfg.size)
+    test, _ = _read_split(reader_root, folder, train=False, resolution=cfg.size)
     return SourceData(
         train=train,
         val=None,
         test=test,
-        class_names=CLASS_NAMES,
-        location=str(files["train"][0].parent),
-        origins={"train": files["train"][0].name, "test": files["test"][0].name},
+        class_names=tuple(classes),
+        location=str(folder),
+        origins={"train": files[0].name, "test": files[2].name},
     )
 
 
 def _cache_key(cfg: DataConfig) -> Hashable:
-    files = find_files(resolved_root(cfg))
-    paths = [path for pair in files.values() for path in pair] if files else []
-    return (cfg.size, str(resolved_root(cfg)), file_stamps(paths))
+    return (cfg.size, str(resolved_root(cfg)), file_stamps(find_files(resolved_root(cfg)) or []))
 
 
 SOURCE = Source(load=load_fashion_mnist_source, cache_key=_cache_key)
