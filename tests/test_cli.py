@@ -27,9 +27,9 @@ def test_user_errors_are_one_line_without_traceback(
 ) -> None:
     # every user mistake exits 2 with one actionable line on stderr and no traceback
     if "data=fashion_mnist" in args:
-        import tlbench.data.sources.fashion_mnist as fm
+        from tlbench.data import sources
 
-        monkeypatch.setattr(fm, "SYSTEM_DIRS", (Path("/nonexistent-debian"),))
+        monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIRS", (Path("/nonexistent-debian"),))
         monkeypatch.setenv("HOME", "/nonexistent-home")
     code = main(["train", *args, "tracking=disabled"])
     err = capsys.readouterr().err

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from tlbench.data.containers import DataSplits, TensorSplit
 from tlbench.data.load import clear_source_cache, load_splits
-from tlbench.data.loader import InMemoryLoader
+from tlbench.data.loader import BatchTransform, InMemoryLoader, augment, normalize
 from tlbench.data.splits import cap_per_class, stratified_split, stratified_subset
-from tlbench.data.transforms import BatchTransform, augment, normalize
 
 __all__ = [
     "BatchTransform",

@@ -1,10 +1,13 @@
-"""The tensors a run trains and evaluates on, and the record of where they came from."""
+"""The tensors a run trains and evaluates on, what a dataset source hands over, and where they came from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 
 import torch
+
+from tlbench.config.schema import DataConfig
 
 
 @dataclass(frozen=True, eq=False)  # tensors have no single truth value: compare by identity
@@ -72,3 +75,41 @@ class DataSplits:
     def channels(self) -> int:
         """1 for grayscale sources (expanded to 3 by :func:`tlbench.data.normalize`), else 3."""
         return int(self.train.images.shape[1])
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """Decoded pools of one dataset at the target resolution.
+
+    ``val`` and ``test`` are ``None`` when the source has no such split of its own; the split logic
+    then carves them from ``train`` with ``split_seed``.
+
+    Attributes:
+        train: The source's training pool (or its only pool).
+        val: The source's own validation split, if any.
+        test: The source's own test split, if any.
+        class_names: Label ``i`` is ``class_names[i]``.
+        location: Where the data was read from (a path, or the package that generated it).
+        origins: Split name -> where that split's samples came from, for the run description.
+    """
+
+    train: TensorSplit
+    val: TensorSplit | None
+    test: TensorSplit | None
+    class_names: tuple[str, ...]
+    location: str
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset source: how to load it, and what decides whether a cached load is still valid.
+
+    Attributes:
+        load: Reads and decodes the dataset for a config.
+        cache_key: Cheap key of everything ``load``'s result depends on (paths, file times,
+            resolution), so a sweep in one process decodes each dataset once.
+    """
+
+    load: Callable[[DataConfig], SourceData]
+    cache_key: Callable[[DataConfig], Hashable]

@@ -1,4 +1,4 @@
-"""From a :class:`DataConfig` to the train / val / test tensors of one run.
+"""From a :class:`DataConfig` to the train / val / test tensors of one run, and their content keys.
 
 Order of operations: decode the source (cached in-process) -> fix val and test with ``split_seed``
 (the source's own splits, or stratified carving from its train pool) -> cap them per class ->
@@ -8,23 +8,60 @@ run's seed, so evaluation sets are identical across seeds and training-set sizes
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from tlbench.config.schema import DataConfig
-from tlbench.data.containers import DataSplits, TensorSplit
-from tlbench.data.fingerprint import splits_fingerprint, tensor_digest
-from tlbench.data.sources import SourceData, get_source
+from tlbench.data.containers import DataSplits, SourceData, TensorSplit
+from tlbench.data.sources import get_source
 from tlbench.data.splits import cap_per_class, stratified_split, stratified_subset
 from tlbench.errors import DataError
 
 log = logging.getLogger(__name__)
+
+FINGERPRINT_LENGTH = 16  # hex digits: 64 bits, ample for a local feature cache
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """sha256 over the shapes, dtypes and bytes of ``tensors``.
+
+    Hashing decoded pixels rather than file names means a dataset copied elsewhere keeps its key,
+    and any change of content or preprocessing changes it.
+    """
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        contiguous = tensor.detach().cpu().contiguous()
+        digest.update(f"{contiguous.dtype}{tuple(contiguous.shape)}".encode())
+        digest.update(contiguous.reshape(-1).view(torch.uint8).numpy().data)  # a view: no copy
+    return digest.hexdigest()
+
+
+def splits_fingerprint(
+    *,
+    dataset: Mapping[str, object],
+    train_indices: np.ndarray,
+    split_params: Mapping[str, object],
+) -> str:
+    """Short sha256 of dataset identity, split parameters and the train subset indices.
+
+    Args:
+        dataset: JSON-serialisable identity: name, content digest, preprocessing, resolution.
+        train_indices: Indices of the training subset within the train pool.
+        split_params: Everything that decides val/test and the pool (seeds, fractions, caps).
+    """
+    payload = json.dumps({"dataset": dataset, "split": split_params}, sort_keys=True, default=str)
+    digest = hashlib.sha256(payload.encode())
+    digest.update(np.ascontiguousarray(train_indices, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:FINGERPRINT_LENGTH]
+
 
 PREPROCESSING = "shorter-side-bilinear-aa+center-crop/v1"  # bump when decoding or resizing changes
 CACHE_SIZE = 2  # decoded datasets kept per process: a sweep reuses one, two covers a comparison

@@ -1,16 +1,101 @@
-"""Batches straight from tensors already on the training device: no workers, no per-sample work.
+"""Batches straight from tensors already on the training device, augmented and normalised per batch.
 
 Small transfer-learning datasets fit in device memory as uint8, where indexing a batch costs
 microseconds; a ``DataLoader`` with worker processes would spend more on collation than the model
-spends on the batch. Lightning accepts any iterable with ``__len__`` as a dataloader.
+spends on the batch. Lightning accepts any iterable with ``__len__`` as a dataloader. The batch ops
+run on whatever device the batch lives on (no per-sample Python work). Augmentation is off by default
+(``data.augment=false``): with few labelled images and frozen backbones it mostly adds cost, and it
+disables feature caching. When on, it runs on the uint8 batch before :func:`normalize`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
+
+_GREY = 1
+_RGB = 3
+
+
+def normalize(batch: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]`` -> float32 ``(x / 255 - mean) / std``, always with 3 channels.
+
+    Grey batches are repeated to 3 channels because ImageNet backbones expect RGB.
+
+    Args:
+        batch: uint8 images, ``C`` in {1, 3}.
+        mean: Per-channel mean of the backbone's pretraining data (timm ``pretrained_cfg``).
+        std: Per-channel standard deviation, likewise.
+    """
+    if batch.dtype != torch.uint8 or batch.dim() != 4 or batch.shape[1] not in (_GREY, _RGB):
+        raise ValueError(f"expected uint8 [N, 1 or 3, H, W], got {batch.dtype} {tuple(batch.shape)}")
+    if len(mean) != _RGB or len(std) != _RGB:
+        raise ValueError(f"mean and std need 3 values each, got {mean=} {std=}")
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(1, _RGB, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=batch.device).view(1, _RGB, 1, 1)
+    # (x / 255 - mean) / std == x * (1 / (255 std)) - mean / std: one multiply-add pass
+    scale, shift = 1.0 / (255.0 * std_t), mean_t / std_t
+    pixels = batch.float()
+    if pixels.shape[1] == _GREY:
+        pixels = pixels.expand(-1, _RGB, -1, -1)
+    return torch.addcmul(-shift, pixels, scale)
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Reflect out-of-range indices back inside ``[0, size)`` (edge pixel not repeated, like torch's pad)."""
+    index = index.abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
+
+
+def augment(batch: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip, then pad by ``size // 8`` (reflect) and crop back, per sample.
+
+    Implemented as one gather with per-sample row and column indices, so it works for any dtype
+    and costs one pass over the batch whatever its size.
+
+    Args:
+        batch: ``[N, C, H, W]`` images (uint8 or float).
+        generator: Draws flips and offsets; it may live on any device (draws are moved to the
+            batch's device), so the same seed gives the same augmentation on CPU and GPU.
+    """
+    count, channels, height, width = batch.shape
+    pad_y, pad_x = height // 8, width // 8
+    shape = (count, 1)
+    dy = torch.randint(0, 2 * pad_y + 1, shape, generator=generator, device=generator.device)
+    dx = torch.randint(0, 2 * pad_x + 1, shape, generator=generator, device=generator.device)
+    flip = torch.rand(shape, generator=generator, device=generator.device) < 0.5
+    dy, dx, flip = dy.to(batch.device), dx.to(batch.device), flip.to(batch.device)
+    rows = _reflect(torch.arange(height, device=batch.device) + dy - pad_y, height)
+    cols = torch.arange(width, device=batch.device)
+    cols = torch.where(flip, width - 1 - cols, cols)
+    cols = _reflect(cols + dx - pad_x, width)
+    # rows then columns: two gathers on index tensors broadcast over the channel dimension
+    gathered = batch.gather(2, rows.view(count, 1, height, 1).expand(count, channels, height, width))
+    return gathered.gather(3, cols.view(count, 1, 1, width).expand(count, channels, height, width))
+
+
+@dataclass(frozen=True)
+class BatchTransform:
+    """What the training and evaluation loaders apply to each batch: optional augment, then normalize.
+
+    Attributes:
+        mean: Backbone normalisation mean (3 values).
+        std: Backbone normalisation std (3 values).
+        generator: When given, batches are augmented with it (training only); None = no augmentation.
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    generator: torch.Generator | None = None
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.generator is not None:
+            batch = augment(batch, generator=self.generator)
+        return normalize(batch, mean=self.mean, std=self.std)
+
 
 BatchFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -45,7 +130,7 @@ class InMemoryLoader:
             batch_size: Samples per batch.
             shuffle: Reshuffle at the start of every pass.
             seed: Seeds the shuffling generator.
-            transform: Applied to each image batch (e.g. :class:`tlbench.data.transforms.BatchTransform`).
+            transform: Applied to each image batch (e.g. :class:`BatchTransform`).
             drop_last: Skip a final incomplete batch.
         """
         if batch_size < 1:

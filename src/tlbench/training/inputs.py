@@ -31,7 +31,7 @@ from tlbench.cost.device import DeviceInfo, autocast_context
 from tlbench.cost.flops import measure_forward_flops
 from tlbench.cost.meter import FitMeter
 from tlbench.data import DataSplits, InMemoryLoader, TensorSplit
-from tlbench.data.fingerprint import tensor_digest
+from tlbench.data.load import tensor_digest
 from tlbench.models.network import BuiltModel
 from tlbench.training.prepare import Transform, batch_transform
 
