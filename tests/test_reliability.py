@@ -329,13 +329,13 @@ def test_mlflow_ui_binds_localhost(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # `make ui`: MLflow's UI on 127.0.0.1 only, started without a shell; a password is not printed
-    from tlbench.commands import ui
+    from tlbench import cli
 
     calls: list[tuple[list[str], dict[str, str]]] = []
-    monkeypatch.setattr(ui.os, "execve", lambda exe, argv, env: calls.append((list(argv), dict(env))))
+    monkeypatch.setattr(cli.os, "execve", lambda exe, argv, env: calls.append((list(argv), dict(env))))
     store = f"postgresql://u:{SECRET}@db.example/mlflow"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    assert ui.main(["--port", "5123"]) == 0
+    assert cli.ui(["--port", "5123"]) == 0
     argv, env = calls[0]
     assert argv[argv.index("--host") + 1] == "127.0.0.1" and "0.0.0.0" not in argv
     assert argv[argv.index("--port") + 1] == "5123"
@@ -348,9 +348,9 @@ def test_ui_of_a_tracking_server_points_at_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # an http tracking URI: the server has its own UI; a local `mlflow ui` would show an unrelated store
-    from tlbench.commands import ui
+    from tlbench import cli
 
-    monkeypatch.setattr(ui.os, "execve", lambda *a: pytest.fail("no local UI for a remote server"))
+    monkeypatch.setattr(cli.os, "execve", lambda *a: pytest.fail("no local UI for a remote server"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
-    assert ui.main([]) == 0
+    assert cli.ui([]) == 0
     assert "http://tracking.example:5000" in capsys.readouterr().out

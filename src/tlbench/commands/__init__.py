@@ -1,1 +1,2 @@
-"""One module per CLI command, each exposing ``main(argv) -> int``."""
+"""The CLI commands with parts of their own (the others are in :mod:`tlbench.cli`): ``train`` and
+``config`` (``overrides``), ``sweep``, ``screen`` and ``dashboard``."""

@@ -1,4 +1,4 @@
-"""What ``tlbench train`` and ``tlbench config`` take: Hydra overrides of ``conf/``.
+"""``tlbench train`` and ``tlbench config``: the commands that take Hydra overrides of ``conf/``.
 
 Both commands need two things before anything heavy is imported: a ``--help`` that lists the config
 groups, their options and their keys (read from ``conf/`` and the typed schema, so it cannot drift
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +19,9 @@ from typing import Any
 
 import yaml
 
+from tlbench.config import load_config
 from tlbench.config.compose import config_dir
-from tlbench.config.schema import DatasetName, RunConfig, WeightsSource
+from tlbench.config.schema import DatasetName, RunConfig, WeightsSource, as_plain_dict
 from tlbench.errors import ConfigError, DataError
 
 HELP_FLAGS = frozenset({"-h", "--help"})
@@ -186,3 +188,39 @@ def check_paths(cfg: RunConfig, *, overrides: Sequence[str] = ()) -> None:
             f"backbone.weights_path={weights} not found: give the path of a .pth or .safetensors "
             "checkpoint (backbone.weights=file)"
         )
+
+
+# ---- the commands ----------------------------------------------------------------------------------
+
+
+def train(argv: Sequence[str]) -> int:
+    """``tlbench train k=v ...``: one trial with Hydra overrides, tracked in MLflow."""
+    if wants_help(argv):
+        print(usage("train"))
+        return 0
+    cfg = load_config(argv)
+    check_paths(cfg, overrides=argv)  # a missing folder or file: one line now, not after torch loads
+    from tlbench.run import train as run_trial  # heavy imports only once the config is known to be valid
+
+    result = run_trial(cfg)
+    width = max(len(k) for k in result.metrics)
+    print(f"\nstatus: {result.status}")
+    for key in sorted(result.metrics):
+        print(f"  {key:<{width}}  {result.metrics[key]:.6g}")
+    if result.run_id:
+        print(f"MLflow run {result.run_id} in experiment '{cfg.tracking.experiment}' (browse: make ui)")
+    if not result.completed:
+        print(f"trial did not complete: {result.status}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def config(argv: Sequence[str]) -> int:
+    """``tlbench config k=v ...``: print the composed, validated config as YAML."""
+    if wants_help(argv):
+        print(usage("config"))
+        return 0
+    cfg = load_config(argv)
+    check_paths(cfg, overrides=argv)
+    print(yaml.safe_dump(as_plain_dict(cfg), sort_keys=False), end="")
+    return 0

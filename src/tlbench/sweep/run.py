@@ -196,7 +196,7 @@ def _set_threads(threads: int) -> None:
 
 
 def _build_report(study: str) -> None:
-    from tlbench.commands.report import print_result
+    from tlbench.cli import print_result
     from tlbench.report.build import build_report  # pandas/matplotlib only when a report is due
 
     print("building the report ...", flush=True)
