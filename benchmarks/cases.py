@@ -22,7 +22,17 @@ from benchmarks.timing import Sample
 from tlbench.config import RunConfig, load_config
 from tlbench.cost.device import autocast_context
 from tlbench.run import train
-from tlbench.tracking.names import DEVICE_HOURS, DEVICE_HOURS_RULE, FIT_CPU_SECONDS
+from tlbench.tracking.names import (
+    DEVICE_HOURS,
+    DEVICE_HOURS_RULE,
+    EVAL_FLOPS,
+    FEATURE_CACHE,
+    FIT_CPU_SECONDS,
+    FIT_SECONDS,
+    TEST_ACC,
+    TRAIN_FLOPS,
+    VAL_ACC,
+)
 from tlbench.training.inputs import reset_feature_cache
 from tlbench.training.prepare import batch_transform, prepare
 
@@ -182,15 +192,15 @@ def harness_run(overrides: Sequence[str]) -> Run:
     metrics = result.metrics
     info = {
         "status": result.status,
-        "val_acc": metrics.get("val/acc"),
-        "test_acc": metrics.get("test/acc"),
-        "fit_seconds": metrics.get("cost/fit_seconds"),
+        "val_acc": metrics.get(VAL_ACC),
+        "test_acc": metrics.get(TEST_ACC),
+        "fit_seconds": metrics.get(FIT_SECONDS),
         "fit_cpu_seconds": metrics.get(FIT_CPU_SECONDS),
         "device_hours": metrics.get(DEVICE_HOURS),
         "device_hours_rule": result.tags.get(DEVICE_HOURS_RULE),
-        "train_flops": metrics.get("cost/train_flops"),
-        "eval_flops": metrics.get("cost/eval_flops"),
-        "feature_cache": result.tags.get("feature_cache"),
+        "train_flops": metrics.get(TRAIN_FLOPS),
+        "eval_flops": metrics.get(EVAL_FLOPS),
+        "feature_cache": result.tags.get(FEATURE_CACHE),
         "epochs": len(result.history),
         "val_passes": sum(1 for r in result.history if r.val_acc is not None),
         "n_train": result.params.get("n_train"),

@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from tlbench.cost.threads import passive_wait_default
+from tlbench.tracking.names import DEVICE_HOURS, FIT_SECONDS, ROLE, STUDY
 
 START_MARK = "<!-- gpu-check:start (written by python -m benchmarks.gpu; edits inside are replaced) -->"
 END_MARK = "<!-- gpu-check:end -->"
@@ -242,15 +243,12 @@ def finished_runs(work: Path, study: str) -> dict[str, Any]:
         )
     except Exception as exc:
         return {"finished_trials": 0, "store": f"unreadable: {type(exc).__name__}"}
-    trials = [r for r in runs if r.data.tags.get("role") != "study"]
-    total = {
-        key: sum(r.data.metrics.get(key, 0.0) for r in trials)
-        for key in ("cost/device_hours", "cost/fit_seconds")
-    }
+    trials = [r for r in runs if r.data.tags.get(ROLE) != STUDY]
+    total = {key: sum(r.data.metrics.get(key, 0.0) for r in trials) for key in (DEVICE_HOURS, FIT_SECONDS)}
     return {
         "finished_trials": len(trials),
-        "gpu_hours": total["cost/device_hours"],
-        "fit_seconds": total["cost/fit_seconds"],
+        "gpu_hours": total[DEVICE_HOURS],
+        "fit_seconds": total[FIT_SECONDS],
     }
 
 

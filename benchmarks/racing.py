@@ -22,15 +22,14 @@ import pandas as pd
 from tlbench.report.build import analyse, verdicts
 from tlbench.report.recommend import Recommendation
 from tlbench.report.tables import final_results
+from tlbench.tracking.names import BUDGET_CHECK, DEVICE_HOURS, FINAL, ROLE, TUNE
 from tlbench.tracking.study_reader import read_test_predictions
-
-FINAL = "final"
 
 
 def first_seeds(trials: pd.DataFrame, k: int) -> pd.DataFrame:
     """The study as a fixed budget of seeds 1..k would have run it: later final seeds dropped."""
     seeds = pd.to_numeric(trials["seed"], errors="coerce")
-    return trials[(trials["role"] != FINAL) | (seeds <= k)]
+    return trials[(trials[ROLE] != FINAL) | (seeds <= k)]
 
 
 def _line(rec: Recommendation) -> str:
@@ -56,10 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     fixed_recs = {r.n_per_class: r for r in fixed_verdicts}
     for label, frame in (("raced", study.trials), (f"seeds 1..{args.seeds}", fixed)):
         finals = final_results(frame)
-        spent = frame[frame["role"].isin(["tune", "budget_check", FINAL])]  # not the export's retraining
-        total = pd.to_numeric(spent["cost/device_hours"], errors="coerce").sum()
+        spent = frame[frame[ROLE].isin([TUNE, BUDGET_CHECK, FINAL])]  # not the export's retraining
+        total = pd.to_numeric(spent[DEVICE_HOURS], errors="coerce").sum()
         print(
-            f"{label}: {len(finals)} final runs, {finals['cost/device_hours'].sum():.4f} device-hours of "
+            f"{label}: {len(finals)} final runs, {finals[DEVICE_HOURS].sum():.4f} device-hours of "
             f"finals, {total:.4f} with tuning and budget checks"
         )
     for rec in raced:

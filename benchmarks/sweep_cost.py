@@ -24,9 +24,10 @@ import yaml
 from benchmarks.cases import SweepPlan, timed
 from benchmarks.timing import Sample
 from tlbench.errors import ConfigError
+from tlbench.tracking.names import EVAL_FLOPS, TRAIN_FLOPS
 
 TUNING_EXCLUDED = ("meta", "final", "pareto")  # study suffixes that are not tuning cells
-FLOP_METRICS = ("cost/train_flops", "cost/eval_flops")  # a trial's work: training (+ extraction), evaluation
+FLOP_METRICS = (TRAIN_FLOPS, EVAL_FLOPS)  # a trial's work: training (+ extraction), evaluation
 
 
 def _condition_holds(condition: str, cells: Mapping[str, Sequence[Any]]) -> bool:

@@ -43,6 +43,7 @@ from tlbench.sweep.storage import (
     with_driver,
 )
 from tlbench.sweep.workers import STORAGE_ENV
+from tlbench.tracking.names import VAL_ACC
 
 SNAPSHOT_DIR = Path(".tlbench") / "dashboard"
 ALL_CELLS = "(all cells)"
@@ -191,7 +192,7 @@ def write_snapshot(source: Any, study: str, target: Path) -> list[StudyLine]:
         view = optuna.create_study(storage=sink, study_name=combined, directions=directions)
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still there in 5.0
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            view.set_metric_names(["val/acc"])  # what every tuning trial reports, named in the plots
+            view.set_metric_names([VAL_ACC])  # what every tuning trial reports, named in the plots
         view.add_trials(merged)
         keys = list(cell_factors(next(iter(cells))))
         lines.append(
@@ -199,7 +200,7 @@ def write_snapshot(source: Any, study: str, target: Path) -> list[StudyLine]:
                 combined,
                 "whole sweep",
                 **_counts(merged),
-                best=_best(merged, label="val/acc", keys=keys),
+                best=_best(merged, label=VAL_ACC, keys=keys),
             )
         )
     for name in sorted(names, key=lambda n: (suffix[n] not in ("final", "pareto"), n)):
@@ -207,9 +208,7 @@ def write_snapshot(source: Any, study: str, target: Path) -> list[StudyLine]:
             continue
         optuna.copy_study(from_study_name=name, from_storage=source, to_storage=sink, to_study_name=name)
         what = {"final": "finals", "pareto": "pareto"}.get(suffix[name], "cell")
-        lines.append(
-            StudyLine(name, what, **_counts(trials[name]), best=_best(trials[name], label="val/acc"))
-        )
+        lines.append(StudyLine(name, what, **_counts(trials[name]), best=_best(trials[name], label=VAL_ACC)))
     return lines
 
 
@@ -223,7 +222,7 @@ def live_lines(source: Any, study: str) -> list[StudyLine]:
             continue
         trials = source.get_all_trials(source.get_study_id_from_name(name), deepcopy=False)
         what = {"final": "finals", "pareto": "pareto"}.get(suffix, "cell")
-        lines.append(StudyLine(name, what, **_counts(trials), best=_best(trials, label="val/acc")))
+        lines.append(StudyLine(name, what, **_counts(trials), best=_best(trials, label=VAL_ACC)))
     return lines
 
 

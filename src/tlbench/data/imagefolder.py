@@ -130,6 +130,9 @@ def _split_folders(root: Path, top: list[Path]) -> dict[str, Path]:
 def scan_layout(root: Path) -> FolderLayout:
     """Find the layout, class folders and image files under ``root``.
 
+    Not torchvision's ``ImageFolder``: it knows the flat layout only, keeps hidden files with an image
+    extension and stops at a class folder without images, where this reports and carries on.
+
     Raises:
         DataError: ``root`` is missing, not a folder, or has no class folders.
     """

@@ -50,6 +50,8 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index >= size, 2 * (size - 1) - index, index)
 
 
+# Not torchvision's v2 RandomHorizontalFlip/RandomCrop: they draw one flip and one offset per call (per
+# batch here); this draws them per sample, on the batch's device, in one gather.
 def augment(batch: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flip, then pad by ``size // 8`` (reflect) and crop back, per sample.
 
