@@ -26,7 +26,7 @@ from benchmarks.loaded import loaded_ratios
 from benchmarks.measure import Progress, workdir
 from benchmarks.ratios import finetune_ratios, partial_ratio, probe_ratios
 from benchmarks.report import RATIOS, RatioResult, bench_json, machine_info, table
-from benchmarks.sweep_ratio import sweep_ratio
+from benchmarks.sweep_cost import sweep_ratio
 from benchmarks.timing import spread
 
 log = logging.getLogger(__name__)

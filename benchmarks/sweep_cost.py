@@ -7,6 +7,8 @@ same learning rates), budget per cell and pruner, on a subset of its cells, with
 entry point, ``tlbench sweep --sweep FILE --study NAME --storage URL``, and reads the trials back
 from the Optuna storage: each trial's ``cost/device_hours`` (pruned trials included: compute spent
 is compute spent), the epochs it trained, and the best validation accuracy each cell found.
+``default_sweep_pruned_over_unpruned`` (:func:`sweep_ratio`) runs the pair, repeated (alternating
+which sweep goes first) while the bench's time budget allows.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from typing import Any
 
 import yaml
 
-from benchmarks.cases import SweepPlan, timed
-from benchmarks.timing import Sample
+from benchmarks.cases import Plan, SweepPlan, timed
+from benchmarks.measure import Progress
+from benchmarks.report import RatioResult
+from benchmarks.timing import Sample, spread
 from tlbench.errors import ConfigError
 from tlbench.tracking.names import EVAL_FLOPS, TRAIN_FLOPS
+from tlbench.training.inputs import reset_feature_cache
 
 TUNING_EXCLUDED = ("meta", "final", "pareto")  # study suffixes that are not tuning cells
 FLOP_METRICS = (TRAIN_FLOPS, EVAL_FLOPS)  # a trial's work: training (+ extraction), evaluation
@@ -237,3 +242,83 @@ def accuracy_gap_points(pruned: SweepRun, unpruned: SweepRun) -> float | None:
         if c.best_val_acc is not None and c.cell in best
     ]
     return max(gaps) if gaps else None
+
+
+def sweep_ratio(plan: Plan, uri: str, work: Path, progress: Progress) -> RatioResult:
+    """default_sweep_pruned_over_unpruned on a reduced copy of the sweep (see the module docstring)."""
+    from tlbench.sweep.loader import sweep_path
+
+    source = yaml.safe_load(sweep_path(plan.sweep.source).read_text()) or {}
+    threads = [f"trainer.num_threads={plan.threads}"] if plan.threads else []
+    extra = ["trainer.feature_cache_dir=null", f"tracking.tracking_uri={uri}", *threads]
+    pairs: list[tuple[SweepRun, SweepRun]] = []
+    for repeat in range(plan.sweep.repeats):
+        if pairs:
+            pair_s = pairs[-1][0].sample.wall_s + pairs[-1][1].sample.wall_s
+            if progress.elapsed() + 1.1 * pair_s > plan.budget_s:
+                progress.line(
+                    f"sweep: no repeat {repeat + 1} (it would end past the {plan.budget_s:.0f} s budget)"
+                )
+                break
+        done: dict[bool, SweepRun] = {}
+        for pruned in (True, False) if repeat % 2 == 0 else (False, True):
+            reset_feature_cache()  # each sweep extracts its own features, as a fresh sweep would
+            mapping = reduced_sweep(source, plan.sweep, extra_base=extra, pruned=pruned)
+            study = f"bench-{'pruned' if pruned else 'unpruned'}-{repeat}"
+            result = run_sweep(mapping, study=study, workdir=work, pruned=pruned, tracking_uri=uri)
+            done[pruned] = result
+            trials = sum(c.trials for c in result.cells)
+            pruned_n = sum(c.pruned for c in result.cells)
+            progress.line(
+                f"{'sweep ' + study:<36} wall {result.sample.wall_s:7.2f} s  cpu {result.sample.cpu_s:7.2f} s"
+                f"  {trials} trials, {pruned_n} pruned, {result.device_hours * 3600:.1f} device-s"
+            )
+        pairs.append((done[True], done[False]))
+    ratios = [p.device_hours / u.device_hours for p, u in pairs]
+    gaps = [accuracy_gap_points(p, u) for p, u in pairs]
+    pruner = dict(source.get("pruner") or {})
+    first_rung = int(pruner.get("min_resource", 1))
+    budget = int((source.get("budget") or {}).get("trials_per_cell", 1))
+    unpruned = [c for c in pairs[0][1].cells if c.epochs > 0 and c.trials > 0]
+    bounds = {
+        c.cell: best_case_fraction(epochs=c.epochs // c.trials, trials=budget, first_rung=first_rung)
+        for c in unpruned
+    }
+    unpruned_hours = {c.cell: c.device_hours for c in unpruned}
+    weighted = sum(bounds[k] * h for k, h in unpruned_hours.items()) / sum(unpruned_hours.values())
+    wall = spread(ratios)
+    cpu = spread([p.sample.cpu_s / u.sample.cpu_s for p, u in pairs])
+    # work-based cross-check, free of timing noise: each cell's epoch ratio, weighted by its cost
+    weighted_epochs = [
+        sum(
+            (pc.epochs / uc.epochs) * uc.device_hours
+            for pc, uc in zip(p.cells, u.cells, strict=True)
+            if uc.epochs
+        )
+        / u.device_hours
+        for p, u in pairs
+    ]
+    known_gaps = [g for g in gaps if g is not None]
+    return RatioResult(
+        "default_sweep_pruned_over_unpruned",
+        wall.median,
+        wall=wall,
+        cpu=cpu,
+        accuracy_ok=all(g <= 1.0 for g in known_gaps) if known_gaps else None,
+        details={
+            "source": plan.sweep.source,
+            "cells": plan.sweep.cells,
+            "pruner": pruner,
+            "trials_per_cell": budget,
+            "repeats": len(pairs),
+            "max_repeats": plan.sweep.repeats,
+            "per_repeat_ratio": ratios,
+            "epochs_ratio": [p.epochs / u.epochs for p, u in pairs],
+            "cost_weighted_epochs_ratio": weighted_epochs,
+            "accuracy_gap_points": gaps,
+            "best_case_ratio_per_cell": bounds,
+            "best_case_ratio": weighted,
+            "runs": [{"pruned": p.as_dict(), "unpruned": u.as_dict()} for p, u in pairs],
+            "note": "cpu_ratio compares the two sweep commands' CPU time; value uses cost/device_hours",
+        },
+    )
