@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlbench.report.collect import label_arms, trials_table
-from tlbench.report.curves import falling_curves, outlook
 from tlbench.report.figures import (
     SCREEN_FIGURE,
     PlotInfo,
@@ -26,9 +24,18 @@ from tlbench.report.figures import (
     save,
     screen_figure_info,
 )
-from tlbench.report.methods import methods_section
-from tlbench.report.paired import SizeComparison, compare_strategies, with_comparisons
-from tlbench.report.recommend import Recommendation, RecommendedArm, choose_arm, recommend, verdict_sentence
+from tlbench.report.recommend import (
+    Recommendation,
+    RecommendedArm,
+    SizeComparison,
+    choose_arm,
+    compare_strategies,
+    falling_curves,
+    outlook,
+    recommend,
+    verdict_sentence,
+    with_comparisons,
+)
 from tlbench.report.render import Block, Figure, size_slug, summary_tex, to_html, to_markdown
 from tlbench.report.sections import (
     DrawnFigure,
@@ -39,6 +46,7 @@ from tlbench.report.sections import (
     failed_section,
     figures_section,
     header,
+    methods_section,
     paired_section,
     problems,
     recommendation_section,
@@ -49,10 +57,12 @@ from tlbench.report.tables import (
     Totals,
     final_results,
     is_screen_run,
+    label_arms,
     screen_table,
     study_totals,
     summary_table,
     trained_accuracy,
+    trials_table,
 )
 from tlbench.tracking.names import CONFIG_ARTIFACT
 from tlbench.tracking.study_publish import REPORT_ARTIFACT_DIR, publish_report
@@ -118,7 +128,7 @@ class StudyAnalysis:
     ref: StudyRef
     records: StudyRecords
     plain: pd.DataFrame  # the trials table of every run but the screens (they have their own section)
-    trials: pd.DataFrame  # the same, strategies relabelled per arm (report.collect.label_arms)
+    trials: pd.DataFrame  # the same, strategies relabelled per arm (report.tables.label_arms)
     comparisons: list[SizeComparison]
     summary: pd.DataFrame
     recommendations: list[Recommendation]
