@@ -22,7 +22,7 @@ import pandas as pd
 from tlbench.report.build import analyse, verdicts
 from tlbench.report.recommend import Recommendation
 from tlbench.report.tables import final_results
-from tlbench.tracking.study_reader import read_test_predictions
+from tlbench.tracking.study import read_test_predictions
 
 FINAL = "final"
 

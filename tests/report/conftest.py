@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tlbench.report.tables import trials_table
-from tlbench.tracking.study_reader import RunRecord
+from tlbench.tracking.study import RunRecord
 
 from .fake_study import build_study
 

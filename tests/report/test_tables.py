@@ -29,7 +29,7 @@ from tlbench.report.tables import (
     trained_accuracy,
     trials_table,
 )
-from tlbench.tracking.study_reader import RunRecord
+from tlbench.tracking.study import RunRecord
 
 from .screen_fixture import BACKBONES, final_runs, screen_runs
 

@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
-    from tlbench.predict import collect, predict_files, write_csv
+    from tlbench.export import collect, predict_files, write_csv
 
     inputs = collect(args.paths)
     failed = classified = 0

@@ -39,7 +39,7 @@ def main(argv: Sequence[str]) -> int:
     if not 0 <= args.tolerance < 1:
         raise ConfigError(f"--tolerance is an absolute accuracy in [0, 1), e.g. 0.01; got {args.tolerance}")
     from tlbench.report.build import build_report  # pandas/matplotlib only once the arguments are valid
-    from tlbench.tracking.study_reader import list_studies
+    from tlbench.tracking.study import list_studies
 
     if args.list:
         for study in list_studies():

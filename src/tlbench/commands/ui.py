@@ -7,8 +7,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tlbench.redaction import redact_password
 from tlbench.tracking import resolve_tracking_uri
+from tlbench.tracking.runs import redact_password
 
 
 def main(argv: Sequence[str]) -> int:

@@ -65,14 +65,15 @@ from tlbench.report.tables import (
     trials_table,
 )
 from tlbench.tracking.names import CONFIG_ARTIFACT
-from tlbench.tracking.study_publish import REPORT_ARTIFACT_DIR, publish_report
-from tlbench.tracking.study_reader import (
+from tlbench.tracking.study import (
+    REPORT_ARTIFACT_DIR,
     SWEEP_TAG,
     RunPredictions,
     RunRecord,
     StudyRecords,
     StudyRef,
     find_study,
+    publish_report,
     read_study,
     read_test_predictions,
     read_text_artifact,

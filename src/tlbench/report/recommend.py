@@ -54,7 +54,7 @@ from tlbench.report.stats import (
 )
 from tlbench.report.tables import PARAM_COLUMNS, TUNE, final_results
 from tlbench.tracking.names import OVERRIDES, TRAIN_STEPS
-from tlbench.tracking.study_reader import RunPredictions
+from tlbench.tracking.study import RunPredictions
 
 # Paired comparisons of strategies at each data size: the best against each other one.
 #

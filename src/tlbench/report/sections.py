@@ -72,7 +72,7 @@ from tlbench.report.tables import (
     tuning_protocol,
 )
 from tlbench.tracking.names import FIT_CPU_SECONDS
-from tlbench.tracking.study_reader import redact_uri
+from tlbench.tracking.study import redact_uri
 
 DrawnFigure = tuple[FigureInfo, tuple[str, str] | None, int]
 

@@ -41,7 +41,7 @@ from tlbench.tracking.names import (
     STATUS,
     VAL_ACC,
 )
-from tlbench.tracking.study_reader import RunRecord
+from tlbench.tracking.study import RunRecord
 
 IDENTITY_COLUMNS = (
     "run_id", "run_name", "trial_number", "role", "status", "outcome", "collapsed", "collapse_reason",

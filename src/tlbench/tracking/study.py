@@ -1,4 +1,5 @@
-"""Read a study back from MLflow as plain records (nothing outside ``tracking/`` sees mlflow objects).
+"""Read a study back from MLflow as plain records (nothing outside ``tracking/`` sees mlflow objects),
+and publish its report to it.
 
 A study is an MLflow experiment tagged ``tlbench.study``: one parent run (``role=study``) and one child
 run per trial. Single trials (experiment ``tlbench``, no tag) are not studies.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tlbench.errors import TrackingError
-from tlbench.tracking.mlflow_run import _client, resolve_tracking_uri
 from tlbench.tracking.names import RACE_ARTIFACT
+from tlbench.tracking.runs import MlflowRun, _client, resolve_tracking_uri
 
 STUDY_TAG = "tlbench.study"
 SWEEP_TAG = "tlbench.sweep"
@@ -97,29 +98,20 @@ def _record(run: Any) -> RunRecord:
     )
 
 
-def _paged(fetch: Any) -> list[Any]:
-    """Every page of ``fetch(max_results, page_token)``. mlflow.search_runs / search_experiments read the
-    process-wide tracking URI; the report is given one, so it pages its client with their paginator."""
+def _every_page(fetch: Callable[[int, str | None], Any]) -> list[Any]:
+    """Every page of ``fetch(max_results, page_token)``: MLflow's own paginator. ``mlflow.search_runs`` /
+    ``search_experiments`` page the same way but only on the process-wide tracking URI, and the report
+    is given its URI, so it pages its own client."""
     from mlflow.utils import get_results_from_paginated_fn
 
     return list(get_results_from_paginated_fn(fetch, _PAGE))
-
-
-def _search_all(client: Any, experiment_ids: list[str], **kwargs: Any) -> list[Any]:
-    return _paged(
-        lambda n, token: client.search_runs(experiment_ids, max_results=n, page_token=token, **kwargs)
-    )
-
-
-def _all_experiments(client: Any) -> list[Any]:
-    return _paged(lambda n, token: client.search_experiments(max_results=n, page_token=token))
 
 
 def _open(tracking_uri: str | None) -> tuple[Any, list[Any]]:
     uri = resolve_tracking_uri(tracking_uri)
     try:
         client = _client(uri)
-        experiments = _all_experiments(client)
+        experiments = _every_page(lambda n, token: client.search_experiments(max_results=n, page_token=token))
     except Exception as exc:  # connection, auth, schema: all mean "cannot read"
         raise TrackingError(
             f"cannot read MLflow tracking store {redact_uri(uri)}: {type(exc).__name__}: "
@@ -203,7 +195,10 @@ def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyReco
     """The parent run and every trial run (active runs only; deleted runs are not part of a study)."""
     uri = resolve_tracking_uri(tracking_uri)
     client = _client(uri)
-    runs = [_record(r) for r in _search_all(client, [study.experiment_id])]
+    pages = _every_page(
+        lambda n, token: client.search_runs([study.experiment_id], max_results=n, page_token=token)
+    )
+    runs = [_record(r) for r in pages]
     parents = sorted(
         (r for r in runs if r.tags.get("role") == PARENT_ROLE), key=lambda r: r.start_time_ms or 0
     )
@@ -261,3 +256,35 @@ def read_test_predictions(
             if parsed is not None:
                 found[run_id] = parsed
     return found
+
+
+# Attach a built report to its study's parent run: files as artifacts, the summary as metrics and tags.
+#
+# Re-running the report logs the metrics again (MLflow keeps the history; the UI shows the latest) and
+# overwrites artifacts of the same name.
+
+REPORT_ARTIFACT_DIR = "report"
+
+
+def publish_report(
+    parent_run_id: str,
+    *,
+    root: Path,
+    files: Sequence[Path],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    tracking_uri: str | None = None,
+) -> None:
+    """Log ``files`` (paths under ``root``) under ``report/`` keeping their sub-folders, then metrics, tags.
+
+    The parent run's status is left as the sweep set it: logging to a finished run is allowed.
+    """
+    run = MlflowRun.attach(parent_run_id, tracking_uri=tracking_uri)
+    for path in files:
+        relative = path.relative_to(root).parent
+        folder = (
+            REPORT_ARTIFACT_DIR if relative == Path(".") else f"{REPORT_ARTIFACT_DIR}/{relative.as_posix()}"
+        )
+        run.log_artifact(str(path), folder)
+    run.log_metrics(metrics)
+    run.set_tags(tags)
