@@ -21,7 +21,6 @@ from tlbench.tracking.runs import (
     STUDY_VIEW_TAG,
     StudyRuns,
     experiment_page_url,
-    experiment_pages,
     fallback_run_name,
     get_or_create_experiment,
     lock_path,
@@ -109,20 +108,6 @@ def test_a_study_experiment_carries_the_comparison_view(mlflow_uri: str) -> None
 def test_experiment_page_url(study_view: bool, expected: str) -> None:
     # the model-training pages of the experiment (MLflow's UI otherwise opens on GenAI ones)
     assert experiment_page_url("http://h:5000/", "7", study_view=study_view) == expected
-
-
-def test_experiment_pages_link_each_experiment_and_a_study_to_its_view(mlflow_uri: str) -> None:
-    MlflowRun.start(experiment="single trials", run_name="a", tracking_uri=mlflow_uri).end()
-    runs = StudyRuns("study", tracking_uri=mlflow_uri)
-    runs.create_parent(run_name="study:study", tags={"role": "study"}, params={}, sweep_yaml="")
-    pages = {
-        page.name: page.url for page in experiment_pages("http://127.0.0.1:5000", tracking_uri=mlflow_uri)
-    }
-    # the study opens on its comparison view, a plain experiment on its runs table
-    assert pages["study"].endswith(
-        f"/experiments/{runs.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=tlbench"
-    )
-    assert pages["single trials"].endswith("runs?workflowType=machine_learning")
 
 
 def test_a_unique_run_name_gets_the_first_free_suffix(mlflow_uri: str) -> None:

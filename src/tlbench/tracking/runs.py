@@ -514,23 +514,3 @@ def experiment_page_url(ui: str, experiment_id: str, *, study_view: bool = False
     if study_view:
         query["viewStateShareKey"] = STUDY_VIEW_KEY
     return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query)}"
-
-
-@dataclass(frozen=True)
-class ExperimentPage:
-    name: str
-    url: str
-
-
-def experiment_pages(ui: str, *, tracking_uri: str | None = None) -> list[ExperimentPage]:
-    """Every active experiment of the store with the link that opens its runs table at ``ui``, latest
-    first; a study's link opens its comparison view (for ``tlbench ui`` to print)."""
-    client = _client(resolve_tracking_uri(tracking_uri))
-    experiments = client.search_experiments(order_by=["last_update_time DESC"], max_results=1000)
-    return [
-        ExperimentPage(
-            name=e.name,
-            url=experiment_page_url(ui, str(e.experiment_id), study_view=STUDY_VIEW_TAG in (e.tags or {})),
-        )
-        for e in experiments
-    ]
