@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from tlbench.errors import ConfigError, TlbenchError
-from tlbench.tracking import names
+from tlbench.tracking import names as N
 
 if TYPE_CHECKING:
     from tlbench.config.schema import RunConfig
@@ -107,8 +107,8 @@ def export_winner(
             description=model_description(
                 arm,
                 cfg,
-                test_acc=result.metrics.get(names.TEST_ACC),
-                steps=result.metrics.get(names.TRAIN_STEPS),
+                test_acc=result.metrics.get(N.TEST_ACC),
+                steps=result.metrics.get(N.TRAIN_STEPS),
             ),
             tags=version_tags(arm),
             tracking_uri=tracking_uri,
@@ -121,7 +121,7 @@ def export_winner(
         run_id=champion.run_id,
         strategy=arm.strategy,
         n_per_class=arm.n_per_class,
-        test_acc=result.metrics.get(names.TEST_ACC),
+        test_acc=result.metrics.get(N.TEST_ACC),
         verdict=arm.verdict,
     )
 
@@ -143,7 +143,7 @@ def export_config(
 
     if not arm.config_yaml:
         raise TlbenchError(
-            f"final run {arm.config_run_id} of study '{arm.study}' has no {names.CONFIG_ARTIFACT}: "
+            f"final run {arm.config_run_id} of study '{arm.study}' has no {N.CONFIG_ARTIFACT}: "
             "the arm cannot be retrained as it ran"
         )
     register_schema()
@@ -158,7 +158,7 @@ def export_config(
         "tracking.tracking_uri": tracking_uri,
         "tracking.parent_run_id": None,
         "tracking.run_name": f"export {arm.strategy_name} n={arm.n_per_class}",
-        "tags": {names.ROLE: names.EXPORT, "tlbench.study": arm.study, names.CELL: arm.cell},
+        "tags": {N.ROLE: N.EXPORT, N.STUDY_TAG: arm.study, N.CELL: arm.cell},
     }
     l2 = _upper_median([m[PROBE_L2] for m in finals if PROBE_L2 in m])
     if l2 is not None:
@@ -227,11 +227,11 @@ def version_tags(arm: RecommendedArm) -> dict[str, str]:
     low, high = arm.acc_low, arm.acc_high
     interval = f"{low:.4f}..{high:.4f}" if low is not None and high is not None else "single seed"
     return {
-        names.VERDICT: arm.verdict,
-        names.VERDICT_INTERVAL: interval,
-        names.RECOMMENDED_STRATEGY: arm.strategy,
-        names.EXPORT_N_PER_CLASS: arm.n_per_class,
-        names.TRAINED_ON: "train+validation",
+        N.VERDICT: arm.verdict,
+        N.VERDICT_INTERVAL: interval,
+        N.RECOMMENDED_STRATEGY: arm.strategy,
+        N.EXPORT_N_PER_CLASS: arm.n_per_class,
+        N.TRAINED_ON: "train+validation",
         "final_test_acc_mean": f"{arm.acc_mean:.4f}",
         "final_seeds": str(arm.seeds),
         "final_run_ids": ",".join(arm.final_run_ids),

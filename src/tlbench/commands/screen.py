@@ -61,7 +61,8 @@ def _study_setup(name: str) -> dict[str, Any]:
     (``base`` overrides, ``backbone`` factor); before the study exists, ``sweeps/<name>.yaml``."""
     from tlbench.errors import TrackingError
     from tlbench.sweep.loader import sweep_path
-    from tlbench.tracking.study import STUDY_TAG, find_study, read_study
+    from tlbench.tracking.names import STUDY_TAG
+    from tlbench.tracking.study import find_study, read_study
 
     try:
         ref = find_study(name)

@@ -64,10 +64,9 @@ from tlbench.report.tables import (
     trained_accuracy,
     trials_table,
 )
+from tlbench.tracking import names as N
 from tlbench.tracking.names import CONFIG_ARTIFACT
 from tlbench.tracking.study import (
-    REPORT_ARTIFACT_DIR,
-    SWEEP_TAG,
     RunPredictions,
     RunRecord,
     StudyRecords,
@@ -198,7 +197,7 @@ def recommended_arm(
         size=None if size is None else str(size),
         strategy=strategy,
         tolerance=tolerance,
-        unit=device_hours_unit(found.trials["device"]).unit,
+        unit=device_hours_unit(found.trials[N.DEVICE]).unit,
     )
     config = read_text_artifact(arm.config_run_id, CONFIG_ARTIFACT, tracking_uri=tracking_uri)
     return replace(arm, config_yaml=config)
@@ -218,7 +217,7 @@ def build_report(
     ref, records, plain, trials = found.ref, found.records, found.plain, found.trials
     comparisons, summary, recommendations = found.comparisons, found.summary, found.recommendations
     prospect = outlook(trials, summary, recommendations, tolerance=tolerance)
-    unit = device_hours_unit(trials["device"])
+    unit = device_hours_unit(trials[N.DEVICE])
     directory = out / _safe(ref.name)
     figures_dir = directory / FIGURES_DIR
     if figures_dir.is_dir():
@@ -242,7 +241,7 @@ def build_report(
     parent = records.parent
     inputs = ReportInputs(
         study=ref.name,
-        sweep=ref.tags.get(SWEEP_TAG) or (parent.tags.get(SWEEP_TAG) if parent else None),
+        sweep=ref.tags.get(N.SWEEP_TAG) or (parent.tags.get(N.SWEEP_TAG) if parent else None),
         experiment_id=ref.experiment_id,
         parent_run_id=parent.run_id if parent else None,
         tracking_uri=records.tracking_uri,
@@ -291,7 +290,7 @@ def build_report(
     published = None
     if publish and parent is not None:
         progress(
-            f"logging the report to the parent run {parent.run_id} (artifacts under {REPORT_ARTIFACT_DIR}/)"
+            f"logging the report to the parent run {parent.run_id} (artifacts under {N.REPORT_ARTIFACT_DIR}/)"
         )
         publish_report(
             parent.run_id,

@@ -52,7 +52,8 @@ from tlbench.report.stats import (
     probability_best,
     seeds_needed,
 )
-from tlbench.report.tables import PARAM_COLUMNS, TUNE, final_results
+from tlbench.report.tables import PARAM_COLUMNS, final_results
+from tlbench.tracking import names as N
 from tlbench.tracking.names import OVERRIDES, TRAIN_STEPS
 from tlbench.tracking.study import RunPredictions
 
@@ -170,7 +171,7 @@ def _correctness(
     for _, row in rows.iterrows():
         p = predictions[str(row["run_id"])]
         acc = float(np.mean(np.equal(p.labels, p.predicted)))
-        if abs(acc - float(row["test/acc"])) > 0.5 / len(p.labels) + 1e-9:
+        if abs(acc - float(row[N.TEST_ACC])) > 0.5 / len(p.labels) + 1e-9:
             return None, f"run {row['run_id']}: predictions give {acc:.4f}, test/acc is {row['test/acc']:.4f}"
     return np.stack([np.equal(predictions[r].labels, predictions[r].predicted) for r in runs]), None
 
@@ -184,7 +185,7 @@ def _variance(
     rows = rows.assign(_s=rows["strategy"].map(arms.index)).sort_values(["_s", "seed"])
     n, k = len(arms), len(seeds)
     correct, why = _correctness(rows, predictions)
-    acc = rows["test/acc"].to_numpy(float).reshape(n, k).T
+    acc = rows[N.TEST_ACC].to_numpy(float).reshape(n, k).T
     if correct is None:
         return acc, None, int(pd.to_numeric(rows["n_test"], errors="coerce").min()), why
     cube = correct.reshape(n, k, -1).astype(float)
@@ -371,7 +372,7 @@ def with_comparisons(
     table = comparison_table(comparisons)
     merged = frame.merge(table, on=["n_per_class", "strategy"], how="left")
     if finals_only:
-        mask = (merged["role"] == "final") & (merged["outcome"] == "completed")
+        mask = (merged[N.ROLE] == N.FINAL) & (merged["outcome"] == "completed")
         merged.loc[~mask, list(COMPARISON_COLUMNS[2:])] = pd.NA
     merged.index = frame.index
     return merged
@@ -831,26 +832,26 @@ def choose_arm(
     choice = _choice(rows[rows["strategy"] == arm].iloc[0])
     finals = final_results(trials)
     finals = finals[(finals["n_per_class"] == chosen_size) & (finals["strategy"] == arm)]
-    cells = finals["cell"].astype("string").fillna("")
+    cells = finals[N.CELL].astype("string").fillna("")
     by_cell = finals.assign(_cell=cells).groupby("_cell", sort=True)
     # an arm that pools cells (a factor the report does not separate): the cell best on validation
-    cell = max(by_cell.groups, key=lambda c: (by_cell.get_group(c)["val/acc"].astype(float).mean(), str(c)))
+    cell = max(by_cell.groups, key=lambda c: (by_cell.get_group(c)[N.VAL_ACC].astype(float).mean(), str(c)))
     mine = finals[cells == cell].sort_values("seed")
-    tuned = {str(v) for v in mine["tuned_from_trial"].dropna()}
+    tuned = {str(v) for v in mine[N.TUNED_FROM].dropna()}
     tuned_from = _int_or_none(tuned.pop()) if len(tuned) == 1 else None
     tune_run = trials[
-        (trials["role"] == TUNE) & (trials["cell"].astype("string") == cell)
-        & (pd.to_numeric(trials["trial_number"], errors="coerce") == tuned_from)
+        (trials[N.ROLE] == N.TUNE) & (trials[N.CELL].astype("string") == cell)
+        & (pd.to_numeric(trials[N.TRIAL_NUMBER], errors="coerce") == tuned_from)
     ]  # fmt: skip
-    optuna = {str(v) for v in mine["optuna_study"].dropna()}
+    optuna = {str(v) for v in mine[N.OPTUNA_STUDY].dropna()}
     steps = mine[TRAIN_STEPS] if TRAIN_STEPS in mine else pd.Series([None] * len(mine), index=mine.index)
     runs = tuple(
         FinalRun(
             run_id=str(row["run_id"]),
             seed=int(row["seed"]),
-            optuna_trial=_int_or_none(row["trial_number"]),
-            test_acc=float(row["test/acc"]),
-            val_acc=None if pd.isna(row["val/acc"]) else float(row["val/acc"]),
+            optuna_trial=_int_or_none(row[N.TRIAL_NUMBER]),
+            test_acc=float(row[N.TEST_ACC]),
+            val_acc=None if pd.isna(row[N.VAL_ACC]) else float(row[N.VAL_ACC]),
             steps=_int_or_none(step),
         )
         for (_, row), step in zip(mine.iterrows(), steps, strict=True)
@@ -984,7 +985,7 @@ def seed_curves(rows: pd.DataFrame, *, max_n: float = math.inf) -> tuple[tuple[i
     out = []
     for seed, group in data.groupby("seed"):
         if group["_n"].nunique() >= 2:
-            out.append((int(seed), fit_curve(group["_n"].tolist(), group["test/acc"].astype(float).tolist())))
+            out.append((int(seed), fit_curve(group["_n"].tolist(), group[N.TEST_ACC].astype(float).tolist())))
     return tuple(out)
 
 

@@ -48,9 +48,7 @@ from tlbench.report.stats import BINOMIAL, Estimate
 from tlbench.report.tables import (
     BEST_SCOPE,
     CHANCE_SE,
-    FINAL,
     SCREEN_SCORES,
-    TUNE,
     Agreement,
     FailedConfiguration,
     Pick,
@@ -71,6 +69,7 @@ from tlbench.report.tables import (
     tuning_budget,
     tuning_protocol,
 )
+from tlbench.tracking import names as N
 from tlbench.tracking.names import FIT_CPU_SECONDS
 from tlbench.tracking.study import redact_uri
 
@@ -111,7 +110,7 @@ def _unique(values: pd.Series) -> str:
 
 def header(inp: ReportInputs) -> list[Block]:
     trials = inp.trials
-    n_tune, n_final = int((trials["role"] == "tune").sum()), int((trials["role"] == "final").sum())
+    n_tune, n_final = int((trials[N.ROLE] == N.TUNE).sum()), int((trials[N.ROLE] == N.FINAL).sum())
     facts = (
         f"Sweep `{inp.sweep or 'unknown'}` · dataset {_unique(trials['dataset'])} · backbone "
         f"{_unique(trials['backbone'])} (weights {_unique(trials['weights'])}) · {len(trials)} trials "
@@ -296,8 +295,8 @@ def problems(inp: ReportInputs) -> list[str]:
         out.append(f"{inp.extra_parents + 1} parent runs found; the oldest was used")
     # Pruned tuning trials are the protocol working, and a failed tuning trial is retried or leaves a
     # cell without a final run (reported below): only final runs that failed and unfinished runs count.
-    final = trials[trials["role"] == "final"]
-    failed = int(((final["outcome"] == "failed") & ~final["collapsed"]).sum())
+    final = trials[trials[N.ROLE] == N.FINAL]
+    failed = int(((final["outcome"] == "failed") & ~final[N.COLLAPSED]).sum())
     if failed:
         out.append(f"{failed} final run(s) failed")
     interrupted = int((final["outcome"] == "interrupted").sum())
@@ -387,7 +386,7 @@ def coverage_section(inp: ReportInputs) -> list[Block]:
 
 
 def _roles(runs: dict[str, int]) -> str:
-    words = {"final": "final seed(s)", "tune": "tuning trial(s)", "budget_check": "budget check(s)"}
+    words = {N.FINAL: "final seed(s)", N.TUNE: "tuning trial(s)", N.BUDGET_CHECK: "budget check(s)"}
     return ", ".join(f"{n} {words.get(role, role + ' run(s)')}" for role, n in runs.items())
 
 
@@ -407,7 +406,7 @@ def failed_text(f: FailedConfiguration) -> str:
     text = f"**{f.strategy}** at {size_label(f.n_per_class)}: {_roles(f.runs)} collapsed — {reasons}"
     if f.arm_failed:
         return text + ". Every final seed collapsed: the arm **failed** and is not compared."
-    if f.runs.get("final"):
+    if f.runs.get(N.FINAL):
         return text + f". Its {f.finals_left} other final seed(s) are reported; the collapsed ones are not."
     return text + ". Never selected."
 
@@ -679,7 +678,7 @@ def phase_blocks(screen: pd.DataFrame, trained: pd.DataFrame, shown: Sequence[st
         Table(
             (
                 "backbone",
-                "screen",
+                N.SCREEN,
                 *(f"rank by {SCREEN_SCORES[s]}" for s in ranked),
                 "trained rank",
                 "trained best",
@@ -807,7 +806,7 @@ def _range(counts: pd.Series) -> str:
 
 
 def _per_cell(trials: pd.DataFrame, role: str, *, completed: bool = False) -> pd.Series:
-    rows = trials[trials["role"] == role]
+    rows = trials[trials[N.ROLE] == role]
     if completed:
         rows = rows[rows["outcome"] == "completed"]
     return rows.groupby(["strategy", "n_per_class"]).size()
@@ -843,10 +842,10 @@ def methods_section(inp: ReportInputs, totals: Totals) -> list[Block]:
         f"(data fingerprint {_values(t['data_fingerprint'])}). Validation {_values(t['n_val'])} and test "
         f"{_values(t['n_test'])} images, the same for every data size and seed (split seed "
         f"{_values(t['split_seed'])}). Training images: {_train_sizes(t)}.",
-        f"**Protocol:** per strategy × data size, {_range(_per_cell(t, TUNE))} tuning trials chose the "
+        f"**Protocol:** per strategy × data size, {_range(_per_cell(t, N.TUNE))} tuning trials chose the "
         f"configuration on validation accuracy (learning rate {lr_text}); the best configuration was "
-        f"re-trained with {_range(_per_cell(t, FINAL))} final seed(s) per cell "
-        f"({_range(_per_cell(t, FINAL, completed=True))} completed), each evaluated once on the test set.",
+        f"re-trained with {_range(_per_cell(t, N.FINAL))} final seed(s) per cell "
+        f"({_range(_per_cell(t, N.FINAL, completed=True))} completed), each evaluated once on the test set.",
         f"**Training:** {training}.",
         f"**Statistics:** means over final seeds with two-sided 95% Student-t intervals (n−1 degrees of "
         f"freedom); no interval from a single seed. Recommendation tolerance: {pp(inp.tolerance)} "
@@ -899,8 +898,8 @@ _OLD_RULE = (
 
 def cost_rule(t: pd.DataFrame) -> str:
     """The device-hours rule as the runs logged it, and wall-clock time kept apart."""
-    rules = sorted({str(v) for v in t["device_hours_rule"].dropna() if str(v) not in {"", "<NA>"}})
-    untagged = int((t["device_hours_rule"].isna() | (t["device_hours_rule"].astype(str) == "")).sum())
+    rules = sorted({str(v) for v in t[N.DEVICE_HOURS_RULE].dropna() if str(v) not in {"", "<NA>"}})
+    untagged = int((t[N.DEVICE_HOURS_RULE].isna() | (t[N.DEVICE_HOURS_RULE].astype(str) == "")).sum())
     said = "; ".join(f"`{r}`" for r in rules)
     if rules and untagged:
         said += f"; {untagged} run(s): {_OLD_RULE}"
@@ -1025,7 +1024,7 @@ def budget_blocks(t: pd.DataFrame, *, tolerance: float) -> list[Block]:
             c.strategy,
             f"×{c.factor}",
             pct(c.base_val),
-            pct(c.val) if c.val is not None else c.reason.removeprefix("failed: ") or c.outcome,
+            pct(c.val) if c.val is not None else c.reason.removeprefix(N.FAILED_PREFIX) or c.outcome,
             signed_pp(c.change) if c.change is not None else "—",
         )
         for c in checks

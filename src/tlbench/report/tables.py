@@ -27,6 +27,7 @@ import yaml
 from tlbench.report.render import sorted_sizes, sorted_strategies
 from tlbench.report.stats import mean_ci
 from tlbench.strategies import UNTRAINED
+from tlbench.tracking import names as N
 from tlbench.tracking.names import (
     BASE_VAL_ACC,
     BUDGET_CHECK,
@@ -44,8 +45,8 @@ from tlbench.tracking.names import (
 from tlbench.tracking.study import RunRecord
 
 IDENTITY_COLUMNS = (
-    "run_id", "run_name", "trial_number", "role", "status", "outcome", "collapsed", "collapse_reason",
-    "mlflow_status", "cell", "tuned_from_trial", "pareto",
+    "run_id", "run_name", N.TRIAL_NUMBER, N.ROLE, N.STATUS, "outcome", N.COLLAPSED, N.COLLAPSE_REASON,
+    "mlflow_status", N.CELL, N.TUNED_FROM, "pareto",
 )  # fmt: skip
 PARAM_COLUMNS = (
     "strategy", "backbone", "weights", "freeze_depth", "n_per_class", "lr", "schedule", "seed", "dataset",
@@ -54,25 +55,25 @@ PARAM_COLUMNS = (
     "n_train", "n_val", "n_test", "n_classes", "data_fingerprint",
 )  # fmt: skip
 METRIC_COLUMNS = (
-    "val/acc", "val/loss", "test/acc", "test/loss", "train/loss", "cost/device_hours", "cost/fit_seconds",
-    "cost/train_flops", "cost/eval_flops", "cost/standalone_device_hours", "cost/standalone_train_flops",
-    "cost/train_samples", "cost/images_per_second",
-    "cost/peak_memory_mb", "params/trainable", "params/total",
+    N.VAL_ACC, "val/loss", N.TEST_ACC, "test/loss", N.TRAIN_LOSS, N.DEVICE_HOURS, N.FIT_SECONDS,
+    N.TRAIN_FLOPS, N.EVAL_FLOPS, "cost/standalone_device_hours", "cost/standalone_train_flops",
+    "cost/train_samples", N.IMAGES_PER_SECOND,
+    N.PEAK_MEMORY_MB, N.PARAMS_TRAINABLE, N.PARAMS_TOTAL,
 )  # fmt: skip
 ENV_COLUMNS = (
-    "device", "device_count", "device_model", "device_hours_rule", "tlbench_version", "torch_version",
-    "python_version", "optuna_study", "start_time_ms", "end_time_ms",
+    N.DEVICE, N.DEVICE_COUNT, "device_model", N.DEVICE_HOURS_RULE, "tlbench_version", "torch_version",
+    "python_version", N.OPTUNA_STUDY, "start_time_ms", "end_time_ms",
 )  # fmt: skip
 TAG_COLUMNS = (
-    "role", "status", "trial_number", "cell", "tuned_from_trial", "pareto", "device", "device_count",
-    "device_model", "device_hours_rule", "tlbench_version", "torch_version", "python_version",
-    "optuna_study", "overrides", "race_round", "budget_factor", "base_run_id",
+    N.ROLE, N.STATUS, N.TRIAL_NUMBER, N.CELL, N.TUNED_FROM, "pareto", N.DEVICE, N.DEVICE_COUNT,
+    "device_model", N.DEVICE_HOURS_RULE, "tlbench_version", "torch_version", "python_version",
+    N.OPTUNA_STUDY, N.OVERRIDES, N.RACE_ROUND, N.BUDGET_FACTOR, N.BASE_RUN_ID,
 )  # fmt: skip
 # Tags that duplicate a param: the param wins, the tag fills in when the param is absent.
 _TAG_FALLBACK = ("strategy", "n_per_class")
 INT_COLUMNS = (
-    "trial_number", "tuned_from_trial", "freeze_depth", "seed", "resolution", "epochs", "freeze_groups",
-    "lp_epochs", "batch_size", "split_seed", "n_train", "n_val", "n_test", "n_classes", "device_count",
+    N.TRIAL_NUMBER, N.TUNED_FROM, "freeze_depth", "seed", "resolution", "epochs", "freeze_groups",
+    "lp_epochs", "batch_size", "split_seed", "n_train", "n_val", "n_test", "n_classes", N.DEVICE_COUNT,
 )  # fmt: skip
 FLOAT_COLUMNS = ("lr", "weight_decay", "backbone_lr_mult", "layer_decay")
 OUTCOMES = ("completed", "pruned", "failed", "interrupted", "running")
@@ -141,11 +142,11 @@ def _row(run: RunRecord) -> dict[str, object]:
     row.update({k: run.tags[k] for k in _TAG_FALLBACK if k in run.tags})
     row.update(run.params)
     row.update(run.metrics)
-    row["status"] = run.tags.get(STATUS, "")
+    row[N.STATUS] = run.tags.get(STATUS, "")
     reason = collapse(run)
-    row["collapsed"] = reason is not None
-    row["collapse_reason"] = reason or ""
-    row["outcome"] = "failed" if reason else outcome(str(row["status"]), run.mlflow_status)
+    row[N.COLLAPSED] = reason is not None
+    row[N.COLLAPSE_REASON] = reason or ""
+    row["outcome"] = "failed" if reason else outcome(str(row[N.STATUS]), run.mlflow_status)
     row["start_time_ms"] = run.start_time_ms
     row["end_time_ms"] = run.end_time_ms
     return row
@@ -179,9 +180,9 @@ def trials_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("Int64")
     frame["n_per_class"] = frame["n_per_class"].astype("string").fillna("?")
     frame["strategy"] = frame["strategy"].astype("string").fillna("?")
-    frame["role"] = frame["role"].astype("string").fillna("")
-    frame["collapsed"] = frame["collapsed"].map(lambda v: v is True).astype(bool)
-    frame["collapse_reason"] = frame["collapse_reason"].astype("string").fillna("")
+    frame[N.ROLE] = frame[N.ROLE].astype("string").fillna("")
+    frame[N.COLLAPSED] = frame[N.COLLAPSED].map(lambda v: v is True).astype(bool)
+    frame[N.COLLAPSE_REASON] = frame[N.COLLAPSE_REASON].astype("string").fillna("")
     known = [*IDENTITY_COLUMNS, *PARAM_COLUMNS, *METRIC_COLUMNS, *ENV_COLUMNS]
     extra_metrics = sorted(c for c in frame.columns if c not in known and "/" in c)
     extra_params = sorted(c for c in frame.columns if c not in known and "/" not in c)
@@ -202,7 +203,7 @@ ARM_FACTORS = (("backbone", "{}"), ("resolution", "{}px"))  # column, how a valu
 
 def varying_factors(trials: pd.DataFrame) -> list[str]:
     """The arm factors that take more than one value among the trained final runs."""
-    finals = trials[(trials["role"] == "final") & ~trials["strategy"].isin(UNTRAINED)]
+    finals = trials[(trials[N.ROLE] == N.FINAL) & ~trials["strategy"].isin(UNTRAINED)]
     return [c for c, _ in ARM_FACTORS if c in finals and finals[c].dropna().astype(str).nunique() > 1]
 
 
@@ -223,7 +224,6 @@ def label_arms(trials: pd.DataFrame) -> pd.DataFrame:
 
 # The pure tables over the trials table.
 
-FINAL, TUNE = "final", "tune"
 SUMMARY_COLUMNS = (
     "n_per_class", "strategy", "seeds", "acc_mean", "acc_ci", "acc_std", "device_hours", "train_flops",
     "trainable_params", "best",
@@ -234,8 +234,8 @@ SUMMARY_COLUMNS = (
 # frozen-prefix features this run reused from an earlier trial of the sweep; studies spend the
 # plain metric (totals use it). Older runs without the standalone metric fall back to it.
 _RUN_COST = {
-    "device_hours": ("cost/standalone_device_hours", "cost/device_hours"),
-    "train_flops": ("cost/standalone_train_flops", "cost/train_flops"),
+    "device_hours": ("cost/standalone_device_hours", N.DEVICE_HOURS),
+    "train_flops": ("cost/standalone_train_flops", N.TRAIN_FLOPS),
 }
 
 
@@ -250,13 +250,13 @@ def run_cost(frame: pd.DataFrame, kind: str) -> pd.Series:
 
 def final_results(trials: pd.DataFrame) -> pd.DataFrame:
     """The runs the summary is made of: final role, completed, with a test accuracy."""
-    mask = (trials["role"] == FINAL) & (trials["outcome"] == "completed") & trials["test/acc"].notna()
+    mask = (trials[N.ROLE] == N.FINAL) & (trials["outcome"] == "completed") & trials[N.TEST_ACC].notna()
     return trials[mask]
 
 
 def tune_results(trials: pd.DataFrame) -> pd.DataFrame:
     """Completed tuning trials with a validation accuracy (LR sensitivity, trade-off by trial)."""
-    mask = (trials["role"] == TUNE) & (trials["outcome"] == "completed") & trials["val/acc"].notna()
+    mask = (trials[N.ROLE] == N.TUNE) & (trials["outcome"] == "completed") & trials[N.VAL_ACC].notna()
     return trials[mask]
 
 
@@ -274,7 +274,7 @@ def summary_table(trials: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataF
     """
     rows = []
     for (size, strategy), group in final_results(trials).groupby(["n_per_class", "strategy"], sort=False):
-        estimate = mean_ci(group["test/acc"].tolist(), confidence=confidence)
+        estimate = mean_ci(group[N.TEST_ACC].tolist(), confidence=confidence)
         rows.append(
             {
                 "n_per_class": str(size),
@@ -285,7 +285,7 @@ def summary_table(trials: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataF
                 "acc_std": math.nan if estimate.std is None else estimate.std,
                 "device_hours": _mean(run_cost(group, "device_hours")),
                 "train_flops": _mean(run_cost(group, "train_flops")),
-                "trainable_params": _mean(group["params/trainable"]),
+                "trainable_params": _mean(group[N.PARAMS_TRAINABLE]),
             }
         )
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS[:-1]))
@@ -303,7 +303,7 @@ def _mean(values: pd.Series) -> float:
 
 def outcome_counts(trials: pd.DataFrame) -> pd.DataFrame:
     """Rows: role; columns: completed, pruned, failed, running, total."""
-    counts = pd.crosstab(trials["role"].replace("", "(no role)"), trials["outcome"])
+    counts = pd.crosstab(trials[N.ROLE].replace("", "(no role)"), trials["outcome"])
     counts = counts.reindex(columns=list(OUTCOMES), fill_value=0)
     counts["total"] = counts.sum(axis=1)
     return counts.astype(int)
@@ -328,7 +328,7 @@ def cell_gaps(trials: pd.DataFrame) -> list[CellStatus]:
     for size in sorted_sizes(trials["n_per_class"]):
         for strategy in sorted_strategies(trials["strategy"]):
             cell = trials[(trials["n_per_class"] == size) & (trials["strategy"] == strategy)]
-            final = cell[cell["role"] == FINAL]
+            final = cell[cell[N.ROLE] == N.FINAL]
             done = len(final_results(cell))
             if done >= 2:
                 continue
@@ -339,7 +339,7 @@ def cell_gaps(trials: pd.DataFrame) -> list[CellStatus]:
                     n_per_class=size,
                     final_completed=done,
                     final_other={str(k): int(v) for k, v in other.items()},
-                    tune_runs=int((cell["role"] == TUNE).sum()),
+                    tune_runs=int((cell[N.ROLE] == N.TUNE).sum()),
                 )
             )
     return gaps
@@ -348,9 +348,9 @@ def cell_gaps(trials: pd.DataFrame) -> list[CellStatus]:
 def failures(trials: pd.DataFrame) -> list[tuple[str, str, str, str]]:
     """(role, strategy, size, status text) of failed trials that did not collapse, so the report can say
     why (collapsed ones have their own list: :func:`failed_configurations`)."""
-    failed = trials[(trials["outcome"] == "failed") & ~trials["collapsed"]]
+    failed = trials[(trials["outcome"] == "failed") & ~trials[N.COLLAPSED]]
     return [
-        (str(r["role"]), str(r["strategy"]), str(r["n_per_class"]), str(r["status"]) or "no status recorded")
+        (str(r[N.ROLE]), str(r["strategy"]), str(r["n_per_class"]), str(r[N.STATUS]) or "no status recorded")
         for _, r in failed.iterrows()
     ]
 
@@ -368,13 +368,13 @@ class FailedConfiguration:
     @property
     def arm_failed(self) -> bool:
         """Every final run collapsed: the arm has no result, only a failure."""
-        return self.runs.get(FINAL, 0) > 0 and self.finals_left == 0
+        return self.runs.get(N.FINAL, 0) > 0 and self.finals_left == 0
 
 
 def failed_configurations(trials: pd.DataFrame) -> list[FailedConfiguration]:
     """Collapsed runs per arm and size (excluded from every summary, comparison and recommendation)."""
     out = []
-    collapsed = trials[trials["collapsed"]]
+    collapsed = trials[trials[N.COLLAPSED]]
     for size in sorted_sizes(collapsed["n_per_class"]):
         for strategy in sorted_strategies(collapsed[collapsed["n_per_class"] == size]["strategy"]):
             runs = collapsed[(collapsed["n_per_class"] == size) & (collapsed["strategy"] == strategy)]
@@ -383,8 +383,8 @@ def failed_configurations(trials: pd.DataFrame) -> list[FailedConfiguration]:
                 FailedConfiguration(
                     strategy=strategy,
                     n_per_class=size,
-                    runs={str(k): int(v) for k, v in runs["role"].value_counts().sort_index().items()},
-                    reasons=tuple(dict.fromkeys(str(r) for r in runs["collapse_reason"])),
+                    runs={str(k): int(v) for k, v in runs[N.ROLE].value_counts().sort_index().items()},
+                    reasons=tuple(dict.fromkeys(str(r) for r in runs[N.COLLAPSE_REASON])),
                     finals_left=len(final_results(cell)),
                 )
             )
@@ -406,17 +406,17 @@ class Totals:
 
 def study_totals(trials: pd.DataFrame) -> Totals:
     by_role = {
-        str(role): math.fsum(group["cost/device_hours"].dropna())
-        for role, group in trials.groupby("role", sort=True)
+        str(role): math.fsum(group[N.DEVICE_HOURS].dropna())
+        for role, group in trials.groupby(N.ROLE, sort=True)
     }
     starts = trials["start_time_ms"].dropna()
     ends = trials["end_time_ms"].dropna()
     return Totals(
         runs=len(trials),
-        device_hours=math.fsum(trials["cost/device_hours"].dropna()),
+        device_hours=math.fsum(trials[N.DEVICE_HOURS].dropna()),
         device_hours_by_role=by_role,
-        fit_seconds=math.fsum(trials["cost/fit_seconds"].dropna()),
-        train_flops=math.fsum(trials["cost/train_flops"].dropna()),
+        fit_seconds=math.fsum(trials[N.FIT_SECONDS].dropna()),
+        train_flops=math.fsum(trials[N.TRAIN_FLOPS].dropna()),
         first_start_ms=int(starts.min()) if len(starts) else None,
         last_end_ms=int(ends.max()) if len(ends) else None,
     )
@@ -427,7 +427,7 @@ def best_tuning_val(trials: pd.DataFrame) -> pd.DataFrame:
     tune = tune_results(trials)
     if tune.empty:
         return pd.DataFrame(columns=["n_per_class", "strategy", "val_acc", "trials"])
-    grouped = tune.groupby(["n_per_class", "strategy"], sort=False)["val/acc"]
+    grouped = tune.groupby(["n_per_class", "strategy"], sort=False)[N.VAL_ACC]
     table = pd.DataFrame({"val_acc": grouped.max(), "trials": grouped.size()}).reset_index()
     return _order(table)
 
@@ -519,13 +519,13 @@ class TuningRow:
 def tuning_protocol(trials: pd.DataFrame, sweep_yaml: str | None) -> list[TuningRow]:
     """Per arm and size with tuning or final runs: its tuning trials by outcome and its searched ranges."""
     rows = []
-    work = trials[trials["role"].isin([TUNE, FINAL])]
+    work = trials[trials[N.ROLE].isin([N.TUNE, N.FINAL])]
     for size in sorted_sizes(work["n_per_class"]):
         at_size = work[work["n_per_class"] == size]
         for strategy in sorted_strategies(at_size["strategy"]):
             runs = at_size[at_size["strategy"] == strategy]
-            tune = runs[runs["role"] == TUNE]
-            cells = [str(c) for c in runs["cell"].dropna() if str(c)]
+            tune = runs[runs[N.ROLE] == N.TUNE]
+            cells = [str(c) for c in runs[N.CELL].dropna() if str(c)]
             counts = {str(k): int(v) for k, v in tune["outcome"].value_counts().items()}
             searched = searched_ranges(sweep_yaml, cells[0]) if cells else None
             rows.append(TuningRow(size, strategy, counts, searched))
@@ -551,22 +551,22 @@ class BudgetCheck:
 
 def budget_checks(trials: pd.DataFrame) -> list[BudgetCheck]:
     """Every budget-check run (role ``budget_check``), in report order."""
-    runs = trials[trials["role"] == BUDGET_CHECK]
-    val_by_run = dict(zip(trials["run_id"].astype(str), trials["val/acc"], strict=True))
+    runs = trials[trials[N.ROLE] == BUDGET_CHECK]
+    val_by_run = dict(zip(trials["run_id"].astype(str), trials[N.VAL_ACC], strict=True))
     out = []
     for _, row in runs.iterrows():
         base = row.get(BASE_VAL_ACC, math.nan)
         if pd.isna(base):  # fall back to the checked run itself
-            base = val_by_run.get(str(row.get("base_run_id", "")), math.nan)
-        done = row["outcome"] == "completed" and not pd.isna(row["val/acc"])
-        reason = str(row["collapse_reason"]) if row["collapsed"] else str(row["status"])
+            base = val_by_run.get(str(row.get(N.BASE_RUN_ID, "")), math.nan)
+        done = row["outcome"] == "completed" and not pd.isna(row[N.VAL_ACC])
+        reason = str(row[N.COLLAPSE_REASON]) if row[N.COLLAPSED] else str(row[N.STATUS])
         out.append(
             BudgetCheck(
                 strategy=str(row["strategy"]),
                 n_per_class=str(row["n_per_class"]),
-                factor=str(row.get("budget_factor", "") or "?"),
+                factor=str(row.get(N.BUDGET_FACTOR, "") or "?"),
                 base_val=None if pd.isna(base) else float(base),
-                val=float(row["val/acc"]) if done else None,
+                val=float(row[N.VAL_ACC]) if done else None,
                 outcome=str(row["outcome"]),
                 reason="" if done else reason,
             )
@@ -612,7 +612,7 @@ def parse_race(text: str | None) -> Race | None:
         data = json.loads(text)
         arms = tuple(
             RaceArm(
-                cell=str(a.get("cell", "")),
+                cell=str(a.get(N.CELL, "")),
                 strategy=str(a["strategy"]),
                 n_per_class=str(a["n_per_class"]),
                 factors={str(k): str(v) for k, v in (a.get("factors") or {}).items()},
@@ -643,7 +643,6 @@ def parse_race(text: str | None) -> Race | None:
 # and over all (backbone, strategy) cells pooled (the screen score repeats across a backbone's
 # strategies there, so tau-b's tie correction matters).
 
-SCREEN_ROLE = "screen"
 # metric -> label, in the order the report shows them
 SCREEN_SCORES = {
     "screen/logme": "LogME",
@@ -652,12 +651,12 @@ SCREEN_SCORES = {
     "screen/probe_cv_acc": "probe (cross-validated)",
     "screen/as_is_acc": "as_is (validation)",
 }
-SCREEN_COSTS = ("cost/forward_flops", "cost/screen_seconds", "cost/device_hours")
+SCREEN_COSTS = ("cost/forward_flops", "cost/screen_seconds", N.DEVICE_HOURS)
 BEST_SCOPE, POOLED_SCOPE = "best strategy per backbone", "all cells pooled"
 
 
 def is_screen_run(run: RunRecord) -> bool:
-    return run.tags.get("role") == SCREEN_ROLE
+    return run.tags.get(N.ROLE) == N.SCREEN
 
 
 def screen_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
@@ -672,7 +671,7 @@ def screen_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
             SCREEN_KEPT
         )  # a study's screen phase: trained or dropped (absent: a plain screen)
         row["kept"] = None if kept is None else kept == "true"
-        row["screen_reason"] = run.tags.get(SCREEN_REASON, "")
+        row[N.SCREEN_REASON] = run.tags.get(SCREEN_REASON, "")
         row.update({k: run.metrics.get(k, math.nan) for k in (*SCREEN_SCORES, *SCREEN_COSTS)})
         rows.append(row)
     columns = [
@@ -683,7 +682,7 @@ def screen_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
         "n_per_class",
         "n_train",
         "kept",
-        "screen_reason",
+        N.SCREEN_REASON,
         *SCREEN_SCORES,
         *SCREEN_COSTS,
     ]
@@ -693,9 +692,9 @@ def screen_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
 
 def trained_accuracy(trials: pd.DataFrame) -> pd.DataFrame:
     """Mean final test accuracy per (backbone, strategy): columns backbone, strategy, test_acc, seeds."""
-    mask = (trials["role"] == "final") & (trials["outcome"] == "completed") & trials["test/acc"].notna()
-    final = trials.loc[mask, ["backbone", "strategy", "test/acc"]].astype({"backbone": "string"})
-    grouped = final.groupby(["backbone", "strategy"], sort=True)["test/acc"]
+    mask = (trials[N.ROLE] == N.FINAL) & (trials["outcome"] == "completed") & trials[N.TEST_ACC].notna()
+    final = trials.loc[mask, ["backbone", "strategy", N.TEST_ACC]].astype({"backbone": "string"})
+    grouped = final.groupby(["backbone", "strategy"], sort=True)[N.TEST_ACC]
     out = pd.DataFrame({"test_acc": grouped.mean(), "seeds": grouped.size()}).reset_index()
     return out.astype({"backbone": str, "strategy": str})
 
@@ -817,7 +816,7 @@ def ranking_table(screen: pd.DataFrame, trained: pd.DataFrame) -> pd.DataFrame:
     """Per screened backbone: kept or dropped, its rank by each screen score, its trained rank and accuracy
     (the best strategy's mean final test accuracy). Rows: trained backbones by trained rank, then the rest."""
     best = best_per_backbone(trained).set_index("backbone")
-    out = screen[["backbone", "kept", "screen_reason"]].copy()
+    out = screen[["backbone", "kept", N.SCREEN_REASON]].copy()
     for score in SCREEN_SCORES:
         if score in screen and not screen[score].isna().all():
             out[f"rank:{score}"] = ranks(screen[score]).to_numpy()

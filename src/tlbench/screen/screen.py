@@ -36,6 +36,7 @@ from tlbench.models.network import build_model
 from tlbench.models.weights import EMBEDDED
 from tlbench.screen.scores import ScoreSettings, Timed, effective_folds, feature_scores
 from tlbench.tracking import MlflowRun, check_reachable
+from tlbench.tracking import names as N
 from tlbench.training.evaluate import evaluate
 from tlbench.training.inputs import FeatureCache, InputPlan, cached_inputs, feature_cache, plan_inputs
 from tlbench.training.prepare import prepare, resolve_defaults
@@ -234,7 +235,6 @@ def as_is_accuracy(
 
 # --- what a screen run logs (the tracking contract for role=screen) -----------------------------------------
 
-SCREEN_ROLE = "screen"
 SCORE_NAMES = ("logme", "knn_loo_acc", "knn_acc", "probe_cv_acc")  # screen/<name>; plus as_is_acc
 
 
@@ -317,7 +317,7 @@ def screen_metrics(result: ScreenResult) -> dict[str, float]:
             "cost/extract_seconds": result.extract_seconds,
             "cost/standalone_extract_seconds": result.standalone_extract_seconds,
             "cost/screen_seconds": seconds,
-            "cost/device_hours": device_hours(seconds, result.device.count),
+            N.DEVICE_HOURS: device_hours(seconds, result.device.count),
         }
     )
     return metrics
@@ -326,10 +326,10 @@ def screen_metrics(result: ScreenResult) -> dict[str, float]:
 def screen_tags(result: ScreenResult, extra: dict[str, str]) -> dict[str, str]:
     notes = "; ".join(result.notes) or ""
     return {
-        "role": SCREEN_ROLE,
-        "status": "completed",
-        "device": result.device.name,
-        "device_count": str(result.device.count),
+        N.ROLE: N.SCREEN,
+        N.STATUS: N.COMPLETED,
+        N.DEVICE: result.device.name,
+        N.DEVICE_COUNT: str(result.device.count),
         "device_model": result.device.model,
         "feature_cache": result.cache_status,
         "n_per_class": result.n_per_class,

@@ -27,7 +27,8 @@ from tlbench.sweep.loader import spec_as_dict
 from tlbench.sweep.plan import SweepPlan, plan_sweep
 from tlbench.sweep.spec import SweepSpec
 from tlbench.sweep.storage import StorageRef, StudyNames, open_storage
-from tlbench.tracking.runs import CANDIDATE_TAG, STUDY_TAG, SWEEP_TAG, StudyRuns, redact_password
+from tlbench.tracking.names import STUDY_TAG, SWEEP_TAG
+from tlbench.tracking.runs import CANDIDATE_TAG, StudyRuns, redact_password
 
 log = logging.getLogger(__name__)
 Direction = Literal["maximize", "minimize"]

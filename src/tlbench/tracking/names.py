@@ -78,3 +78,9 @@ VERDICT_INTERVAL = "verdict_interval"
 RECOMMENDED_STRATEGY = "recommended_strategy"
 EXPORT_N_PER_CLASS = "export_n_per_class"
 TRAINED_ON = "trained_on"  # "train+validation"
+
+# --- added by helper report4 (issue 21): names that were literals in tracking/ and report/ --------------
+STUDY_TAG = "tlbench.study"  # on a study's experiment: the study's name (what makes an experiment a study)
+SWEEP_TAG = "tlbench.sweep"  # on a study's experiment: the sweep file's name
+SWEEP_ARTIFACT = "sweep.yaml"  # on the study's parent run: the sweep definition it ran
+REPORT_ARTIFACT_DIR = "report"  # on the study's parent run: the published report's files

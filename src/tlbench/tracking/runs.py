@@ -20,8 +20,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from tlbench.errors import TrackingError
-from tlbench.tracking import names
-from tlbench.tracking.names import EXPERIMENT_KIND, MODEL_TRAINING_KIND, ROLE
+from tlbench.tracking import names as N
 
 # Passwords out of what is printed, logged or stored: ``scheme://user:secret@host`` -> ``user:***@``.
 
@@ -110,7 +109,7 @@ def resolve_tracking_uri(tracking_uri: str | None) -> str:
 
 # Every tlbench experiment is model training: MLflow's UI then offers the runs table, not its GenAI
 # pages (traces, latency, tokens).
-_KIND_TAGS = {EXPERIMENT_KIND: MODEL_TRAINING_KIND}
+_KIND_TAGS = {N.EXPERIMENT_KIND: N.MODEL_TRAINING_KIND}
 
 
 def get_or_create_experiment(client: Any, name: str) -> str:
@@ -135,7 +134,7 @@ def get_or_create_experiment(client: Any, name: str) -> str:
             "or use another name"
         )
     experiment_id = str(experiment.experiment_id)
-    if EXPERIMENT_KIND not in (experiment.tags or {}):
+    if N.EXPERIMENT_KIND not in (experiment.tags or {}):
         set_experiment_tags(client, experiment_id, _KIND_TAGS)
     return experiment_id
 
@@ -163,7 +162,7 @@ def fallback_run_name(tags: Mapping[str, str], *, now: datetime | None = None) -
     just seeded, so every run of a seed got the same name.
     """
     moment = (now or datetime.now()).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{tags.get(ROLE) or 'run'} {moment}"
+    return f"{tags.get(N.ROLE) or 'run'} {moment}"
 
 
 def check_reachable(tracking_uri: str | None) -> str:
@@ -362,7 +361,6 @@ def _unused_name(client: Any, experiment_id: str, name: str) -> str:
 # :func:`tlbench.run.train`. The experiment also carries a shared view of MLflow's runs table that
 # opens on the comparison (:data:`STUDY_VIEW`, linked by :func:`experiment_page_url`).
 
-STUDY_TAG, SWEEP_TAG, ROLE_TAG = "tlbench.study", "tlbench.sweep", "role"
 CANDIDATE_TAG = "tlbench.candidate"  # parent-run election token (see tlbench.sweep.meta)
 
 
@@ -399,10 +397,10 @@ class StudyRuns:
 
     def study_runs(self) -> list[RunInfo]:
         """Parent-run candidates and the parent itself (``role=study``)."""
-        return list(self._search(f"tags.{ROLE_TAG} = 'study'"))
+        return list(self._search(f"tags.{N.ROLE} = '{N.STUDY}'"))
 
     def running_children(self) -> list[RunInfo]:
-        return [r for r in self._search("attributes.status = 'RUNNING'") if r.tags.get(ROLE_TAG) != "study"]
+        return [r for r in self._search("attributes.status = 'RUNNING'") if r.tags.get(N.ROLE) != N.STUDY]
 
     def children_of_trial(self, optuna_study: str, trial_number: int) -> list[RunInfo]:
         study = optuna_study.replace("'", "\\'")
@@ -415,7 +413,7 @@ class StudyRuns:
             experiment=self.study, run_name=run_name, tracking_uri=self.tracking_uri, tags=tags
         )
         run.log_params(params)
-        run.log_text(sweep_yaml, "sweep.yaml")
+        run.log_text(sweep_yaml, N.SWEEP_ARTIFACT)
         self.tag_experiment({STUDY_VIEW_TAG: json.dumps(STUDY_VIEW)})
         return run.run_id
 
@@ -480,15 +478,15 @@ _RUN_NAME_COLUMN = "attributes.`Run Name`"
 _VIEW_COLUMNS = [
     "params.`strategy`",
     "params.`n_per_class`",
-    f"metrics.`{names.TEST_ACC}`",
-    f"metrics.`{names.VAL_ACC}`",
-    f"metrics.`{names.DEVICE_HOURS}`",
-    f"metrics.`{names.TRAIN_FLOPS}`",
-    f"tags.`{names.STATUS}`",
+    f"metrics.`{N.TEST_ACC}`",
+    f"metrics.`{N.VAL_ACC}`",
+    f"metrics.`{N.DEVICE_HOURS}`",
+    f"metrics.`{N.TRAIN_FLOPS}`",
+    f"tags.`{N.STATUS}`",
 ]
 STUDY_VIEW: dict[str, Any] = {
-    "searchFilter": f"tags.{names.ROLE} = '{names.FINAL}' and tags.{names.STATUS} = '{names.COMPLETED}'",
-    "orderByKey": f"metrics.`{names.TEST_ACC}`",
+    "searchFilter": f"tags.{N.ROLE} = '{N.FINAL}' and tags.{N.STATUS} = '{N.COMPLETED}'",
+    "orderByKey": f"metrics.`{N.TEST_ACC}`",
     "orderByAsc": False,
     "selectedColumns": _VIEW_COLUMNS,
     "columnOrder": [_RUN_NAME_COLUMN, *_VIEW_COLUMNS],

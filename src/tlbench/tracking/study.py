@@ -21,13 +21,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tlbench.errors import TrackingError
+from tlbench.tracking import names as N
 from tlbench.tracking.names import RACE_ARTIFACT
 from tlbench.tracking.runs import MlflowRun, _client, resolve_tracking_uri
 
-STUDY_TAG = "tlbench.study"
-SWEEP_TAG = "tlbench.sweep"
-PARENT_ROLE = "study"
-PREDICTIONS_ARTIFACT = "predictions/test.json"  # written by every completed trial (run.py)
 _PAGE = 1000
 
 
@@ -125,7 +122,7 @@ def list_studies(tracking_uri: str | None = None) -> list[StudyRef]:
     client, experiments = _open(tracking_uri)
     studies = []
     for experiment in experiments:
-        name = experiment.tags.get(STUDY_TAG)
+        name = experiment.tags.get(N.STUDY_TAG)
         if not name:
             continue
         newest = client.search_runs(
@@ -199,13 +196,11 @@ def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyReco
         lambda n, token: client.search_runs([study.experiment_id], max_results=n, page_token=token)
     )
     runs = [_record(r) for r in pages]
-    parents = sorted(
-        (r for r in runs if r.tags.get("role") == PARENT_ROLE), key=lambda r: r.start_time_ms or 0
-    )
+    parents = sorted((r for r in runs if r.tags.get(N.ROLE) == N.STUDY), key=lambda r: r.start_time_ms or 0)
     parent = parents[0] if parents else None
     children = tuple(
         sorted(
-            (r for r in runs if r.tags.get("role") != PARENT_ROLE),
+            (r for r in runs if r.tags.get(N.ROLE) != N.STUDY),
             key=lambda r: (r.start_time_ms or 0, r.run_id),
         )
     )
@@ -215,7 +210,7 @@ def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyReco
         parent=parent,
         children=children,
         extra_parents=max(0, len(parents) - 1),
-        sweep_yaml=_read_text(client, parent.run_id, "sweep.yaml") if parent else None,
+        sweep_yaml=_read_text(client, parent.run_id, N.SWEEP_ARTIFACT) if parent else None,
         race_json=_read_text(client, parent.run_id, RACE_ARTIFACT) if parent else None,
     )
 
@@ -249,7 +244,7 @@ def read_test_predictions(
             target = Path(tmp) / str(i)
             target.mkdir()
             try:
-                path = client.download_artifacts(run_id, PREDICTIONS_ARTIFACT, str(target))
+                path = client.download_artifacts(run_id, N.PREDICTIONS_ARTIFACT, str(target))
                 parsed = parse_predictions(Path(path).read_text())
             except Exception:  # absent (older runs) or unreadable: the report falls back
                 continue
@@ -262,8 +257,6 @@ def read_test_predictions(
 #
 # Re-running the report logs the metrics again (MLflow keeps the history; the UI shows the latest) and
 # overwrites artifacts of the same name.
-
-REPORT_ARTIFACT_DIR = "report"
 
 
 def publish_report(
@@ -283,7 +276,9 @@ def publish_report(
     for path in files:
         relative = path.relative_to(root).parent
         folder = (
-            REPORT_ARTIFACT_DIR if relative == Path(".") else f"{REPORT_ARTIFACT_DIR}/{relative.as_posix()}"
+            N.REPORT_ARTIFACT_DIR
+            if relative == Path(".")
+            else f"{N.REPORT_ARTIFACT_DIR}/{relative.as_posix()}"
         )
         run.log_artifact(str(path), folder)
     run.log_metrics(metrics)
