@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.report.fake_study import FakeTrial, build_study, fake_predictions
 from tlbench.errors import TrackingError
 from tlbench.tracking.study import (
     find_study,
@@ -16,8 +17,6 @@ from tlbench.tracking.study import (
     read_test_predictions,
     redact_uri,
 )
-
-from .fake_study import FakeTrial, build_study, fake_predictions
 
 
 def test_read_study(study_store: dict[str, Any]) -> None:
