@@ -23,7 +23,7 @@ from tlbench.report.build import analyse, verdicts
 from tlbench.report.recommend import Recommendation
 from tlbench.report.tables import final_results
 from tlbench.tracking.names import BUDGET_CHECK, DEVICE_HOURS, FINAL, ROLE, TUNE
-from tlbench.tracking.study_reader import read_test_predictions
+from tlbench.tracking.study import read_test_predictions
 
 
 def first_seeds(trials: pd.DataFrame, k: int) -> pd.DataFrame:

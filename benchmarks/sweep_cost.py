@@ -203,7 +203,7 @@ def _epochs(state: str, reported: Mapping[int, float], overrides: Sequence[str] 
 
 def logged_flops(study: str, tracking_uri: str) -> float:
     """Summed :data:`FLOP_METRICS` of every trial run the study logged (pruned and failed ones too)."""
-    from tlbench.tracking.study_reader import find_study, read_study
+    from tlbench.tracking.study import find_study, read_study
 
     records = read_study(find_study(study, tracking_uri=tracking_uri), tracking_uri=tracking_uri)
     return sum(run.metrics.get(name, 0.0) for run in records.children for name in FLOP_METRICS)

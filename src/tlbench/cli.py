@@ -33,7 +33,7 @@ MOVED = {
 
 def ui(argv: Sequence[str]) -> int:
     """``tlbench ui``: MLflow's UI for the configured tracking store, bound to 127.0.0.1."""
-    from tlbench.redaction import redact_password
+    from tlbench.tracking.runs import redact_password
     from tlbench.tracking import resolve_tracking_uri
 
     parser = argparse.ArgumentParser(prog="tlbench ui")
@@ -79,7 +79,7 @@ def report(argv: Sequence[str]) -> int:
     if not 0 <= args.tolerance < 1:
         raise ConfigError(f"--tolerance is an absolute accuracy in [0, 1), e.g. 0.01; got {args.tolerance}")
     from tlbench.report.build import build_report  # pandas/matplotlib only once the arguments are valid
-    from tlbench.tracking.study_reader import list_studies
+    from tlbench.tracking.study import list_studies
 
     if args.list:
         for study in list_studies():
@@ -170,7 +170,7 @@ def _predict_parser() -> argparse.ArgumentParser:
 def predict(argv: Sequence[str]) -> int:
     """``tlbench predict --model models:/<study>@champion PATH... [--out FILE]``: images -> CSV."""
     args = _predict_parser().parse_args(argv)
-    from tlbench.predict import collect, predict_files, write_csv
+    from tlbench.export import collect, predict_files, write_csv
 
     inputs = collect(args.paths)
     failed = classified = 0

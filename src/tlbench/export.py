@@ -1,4 +1,5 @@
-"""The winner delivered: the report's recommended arm, retrained on all labelled images, as an MLflow model.
+"""The winner delivered: the report's recommended arm, retrained on all labelled images, as an MLflow model
+(``tlbench export``), and image files classified with it (``tlbench predict``).
 
 ``export_winner(study)``: the arm the report recommends at a data size
 (:func:`tlbench.report.recommended_arm`, never a rule of its own) -> its final runs' configuration
@@ -27,12 +28,16 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from tlbench.errors import ConfigError, TlbenchError
-from tlbench.tracking import names
+from tlbench.tracking import names as N
 
 if TYPE_CHECKING:
     from tlbench.config.schema import RunConfig
     from tlbench.report import RecommendedArm
     from tlbench.run import TrainedModel
+import csv
+import math
+from collections.abc import Iterable, Iterator
+from typing import TextIO
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -75,8 +80,8 @@ def export_winner(
     """
     from tlbench.report import recommended_arm
     from tlbench.run import train
-    from tlbench.tracking.mlflow_run import latest_metrics
     from tlbench.tracking.registry import ModelLabels, log_champion
+    from tlbench.tracking.runs import latest_metrics
 
     arm = recommended_arm(study, size=size, strategy=strategy, tracking_uri=tracking_uri)
     progress(f"export: study '{study}', {arm.strategy} at n={arm.n_per_class} — {arm.verdict}")
@@ -102,8 +107,8 @@ def export_winner(
             description=model_description(
                 arm,
                 cfg,
-                test_acc=result.metrics.get(names.TEST_ACC),
-                steps=result.metrics.get(names.TRAIN_STEPS),
+                test_acc=result.metrics.get(N.TEST_ACC),
+                steps=result.metrics.get(N.TRAIN_STEPS),
             ),
             tags=version_tags(arm),
             tracking_uri=tracking_uri,
@@ -116,7 +121,7 @@ def export_winner(
         run_id=champion.run_id,
         strategy=arm.strategy,
         n_per_class=arm.n_per_class,
-        test_acc=result.metrics.get(names.TEST_ACC),
+        test_acc=result.metrics.get(N.TEST_ACC),
         verdict=arm.verdict,
     )
 
@@ -138,7 +143,7 @@ def export_config(
 
     if not arm.config_yaml:
         raise TlbenchError(
-            f"final run {arm.config_run_id} of study '{arm.study}' has no {names.CONFIG_ARTIFACT}: "
+            f"final run {arm.config_run_id} of study '{arm.study}' has no {N.CONFIG_ARTIFACT}: "
             "the arm cannot be retrained as it ran"
         )
     register_schema()
@@ -153,7 +158,7 @@ def export_config(
         "tracking.tracking_uri": tracking_uri,
         "tracking.parent_run_id": None,
         "tracking.run_name": f"export {arm.strategy_name} n={arm.n_per_class}",
-        "tags": {names.ROLE: names.EXPORT, "tlbench.study": arm.study, names.CELL: arm.cell},
+        "tags": {N.ROLE: N.EXPORT, N.STUDY_TAG: arm.study, N.CELL: arm.cell},
     }
     l2 = _upper_median([m[PROBE_L2] for m in finals if PROBE_L2 in m])
     if l2 is not None:
@@ -222,11 +227,11 @@ def version_tags(arm: RecommendedArm) -> dict[str, str]:
     low, high = arm.acc_low, arm.acc_high
     interval = f"{low:.4f}..{high:.4f}" if low is not None and high is not None else "single seed"
     return {
-        names.VERDICT: arm.verdict,
-        names.VERDICT_INTERVAL: interval,
-        names.RECOMMENDED_STRATEGY: arm.strategy,
-        names.EXPORT_N_PER_CLASS: arm.n_per_class,
-        names.TRAINED_ON: "train+validation",
+        N.VERDICT: arm.verdict,
+        N.VERDICT_INTERVAL: interval,
+        N.RECOMMENDED_STRATEGY: arm.strategy,
+        N.EXPORT_N_PER_CLASS: arm.n_per_class,
+        N.TRAINED_ON: "train+validation",
         "final_test_acc_mean": f"{arm.acc_mean:.4f}",
         "final_seeds": str(arm.seeds),
         "final_run_ids": ",".join(arm.final_run_ids),
@@ -266,3 +271,96 @@ def example_image(resolution: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (resolution, resolution), (128, 128, 128)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# ``tlbench predict``: classify image files with a registered model, one CSV row (path, class,
+# probability) each. A folder is read recursively for the files Pillow knows by their extension; a file
+# named on the command line is always tried. A file that cannot be read or is not an image is reported
+# on its own line and the rest are still classified: the model itself says which images it could not
+# decode, so "what is an image" has one definition, the one training used.
+
+BATCH = 64  # files read and classified together: bounds memory for large folders
+HEADER = ("path", "class", "probability")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    label: str | None  # the class; None when the file could not be classified
+    probability: float | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The files to classify, the paths that do not exist, and folder files skipped by extension."""
+
+    files: list[Path]
+    missing: list[Path]
+    skipped: list[Path]
+
+
+def collect(paths: Sequence[Path]) -> Inputs:
+    """Files as given; folders walked (sorted, hidden entries left out) for image extensions."""
+    from PIL import Image
+
+    extensions = {ext.lower() for ext in Image.registered_extensions()}
+    files: list[Path] = []
+    missing: list[Path] = []
+    skipped: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            for found in sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path)):
+                (files if found.suffix.lower() in extensions else skipped).append(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            missing.append(path)
+    return Inputs(files=files, missing=missing, skipped=skipped)
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def predict_files(model: Any, files: Iterable[Path], *, batch: int = BATCH) -> Iterator[Prediction]:
+    """Classify ``files`` with a pyfunc ``model`` (see :mod:`tlbench.tracking.champion_pyfunc`), in order."""
+    import pandas as pd
+
+    chunk: list[tuple[Path, bytes]] = []
+    for path in files:
+        try:
+            chunk.append((path, path.read_bytes()))
+        except OSError as exc:
+            yield Prediction(str(path), None, None, f"cannot read: {exc.strerror or exc}")
+            continue
+        if len(chunk) == batch:
+            yield from _classify(model, chunk, pd)
+            chunk = []
+    if chunk:
+        yield from _classify(model, chunk, pd)
+
+
+def _classify(model: Any, chunk: list[tuple[Path, bytes]], pd: Any) -> Iterator[Prediction]:
+    out = model.predict(pd.DataFrame({"image": [data for _, data in chunk]}))
+    for (path, _), row in zip(chunk, out.to_dict("records"), strict=True):
+        error = row.get("error")
+        if isinstance(error, str) and error:
+            yield Prediction(str(path), None, None, error)
+        else:
+            yield Prediction(str(path), str(row["class"]), float(row["probability"]))
+
+
+def write_csv(predictions: Iterable[Prediction], out: TextIO) -> Iterator[Prediction]:
+    """Write the classified ones as CSV rows as they come; yield every prediction (failures too)."""
+    writer = csv.writer(out)
+    writer.writerow(HEADER)
+    for prediction in predictions:
+        if prediction.ok and prediction.probability is not None and math.isfinite(prediction.probability):
+            writer.writerow((prediction.path, prediction.label, f"{prediction.probability:.4f}"))
+            out.flush()
+        yield prediction

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tlbench.report.collect import trials_table
-from tlbench.tracking.study_reader import RunRecord
+from tlbench.report.tables import trials_table
+from tlbench.tracking.study import RunRecord
 
 from .fake_study import build_study
 

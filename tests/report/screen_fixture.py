@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tlbench.tracking.study_reader import RunRecord
+from tlbench.tracking.study import RunRecord
 
 BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 # screen scores per backbone

@@ -15,7 +15,7 @@ from scipy import stats
 
 from tlbench.report.build import build_report
 from tlbench.report.render import pct, pp
-from tlbench.tracking.study_reader import RunRecord
+from tlbench.tracking.study import RunRecord
 
 from .fake_study import FakeTrial, build_study
 from .screen_fixture import final_runs, screen_runs

@@ -42,7 +42,7 @@ UNINTERRUPTED = 3  # 2 tuning + 1 final
 SECRET = "s3cr3t-pw"
 
 DIE_IN_FINAL_METRICS = """
-from tlbench.tracking.mlflow_run import MlflowRun
+from tlbench.tracking.runs import MlflowRun
 original, seen = MlflowRun.log_metrics, []
 def log_metrics(self, metrics, *, step=None):
     if "cost/device_hours" in metrics:  # a trial's final metrics

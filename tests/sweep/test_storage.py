@@ -9,8 +9,8 @@ import pytest
 
 from tlbench.commands import dashboard
 from tlbench.errors import ConfigError
-from tlbench.redaction import redact_password
 from tlbench.sweep.storage import resolve_storage
+from tlbench.tracking.runs import redact_password
 
 
 @pytest.mark.parametrize(

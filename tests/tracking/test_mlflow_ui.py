@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image, ImageStat
 
 from tlbench.tracking import MlflowRun
-from tlbench.tracking.study_runs import StudyRuns, experiment_page_url
+from tlbench.tracking.runs import StudyRuns, experiment_page_url
 
 from .servers import free_port, mlflow_env, running
 

@@ -61,7 +61,8 @@ def _study_setup(name: str) -> dict[str, Any]:
     (``base`` overrides, ``backbone`` factor); before the study exists, ``sweeps/<name>.yaml``."""
     from tlbench.errors import TrackingError
     from tlbench.sweep.loader import sweep_path
-    from tlbench.tracking.study_reader import STUDY_TAG, find_study, read_study
+    from tlbench.tracking.names import STUDY_TAG
+    from tlbench.tracking.study import find_study, read_study
 
     try:
         ref = find_study(name)
@@ -85,9 +86,14 @@ def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     if args.n_per_class is not None and args.n_per_class < 1:
         raise ConfigError(f"--n-per-class must be >= 1, got {args.n_per_class}")
-    from tlbench.screen.compose import data_overrides, parse_backbones, parse_class_map
     from tlbench.screen.scores import ScoreSettings
-    from tlbench.screen.screen import format_table, run_screen
+    from tlbench.screen.screen import (
+        data_overrides,
+        format_table,
+        parse_backbones,
+        parse_class_map,
+        run_screen,
+    )
 
     try:
         settings = ScoreSettings(knn_k=args.knn_k, probe_folds=args.folds)

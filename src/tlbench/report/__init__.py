@@ -1,9 +1,9 @@
 """Study reports: MLflow runs -> tidy table -> summary, recommendation, figures -> Markdown/HTML/LaTeX.
 
-``collect`` (store -> trials table) and ``build`` (orchestration) touch the outside world; ``tables``,
-``paired``, ``stats``, ``curves``, ``recommend``, the figures' info and the ``sections`` are pure
-functions of the table; drawing (``figures``) and ``render`` only turn their results into files;
-``methods`` writes the Methods section from what the runs logged.
+``build`` (orchestration) touches the outside world; ``tables`` (the trials table and the tables over
+it), ``stats``, ``recommend`` (paired comparisons, the rule, learning curves), the figures' info and
+the ``sections`` (Methods included) are pure functions of the table; drawing (``figures``) and
+``render`` only turn their results into files.
 
 Public: :func:`build_report` (the report) and :func:`recommended_arm` (the arm it recommends, with the
 configuration its final runs ran: what ``tlbench export`` retrains).

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlbench.report.collect import label_arms, trials_table
-from tlbench.report.curves import falling_curves, outlook
 from tlbench.report.figures import (
     SCREEN_FIGURE,
     PlotInfo,
@@ -26,9 +24,18 @@ from tlbench.report.figures import (
     save,
     screen_figure_info,
 )
-from tlbench.report.methods import methods_section
-from tlbench.report.paired import SizeComparison, compare_strategies, with_comparisons
-from tlbench.report.recommend import Recommendation, RecommendedArm, choose_arm, recommend, verdict_sentence
+from tlbench.report.recommend import (
+    Recommendation,
+    RecommendedArm,
+    SizeComparison,
+    choose_arm,
+    compare_strategies,
+    falling_curves,
+    outlook,
+    recommend,
+    verdict_sentence,
+    with_comparisons,
+)
 from tlbench.report.render import Block, Figure, size_slug, summary_tex, to_html, to_markdown
 from tlbench.report.sections import (
     DrawnFigure,
@@ -39,6 +46,7 @@ from tlbench.report.sections import (
     failed_section,
     figures_section,
     header,
+    methods_section,
     paired_section,
     problems,
     recommendation_section,
@@ -49,20 +57,22 @@ from tlbench.report.tables import (
     Totals,
     final_results,
     is_screen_run,
+    label_arms,
     screen_table,
     study_totals,
     summary_table,
     trained_accuracy,
+    trials_table,
 )
+from tlbench.tracking import names as N
 from tlbench.tracking.names import CONFIG_ARTIFACT
-from tlbench.tracking.study_publish import REPORT_ARTIFACT_DIR, publish_report
-from tlbench.tracking.study_reader import (
-    SWEEP_TAG,
+from tlbench.tracking.study import (
     RunPredictions,
     RunRecord,
     StudyRecords,
     StudyRef,
     find_study,
+    publish_report,
     read_study,
     read_test_predictions,
     read_text_artifact,
@@ -118,7 +128,7 @@ class StudyAnalysis:
     ref: StudyRef
     records: StudyRecords
     plain: pd.DataFrame  # the trials table of every run but the screens (they have their own section)
-    trials: pd.DataFrame  # the same, strategies relabelled per arm (report.collect.label_arms)
+    trials: pd.DataFrame  # the same, strategies relabelled per arm (report.tables.label_arms)
     comparisons: list[SizeComparison]
     summary: pd.DataFrame
     recommendations: list[Recommendation]
@@ -187,7 +197,7 @@ def recommended_arm(
         size=None if size is None else str(size),
         strategy=strategy,
         tolerance=tolerance,
-        unit=device_hours_unit(found.trials["device"]).unit,
+        unit=device_hours_unit(found.trials[N.DEVICE]).unit,
     )
     config = read_text_artifact(arm.config_run_id, CONFIG_ARTIFACT, tracking_uri=tracking_uri)
     return replace(arm, config_yaml=config)
@@ -207,7 +217,7 @@ def build_report(
     ref, records, plain, trials = found.ref, found.records, found.plain, found.trials
     comparisons, summary, recommendations = found.comparisons, found.summary, found.recommendations
     prospect = outlook(trials, summary, recommendations, tolerance=tolerance)
-    unit = device_hours_unit(trials["device"])
+    unit = device_hours_unit(trials[N.DEVICE])
     directory = out / _safe(ref.name)
     figures_dir = directory / FIGURES_DIR
     if figures_dir.is_dir():
@@ -231,7 +241,7 @@ def build_report(
     parent = records.parent
     inputs = ReportInputs(
         study=ref.name,
-        sweep=ref.tags.get(SWEEP_TAG) or (parent.tags.get(SWEEP_TAG) if parent else None),
+        sweep=ref.tags.get(N.SWEEP_TAG) or (parent.tags.get(N.SWEEP_TAG) if parent else None),
         experiment_id=ref.experiment_id,
         parent_run_id=parent.run_id if parent else None,
         tracking_uri=records.tracking_uri,
@@ -280,7 +290,7 @@ def build_report(
     published = None
     if publish and parent is not None:
         progress(
-            f"logging the report to the parent run {parent.run_id} (artifacts under {REPORT_ARTIFACT_DIR}/)"
+            f"logging the report to the parent run {parent.run_id} (artifacts under {N.REPORT_ARTIFACT_DIR}/)"
         )
         publish_report(
             parent.run_id,

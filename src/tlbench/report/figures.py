@@ -35,8 +35,9 @@ from matplotlib.ticker import (
 
 from tlbench.report.render import STRATEGY_ORDER, size_key, size_label, sorted_sizes, sorted_strategies
 from tlbench.report.stats import mean_ci, pareto_front
-from tlbench.report.tables import SCREEN_SCORES, TUNE, final_results, run_cost, tune_results
+from tlbench.report.tables import SCREEN_SCORES, final_results, run_cost, tune_results
 from tlbench.strategies import STRATEGIES
+from tlbench.tracking import names as N
 
 # --- what a figure is computed into -------------------------------------------------------------------------
 # Axis units and scales are decided here, from the data, so that tests can check them without drawing.
@@ -195,10 +196,10 @@ def tradeoff_info(trials: pd.DataFrame, *, cost: str, unit: CostUnit) -> FigureI
         for strategy in sorted_strategies(at_size["strategy"]):
             group = at_size[at_size["strategy"] == strategy]
             runs.append(
-                Series(strategy, tuple(group[column].astype(float)), tuple(group["test/acc"].astype(float)))
+                Series(strategy, tuple(group[column].astype(float)), tuple(group[N.TEST_ACC].astype(float)))
             )
             mean_x = float(group[column].astype(float).mean())
-            accs = [group["test/acc"].astype(float).tolist()]
+            accs = [group[N.TEST_ACC].astype(float).tolist()]
             means.append(series_of_means(strategy, [mean_x], accs, bounds=ACCURACY_BOUNDS))
         front = pareto_front([m.x[0] for m in means], [m.y[0] for m in means])
         panels.append(
@@ -235,13 +236,13 @@ def tuning_tradeoff_info(trials: pd.DataFrame, *, unit: CostUnit) -> FigureInfo:
     for size in sorted_sizes(data["n_per_class"]):
         at_size = data[data["n_per_class"] == size]
         runs = tuple(
-            Series(s, tuple(g["run_cost"].astype(float)), tuple(g["val/acc"].astype(float)))
+            Series(s, tuple(g["run_cost"].astype(float)), tuple(g[N.VAL_ACC].astype(float)))
             for s in sorted_strategies(at_size["strategy"])
             for g in [at_size[at_size["strategy"] == s]]
         )
         xs, ys = (
             at_size["run_cost"].astype(float).tolist(),
-            at_size["val/acc"].astype(float).tolist(),
+            at_size[N.VAL_ACC].astype(float).tolist(),
         )
         front = tuple((xs[i], ys[i]) for i in pareto_front(xs, ys))
         panels.append(Panel(title=size_label(size), runs=runs, frontier=front))
@@ -289,7 +290,7 @@ def data_scaling_info(trials: pd.DataFrame) -> FigureInfo:
     for strategy in sorted_strategies(data["strategy"]):
         group = data[data["strategy"] == strategy]
         sizes = [s for s in positions if (group["n_per_class"] == s).any()]
-        values = [group[group["n_per_class"] == s]["test/acc"].astype(float).tolist() for s in sizes]
+        values = [group[group["n_per_class"] == s][N.TEST_ACC].astype(float).tolist() for s in sizes]
         single += [
             f"{strategy} at {size_label(s)}" for s, v in zip(sizes, values, strict=True) if len(v) == 1
         ]
@@ -342,10 +343,10 @@ def freeze_depth_info(trials: pd.DataFrame) -> FigureInfo:
     Final runs (test accuracy) when k is a factor with final runs, else tuning trials (validation).
     """
     name, title = "freeze_depth", "Freeze depth"
-    acc_col, acc_label = "test/acc", FINAL_ACC
+    acc_col, acc_label = N.TEST_ACC, FINAL_ACC
     varying = _varying_depth(final_results(trials))
     if not varying:
-        acc_col, acc_label = "val/acc", TUNE_ACC
+        acc_col, acc_label = N.VAL_ACC, TUNE_ACC
         varying = _varying_depth(tune_results(trials))
     if not varying:
         return Missing(
@@ -392,10 +393,10 @@ def lr_sensitivity_info(trials: pd.DataFrame) -> FigureInfo:
         runs, means = [], []
         for strategy in sorted_strategies(at_size["strategy"]):
             group = at_size[at_size["strategy"] == strategy].astype({"lr": float})
-            runs.append(Series(strategy, tuple(group["lr"]), tuple(group["val/acc"].astype(float))))
+            runs.append(Series(strategy, tuple(group["lr"]), tuple(group[N.VAL_ACC].astype(float))))
             lrs = sorted(group["lr"].unique())
             if len(lrs) >= 2:
-                by_lr = [group[group["lr"] == lr]["val/acc"].astype(float).tolist() for lr in lrs]
+                by_lr = [group[group["lr"] == lr][N.VAL_ACC].astype(float).tolist() for lr in lrs]
                 means.append(
                     series_of_means(strategy, [float(v) for v in lrs], by_lr, bounds=ACCURACY_BOUNDS)
                 )
@@ -415,8 +416,8 @@ def lr_sensitivity_info(trials: pd.DataFrame) -> FigureInfo:
 def _diverged_note(trials: pd.DataFrame, *, listed: int = 6) -> str:
     """The tuning trials a learning rate wrecked (diverged or collapsed: failed, not drawn), named in the
     caption."""
-    diverged_mask = trials["status"].astype(str).str.startswith("failed: diverged")
-    mask = (trials["role"] == TUNE) & (diverged_mask | trials["collapsed"])
+    diverged_mask = trials[N.STATUS].astype(str).str.startswith("failed: diverged")
+    mask = (trials[N.ROLE] == N.TUNE) & (diverged_mask | trials[N.COLLAPSED])
     diverged = trials[mask]
     if diverged.empty:
         return ""
@@ -444,7 +445,7 @@ _HINT_LR = "run a sweep that tunes `optimizer.lr` over a range (e.g. the default
 
 def all_figures(trials: pd.DataFrame) -> list[FigureInfo]:
     """The report's figures, in report order."""
-    unit = device_hours_unit(trials["device"]) if not trials.empty else device_hours_unit([])
+    unit = device_hours_unit(trials[N.DEVICE]) if not trials.empty else device_hours_unit([])
     return [
         tradeoff_info(trials, cost="device_hours", unit=unit),
         tradeoff_info(trials, cost="train_flops", unit=unit),

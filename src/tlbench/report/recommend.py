@@ -1,7 +1,7 @@
-"""Which strategy to use at each data size, computed from the summary table (pure).
+"""Which strategy to use at each data size, and whether more labels would change it (pure).
 
-Rule, with a paired comparison of the size (``paired.py``): recommend the cheapest strategy (fewest
-device-hours per run; ties: more accurate, then fewer FLOPs) that is not credibly worse than the best:
+Rule, with a paired comparison of the size (``compare_strategies``): recommend the cheapest strategy
+(fewest device-hours per run; ties: more accurate, then fewer FLOPs) that is not credibly worse than the best:
 the 95% interval of its paired difference to the best includes 0 (the two cannot be told apart), or its
 mean difference is within ``tolerance`` (absolute, 0.01 = 1 percentage point). An arm whose interval lies
 wholly below 0 with a mean further behind than the tolerance is credibly worse, however cheap (the
@@ -16,17 +16,369 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+from scipy.optimize import OptimizeWarning, curve_fit
 
 from tlbench.errors import ConfigError, TlbenchError
-from tlbench.report.collect import PARAM_COLUMNS
-from tlbench.report.paired import SizeComparison, StrategyComparison
-from tlbench.report.render import pct, pp, sig, signed_pp, size_label, sorted_sizes
-from tlbench.report.stats import pareto_front
-from tlbench.report.tables import TUNE, final_results
+from tlbench.report.render import (
+    pct,
+    pp,
+    sig,
+    signed_pp,
+    size_key,
+    size_label,
+    sorted_sizes,
+    sorted_strategies,
+)
+from tlbench.report.stats import (
+    BINOMIAL,
+    PER_IMAGE,
+    Estimate,
+    VarianceModel,
+    binomial_covariance,
+    binomial_model,
+    crossed_model,
+    detectable,
+    images_needed,
+    interval,
+    joint_covariance,
+    mean_ci,
+    pareto_front,
+    probability_best,
+    seeds_needed,
+)
+from tlbench.report.tables import PARAM_COLUMNS, final_results
+from tlbench.tracking import names as N
 from tlbench.tracking.names import OVERRIDES, TRAIN_STEPS
+from tlbench.tracking.study import RunPredictions
+
+# Paired comparisons of strategies at each data size: the best against each other one.
+#
+# Pairing: final runs of one data size share seeds, and a seed fixes the training subset (drawn from the
+# train pool with the run's seed, ``data/splits.py``) while the test set depends only on ``split_seed``.
+# So a strategy's run on seed 2 and another's on seed 2 saw the same training images and are scored on
+# the same test images. The code below checks that (seeds present, ``data_fingerprint`` and ``split_seed``
+# equal per seed) and compares only on the seeds every compared strategy has.
+
+
+@dataclass(frozen=True)
+class StrategyComparison:
+    """One strategy at one size against the best there (the best itself: diff 0, no interval)."""
+
+    strategy: str
+    mean: float  # mean test accuracy over its paired seeds
+    diff: float  # mean minus the best's mean over the same seeds
+    low: float | None
+    high: float | None
+    p_best: float | None  # None for an arm compared with the best alone (on fewer seeds than the rest)
+    detectable: float | None = None  # difference detected with 80% power at this test size and seeds
+    seeds_needed: int | None = None  # to detect ``diff`` with 80% power (same test set)
+    images_needed: int | None = None  # to detect ``diff`` with 80% power (same seeds)
+    seeds: tuple[int, ...] = ()  # its own paired seeds when compared with the best alone; () = the size's
+
+
+@dataclass(frozen=True)
+class SizeComparison:
+    n_per_class: str
+    best: str
+    strategies: tuple[StrategyComparison, ...]
+    seeds: tuple[int, ...]  # the seeds every arm of the joint comparison has
+    images: int
+    basis: str  # PER_IMAGE | BINOMIAL
+    confidence: float
+    left_out: tuple[str, ...] = ()  # "scratch (1 seed)"
+    notes: tuple[str, ...] = ()  # pairing problems found
+
+    def get(self, strategy: str) -> StrategyComparison | None:
+        return next((s for s in self.strategies if s.strategy == strategy), None)
+
+    def seeds_of(self, s: StrategyComparison) -> tuple[int, ...]:
+        """The seeds ``s`` was paired with the best on."""
+        return s.seeds or self.seeds
+
+
+def _latest_per_seed(rows: pd.DataFrame) -> pd.DataFrame:
+    """One final run per (strategy, seed): the latest, should a seed have been re-run."""
+    rows = rows[rows["seed"].notna()]
+    return rows.sort_values("start_time_ms", na_position="first").drop_duplicates(
+        ["strategy", "seed"], keep="last"
+    )
+
+
+def _paired_seeds(
+    rows: pd.DataFrame, *, anchor: str | None = None
+) -> tuple[list[str], list[int], list[str], list[str]]:
+    """The arms compared jointly, the seeds all of them have, the arms to compare with the best alone,
+    and those left out (with why).
+
+    Racing gives arms different numbers of seeds (a retired arm stops early), so the joint comparison
+    is not cut down to the fewest seeds: it holds the arms that have every seed of the two best-seeded
+    arms; an arm with fewer seeds is compared with the best on the seeds the two share. ``anchor``: the
+    joint comparison is built on that arm's seeds instead (an arm with fewer seeds that beat the
+    best-seeded ones: the race stops giving seeds to a leader once its pairs are decided).
+    """
+    seeds = {s: set(g["seed"].astype(int)) for s, g in rows.groupby("strategy")}
+    order = sorted_strategies(seeds)
+    left = [f"{s} (1 seed)" for s in order if len(seeds[s]) < 2]
+    kept = [s for s in order if len(seeds[s]) >= 2]
+    ranked = sorted(kept, key=lambda s: (-len(seeds[s]), order.index(s)))
+    if anchor is not None and anchor in kept:
+        ranked = [anchor, *(s for s in ranked if s != anchor)]
+    core_seeds = seeds[ranked[0]] & seeds[ranked[1]] if len(ranked) >= 2 else set()
+    if len(core_seeds) >= 2:
+        core = [s for s in kept if seeds[s] >= core_seeds]
+        return core, sorted(core_seeds), [s for s in kept if s not in core], left
+    common = set.intersection(*(seeds[s] for s in kept)) if kept else set()
+    core = list(kept)
+    while len(common) < 2 and len(core) > 2:  # drop the arm with the fewest seeds until pairs remain
+        worst = min(core, key=lambda s: (len(seeds[s]), -order.index(s)))
+        core.remove(worst)
+        common = set.intersection(*(seeds[s] for s in core))
+    if len(common) < 2:
+        return [], [], [], left + [f"{s} (no 2 seeds in common with the others)" for s in kept]
+    return core, sorted(common), [s for s in kept if s not in core], left
+
+
+def _pairing_notes(rows: pd.DataFrame, size: str) -> list[str]:
+    notes = []
+    for column, what in (("data_fingerprint", "training subsets"), ("split_seed", "test sets")):
+        for seed, group in rows.groupby("seed"):
+            values = {str(v) for v in group[column].dropna()}
+            if len(values) > 1:
+                notes.append(
+                    f"{size_label(size)}, seed {seed}: the strategies' {what} differ ({column} "
+                    f"{', '.join(sorted(values))}); they are compared as if paired"
+                )
+    return notes
+
+
+def _correctness(
+    rows: pd.DataFrame, predictions: Mapping[str, RunPredictions]
+) -> tuple[np.ndarray | None, str | None]:
+    """strategies x seeds x images correctness, or why per-image pairing is not possible."""
+    runs = list(rows["run_id"])
+    missing = [r for r in runs if r not in predictions]
+    if missing:
+        return None, f"{len(missing)} of {len(runs)} final runs lack per-image test predictions"
+    labels = {predictions[r].labels for r in runs}
+    if len(labels) > 1:
+        return None, "the runs' test images differ (labels in another order or of another length)"
+    for _, row in rows.iterrows():
+        p = predictions[str(row["run_id"])]
+        acc = float(np.mean(np.equal(p.labels, p.predicted)))
+        if abs(acc - float(row[N.TEST_ACC])) > 0.5 / len(p.labels) + 1e-9:
+            return None, f"run {row['run_id']}: predictions give {acc:.4f}, test/acc is {row['test/acc']:.4f}"
+    return np.stack([np.equal(predictions[r].labels, predictions[r].predicted) for r in runs]), None
+
+
+def _variance(
+    rows: pd.DataFrame, predictions: Mapping[str, RunPredictions], *, arms: list[str], seeds: list[int]
+) -> tuple[np.ndarray, np.ndarray | None, int, str | None]:
+    """Per-seed accuracies (seeds x arms), the correctness cube (arms x seeds x images) or None with why,
+    and the number of test images, for ``arms`` on ``seeds``."""
+    rows = rows[rows["strategy"].isin(arms) & rows["seed"].astype(int).isin(seeds)]
+    rows = rows.assign(_s=rows["strategy"].map(arms.index)).sort_values(["_s", "seed"])
+    n, k = len(arms), len(seeds)
+    correct, why = _correctness(rows, predictions)
+    acc = rows[N.TEST_ACC].to_numpy(float).reshape(n, k).T
+    if correct is None:
+        return acc, None, int(pd.to_numeric(rows["n_test"], errors="coerce").min()), why
+    cube = correct.reshape(n, k, -1).astype(float)
+    return acc, cube, cube.shape[2], None
+
+
+def _contrast(acc: np.ndarray, cube: np.ndarray | None, i: int, top: int, *, images: int) -> VarianceModel:
+    """The variance model of arm ``i`` minus arm ``top``."""
+    w = np.zeros(acc.shape[1])
+    w[i], w[top] = 1.0, -1.0
+    if cube is None:
+        return binomial_model(acc, w, images=images)
+    return crossed_model(np.tensordot(w, cube, axes=1))
+
+
+def _versus(
+    strategy: str,
+    diff: float,
+    mean: float,
+    m: VarianceModel,
+    *,
+    confidence: float,
+    p_best: float | None,
+    seeds: tuple[int, ...] = (),
+) -> StrategyComparison:
+    low, high = interval(diff, m, confidence=confidence)
+    return StrategyComparison(
+        strategy, mean, diff, low, high, p_best, detectable=detectable(m, confidence=confidence),
+        seeds_needed=seeds_needed(m, diff), images_needed=images_needed(m, diff), seeds=seeds,
+    )  # fmt: skip
+
+
+def compare_size(
+    rows: pd.DataFrame,
+    predictions: Mapping[str, RunPredictions],
+    *,
+    size: str,
+    confidence: float = 0.95,
+) -> SizeComparison | None:
+    """Paired comparison of one size's final runs; None when fewer than two strategies pair up.
+
+    The best must be the best: when an arm compared alone (fewer seeds) beats the joint comparison's
+    best, the comparison is rebuilt on that arm's seeds (at n=5 of the default study, lp_ft led by
+    +19.8 pp on its 3 seeds while the probe and partial, raced to 8 seeds against each other, formed
+    the joint comparison and the probe was called the most accurate).
+    """
+    rows = _latest_per_seed(rows)
+    tried: set[str] = set()
+    anchor: str | None = None
+    while True:
+        result = _compare_size(rows, predictions, size=size, confidence=confidence, anchor=anchor)
+        if result is None:
+            return None
+        ahead = [s for s in result.strategies if s.p_best is None and s.seeds and s.diff > 0]
+        ahead = [s for s in ahead if s.strategy not in tried]
+        if not ahead:
+            return result
+        anchor = max(ahead, key=lambda s: s.diff).strategy
+        tried.add(anchor)
+
+
+def _compare_size(
+    rows: pd.DataFrame,
+    predictions: Mapping[str, RunPredictions],
+    *,
+    size: str,
+    confidence: float,
+    anchor: str | None,
+) -> SizeComparison | None:
+    strategies, seeds, alone, left = _paired_seeds(rows, anchor=anchor)
+    if len(strategies) < 2:
+        return None
+    notes = _pairing_notes(rows[rows["strategy"].isin(strategies + alone)], size)
+    acc, cube, images, why = _variance(rows, predictions, arms=strategies, seeds=seeds)
+    basis = PER_IMAGE if cube is not None else BINOMIAL
+    if cube is None:
+        notes.append(f"{size_label(size)}: {why}; the test-set part is approximated as binomial")
+        covariance = binomial_covariance(acc, images=images)
+    else:
+        covariance = joint_covariance(cube)
+    n = len(strategies)
+    means = acc.mean(axis=0)
+    top = int(np.argmax(means))
+    models = {i: _contrast(acc, cube, i, top, images=images) for i in range(n) if i != top}
+    df = min((m.df() for m in models.values()), default=math.inf)
+    p_best = probability_best(means, covariance, df=df)
+    out = []
+    for i, strategy in enumerate(strategies):
+        if i == top:
+            out.append(StrategyComparison(strategy, float(means[i]), 0.0, None, None, float(p_best[i])))
+            continue
+        diff = float(means[i] - means[top])
+        out.append(
+            _versus(
+                strategy, diff, float(means[i]), models[i], confidence=confidence, p_best=float(p_best[i])
+            )
+        )
+    best = strategies[top]
+    best_seeds = set(rows[rows["strategy"] == best]["seed"].astype(int))
+    for strategy in alone:  # fewer seeds (retired by the race, or a failed seed): paired with the best alone
+        shared = sorted(best_seeds & set(rows[rows["strategy"] == strategy]["seed"].astype(int)))
+        if len(shared) < 2:
+            left.append(f"{strategy} (no 2 seeds in common with {best})")
+            continue
+        pair_acc, pair_cube, pair_images, pair_why = _variance(
+            rows, predictions, arms=[strategy, best], seeds=shared
+        )
+        if pair_cube is None:
+            notes.append(
+                f"{size_label(size)}, {strategy}: {pair_why}; the test-set part is approximated as binomial"
+            )
+        m = _contrast(pair_acc, pair_cube, 0, 1, images=pair_images)
+        pair_means = pair_acc.mean(axis=0)
+        diff = float(pair_means[0] - pair_means[1])
+        out.append(
+            _versus(
+                strategy,
+                diff,
+                float(pair_means[0]),
+                m,
+                confidence=confidence,
+                p_best=None,
+                seeds=tuple(shared),
+            )
+        )
+    order = sorted_strategies(s.strategy for s in out)
+    out.sort(key=lambda s: order.index(s.strategy))
+    return SizeComparison(
+        size, best, tuple(out), tuple(seeds), images, basis, confidence, tuple(left), tuple(notes)
+    )
+
+
+def compare_strategies(
+    trials: pd.DataFrame, predictions: Mapping[str, RunPredictions], *, confidence: float = 0.95
+) -> list[SizeComparison]:
+    """One paired comparison per data size where at least two strategies share two seeds."""
+    finals = final_results(trials)
+    out = []
+    for size in sorted_sizes(finals["n_per_class"]):
+        found = compare_size(
+            finals[finals["n_per_class"] == size], predictions, size=size, confidence=confidence
+        )
+        if found is not None:
+            out.append(found)
+    return out
+
+
+COMPARISON_COLUMNS = (
+    "n_per_class", "strategy", "paired_best", "paired_mean", "paired_diff", "paired_diff_low",
+    "paired_diff_high", "p_best", "paired_seeds", "paired_test_images", "paired_basis", "detectable_diff",
+)  # fmt: skip
+
+
+def comparison_table(comparisons: list[SizeComparison]) -> pd.DataFrame:
+    """One row per compared strategy and size (results.csv columns, LaTeX, parent-run metrics)."""
+    rows = [
+        {
+            "n_per_class": c.n_per_class,
+            "strategy": s.strategy,
+            "paired_best": c.best,
+            "paired_mean": s.mean,
+            "paired_diff": s.diff,
+            "paired_diff_low": math.nan if s.low is None else s.low,
+            "paired_diff_high": math.nan if s.high is None else s.high,
+            "p_best": math.nan if s.p_best is None else s.p_best,
+            "paired_seeds": " ".join(map(str, c.seeds_of(s))),
+            "paired_test_images": c.images,
+            "paired_basis": c.basis,
+            "detectable_diff": math.nan if s.detectable is None else s.detectable,
+        }
+        for c in comparisons
+        for s in c.strategies
+    ]
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def with_comparisons(
+    frame: pd.DataFrame, comparisons: list[SizeComparison], *, finals_only: bool
+) -> pd.DataFrame:
+    """``frame`` (trials or summary) with the comparison columns of its strategy and size.
+
+    For trials (``finals_only``), only completed final runs get values: the numbers are about them.
+    """
+    table = comparison_table(comparisons)
+    merged = frame.merge(table, on=["n_per_class", "strategy"], how="left")
+    if finals_only:
+        mask = (merged[N.ROLE] == N.FINAL) & (merged["outcome"] == "completed")
+        merged.loc[~mask, list(COMPARISON_COLUMNS[2:])] = pd.NA
+    merged.index = frame.index
+    return merged
+
+
+# The rule, its words, and the recommended arm's configuration.
 
 
 @dataclass(frozen=True)
@@ -202,7 +554,7 @@ def _interval(low: float | None, high: float | None) -> str:
     return f"95% interval {signed_pp(low).removesuffix(' pp')} to {signed_pp(high)}"
 
 
-def _versus(s: StrategyComparison, best: str) -> str:
+def _versus_text(s: StrategyComparison, best: str) -> str:
     """``difference +3.3 pp for partial, 95% interval −6.0 to +12.6 pp`` (the best minus ``s``)."""
     low, high = (None, None) if s.low is None or s.high is None else (-s.high, -s.low)
     return f"difference {signed_pp(-s.diff)} for {best}, {_interval(low, high)}"
@@ -261,12 +613,12 @@ def paired_text(rec: Recommendation, *, tolerance: float) -> str:
         else:
             verdict = f"differ by {pp(-rs.diff)} on average, within the {pp(tolerance)} tolerance"
         pair = f"**{r.strategy}** and **{b.strategy}** {verdict}"
-        text += f" {pair} ({_versus(rs, b.strategy)}); {_cost_ratio(r, b)}."
+        text += f" {pair} ({_versus_text(rs, b.strategy)}); {_cost_ratio(r, b)}."
         if same:
             text += _resolution(rs, comparison, b.strategy)
     worse = [s for s in others if not_credibly_worse(s, tolerance=tolerance) is False]
     if worse:
-        items = "; ".join(f"{s.strategy} ({_versus(s, b.strategy)})" for s in worse)
+        items = "; ".join(f"{s.strategy} ({_versus_text(s, b.strategy)})" for s in worse)
         text += f" Credibly worse than {b.strategy}: {items}."
     joint = [(s.strategy, s.p_best) for s in comparison.strategies if s.p_best is not None]
     chances = ", ".join(f"{name} {p:.0%}" for name, p in sorted(joint, key=lambda item: -item[1]))
@@ -480,26 +832,26 @@ def choose_arm(
     choice = _choice(rows[rows["strategy"] == arm].iloc[0])
     finals = final_results(trials)
     finals = finals[(finals["n_per_class"] == chosen_size) & (finals["strategy"] == arm)]
-    cells = finals["cell"].astype("string").fillna("")
+    cells = finals[N.CELL].astype("string").fillna("")
     by_cell = finals.assign(_cell=cells).groupby("_cell", sort=True)
     # an arm that pools cells (a factor the report does not separate): the cell best on validation
-    cell = max(by_cell.groups, key=lambda c: (by_cell.get_group(c)["val/acc"].astype(float).mean(), str(c)))
+    cell = max(by_cell.groups, key=lambda c: (by_cell.get_group(c)[N.VAL_ACC].astype(float).mean(), str(c)))
     mine = finals[cells == cell].sort_values("seed")
-    tuned = {str(v) for v in mine["tuned_from_trial"].dropna()}
+    tuned = {str(v) for v in mine[N.TUNED_FROM].dropna()}
     tuned_from = _int_or_none(tuned.pop()) if len(tuned) == 1 else None
     tune_run = trials[
-        (trials["role"] == TUNE) & (trials["cell"].astype("string") == cell)
-        & (pd.to_numeric(trials["trial_number"], errors="coerce") == tuned_from)
+        (trials[N.ROLE] == N.TUNE) & (trials[N.CELL].astype("string") == cell)
+        & (pd.to_numeric(trials[N.TRIAL_NUMBER], errors="coerce") == tuned_from)
     ]  # fmt: skip
-    optuna = {str(v) for v in mine["optuna_study"].dropna()}
+    optuna = {str(v) for v in mine[N.OPTUNA_STUDY].dropna()}
     steps = mine[TRAIN_STEPS] if TRAIN_STEPS in mine else pd.Series([None] * len(mine), index=mine.index)
     runs = tuple(
         FinalRun(
             run_id=str(row["run_id"]),
             seed=int(row["seed"]),
-            optuna_trial=_int_or_none(row["trial_number"]),
-            test_acc=float(row["test/acc"]),
-            val_acc=None if pd.isna(row["val/acc"]) else float(row["val/acc"]),
+            optuna_trial=_int_or_none(row[N.TRIAL_NUMBER]),
+            test_acc=float(row[N.TEST_ACC]),
+            val_acc=None if pd.isna(row[N.VAL_ACC]) else float(row[N.VAL_ACC]),
             steps=_int_or_none(step),
         )
         for (_, row), step in zip(mine.iterrows(), steps, strict=True)
@@ -525,4 +877,262 @@ def choose_arm(
         tolerance=tolerance,
         pooled_cells=tuple(str(c) for c in by_cell.groups if c != cell),
         config_run_id=runs[0].run_id,
+    )
+
+
+# Learning curves and what more labels would buy: a saturating fit of test accuracy against labelled
+# images per class, per arm and seed; predictions at 2x and 4x the largest size, and whether the
+# recommendation (the paired rule above) would change there; arms whose accuracy falls as data grows.
+
+EXPONENT_RANGE = (0.05, 2.0)
+STARTS = (0.1, 0.5, 1.5)  # starting exponents: the lowest squared error of the three fits wins
+TWO_SIZE_EXPONENT = 0.5
+_AT_BOUND = 1e-9  # a parameter this close to its bound is on it (the solver stays strictly inside)
+
+
+@dataclass(frozen=True)
+class Curve:
+    plateau: float  # a
+    scale: float  # b
+    exponent: float  # c
+
+    def predict(self, n: float) -> float:
+        return self.plateau - self.scale * n**-self.exponent
+
+
+def _model(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    return np.asarray(a - b * n**-c)
+
+
+def _fit(
+    x: np.ndarray, y: np.ndarray, *, plateau: float | None, exponent: float | None
+) -> tuple[Curve, float]:
+    """Least squares over the parameters not fixed, within their bounds; (curve, squared error)."""
+    free = [name for name, fixed in (("a", plateau), ("b", None), ("c", exponent)) if fixed is None]
+    low = {"a": -np.inf, "b": 0.0, "c": EXPONENT_RANGE[0]}
+    high = {"a": 1.0, "b": np.inf, "c": EXPONENT_RANGE[1]}
+
+    def model(n: np.ndarray, *params: float) -> np.ndarray:
+        given = dict(zip(free, params, strict=True))
+        return _model(n, given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0))
+
+    best: tuple[Curve, float] | None = None
+    for c0 in STARTS if exponent is None else (exponent,):
+        a0 = plateau if plateau is not None else min(float(y.max()) + 0.01, 1.0 - 1e-3)
+        b0 = max((a0 - float(y.min())) * float(x.min()) ** c0, 1e-3)
+        start = {"a": a0, "b": b0, "c": c0}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)  # no covariance from few points: not needed
+            try:
+                bounds = ([low[k] for k in free], [high[k] for k in free])
+                params, _ = curve_fit(
+                    model, x, y, p0=[start[k] for k in free], bounds=bounds,
+                    xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=10_000,
+                )  # fmt: skip
+            except RuntimeError:  # this start did not converge: another may
+                continue
+        given = dict(zip(free, (float(v) for v in params), strict=True))
+        curve = Curve(given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0))
+        if curve.scale <= _AT_BOUND:  # falling or flat with more data is noise: the flat least-squares line
+            curve = Curve(float(y.mean()) if plateau is None else plateau, 0.0, curve.exponent)
+        error = float(np.sum((y - _model(x, curve.plateau, curve.scale, curve.exponent)) ** 2))
+        if best is None or error < best[1]:
+            best = (curve, error)
+    if best is None:
+        raise ValueError(f"no saturating curve fits {x.tolist()=} {y.tolist()=}")
+    return best
+
+
+def fit_curve(n_per_class: Sequence[float], accuracy: Sequence[float]) -> Curve:
+    """The least-squares saturating curve through (n, accuracy) points at two or more distinct n.
+
+    Two sizes fit any exponent exactly, so the exponent is fixed at 0.5, unless that would put the
+    plateau above 100%: then the plateau is 100% and the exponent is fitted.
+    """
+    x, y = np.asarray(n_per_class, dtype=float), np.asarray(accuracy, dtype=float)
+    if x.shape != y.shape or np.unique(x).size < 2 or (x <= 0).any():
+        raise ValueError(f"need points at >= 2 distinct positive n, got {x.tolist()=}")
+    if np.unique(x).size >= 3:
+        return _fit(x, y, plateau=None, exponent=None)[0]
+    fixed = _fit(x, y, plateau=None, exponent=TWO_SIZE_EXPONENT)[0]
+    if fixed.plateau < 1.0 - _AT_BOUND:
+        return fixed
+    return _fit(x, y, plateau=1.0, exponent=None)[0]
+
+
+def per_class_sizes(rows: pd.DataFrame) -> pd.Series:
+    """Training images per class of each run: n_train / n_classes, else the numeric n_per_class."""
+    logged = pd.to_numeric(rows["n_train"], errors="coerce") / pd.to_numeric(
+        rows["n_classes"], errors="coerce"
+    )
+    labelled = rows["n_per_class"].map(lambda s: size_key(str(s)))
+    return logged.where(logged.notna(), labelled).astype(float)
+
+
+@dataclass(frozen=True)
+class StrategyCurve:
+    strategy: str
+    sizes: tuple[float, ...]  # n per class fitted
+    seeds: tuple[int, ...]  # seeds with a curve of their own
+    curves: tuple[Curve, ...]
+    predictions: tuple[Estimate, ...]  # at the targets, over the seeds' curves
+
+
+def seed_curves(rows: pd.DataFrame, *, max_n: float = math.inf) -> tuple[tuple[int, Curve], ...]:
+    """One curve per seed from one strategy's final runs at sizes up to ``max_n``."""
+    data = rows.assign(_n=per_class_sizes(rows)).dropna(subset=["_n", "seed"])
+    data = data[np.isfinite(data["_n"]) & (data["_n"] <= max_n)]
+    out = []
+    for seed, group in data.groupby("seed"):
+        if group["_n"].nunique() >= 2:
+            out.append((int(seed), fit_curve(group["_n"].tolist(), group[N.TEST_ACC].astype(float).tolist())))
+    return tuple(out)
+
+
+def strategy_curves(
+    trials: pd.DataFrame, targets: Sequence[float], *, max_n: float = math.inf, confidence: float = 0.95
+) -> list[StrategyCurve]:
+    """Per strategy with >= 2 sizes: the seeds' curves and their predictions at ``targets``."""
+    finals = final_results(trials)
+    out = []
+    for strategy in sorted_strategies(finals["strategy"]):
+        rows = finals[finals["strategy"] == strategy]
+        fits = seed_curves(rows, max_n=max_n)
+        if not fits:
+            continue
+        sizes = per_class_sizes(rows)
+        predictions = tuple(mean_ci([c.predict(t) for _, c in fits], confidence=confidence) for t in targets)
+        out.append(
+            StrategyCurve(
+                strategy,
+                tuple(sorted(set(sizes[sizes <= max_n].dropna().tolist()))),
+                tuple(s for s, _ in fits),
+                tuple(c for _, c in fits),
+                predictions,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Fall:
+    """An arm whose mean test accuracy drops as labelled data grows (more data should not hurt)."""
+
+    strategy: str
+    from_size: str
+    to_size: str
+    from_acc: float
+    to_acc: float
+
+
+def falling_curves(summary: pd.DataFrame, *, drop: float = 0.01) -> list[Fall]:
+    """Consecutive sizes (in summary order) where an arm's mean test accuracy falls by more than ``drop``."""
+    out = []
+    for strategy in sorted_strategies(summary["strategy"]):
+        rows = summary[summary["strategy"] == strategy]
+        means = [(str(r["n_per_class"]), float(r["acc_mean"])) for _, r in rows.iterrows()]
+        out += [
+            Fall(strategy, a, b, acc_a, acc_b)
+            for (a, acc_a), (b, acc_b) in itertools.pairwise(means)
+            if acc_a - acc_b > drop
+        ]
+    return out
+
+
+# --- what more labels would buy -----------------------------------------------------------------------------
+# recommendation would change there (pure; the rule is the paired one of ``recommend``).
+
+FACTORS = (2, 4)
+
+
+@dataclass(frozen=True)
+class Outlook:
+    largest: str  # the largest measured size label
+    largest_n: float  # its training images per class
+    targets: tuple[float, ...]  # FACTORS x largest_n
+    curves: tuple[StrategyCurve, ...]
+    current: str | None  # recommended at the largest size
+    predicted_best: str  # highest predicted mean at 2x
+    recommended: str  # the same rule applied to the 2x predictions
+    lead: Estimate | None  # predicted_best minus current at 2x, over the seeds' curves
+
+
+def _diff_at(a: StrategyCurve, b: StrategyCurve, target: float, confidence: float) -> Estimate | None:
+    """a minus b predicted at ``target``, paired by seed."""
+    seeds = sorted(set(a.seeds) & set(b.seeds))
+    if not seeds:
+        return None
+    ca, cb = dict(zip(a.seeds, a.curves, strict=True)), dict(zip(b.seeds, b.curves, strict=True))
+    return mean_ci([ca[s].predict(target) - cb[s].predict(target) for s in seeds], confidence=confidence)
+
+
+def outlook(
+    trials: pd.DataFrame,
+    summary: pd.DataFrame,
+    recommendations: list[Recommendation],
+    *,
+    tolerance: float,
+    confidence: float = 0.95,
+) -> Outlook | None:
+    """None when fewer than two sizes or two strategies can be fitted."""
+    finals = final_results(trials)
+    if finals.empty:
+        return None
+    largest = sorted_sizes(finals["n_per_class"])[-1]
+    at_largest = finals[finals["n_per_class"] == largest]
+    largest_n = float(per_class_sizes(at_largest).mean())
+    if math.isnan(largest_n) or math.isinf(largest_n):
+        largest_n = size_key(largest)
+    targets = tuple(f * largest_n for f in FACTORS)
+    curves = tuple(strategy_curves(trials, targets, confidence=confidence))
+    if len(curves) < 2 or not math.isfinite(largest_n):
+        return None
+    by_name = {c.strategy: c for c in curves}
+    best = max(curves, key=lambda c: c.predictions[0].mean)
+    cost = {
+        str(r["strategy"]): float(r["device_hours"])
+        for _, r in summary[summary["n_per_class"] == largest].iterrows()
+    }
+    eligible = []
+    for curve in curves:
+        diff = _diff_at(curve, best, targets[0], confidence) if curve is not best else None
+        if curve is best or diff is None or (diff.high if diff.high is not None else diff.mean) > -tolerance:
+            eligible.append(curve)
+    chosen = min(eligible, key=lambda c: (_finite(cost.get(c.strategy)), -c.predictions[0].mean))
+    current = next((r.recommended.strategy for r in recommendations if r.n_per_class == largest), None)
+    lead = None
+    if current in by_name and current != best.strategy:
+        lead = _diff_at(best, by_name[current], targets[0], confidence)
+    return Outlook(largest, largest_n, targets, curves, current, best.strategy, chosen.strategy, lead)
+
+
+def _finite(x: float | None) -> float:
+    return math.inf if x is None or math.isnan(x) else x
+
+
+def outlook_sentence(o: Outlook) -> str:
+    """With twice the labels, would the recommendation change? One sentence with the numbers."""
+    where = f"≈{o.targets[0]:.0f} images per class, twice {size_label(o.largest)}; extrapolated"
+    by_name = {c.strategy: c for c in o.curves}
+    best = by_name[o.predicted_best].predictions[0]
+    if o.current is None:
+        return (
+            f"With twice the labels ({where}) the curves predict **{o.predicted_best}** ({pct(best.mean)})."
+        )
+    lead = f" (it is also the predicted best, {pct(best.mean)})" if o.current == o.predicted_best else ""
+    if o.lead is not None:
+        interval = (
+            f", 95% interval {signed_pp(o.lead.low)} to {signed_pp(o.lead.high)}"
+            if o.lead.low is not None and o.lead.high is not None
+            else ", a single seed"
+        )
+        lead = f" (**{o.predicted_best}** ahead of **{o.current}** by {signed_pp(o.lead.mean)}{interval})"
+    if o.recommended == o.current:
+        return (
+            f"With twice the labels ({where}), would the recommendation change? No: **{o.current}** stays "
+            f"the cheapest strategy not credibly worse than the predicted best{lead}."
+        )
+    return (
+        f"With twice the labels ({where}), would the recommendation change? Yes, to **{o.recommended}**"
+        f"{lead}, if the fitted curves hold and costs rank as at {size_label(o.largest)}."
     )

@@ -43,7 +43,7 @@ def sorted_sizes(labels: object) -> list[str]:
 def sorted_strategies(names: object) -> list[str]:
     unique = {str(x) for x in names}  # type: ignore[attr-defined]
     rank = {name: i for i, name in enumerate(STRATEGY_ORDER)}
-    # an arm "<strategy>, <factor value>" (report.collect.label_arms) sorts with its strategy
+    # an arm "<strategy>, <factor value>" (report.tables.label_arms) sorts with its strategy
     return sorted(unique, key=lambda s: (rank.get(s.split(", ")[0], len(rank)), s))
 
 

@@ -1,6 +1,13 @@
-"""Pure tables over the trials table: the summary (final runs only), outcome counts, gaps and failures,
-collapsed configurations, totals, the protocol as the runs and the sweep definition record it (tuning,
-budget checks, the race), and the screen against training (rank agreement, picks, rankings).
+"""The trials table (MLflow records -> one tidy row per trial, and results.csv) and the pure tables over
+it: the summary (final runs only), outcome counts, gaps and failures, collapsed configurations, totals,
+the protocol as the runs and the sweep definition record it (tuning, budget checks, the race), and the
+screen against training (rank agreement, picks, rankings).
+
+Columns keep MLflow's names (params by key, metrics like ``test/acc``), so a number in the table can be
+traced to the run. Values are not rounded; numeric params are parsed only when every value parses, so
+the CSV never disagrees with the logged string. Each run's ``outcome`` (completed, pruned, failed,
+interrupted, running) and whether it collapsed are decided here, once; a study that crosses
+``backbone`` or ``data.resolution`` with the strategies gets its arms labelled here too.
 
 Protocol: test accuracy is read only from ``role=final`` runs whose outcome is ``completed``; tuning
 runs chose the configuration on validation accuracy and never contribute a test number.
@@ -17,17 +24,206 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from tlbench.report.collect import OUTCOMES
 from tlbench.report.render import sorted_sizes, sorted_strategies
 from tlbench.report.stats import mean_ci
-from tlbench.tracking.names import BASE_VAL_ACC, BUDGET_CHECK, SCREEN_KEPT, SCREEN_REASON
-from tlbench.tracking.study_reader import RunRecord
+from tlbench.strategies import UNTRAINED
+from tlbench.tracking import names as N
+from tlbench.tracking.names import (
+    BASE_VAL_ACC,
+    BUDGET_CHECK,
+    COLLAPSE_REASON,
+    COLLAPSED,
+    COLLAPSED_PREFIX,
+    COMPLETED,
+    FAILED_PREFIX,
+    PRUNED,
+    SCREEN_KEPT,
+    SCREEN_REASON,
+    STATUS,
+    VAL_ACC,
+)
+from tlbench.tracking.study import RunRecord
 
-# --- the summary and what the study spent -------------------------------------------------------------------
-# Protocol: test accuracy is read only from ``role=final`` runs whose status is ``completed``; tuning
-# runs chose the configuration on validation accuracy and never contribute a test number.
+IDENTITY_COLUMNS = (
+    "run_id", "run_name", N.TRIAL_NUMBER, N.ROLE, N.STATUS, "outcome", N.COLLAPSED, N.COLLAPSE_REASON,
+    "mlflow_status", N.CELL, N.TUNED_FROM, "pareto",
+)  # fmt: skip
+PARAM_COLUMNS = (
+    "strategy", "backbone", "weights", "freeze_depth", "n_per_class", "lr", "schedule", "seed", "dataset",
+    "resolution", "epochs", "freeze_groups", "lp_epochs", "head", "optimizer", "weight_decay",
+    "backbone_lr_mult", "layer_decay", "batch_size", "precision", "augment", "split_seed", "data_root",
+    "n_train", "n_val", "n_test", "n_classes", "data_fingerprint",
+)  # fmt: skip
+METRIC_COLUMNS = (
+    N.VAL_ACC, "val/loss", N.TEST_ACC, "test/loss", N.TRAIN_LOSS, N.DEVICE_HOURS, N.FIT_SECONDS,
+    N.TRAIN_FLOPS, N.EVAL_FLOPS, "cost/standalone_device_hours", "cost/standalone_train_flops",
+    "cost/train_samples", N.IMAGES_PER_SECOND,
+    N.PEAK_MEMORY_MB, N.PARAMS_TRAINABLE, N.PARAMS_TOTAL,
+)  # fmt: skip
+ENV_COLUMNS = (
+    N.DEVICE, N.DEVICE_COUNT, "device_model", N.DEVICE_HOURS_RULE, "tlbench_version", "torch_version",
+    "python_version", N.OPTUNA_STUDY, "start_time_ms", "end_time_ms",
+)  # fmt: skip
+TAG_COLUMNS = (
+    N.ROLE, N.STATUS, N.TRIAL_NUMBER, N.CELL, N.TUNED_FROM, "pareto", N.DEVICE, N.DEVICE_COUNT,
+    "device_model", N.DEVICE_HOURS_RULE, "tlbench_version", "torch_version", "python_version",
+    N.OPTUNA_STUDY, N.OVERRIDES, N.RACE_ROUND, N.BUDGET_FACTOR, N.BASE_RUN_ID,
+)  # fmt: skip
+# Tags that duplicate a param: the param wins, the tag fills in when the param is absent.
+_TAG_FALLBACK = ("strategy", "n_per_class")
+INT_COLUMNS = (
+    N.TRIAL_NUMBER, N.TUNED_FROM, "freeze_depth", "seed", "resolution", "epochs", "freeze_groups",
+    "lp_epochs", "batch_size", "split_seed", "n_train", "n_val", "n_test", "n_classes", N.DEVICE_COUNT,
+)  # fmt: skip
+FLOAT_COLUMNS = ("lr", "weight_decay", "backbone_lr_mult", "layer_decay")
+OUTCOMES = ("completed", "pruned", "failed", "interrupted", "running")
+INTERRUPTED = "failed: interrupted"  # what an interrupted fit's status tag says (training/fit.py)
+CHANCE_SE = 2.0  # "within noise of chance": validation accuracy at most chance + 2 binomial standard errors
 
-FINAL, TUNE = "final", "tune"
+
+def outcome(status: str, mlflow_status: str) -> str:
+    """completed | pruned | failed | interrupted | running, from the ``status`` tag and MLflow's status.
+
+    Pruned trials are FINISHED with ``status=pruned`` (KILLED in older studies: the tag decides);
+    KILLED without a result means interrupted (stopped, redone on resume), which is not a failure.
+    """
+    if status == COMPLETED:
+        return "completed"
+    if status == PRUNED:
+        return "pruned"
+    if mlflow_status == "KILLED" or status == INTERRUPTED:
+        return "interrupted"
+    if status.startswith(FAILED_PREFIX.rstrip(": ")):
+        return "failed"
+    if mlflow_status in {"RUNNING", "SCHEDULED"}:
+        return "running"
+    return "failed"  # the run ended without saying how: count it as a failure, never as a result
+
+
+def chance_noise(n_classes: float, n_val: float) -> float | None:
+    """The highest validation accuracy still within noise of chance (1/classes + 2 standard errors)."""
+    if not (n_classes >= 2 and n_val >= 1):
+        return None
+    chance = 1.0 / n_classes
+    return chance + CHANCE_SE * math.sqrt(chance * (1 - chance) / n_val)
+
+
+def collapse(run: RunRecord) -> str | None:
+    """Why the run is degenerate (collapse is a failure, never a finding), or None.
+
+    The trial's own verdict (tag ``collapsed``, status ``failed: collapsed: ...``) first; for runs of
+    older studies that carry none, a completed run whose validation accuracy is within noise of chance.
+    """
+    status = run.tags.get(STATUS, "")
+    if run.tags.get(COLLAPSED) == "true" or status.startswith(COLLAPSED_PREFIX):
+        reason = run.tags.get(COLLAPSE_REASON) or status.removeprefix(COLLAPSED_PREFIX)
+        return reason or "collapsed (no reason recorded)"
+    val = run.metrics.get(VAL_ACC)
+    try:
+        n_classes, n_val = float(run.params.get("n_classes", "")), float(run.params.get("n_val", ""))
+    except ValueError:
+        return None
+    limit = chance_noise(n_classes, n_val)
+    if status != COMPLETED or val is None or limit is None or val > limit:
+        return None
+    return (
+        f"validation accuracy {100 * val:.1f}% is within noise of chance ({100 / n_classes:.1f}% for "
+        f"{n_classes:.0f} classes, {n_val:.0f} validation images; found by the report)"
+    )
+
+
+def _row(run: RunRecord) -> dict[str, object]:
+    row: dict[str, object] = {
+        "run_id": run.run_id,
+        "run_name": run.run_name,
+        "mlflow_status": run.mlflow_status,
+    }
+    row.update({k: run.tags[k] for k in TAG_COLUMNS if k in run.tags})
+    row.update({k: run.tags[k] for k in _TAG_FALLBACK if k in run.tags})
+    row.update(run.params)
+    row.update(run.metrics)
+    row[N.STATUS] = run.tags.get(STATUS, "")
+    reason = collapse(run)
+    row[N.COLLAPSED] = reason is not None
+    row[N.COLLAPSE_REASON] = reason or ""
+    row["outcome"] = "failed" if reason else outcome(str(row[N.STATUS]), run.mlflow_status)
+    row["start_time_ms"] = run.start_time_ms
+    row["end_time_ms"] = run.end_time_ms
+    return row
+
+
+def _numeric(column: pd.Series, *, integer: bool) -> pd.Series:
+    """Parsed values when every non-empty value parses, else the strings unchanged."""
+    text = column.astype("string").str.strip().replace("", pd.NA)
+    parsed = pd.to_numeric(text, errors="coerce")
+    if bool((parsed.isna() & text.notna()).any()):
+        return column
+    if integer and bool((parsed.dropna() % 1 == 0).all()):
+        return parsed.astype("Int64")
+    return parsed.astype("float64")
+
+
+def trials_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
+    """One row per trial run, columns in a stable order (identity, params, metrics, environment)."""
+    frame = pd.DataFrame([_row(r) for r in runs])  # no runs: no columns yet, all added below
+    for name in (*IDENTITY_COLUMNS, *PARAM_COLUMNS, *ENV_COLUMNS):
+        if name not in frame.columns:
+            frame[name] = pd.NA
+    for name in METRIC_COLUMNS:
+        if name not in frame.columns:
+            frame[name] = float("nan")
+    for name in INT_COLUMNS:
+        frame[name] = _numeric(frame[name], integer=True)
+    for name in FLOAT_COLUMNS:
+        frame[name] = _numeric(frame[name], integer=False)
+    for name in ("start_time_ms", "end_time_ms"):
+        frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("Int64")
+    frame["n_per_class"] = frame["n_per_class"].astype("string").fillna("?")
+    frame["strategy"] = frame["strategy"].astype("string").fillna("?")
+    frame[N.ROLE] = frame[N.ROLE].astype("string").fillna("")
+    frame[N.COLLAPSED] = frame[N.COLLAPSED].map(lambda v: v is True).astype(bool)
+    frame[N.COLLAPSE_REASON] = frame[N.COLLAPSE_REASON].astype("string").fillna("")
+    known = [*IDENTITY_COLUMNS, *PARAM_COLUMNS, *METRIC_COLUMNS, *ENV_COLUMNS]
+    extra_metrics = sorted(c for c in frame.columns if c not in known and "/" in c)
+    extra_params = sorted(c for c in frame.columns if c not in known and "/" not in c)
+    order = [*IDENTITY_COLUMNS, *PARAM_COLUMNS, *extra_params, *METRIC_COLUMNS, *extra_metrics, *ENV_COLUMNS]
+    frame = frame[order]
+    # trial numbers restart in every cell's Optuna study: start time is the one order over the study
+    return frame.sort_values(["start_time_ms", "run_id"], na_position="last").reset_index(drop=True)
+
+
+# --- arms: strategy x the factors a study varies ------------------------------------------------------------
+# A study that crosses ``data.resolution`` or ``backbone`` with the strategies (the cheapest knobs users
+# have) must not pool its runs per strategy: each combination is an arm of its own, labelled
+# ``"<strategy>, <value>"`` (``linear_probe, 224px``), which every table, figure and the recommendation
+# then treat as a strategy (figures keep the strategy's colour for its arms).
+
+ARM_FACTORS = (("backbone", "{}"), ("resolution", "{}px"))  # column, how a value is labelled
+
+
+def varying_factors(trials: pd.DataFrame) -> list[str]:
+    """The arm factors that take more than one value among the trained final runs."""
+    finals = trials[(trials[N.ROLE] == N.FINAL) & ~trials["strategy"].isin(UNTRAINED)]
+    return [c for c, _ in ARM_FACTORS if c in finals and finals[c].dropna().astype(str).nunique() > 1]
+
+
+def label_arms(trials: pd.DataFrame) -> pd.DataFrame:
+    """``trials`` with ``strategy`` relabelled per arm when the study varies an arm factor; the plain
+    strategy stays in ``strategy_name``. Unchanged (no copy) when nothing varies."""
+    varying = varying_factors(trials)
+    if not varying:
+        return trials
+    out = trials.copy()
+    out["strategy_name"] = out["strategy"]
+    formats = dict(ARM_FACTORS)
+    for column in varying:
+        suffix = out[column].map(lambda v, f=formats[column]: "" if pd.isna(v) else ", " + f.format(v))
+        out["strategy"] = (out["strategy"].astype(str) + suffix.astype(str)).astype("string")
+    return out
+
+
+# The pure tables over the trials table.
+
 SUMMARY_COLUMNS = (
     "n_per_class", "strategy", "seeds", "acc_mean", "acc_ci", "acc_std", "device_hours", "train_flops",
     "trainable_params", "best",
@@ -38,8 +234,8 @@ SUMMARY_COLUMNS = (
 # frozen-prefix features this run reused from an earlier trial of the sweep; studies spend the
 # plain metric (totals use it). Older runs without the standalone metric fall back to it.
 _RUN_COST = {
-    "device_hours": ("cost/standalone_device_hours", "cost/device_hours"),
-    "train_flops": ("cost/standalone_train_flops", "cost/train_flops"),
+    "device_hours": ("cost/standalone_device_hours", N.DEVICE_HOURS),
+    "train_flops": ("cost/standalone_train_flops", N.TRAIN_FLOPS),
 }
 
 
@@ -54,13 +250,13 @@ def run_cost(frame: pd.DataFrame, kind: str) -> pd.Series:
 
 def final_results(trials: pd.DataFrame) -> pd.DataFrame:
     """The runs the summary is made of: final role, completed, with a test accuracy."""
-    mask = (trials["role"] == FINAL) & (trials["outcome"] == "completed") & trials["test/acc"].notna()
+    mask = (trials[N.ROLE] == N.FINAL) & (trials["outcome"] == "completed") & trials[N.TEST_ACC].notna()
     return trials[mask]
 
 
 def tune_results(trials: pd.DataFrame) -> pd.DataFrame:
     """Completed tuning trials with a validation accuracy (LR sensitivity, trade-off by trial)."""
-    mask = (trials["role"] == TUNE) & (trials["outcome"] == "completed") & trials["val/acc"].notna()
+    mask = (trials[N.ROLE] == N.TUNE) & (trials["outcome"] == "completed") & trials[N.VAL_ACC].notna()
     return trials[mask]
 
 
@@ -78,7 +274,7 @@ def summary_table(trials: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataF
     """
     rows = []
     for (size, strategy), group in final_results(trials).groupby(["n_per_class", "strategy"], sort=False):
-        estimate = mean_ci(group["test/acc"].tolist(), confidence=confidence)
+        estimate = mean_ci(group[N.TEST_ACC].tolist(), confidence=confidence)
         rows.append(
             {
                 "n_per_class": str(size),
@@ -89,7 +285,7 @@ def summary_table(trials: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataF
                 "acc_std": math.nan if estimate.std is None else estimate.std,
                 "device_hours": _mean(run_cost(group, "device_hours")),
                 "train_flops": _mean(run_cost(group, "train_flops")),
-                "trainable_params": _mean(group["params/trainable"]),
+                "trainable_params": _mean(group[N.PARAMS_TRAINABLE]),
             }
         )
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS[:-1]))
@@ -107,7 +303,7 @@ def _mean(values: pd.Series) -> float:
 
 def outcome_counts(trials: pd.DataFrame) -> pd.DataFrame:
     """Rows: role; columns: completed, pruned, failed, running, total."""
-    counts = pd.crosstab(trials["role"].replace("", "(no role)"), trials["outcome"])
+    counts = pd.crosstab(trials[N.ROLE].replace("", "(no role)"), trials["outcome"])
     counts = counts.reindex(columns=list(OUTCOMES), fill_value=0)
     counts["total"] = counts.sum(axis=1)
     return counts.astype(int)
@@ -132,7 +328,7 @@ def cell_gaps(trials: pd.DataFrame) -> list[CellStatus]:
     for size in sorted_sizes(trials["n_per_class"]):
         for strategy in sorted_strategies(trials["strategy"]):
             cell = trials[(trials["n_per_class"] == size) & (trials["strategy"] == strategy)]
-            final = cell[cell["role"] == FINAL]
+            final = cell[cell[N.ROLE] == N.FINAL]
             done = len(final_results(cell))
             if done >= 2:
                 continue
@@ -143,7 +339,7 @@ def cell_gaps(trials: pd.DataFrame) -> list[CellStatus]:
                     n_per_class=size,
                     final_completed=done,
                     final_other={str(k): int(v) for k, v in other.items()},
-                    tune_runs=int((cell["role"] == TUNE).sum()),
+                    tune_runs=int((cell[N.ROLE] == N.TUNE).sum()),
                 )
             )
     return gaps
@@ -152,9 +348,9 @@ def cell_gaps(trials: pd.DataFrame) -> list[CellStatus]:
 def failures(trials: pd.DataFrame) -> list[tuple[str, str, str, str]]:
     """(role, strategy, size, status text) of failed trials that did not collapse, so the report can say
     why (collapsed ones have their own list: :func:`failed_configurations`)."""
-    failed = trials[(trials["outcome"] == "failed") & ~trials["collapsed"]]
+    failed = trials[(trials["outcome"] == "failed") & ~trials[N.COLLAPSED]]
     return [
-        (str(r["role"]), str(r["strategy"]), str(r["n_per_class"]), str(r["status"]) or "no status recorded")
+        (str(r[N.ROLE]), str(r["strategy"]), str(r["n_per_class"]), str(r[N.STATUS]) or "no status recorded")
         for _, r in failed.iterrows()
     ]
 
@@ -172,13 +368,13 @@ class FailedConfiguration:
     @property
     def arm_failed(self) -> bool:
         """Every final run collapsed: the arm has no result, only a failure."""
-        return self.runs.get(FINAL, 0) > 0 and self.finals_left == 0
+        return self.runs.get(N.FINAL, 0) > 0 and self.finals_left == 0
 
 
 def failed_configurations(trials: pd.DataFrame) -> list[FailedConfiguration]:
     """Collapsed runs per arm and size (excluded from every summary, comparison and recommendation)."""
     out = []
-    collapsed = trials[trials["collapsed"]]
+    collapsed = trials[trials[N.COLLAPSED]]
     for size in sorted_sizes(collapsed["n_per_class"]):
         for strategy in sorted_strategies(collapsed[collapsed["n_per_class"] == size]["strategy"]):
             runs = collapsed[(collapsed["n_per_class"] == size) & (collapsed["strategy"] == strategy)]
@@ -187,8 +383,8 @@ def failed_configurations(trials: pd.DataFrame) -> list[FailedConfiguration]:
                 FailedConfiguration(
                     strategy=strategy,
                     n_per_class=size,
-                    runs={str(k): int(v) for k, v in runs["role"].value_counts().sort_index().items()},
-                    reasons=tuple(dict.fromkeys(str(r) for r in runs["collapse_reason"])),
+                    runs={str(k): int(v) for k, v in runs[N.ROLE].value_counts().sort_index().items()},
+                    reasons=tuple(dict.fromkeys(str(r) for r in runs[N.COLLAPSE_REASON])),
                     finals_left=len(final_results(cell)),
                 )
             )
@@ -210,17 +406,17 @@ class Totals:
 
 def study_totals(trials: pd.DataFrame) -> Totals:
     by_role = {
-        str(role): math.fsum(group["cost/device_hours"].dropna())
-        for role, group in trials.groupby("role", sort=True)
+        str(role): math.fsum(group[N.DEVICE_HOURS].dropna())
+        for role, group in trials.groupby(N.ROLE, sort=True)
     }
     starts = trials["start_time_ms"].dropna()
     ends = trials["end_time_ms"].dropna()
     return Totals(
         runs=len(trials),
-        device_hours=math.fsum(trials["cost/device_hours"].dropna()),
+        device_hours=math.fsum(trials[N.DEVICE_HOURS].dropna()),
         device_hours_by_role=by_role,
-        fit_seconds=math.fsum(trials["cost/fit_seconds"].dropna()),
-        train_flops=math.fsum(trials["cost/train_flops"].dropna()),
+        fit_seconds=math.fsum(trials[N.FIT_SECONDS].dropna()),
+        train_flops=math.fsum(trials[N.TRAIN_FLOPS].dropna()),
         first_start_ms=int(starts.min()) if len(starts) else None,
         last_end_ms=int(ends.max()) if len(ends) else None,
     )
@@ -231,7 +427,7 @@ def best_tuning_val(trials: pd.DataFrame) -> pd.DataFrame:
     tune = tune_results(trials)
     if tune.empty:
         return pd.DataFrame(columns=["n_per_class", "strategy", "val_acc", "trials"])
-    grouped = tune.groupby(["n_per_class", "strategy"], sort=False)["val/acc"]
+    grouped = tune.groupby(["n_per_class", "strategy"], sort=False)[N.VAL_ACC]
     table = pd.DataFrame({"val_acc": grouped.max(), "trials": grouped.size()}).reset_index()
     return _order(table)
 
@@ -323,13 +519,13 @@ class TuningRow:
 def tuning_protocol(trials: pd.DataFrame, sweep_yaml: str | None) -> list[TuningRow]:
     """Per arm and size with tuning or final runs: its tuning trials by outcome and its searched ranges."""
     rows = []
-    work = trials[trials["role"].isin([TUNE, FINAL])]
+    work = trials[trials[N.ROLE].isin([N.TUNE, N.FINAL])]
     for size in sorted_sizes(work["n_per_class"]):
         at_size = work[work["n_per_class"] == size]
         for strategy in sorted_strategies(at_size["strategy"]):
             runs = at_size[at_size["strategy"] == strategy]
-            tune = runs[runs["role"] == TUNE]
-            cells = [str(c) for c in runs["cell"].dropna() if str(c)]
+            tune = runs[runs[N.ROLE] == N.TUNE]
+            cells = [str(c) for c in runs[N.CELL].dropna() if str(c)]
             counts = {str(k): int(v) for k, v in tune["outcome"].value_counts().items()}
             searched = searched_ranges(sweep_yaml, cells[0]) if cells else None
             rows.append(TuningRow(size, strategy, counts, searched))
@@ -355,22 +551,22 @@ class BudgetCheck:
 
 def budget_checks(trials: pd.DataFrame) -> list[BudgetCheck]:
     """Every budget-check run (role ``budget_check``), in report order."""
-    runs = trials[trials["role"] == BUDGET_CHECK]
-    val_by_run = dict(zip(trials["run_id"].astype(str), trials["val/acc"], strict=True))
+    runs = trials[trials[N.ROLE] == BUDGET_CHECK]
+    val_by_run = dict(zip(trials["run_id"].astype(str), trials[N.VAL_ACC], strict=True))
     out = []
     for _, row in runs.iterrows():
         base = row.get(BASE_VAL_ACC, math.nan)
         if pd.isna(base):  # fall back to the checked run itself
-            base = val_by_run.get(str(row.get("base_run_id", "")), math.nan)
-        done = row["outcome"] == "completed" and not pd.isna(row["val/acc"])
-        reason = str(row["collapse_reason"]) if row["collapsed"] else str(row["status"])
+            base = val_by_run.get(str(row.get(N.BASE_RUN_ID, "")), math.nan)
+        done = row["outcome"] == "completed" and not pd.isna(row[N.VAL_ACC])
+        reason = str(row[N.COLLAPSE_REASON]) if row[N.COLLAPSED] else str(row[N.STATUS])
         out.append(
             BudgetCheck(
                 strategy=str(row["strategy"]),
                 n_per_class=str(row["n_per_class"]),
-                factor=str(row.get("budget_factor", "") or "?"),
+                factor=str(row.get(N.BUDGET_FACTOR, "") or "?"),
                 base_val=None if pd.isna(base) else float(base),
-                val=float(row["val/acc"]) if done else None,
+                val=float(row[N.VAL_ACC]) if done else None,
                 outcome=str(row["outcome"]),
                 reason="" if done else reason,
             )
@@ -416,7 +612,7 @@ def parse_race(text: str | None) -> Race | None:
         data = json.loads(text)
         arms = tuple(
             RaceArm(
-                cell=str(a.get("cell", "")),
+                cell=str(a.get(N.CELL, "")),
                 strategy=str(a["strategy"]),
                 n_per_class=str(a["n_per_class"]),
                 factors={str(k): str(v) for k, v in (a.get("factors") or {}).items()},
@@ -447,7 +643,6 @@ def parse_race(text: str | None) -> Race | None:
 # and over all (backbone, strategy) cells pooled (the screen score repeats across a backbone's
 # strategies there, so tau-b's tie correction matters).
 
-SCREEN_ROLE = "screen"
 # metric -> label, in the order the report shows them
 SCREEN_SCORES = {
     "screen/logme": "LogME",
@@ -456,12 +651,12 @@ SCREEN_SCORES = {
     "screen/probe_cv_acc": "probe (cross-validated)",
     "screen/as_is_acc": "as_is (validation)",
 }
-SCREEN_COSTS = ("cost/forward_flops", "cost/screen_seconds", "cost/device_hours")
+SCREEN_COSTS = ("cost/forward_flops", "cost/screen_seconds", N.DEVICE_HOURS)
 BEST_SCOPE, POOLED_SCOPE = "best strategy per backbone", "all cells pooled"
 
 
 def is_screen_run(run: RunRecord) -> bool:
-    return run.tags.get("role") == SCREEN_ROLE
+    return run.tags.get(N.ROLE) == N.SCREEN
 
 
 def screen_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
@@ -476,7 +671,7 @@ def screen_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
             SCREEN_KEPT
         )  # a study's screen phase: trained or dropped (absent: a plain screen)
         row["kept"] = None if kept is None else kept == "true"
-        row["screen_reason"] = run.tags.get(SCREEN_REASON, "")
+        row[N.SCREEN_REASON] = run.tags.get(SCREEN_REASON, "")
         row.update({k: run.metrics.get(k, math.nan) for k in (*SCREEN_SCORES, *SCREEN_COSTS)})
         rows.append(row)
     columns = [
@@ -487,7 +682,7 @@ def screen_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
         "n_per_class",
         "n_train",
         "kept",
-        "screen_reason",
+        N.SCREEN_REASON,
         *SCREEN_SCORES,
         *SCREEN_COSTS,
     ]
@@ -497,9 +692,9 @@ def screen_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
 
 def trained_accuracy(trials: pd.DataFrame) -> pd.DataFrame:
     """Mean final test accuracy per (backbone, strategy): columns backbone, strategy, test_acc, seeds."""
-    mask = (trials["role"] == "final") & (trials["outcome"] == "completed") & trials["test/acc"].notna()
-    final = trials.loc[mask, ["backbone", "strategy", "test/acc"]].astype({"backbone": "string"})
-    grouped = final.groupby(["backbone", "strategy"], sort=True)["test/acc"]
+    mask = (trials[N.ROLE] == N.FINAL) & (trials["outcome"] == "completed") & trials[N.TEST_ACC].notna()
+    final = trials.loc[mask, ["backbone", "strategy", N.TEST_ACC]].astype({"backbone": "string"})
+    grouped = final.groupby(["backbone", "strategy"], sort=True)[N.TEST_ACC]
     out = pd.DataFrame({"test_acc": grouped.mean(), "seeds": grouped.size()}).reset_index()
     return out.astype({"backbone": str, "strategy": str})
 
@@ -621,7 +816,7 @@ def ranking_table(screen: pd.DataFrame, trained: pd.DataFrame) -> pd.DataFrame:
     """Per screened backbone: kept or dropped, its rank by each screen score, its trained rank and accuracy
     (the best strategy's mean final test accuracy). Rows: trained backbones by trained rank, then the rest."""
     best = best_per_backbone(trained).set_index("backbone")
-    out = screen[["backbone", "kept", "screen_reason"]].copy()
+    out = screen[["backbone", "kept", N.SCREEN_REASON]].copy()
     for score in SCREEN_SCORES:
         if score in screen and not screen[score].isna().all():
             out[f"rank:{score}"] = ranks(screen[score]).to_numpy()

@@ -1,7 +1,8 @@
 """``run_screen``: every candidate backbone scored without training, each as one MLflow run (``role=screen``).
 
-All configurations are composed and validated before the first forward pass, so a misspelt backbone
-fails at once. Backbones are screened one after the other and nothing is kept alive between them: the
+What a user types (a data folder, backbone names) becomes the Hydra overrides of each backbone; all
+configurations are composed and validated before the first forward pass, so a misspelt backbone fails
+at once. Backbones are screened one after the other and nothing is kept alive between them: the
 trial pipeline's own features through the feature cache, the scores (:mod:`tlbench.screen.scores`),
 ``as_is`` with a class map, what the run logs, and the plain-text table the CLI prints.
 """
@@ -15,6 +16,7 @@ import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,22 +33,94 @@ from tlbench.cost.flops import measure_forward_flops
 from tlbench.data import BatchTransform, DataSplits
 from tlbench.errors import ConfigError, ModelError
 from tlbench.models.network import build_model
-from tlbench.screen.compose import backbone_overrides
+from tlbench.models.weights import EMBEDDED
 from tlbench.screen.scores import ScoreSettings, Timed, effective_folds, feature_scores
 from tlbench.tracking import MlflowRun, check_reachable
+from tlbench.tracking import names as N
 from tlbench.training.evaluate import evaluate
 from tlbench.training.inputs import FeatureCache, InputPlan, cached_inputs, feature_cache, plan_inputs
 from tlbench.training.prepare import prepare, resolve_defaults
 
-# --- frozen features through the trial pipeline -------------------------------------------------------------
+# From what a user types (a data folder, backbone names) to the Hydra overrides of each screened backbone.
 
-# The screen prepares a ``linear_probe`` trial (so data, splits, normalisation and resolution are exactly
-# what training sees) and reads the pooled backbone features of the train and validation splits through
-# the content-keyed feature cache: a later linear probe on the same data reuses them, and so does a
-# second screen. The test split is capped at one image per class, because the screen never looks at
-# test data and should not pay to extract it (the cap changes neither the train pool nor validation).
+DEFAULT_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+BUILTIN_DATASETS = ("digits", "fashion_mnist", "cifar10", "synthetic")
 
-# What every screen forces on top of the user's overrides (the later entries win in Hydra).
+
+def data_overrides(data: str | None) -> list[str]:
+    """``None`` or a built-in dataset name -> ``data=<name>``; anything else is an image folder path."""
+    if data is None or data in BUILTIN_DATASETS:
+        return [f"data={data or 'digits'}"]
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise ConfigError(
+            f"--data {data}: no such folder; give a folder of class sub-folders (or train/ + val/), "
+            f"or one of {', '.join(BUILTIN_DATASETS)}"
+        )
+    return ["data=imagefolder", f"data.root={root.resolve()}"]
+
+
+def backbone_overrides(item: str, *, groups: Sequence[str]) -> list[str]:
+    """A config group (``efficientnet_lite1``), a timm name (hub, or embedded where shipped), or
+    ``timm_name@/path/to/checkpoint`` (file weights)."""
+    name, _, path = item.strip().partition("@")
+    if not name:
+        raise ConfigError(
+            f"empty backbone in '{item}': give a config group ({', '.join(groups)}) or a timm name"
+        )
+    if path:
+        return [f"backbone.name={name}", "backbone.weights=file", f"backbone.weights_path={path}"]
+    if name in groups:
+        return [f"backbone={name}"]
+    weights = "embedded" if name in EMBEDDED else "hub"
+    return [f"backbone.name={name}", f"backbone.weights={weights}"]
+
+
+def parse_backbones(text: str | None) -> list[str]:
+    """``"a,b,c"`` -> ``["a", "b", "c"]`` (default: the three embedded EfficientNet-Lites)."""
+    items = [t.strip() for t in (text or "").split(",") if t.strip()]
+    if len(set(items)) != len(items):
+        raise ConfigError(f"--backbones lists a backbone twice: {text}")
+    return items or list(DEFAULT_BACKBONES)
+
+
+def parse_class_map(text: str | None) -> dict[str, list[str]]:
+    """The sweep's form ``"{ants: [ant], bees: [bee, honeycomb]}"``, or the short
+    ``"ants=ant,bees=bee|honeycomb"`` -> ``{"ants": ["ant"], "bees": ["bee", "honeycomb"]}``."""
+    if not text:
+        return {}
+    if text.strip().startswith("{"):
+        return _mapping_class_map(text)
+    out: dict[str, list[str]] = {}
+    for entry in text.split(","):
+        target, sep, sources = entry.partition("=")
+        names = [s.strip() for s in sources.split("|") if s.strip()]
+        if not sep or not target.strip() or not names:
+            raise ConfigError(
+                f"--class-map entry '{entry}' is not target=source[|source...], e.g. 'ants=ant,bees=bee'"
+            )
+        out[target.strip()] = names
+    return out
+
+
+def _mapping_class_map(text: str) -> dict[str, list[str]]:
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"--class-map {text!r} is not a mapping like '{{ants: [ant], bees: [bee]}}'")
+    out: dict[str, list[str]] = {}
+    for target, sources in value.items():
+        names = [str(s) for s in (sources if isinstance(sources, list) else [sources])]
+        if not names:
+            raise ConfigError(f"--class-map: class '{target}' maps to no source class")
+        out[str(target)] = names
+    return out
+
+
 SCREEN_OVERRIDES = (
     "strategy=linear_probe",
     "data.augment=false",
@@ -161,7 +235,6 @@ def as_is_accuracy(
 
 # --- what a screen run logs (the tracking contract for role=screen) -----------------------------------------
 
-SCREEN_ROLE = "screen"
 SCORE_NAMES = ("logme", "knn_loo_acc", "knn_acc", "probe_cv_acc")  # screen/<name>; plus as_is_acc
 
 
@@ -244,7 +317,7 @@ def screen_metrics(result: ScreenResult) -> dict[str, float]:
             "cost/extract_seconds": result.extract_seconds,
             "cost/standalone_extract_seconds": result.standalone_extract_seconds,
             "cost/screen_seconds": seconds,
-            "cost/device_hours": device_hours(seconds, result.device.count),
+            N.DEVICE_HOURS: device_hours(seconds, result.device.count),
         }
     )
     return metrics
@@ -253,10 +326,10 @@ def screen_metrics(result: ScreenResult) -> dict[str, float]:
 def screen_tags(result: ScreenResult, extra: dict[str, str]) -> dict[str, str]:
     notes = "; ".join(result.notes) or ""
     return {
-        "role": SCREEN_ROLE,
-        "status": "completed",
-        "device": result.device.name,
-        "device_count": str(result.device.count),
+        N.ROLE: N.SCREEN,
+        N.STATUS: N.COMPLETED,
+        N.DEVICE: result.device.name,
+        N.DEVICE_COUNT: str(result.device.count),
         "device_model": result.device.model,
         "feature_cache": result.cache_status,
         "n_per_class": result.n_per_class,

@@ -22,13 +22,13 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from tlbench.errors import ConfigError, TrackingError
-from tlbench.redaction import redact_password
 from tlbench.sweep.liveness import REGISTRY_PREFIX, STALE_AFTER_SECONDS, WORKER_ATTR, WorkerId, is_alive
 from tlbench.sweep.loader import spec_as_dict
 from tlbench.sweep.plan import SweepPlan, plan_sweep
 from tlbench.sweep.spec import SweepSpec
 from tlbench.sweep.storage import StorageRef, StudyNames, open_storage
-from tlbench.tracking.study_runs import CANDIDATE_TAG, STUDY_TAG, SWEEP_TAG, StudyRuns
+from tlbench.tracking.names import STUDY_TAG, SWEEP_TAG
+from tlbench.tracking.runs import CANDIDATE_TAG, StudyRuns, redact_password
 
 log = logging.getLogger(__name__)
 Direction = Literal["maximize", "minimize"]

@@ -21,7 +21,6 @@ from pathlib import Path
 from types import FrameType
 
 from tlbench.cost.threads import ThreadPlan, auto_workers, plan_threads
-from tlbench.redaction import redact_password
 from tlbench.sweep.cells import expand_cells, tuning_budget, tuning_cell
 from tlbench.sweep.check import check_against_config, first_cell_config
 from tlbench.sweep.estimate import (
@@ -50,6 +49,7 @@ from tlbench.sweep.timing import format_breakdown, time_breakdown
 from tlbench.sweep.view import ProgressView, render_line
 from tlbench.sweep.workers import STORAGE_ENV, spawn, supervisor_gone, wait
 from tlbench.tracking import check_reachable
+from tlbench.tracking.runs import redact_password
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 from tlbench.sweep.meta import StudyContext
 from tlbench.sweep.spec import SIZE_FACTOR, SweepSpec, format_value, pick_size
 from tlbench.tracking import names
-from tlbench.tracking.study_runs import STUDY_TAG
+from tlbench.tracking.names import STUDY_TAG
 
 SCREEN_ATTR = "screen"  # meta study: {"score", "keep", "ranking": [[backbone, value], ...], "kept": [...]}
 BACKBONE_FACTOR = "backbone"

@@ -17,8 +17,8 @@ from typing import Any
 import optuna
 
 from tlbench.errors import ConfigError, TrackingError
-from tlbench.redaction import redact_password
 from tlbench.sweep.journal_check import check_journal
+from tlbench.tracking.runs import redact_password
 
 DEFAULT_DIR = Path(".tlbench") / "optuna"
 JOURNAL_PREFIX = "journal:"

@@ -25,7 +25,7 @@ from tlbench.sweep.cells import Cell
 from tlbench.sweep.meta import StudyContext
 from tlbench.sweep.pruning import MONITOR, OptunaPruning
 from tlbench.tracking import MlflowRun, names
-from tlbench.tracking.study_runs import STUDY_TAG
+from tlbench.tracking.names import STUDY_TAG
 from tlbench.training.fit import release_memory
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """MLflow tracking (the only package that imports mlflow)."""
 
-from tlbench.tracking.mlflow_run import (
+from tlbench.tracking.runs import (
     MetricBuffer,
     MlflowRun,
     check_reachable,

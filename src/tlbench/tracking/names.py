@@ -81,3 +81,9 @@ TRAINED_ON = "trained_on"  # "train+validation"
 
 # --- added by data4 (issue 21) -------------------------------------------------------------------
 FEATURE_CACHE = "feature_cache"  # tag: whether the trial's prefix features came from the cache
+
+# --- added by helper report4 (issue 21): names that were literals in tracking/ and report/ --------------
+STUDY_TAG = "tlbench.study"  # on a study's experiment: the study's name (what makes an experiment a study)
+SWEEP_TAG = "tlbench.sweep"  # on a study's experiment: the sweep file's name
+SWEEP_ARTIFACT = "sweep.yaml"  # on the study's parent run: the sweep definition it ran
+REPORT_ARTIFACT_DIR = "report"  # on the study's parent run: the published report's files

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from tlbench.errors import TrackingError
-from tlbench.redaction import redact_password
-from tlbench.tracking.mlflow_run import _client, resolve_tracking_uri
 from tlbench.tracking.names import CHAMPION_ALIAS, MODEL_NAME
+from tlbench.tracking.runs import _client, redact_password, resolve_tracking_uri
 
 MODEL_CODE = Path(__file__).with_name("champion_pyfunc.py")
 _DECODER = Path(__file__).parents[1] / "data" / "decode.py"  # numpy + Pillow only: ships with the model

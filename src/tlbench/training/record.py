@@ -22,10 +22,10 @@ from tlbench.data import DataSplits
 from tlbench.models.freeze import count_parameters, keep_frozen_in_eval, set_frozen
 from tlbench.models.module import FitProgress
 from tlbench.models.network import BuiltModel
-from tlbench.redaction import redact_password
 from tlbench.strategies import PROBE_PHASE
 from tlbench.tracking import MlflowRun
 from tlbench.tracking import names as N
+from tlbench.tracking.runs import redact_password
 from tlbench.training.evaluate import TrialEvaluation
 from tlbench.training.fit import CompileDecision, FitOutcome, ProbeFit
 from tlbench.training.inputs import CacheUse, TrialInputs, forget_prefix_flops

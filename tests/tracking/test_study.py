@@ -1,4 +1,4 @@
-"""The MLflow side of the report (``tlbench.tracking.study_reader``/``study_publish``)."""
+"""The MLflow side of the report (``tlbench.tracking.study``): reading a study back, publishing to it."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.report.fake_study import FakeTrial, build_study, fake_predictions
 from tlbench.errors import TrackingError
-from tlbench.tracking.study_reader import (
+from tlbench.tracking.study import (
     find_study,
     list_studies,
     parse_predictions,
@@ -16,8 +17,6 @@ from tlbench.tracking.study_reader import (
     read_test_predictions,
     redact_uri,
 )
-
-from .fake_study import FakeTrial, build_study, fake_predictions
 
 
 def test_read_study(study_store: dict[str, Any]) -> None:
@@ -102,7 +101,7 @@ def test_malformed_predictions_are_ignored(text: str) -> None:
 
 
 def test_every_page_is_read(mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tlbench.tracking.study_reader as reader
+    import tlbench.tracking.study as reader
 
     monkeypatch.setattr(reader, "_PAGE", 2)  # pages of two: five trials and a parent take three pages
     trials = [FakeTrial("final", "linear_probe", "10", trial_number=i, seed=i) for i in range(5)]

@@ -1,4 +1,5 @@
-"""Read a study back from MLflow as plain records (nothing outside ``tracking/`` sees mlflow objects).
+"""Read a study back from MLflow as plain records (nothing outside ``tracking/`` sees mlflow objects),
+and publish its report to it.
 
 A study is an MLflow experiment tagged ``tlbench.study``: one parent run (``role=study``) and one child
 run per trial. Single trials (experiment ``tlbench``, no tag) are not studies.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +21,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tlbench.errors import TrackingError
-from tlbench.tracking.mlflow_run import _client, resolve_tracking_uri
+from tlbench.tracking import names as N
 from tlbench.tracking.names import RACE_ARTIFACT
+from tlbench.tracking.runs import MlflowRun, _client, resolve_tracking_uri
 
-STUDY_TAG = "tlbench.study"
-SWEEP_TAG = "tlbench.sweep"
-PARENT_ROLE = "study"
-PREDICTIONS_ARTIFACT = "predictions/test.json"  # written by every completed trial (run.py)
 _PAGE = 1000
 
 
@@ -97,29 +95,20 @@ def _record(run: Any) -> RunRecord:
     )
 
 
-def _paged(fetch: Any) -> list[Any]:
-    """Every page of ``fetch(max_results, page_token)``. mlflow.search_runs / search_experiments read the
-    process-wide tracking URI; the report is given one, so it pages its client with their paginator."""
+def _every_page(fetch: Callable[[int, str | None], Any]) -> list[Any]:
+    """Every page of ``fetch(max_results, page_token)``: MLflow's own paginator. ``mlflow.search_runs`` /
+    ``search_experiments`` page the same way but only on the process-wide tracking URI, and the report
+    is given its URI, so it pages its own client."""
     from mlflow.utils import get_results_from_paginated_fn
 
     return list(get_results_from_paginated_fn(fetch, _PAGE))
-
-
-def _search_all(client: Any, experiment_ids: list[str], **kwargs: Any) -> list[Any]:
-    return _paged(
-        lambda n, token: client.search_runs(experiment_ids, max_results=n, page_token=token, **kwargs)
-    )
-
-
-def _all_experiments(client: Any) -> list[Any]:
-    return _paged(lambda n, token: client.search_experiments(max_results=n, page_token=token))
 
 
 def _open(tracking_uri: str | None) -> tuple[Any, list[Any]]:
     uri = resolve_tracking_uri(tracking_uri)
     try:
         client = _client(uri)
-        experiments = _all_experiments(client)
+        experiments = _every_page(lambda n, token: client.search_experiments(max_results=n, page_token=token))
     except Exception as exc:  # connection, auth, schema: all mean "cannot read"
         raise TrackingError(
             f"cannot read MLflow tracking store {redact_uri(uri)}: {type(exc).__name__}: "
@@ -133,7 +122,7 @@ def list_studies(tracking_uri: str | None = None) -> list[StudyRef]:
     client, experiments = _open(tracking_uri)
     studies = []
     for experiment in experiments:
-        name = experiment.tags.get(STUDY_TAG)
+        name = experiment.tags.get(N.STUDY_TAG)
         if not name:
             continue
         newest = client.search_runs(
@@ -203,14 +192,15 @@ def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyReco
     """The parent run and every trial run (active runs only; deleted runs are not part of a study)."""
     uri = resolve_tracking_uri(tracking_uri)
     client = _client(uri)
-    runs = [_record(r) for r in _search_all(client, [study.experiment_id])]
-    parents = sorted(
-        (r for r in runs if r.tags.get("role") == PARENT_ROLE), key=lambda r: r.start_time_ms or 0
+    pages = _every_page(
+        lambda n, token: client.search_runs([study.experiment_id], max_results=n, page_token=token)
     )
+    runs = [_record(r) for r in pages]
+    parents = sorted((r for r in runs if r.tags.get(N.ROLE) == N.STUDY), key=lambda r: r.start_time_ms or 0)
     parent = parents[0] if parents else None
     children = tuple(
         sorted(
-            (r for r in runs if r.tags.get("role") != PARENT_ROLE),
+            (r for r in runs if r.tags.get(N.ROLE) != N.STUDY),
             key=lambda r: (r.start_time_ms or 0, r.run_id),
         )
     )
@@ -220,7 +210,7 @@ def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyReco
         parent=parent,
         children=children,
         extra_parents=max(0, len(parents) - 1),
-        sweep_yaml=_read_text(client, parent.run_id, "sweep.yaml") if parent else None,
+        sweep_yaml=_read_text(client, parent.run_id, N.SWEEP_ARTIFACT) if parent else None,
         race_json=_read_text(client, parent.run_id, RACE_ARTIFACT) if parent else None,
     )
 
@@ -254,10 +244,42 @@ def read_test_predictions(
             target = Path(tmp) / str(i)
             target.mkdir()
             try:
-                path = client.download_artifacts(run_id, PREDICTIONS_ARTIFACT, str(target))
+                path = client.download_artifacts(run_id, N.PREDICTIONS_ARTIFACT, str(target))
                 parsed = parse_predictions(Path(path).read_text())
             except Exception:  # absent (older runs) or unreadable: the report falls back
                 continue
             if parsed is not None:
                 found[run_id] = parsed
     return found
+
+
+# Attach a built report to its study's parent run: files as artifacts, the summary as metrics and tags.
+#
+# Re-running the report logs the metrics again (MLflow keeps the history; the UI shows the latest) and
+# overwrites artifacts of the same name.
+
+
+def publish_report(
+    parent_run_id: str,
+    *,
+    root: Path,
+    files: Sequence[Path],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    tracking_uri: str | None = None,
+) -> None:
+    """Log ``files`` (paths under ``root``) under ``report/`` keeping their sub-folders, then metrics, tags.
+
+    The parent run's status is left as the sweep set it: logging to a finished run is allowed.
+    """
+    run = MlflowRun.attach(parent_run_id, tracking_uri=tracking_uri)
+    for path in files:
+        relative = path.relative_to(root).parent
+        folder = (
+            N.REPORT_ARTIFACT_DIR
+            if relative == Path(".")
+            else f"{N.REPORT_ARTIFACT_DIR}/{relative.as_posix()}"
+        )
+        run.log_artifact(str(path), folder)
+    run.log_metrics(metrics)
+    run.set_tags(tags)

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 
-from tlbench.report.methods import budget_blocks, cost_rule, race_blocks, tuning_blocks
 from tlbench.report.render import Callout, Paragraph, Table
+from tlbench.report.sections import budget_blocks, cost_rule, race_blocks, tuning_blocks
 from tlbench.report.tables import parse_race, searched_ranges
 
 Trials = Callable[..., pd.DataFrame]

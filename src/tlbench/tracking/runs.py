@@ -1,23 +1,93 @@
-"""MLflow runs through ``MlflowClient`` (no global active-run state, so sweeps can nest runs safely).
-
-This package is the only code that imports mlflow.
+"""MLflow runs through ``MlflowClient`` (no global active-run state, so sweeps can nest runs safely):
+one run, a study's experiment and parent run, the SQLite store's creation lock, and passwords kept out
+of what is printed. This package is the only code that imports mlflow.
 """
 
 from __future__ import annotations
 
+import fcntl
 import itertools
+import json
 import math
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from tlbench.errors import TrackingError
-from tlbench.redaction import redact_password
-from tlbench.tracking.names import EXPERIMENT_KIND, MODEL_TRAINING_KIND, ROLE
-from tlbench.tracking.store_lock import sqlite_store_lock
+from tlbench.tracking import names as N
 
-# MLflow's param values are strings of bounded length.
+# Passwords out of what is printed, logged or stored: ``scheme://user:secret@host`` -> ``user:***@``.
+
+_URI_PASSWORD = re.compile(
+    r"(?P<head>[a-z][\w+.\-]*://[^:/@\s]*:)(?P<secret>[^@\s]*)(?P<tail>@)", re.IGNORECASE
+)
+
+
+def redact_password(text: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db`` (anywhere in ``text``)."""
+    return _URI_PASSWORD.sub(lambda m: f"{m['head']}***{m['tail']}", text)
+
+
+# One process at a time creates a SQLite tracking store.
+#
+# MLflow creates and migrates a SQLite store's schema when a client first opens it, without any
+# locking: two sweeps started together on a fresh ``mlflow.db`` both run the migrations and all but
+# one die (``duplicate column name: step``, ``table _alembic_tmp_… already exists``). An exclusive
+# ``fcntl.flock`` on ``<db>.lock`` next to the database, held while a client opens the store, makes
+# the second process wait and then find the schema up to date. Other stores (servers, PostgreSQL) are
+# left to their own concurrency control.
+
+LOCK_SUFFIX = ".lock"
+
+
+def sqlite_path(uri: str | None) -> Path | None:
+    """The database file of a ``sqlite://`` URI (``sqlite:///rel.db``, ``sqlite:////abs.db``); else None."""
+    scheme, sep, rest = (uri or "").partition("://")
+    if not sep or scheme.partition("+")[0] != "sqlite":
+        return None
+    database = rest.partition("?")[0]
+    database = database[1:] if database.startswith("/") else database  # the host part is empty
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def lock_path(database: Path) -> Path:
+    return database.with_name(database.name + LOCK_SUFFIX)
+
+
+@contextmanager
+def sqlite_store_lock(uri: str | None) -> Iterator[None]:
+    """Hold ``<db>.lock`` exclusively for a SQLite URI; a no-op for any other store.
+
+    Where the lock file cannot be created (no such folder, read-only), nothing is locked: opening
+    the store then fails or succeeds on its own, with MLflow's error.
+    """
+    database = sqlite_path(uri)
+    if database is None:
+        yield
+        return
+    try:
+        handle = open(lock_path(database), "a")  # noqa: SIM115 (closed below, after the unlock)
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+# Runs through ``MlflowClient``.
+
 _MAX_PARAM = 6000
 
 
@@ -39,7 +109,7 @@ def resolve_tracking_uri(tracking_uri: str | None) -> str:
 
 # Every tlbench experiment is model training: MLflow's UI then offers the runs table, not its GenAI
 # pages (traces, latency, tokens).
-_KIND_TAGS = {EXPERIMENT_KIND: MODEL_TRAINING_KIND}
+_KIND_TAGS = {N.EXPERIMENT_KIND: N.MODEL_TRAINING_KIND}
 
 
 def get_or_create_experiment(client: Any, name: str) -> str:
@@ -64,7 +134,7 @@ def get_or_create_experiment(client: Any, name: str) -> str:
             "or use another name"
         )
     experiment_id = str(experiment.experiment_id)
-    if EXPERIMENT_KIND not in (experiment.tags or {}):
+    if N.EXPERIMENT_KIND not in (experiment.tags or {}):
         set_experiment_tags(client, experiment_id, _KIND_TAGS)
     return experiment_id
 
@@ -92,7 +162,7 @@ def fallback_run_name(tags: Mapping[str, str], *, now: datetime | None = None) -
     just seeded, so every run of a seed got the same name.
     """
     moment = (now or datetime.now()).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{tags.get(ROLE) or 'run'} {moment}"
+    return f"{tags.get(N.ROLE) or 'run'} {moment}"
 
 
 def check_reachable(tracking_uri: str | None) -> str:
@@ -281,3 +351,164 @@ def _unused_name(client: Any, experiment_id: str, name: str) -> str:
     if name not in taken:
         return name
     return next(f"{name} #{k}" for k in itertools.count(2) if f"{name} #{k}" not in taken)
+
+
+# MLflow side of a sweep: the study's experiment, its parent run, and cleanup of child runs.
+#
+# Layout (read by the report module): one experiment per study (named after it, tagged
+# ``tlbench.study``/``tlbench.sweep`` and as model training), one parent run (``role=study``) shared by
+# every worker, and one child run per trial (``mlflow.parentRunId`` = the parent), created by
+# :func:`tlbench.run.train`. The experiment also carries a shared view of MLflow's runs table that
+# opens on the comparison (:data:`STUDY_VIEW`, linked by :func:`experiment_page_url`).
+
+CANDIDATE_TAG = "tlbench.candidate"  # parent-run election token (see tlbench.sweep.meta)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    status: str  # RUNNING | FINISHED | FAILED | KILLED | SCHEDULED
+    tags: dict[str, str]
+
+
+class StudyRuns:
+    """The runs of one study's experiment, through one MLflow client."""
+
+    def __init__(self, study: str, *, tracking_uri: str | None = None) -> None:
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self._client = _client(self.tracking_uri)
+        self.study = study
+        self.experiment_id = get_or_create_experiment(self._client, study)
+
+    def tag_experiment(self, tags: Mapping[str, str]) -> None:
+        set_experiment_tags(self._client, self.experiment_id, tags)
+
+    def _search(self, filter_string: str) -> Iterator[RunInfo]:
+        token = None
+        while True:
+            page = self._client.search_runs(
+                [self.experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+            )
+            for run in page:
+                yield RunInfo(run.info.run_id, run.info.status, dict(run.data.tags))
+            token = page.token
+            if not token:
+                return
+
+    def study_runs(self) -> list[RunInfo]:
+        """Parent-run candidates and the parent itself (``role=study``)."""
+        return list(self._search(f"tags.{N.ROLE} = '{N.STUDY}'"))
+
+    def running_children(self) -> list[RunInfo]:
+        return [r for r in self._search("attributes.status = 'RUNNING'") if r.tags.get(N.ROLE) != N.STUDY]
+
+    def children_of_trial(self, optuna_study: str, trial_number: int) -> list[RunInfo]:
+        study = optuna_study.replace("'", "\\'")
+        return list(self._search(f"tags.optuna_study = '{study}' and tags.trial_number = '{trial_number}'"))
+
+    def create_parent(
+        self, *, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any], sweep_yaml: str
+    ) -> str:
+        run = MlflowRun.start(
+            experiment=self.study, run_name=run_name, tracking_uri=self.tracking_uri, tags=tags
+        )
+        run.log_params(params)
+        run.log_text(sweep_yaml, N.SWEEP_ARTIFACT)
+        self.tag_experiment({STUDY_VIEW_TAG: json.dumps(STUDY_VIEW)})
+        return run.run_id
+
+    def record_unrun_trial(
+        self, *, run_name: str, parent_run_id: str, tags: Mapping[str, str], params: Mapping[str, Any]
+    ) -> str:
+        """A FAILED child run for a trial that failed before training could start its own run."""
+        run = MlflowRun.start(
+            experiment=self.study,
+            run_name=run_name,
+            tracking_uri=self.tracking_uri,
+            parent_run_id=parent_run_id,
+            tags=tags,
+        )
+        run.log_params(params)
+        run.end("FAILED")
+        return run.run_id
+
+    def delete(self, run_id: str) -> None:
+        self._client.set_terminated(run_id, status="KILLED")
+        self._client.delete_run(run_id)
+
+    def exists(self, run_id: str) -> bool:
+        try:
+            run = self._client.get_run(run_id)
+        except Exception:
+            return False
+        return bool(run.info.lifecycle_stage == "active")
+
+    def set_state(self, run_id: str, state: str, *, tags: Mapping[str, str] | None = None) -> None:
+        """``RUNNING`` (a resumed study) or a terminal state; tags first so readers see both together."""
+        if tags:
+            MlflowRun(self._client, run_id, self.experiment_id).set_tags(tags)
+        if state == "RUNNING":
+            self._reopen(run_id)
+        else:
+            self._client.set_terminated(run_id, status=state)
+
+    def _reopen(self, run_id: str) -> None:
+        """Back to RUNNING without the end time of the interruption.
+
+        MLflow keeps a resumed run's end time on purpose (mlflow#3329) and its client has no way to
+        clear it, so the UI showed a running study with the duration of its interrupted session.
+        Every tracking store (SQL, REST) takes ``end_time=0``, which MLflow's UI reads as "no end
+        time" (no duration); the study's next end sets a real one.
+        """
+        from mlflow.entities import RunStatus
+
+        store = self._client._tracking_client.store  # the client's update_run cannot set an end time
+        store.update_run_info(run_id, run_status=RunStatus.RUNNING, end_time=0, run_name=None)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        MlflowRun(self._client, run_id, self.experiment_id).set_tags(tags)
+
+
+# MLflow's "shared view" of an experiment's runs table (the UI's Share button stores the same thing):
+# the completed final runs grouped by data size and strategy, accuracy and cost as the first columns.
+# A link with ``viewStateShareKey=<key>`` opens it (see experiment_page_url).
+STUDY_VIEW_KEY = "tlbench"
+STUDY_VIEW_TAG = f"mlflow.sharedViewState.{STUDY_VIEW_KEY}"
+_RUN_NAME_COLUMN = "attributes.`Run Name`"
+_VIEW_COLUMNS = [
+    "params.`strategy`",
+    "params.`n_per_class`",
+    f"metrics.`{N.TEST_ACC}`",
+    f"metrics.`{N.VAL_ACC}`",
+    f"metrics.`{N.DEVICE_HOURS}`",
+    f"metrics.`{N.TRAIN_FLOPS}`",
+    f"tags.`{N.STATUS}`",
+]
+STUDY_VIEW: dict[str, Any] = {
+    "searchFilter": f"tags.{N.ROLE} = '{N.FINAL}' and tags.{N.STATUS} = '{N.COMPLETED}'",
+    "orderByKey": f"metrics.`{N.TEST_ACC}`",
+    "orderByAsc": False,
+    "selectedColumns": _VIEW_COLUMNS,
+    "columnOrder": [_RUN_NAME_COLUMN, *_VIEW_COLUMNS],
+    "columnWidths": {_RUN_NAME_COLUMN: 330, "params.`strategy`": 120, "params.`n_per_class`": 110},
+    "groupBy": {
+        "aggregateFunction": "average",
+        "groupByKeys": [
+            {"mode": "param", "groupByData": "n_per_class"},
+            {"mode": "param", "groupByData": "strategy"},
+        ],
+    },
+}
+
+
+def experiment_page_url(ui: str, experiment_id: str, *, study_view: bool = False) -> str:
+    """The experiment's runs table in MLflow's UI at ``ui`` (e.g. ``http://127.0.0.1:5000``).
+
+    MLflow 3's UI opens every experiment on the GenAI or the model-training pages by a switch it
+    keeps in the browser (GenAI until the user flips it), whatever the experiment's kind tag says;
+    ``workflowType=machine_learning`` in the link flips it. ``study_view`` opens :data:`STUDY_VIEW`.
+    """
+    query = {"workflowType": "machine_learning"}
+    if study_view:
+        query["viewStateShareKey"] = STUDY_VIEW_KEY
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query)}"

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 import re
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tlbench.tracking import MlflowRun
-from tlbench.tracking.mlflow_run import fallback_run_name, get_or_create_experiment
 from tlbench.tracking.names import EXPERIMENT_KIND, MODEL_TRAINING_KIND
-from tlbench.tracking.study_runs import (
+from tlbench.tracking.runs import (
     STUDY_VIEW,
     STUDY_VIEW_TAG,
     StudyRuns,
     experiment_page_url,
-    experiment_pages,
+    fallback_run_name,
+    get_or_create_experiment,
+    lock_path,
+    sqlite_path,
+    sqlite_store_lock,
 )
 
 
@@ -103,20 +110,6 @@ def test_experiment_page_url(study_view: bool, expected: str) -> None:
     assert experiment_page_url("http://h:5000/", "7", study_view=study_view) == expected
 
 
-def test_experiment_pages_link_each_experiment_and_a_study_to_its_view(mlflow_uri: str) -> None:
-    MlflowRun.start(experiment="single trials", run_name="a", tracking_uri=mlflow_uri).end()
-    runs = StudyRuns("study", tracking_uri=mlflow_uri)
-    runs.create_parent(run_name="study:study", tags={"role": "study"}, params={}, sweep_yaml="")
-    pages = {
-        page.name: page.url for page in experiment_pages("http://127.0.0.1:5000", tracking_uri=mlflow_uri)
-    }
-    # the study opens on its comparison view, a plain experiment on its runs table
-    assert pages["study"].endswith(
-        f"/experiments/{runs.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=tlbench"
-    )
-    assert pages["single trials"].endswith("runs?workflowType=machine_learning")
-
-
 def test_a_unique_run_name_gets_the_first_free_suffix(mlflow_uri: str) -> None:
     # three single trials of one configuration: three names; a sweep's child (unique=False) keeps its own
     client = MlflowClient(mlflow_uri)
@@ -131,3 +124,110 @@ def test_a_unique_run_name_gets_the_first_free_suffix(mlflow_uri: str) -> None:
     assert client.get_run(other.run_id).info.run_name == "it's n=5"  # a quote in the name is no filter error
     again = MlflowRun.start(experiment="e", run_name="scratch n=5 seed=0", tracking_uri=mlflow_uri)
     assert client.get_run(again.run_id).info.run_name == "scratch n=5 seed=0"
+
+
+class _RacingClient:
+    """Loses the select-then-insert race once per key, as MLflow's SQL store does under contention."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.tags: dict[str, str] = {}
+        self.lost: set[str] = set()
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        if key not in self.lost:
+            self.lost.add(key)
+            raise MlflowException(self.message)
+        self.tags[key] = value
+
+
+def _runs(client: Any) -> StudyRuns:
+    runs = StudyRuns.__new__(StudyRuns)  # no store: only the tagging logic is under test
+    runs._client, runs.experiment_id = client, "1"
+    return runs
+
+
+def test_a_unique_constraint_race_is_retried_as_an_update() -> None:
+    client = _RacingClient("(sqlite3.IntegrityError) UNIQUE constraint failed: experiment_tags.key")
+    _runs(client).tag_experiment({"role": "study", "sweep": "default"})
+    assert client.tags == {"role": "study", "sweep": "default"}
+
+
+def test_other_tracking_errors_are_not_swallowed() -> None:
+    with pytest.raises(MlflowException, match="permission denied"):
+        _runs(_RacingClient("permission denied")).tag_experiment({"role": "study"})
+
+
+PROCESSES = 3
+
+
+def _open_store(uri: str, barrier: Any, results: Any) -> None:
+    # What `tlbench sweep` does first (and each of its workers): check that the store can be used.
+    from tlbench.errors import TrackingError
+    from tlbench.tracking import check_reachable
+
+    barrier.wait(timeout=60)
+    try:
+        check_reachable(uri)
+        results.put("ok")
+    except TrackingError as exc:
+        results.put(str(exc))
+
+
+def test_processes_creating_one_sqlite_store_together_all_succeed(tmp_path: Path) -> None:
+    # Without the lock, MLflow's schema migrations race and all but one process fail
+    # ("duplicate column name: step", "table _alembic_tmp_latest_metrics already exists").
+    import mlflow.tracking  # noqa: F401 (imported once, before forking: the processes start together)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    context = multiprocessing.get_context("fork")  # separate processes, each opening the store anew
+    barrier, results = context.Barrier(PROCESSES), context.Queue()
+    processes = [context.Process(target=_open_store, args=(uri, barrier, results)) for _ in range(PROCESSES)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    assert outcomes == ["ok"] * PROCESSES
+    assert (tmp_path / "mlflow.db.lock").is_file()
+
+
+@pytest.mark.parametrize(
+    ("uri", "database"),
+    [
+        ("sqlite:///mlflow.db", Path("mlflow.db")),  # relative to the working directory
+        ("sqlite:////data/runs/mlflow.db", Path("/data/runs/mlflow.db")),
+        ("sqlite:///runs/m.db?timeout=30", Path("runs/m.db")),
+        ("sqlite+pysqlite:///m.db", Path("m.db")),
+        ("sqlite://", None),  # in memory: nothing to share
+        ("sqlite:///:memory:", None),
+        ("postgresql://u@db/mlflow", None),  # servers and other databases handle their own concurrency
+        ("http://127.0.0.1:5000", None),
+        ("file:///tmp/mlruns", None),
+        (None, None),
+    ],
+)
+def test_only_sqlite_files_are_locked(uri: str | None, database: Path | None) -> None:
+    assert sqlite_path(uri) == database
+
+
+def test_the_lock_excludes_a_second_holder_until_released(tmp_path: Path) -> None:
+    import fcntl
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # a second holder (here: a second open file description) cannot take it meanwhile
+    with (
+        sqlite_store_lock(uri),
+        open(lock_path(tmp_path / "mlflow.db")) as other,
+        pytest.raises(BlockingIOError),
+    ):
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(lock_path(tmp_path / "mlflow.db")) as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again once released
+
+
+def test_a_folder_that_does_not_exist_is_not_locked(tmp_path: Path) -> None:
+    # the store's own error ("unable to open database file") is what the user should see
+    with sqlite_store_lock(f"sqlite:///{tmp_path / 'missing' / 'mlflow.db'}"):
+        pass
+    assert not (tmp_path / "missing").exists()
