@@ -26,7 +26,7 @@ from tlbench.training.inputs import reset_feature_cache
 
 def sweep_ratio(plan: Plan, uri: str, work: Path, progress: Progress) -> RatioResult:
     """default_sweep_pruned_over_unpruned on a reduced copy of the sweep (see :mod:`.sweep_cost`)."""
-    from tlbench.sweep.loader import sweep_path
+    from tlbench.sweep.spec import sweep_path
 
     source = yaml.safe_load(sweep_path(plan.sweep.source).read_text()) or {}
     threads = [f"trainer.num_threads={plan.threads}"] if plan.threads else []

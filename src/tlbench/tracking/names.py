@@ -78,3 +78,8 @@ VERDICT_INTERVAL = "verdict_interval"
 RECOMMENDED_STRATEGY = "recommended_strategy"
 EXPORT_N_PER_CLASS = "export_n_per_class"
 TRAINED_ON = "trained_on"  # "train+validation"
+
+# --- sweep4 (the sweep's own names) ---------------------------------------------------------------
+STANDALONE_DEVICE_HOURS = "cost/standalone_device_hours"  # device-hours with reused feature extraction added
+RUNNING = "running"  # status of a study's parent run while its sweep runs
+INTERRUPTED = "interrupted"  # status of a study's parent run after Ctrl-C
