@@ -246,7 +246,7 @@ def accuracy_gap_points(pruned: SweepRun, unpruned: SweepRun) -> float | None:
 
 def sweep_ratio(plan: Plan, uri: str, work: Path, progress: Progress) -> RatioResult:
     """default_sweep_pruned_over_unpruned on a reduced copy of the sweep (see the module docstring)."""
-    from tlbench.sweep.loader import sweep_path
+    from tlbench.sweep.spec import sweep_path
 
     source = yaml.safe_load(sweep_path(plan.sweep.source).read_text()) or {}
     threads = [f"trainer.num_threads={plan.threads}"] if plan.threads else []

@@ -175,7 +175,7 @@ def test_no_preset_points_outside_the_checkout() -> None:
 
 def test_sweep_help_lists_every_sweep_by_name(capsys: pytest.CaptureFixture[str]) -> None:
     # a user choosing --sweep sees what is there without reading sweeps/
-    from tlbench.sweep.loader import sweeps_dir
+    from tlbench.sweep.spec import sweeps_dir
 
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])

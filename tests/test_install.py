@@ -28,7 +28,7 @@ BUILD_INPUTS = ("pyproject.toml", "README.md", "src", "conf", "sweeps")
 PROBE = """
 import json, tlbench
 from tlbench.config.compose import config_dir
-from tlbench.sweep.loader import load_sweep, sweep_path
+from tlbench.sweep.spec import load_sweep, sweep_path
 print(json.dumps({
     "package": str(tlbench.__file__),
     "conf": str(config_dir()),

@@ -33,8 +33,8 @@ MOVED = {
 
 def ui(argv: Sequence[str]) -> int:
     """``tlbench ui``: MLflow's UI for the configured tracking store, bound to 127.0.0.1."""
-    from tlbench.tracking.runs import redact_password
     from tlbench.tracking import resolve_tracking_uri
+    from tlbench.tracking.runs import redact_password
 
     parser = argparse.ArgumentParser(prog="tlbench ui")
     parser.add_argument("--port", type=int, default=5000)

@@ -88,7 +88,7 @@ def test_render_names_the_machine_each_step_and_its_figures() -> None:
 
 def test_the_scaling_study_is_a_valid_sweep_of_eight_identical_trials() -> None:
     # the sweep file the check writes parses as a sweep: one cell, no tuning, 8 final seeds
-    from tlbench.sweep.loader import parse_sweep
+    from tlbench.sweep.spec import parse_sweep
 
     spec = parse_sweep(scaling_sweep(), name="scaling")
     assert spec.final_seeds == (1, 2, 3, 4, 5, 6, 7, 8)

@@ -18,7 +18,7 @@ from benchmarks.sweep_cost import (
 )
 from benchmarks.timing import Sample
 from tlbench.errors import ConfigError
-from tlbench.sweep.loader import parse_sweep
+from tlbench.sweep.spec import parse_sweep
 
 DEFAULT = yaml.safe_load((Path(__file__).resolve().parents[2] / "sweeps" / "default.yaml").read_text())
 CELLS = {"strategy": ["linear_probe", "full_finetune"], "data.n_per_class": [5]}

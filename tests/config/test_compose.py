@@ -3,12 +3,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tlbench.config import load_config
-from tlbench.config.compose import config_dir
+from tlbench.config.compose import config_dir, typed_mapping
 from tlbench.config.schema import DatasetName, RunConfig, StrategyName, WeightsSource
 from tlbench.errors import ConfigError
 
@@ -174,3 +175,20 @@ def test_config_dir_env_points_at_another_conf(tmp_path: Path, monkeypatch: pyte
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TLBENCH_CONFIG_DIR", "my_conf")
     assert load_config().seed == 11
+
+
+@dataclass
+class _Toy:
+    epochs: int = field(default=1, metadata={"expect": "an integer >= 1"})
+    tags: list[str] = field(default_factory=list)
+
+
+def test_typed_mapping_errors_name_the_key_what_it_expects_and_what_it_got() -> None:
+    # the one translator of OmegaConf errors for a user's YAML mapping (the sweep file uses it)
+    assert typed_mapping(_Toy, {"epochs": 3}) == {"epochs": 3, "tags": []}
+    with pytest.raises(ConfigError, match=r"^epochs must be an integer >= 1, got 'many'$"):
+        typed_mapping(_Toy, {"epochs": "many"})
+    with pytest.raises(ConfigError, match=r"^unknown key 'epoch' in the file — did you mean 'epochs'\?$"):
+        typed_mapping(_Toy, {"epoch": 2})
+    with pytest.raises(ConfigError, match=r"^unknown key 'x' in my file \(allowed: epochs, tags\)$"):
+        typed_mapping(_Toy, {"x": 2}, root="my file")

@@ -8,10 +8,17 @@ import pytest
 
 from tlbench.commands.sweep import main as sweep_main
 from tlbench.errors import ConfigError
-from tlbench.sweep import protocol as P
-from tlbench.sweep.cells import expand_cells, tuning_budget, tuning_cell
-from tlbench.sweep.loader import parse_sweep
-from tlbench.sweep.plan import CellFacts, doubled_budget, plan_sweep
+from tlbench.sweep.plan import (
+    CELL,
+    CellFacts,
+    best_trial,
+    doubled_budget,
+    expand_cells,
+    plan_sweep,
+    tuning_budget,
+    tuning_cell,
+)
+from tlbench.sweep.spec import parse_sweep
 from tlbench.tracking import names
 
 from .conftest import TINY_BASE, SweepWriter
@@ -141,7 +148,7 @@ def test_budget_checks_run_after_tuning_and_record_the_checked_run(
     assert sweep_main(["--sweep", str(write_sweep("checked", **sweep))]) == 0
     study = reader("checked")
     assert study.trials("data.n_per_class=4") == [] and len(study.trials("data.n_per_class=8")) == 2
-    best8 = P.best_trial(study.trials("data.n_per_class=8"))
+    best8 = best_trial(study.trials("data.n_per_class=8"))
     assert best8 is not None
     finals = study.children(names.FINAL)
     assert sorted(r.data.tags[names.CELL] for r in finals) == ["data.n_per_class=4", "data.n_per_class=8"]
@@ -151,7 +158,7 @@ def test_budget_checks_run_after_tuning_and_record_the_checked_run(
         carried = run.data.tags[names.CELL] == "data.n_per_class=4"
         assert run.data.tags.get(names.TUNED_IN) == ("data.n_per_class=8" if carried else None)
     checks = study.trials("budget_check")
-    assert [t.user_attrs[P.CELL] for t in checks] == ["data.n_per_class=8"]
+    assert [t.user_attrs[CELL] for t in checks] == ["data.n_per_class=8"]
     names_ = sorted(r.info.run_name for r in study.children())
     assert names_ == [
         "check linear_probe n=8 x2",
@@ -163,7 +170,7 @@ def test_budget_checks_run_after_tuning_and_record_the_checked_run(
     runs = {r.data.tags[names.CELL]: r for r in study.children(names.BUDGET_CHECK)}
     tune_runs = {r.info.run_id: r for r in study.children(names.TUNE)}
     for cell, run in runs.items():
-        best = P.best_trial(study.trials(cell))
+        best = best_trial(study.trials(cell))
         assert best is not None
         base = tune_runs[run.data.tags[names.BASE_RUN_ID]]
         assert base.data.tags["trial_number"] == str(best.number)  # the checked run is the cell's best

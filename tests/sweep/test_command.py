@@ -13,8 +13,7 @@ import pytest
 
 from tlbench.commands.sweep import main as sweep_main
 from tlbench.errors import ConfigError, TlbenchError
-from tlbench.sweep.loader import parse_sweep
-from tlbench.sweep.request import shipped_sweeps
+from tlbench.sweep.spec import parse_sweep, shipped_sweeps
 
 from .conftest import TINY_BASE, SweepWriter
 

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from tlbench.cli import main as cli_main
 from tlbench.commands.sweep import main as sweep_main
 from tlbench.run import train as real_train
-from tlbench.sweep import protocol as P
+from tlbench.sweep.plan import FAIL_KIND, FAIL_REASON, is_counted
 
 from .conftest import DYING, SLOW_EPOCHS, TINY_BASE, SweepWriter
 
@@ -88,10 +88,10 @@ def _completed(study: Any) -> set[tuple[str, int, Any]]:
 def _check_resumed(study: Any, before: set[Any], killed_number: int) -> None:
     """After the rerun: complete, nothing recomputed, the killed trial failed as died, its run ended."""
     killed = study.trials(CELL)[killed_number]
-    assert killed.state == TrialState.FAIL and killed.user_attrs[P.FAIL_KIND] == "died"
+    assert killed.state == TrialState.FAIL and killed.user_attrs[FAIL_KIND] == "died"
     assert before <= _completed(study)  # finished trials untouched
-    assert sum(P.is_counted(t) for t in study.trials(CELL)) == 2
-    assert sum(P.is_counted(t) for t in study.trials("final")) == 1
+    assert sum(is_counted(t) for t in study.trials(CELL)) == 2
+    assert sum(is_counted(t) for t in study.trials("final")) == 1
     children = study.children()
     keys = Counter((r.data.tags["optuna_study"], r.data.tags["trial_number"]) for r in children)
     assert max(keys.values()) == 1  # one run per trial: nothing ran twice
@@ -174,15 +174,15 @@ def test_ctrl_c_on_the_sweep_process_stops_cleanly_and_resumes(
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     (interrupted,) = [t for t in study.trials(CELL) if t.state == TrialState.FAIL]
-    assert interrupted.user_attrs[P.FAIL_KIND] == "interrupted"
+    assert interrupted.user_attrs[FAIL_KIND] == "interrupted"
     assert not [t for t in study.trials(CELL) if t.state == TrialState.RUNNING]
     assert all(r.info.status != "RUNNING" for r in study.runs())
     parent = study.parents()[0]
     assert parent.info.status == "KILLED" and parent.data.tags["status"] == "interrupted"
     # the same command resumes the study
     assert sweep_main(["--sweep", str(sweep)]) == 0
-    assert sum(P.is_counted(t) for t in study.trials(CELL)) == 2
-    assert sum(P.is_counted(t) for t in study.trials("final")) == 1
+    assert sum(is_counted(t) for t in study.trials(CELL)) == 2
+    assert sum(is_counted(t) for t in study.trials("final")) == 1
     assert study.parents()[0].info.status == "FINISHED"
 
 
@@ -202,7 +202,7 @@ def test_out_of_memory_trial_is_recorded_failed_and_the_sweep_goes_on(
         extra = [_OutOfMemory()] if cfg.optimizer.lr > 0.05 else []
         return real_train(cfg, callbacks=[*callbacks, *extra])
 
-    monkeypatch.setattr("tlbench.sweep.trial.train", fake_train)
+    monkeypatch.setattr("tlbench.sweep.worker.train", fake_train)
     sweep = write_sweep(
         "oom",
         **{**ONE_CELL, "search": {"optimizer.lr": {"choices": [0.01, 0.5]}}, "sampler": {"name": "grid"}},
@@ -210,9 +210,9 @@ def test_out_of_memory_trial_is_recorded_failed_and_the_sweep_goes_on(
     assert sweep_main(["--sweep", str(sweep)]) == 0
     study = reader("oom")
     (oom,) = [t for t in study.trials(CELL) if t.state == TrialState.FAIL]
-    assert oom.params["optimizer.lr"] == 0.5 and oom.user_attrs[P.FAIL_KIND] == "config"
-    assert oom.user_attrs[P.FAIL_REASON].startswith("out of memory")
-    assert sum(P.is_counted(t) for t in study.trials(CELL)) == 2
+    assert oom.params["optimizer.lr"] == 0.5 and oom.user_attrs[FAIL_KIND] == "config"
+    assert oom.user_attrs[FAIL_REASON].startswith("out of memory")
+    assert sum(is_counted(t) for t in study.trials(CELL)) == 2
     (run,) = [r for r in study.children() if r.info.status == "FAILED"]
     assert run.data.tags["status"].startswith("failed: out of memory")
     assert run.data.metrics["cost/device_hours"] > 0 and run.data.metrics["cost/train_samples"] > 0

@@ -15,7 +15,16 @@ from tlbench.commands.sweep import main as sweep_main
 from tlbench.errors import TrackingError
 from tlbench.run import TrialResult
 from tlbench.run import train as real_train
-from tlbench.sweep import protocol as P
+from tlbench.sweep.plan import (
+    CELL,
+    COLLAPSED,
+    FAIL_KIND,
+    FAIL_REASON,
+    SEED,
+    TUNED_FROM,
+    best_trial,
+    is_counted,
+)
 from tlbench.tracking import names
 
 from .conftest import SweepWriter
@@ -37,12 +46,12 @@ def test_fair_protocol_equal_budget_then_finals_on_new_seeds(write_sweep: SweepW
     finals = study.trials("final")
     for cell in CELLS:
         tune = study.trials(cell)
-        assert sum(P.is_counted(t) for t in tune) == 2 and len(tune) == 2
-        best = P.best_trial(tune)
+        assert sum(is_counted(t) for t in tune) == 2 and len(tune) == 2
+        best = best_trial(tune)
         assert best is not None
-        mine = [t for t in finals if t.user_attrs[P.CELL] == cell]
-        assert sorted(t.user_attrs[P.SEED] for t in mine) == [1, 2]
-        assert all(t.params == best.params and t.user_attrs[P.TUNED_FROM] == best.number for t in mine)
+        mine = [t for t in finals if t.user_attrs[CELL] == cell]
+        assert sorted(t.user_attrs[SEED] for t in mine) == [1, 2]
+        assert all(t.params == best.params and t.user_attrs[TUNED_FROM] == best.number for t in mine)
         assert all(t.state == TrialState.COMPLETE for t in mine)
     # MLflow: one parent, a child per trial with its role, nothing left running
     parents = study.parents()
@@ -83,7 +92,7 @@ def test_diverging_and_crashing_trials_are_recorded_and_the_sweep_goes_on(
         extra = [_PoisonWeights()] if cfg.optimizer.lr > 0.05 else []
         return real_train(cfg, callbacks=[*callbacks, *extra])
 
-    monkeypatch.setattr("tlbench.sweep.trial.train", fake_train)
+    monkeypatch.setattr("tlbench.sweep.worker.train", fake_train)
     sweep = write_sweep(
         "fails",
         **{**TWO_CELLS, "search": {"optimizer.lr": {"choices": [0.01, 0.5]}}, "sampler": {"name": "grid"},
@@ -94,12 +103,12 @@ def test_diverging_and_crashing_trials_are_recorded_and_the_sweep_goes_on(
     probe = study.trials(CELLS[0])
     diverged = [t for t in probe if t.state == TrialState.FAIL]
     assert len(diverged) == 1 and diverged[0].params["optimizer.lr"] == 0.5
-    assert diverged[0].user_attrs[P.FAIL_KIND] == "config"
-    assert diverged[0].user_attrs[P.FAIL_REASON].startswith("diverged")
-    assert sum(P.is_counted(t) for t in probe) == 2
+    assert diverged[0].user_attrs[FAIL_KIND] == "config"
+    assert diverged[0].user_attrs[FAIL_REASON].startswith("diverged")
+    assert sum(is_counted(t) for t in probe) == 2
     crashed = study.trials(CELLS[1])
-    assert [t.user_attrs[P.FAIL_KIND] for t in crashed] == ["error", "error"]  # max_retries=1: tried twice
-    assert crashed[0].user_attrs[P.FAIL_REASON] == "RuntimeError: simulated crash"
+    assert [t.user_attrs[FAIL_KIND] for t in crashed] == ["error", "error"]  # max_retries=1: tried twice
+    assert crashed[0].user_attrs[FAIL_REASON] == "RuntimeError: simulated crash"
     # MLflow: the diverged run is FAILED with its reason; crashes have a FAILED run too
     failed = [r for r in study.children() if r.info.status == "FAILED"]
     assert len(failed) == 3, [r.data.tags.get("status") for r in failed]
@@ -122,7 +131,7 @@ def test_ctrl_c_leaves_the_study_resumable_and_nothing_running(
             raise KeyboardInterrupt
         return real_train(cfg, callbacks=callbacks)
 
-    monkeypatch.setattr("tlbench.sweep.trial.train", interrupt_second)
+    monkeypatch.setattr("tlbench.sweep.worker.train", interrupt_second)
     sweep = write_sweep("ctrlc", **{**TWO_CELLS, "final": {"seeds": [1]}})
     assert sweep_main(["--sweep", str(sweep)]) == 130
     study = reader("ctrlc")
@@ -130,9 +139,9 @@ def test_ctrl_c_leaves_the_study_resumable_and_nothing_running(
     assert parent.info.status == "KILLED" and parent.data.tags["status"] == "interrupted"
     assert all(r.info.status != "RUNNING" for r in study.runs())
     interrupted = [t for name in CELLS for t in study.trials(name) if t.state == TrialState.FAIL]
-    assert [t.user_attrs[P.FAIL_KIND] for t in interrupted] == ["interrupted"]
+    assert [t.user_attrs[FAIL_KIND] for t in interrupted] == ["interrupted"]
     assert sweep_main(["--sweep", str(sweep)]) == 0
-    assert all(sum(P.is_counted(t) for t in study.trials(c)) == 2 for c in CELLS)
+    assert all(sum(is_counted(t) for t in study.trials(c)) == 2 for c in CELLS)
     parents = study.parents()
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.tags["status"] == "completed"
@@ -167,13 +176,13 @@ def test_an_unusable_tracking_store_stops_the_sweep_and_closes_its_runs(
     def unusable(cfg: Any, *, callbacks: Any = ()) -> Any:
         raise TrackingError("MLflow tracking store is not usable")
 
-    monkeypatch.setattr("tlbench.sweep.trial.train", unusable)
+    monkeypatch.setattr("tlbench.sweep.worker.train", unusable)
     with pytest.raises(TrackingError):
         sweep_main(["--sweep", str(write_sweep("down", **TWO_CELLS))])
     study = reader("down")
     assert study.parents()[0].info.status == "KILLED"
     assert all(r.info.status != "RUNNING" for r in study.runs())
-    assert [t.user_attrs[P.FAIL_KIND] for t in study.trials(CELLS[0])] == ["error"]
+    assert [t.user_attrs[FAIL_KIND] for t in study.trials(CELLS[0])] == ["error"]
 
 
 def test_a_collapsed_trial_is_a_counted_failure_and_never_selected(
@@ -190,7 +199,7 @@ def test_a_collapsed_trial_is_a_counted_failure_and_never_selected(
             )
         return real_train(cfg, callbacks=callbacks)
 
-    monkeypatch.setattr("tlbench.sweep.trial.train", collapsing)
+    monkeypatch.setattr("tlbench.sweep.worker.train", collapsing)
     sweep = write_sweep(
         "collapse",
         **{**TWO_CELLS, "search": {"optimizer.lr": {"choices": [0.001, 0.5]}}, "sampler": {"name": "grid"},
@@ -202,10 +211,10 @@ def test_a_collapsed_trial_is_a_counted_failure_and_never_selected(
         trials = study.trials(cell)
         collapsed = [t for t in trials if t.state == TrialState.FAIL]
         assert len(collapsed) == 1 and collapsed[0].params["optimizer.lr"] == 0.5
-        assert collapsed[0].user_attrs[P.FAIL_KIND] == P.COLLAPSED
-        assert collapsed[0].user_attrs[P.FAIL_REASON].startswith("collapsed: val/acc 0.26")
-        assert sum(P.is_counted(t) for t in trials) == 2  # counted: no third trial was run
-        best = P.best_trial(trials)
+        assert collapsed[0].user_attrs[FAIL_KIND] == COLLAPSED
+        assert collapsed[0].user_attrs[FAIL_REASON].startswith("collapsed: val/acc 0.26")
+        assert sum(is_counted(t) for t in trials) == 2  # counted: no third trial was run
+        best = best_trial(trials)
         assert best is not None and best.params["optimizer.lr"] == 0.001  # never the collapsed one
     finals = study.trials("final")
     assert len(finals) == 2 and all(t.params["optimizer.lr"] == 0.001 for t in finals)

@@ -20,10 +20,10 @@ import pytest
 
 from tlbench import cli
 from tlbench.commands.sweep import main as sweep_main
-from tlbench.sweep.storage import open_storage, resolve_storage, with_driver
+from tlbench.sweep.study import open_storage, resolve_storage, with_driver
 
 from .conftest import StudyReader, SweepWriter
-from .test_workers import CELLS, THREE_CELLS, assert_each_trial_ran_once
+from .test_run import CELLS, THREE_CELLS, assert_each_trial_ran_once
 
 URL_ENV = "TLBENCH_TEST_POSTGRES_URL"
 
@@ -143,7 +143,7 @@ def test_an_unreachable_database_fails_fast_with_one_clear_message(
 
 def test_postgresql_connections_time_out_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
     # libpq waits forever for a host that drops packets; tlbench gives up after connect_timeout
-    from tlbench.sweep.storage import CONNECT_TIMEOUT_S, engine_kwargs
+    from tlbench.sweep.study import CONNECT_TIMEOUT_S, engine_kwargs
 
     monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
     assert engine_kwargs("postgresql://u@db/x")["connect_args"] == {"connect_timeout": CONNECT_TIMEOUT_S}

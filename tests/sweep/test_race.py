@@ -14,10 +14,9 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from tlbench.commands.sweep import main as sweep_main
 from tlbench.errors import ConfigError
 from tlbench.run import train as real_train
-from tlbench.sweep import protocol as P
-from tlbench.sweep.loader import parse_sweep
+from tlbench.sweep.plan import CELL, SLOT, final_slot, is_counted
 from tlbench.sweep.race import AT_CAP, DECIDED, RACING, Arm, Outcome, compare, race_seeds, run_race
-from tlbench.sweep.spec import Race
+from tlbench.sweep.spec import Race, parse_sweep
 from tlbench.sweep.worker import _outcomes
 from tlbench.tracking import names
 
@@ -136,7 +135,7 @@ def _final(number: int, cell: str, seed: int, val: float, test: float) -> Frozen
     trial = create_trial(
         state=TrialState.COMPLETE,
         value=val,
-        user_attrs={P.SLOT: P.final_slot(cell, seed).key, P.CELL: cell, "val_acc": val, "test_acc": test,
+        user_attrs={SLOT: final_slot(cell, seed).key, CELL: cell, "val_acc": val, "test_acc": test,
                     "cost_standalone_device_hours": 1.0 if cell == "a" else 2.0},
     )  # fmt: skip
     trial.number = number
@@ -207,14 +206,14 @@ def test_a_raced_study_records_rounds_and_race_json_and_resumes(
                 raise KeyboardInterrupt
         return real_train(cfg, callbacks=callbacks)
 
-    monkeypatch.setattr("tlbench.sweep.trial.train", interrupt_third_final)
+    monkeypatch.setattr("tlbench.sweep.worker.train", interrupt_third_final)
     sweep = write_sweep("raced", **RACED)
     assert sweep_main(["--sweep", str(sweep)]) == 130
-    monkeypatch.setattr("tlbench.sweep.trial.train", real_train)
+    monkeypatch.setattr("tlbench.sweep.worker.train", real_train)
     assert sweep_main(["--sweep", str(sweep)]) == 0
     study = reader("raced")
-    finals = [t for t in study.trials("final") if P.is_counted(t)]
-    assert all(n == 1 for n in Counter(t.user_attrs[P.SLOT] for t in finals).values())
+    finals = [t for t in study.trials("final") if is_counted(t)]
+    assert all(n == 1 for n in Counter(t.user_attrs[SLOT] for t in finals).values())
     parent = study.parents()[0]
     path = MlflowClient(study.client.tracking_uri).download_artifacts(parent.info.run_id, names.RACE_ARTIFACT)
     document = json.loads(Path(path).read_text())

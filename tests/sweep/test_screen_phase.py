@@ -10,8 +10,8 @@ import pytest
 
 from tlbench.commands.sweep import main as sweep_main
 from tlbench.errors import ConfigError
-from tlbench.sweep.loader import parse_sweep
 from tlbench.sweep.screen_phase import rank, reasons
+from tlbench.sweep.spec import parse_sweep
 from tlbench.tracking import MlflowRun, names
 
 from .conftest import TINY_BASE, SweepWriter

@@ -34,15 +34,15 @@ from typing import Any
 import yaml
 
 from tlbench.errors import ConfigError
-from tlbench.sweep.storage import (
+from tlbench.sweep.study import (
     DEFAULT_DIR,
+    STORAGE_ENV,
     StorageRef,
     check_study_name,
     open_storage,
     resolve_storage,
     with_driver,
 )
-from tlbench.sweep.workers import STORAGE_ENV
 from tlbench.tracking.names import VAL_ACC
 
 SNAPSHOT_DIR = Path(".tlbench") / "dashboard"

@@ -60,7 +60,7 @@ def _study_setup(name: str) -> dict[str, Any]:
     """Where a study's screen goes and what it screens: the study's experiment, parent run and sweep
     (``base`` overrides, ``backbone`` factor); before the study exists, ``sweeps/<name>.yaml``."""
     from tlbench.errors import TrackingError
-    from tlbench.sweep.loader import sweep_path
+    from tlbench.sweep.spec import sweep_path
     from tlbench.tracking.names import STUDY_TAG
     from tlbench.tracking.study import find_study, read_study
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from tlbench.cost.threads import WORKERS_ENV, parse_workers
 from tlbench.errors import ConfigError
-from tlbench.sweep.request import PHOTO_SWEEP, SweepRequest, check_request, shipped_sweeps
+from tlbench.sweep.spec import PHOTO_SWEEP, SweepRequest, check_request, shipped_sweeps
 
 USAGE = (
     "tlbench sweep [--sweep NAME | --data FOLDER [--class-map MAP]] [--workers N|auto] [--storage URL] "

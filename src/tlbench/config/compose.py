@@ -1,16 +1,21 @@
 """Compose a typed :class:`RunConfig` from ``conf/`` and Hydra overrides (Compose API, no @hydra.main).
 
 Using the Compose API everywhere (single trials and sweeps alike) keeps one code path, lets sweeps
-run trials in-process, and lets us turn Hydra/OmegaConf exceptions into one-line messages.
+run trials in-process, and lets us turn Hydra/OmegaConf exceptions into one-line messages. This module
+is tlbench's one translator of those errors: the run config's, and a sweep file's (:func:`typed_mapping`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -18,7 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, GrammarParseError, OmegaConfBaseException
 
 from tlbench.config.schema import RunConfig
 from tlbench.errors import ConfigError
@@ -149,13 +154,132 @@ def _suggest_key(dotted: str) -> str | None:
             break
         node = node[part]
     if isinstance(node, DictConfig):
-        close = difflib.get_close_matches(leaf, [str(k) for k in node], n=1)
+        close = _closest(leaf, [str(k) for k in node])
         if close:
-            return f"{parent}.{close[0]}" if parent else close[0]
+            return f"{parent}.{close}" if parent else close
     paths = _all_paths(root)
     same_leaf = [p for p in paths if p.rsplit(".", 1)[-1] == leaf and p != dotted]
     if same_leaf:
         return min(same_leaf, key=len)
     leaves = {p.rsplit(".", 1)[-1]: p for p in sorted(paths, key=len, reverse=True)}
-    close = difflib.get_close_matches(leaf, list(leaves), n=1)
-    return leaves[close[0]] if close else None
+    close = _closest(leaf, list(leaves))
+    return leaves[close] if close else None
+
+
+def _closest(word: str, options: Sequence[str]) -> str | None:
+    """The option a misspelt ``word`` most likely meant (difflib's ratio >= 0.6), if any."""
+    close = difflib.get_close_matches(word, options, n=1)
+    return close[0] if close else None
+
+
+# --- a user's YAML mapping typed by a dataclass schema (the sweep file) ---
+def typed_mapping(
+    schema: type, data: Mapping[str, Any], *, prefix: str = "", root: str = "the file"
+) -> dict[str, Any]:
+    """``data`` (a user's YAML mapping) merged into a dataclass schema, one top-level key at a time (so a
+    failing key is always known); an unknown key or a value of the wrong type is one :class:`ConfigError`
+    line naming the key path, what was expected, what was found and, for a misspelt key, the likely one.
+
+    ``prefix``: the path of ``data`` in its file; ``root``: what the top level is called in messages.
+    A schema field's metadata may say what it expects in words: ``{"expect": ..., "each": ...}`` (for
+    a map or list: each of its values).
+    """
+    config = OmegaConf.structured(schema)
+    for key, value in data.items():
+        try:
+            config = OmegaConf.merge(config, {key: value})
+        except OmegaConfBaseException as exc:
+            raise ConfigError(_explain_merge(exc, schema, key, value, prefix=prefix, root=root)) from None
+    plain = OmegaConf.to_container(config, resolve=False)  # overrides keep their ${...} as written
+    assert isinstance(plain, dict)
+    return {str(k): v for k, v in plain.items()}
+
+
+def _explain_merge(
+    exc: OmegaConfBaseException, schema: type, top: Any, value: Any, *, prefix: str, root: str
+) -> str:
+    full_key = str(exc.full_key or top)
+    found, path = _locate({top: value}, full_key)
+    path = prefix + path.removeprefix("params") if prefix else path
+    if isinstance(exc, ConfigKeyError) and dataclasses.is_dataclass(exc.object_type):
+        allowed = [f.name for f in dataclasses.fields(exc.object_type)]
+        parent = path[: -len(str(exc.key))].rstrip(".") or root
+        close = _closest(str(exc.key), allowed)
+        hint = f" — did you mean '{close}'?" if close else f" (allowed: {', '.join(allowed)})"
+        return f"unknown key '{exc.key}' in {parent}{hint}"
+    got = "" if found is _MISSING else f", got {found!r}"
+    if isinstance(exc, GrammarParseError):
+        shown = "" if found is _MISSING else f" ({found!r})"
+        return f"{path}{shown} is not a valid ${{...}} interpolation: {_first_line(exc)}"
+    expected = _expected(exc, schema, top, full_key)
+    if expected is None:
+        return f"{path}: {_first_line(exc)}{got}"
+    return f"{path} must be {expected}{got}"
+
+
+def _first_line(exc: OmegaConfBaseException) -> str:
+    return str(getattr(exc, "msg", "") or exc).splitlines()[0]
+
+
+def _expected(exc: OmegaConfBaseException, schema: type, top: Any, full_key: str) -> str | None:
+    """What the schema declares for the value that failed, in words; None where it cannot be told."""
+    owner, key = exc.object_type, exc.key
+    if key is None:  # a whole section of the wrong kind (``budget: 3``)
+        owner, key = schema, top
+    if isinstance(owner, type) and dataclasses.is_dataclass(owner):
+        spec = {f.name: f for f in dataclasses.fields(owner)}.get(str(key))
+        if spec is not None and spec.metadata.get("expect"):
+            return str(spec.metadata["expect"])
+        return _describe(typing.get_type_hints(owner).get(str(key)))
+    # a value inside a map or list of a dataclass field: that field's words for its values
+    parent = full_key[: -len(str(key))].rstrip(".[") if key is not None else ""
+    spec = {f.name: f for f in dataclasses.fields(schema)}.get(parent)
+    if spec is not None and spec.metadata.get("each"):
+        return str(spec.metadata["each"])
+    args = typing.get_args(getattr(exc, "ref_type", None))
+    return _describe(args[-1]) if args else None  # Dict[str, X] / List[X]: X
+
+
+def _describe(hint: Any) -> str | None:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        inner = _describe(next(a for a in args if a is not type(None)))
+        return None if inner is None else f"{inner} or null"
+    origin = typing.get_origin(hint) or hint
+    if origin is list:
+        return "a list"
+    if origin is dict or dataclasses.is_dataclass(origin):
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(origin)
+
+
+_MISSING = object()
+
+
+def _locate(data: Any, full_key: str) -> tuple[Any, str]:
+    """The raw value at an OmegaConf key path (``search.optimizer.lr.low``, ``base[2]``), and the
+    path as the user reads it: conditions in brackets (``where['strategy=partial']``).
+
+    Dotted keys (``optimizer.lr``) make OmegaConf's path ambiguous; at each mapping the longest key
+    that matches is taken.
+    """
+    node, rest, shown = data, full_key, ""
+    while rest:
+        if rest.startswith("[") and isinstance(node, list):
+            index, _, rest = rest[1:].partition("]")
+            if not index.isdigit() or int(index) >= len(node):
+                return _MISSING, full_key
+            node, shown = node[int(index)], f"{shown}[{index}]"
+        elif isinstance(node, Mapping):
+            keys = sorted((str(k) for k in node), key=len, reverse=True)
+            match = next((k for k in keys if rest == k or rest.startswith((f"{k}.", f"{k}["))), None)
+            if match is None:
+                return _MISSING, full_key
+            node = next(v for k, v in node.items() if str(k) == match)
+            rest = rest[len(match) :]
+            plain = not any(c in match for c in "=,'[] ")
+            shown = f"{shown}['{match}']" if shown and not plain else f"{shown}.{match}" if shown else match
+        else:
+            return _MISSING, full_key
+        rest = rest.removeprefix(".")
+    return node, shown

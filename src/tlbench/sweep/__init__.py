@@ -1,5 +1,6 @@
 """Sweeps: ``sweeps/<name>.yaml`` -> per-cell Optuna studies -> in-process trials tracked in MLflow.
 
-Entry point: ``tlbench sweep`` (:mod:`tlbench.commands.sweep`); the protocol is documented in
-:mod:`tlbench.sweep.protocol` and :mod:`tlbench.sweep.worker`.
+Entry point: :func:`tlbench.sweep.run.run_sweep` (``tlbench sweep``). Its parts: ``spec`` (the sweep
+file), ``plan`` (cells, the fair protocol, estimate), ``study`` (storage, liveness), ``worker`` (one
+worker, one trial), ``race`` and ``screen_phase`` (two phases), ``run`` (supervisor and progress).
 """

@@ -1,60 +1,677 @@
-"""The sweep's one entry point: :func:`run_sweep`, from a parsed command line to a finished study.
-
-Definition (the file plus the command line) -> check against the config tree -> the study's plan
-(each cell composed once) and threads x workers from the free cores -> open the study and its
-parent run -> work here or supervise worker processes, with a live progress view -> close, print
-where the study stands -> on a complete study, the report and the exported winner.
+"""``run_sweep``: the sweep's one entry point (supervisor, local worker processes, live progress, the
+closing summary, report and export).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
+import json
 import logging
 import math
 import os
 import signal
+import statistics
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
 
 from tlbench.cost.threads import ThreadPlan, auto_workers, plan_threads
-from tlbench.sweep.cells import expand_cells, tuning_budget, tuning_cell
-from tlbench.sweep.check import check_against_config, first_cell_config
-from tlbench.sweep.estimate import (
+from tlbench.sweep.plan import (
+    CELL,
+    COLLAPSED,
     ETA_LOG,
+    NOT_RUN,
+    STRATEGY,
     WorkItem,
+    best_trial,
+    check_against_config,
     countdown,
     data_counts,
+    expand_cells,
+    fail_kind,
+    first_cell_config,
     format_plan,
+    is_counted,
     log_eta,
     measure_throughputs,
     plan_seconds,
     trial_states,
+    tuning_budget,
+    tuning_cell,
+    wall_seconds,
     work_items,
 )
-from tlbench.sweep.liveness import Heartbeat
-from tlbench.sweep.loader import sweep_path
-from tlbench.sweep.meta import StudyContext
-from tlbench.sweep.pareto import format_pareto
-from tlbench.sweep.progress import ProgressInfo, format_duration, progress_info, read_trials
-from tlbench.sweep.request import SweepRequest, check_request, load_spec
 from tlbench.sweep.screen_phase import run_screen_phase, with_backbones
-from tlbench.sweep.session import SweepOutcome, close, log_dir, open_for_command, work
-from tlbench.sweep.storage import StorageRef, check_study_name, open_storage, resolve_storage
-from tlbench.sweep.summary import cell_results, format_results
-from tlbench.sweep.timing import format_breakdown, time_breakdown
-from tlbench.sweep.view import ProgressView, render_line
-from tlbench.sweep.workers import STORAGE_ENV, spawn, supervisor_gone, wait
-from tlbench.tracking import check_reachable
+from tlbench.sweep.spec import (
+    SweepRequest,
+    SweepSpec,
+    check_request,
+    derive_sizes,
+    has_auto_sizes,
+    load_sweep,
+    spec_as_dict,
+    sweep_path,
+    with_overrides,
+    with_photo_folder,
+    with_sizes,
+)
+from tlbench.sweep.study import (
+    STORAGE_ENV,
+    Heartbeat,
+    StorageRef,
+    StudyContext,
+    StudyNames,
+    check_study_name,
+    close_orphan_runs,
+    open_storage,
+    open_study,
+    reap,
+    resolve_storage,
+)
+from tlbench.sweep.worker import Pareto, ParetoPoint, TuneThenFinal, format_pareto
+from tlbench.tracking import check_reachable, names
 from tlbench.tracking.runs import redact_password
 
 log = logging.getLogger(__name__)
 
+
+# --- progress ---
+# What the live view shows, computed (not drawn) from the stored trials: counts, best, ETA.
+#
+# Kept apart from the drawing (the view, below) so it is a pure function tests can check.
+@dataclass(frozen=True)
+class PhaseCounts:
+    name: str  # tune | final | pareto
+    planned: int
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0  # counted failures (diverged, collapsed, impossible configuration)
+    collapsed: int = 0  # of those, trained but degenerate (at chance): a failed configuration
+    redone: int = 0  # failures that are redone: worker died, crashed, interrupted
+    running: int = 0
+    mean_s: float | None = None  # mean duration of its finished trials
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.planned - self.complete - self.pruned - self.failed)
+
+
+@dataclass(frozen=True)
+class ProgressInfo:
+    phases: tuple[PhaseCounts, ...]
+    best: dict[str, float]  # strategy -> best tuning val/acc so far
+    elapsed_s: float
+    eta_s: float | None
+
+    @property
+    def remaining(self) -> int:
+        return sum(p.remaining for p in self.phases)
+
+
+def phase_counts(name: str, planned: int, trials: Sequence[FrozenTrial]) -> PhaseCounts:
+    ran = [t for t in trials if fail_kind(t) not in NOT_RUN]
+    durations = [d for t in ran if is_counted(t) and (d := wall_seconds(t)) is not None]
+    waiting = sum(1 for t in ran if t.state == TrialState.WAITING)
+    return PhaseCounts(
+        name=name,
+        planned=max(planned, sum(1 for t in ran if is_counted(t) or t.state == TrialState.RUNNING) + waiting),
+        complete=sum(1 for t in ran if t.state == TrialState.COMPLETE),
+        pruned=sum(1 for t in ran if t.state == TrialState.PRUNED),
+        failed=sum(1 for t in ran if t.state == TrialState.FAIL and is_counted(t)),
+        collapsed=sum(1 for t in ran if fail_kind(t) == COLLAPSED),
+        redone=sum(1 for t in ran if t.state == TrialState.FAIL and not is_counted(t)),
+        running=sum(1 for t in ran if t.state == TrialState.RUNNING),
+        mean_s=sum(durations) / len(durations) if durations else None,
+    )
+
+
+def progress_info(
+    trials_by_phase: Mapping[str, Sequence[FrozenTrial]],
+    planned: Mapping[str, int],
+    *,
+    elapsed_s: float,
+    workers: int = 1,
+) -> ProgressInfo:
+    """Counts per phase, best tuning val/acc per strategy, ETA = remaining x mean duration / workers."""
+    phases = tuple(phase_counts(name, planned[name], trials_by_phase.get(name, ())) for name in planned)
+    best: dict[str, float] = {}
+    for phase in ("tune", "pareto"):
+        for t in trials_by_phase.get(phase, ()):
+            if t.state == TrialState.COMPLETE and t.values:
+                strategy = str(t.user_attrs.get(STRATEGY, "?"))
+                best[strategy] = max(best.get(strategy, 0.0), float(t.values[0]))
+    known = [p.mean_s for p in phases if p.mean_s is not None]
+    eta = None
+    if known:
+        fallback = sum(known) / len(known)
+        seconds = sum(p.remaining * (p.mean_s if p.mean_s is not None else fallback) for p in phases)
+        eta = seconds / max(1, workers)
+    return ProgressInfo(phases=phases, best=dict(sorted(best.items())), elapsed_s=elapsed_s, eta_s=eta)
+
+
+def read_trials(
+    storage: optuna.storages.BaseStorage, spec: SweepSpec, names: StudyNames
+) -> dict[str, list[FrozenTrial]]:
+    """All trials of the study, grouped by phase; studies not created yet count as empty."""
+    if spec.mode == "pareto":
+        wanted = {names.pareto: "pareto"}
+    else:
+        wanted = {names.cell(c.key): "tune" for c in expand_cells(spec)}
+        wanted[names.budget_check] = "check"
+        wanted[names.final] = "final"
+    grouped: dict[str, list[FrozenTrial]] = {}
+    for study_name, phase in wanted.items():
+        try:
+            study_id = storage.get_study_id_from_name(study_name)
+        except KeyError:
+            continue
+        grouped.setdefault(phase, []).extend(storage.get_all_trials(study_id, deepcopy=False))
+    return grouped
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+# --- view ---
+# Draw the progress: a ``rich`` live table on a terminal, plain log lines elsewhere (CI logs).
+#
+# A background thread polls its own storage connection, so the view never waits on training and the
+# training thread never waits on the view.
+
+
+def render_line(info: ProgressInfo) -> str:
+    parts = []
+    for p in info.phases:
+        if p.planned == 0:  # nothing planned in this phase (e.g. no tuning): no "tune 0/0"
+            continue
+        extra = [
+            f"{n} {label}"
+            for n, label in (
+                (p.pruned, "pruned"),
+                (p.failed - p.collapsed, "failed"),
+                (p.collapsed, "collapsed"),
+                (p.running, "running"),
+            )
+            if n
+        ]
+        parts.append(
+            f"{p.name} {p.complete + p.pruned + p.failed}/{p.planned}"
+            + (f" ({', '.join(extra)})" if extra else "")
+        )
+    best = ", ".join(f"{k} {v:.3f}" for k, v in info.best.items())
+    line = (
+        " | ".join(parts) + f" | elapsed {format_duration(info.elapsed_s)}, ETA {format_duration(info.eta_s)}"
+    )
+    return line + (f" | best val/acc: {best}" if best else "")
+
+
+def render_table(info: ProgressInfo, title: str) -> Group:
+    table = Table(title=title, title_justify="left")
+    for column in ("phase", "done", "pruned", "failed", "redone", "running", "remaining", "mean trial"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for p in info.phases:
+        if p.planned == 0:
+            continue
+        table.add_row(
+            p.name, f"{p.complete}/{p.planned}", str(p.pruned), str(p.failed), str(p.redone), str(p.running),
+            str(p.remaining), format_duration(p.mean_s),
+        )  # fmt: skip
+    best = Table(show_header=True, box=None)
+    best.add_column("strategy")
+    best.add_column("best val/acc", justify="right")
+    for strategy, value in info.best.items():
+        best.add_row(strategy, f"{value:.4f}")
+    footer = f"elapsed {format_duration(info.elapsed_s)}   ETA {format_duration(info.eta_s)}"
+    return Group(table, best, footer)
+
+
+@contextlib.contextmanager
+def _logs_above(live: Live) -> Iterator[None]:
+    """Route log handlers through Live's stderr proxy, so log lines scroll above the table."""
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    streams = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.setStream(sys.stderr)  # Live has replaced sys.stderr with its proxy by now
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, streams, strict=True):
+            handler.setStream(stream)
+
+
+class ProgressView:
+    """Polls ``compute()`` every ``interval`` s and shows it until stopped."""
+
+    def __init__(
+        self,
+        compute: Callable[[], ProgressInfo],
+        *,
+        title: str,
+        interval: float = 2.0,
+        live: bool | None = None,
+    ) -> None:
+        self._compute = compute
+        self._title = title
+        self._interval = interval
+        self._live = sys.stdout.isatty() if live is None else live
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tlbench-progress", daemon=True)
+        self._last_line = ""
+        self._last_print = 0.0
+
+    def _run(self) -> None:
+        if self._live:
+            with Live(console=Console(), refresh_per_second=1, transient=False) as live, _logs_above(live):
+                while not self._stop.wait(self._interval):
+                    self._safe(lambda info: live.update(render_table(info, self._title)))
+                self._safe(lambda info: live.update(render_table(info, self._title)))
+            return
+        while not self._stop.wait(self._interval):
+            self._safe(self._print_line)
+
+    def _safe(self, show: Callable[[ProgressInfo], None]) -> None:
+        try:
+            show(self._compute())
+        except Exception as exc:  # the view must never take the sweep down
+            log.debug("progress view: %s", exc)
+
+    def _print_line(self, info: ProgressInfo) -> None:
+        line = render_line(info)
+        changed = line.split(" | elapsed")[0] != self._last_line.split(" | elapsed")[0]
+        if changed or time.monotonic() - self._last_print > 60:
+            print(f"[{self._title}] {line}", flush=True)
+            self._last_line, self._last_print = line, time.monotonic()
+
+    def __enter__(self) -> ProgressView:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if not self._live:
+            self._safe(self._print_line)
+
+
+# --- timing ---
+# Where a sweep's time went: trial wall time and fit time, per phase and strategy, and the rest.
+#
+# Trial wall time runs from the claim to the ``tell`` (composition, data, model, fit, evaluation,
+# tracking); fit time is the trial's ``cost/fit_seconds``. Whatever the sweep's wall time exceeds
+# their sum is start-up and coordination.
+@dataclass(frozen=True)
+class TimeRow:
+    phase: str
+    strategy: str
+    trials: int
+    wall_s: float
+    fit_s: float
+
+
+def time_breakdown(trials_by_phase: Mapping[str, Sequence[FrozenTrial]]) -> list[TimeRow]:
+    rows: dict[tuple[str, str], list[float]] = {}
+    for phase, trials in trials_by_phase.items():
+        for t in trials:
+            if t.datetime_complete is None or fail_kind(t) in NOT_RUN:
+                continue
+            key = (phase, str(t.user_attrs.get(STRATEGY, "?")))
+            acc = rows.setdefault(key, [0, 0.0, 0.0])
+            acc[0] += 1
+            acc[1] += wall_seconds(t) or 0.0
+            acc[2] += float(t.user_attrs.get("cost_fit_seconds", 0.0))
+    return [TimeRow(p, s, int(n), wall, fit) for (p, s), (n, wall, fit) in sorted(rows.items())]
+
+
+def format_breakdown(rows: Sequence[TimeRow], *, total_s: float | None = None) -> str:
+    lines = ["where the time went (trial wall = claim to result; fit = training incl. validation):"]
+    lines.append(f"  {'phase':<7} {'strategy':<14} {'trials':>6} {'trial wall s':>12} {'fit s':>8}")
+    for r in rows:
+        lines.append(f"  {r.phase:<7} {r.strategy:<14} {r.trials:>6} {r.wall_s:>12.1f} {r.fit_s:>8.1f}")
+    wall, fit = sum(r.wall_s for r in rows), sum(r.fit_s for r in rows)
+    lines.append(f"  {'all':<22} {sum(r.trials for r in rows):>6} {wall:>12.1f} {fit:>8.1f}")
+    if total_s is not None:
+        lines.append(f"  this command's wall time {total_s:.1f} s (start-up and coordination: the rest)")
+    return "\n".join(lines)
+
+
+# --- summary ---
+# The end-of-sweep table: per cell, the tuning budget used, the chosen configuration, final test accuracy.
+@dataclass(frozen=True)
+class CellResult:
+    cell: str
+    counted: int  # tuning trials that count toward the budget
+    budget: int  # the cell's tuning budget (0: not tuned, e.g. as_is)
+    collapsed: int  # tuning and final trials at chance: failed configurations, never selected
+    best_trial: int | None
+    best_val: float | None
+    best_params: dict[str, object]
+    final_test: tuple[float, ...]  # test/acc of the final runs that did not collapse (the reported numbers)
+    tuned_in: str | None = None  # budget.tune_at: the cell whose tuning chose this configuration
+
+    @property
+    def test_mean(self) -> float | None:
+        return statistics.fmean(self.final_test) if self.final_test else None
+
+    @property
+    def test_std(self) -> float | None:
+        return statistics.stdev(self.final_test) if len(self.final_test) > 1 else None
+
+
+def cell_results(
+    tune_trials: Mapping[str, Sequence[FrozenTrial]],
+    final_trials: Sequence[FrozenTrial],
+    *,
+    budgets: Mapping[str, int],
+    sources: Mapping[str, str] | None = None,
+) -> list[CellResult]:
+    """``tune_trials``: cell key -> the trials of its study; ``budgets``: cell key -> its tuning budget;
+    ``sources``: cell key -> the cell whose tuning chose its configuration (``budget.tune_at``)."""
+    results = []
+    for cell, trials in tune_trials.items():
+        source = (sources or {}).get(cell, cell)
+        best = best_trial(tune_trials.get(source, trials))
+        finals = [
+            float(t.user_attrs["test_acc"])
+            for t in final_trials
+            if t.user_attrs.get(CELL) == cell
+            and is_counted(t)
+            and fail_kind(t) != COLLAPSED  # a failure, counted below, never a number (as in the report)
+            and "test_acc" in t.user_attrs
+        ]
+        results.append(
+            CellResult(
+                cell=cell,
+                counted=sum(1 for t in trials if is_counted(t)),
+                budget=budgets[cell],
+                collapsed=sum(
+                    1
+                    for t in [*trials, *(f for f in final_trials if f.user_attrs.get(CELL) == cell)]
+                    if fail_kind(t) == COLLAPSED
+                ),
+                best_trial=best.number if best else None,
+                best_val=float(best.value) if best and best.value is not None else None,
+                best_params=dict(best.params) if best else {},
+                final_test=tuple(finals),
+                tuned_in=source if source != cell else None,
+            )
+        )
+    return results
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def format_results(results: Sequence[CellResult]) -> str:
+    width = max((len(r.cell) for r in results), default=4)
+    lines = [f"{'cell':<{width}}  tuned  best val/acc  final test/acc (mean ± sd, n)  chosen"]
+    for r in results:
+        val = f"{r.best_val:.4f} (#{r.best_trial})" if r.best_val is not None else "—"
+        test = "—"
+        if r.test_mean is not None:
+            sd = f" ± {r.test_std:.4f}" if r.test_std is not None else ""
+            test = f"{r.test_mean:.4f}{sd}, n={len(r.final_test)}"
+        chosen = ", ".join(f"{k}={_fmt(v)}" for k, v in r.best_params.items())
+        if r.tuned_in:
+            chosen += f"  (tuned at {r.tuned_in})"
+        if r.collapsed:
+            chosen += f"  ({r.collapsed} collapsed: failed, never selected)"
+        tuned = f"{r.counted}/{r.budget:<3}" if r.budget else "—    "
+        lines.append(f"{r.cell:<{width}}  {tuned}  {val:<12}  {test:<30}  {chosen}")
+    return "\n".join(lines)
+
+
+# --- workers ---
+# Local worker processes: spawn N copies of the sweep command, forward Ctrl-C once, wait.
+#
+# Each worker is ``python -m tlbench.cli sweep … --worker`` (an argument list, no shell), in its own
+# session so that a terminal's Ctrl-C reaches only the supervisor, which then sends exactly one SIGINT
+# to each worker: a second one could interrupt a worker while it records its trial. The storage URL
+# travels in the environment, not on the command line, where ``ps`` would show its password. A
+# worker whose supervisor disappears (``kill -9``) finishes its current trial and stops.
+SUPERVISOR_ENV = "TLBENCH_SWEEP_SUPERVISOR"  # the supervisor's pid, so a worker notices it is orphaned
+
+
+def worker_command(
+    sweep: str, study: str, workers: int, index: int, *, threads: int, extra: Sequence[str] = ()
+) -> list[str]:
+    """A local worker's command line; ``threads``: the supervisor's plan (every worker the same);
+    ``extra``: the supervisor's --data/--class-map/overrides."""
+    return [
+        sys.executable, "-m", "tlbench.cli", "sweep", "--sweep", sweep, "--study", study,
+        "--workers", str(workers), "--worker-index", str(index), "--threads", str(threads), "--worker",
+        *extra,
+    ]  # fmt: skip
+
+
+def spawn(
+    sweep: str,
+    study: str,
+    workers: int,
+    *,
+    storage: str | None,
+    threads: int,
+    log_dir: Path,
+    extra: Sequence[str] = (),
+) -> list[subprocess.Popen[bytes]]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+    if storage:
+        env[STORAGE_ENV] = storage
+    procs = []
+    for index in range(workers):
+        with (log_dir / f"worker-{index}.log").open("ab") as out:
+            procs.append(
+                subprocess.Popen(
+                    worker_command(sweep, study, workers, index, threads=threads, extra=extra),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
+            )
+    return procs
+
+
+def wait(procs: Sequence[subprocess.Popen[bytes]], *, poll_s: float = 0.5) -> list[int]:
+    """Wait for every worker; Ctrl-C stops them cleanly (see :func:`stop`) and is then re-raised."""
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        stop(procs)
+        raise
+    return [int(p.returncode) for p in procs]
+
+
+def stop(procs: Sequence[subprocess.Popen[bytes]], *, grace_s: float = 60.0) -> None:
+    """SIGINT once (trials end recorded as interrupted), then SIGTERM, then SIGKILL."""
+    for sig, patience in ((signal.SIGINT, grace_s), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        alive = [p for p in procs if p.poll() is None]
+        if not alive:
+            return
+        for proc in alive:
+            proc.send_signal(sig)
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline and any(p.poll() is None for p in alive):
+            try:
+                time.sleep(0.2)
+            except KeyboardInterrupt:
+                log.warning("still stopping the workers (waiting for them to record their trials)")
+
+
+def supervisor_gone() -> bool:
+    """In a worker: the supervisor that spawned it has died (the worker was re-parented)."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    return bool(supervisor) and str(os.getppid()) != supervisor
+
+
+# --- session ---
+# One sweep command on one process: open the study, work on it (or supervise workers), close it.
+#
+# Closing is where the MLflow parent run's state is decided: FINISHED once the study is complete;
+# otherwise, if no other worker is still alive, KILLED with ``status=interrupted`` (a later
+# ``make sweep`` resumes the study and sets it back to RUNNING); otherwise left to the last worker out.
+Loop = TuneThenFinal | Pareto
+
+
+@dataclass
+class SweepOutcome:
+    study: str
+    complete: bool
+    interrupted: bool
+    parent_run_id: str
+    progress: ProgressInfo
+    pareto: list[ParetoPoint] = field(default_factory=list)
+
+
+def parent_params(spec: SweepSpec, ref: StorageRef) -> dict[str, Any]:
+    """The parent run's params: a summary of the sweep definition (the full one is ``sweep.yaml``)."""
+    plain = spec_as_dict(spec)
+    return {
+        "sweep": spec.name,
+        "mode": spec.mode,
+        "description": spec.description[:500],
+        "base": " ".join(spec.base),
+        "factors": json.dumps(plain["factors"]),
+        "search": json.dumps(plain["search"]),
+        "search_where": json.dumps(plain["search_where"]),
+        "n_cells": len(expand_cells(spec)),
+        "trials_per_cell": spec.budget.trials_per_cell,
+        "final_seeds": ",".join(str(s) for s in spec.final_seeds),
+        "tune_seed": spec.tune_seed,
+        "sampler": json.dumps(plain["sampler"]),
+        "pruner": json.dumps(plain["pruner"]),
+        "storage": ref.display,
+    }
+
+
+def open_for_command(
+    spec: SweepSpec, study: str, ref: StorageRef, *, tracking_uri: str | None
+) -> StudyContext:
+    ctx = open_study(spec, study, ref, tracking_uri=tracking_uri, params=parent_params(spec, ref))
+    ctx.runs.set_state(ctx.parent_run_id, "RUNNING", tags={names.STATUS: names.RUNNING})
+    return ctx
+
+
+def make_loop(ctx: StudyContext, *, offset: int = 0, workers: int = 1) -> Loop:
+    if ctx.spec.mode == "pareto":
+        return Pareto(ctx, workers=workers)
+    return TuneThenFinal(ctx, offset=offset, workers=workers)
+
+
+def current_progress(ctx: StudyContext, *, started: float, workers: int) -> ProgressInfo:
+    trials = read_trials(ctx.storage, ctx.spec, ctx.names)
+    return progress_info(trials, ctx.plan.phases, elapsed_s=time.monotonic() - started, workers=workers)
+
+
+def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def work(ctx: StudyContext, *, offset: int = 0, workers: int = 1, stop_when: Any = None) -> bool:
+    """Run the worker loop here until the study has no work left; returns True if interrupted."""
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)  # `kill` stops cleanly too
+    loop = make_loop(ctx, offset=offset, workers=workers)
+    gc.collect()
+    gc.freeze()  # the long-lived imports and clients: the per-trial collection then skips them
+    try:
+        with Heartbeat(ctx.beat):
+            loop.run(should_stop=stop_when or (lambda: False))
+        return False
+    except KeyboardInterrupt:
+        return True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def close(ctx: StudyContext, *, interrupted: bool, started: float, workers: int) -> SweepOutcome:
+    """Reap, end orphaned runs, decide the parent run's state, and say where the study stands."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # recording the end must not be cut short
+    try:
+        loop = make_loop(ctx)
+        reap(ctx, loop.study_names)
+        close_orphan_runs(ctx)
+        complete = loop.complete()
+        if isinstance(loop, TuneThenFinal):
+            loop.publish_race()  # the race as it stands, also when interrupted
+        ctx.beat("exited")  # before looking at the others: the last worker out always closes the run
+        points: list[ParetoPoint] = []
+        if complete:
+            if isinstance(loop, Pareto):
+                points = loop.publish()
+            ctx.runs.set_state(ctx.parent_run_id, "FINISHED", tags={names.STATUS: names.COMPLETED})
+        elif not ctx.other_live_workers():
+            ctx.runs.set_state(ctx.parent_run_id, "KILLED", tags={names.STATUS: names.INTERRUPTED})
+        else:
+            log.info(
+                "other workers are still on study '%s'; the last one out closes its parent run",
+                ctx.names.study,
+            )
+        return SweepOutcome(
+            study=ctx.names.study,
+            complete=complete,
+            interrupted=interrupted,
+            parent_run_id=ctx.parent_run_id,
+            progress=current_progress(ctx, started=started, workers=workers),
+            pareto=points,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def log_dir(study: str) -> Path:
+    return Path(".tlbench") / "logs" / study
+
+
+# --- run ---
+# The sweep's one entry point: :func:`run_sweep`, from a parsed command line to a finished study.
+#
+# Definition (the file plus the command line) -> check against the config tree -> the study's plan
+# (each cell composed once) and threads x workers from the free cores -> open the study and its
+# parent run -> work here or supervise worker processes, with a live progress view -> close, print
+# where the study stands -> on a complete study, the report and the exported winner.
 # Per-epoch and per-trial INFO lines from the training stack would drown the progress view.
 _QUIET = ("tlbench.models", "tlbench.run", "tlbench.training", "tlbench.data", "tlbench.cost", "optuna")
+
+
+def load_spec(request: SweepRequest, *, announce: bool = True) -> SweepSpec:
+    """The sweep file plus the command line: overrides, the photo folder and class map, data sizes."""
+    spec = with_overrides(load_sweep(request.sweep_name), request.overrides)
+    if request.data:
+        root = Path(request.data).expanduser().resolve()
+        spec = with_photo_folder(spec, str(root), request.class_map)
+    if has_auto_sizes(spec):
+        counts = data_counts(spec)  # decodes the data: only when sizes depend on it
+        smallest, where = min(counts.pool_per_class), counts.where
+        sizes = derive_sizes(smallest)
+        spec = with_sizes(spec, sizes)
+        if announce:
+            shown = ", ".join("all" if n is None else str(n) for n in sizes)
+            print(f"data sizes: {shown} per class (the smallest class of {where} has {smallest} "
+                  "training images)", flush=True)  # fmt: skip
+    return spec
 
 
 def run_sweep(request: SweepRequest) -> int:
@@ -127,7 +744,7 @@ def _screen(ctx: StudyContext, *, progress: Callable[[str], None]) -> None:
 
 
 class Eta:
-    """Logs the live ETA with its time (at most every ``every_s``), for :func:`estimate.eta_errors`."""
+    """Logs the live ETA with its time (at most every ``every_s``), for :func:`plan.eta_errors`."""
 
     def __init__(self, path: Path, *, every_s: float = 30.0) -> None:
         self.path = path

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from tlbench.sweep.meta import StudyContext
 from tlbench.sweep.spec import SIZE_FACTOR, SweepSpec, format_value, pick_size
+from tlbench.sweep.study import StudyContext
 from tlbench.tracking import names
 from tlbench.tracking.names import STUDY_TAG
 

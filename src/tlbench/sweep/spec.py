@@ -1,21 +1,33 @@
-"""The typed sweep definition (``sweeps/<name>.yaml``) and its structural validation.
+"""The sweep file (``sweeps/<name>.yaml``): its schema, the typed spec, loading, validation and errors.
 
-A sweep file is parsed once, up front, into frozen dataclasses: unknown keys and wrong types
-(:mod:`tlbench.sweep.schema`), bad ranges, empty factor lists and impossible combinations fail with
-one actionable line, before any study is created. Whether factor and search paths exist in the
-run config is checked separately, by composing configs (:mod:`tlbench.sweep.check`), because only
-Hydra knows the config tree.
+Also what the command line adds to it (overrides, a photo folder, data sizes): a :class:`SweepRequest`
+becomes one :class:`SweepSpec` before any study is created.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from tlbench.errors import ConfigError
+import yaml
 
+from tlbench.config.compose import typed_mapping
+from tlbench.errors import ConfigError
+from tlbench.packaged import packaged_dir
+from tlbench.strategies import STRATEGIES
+
+# --- spec ---
+# The typed sweep definition (``sweeps/<name>.yaml``) and its structural validation.
+#
+# A sweep file is parsed once, up front, into frozen dataclasses: unknown keys and wrong types
+# (the schema, below), bad ranges, empty factor lists and impossible combinations fail with
+# one actionable line, before any study is created. Whether factor and search paths exist in the
+# run config is checked separately, by composing configs (plan.check_against_config), because only
+# Hydra knows the config tree.
 MODES = ("tune_then_final", "pareto")
 SIZE_FACTOR = "data.n_per_class"  # the data size: what racing pairs arms within, what a check picks
 AUTO_SIZES = "auto"  # data.n_per_class: [auto]: sizes derived from the data at run time (photos.yaml)
@@ -98,7 +110,7 @@ class SamplerSpec:
 @dataclass(frozen=True)
 class PrunerSpec:
     name: str = "none"
-    min_resource: int = 1  # first rung: epochs, or 1/val_checks of a step budget (see sweep.pruning)
+    min_resource: int = 1  # first rung: epochs, or 1/val_checks of a step budget (see OptunaPruning)
     reduction_factor: int = 3
     n_warmup_steps: int = 1  # median
 
@@ -200,6 +212,10 @@ def parse_condition(name: str, text: Any, factors: Mapping[str, tuple[Scalar, ..
     return Condition(text=text, items=tuple(items))
 
 
+def override(path: str, value: Scalar) -> str:
+    return f"{path}={format_value(value)}"
+
+
 def format_value(value: Scalar) -> str:
     """A value as Hydra reads it back unchanged (and as it appears in cell keys)."""
     if value is None:
@@ -224,7 +240,7 @@ def _same_number(value: Scalar, raw: str) -> bool:
 
 
 def parse_search(name: str, where: str, table: Mapping[str, Mapping[str, Any]]) -> tuple[SearchParam, ...]:
-    """Search parameters from a typed table (:class:`~tlbench.sweep.schema.SearchParamSchema` values)."""
+    """Search parameters from a typed table (:class:`SearchParamSchema` values)."""
     params = []
     for path, spec in table.items():
         spot = f"{where}.{path}"
@@ -270,3 +286,660 @@ def parse_factors(name: str, table: Mapping[str, list[Any]]) -> tuple[tuple[str,
             raise sweep_error(name, f"factor '{path}' lists a value twice: {values!r}")
         factors.append((str(path), tuple(values)))
     return tuple(factors)
+
+
+# --- schema ---
+# The typed schema of a sweep file: which keys exist and what type each value has.
+#
+# A sweep file (``sweeps/<name>.yaml``), every section optional::
+#
+#     description: one paragraph (its first sentence is what `tlbench sweep --help` lists)
+#     mode: tune_then_final           # or pareto (one multi-objective study, no finals)
+#     base: [data=digits, trainer.min_steps=100, ...]      # Hydra overrides of every trial
+#     factors: {strategy: [linear_probe, full_finetune], data.n_per_class: [5, 20, null]}  # crossed: cells
+#     where: {strategy=partial: [strategy.freeze_depth=4]} # extra overrides of the cells a condition matches
+#     search: {optimizer.lr: {low: 1.0e-4, high: 1.0e-2, log: true}}   # tuned in every cell
+#     search_where: {strategy=linear_probe: {strategy.probe.l2: {low: 1.0e-6, high: 1.0, log: true}}}
+#     budget:
+#       trials_per_cell: 3            # tuning trials per arm, the same for every arm that trains
+#       max_retries: 2                # crashes redone per cell / slot
+#       tune_at: largest              # tune one data size only (largest | smallest | a size); the
+#                                     # other sizes run their counterpart's choice
+#       check: {factor: 2, size: largest, strategies: [full_finetune]}   # after tuning: each arm's
+#                                     # choice re-run with factor x its step budget (validation only)
+#     final:
+#       seeds: [1, 2, 3]              # the first round: every arm of a data size, paired
+#       race: {cap: 8, round: 2}      # then `round` new seeds per round for undecided arms, up to
+#                                     # `cap` seeds per arm; credibly worse arms retired (sweep.race)
+#     screen: {keep: 2, score: logme} # rank the backbone factor without training first; train the top
+#                                     # `keep` (score: logme | knn_loo | knn | probe_cv)
+#     tune_seed: 0
+#     sampler: {name: qmc, seed: 0}   # tpe | random | qmc | grid | nsgaii
+#     pruner: {name: successive_halving, min_resource: 3, reduction_factor: 3}
+#     report: true                    # build the report when the study completes
+#     export: true                    # then export the winner (default: true with finals)
+#
+# The YAML mapping is merged into ``OmegaConf.structured(SweepFileSchema)``, so an unknown key or a
+# value of the wrong type fails there; this module turns OmegaConf's error into one line naming the
+# key path, what was expected, what was found and, for a misspelt key, the key that was probably
+# meant. Value rules (ranges, allowed names) and cross-field rules are checked by :func:`parse_sweep`.
+def _words(expect: str, each: str | None = None) -> dict[str, str | None]:
+    """Field metadata: how errors describe the value (``expect``) and, for a map, each of its values."""
+    return {"expect": expect, "each": each}
+
+
+RANGE = "a mapping with low and high (or choices: [...])"
+OVERRIDES = "a list of Hydra overrides like 'trainer.epochs=4'"
+
+
+@dataclass
+class SearchParamSchema:
+    low: float | None = field(default=None, metadata=_words("a number"))
+    high: float | None = field(default=None, metadata=_words("a number"))
+    log: bool = field(default=False, metadata=_words("true or false"))
+    step: Any = None  # a number, kept as written (an int stays an int: the spec is digested for resume)
+    type: str = field(default="float", metadata=_words("float or int"))
+    choices: list[Any] | None = field(default=None, metadata=_words("a non-empty list"))
+
+
+@dataclass
+class SearchTableSchema:
+    params: dict[str, SearchParamSchema] = field(
+        default_factory=dict, metadata=_words("a mapping of searched paths", RANGE)
+    )
+
+
+@dataclass
+class BudgetCheckSchema:
+    factor: int = field(default=2, metadata=_words("an integer >= 2"))
+    size: Any = "largest"  # largest | smallest | a data size (checked by the loader)
+    strategies: list[str] = field(default_factory=list, metadata=_words("a list of strategy names"))
+
+
+@dataclass
+class BudgetSchema:
+    trials_per_cell: int = field(default=1, metadata=_words("an integer >= 0"))
+    max_retries: int = field(default=2, metadata=_words("an integer >= 0"))
+    check: BudgetCheckSchema | None = field(
+        default=None, metadata=_words("a mapping like {factor: 2, size: largest}")
+    )
+    tune_at: Any = None  # largest | smallest | a data size (checked by the loader)
+
+
+@dataclass
+class RaceSchema:
+    cap: int = field(default=8, metadata=_words("an integer: the most seeds an arm gets"))
+    round: int = field(default=2, metadata=_words("an integer >= 1: seeds added per round"))
+
+
+@dataclass
+class FinalSchema:
+    seeds: list[int] = field(default_factory=list, metadata=_words("a list of integers >= 0"))
+    race: RaceSchema | None = field(default=None, metadata=_words("a mapping like {cap: 8, round: 2}"))
+
+
+@dataclass
+class SamplerSchema:
+    name: str | None = field(default=None, metadata=_words("a sampler name"))  # default: by the mode
+    seed: int = field(default=0, metadata=_words("an integer >= 0"))
+    n_startup_trials: int | None = field(default=None, metadata=_words("an integer >= 0"))
+
+
+@dataclass
+class PrunerSchema:
+    name: str = field(default="none", metadata=_words("a pruner name"))
+    min_resource: int = field(default=1, metadata=_words("an integer >= 1"))
+    reduction_factor: int = field(default=3, metadata=_words("an integer >= 2"))
+    n_warmup_steps: int = field(default=1, metadata=_words("an integer >= 0"))
+
+
+@dataclass
+class ScreenSchema:
+    keep: int = field(default=1, metadata=_words("an integer >= 1: backbones trained"))
+    score: str = field(default="logme", metadata=_words("logme, knn_loo, knn or probe_cv"))
+
+
+@dataclass
+class SweepFileSchema:
+    description: str = field(default="", metadata=_words("a string"))
+    mode: str = field(default="tune_then_final", metadata=_words("a mode name"))
+    base: list[Any] = field(default_factory=list, metadata=_words(OVERRIDES))  # each checked by the loader
+    factors: dict[str, list[Any]] = field(
+        default_factory=dict,
+        metadata=_words("a mapping of config paths to values", "a non-empty list of values"),
+    )
+    where: dict[str, list[Any] | None] = field(
+        default_factory=dict, metadata=_words("a mapping of conditions to overrides", OVERRIDES)
+    )
+    search: dict[str, SearchParamSchema] = field(
+        default_factory=dict, metadata=_words("a mapping of searched paths", RANGE)
+    )
+    # condition -> search table; each table is typed on its own (OmegaConf does not check the
+    # values of a dict of dicts of dataclasses)
+    search_where: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_words("a mapping of conditions to search tables", "a mapping of searched paths"),
+    )
+    budget: BudgetSchema = field(
+        default_factory=BudgetSchema, metadata=_words("a mapping (trials_per_cell, max_retries, ...)")
+    )
+    final: FinalSchema = field(
+        default_factory=FinalSchema,
+        metadata=_words("a mapping like {seeds: [1, 2, 3], race: {cap: 8, round: 2}}"),
+    )
+    tune_seed: int = field(default=0, metadata=_words("an integer >= 0"))
+    sampler: SamplerSchema = field(
+        default_factory=SamplerSchema, metadata=_words("a mapping like {name: tpe, seed: 0}")
+    )
+    pruner: PrunerSchema = field(
+        default_factory=PrunerSchema, metadata=_words("a mapping like {name: median}")
+    )
+    report: bool = field(default=False, metadata=_words("true or false"))
+    export: bool | None = field(default=None, metadata=_words("true or false"))
+    screen: ScreenSchema | None = field(
+        default=None, metadata=_words("a mapping like {keep: 2, score: logme}")
+    )
+
+
+# Sections left empty in YAML (``where:``) mean their default, as an absent one does.
+_EMPTY_MEANS_DEFAULT = (
+    "description", "base", "factors", "where", "search", "search_where", "budget", "final",
+    "sampler", "pruner",
+)  # fmt: skip
+
+
+def typed_sweep(data: Any, *, name: str) -> dict[str, Any]:
+    """The sweep file's mapping with every key known and every value of its declared type."""
+    if not isinstance(data, Mapping):
+        raise sweep_error(name, f"the sweep file must be a mapping of sections, got {type(data).__name__}")
+    plain = {k: v for k, v in data.items() if not (v is None and k in _EMPTY_MEANS_DEFAULT)}
+    typed = _typed(SweepFileSchema, plain, name=name)
+    typed["search_where"] = {
+        cond: _search_table(table, name=name, where=f"search_where['{cond}']")
+        for cond, table in typed["search_where"].items()
+    }
+    return typed
+
+
+def _search_table(table: Any, *, name: str, where: str) -> dict[str, Any]:
+    return _typed(SearchTableSchema, {"params": table or {}}, name=name, prefix=where)["params"]
+
+
+def _typed(schema: type, data: Mapping[str, Any], *, name: str, prefix: str = "") -> dict[str, Any]:
+    try:
+        return typed_mapping(schema, data, prefix=prefix, root="the sweep file")
+    except ConfigError as exc:
+        raise sweep_error(name, str(exc)) from None
+
+
+# --- loader ---
+# Find ``sweeps/<name>.yaml``, parse it into a :class:`SweepSpec`, check the cross-field rules.
+SWEEPS_DIR_ENV = "TLBENCH_SWEEPS_DIR"
+
+
+def sweeps_dir() -> Path:
+    """``$TLBENCH_SWEEPS_DIR``, else the ``sweeps/`` shipped in the package."""
+    override = os.environ.get(SWEEPS_DIR_ENV)
+    return Path(override) if override else packaged_dir("sweeps", env=SWEEPS_DIR_ENV)
+
+
+def sweep_path(name_or_path: str) -> Path:
+    """A sweep name (``smoke``) or a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate
+    path = sweeps_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in sweeps_dir().glob("*.yaml"))
+        raise ConfigError(f"no sweep '{name_or_path}': expected {path}; known sweeps: {', '.join(known)}")
+    return path
+
+
+def load_sweep(name_or_path: str) -> SweepSpec:
+    path = sweep_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"sweep file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        return replace(parse_sweep(data or {}, name=path.stem), source=str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in {path})") from None
+
+
+def parse_sweep(data: Mapping[str, Any], *, name: str) -> SweepSpec:
+    """A validated :class:`SweepSpec` from the YAML mapping (paths are checked by :mod:`tlbench.sweep.plan`).
+
+    Keys and types come from the schema (:func:`typed_sweep`); values and combinations are checked here.
+    """
+    raw = typed_sweep(data, name=name)
+    mode = raw["mode"]
+    if mode not in MODES:
+        raise sweep_error(name, f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    factors = parse_factors(name, raw["factors"])
+    by_name = dict(factors)
+    where = tuple(
+        (parse_condition(name, cond, by_name), as_overrides(name, f"where['{cond}']", overrides))
+        for cond, overrides in raw["where"].items()
+    )
+    search_where = tuple(
+        (parse_condition(name, cond, by_name), parse_search(name, f"search_where['{cond}']", params))
+        for cond, params in raw["search_where"].items()
+    )
+    spec = SweepSpec(
+        name=name,
+        description=raw["description"],
+        mode=mode,
+        base=as_overrides(name, "base", raw["base"]),
+        factors=factors,
+        where=where,
+        search=parse_search(name, "search", raw["search"]),
+        search_where=search_where,
+        budget=_budget(name, raw["budget"], mode),
+        final_seeds=_final_seeds(name, raw["final"]["seeds"]),
+        race=_race(name, raw["final"]["race"], raw["final"]["seeds"]),
+        tune_seed=at_least(name, "tune_seed", raw["tune_seed"], 0),
+        sampler=_sampler(name, raw["sampler"], mode),
+        pruner=_pruner(name, raw["pruner"]),
+        report=raw["report"],
+        export=raw["export"],
+        screen=None if raw["screen"] is None else _screen(name, raw["screen"]),
+    )
+    _check_combinations(spec)
+    return spec
+
+
+def _budget(name: str, raw: Mapping[str, Any], mode: str) -> Budget:
+    return Budget(
+        trials_per_cell=at_least(
+            name, "budget.trials_per_cell", raw["trials_per_cell"], 1 if mode == "pareto" else 0
+        ),
+        max_retries=at_least(name, "budget.max_retries", raw["max_retries"], 0),
+        check=None if raw["check"] is None else _budget_check(name, raw["check"]),
+        tune_at=raw["tune_at"],
+    )
+
+
+def _budget_check(name: str, raw: Mapping[str, Any]) -> BudgetCheck:
+    size = raw["size"]
+    if isinstance(size, (list, dict)):
+        raise sweep_error(name, f"budget.check.size must be largest, smallest or a data size, got {size!r}")
+    return BudgetCheck(
+        factor=at_least(name, "budget.check.factor", raw["factor"], 2),
+        size=size,
+        strategies=tuple(raw["strategies"]),
+    )
+
+
+def _final_seeds(name: str, seeds: list[int]) -> tuple[int, ...]:
+    if any(s < 0 for s in seeds):
+        raise sweep_error(name, f"final.seeds must be a list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise sweep_error(name, f"final.seeds lists a seed twice: {seeds}")
+    return tuple(seeds)
+
+
+def _race(name: str, raw: Mapping[str, Any] | None, seeds: list[int]) -> Race | None:
+    if raw is None:
+        return None
+    if len(seeds) < 2:
+        raise sweep_error(
+            name, "final.race needs at least 2 final.seeds (a paired interval needs 2 seeds per arm)"
+        )
+    return Race(
+        cap=at_least(name, "final.race.cap", raw["cap"], len(seeds)),
+        round=at_least(name, "final.race.round", raw["round"], 1),
+    )
+
+
+def _screen(name: str, raw: Mapping[str, Any]) -> ScreenSpec:
+    score = raw["score"]
+    if score not in SCREEN_SCORES and score not in SCREEN_SCORES.values():
+        raise sweep_error(name, f"screen.score must be one of {', '.join(SCREEN_SCORES)}, got {score!r}")
+    return ScreenSpec(
+        keep=at_least(name, "screen.keep", raw["keep"], 1), score=SCREEN_SCORES.get(score, score)
+    )
+
+
+def _sampler(name: str, raw: Mapping[str, Any], mode: str) -> SamplerSpec:
+    sampler = raw["name"] or ("nsgaii" if mode == "pareto" else "tpe")
+    if sampler not in SAMPLERS:
+        raise sweep_error(name, f"sampler.name must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    startup = raw["n_startup_trials"]
+    return SamplerSpec(
+        name=sampler,
+        seed=at_least(name, "sampler.seed", raw["seed"], 0),
+        n_startup_trials=None if startup is None else at_least(name, "sampler.n_startup_trials", startup, 0),
+    )
+
+
+def _pruner(name: str, raw: Mapping[str, Any]) -> PrunerSpec:
+    pruner = raw["name"]
+    if pruner not in PRUNERS:
+        raise sweep_error(name, f"pruner.name must be one of {', '.join(PRUNERS)}, got {pruner!r}")
+    return PrunerSpec(
+        name=pruner,
+        min_resource=at_least(name, "pruner.min_resource", raw["min_resource"], 1),
+        reduction_factor=at_least(name, "pruner.reduction_factor", raw["reduction_factor"], 2),
+        n_warmup_steps=at_least(name, "pruner.n_warmup_steps", raw["n_warmup_steps"], 0),
+    )
+
+
+def _check_combinations(spec: SweepSpec) -> None:
+    name, factors = spec.name, spec.factor_names
+    searched = {p.path for p in spec.search} | {p.path for _, ps in spec.search_where for p in ps}
+    for path in sorted(searched & set(factors)):
+        raise sweep_error(name, f"'{path}' is both a factor and searched: cross it or tune it, not both")
+    if "seed" in searched:
+        raise sweep_error(name, "seed cannot be searched: use tune_seed, final.seeds, or seed as a factor")
+    if "seed" in factors and spec.final_seeds:
+        raise sweep_error(
+            name, "seed is a factor and final.seeds is set: finals would re-seed every cell; drop one"
+        )
+    if spec.tune_seed in spec.final_seeds:
+        raise sweep_error(
+            name,
+            f"final.seeds must not include tune_seed ({spec.tune_seed}): "
+            "the reported runs must be independent of the ones used for selection",
+        )
+    if not searched and spec.budget.trials_per_cell > 1:
+        raise sweep_error(
+            name,
+            f"nothing is searched, so the {spec.budget.trials_per_cell} trials of a cell would all run the "
+            "same configuration: set budget.trials_per_cell: 1 (add seed as a factor to replicate)",
+        )
+    if spec.budget.trials_per_cell == 0 and (searched or not spec.has_finals):
+        raise sweep_error(
+            name,
+            "budget.trials_per_cell: 0 (no tuning) needs final.seeds and nothing under search / search_where "
+            "(the finals run each cell as configured)",
+        )
+    _check_budget_check(spec)
+    _check_tune_at(spec)
+    _check_screen(spec)
+    if spec.race is not None and spec.factors and spec.factor_names == (SIZE_FACTOR,):
+        raise sweep_error(
+            spec.name, f"final.race races the arms of each data size, but {SIZE_FACTOR} is the only factor: "
+            "each size has one arm; remove final.race"
+        )  # fmt: skip
+    if spec.export and not spec.has_finals:
+        raise sweep_error(
+            spec.name,
+            "export: true needs final runs to choose the winner from (mode tune_then_final, final.seeds)",
+        )
+    if spec.mode == "pareto":
+        if spec.final_seeds:
+            raise sweep_error(name, "mode: pareto has no final phase: remove final.seeds")
+        if spec.pruner.name != "none":
+            raise sweep_error(
+                name, "mode: pareto cannot prune (Optuna has no multi-objective pruning): pruner: none"
+            )
+    elif spec.sampler.name == "nsgaii":
+        raise sweep_error(name, "sampler nsgaii is multi-objective: use it with mode: pareto")
+    if spec.sampler.name == "grid":
+        _check_grid(spec)
+
+
+def _check_size(spec: SweepSpec, key: str, value: Any) -> None:
+    """``value`` names one of the data sizes: largest, smallest, or one of the factor's values."""
+    sizes = dict(spec.factors).get(SIZE_FACTOR)
+    if sizes is None:
+        raise sweep_error(
+            spec.name, f"{key} names a data size, but {SIZE_FACTOR} is not a factor of this sweep"
+        )
+    if isinstance(value, str) and value in SIZE_WORDS:
+        return
+    concrete = sizes != (AUTO_SIZES,)
+    if (
+        concrete
+        and not isinstance(value, (list, dict))
+        and any(format_value(v) == format_value(value) for v in sizes)
+    ):
+        return
+    known = f" or one of {', '.join(format_value(v) for v in sizes)}" if concrete else ""
+    raise sweep_error(
+        spec.name,
+        f"{key} must be largest, smallest{known} (the {SIZE_FACTOR} factor's values), got {value!r}",
+    )
+
+
+def _check_tune_at(spec: SweepSpec) -> None:
+    tune_at = spec.budget.tune_at
+    if tune_at is None:
+        return
+    if spec.mode != "tune_then_final" or not spec.has_finals or spec.budget.trials_per_cell == 0:
+        raise sweep_error(
+            spec.name,
+            "budget.tune_at carries one data size's tuning to the others' finals: it needs tuning "
+            "(budget.trials_per_cell >= 1) and final.seeds",
+        )
+    _check_size(spec, "budget.tune_at", tune_at)
+    check = spec.budget.check
+    if check is not None and format_value(check.size) != format_value(tune_at):
+        raise sweep_error(
+            spec.name,
+            f"budget.check.size ({check.size}) must be budget.tune_at ({tune_at}): only the tuned size "
+            "has tuning runs to check",
+        )
+
+
+def _check_budget_check(spec: SweepSpec) -> None:
+    check = spec.budget.check
+    if check is None:
+        return
+    if not spec.has_finals or spec.budget.trials_per_cell == 0:
+        raise sweep_error(
+            spec.name,
+            "budget.check re-runs each arm's tuned configuration before its finals: it needs tuning "
+            "(budget.trials_per_cell >= 1) and final.seeds; remove budget.check otherwise",
+        )
+    factors = dict(spec.factors)
+    known = factors.get("strategy") or tuple(STRATEGIES)
+    for name in check.strategies:
+        if name not in known:
+            raise sweep_error(
+                spec.name, f"budget.check.strategies names '{name}', which is not among the sweep's "
+                f"strategies ({', '.join(str(k) for k in known)})"
+            )  # fmt: skip
+    if dict(spec.factors).get(SIZE_FACTOR) is not None:
+        _check_size(spec, "budget.check.size", check.size)
+    elif check.size not in SIZE_WORDS:
+        raise sweep_error(
+            spec.name,
+            f"budget.check.size must be largest or smallest (the one data size), got {check.size!r}",
+        )
+
+
+def _check_screen(spec: SweepSpec) -> None:
+    if spec.screen is None:
+        return
+    backbones = dict(spec.factors).get("backbone")
+    if backbones is None:
+        raise sweep_error(
+            spec.name, "screen chooses among the backbone factor's values, but this sweep has no 'backbone' "
+            "factor: list backbone: [efficientnet_lite0, ...] under factors, or remove screen"
+        )  # fmt: skip
+    if spec.screen.keep > len(backbones):
+        raise sweep_error(
+            spec.name, f"screen.keep ({spec.screen.keep}) is larger than the {len(backbones)} backbones "
+            "of the backbone factor: keep fewer, or list more backbones"
+        )  # fmt: skip
+    if spec.mode != "tune_then_final":
+        raise sweep_error(
+            spec.name, "screen is a phase of a tune-then-final study: remove it from a pareto sweep"
+        )
+
+
+def _check_grid(spec: SweepSpec) -> None:
+    if spec.search_where or any(p.choices is None for p in spec.search):
+        raise sweep_error(
+            spec.name, "sampler grid needs every search parameter as choices: [...] and no search_where"
+        )
+    points = 1
+    for param in spec.search:
+        points *= len(param.choices or ())
+    if spec.mode == "tune_then_final" and spec.budget.trials_per_cell > points:
+        raise sweep_error(
+            spec.name,
+            f"budget.trials_per_cell={spec.budget.trials_per_cell} exceeds the grid's {points} points",
+        )
+
+
+def spec_as_dict(spec: SweepSpec) -> dict[str, Any]:
+    """The resolved definition as plain data (logged as ``sweep.yaml`` and digested for resume)."""
+    plain = asdict(spec)
+    plain["factors"] = {k: list(v) for k, v in spec.factors}
+    plain["where"] = {c.text: list(o) for c, o in spec.where}
+    plain["search"] = {p.path: _param_dict(p) for p in spec.search}
+    plain["search_where"] = {c.text: {p.path: _param_dict(p) for p in ps} for c, ps in spec.search_where}
+    plain["base"] = list(spec.base)
+    plain["overrides"] = list(spec.overrides)
+    plain["final_seeds"] = list(spec.final_seeds)
+    return plain
+
+
+def _param_dict(param: Any) -> dict[str, Any]:
+    out = {k: v for k, v in asdict(param).items() if k != "path" and v not in (None, False)}
+    if "choices" in out:
+        out["choices"] = list(out["choices"])
+    return out
+
+
+# --- overrides ---
+# What the command line adds to a sweep file: Hydra overrides, a photo folder, a class map, data sizes.
+#
+# All of it becomes part of the :class:`SweepSpec` (``overrides``, factors, ``where``) before the sweep
+# is checked, so it is validated like the file, recorded with the study (``sweep.yaml`` and the
+# definition digest) and refused, like any other change, when a resumed study was started without it.
+SIZE_LADDER = (5, 20, 80, 320, 1280, 5120)  # about x4 apart: a few sizes, not a grid
+
+
+def with_overrides(spec: SweepSpec, overrides: tuple[str, ...]) -> SweepSpec:
+    """``spec`` with command-line Hydra overrides appended to its base (factors still win)."""
+    if not overrides:
+        return spec
+    searched = {p.path for p in spec.search} | {p.path for _, ps in spec.search_where for p in ps}
+    for text in overrides:
+        key, sep, _ = text.partition("=")
+        key = key.lstrip("+~")
+        if not sep or not key:
+            raise sweep_error(spec.name, f"command-line override {text!r} must look like key=value")
+        if key in spec.factor_names:
+            raise sweep_error(
+                spec.name, f"command-line override {text!r} sets '{key}', a factor of this sweep: "
+                "its values come from the sweep file (edit factors there, or use another sweep)"
+            )  # fmt: skip
+        if key in searched:
+            raise sweep_error(
+                spec.name, f"command-line override {text!r} sets '{key}', which this sweep tunes"
+            )
+    return replace(spec, overrides=spec.overrides + tuple(overrides))
+
+
+def with_photo_folder(spec: SweepSpec, root: str, class_map: str | None) -> SweepSpec:
+    """The photo protocol on a user's folder: ``data.root``, and ``as_is`` when a class map is given."""
+    spec = with_overrides(spec, (override("data.root", root),))
+    if class_map is None:
+        return spec
+    factors = dict(spec.factors)
+    strategies = factors.get("strategy")
+    if strategies is None:
+        raise sweep_error(spec.name, "a class map needs a sweep with a 'strategy' factor (as_is joins it)")
+    if "as_is" not in strategies:
+        factors["strategy"] = (*strategies, "as_is")
+    condition = parse_condition(spec.name, "strategy=as_is", factors)
+    where = (*spec.where, (condition, (f"strategy.class_map={class_map}",)))
+    return replace(spec, factors=tuple(factors.items()), where=where)
+
+
+def derive_sizes(smallest_class: int) -> tuple[Scalar, ...]:
+    """A few data sizes from 5 per class up to all of the smallest class (``None`` = all).
+
+    Each ladder step is kept while it is at most half the smallest class, so the last step before
+    "all" differs from it by at least a factor of two.
+    """
+    if smallest_class < 1:
+        raise ValueError(f"smallest_class must be >= 1, got {smallest_class=}")
+    sizes: list[Scalar] = [n for n in SIZE_LADDER if 2 * n <= smallest_class]
+    return (*sizes, None)
+
+
+def has_auto_sizes(spec: SweepSpec) -> bool:
+    return dict(spec.factors).get(SIZE_FACTOR) == (AUTO_SIZES,)
+
+
+def with_sizes(spec: SweepSpec, sizes: tuple[Scalar, ...]) -> SweepSpec:
+    """Replace the ``[auto]`` data-size factor by concrete sizes."""
+    factors = tuple((k, sizes if k == SIZE_FACTOR else v) for k, v in spec.factors)
+    return replace(spec, factors=factors)
+
+
+# --- request ---
+# What the sweep command was asked, and the sweep definition it names (imports no torch).
+#
+# A missing data folder or sweep file, or a bad sweep file, is reported from here, before torch and
+# the training stack are imported (a second, not the 20 s a first import of torch takes).
+PHOTO_SWEEP = "photos"  # the protocol --data runs
+DEFAULT_SWEEP = "default"
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """A parsed ``tlbench sweep`` command line."""
+
+    sweep: str | None = None  # a name in sweeps/ or a YAML path (None: photos with data, else default)
+    data: str | None = None  # a photo folder: the photo protocol on it
+    class_map: str | None = None
+    overrides: tuple[str, ...] = ()
+    study: str | None = None
+    workers: int | None = 1  # None: --workers auto (cost.threads.auto_workers, decided by run_sweep)
+    storage: str | None = None
+    worker: bool = False  # a worker process spawned by a supervisor
+    worker_index: int = 0
+    threads: int | None = None  # a spawned worker: the torch threads its supervisor planned
+
+    @property
+    def sweep_name(self) -> str:
+        return self.sweep or (PHOTO_SWEEP if self.data else DEFAULT_SWEEP)
+
+    def forwarded(self) -> list[str]:
+        """What a spawned worker needs to rebuild the same definition."""
+        out = ["--data", self.data] if self.data else []
+        out += ["--class-map", self.class_map] if self.class_map else []
+        return [*out, *self.overrides]
+
+
+def check_request(request: SweepRequest) -> None:
+    """Every mistake that needs no config composition and no torch: one line each, at once."""
+    if request.workers is not None and request.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {request.workers}")
+    if request.class_map and not request.data:
+        raise ConfigError("--class-map goes with --data FOLDER (it maps that folder's classes)")
+    if request.data is not None and not Path(request.data).expanduser().is_dir():
+        raise ConfigError(f"--data {request.data}: no such folder (give a folder of class sub-folders)")
+    spec = load_sweep(request.sweep_name)  # a missing or bad sweep file: one line, naming the file
+    given = request.data or any(o.startswith("data.root=") for o in request.overrides)
+    if needs_folder(spec) and not given:
+        what = "the photo protocol" if spec.name == PHOTO_SWEEP else f"sweep '{spec.name}'"
+        raise ConfigError(
+            f"{what} trains on your photos and needs their folder: make sweep SWEEP={spec.name} "
+            "DATA=path/to/folder (tlbench sweep --data PATH)"
+        )
+
+
+def needs_folder(spec: SweepSpec) -> bool:
+    """An image-folder sweep whose file leaves the folder to the command line (--data)."""
+    return "data=imagefolder" in spec.base and not any(o.startswith("data.root=") for o in spec.base)
+
+
+def shipped_sweeps() -> list[tuple[str, str]]:
+    """(name, first sentence of its description) of every sweep in the sweeps folder, for ``--help``."""
+    out = []
+    for path in sorted(sweeps_dir().glob("*.yaml")):
+        try:
+            text = str((yaml.safe_load(path.read_text()) or {}).get("description") or "")
+        except yaml.YAMLError:
+            text = "(not valid YAML)"
+        first = " ".join(text.split()).split(". ")[0].rstrip(".")
+        out.append((path.stem, first if len(first) <= 100 else first[:99] + "…"))
+    return out

@@ -1,12 +1,5 @@
-"""One worker's loop over a tune-then-final study: claim the next piece of work until none is left.
-
-Work, in order of preference: a tuning trial for a cell below its budget; a budget check (a tuned
-arm's chosen configuration re-run with a multiple of its step budget, ``budget.check``) for a cell
-whose tuning is done; a final run (the cell's best tuning configuration on one of ``final.seeds``).
-Several workers (processes, machines) run this loop on one storage; they coordinate only through it:
-claims are optimistic and resolved by trial number (:mod:`tlbench.sweep.protocol`). A worker with
-nothing to claim waits while other live workers still run trials, since those may fail and need
-redoing, or finish a cell whose finals it can then run.
+"""One worker: claims work from the study and runs it, one trial at a time (tune, check, final, race or
+Pareto), with the samplers and pruners it searches with.
 """
 
 from __future__ import annotations
@@ -15,36 +8,445 @@ import hashlib
 import json
 import logging
 import time
+import warnings
+import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
+import optuna
+from lightning.pytorch.callbacks import Callback
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from tlbench.sweep import protocol as P
-from tlbench.sweep.cells import (
+from tlbench.config import RunConfig, load_config
+from tlbench.errors import TlbenchError, TrackingError, TrialPruned
+from tlbench.run import train
+from tlbench.sweep.plan import (
+    CELL,
+    COLLAPSED,
+    CONFIG,
+    FAIL_KIND,
+    FAIL_REASON,
+    PLANNED_TRIALS,
+    ROLE,
+    RUN_ID,
+    SEED,
+    SLOT,
+    STATUS,
+    STRATEGY,
+    TUNED_FROM,
+    UNTUNED,
     Cell,
+    CellStatus,
+    Slot,
+    best_trial,
     cell_by_key,
+    cell_from_params,
     cell_overrides,
     cell_search,
-    override,
+    cell_status,
+    claim_within_budget,
+    distribution,
+    doubled_budget,
+    expand_cells,
+    final_slot,
+    first_claim,
+    grid_space,
+    is_counted,
+    param_overrides,
+    planned_on_graph,
+    run_label,
+    run_name,
+    slot_given_up,
+    slot_needs_trial,
+    slot_trials,
+    suggest,
+    suggest_factors,
     tuning_budget,
     tuning_cell,
 )
-from tlbench.sweep.liveness import WORKER_ATTR
-from tlbench.sweep.meta import StudyContext
-from tlbench.sweep.plan import PLANNED_TRIALS, doubled_budget, planned_on_graph, run_label, run_name
 from tlbench.sweep.race import Arm, ArmRace, Outcome, race_document, race_seeds, run_race
-from tlbench.sweep.reaper import reap
-from tlbench.sweep.samplers import make_pruner, make_sampler
-from tlbench.sweep.space import param_overrides, suggest
-from tlbench.sweep.spec import SIZE_FACTOR
-from tlbench.sweep.trial import COST, STANDALONE_COST, TrialPlan, attr_name, close_unrun, run_trial
+from tlbench.sweep.spec import SIZE_FACTOR, PrunerSpec, SamplerSpec, SearchParam, override
+from tlbench.sweep.study import WORKER_ATTR, StudyContext, reap
 from tlbench.tracking import MlflowRun, names
+from tlbench.tracking.names import STUDY_TAG
+from tlbench.training.fit import release_memory
 
 log = logging.getLogger(__name__)
+
+# --- pruning ---
+# Pruning: the Lightning callback that reports validation accuracy, and the rules around the pruner.
+#
+# The decision for epoch e is taken when epoch e+1 starts, not inside validation: the epoch's record
+# (and its MLflow curve point) is complete by then, and no training work separates the two moments.
+MONITOR = names.VAL_ACC
+
+
+# Not optuna_integration.PyTorchLightningPruningCallback: it decides inside on_validation_end, before
+# the epoch's record is complete; FairPruner's protocol defers the decision to the next epoch start.
+class OptunaPruning(Callback):
+    """``trial.report(val/acc, step)`` after each validation; raise :class:`TrialPruned` when told to.
+
+    The step is the pruner's resource. With ``trainer.val_checks`` set (the step budget: epochs
+    derived per data size), it is the fraction of the fit done, in units of ``1 / val_checks``:
+    ``floor(epoch × val_checks / epochs)``, so a rung means the same share of the budget at 5 and at
+    500 images per class (a validation that does not reach the next unit is not reported). Without
+    ``val_checks`` it is the epoch.
+    """
+
+    def __init__(
+        self, trial: optuna.trial.Trial, *, monitor: str = MONITOR, val_checks: int | None = None
+    ) -> None:
+        self.trial = trial
+        self.monitor = monitor
+        self.val_checks = val_checks
+        self.last_step: int | None = None  # reported, not yet decided on
+        self.reported = 0  # the last step reported
+        self.last_epoch = 0
+
+    def step(self, epoch: int, max_epochs: int) -> int:
+        if not self.val_checks or max_epochs < 1:
+            return epoch
+        return epoch * self.val_checks // max_epochs
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        epoch = int(trainer.current_epoch) + 1
+        step = self.step(epoch, int(trainer.max_epochs or 0))
+        if step <= self.reported:
+            return
+        self.trial.report(float(value), step=step)
+        self.reported, self.last_step, self.last_epoch = step, step, epoch
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.last_step is None:  # nothing new was reported since the last decision
+            return
+        step, self.last_step = self.last_step, None
+        if self.trial.should_prune():
+            unit = f"{step}/{self.val_checks} of the budget" if self.val_checks else f"epoch {step}"
+            raise TrialPruned(f"pruned after {unit} (epoch {self.last_epoch})", epoch=self.last_epoch)
+
+
+class _CountedTrialsView:
+    """The study as the pruner should see it: without the trials that do not count.
+
+    A crashed or killed trial's intermediate values would otherwise stay in the successive-halving
+    rungs and prune the very trial that redoes its work.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [t for t in trials if t.state != TrialState.FAIL or is_counted(t)]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+class FairPruner(optuna.pruners.BasePruner):
+    """Prune as ``inner`` does, over counted trials only, and never before the cell has a completed trial.
+
+    The second rule guarantees every cell a result to confirm in the final phase: with a handful of
+    trials per cell, successive halving would otherwise be free to prune them all.
+    """
+
+    def __init__(self, inner: optuna.pruners.BasePruner) -> None:
+        self.inner = inner
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        # Always ask the inner pruner: it records this trial's rung values for later comparisons.
+        decision = bool(self.inner.prune(_CountedTrialsView(study), trial))  # type: ignore[arg-type]
+        return decision and bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+# --- samplers ---
+# Samplers and pruners from the sweep file, seeded so that a resumed study does not replay itself.
+#
+# A sampler is built afresh for every claimed trial with a seed derived from the sweep's seed, the
+# cell and the number of trials the cell's study already holds: a serial sweep is reproducible, and a
+# resumed one continues the random sequence instead of proposing trial 0's parameters again.
+def derived_seed(base: int, cell_key: str, salt: int) -> int:
+    """Stable across processes and Python versions (``hash()`` of a str is salted per process)."""
+    return (base * 1_000_003 + zlib.crc32(cell_key.encode()) + salt * 7_919) % (2**31 - 1)
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """Grid search under ask/tell: Optuna's version calls ``study.stop()`` (only valid inside
+    ``optimize``) once the grid is exhausted; here the cell's budget decides when to stop."""
+
+    def after_trial(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+SamplerFactory = Callable[[SamplerSpec, Sequence[SearchParam], int, bool], optuna.samplers.BaseSampler]
+PrunerFactory = Callable[[PrunerSpec], optuna.pruners.BasePruner]
+
+
+class _QMCSampler(optuna.samplers.QMCSampler):
+    """Every trial a point of the cell's Sobol design, the first one included.
+
+    Optuna's sampler draws a study's first trial with its independent (random) sampler and learns the
+    design's space from the first completed or pruned trial. With a sampler built afresh per trial,
+    a cell whose first trial failed (collapsed) drew the same random value again for its second: two
+    trials of one configuration. The space is known from the sweep file, so it is given here.
+    """
+
+    def __init__(self, space: dict[str, BaseDistribution], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._space = space
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return dict(self._space)
+
+
+def _qmc(
+    spec: SamplerSpec, params: Sequence[SearchParam], seed: int, multi: bool
+) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():  # "experimental since 3.0": a stable API by now, not news to users
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _QMCSampler(
+            {p.path: distribution(p) for p in params},
+            scramble=True,
+            seed=spec.seed,
+            warn_asynchronous_seeding=False,
+            warn_independent_sampling=False,
+        )
+
+
+def _tpe(
+    spec: SamplerSpec, params: Sequence[SearchParam], seed: int, multi: bool
+) -> optuna.samplers.BaseSampler:
+    startup = 10 if spec.n_startup_trials is None else spec.n_startup_trials  # Optuna's default
+    return optuna.samplers.TPESampler(
+        seed=seed, constant_liar=True, multivariate=multi, n_startup_trials=startup
+    )
+
+
+# name -> factory(spec, searched params, derived seed, multi-objective). Grid and QMC keep their
+# position in the study's storage and derive their order (grid shuffle, Sobol scramble) from the
+# sweep's seed, not the derived one: it must not change between the trials of a cell. It is also the
+# same for every cell, so all cells try the same candidate design (in their ranges).
+SAMPLERS: dict[str, SamplerFactory] = {
+    "tpe": _tpe,
+    "random": lambda spec, params, seed, multi: optuna.samplers.RandomSampler(seed=seed),
+    "qmc": _qmc,
+    "grid": lambda spec, params, seed, multi: _GridSampler(grid_space(params), seed=spec.seed),
+    "nsgaii": lambda spec, params, seed, multi: optuna.samplers.NSGAIISampler(seed=seed),
+}
+
+# name -> factory(spec); the resource is epochs, or 1/val_checks of a step budget (OptunaPruning),
+# and each cell has its own study, so rungs compare like with like. Every pruner but "none" is
+# wrapped in FairPruner.
+PRUNERS: dict[str, PrunerFactory] = {
+    "none": lambda spec: optuna.pruners.NopPruner(),
+    "successive_halving": lambda spec: FairPruner(
+        optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=spec.min_resource, reduction_factor=spec.reduction_factor
+        )
+    ),
+    "hyperband": lambda spec: FairPruner(
+        optuna.pruners.HyperbandPruner(min_resource=spec.min_resource, reduction_factor=spec.reduction_factor)
+    ),
+    "median": lambda spec: FairPruner(
+        optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=spec.n_warmup_steps)
+    ),
+}
+
+
+def make_sampler(
+    spec: SamplerSpec,
+    params: Sequence[SearchParam],
+    *,
+    cell_key: str,
+    salt: int,
+    multi_objective: bool = False,
+) -> optuna.samplers.BaseSampler:
+    """The sampler of ``spec.name`` (validated by the sweep spec against the same names)."""
+    return SAMPLERS[spec.name](spec, params, derived_seed(spec.seed, cell_key, salt), multi_objective)
+
+
+def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
+    return PRUNERS[spec.name](spec)
+
+
+# --- trial ---
+# Run one claimed Optuna trial: overrides -> composed config -> ``train`` in-process -> ``tell``.
+#
+# Every way a trial can end is recorded in Optuna with a ``fail_kind`` that decides whether it counts
+# toward its cell's budget (the protocol, in plan), and in MLflow as the trial's child run.
+# Ctrl-C and an unusable tracking store stop the sweep after the trial is recorded; anything else is
+# recorded and the sweep goes on.
+COST = names.DEVICE_HOURS
+STANDALONE_COST = names.STANDALONE_DEVICE_HOURS  # with the reused feature extraction added back
+
+
+def attr_name(metric: str) -> str:
+    """The Optuna user attribute that holds a trial's metric (``val/acc`` -> ``val_acc``)."""
+    return metric.replace("/", "_")
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    role: str  # tune | final | budget_check
+    optuna_study: str
+    cell: Cell
+    overrides: tuple[str, ...]
+    prune: bool = False
+    extra_tags: dict[str, str] = field(default_factory=dict)
+    extra_metrics: dict[str, float] = field(default_factory=dict)  # logged to the trial's run after it ends
+    objectives: tuple[str, ...] = (MONITOR,)  # pareto: (val/acc, cost/device_hours)
+    run_name: str = ""  # the child run's name (plan.run_name); default: role:cell#number
+
+
+def close_unrun(trial: optuna.Trial, kind: str, reason: str) -> None:
+    """End a claimed trial that will not train (a lost concurrent claim); it never counts."""
+    trial.set_user_attr(FAIL_KIND, kind)
+    trial.set_user_attr(FAIL_REASON, reason)
+    trial.study.tell(trial, state=TrialState.FAIL)
+
+
+def _wire(cfg: RunConfig, ctx: StudyContext, plan: TrialPlan, number: int) -> RunConfig:
+    tracking = replace(
+        cfg.tracking,
+        experiment=ctx.names.study,
+        tracking_uri=ctx.runs.tracking_uri,
+        parent_run_id=ctx.parent_run_id,
+        run_name=plan.run_name or f"{plan.role}:{plan.cell.key}#{number}",
+    )
+    return replace(cfg, tracking=tracking, tags={**cfg.tags, **trial_tags(ctx, plan, number)})
+
+
+def trial_tags(ctx: StudyContext, plan: TrialPlan, number: int) -> dict[str, str]:
+    return {
+        names.ROLE: plan.role,
+        names.TRIAL_NUMBER: str(number),
+        names.OPTUNA_STUDY: plan.optuna_study,
+        names.CELL: plan.cell.key,
+        STUDY_TAG: ctx.names.study,
+        **plan.extra_tags,
+    }
+
+
+def run_trial(ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan) -> str:
+    """Train the trial and record how it ended; returns its status (completed, pruned, failed: …)."""
+    started = time.perf_counter()
+    trial.set_user_attr("overrides", list(plan.overrides))
+    try:
+        status = _train_and_tell(ctx, trial, plan)
+    finally:
+        release_memory()  # never keep a model alive across trials
+    log.info(
+        "%s %s #%d: %s (%.0f s)",
+        plan.role,
+        plan.cell.key,
+        trial.number,
+        status,
+        time.perf_counter() - started,
+    )
+    return status
+
+
+def _train_and_tell(ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan) -> str:
+    try:
+        cfg = _wire(load_config(plan.overrides), ctx, plan, trial.number)
+        trial.set_user_attr(STRATEGY, cfg.strategy.name.value)
+        trial.set_user_attr(SEED, cfg.seed)
+        callbacks = [OptunaPruning(trial, val_checks=cfg.trainer.val_checks)] if plan.prune else []
+        result = train(cfg, callbacks=callbacks)
+    except KeyboardInterrupt:
+        _fail(ctx, trial, plan, "interrupted", "interrupted")
+        for run in ctx.runs.children_of_trial(plan.optuna_study, trial.number):
+            ctx.runs.set_state(run.run_id, "KILLED")  # stopped, not broken: it is redone on resume
+        raise
+    except TrackingError as exc:
+        _fail(ctx, trial, plan, "error", str(exc), record=False)  # nowhere to record it
+        raise
+    except TlbenchError as exc:  # an impossible configuration (e.g. freeze depth out of range): counts
+        return _fail(ctx, trial, plan, CONFIG, str(exc))
+    except (
+        Exception
+    ) as exc:  # a crash: recorded (train() marked its run FAILED), redone a bounded number of times
+        log.warning("trial %s #%d raised", plan.optuna_study, trial.number, exc_info=True)
+        first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return _fail(ctx, trial, plan, "error", f"{type(exc).__name__}: {first_line}")
+    if result.run_id:
+        trial.set_user_attr(RUN_ID, result.run_id)
+        if plan.extra_metrics:
+            MlflowRun.attach(result.run_id, tracking_uri=ctx.runs.tracking_uri).log_metrics(
+                plan.extra_metrics
+            )
+    for name in (names.VAL_ACC, names.TEST_ACC, COST, STANDALONE_COST, names.FIT_SECONDS, names.TRAIN_STEPS):
+        if name in result.metrics:
+            trial.set_user_attr(attr_name(name), result.metrics[name])
+    trial.set_user_attr(STATUS, result.status)
+    if result.status == "pruned":
+        return _tell(trial, TrialState.PRUNED, None, result.status)
+    if result.status.startswith(names.FAILED_PREFIX):  # diverged, collapsed, out of memory: its configuration
+        collapsed = result.status.startswith(names.COLLAPSED_PREFIX)
+        trial.set_user_attr(FAIL_KIND, COLLAPSED if collapsed else CONFIG)
+        trial.set_user_attr(FAIL_REASON, result.status.removeprefix(names.FAILED_PREFIX))
+        return _tell(trial, TrialState.FAIL, None, result.status)
+    values = [result.metrics.get(name) for name in plan.objectives]
+    if any(v is None for v in values):
+        missing = [n for n, v in zip(plan.objectives, values, strict=True) if v is None]
+        return _fail(ctx, trial, plan, CONFIG, f"no {', '.join(missing)} logged")
+    return _tell(trial, TrialState.COMPLETE, [float(v or 0.0) for v in values], result.status)
+
+
+def _tell(trial: optuna.Trial, state: TrialState, values: Sequence[float] | None, status: str) -> str:
+    try:
+        trial.study.tell(trial, values, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:  # another worker judged us dead (stale heartbeat)
+        log.warning("trial %d was already closed by another worker; its result is not counted", trial.number)
+    return status
+
+
+def _fail(
+    ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan, kind: str, reason: str, *, record: bool = True
+) -> str:
+    """FAIL with a reason, and a FAILED child run if train() failed before starting one."""
+    status = f"{names.FAILED_PREFIX}{reason}"
+    try:
+        trial.set_user_attr(FAIL_KIND, kind)
+        trial.set_user_attr(FAIL_REASON, reason)
+        trial.set_user_attr(STATUS, status)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return status
+    if record and kind != "interrupted" and not ctx.runs.children_of_trial(plan.optuna_study, trial.number):
+        tags: dict[str, Any] = {**trial_tags(ctx, plan, trial.number), names.STATUS: status}
+        run_id = ctx.runs.record_unrun_trial(
+            run_name=plan.run_name or f"{plan.role}:{plan.cell.key}#{trial.number}",
+            parent_run_id=ctx.parent_run_id,
+            tags=tags,
+            params={"overrides": " ".join(plan.overrides)},
+        )
+        trial.set_user_attr(RUN_ID, run_id)
+    return _tell(trial, TrialState.FAIL, None, status)
+
+
+# --- worker ---
+# One worker's loop over a tune-then-final study: claim the next piece of work until none is left.
+#
+# Work, in order of preference: a tuning trial for a cell below its budget; a budget check (a tuned
+# arm's chosen configuration re-run with a multiple of its step budget, ``budget.check``) for a cell
+# whose tuning is done; a final run (the cell's best tuning configuration on one of ``final.seeds``).
+# Several workers (processes, machines) run this loop on one storage; they coordinate only through it:
+# claims are optimistic and resolved by trial number (the protocol, in plan). A worker with
+# nothing to claim waits while other live workers still run trials, since those may fail and need
+# redoing, or finish a cell whose finals it can then run.
 Job = Callable[[], None]
 BASE_VAL_ATTR, BASE_RUN_ATTR = "base_val_acc", "base_run_id"  # a budget check's user attrs
 RACE_ROUND_ATTR = "race_round"  # a final's user attr: the racing round it belongs to
@@ -55,7 +457,7 @@ RACE_DIGEST_ATTR = "race_digest"  # meta study: digest of the race.json last wri
 class Enqueued:
     """A slot's trial, enqueued for the first worker to claim: fixed params and user attrs."""
 
-    slot: P.Slot
+    slot: Slot
     params: dict[str, Any]
     attrs: dict[str, Any] = field(default_factory=dict)
 
@@ -66,20 +468,20 @@ class FinalRun:
 
     cell_key: str
     seed: int
-    tuned_from: int  # P.UNTUNED when the cell was not tuned
+    tuned_from: int  # UNTUNED when the cell was not tuned
     params: dict[str, Any]
     race_round: int = 1
 
     @property
-    def slot(self) -> P.Slot:
-        return P.final_slot(self.cell_key, self.seed)
+    def slot(self) -> Slot:
+        return final_slot(self.cell_key, self.seed)
 
     def enqueued(self) -> Enqueued:
         attrs = {
-            P.CELL: self.cell_key,
-            P.SEED: self.seed,
-            P.ROLE: names.FINAL,
-            P.TUNED_FROM: self.tuned_from,
+            CELL: self.cell_key,
+            SEED: self.seed,
+            ROLE: names.FINAL,
+            TUNED_FROM: self.tuned_from,
             RACE_ROUND_ATTR: self.race_round,
         }
         return Enqueued(self.slot, self.params, attrs)
@@ -105,15 +507,15 @@ def _outcomes(
     out: dict[str, dict[int, Outcome]] = {cell: {} for cell in cells}
     by_slot: dict[str, list[FrozenTrial]] = {}
     for t in trials:
-        by_slot.setdefault(str(t.user_attrs.get(P.SLOT)), []).append(t)
+        by_slot.setdefault(str(t.user_attrs.get(SLOT)), []).append(t)
     for cell in cells:
         for key, mine in by_slot.items():
             if not key.startswith(f"{cell}|seed="):
                 continue
             seed = int(key.rsplit("=", 1)[1])
-            slot = P.final_slot(cell, seed)
-            counted = [t for t in mine if P.is_counted(t)]
-            done = bool(counted) or P.slot_given_up(mine, slot, max_retries=max_retries)
+            slot = final_slot(cell, seed)
+            counted = [t for t in mine if is_counted(t)]
+            done = bool(counted) or slot_given_up(mine, slot, max_retries=max_retries)
             complete = next((t for t in counted if t.state == TrialState.COMPLETE), None)
             if complete is None:
                 out[cell][seed] = Outcome(done=done)
@@ -128,13 +530,13 @@ def _outcomes(
     return out
 
 
-def slots_done(trials: Sequence[FrozenTrial], slots: Sequence[P.Slot], *, max_retries: int) -> bool:
+def slots_done(trials: Sequence[FrozenTrial], slots: Sequence[Slot], *, max_retries: int) -> bool:
     """Nothing running or waiting, and every slot counted or given up."""
     if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials):
         return False
     return all(
-        any(P.is_counted(t) for t in P.slot_trials(trials, slot))
-        or P.slot_given_up(trials, slot, max_retries=max_retries)
+        any(is_counted(t) for t in slot_trials(trials, slot))
+        or slot_given_up(trials, slot, max_retries=max_retries)
         for slot in slots
     )
 
@@ -170,8 +572,8 @@ class TuneThenFinal:
     def _trials(self, name: str) -> list[FrozenTrial]:
         return self.ctx.study(name).get_trials(deepcopy=False)
 
-    def cell_status(self, cell: Cell) -> P.CellStatus:
-        return P.cell_status(
+    def cell_status(self, cell: Cell) -> CellStatus:
+        return cell_status(
             self._trials(self.ctx.names.cell(cell.key)),
             budget=tuning_budget(self.spec, cell),
             max_retries=self.spec.budget.max_retries,
@@ -228,7 +630,7 @@ class TuneThenFinal:
             done[c.key] = sum(
                 1
                 for t in [*self._trials(self.ctx.names.cell(c.key)), *finals, *checks]
-                if P.is_counted(t) and t.user_attrs.get(P.CELL) == c.key
+                if is_counted(t) and t.user_attrs.get(CELL) == c.key
             )
         planned = planned_on_graph(plan, graph, due=due, done=done, workers=self.workers)
         return f"{PLANNED_TRIALS}={planned}"
@@ -242,10 +644,10 @@ class TuneThenFinal:
         study.pruner = make_pruner(self.spec.pruner)
         trial = study.ask()
         trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
-        if not P.claim_within_budget(self._trials(name), trial.number, tuning_budget(self.spec, cell)):
+        if not claim_within_budget(self._trials(name), trial.number, tuning_budget(self.spec, cell)):
             close_unrun(trial, "over_budget", "over budget (concurrent claim)")
             return
-        for key, value in ((P.ROLE, names.TUNE), (P.CELL, cell.key)):
+        for key, value in ((ROLE, names.TUNE), (CELL, cell.key)):
             trial.set_user_attr(key, value)
         values = suggest(trial, params)
         overrides = [
@@ -282,7 +684,7 @@ class TuneThenFinal:
         )
 
     def best(self, cell: Cell) -> FrozenTrial | None:
-        return P.best_trial(self._trials(self.ctx.names.cell(cell.key)))
+        return best_trial(self._trials(self.ctx.names.cell(cell.key)))
 
     def chosen(self, cell: Cell) -> tuple[int, dict[str, Any]] | None:
         """(tuned-from trial, params) of a cell whose tuning is done; None while it is not, or if it
@@ -291,7 +693,7 @@ class TuneThenFinal:
         if not self.cell_status(source).done:
             return None
         if tuning_budget(self.spec, source) == 0:  # not tuned: the finals run the cell as configured
-            return P.UNTUNED, {}
+            return UNTUNED, {}
         best = self.best(source)
         return None if best is None else (best.number, dict(best.params))
 
@@ -334,7 +736,7 @@ class TuneThenFinal:
             ]
             runs = []
             for r in state:
-                tuned_from, params = chosen[r.arm.cell] or (P.UNTUNED, {})
+                tuned_from, params = chosen[r.arm.cell] or (UNTUNED, {})
                 runs += [FinalRun(r.arm.cell, s, tuned_from, params, race_round=round_of[s]) for s in r.seeds]
             out.append(RaceGroup([*state, *unchosen], reached, runs))
         return out
@@ -370,8 +772,8 @@ class TuneThenFinal:
         study = self.ctx.study(name)
         trials = study.get_trials(deepcopy=False)
         for item in due:
-            if P.slot_needs_trial(trials, item.slot, max_retries=self.spec.budget.max_retries):
-                study.enqueue_trial(item.params, user_attrs={P.SLOT: item.slot.key, **item.attrs})
+            if slot_needs_trial(trials, item.slot, max_retries=self.spec.budget.max_retries):
+                study.enqueue_trial(item.params, user_attrs={SLOT: item.slot.key, **item.attrs})
 
     def _claim(self, name: str) -> Any | None:
         """Pop an enqueued slot's trial; ``None`` (closed unrun) if another worker took the slot first."""
@@ -380,7 +782,7 @@ class TuneThenFinal:
         trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
         trials = self._trials(name)
         frozen = next((t for t in trials if t.number == trial.number), None)
-        if trial.user_attrs.get(P.SLOT) is None or frozen is None or not P.first_claim(trials, frozen):
+        if trial.user_attrs.get(SLOT) is None or frozen is None or not first_claim(trials, frozen):
             close_unrun(trial, "duplicate", "slot already taken (concurrent claim)")
             return None
         return trial
@@ -390,9 +792,9 @@ class TuneThenFinal:
         trial = self._claim(name)
         if trial is None:
             return
-        cell = cell_by_key(self.cells)[str(trial.user_attrs[P.CELL])]
+        cell = cell_by_key(self.cells)[str(trial.user_attrs[CELL])]
         values = suggest(trial, cell_search(self.spec, cell))  # the enqueued (tuned) values
-        seed = int(trial.user_attrs[P.SEED])
+        seed = int(trial.user_attrs[SEED])
         overrides = [
             self.graph_hint(cell),
             *cell_overrides(self.spec, cell),
@@ -400,7 +802,7 @@ class TuneThenFinal:
             override("seed", seed),
         ]
         tags = {
-            P.TUNED_FROM: str(trial.user_attrs[P.TUNED_FROM]),
+            TUNED_FROM: str(trial.user_attrs[TUNED_FROM]),
             names.RACE_ROUND: str(trial.user_attrs.get(RACE_ROUND_ATTR, 1)),
         }
         source = tuning_cell(self.spec, cell)
@@ -424,7 +826,7 @@ class TuneThenFinal:
             return
         check = self.spec.budget.check
         assert check is not None  # there are check cells only with budget.check
-        cell = cell_by_key(self.cells)[str(trial.user_attrs[P.CELL])]
+        cell = cell_by_key(self.cells)[str(trial.user_attrs[CELL])]
         values = suggest(trial, cell_search(self.spec, cell))
         budget = doubled_budget(self.ctx.plan.facts[cell.key], values, check.factor)
         overrides = [
@@ -432,7 +834,7 @@ class TuneThenFinal:
             *cell_overrides(self.spec, cell),
             *param_overrides(values),
             *budget,
-            override("seed", int(trial.user_attrs[P.SEED])),
+            override("seed", int(trial.user_attrs[SEED])),
         ]
         base_run = str(trial.user_attrs.get(BASE_RUN_ATTR) or "")
         plan = TrialPlan(
@@ -441,7 +843,7 @@ class TuneThenFinal:
             cell=cell,
             overrides=tuple(overrides),
             extra_tags={
-                P.TUNED_FROM: str(trial.user_attrs[P.TUNED_FROM]),
+                TUNED_FROM: str(trial.user_attrs[TUNED_FROM]),
                 names.BUDGET_FACTOR: str(check.factor),
                 names.BASE_RUN_ID: base_run,
             },
@@ -469,21 +871,182 @@ class CheckRun:
             tuned_from=best.number,
             params=dict(best.params),
             base_val_acc=float(best.value or 0.0),
-            base_run_id=str(best.user_attrs.get(P.RUN_ID, "")),
+            base_run_id=str(best.user_attrs.get(RUN_ID, "")),
             seed=seed,
         )
 
     @property
-    def slot(self) -> P.Slot:
-        return P.Slot(self.cell_key, "budget_check")
+    def slot(self) -> Slot:
+        return Slot(self.cell_key, "budget_check")
 
     def enqueued(self) -> Enqueued:
         attrs = {
-            P.CELL: self.cell_key,
-            P.SEED: self.seed,
-            P.ROLE: names.BUDGET_CHECK,
-            P.TUNED_FROM: self.tuned_from,
+            CELL: self.cell_key,
+            SEED: self.seed,
+            ROLE: names.BUDGET_CHECK,
+            TUNED_FROM: self.tuned_from,
             BASE_VAL_ATTR: self.base_val_acc,
             BASE_RUN_ATTR: self.base_run_id,
         }
         return Enqueued(self.slot, self.params, attrs)
+
+
+# --- pareto ---
+# Multi-objective mode: one study over all configurations, maximise val/acc, minimise device-hours.
+#
+# Every cell (a combination of the crossed factors: an arm) gets the same number of trials,
+# ``budget.trials_per_cell``: its trials are enqueued with the cell's factor values fixed, and the
+# sampler (NSGA-II by default) chooses the searched values of each, learning from the whole study.
+# Letting the sampler choose the factors too would give the arms it likes more trials, and so more
+# chances at a good learning rate: the unfair comparison issue 19 removes. The answer is the Pareto
+# set (``study.best_trials``), printed and tagged ``pareto=true`` on its MLflow runs. There is no
+# pruning: Optuna has no multi-objective pruner, and a pruned trial has no cost/accuracy point.
+OBJECTIVES = (MONITOR, COST)
+PARETO_ATTR = "pareto_trials"  # meta study user attr: the Pareto set's trial numbers
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    number: int
+    cell: str
+    val_acc: float
+    device_hours: float
+    params: dict[str, object]
+    run_id: str | None
+
+
+class Pareto:
+    def __init__(self, ctx: StudyContext, *, workers: int = 1, poll_s: float = 2.0) -> None:
+        self.ctx = ctx
+        self.workers = workers
+        self.spec = ctx.spec
+        self.poll_s = poll_s
+        self.name = ctx.names.pareto
+        self.cells = expand_cells(ctx.spec)
+
+    @property
+    def study_names(self) -> list[str]:
+        return [self.name]
+
+    def slots(self) -> list[Slot]:
+        """``trials_per_cell`` slots per cell: the fair share of every arm."""
+        per_cell = self.spec.budget.trials_per_cell
+        return [Slot(cell.key, f"trial={i}") for cell in self.cells for i in range(per_cell)]
+
+    def _trials(self) -> list[FrozenTrial]:
+        return self.ctx.study(self.name).get_trials(deepcopy=False)
+
+    def run(self, *, should_stop: Callable[[], bool] = lambda: False) -> None:
+        while not should_stop():
+            reap(self.ctx, self.study_names)
+            self._enqueue()
+            study = self.ctx.study(self.name)
+            if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                self.run_one()
+            elif any(t.state == TrialState.RUNNING and self.ctx.alive(t) for t in self._trials()):
+                time.sleep(self.poll_s)
+            else:
+                return
+
+    def complete(self) -> bool:
+        trials = self._trials()
+        if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials):
+            return False
+        retries = self.spec.budget.max_retries
+        return all(
+            any(is_counted(t) for t in slot_trials(trials, slot))
+            or slot_given_up(trials, slot, max_retries=retries)
+            for slot in self.slots()
+        )
+
+    def _enqueue(self) -> None:
+        study = self.ctx.study(self.name)
+        trials = study.get_trials(deepcopy=False)
+        cells = cell_by_key(self.cells)
+        for slot in self.slots():
+            if slot_needs_trial(trials, slot, max_retries=self.spec.budget.max_retries):
+                study.enqueue_trial(
+                    {name: value for name, value in cells[slot.cell_key].values},
+                    user_attrs={SLOT: slot.key, CELL: slot.cell_key, ROLE: "tune"},
+                )
+
+    def run_one(self) -> None:
+        study = self.ctx.study(self.name)
+        # every slot is enqueued up front: count only the trials already claimed, or every trial would
+        # be sampled with the same seed
+        salt = sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
+        study.sampler = make_sampler(
+            self.spec.sampler, [], cell_key="pareto", salt=salt, multi_objective=True
+        )
+        trial = study.ask()  # pops an enqueued slot, or creates a blank trial if another worker was faster
+        trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
+        trials = self._trials()
+        frozen = next((t for t in trials if t.number == trial.number), None)
+        if trial.user_attrs.get(SLOT) is None or frozen is None or not first_claim(trials, frozen):
+            close_unrun(trial, "duplicate", "Pareto slot already taken (concurrent claim)")
+            return
+        cell = cell_from_params(self.spec, suggest_factors(trial, self.spec))  # the enqueued factor values
+        values = suggest(trial, cell_search(self.spec, cell))
+        overrides = [
+            self.graph_hint(cell),  # first: a trainer.planned_trials of the sweep's own wins
+            *cell_overrides(self.spec, cell),
+            *param_overrides(values),
+            f"seed={self.spec.tune_seed}",
+        ]
+        label = run_label(self.ctx.plan.facts[cell.key], cell)
+        plan = TrialPlan(
+            role="tune",
+            optuna_study=self.name,
+            cell=cell,
+            overrides=tuple(overrides),
+            objectives=OBJECTIVES,
+            run_name=run_name("tune", label, number=trial.number),
+        )
+        run_trial(self.ctx, trial, plan)
+
+    def graph_hint(self, cell: Cell) -> str:
+        """``trainer.planned_trials``: the trials this worker will still run on this cell's graph."""
+        done = Counter(str(t.user_attrs.get(CELL)) for t in self._trials() if is_counted(t))
+        due = dict.fromkeys((c.key for c in self.cells), self.spec.budget.trials_per_cell)
+        graph = self.ctx.plan.facts[cell.key].graph
+        planned = planned_on_graph(self.ctx.plan, graph, due=due, done=done, workers=self.workers)
+        return f"{PLANNED_TRIALS}={planned}"
+
+    def pareto_set(self) -> list[ParetoPoint]:
+        study = self.ctx.study(self.name)
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            return []
+        return [_point(t) for t in sorted(study.best_trials, key=lambda t: t.values[1])]
+
+    def publish(self) -> list[ParetoPoint]:
+        """Record the Pareto set: meta study attr and ``pareto=true`` on the trials' MLflow runs."""
+        points = self.pareto_set()
+        self.ctx.meta.set_user_attr(PARETO_ATTR, [p.number for p in points])
+        for point in points:
+            if point.run_id:
+                self.ctx.runs.set_tags(point.run_id, {"pareto": "true"})
+        return points
+
+
+def _point(trial: FrozenTrial) -> ParetoPoint:
+    run_id = trial.user_attrs.get(RUN_ID)
+    return ParetoPoint(
+        number=trial.number,
+        cell=str(trial.user_attrs.get(CELL, "")),
+        val_acc=float(trial.values[0]),
+        device_hours=float(trial.values[1]),
+        params=dict(trial.params),
+        run_id=str(run_id) if run_id else None,
+    )
+
+
+def format_pareto(points: list[ParetoPoint]) -> str:
+    if not points:
+        return "Pareto set: empty (no trial completed)"
+    lines = [f"Pareto set ({len(points)} trials; maximise val/acc, minimise device-hours):"]
+    for p in points:
+        searched = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.params.items()
+        )
+        lines.append(f"  #{p.number:<4} val/acc={p.val_acc:.4f}  device_h={p.device_hours:.2e}  {searched}")
+    return "\n".join(lines)

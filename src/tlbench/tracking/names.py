@@ -87,3 +87,8 @@ STUDY_TAG = "tlbench.study"  # on a study's experiment: the study's name (what m
 SWEEP_TAG = "tlbench.sweep"  # on a study's experiment: the sweep file's name
 SWEEP_ARTIFACT = "sweep.yaml"  # on the study's parent run: the sweep definition it ran
 REPORT_ARTIFACT_DIR = "report"  # on the study's parent run: the published report's files
+
+# --- sweep4 (the sweep's own names) ---------------------------------------------------------------
+STANDALONE_DEVICE_HOURS = "cost/standalone_device_hours"  # device-hours with reused feature extraction added
+RUNNING = "running"  # status of a study's parent run while its sweep runs
+INTERRUPTED = "interrupted"  # status of a study's parent run after Ctrl-C

@@ -6,9 +6,8 @@ import optuna
 import pytest
 
 from tlbench.sweep import spec
-from tlbench.sweep.pruning import FairPruner
-from tlbench.sweep.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from tlbench.sweep.spec import PrunerSpec, SamplerSpec, SearchParam
+from tlbench.sweep.worker import PRUNERS, SAMPLERS, FairPruner, make_pruner, make_sampler
 
 
 def test_the_tables_cover_the_names_the_spec_accepts() -> None:
@@ -43,7 +42,7 @@ def test_qmc_gives_a_new_design_point_after_a_failed_first_trial() -> None:
     # the same random LR again for its second trial (Optuna's QMC draws until a trial completes)
     from optuna.trial import TrialState
 
-    from tlbench.sweep.space import suggest
+    from tlbench.sweep.plan import suggest
 
     params = [SearchParam("optimizer.lr", low=1e-4, high=1e-1, log=True)]
     study = optuna.create_study(direction="maximize")

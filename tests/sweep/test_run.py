@@ -1,7 +1,8 @@
-"""Several processes on one study: resume after kill -9, two local workers, the parent-run election."""
+"""The live view's numbers, the timing and summary tables, several worker processes on one study."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import signal
@@ -14,17 +15,95 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import TrialState
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from tlbench.commands.sweep import main as sweep_main
-from tlbench.sweep import protocol as P
-from tlbench.sweep.loader import load_sweep
-from tlbench.sweep.meta import open_study
-from tlbench.sweep.session import parent_params
-from tlbench.sweep.storage import resolve_storage
+from tlbench.sweep.plan import CELL as CELL_ATTR
+from tlbench.sweep.plan import COLLAPSED, FAIL_KIND, FAIL_REASON, fail_kind, is_counted
+from tlbench.sweep.run import (
+    cell_results,
+    format_duration,
+    format_results,
+    parent_params,
+    progress_info,
+    render_line,
+    time_breakdown,
+)
+from tlbench.sweep.spec import load_sweep
+from tlbench.sweep.study import open_study, resolve_storage
 
 from .conftest import DYING, SLOW_EPOCHS, TINY_BASE, SweepWriter
 
+# --- progress ---
+# The live view's numbers (computed apart from the drawing) and the end-of-sweep timing table.
+T0 = dt.datetime(2026, 1, 1, 12, 0, 0)
+
+
+def _trial(state: TrialState, seconds: float, value: float | None = None, **attrs: Any) -> FrozenTrial:
+    trial = create_trial(state=state, value=value, user_attrs=attrs)
+    trial.datetime_start = T0
+    trial.datetime_complete = T0 + dt.timedelta(seconds=seconds) if state.is_finished() else None
+    return trial
+
+
+def test_progress_counts_best_per_strategy_and_eta() -> None:
+    # done/pruned/failed/redone/running per phase, best tuning val/acc per strategy, ETA from mean durations
+    tune = [
+        _trial(TrialState.COMPLETE, 10, 0.6, strategy="scratch", cost_fit_seconds=8.0),
+        _trial(TrialState.COMPLETE, 10, 0.8, strategy="linear_probe", cost_fit_seconds=9.0),
+        _trial(TrialState.PRUNED, 4, strategy="scratch"),
+        _trial(TrialState.FAIL, 2, strategy="scratch", **{FAIL_KIND: "died"}),
+        _trial(TrialState.FAIL, 0, **{FAIL_KIND: "over_budget"}),  # a lost claim: not shown
+        _trial(TrialState.RUNNING, 0, strategy="scratch"),
+    ]
+    final = [_trial(TrialState.COMPLETE, 20, 0.7, strategy="scratch")]
+    info = progress_info({"tune": tune, "final": final}, {"tune": 6, "final": 4}, elapsed_s=60, workers=2)
+    t, f = info.phases
+    assert (t.complete, t.pruned, t.failed, t.redone, t.running, t.remaining) == (2, 1, 0, 1, 1, 3)
+    assert (f.complete, f.remaining) == (1, 3)
+    assert info.best == {"linear_probe": 0.8, "scratch": 0.6}
+    assert info.eta_s == (3 * 8 + 3 * 20) / 2  # mean tune trial 8 s, final 20 s, two workers
+    assert "tune 3/6 (1 pruned, 1 running)" in render_line(info)
+    assert format_duration(75) == "1m15s" and format_duration(None) == "?"
+    rows = {(r.phase, r.strategy): r for r in time_breakdown({"tune": tune, "final": final})}
+    assert rows[("tune", "scratch")].trials == 3 and rows[("tune", "scratch")].fit_s == 8.0
+
+
+# --- summary ---
+# The end-of-sweep table: a collapsed final seed is a counted failure, never part of the mean.
+CELL = "strategy=lp_ft,data.n_per_class=10"
+LR = {"optimizer.lr": FloatDistribution(1e-5, 1e-2, log=True)}
+
+
+def _summary_trial(
+    number: int, *, state: TrialState, value: float | None, attrs: dict[str, object]
+) -> FrozenTrial:
+    trial = create_trial(
+        state=state, value=value, params={"optimizer.lr": 1e-3}, distributions=LR, user_attrs=attrs
+    )
+    trial.number = number
+    return trial
+
+
+def test_a_collapsed_final_is_counted_as_collapsed_and_left_out_of_the_mean() -> None:
+    tune = [_summary_trial(0, state=TrialState.COMPLETE, value=0.7, attrs={CELL_ATTR: CELL})]
+    ok = _summary_trial(1, state=TrialState.COMPLETE, value=0.7, attrs={CELL_ATTR: CELL, "test_acc": 0.72})
+    failed = _summary_trial(
+        2,
+        state=TrialState.FAIL,
+        value=None,
+        attrs={CELL_ATTR: CELL, "test_acc": 0.10, FAIL_KIND: COLLAPSED, FAIL_REASON: "collapsed: chance"},
+    )
+    (result,) = cell_results({CELL: tune}, [ok, failed], budgets={CELL: 1})
+    assert result.final_test == (0.72,)  # the seed at chance is not averaged in
+    assert result.collapsed == 1
+    table = format_results([result])
+    assert "0.7200, n=1" in table and "1 collapsed" in table
+
+
+# --- workers ---
+# Several processes on one study: resume after kill -9, two local workers, the parent-run election.
 THREE_CELLS: dict[str, Any] = {
     "factors": {"data.n_per_class": [4, 6, 8]},
     "search": {"optimizer.lr": {"low": 1e-3, "high": 0.1, "log": True}},
@@ -59,8 +138,8 @@ def assert_each_trial_ran_once(study: Any, *, workers: int, study_dir: Path) -> 
     counted: list[tuple[str, int]] = []
     for name in [*CELLS, "final"]:
         trials = study.trials(name)
-        assert all(P.is_counted(t) or P.fail_kind(t) in {"over_budget", "duplicate"} for t in trials)
-        counted += [(f"{study.study}/{name}", t.number) for t in trials if P.is_counted(t)]
+        assert all(is_counted(t) or fail_kind(t) in {"over_budget", "duplicate"} for t in trials)
+        counted += [(f"{study.study}/{name}", t.number) for t in trials if is_counted(t)]
     assert Counter(name for name, _ in counted) == {
         **{f"{study.study}/{cell}": 2 for cell in CELLS},
         f"{study.study}/final": 3,
@@ -117,10 +196,10 @@ def test_resume_after_kill_9_recomputes_nothing_and_redoes_the_killed_trial(
     # the killed trial is failed as "worker died" and redone; finished trials are untouched
     name, number = running[0]
     killed = study.trials(name)[number]
-    assert killed.state == TrialState.FAIL and killed.user_attrs[P.FAIL_KIND] == "died"
+    assert killed.state == TrialState.FAIL and killed.user_attrs[FAIL_KIND] == "died"
     assert before <= _completed(study)
-    assert all(sum(P.is_counted(t) for t in study.trials(c)) == 2 for c in CELLS)
-    assert sum(P.is_counted(t) for t in study.trials("final")) == 3
+    assert all(sum(is_counted(t) for t in study.trials(c)) == 2 for c in CELLS)
+    assert sum(is_counted(t) for t in study.trials("final")) == 3
     # MLflow: one run per trial that ran, the killed one KILLED, nothing RUNNING, one parent
     children = study.children()
     keys = Counter((r.data.tags["optuna_study"], r.data.tags["trial_number"]) for r in children)
@@ -146,9 +225,9 @@ def test_two_workers_share_one_study_and_one_parent_run(
     study = reader("pair")
     for cell in CELLS:
         trials = study.trials(cell)
-        assert sum(P.is_counted(t) for t in trials) == 2
-        assert all(P.is_counted(t) or P.fail_kind(t) in {"over_budget"} for t in trials)
-    assert sum(P.is_counted(t) for t in study.trials("final")) == 3
+        assert sum(is_counted(t) for t in trials) == 2
+        assert all(is_counted(t) or fail_kind(t) in {"over_budget"} for t in trials)
+    assert sum(is_counted(t) for t in study.trials("final")) == 3
     workers = {t.user_attrs.get("worker") for c in CELLS for t in study.trials(c)}
     assert len(workers) == 2
     parents = study.parents()

@@ -1,0 +1,666 @@
+"""A sweep's Optuna storage and study: opening it (journal file or PostgreSQL), the meta study and parent
+run, worker liveness, and the reaper that redoes a dead worker's trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import yaml
+from optuna.storages.journal import JournalFileSymlinkLock
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from tlbench.errors import ConfigError, TrackingError
+from tlbench.sweep.plan import FAIL_KIND, FAIL_REASON, STATUS, SweepPlan, plan_sweep
+from tlbench.sweep.spec import SweepSpec, spec_as_dict
+from tlbench.tracking import names
+from tlbench.tracking.names import STUDY_TAG, SWEEP_TAG
+from tlbench.tracking.runs import CANDIDATE_TAG, StudyRuns, redact_password
+
+log = logging.getLogger(__name__)
+
+
+# --- journal_check ---
+# A study's journal file checked before Optuna opens it: a torn last record is cut off.
+#
+# Optuna appends each record as one JSON line. A crash or a full disk in the middle of an append
+# leaves the last line incomplete; Optuna skips it on reading, but the next append lands on the same
+# line and every later reader fails with a ``JSONDecodeError``. So the incomplete tail is cut off here
+# (the file as found is kept as ``<file>.corrupt-<time>``) and the study goes on from its complete
+# records. A bad record before the end is not a torn write; that stops the sweep with what to do.
+@dataclass(frozen=True)
+class JournalScan:
+    """Where a journal's complete records end, and where its first bad line (if any) starts."""
+
+    size: int
+    good_bytes: int  # the complete, readable records from the start
+    bad_line: int | None = None  # 1-based number of the first unreadable line
+    torn_tail: bool = False  # that line is the last one: only the tail is damaged
+
+    @property
+    def intact(self) -> bool:
+        return self.bad_line is None
+
+
+def scan_journal(path: Path) -> JournalScan:
+    offset = 0
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not _readable(line):
+                size = os.fstat(handle.fileno()).st_size
+                last = offset + len(line) >= size
+                return JournalScan(size, good_bytes=offset, bad_line=number, torn_tail=last)
+            offset += len(line)
+    return JournalScan(offset, good_bytes=offset)
+
+
+def _readable(line: bytes) -> bool:
+    if not line.endswith(b"\n"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return False
+
+
+def check_journal(path: Path) -> None:
+    """Cut a torn last record off ``path`` (keeping a backup); raise if a record before it is bad.
+
+    The scan runs without a lock; only when it finds damage is it repeated under Optuna's own
+    journal lock, so an append in progress in another process is never mistaken for a torn one.
+    """
+    if not path.is_file() or scan_journal(path).intact:
+        return
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        scan = scan_journal(path)
+        if scan.intact:
+            return  # another process was appending, or has repaired it meanwhile
+        if not scan.torn_tail:
+            raise TrackingError(
+                f"Optuna journal {path} has an unreadable record at line {scan.bad_line}, before its "
+                "end, so it was not torn by a crash and cannot be repaired by cutting its tail: restore "
+                f"it from a backup, or move it aside (mv {path} {path}.bad) to start the study afresh"
+            )
+        backup = _backup_name(path)
+        shutil.copy2(path, backup)
+        os.truncate(path, scan.good_bytes)
+    finally:
+        lock.release()
+    log.warning(
+        "Optuna journal %s ended in an incomplete record (a crash or a full disk while writing): "
+        "cut off its last %d bytes and went on from its complete records; the file as found is kept "
+        "as %s",
+        path,
+        scan.size - scan.good_bytes,
+        backup,
+    )
+
+
+def _backup_name(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    backup = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while backup.exists():
+        n += 1
+        backup = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    return backup
+
+
+# --- storage ---
+# Where a study lives: an Optuna storage URL, resolved, opened and shown without its password.
+#
+# The default is a journal file per study (``.tlbench/optuna/<study>.journal``): append-only with a
+# file lock, so several local processes can share it safely, unlike SQLite. Any URL Optuna's
+# RDBStorage accepts (``postgresql://…``) is used as given and lets several machines share a study.
+STORAGE_ENV = "TLBENCH_SWEEP_STORAGE"  # the storage URL a spawned worker (and the dashboard) uses
+DEFAULT_DIR = Path(".tlbench") / "optuna"
+JOURNAL_PREFIX = "journal:"
+CONNECT_TIMEOUT_S = 10  # per connection attempt to a PostgreSQL server
+SCHEMA_LOCK_KEY = int.from_bytes(b"tlbench", "big")  # pg_advisory_lock key while opening a database
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def check_study_name(name: str) -> str:
+    if not _STUDY_NAME.match(name):
+        raise ConfigError(
+            f"study name {name!r} must start with a letter or digit and use only letters, digits, "
+            "'_', '-' and '.'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class StorageRef:
+    kind: str  # journal | rdb
+    target: str  # the journal file path, or the RDB URL
+
+    @property
+    def display(self) -> str:
+        return redact_password(self.target)
+
+    @property
+    def multi_machine(self) -> bool:
+        return self.kind == "rdb" and not self.target.startswith("sqlite")
+
+
+def default_journal(study: str) -> Path:
+    return DEFAULT_DIR / f"{study}.journal"
+
+
+def resolve_storage(url: str | None, study: str) -> StorageRef:
+    """Empty -> the study's journal file; ``journal:PATH`` or ``*.journal`` -> that file; else an RDB URL."""
+    text = (url or "").strip()
+    if not text:
+        return StorageRef("journal", str(default_journal(study)))
+    if text.startswith(JOURNAL_PREFIX):
+        path = text[len(JOURNAL_PREFIX) :]
+        if not path:
+            raise ConfigError(
+                "storage 'journal:' needs a file path, e.g. journal:.tlbench/optuna/mine.journal"
+            )
+        return StorageRef("journal", path)
+    if "://" in text:
+        return StorageRef("rdb", text)
+    if text.endswith((".journal", ".log")):
+        return StorageRef("journal", text)
+    raise ConfigError(
+        f"storage {redact_password(text)!r} is neither a journal file (journal:PATH or *.journal) "
+        "nor a database URL (postgresql://user@host/db)"
+    )
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://`` with an installed driver: SQLAlchemy 2.1 defaults to psycopg 3, the
+    ``postgres`` extra installs psycopg2; pick whichever is there (an explicit ``+driver`` wins), and
+    without either say which extra to install instead of SQLAlchemy's ``No module named 'psycopg'``."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres") or not sep:
+        return url
+    if find_spec("psycopg") is not None:
+        return f"postgresql://{rest}"
+    if find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    raise ConfigError(
+        "a PostgreSQL storage needs a database driver, and none is installed: "
+        "pip install 'tlbench[postgres]' (psycopg2-binary)"
+    )
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options: ping pooled connections (a database restart is survived), and give
+    up connecting to PostgreSQL after ``CONNECT_TIMEOUT_S`` rather than libpq's default of waiting
+    forever on an unreachable host (``connect_timeout`` in the URL or ``PGCONNECT_TIMEOUT`` wins)."""
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    scheme = url.partition("://")[0].split("+")[0]
+    explicit = "connect_timeout=" in url.partition("?")[2] or os.environ.get("PGCONNECT_TIMEOUT")
+    if scheme in ("postgresql", "postgres") and not explicit:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return kwargs
+
+
+def _open_rdb(url: str, kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+    """RDBStorage creates its tables and stamps its schema version when it opens a database; workers
+    starting together on a fresh PostgreSQL database (a SLURM array) would race at that and all but
+    one fail with duplicate-key errors, so there the opening is serialised by an advisory lock."""
+    if not url.startswith("postgres"):
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    import sqlalchemy
+
+    lock, unlock = (sqlalchemy.text(f"SELECT {f}(:key)") for f in ("pg_advisory_lock", "pg_advisory_unlock"))
+    engine = sqlalchemy.create_engine(url, **kwargs)
+    try:
+        with engine.connect() as connection:
+            connection.execute(lock, {"key": SCHEMA_LOCK_KEY})
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            finally:
+                connection.execute(unlock, {"key": SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()  # closing the connection would release the lock anyway
+
+
+def open_storage(ref: StorageRef) -> optuna.storages.BaseStorage:
+    if ref.kind == "journal":
+        path = Path(ref.target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        check_journal(path)  # a torn last record (crash, full disk) is cut off, with a backup
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return _open_rdb(with_driver(ref.target), engine_kwargs(ref.target))
+    except Exception as exc:  # driver missing, host down, auth: one line, no password
+        detail = redact_password(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:200]
+        raise TrackingError(f"Optuna storage {ref.display} is not usable: {detail}") from None
+
+
+@dataclass(frozen=True)
+class StudyNames:
+    """The Optuna studies of one user-facing study: a meta study, one per cell, the finals."""
+
+    study: str
+
+    @property
+    def meta(self) -> str:
+        return f"{self.study}/meta"
+
+    @property
+    def final(self) -> str:
+        return f"{self.study}/final"
+
+    @property
+    def budget_check(self) -> str:
+        return f"{self.study}/budget_check"
+
+    @property
+    def pareto(self) -> str:
+        return f"{self.study}/pareto"
+
+    def cell(self, cell_key: str) -> str:
+        return f"{self.study}/{cell_key}"
+
+
+# --- liveness ---
+# Is the process that owns a RUNNING trial still alive? Worker identity, heartbeats, the registry.
+#
+# Optuna's own heartbeat exists only for RDB storages and only inside ``study.optimize``; the sweep
+# claims trials with ask/tell on any storage, so it keeps its own: each worker records
+# ``host:pid:start`` on the trials it runs and a heartbeat in the meta study. On the same host a
+# trial's owner is alive iff that pid exists with the same start time (pids are reused); on another
+# host, iff its heartbeat is fresh.
+HEARTBEAT_SECONDS = 20.0
+STALE_AFTER_SECONDS = 120.0  # a worker on another host is dead after this long without a heartbeat
+WORKER_ATTR = "worker"  # user attr of each trial: the WorkerId running it
+REGISTRY_PREFIX = "worker:"
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """Fields of ``/proc/<pid>/stat`` after the command name (Linux); [] where unavailable."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return []
+
+
+def _start_token(pid: int) -> str:
+    """The process start time in clock ticks since boot (Linux), '' where unknown."""
+    fields = _proc_stat(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class WorkerId:
+    host: str
+    pid: int
+    start: str
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}:{self.start}"
+
+    @classmethod
+    def parse(cls, text: str) -> WorkerId | None:
+        parts = text.rsplit(":", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        return cls(host=parts[0], pid=int(parts[1]), start=parts[2])
+
+    @classmethod
+    def current(cls) -> WorkerId:
+        pid = os.getpid()
+        return cls(host=socket.gethostname(), pid=pid, start=_start_token(pid))
+
+    @property
+    def registry_key(self) -> str:
+        return f"{REGISTRY_PREFIX}{self}"
+
+
+def is_alive(
+    worker: WorkerId | None,
+    registry: Mapping[str, Any],
+    *,
+    now: float | None = None,
+    stale_after: float = STALE_AFTER_SECONDS,
+) -> bool:
+    """Whether ``worker`` may still be working; ``registry``: the meta study's user attrs."""
+    if worker is None:
+        return False
+    if worker.host == socket.gethostname():
+        fields = _proc_stat(worker.pid)
+        if not _pid_exists(worker.pid) or (fields and fields[0] in ("Z", "X")):  # a zombie is dead
+            return False
+        return not worker.start or _start_token(worker.pid) in ("", worker.start)
+    entry = registry.get(worker.registry_key)
+    if not isinstance(entry, Mapping) or entry.get("state") != "running":
+        return False
+    return (now if now is not None else time.time()) - float(entry.get("beat", 0.0)) < stale_after
+
+
+class Heartbeat:
+    """A daemon thread calling ``beat()`` every ``interval`` seconds until stopped."""
+
+    def __init__(self, beat: Callable[[], None], *, interval: float = HEARTBEAT_SECONDS) -> None:
+        self._beat = beat
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tlbench-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            with contextlib.suppress(Exception):  # a missed beat is harmless; the next one may succeed
+                self._beat()
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+# --- meta ---
+# The study as a whole: its storage, meta study, worker registry and its one MLflow parent run.
+#
+# The meta study (``<study>/meta``) holds what all workers share: the sweep definition's digest (a
+# study is resumed only with the definition it was started with), the worker registry and
+# heartbeats, and the parent run's id. The parent run is elected, so that workers starting together
+# on several machines still end up with exactly one: each candidate is recorded as a meta trial
+# (trial numbers are assigned atomically by the storage) and the lowest-numbered candidate wins.
+Direction = Literal["maximize", "minimize"]
+PARETO_DIRECTIONS: tuple[Direction, Direction] = ("maximize", "minimize")  # val/acc, device-hours
+
+PARENT_ATTR, DIGEST_ATTR, CANDIDATE_ATTR = "parent_run_id", "definition_digest", "candidate"
+OVERRIDES_ATTR = "command_line_overrides"
+ELECTION_TIMEOUT_S = 120.0
+# may change between runs of a study (``source``: where the file is, not what it defines)
+_RESUMABLE_CHANGES = ("description", "budget", "final_seeds", "race", "report", "export", "source")
+
+
+def definition_digest(spec: SweepSpec) -> str:
+    plain = {k: v for k, v in spec_as_dict(spec).items() if k not in _RESUMABLE_CHANGES}
+    for key, default in (("overrides", []), ("report", False)):  # studies from before these keys resume
+        if plain.get(key) == default:
+            plain.pop(key)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class StudyContext:
+    spec: SweepSpec
+    names: StudyNames
+    storage_ref: StorageRef
+    storage: optuna.storages.BaseStorage
+    worker: WorkerId
+    runs: StudyRuns
+    parent_run_id: str = ""
+    _studies: dict[str, optuna.Study] = field(default_factory=dict)
+    _plan: SweepPlan | None = None
+
+    def narrow(self, spec: SweepSpec) -> None:
+        """Work on ``spec`` from now on (the screen's kept backbones): its cells, its plan.
+
+        The study's definition (digest, ``sweep.yaml``) stays the one it was opened with.
+        """
+        self.spec = spec
+        self._plan = None
+
+    @property
+    def plan(self) -> SweepPlan:
+        """The study's plan (each cell composed once), computed on first use in this process."""
+        if self._plan is None:
+            self._plan = plan_sweep(self.spec)
+        return self._plan
+
+    def study(self, name: str) -> optuna.Study:
+        """Load, or create once; cached, because creating writes to the storage even when it exists.
+
+        Every study maximises val/acc, except the Pareto study, which also minimises device-hours.
+        """
+        if name not in self._studies:
+            directions: tuple[Direction, ...] = (
+                PARETO_DIRECTIONS if name == self.names.pareto else ("maximize",)
+            )
+            try:
+                study = optuna.load_study(
+                    study_name=name, storage=self.storage, sampler=optuna.samplers.RandomSampler()
+                )
+            except KeyError:
+                study = optuna.create_study(
+                    study_name=name,
+                    storage=self.storage,
+                    load_if_exists=True,
+                    directions=list(directions),
+                    sampler=optuna.samplers.RandomSampler(),  # each claim sets its own
+                )
+            self._studies[name] = study
+        return self._studies[name]
+
+    @property
+    def meta(self) -> optuna.Study:
+        return self.study(self.names.meta)
+
+    def registry(self) -> dict[str, Any]:
+        return dict(self.meta.user_attrs)
+
+    def alive(self, trial: FrozenTrial, registry: dict[str, Any] | None = None) -> bool:
+        """Whether the worker that owns this RUNNING trial may still finish it."""
+        owner = trial.user_attrs.get(WORKER_ATTR)
+        if owner is None:  # claimed a moment ago, owner not written yet (or died right then)
+            started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+            return time.time() - started < STALE_AFTER_SECONDS
+        return is_alive(WorkerId.parse(str(owner)), self.registry() if registry is None else registry)
+
+    def beat(self, state: str = "running") -> None:
+        self.meta.set_user_attr(self.worker.registry_key, {"state": state, "beat": time.time()})
+
+    def other_live_workers(self) -> list[str]:
+        registry = self.registry()
+        keys = [k for k in registry if k.startswith(REGISTRY_PREFIX) and k != self.worker.registry_key]
+        return [k for k in keys if is_alive(WorkerId.parse(k[len(REGISTRY_PREFIX) :]), registry)]
+
+
+def open_study(
+    spec: SweepSpec, study: str, ref: StorageRef, *, tracking_uri: str | None, params: dict[str, Any]
+) -> StudyContext:
+    """Open (or create) the study and its parent run; this process registers as a live worker."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ctx = StudyContext(
+        spec=spec,
+        names=StudyNames(study),
+        storage_ref=ref,
+        storage=open_storage(ref),
+        worker=WorkerId.current(),
+        runs=StudyRuns(study, tracking_uri=tracking_uri),
+    )
+    _check_definition(ctx)
+    ctx.beat()
+    ctx.runs.tag_experiment({STUDY_TAG: study, SWEEP_TAG: spec.name})
+    ctx.parent_run_id = _elect_parent(ctx, params)
+    ctx.meta.set_user_attr(PARENT_ATTR, ctx.parent_run_id)
+    return ctx
+
+
+def _check_definition(ctx: StudyContext) -> None:
+    meta, digest = ctx.meta, definition_digest(ctx.spec)
+    stored = meta.user_attrs.get(DIGEST_ATTR)
+    overrides = " ".join(ctx.spec.overrides)
+    if stored is None:
+        meta.set_user_attr(DIGEST_ATTR, digest)
+        meta.set_user_attr("sweep", ctx.spec.name)
+        meta.set_user_attr(OVERRIDES_ATTR, overrides)
+    elif stored != digest:
+        before = meta.user_attrs.get(OVERRIDES_ATTR, "")
+        if before != overrides:
+            raise ConfigError(
+                f"study '{ctx.names.study}' was started with the command-line overrides "
+                f"[{redact_password(before) or 'none'}], not [{redact_password(overrides) or 'none'}]: "
+                "run it again with the same ARGS / --data / CLASS_MAP, or start a new study with "
+                "--study / STUDY=<new name>"
+            )
+        raise ConfigError(
+            f"study '{ctx.names.study}' was started from a different definition of sweep "
+            f"'{ctx.spec.name}' (factors, search, base, sampler or pruner changed): restore the file, or "
+            f"start a new study with --study / STUDY=<new name> (only budget, final.seeds and "
+            "description may change between runs of one study)"
+        )
+
+
+def _elect_parent(ctx: StudyContext, params: dict[str, Any]) -> str:
+    meta = ctx.meta
+    known = meta.user_attrs.get(PARENT_ATTR)
+    if known:
+        if not ctx.runs.exists(str(known)):
+            raise TrackingError(
+                f"the parent run {known} of study '{ctx.names.study}' is not in the MLflow store "
+                f"{redact_password(ctx.runs.tracking_uri)} (deleted, or another MLFLOW_TRACKING_URI?)"
+            )
+        return str(known)
+    existing = ctx.runs.study_runs()  # read MLflow first, then the candidates (see _check_stale)
+    _check_stale(ctx, existing, meta.get_trials(deepcopy=False))
+    token = uuid.uuid4().hex
+    meta.add_trial(
+        create_trial(
+            state=TrialState.COMPLETE,
+            value=0.0,
+            user_attrs={CANDIDATE_ATTR: token, "worker": str(ctx.worker)},
+        )
+    )
+    mine = ctx.runs.create_parent(
+        run_name=f"study:{ctx.names.study}",
+        tags={
+            names.ROLE: names.STUDY,
+            STUDY_TAG: ctx.names.study,
+            SWEEP_TAG: ctx.spec.name,
+            names.STATUS: names.RUNNING,
+            CANDIDATE_TAG: token,
+        },
+        params=params,
+        sweep_yaml=yaml.safe_dump(spec_as_dict(ctx.spec), sort_keys=False),
+    )
+    meta.set_user_attr(f"{CANDIDATE_ATTR}:{token}", mine)
+    winner = _wait_for_winner(ctx)
+    if winner != mine:
+        ctx.runs.delete(mine)
+    return winner
+
+
+def _wait_for_winner(ctx: StudyContext) -> str:
+    deadline = time.monotonic() + ELECTION_TIMEOUT_S
+    while True:
+        meta = ctx.meta
+        attrs = meta.user_attrs
+        for trial in sorted(meta.get_trials(deepcopy=False), key=lambda t: t.number):
+            token = trial.user_attrs.get(CANDIDATE_ATTR)
+            if token is None:
+                continue
+            run_id = attrs.get(f"{CANDIDATE_ATTR}:{token}")
+            if run_id:
+                return str(run_id)
+            if is_alive(WorkerId.parse(str(trial.user_attrs.get("worker", ""))), attrs):
+                break  # an earlier candidate is still creating its run: wait for it
+        if time.monotonic() > deadline:
+            raise TrackingError(f"no parent run was elected for study '{ctx.names.study}' in time")
+        time.sleep(0.5)
+
+
+def _check_stale(ctx: StudyContext, existing: list[Any], meta_trials: list[FrozenTrial]) -> None:
+    """Parent runs this storage does not know belong to an earlier study of the same name."""
+    tokens = {t.user_attrs.get(CANDIDATE_ATTR) for t in meta_trials}
+    stale = [r.run_id for r in existing if r.tags.get(CANDIDATE_TAG) not in tokens]
+    if stale:
+        raise ConfigError(
+            f"MLflow experiment '{ctx.names.study}' already holds the parent run {stale[0]} of an earlier "
+            f"study of that name, unknown to the Optuna storage {ctx.storage_ref.display} (deleted or "
+            "moved?): use another study name (--study / STUDY=<name>), or delete that experiment in "
+            "MLflow and run `mlflow gc`"
+        )
+
+
+# --- reaper ---
+# Trials whose worker died: mark them failed ("worker died") so their work is redone, end their runs.
+#
+# Run by every worker before it claims work and by every sweep command before it returns, so a
+# ``kill -9`` leaves nothing RUNNING once any later command on the study has run.
+DIED = "worker died"
+
+
+def reap(ctx: StudyContext, study_names: Iterable[str]) -> int:
+    """FAIL every RUNNING trial of a dead worker (and KILL its MLflow run); returns how many."""
+    registry = ctx.registry()
+    reaped = 0
+    for name in study_names:
+        study = ctx.study(name)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if ctx.alive(trial, registry):
+                continue
+            owner = trial.user_attrs.get(WORKER_ATTR, "unknown worker")
+            trial_id = trial._trial_id  # Optuna has no public API to close another process's trial
+            try:
+                ctx.storage.set_trial_user_attr(trial_id, FAIL_KIND, "died")
+                ctx.storage.set_trial_user_attr(trial_id, FAIL_REASON, f"{DIED} ({owner})")
+                ctx.storage.set_trial_user_attr(trial_id, STATUS, f"{names.FAILED_PREFIX}{DIED}")
+                ctx.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # its owner (or another reaper) finished it meanwhile
+            kill_trial_runs(ctx, name, trial.number)
+            log.warning("%s #%d: %s; its work will be redone", name, trial.number, DIED)
+            reaped += 1
+    return reaped
+
+
+def kill_trial_runs(ctx: StudyContext, optuna_study: str, number: int) -> None:
+    """End the runs of a reaped trial: RUNNING ones, and ones that ended as a result (completed,
+    pruned) whose ``tell`` never reached Optuna because the worker died in between. The trial is
+    redone, so such a run must not count as a result a second time (the report reads MLflow)."""
+    for run in ctx.runs.children_of_trial(optuna_study, number):
+        if run.status == "RUNNING" or not run.tags.get(names.STATUS, "").startswith(
+            names.FAILED_PREFIX.rstrip(": ")
+        ):
+            ctx.runs.set_state(run.run_id, "KILLED", tags={names.STATUS: f"{names.FAILED_PREFIX}{DIED}"})
+
+
+def close_orphan_runs(ctx: StudyContext) -> int:
+    """End child runs left RUNNING whose Optuna trial is no longer running (or whose worker died)."""
+    closed = 0
+    registry = ctx.registry()
+    for run in ctx.runs.running_children():
+        study_name, number = run.tags.get(names.OPTUNA_STUDY), run.tags.get(names.TRIAL_NUMBER)
+        if not study_name or number is None or not number.isdigit():
+            continue  # not a sweep trial's run
+        try:
+            trial = ctx.study(study_name).trials[int(number)]
+        except (KeyError, IndexError):
+            trial = None
+        if trial is not None and trial.state == TrialState.RUNNING and ctx.alive(trial, registry):
+            continue
+        ctx.runs.set_state(run.run_id, "KILLED", tags={names.STATUS: f"{names.FAILED_PREFIX}{DIED}"})
+        closed += 1
+    return closed
