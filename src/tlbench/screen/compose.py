@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tlbench.errors import ConfigError
-from tlbench.models.weights import EMBEDDED
+from tlbench.models.network import EMBEDDED
 
 DEFAULT_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 BUILTIN_DATASETS = ("digits", "fashion_mnist", "cifar10", "synthetic")

@@ -34,9 +34,9 @@ from tlbench.models.network import build_model
 from tlbench.screen.compose import backbone_overrides
 from tlbench.screen.scores import ScoreSettings, Timed, effective_folds, feature_scores
 from tlbench.tracking import MlflowRun, check_reachable
-from tlbench.training.evaluate import evaluate
 from tlbench.training.inputs import FeatureCache, InputPlan, cached_inputs, feature_cache, plan_inputs
 from tlbench.training.prepare import prepare, resolve_defaults
+from tlbench.training.record import evaluate
 
 # --- frozen features through the trial pipeline -------------------------------------------------------------
 
@@ -364,7 +364,15 @@ def screen_backbone(
     cfg: RunConfig, *, class_map: Mapping[str, Sequence[str]] | None, settings: ScoreSettings
 ) -> ScreenResult:
     """Features of the train pool and validation (one forward pass, cached), then every score."""
-    cfg, device, precision, splits, model, channels_last = prepare(cfg)
+    trial = prepare(cfg)
+    cfg, device, precision, splits, model = (
+        trial.cfg,
+        trial.device,
+        trial.precision,
+        trial.splits,
+        trial.model,
+    )
+    channels_last = trial.channels_last
     plan = plan_inputs(cfg, model, splits, device=device, precision=precision, channels_last=channels_last)
     features = extract(model.network, splits, plan, feature_cache(cfg.trainer))
     scores = feature_scores(

@@ -97,7 +97,7 @@ def check_lora(spec: SweepSpec, cell: Cell, cfg: RunConfig, checked: set[tuple[s
     key = (cfg.backbone.name, repr(cfg.strategy.lora))
     if key in checked:
         return
-    from tlbench.models.lora import check_lora as lora_targets  # torch and timm: only for lora cells
+    from tlbench.models.network import check_lora as lora_targets  # torch and timm: only for lora cells
 
     try:
         lora_targets(cfg.backbone.name, cfg.strategy.lora)

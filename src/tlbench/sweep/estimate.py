@@ -60,7 +60,7 @@ class Throughput:
 
 def measure_throughputs(plan: SweepPlan, *, num_classes: int, threads: int) -> dict[Graph, Throughput]:
     """One probe per distinct (backbone, resolution, batch size) among the cells; strategies share it."""
-    from tlbench.models.backbone import pretrained_input_size
+    from tlbench.models.network import pretrained_input_size
 
     measured: dict[tuple[str, int, int], Throughput] = {}
     out = {}

@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tlbench.config import RunConfig, load_config
+from tlbench.cost.device import release_memory
 from tlbench.errors import TlbenchError, TrackingError
 from tlbench.run import train
 from tlbench.sweep import protocol as P
@@ -26,7 +27,6 @@ from tlbench.sweep.meta import StudyContext
 from tlbench.sweep.pruning import MONITOR, OptunaPruning
 from tlbench.tracking import MlflowRun, names
 from tlbench.tracking.study_runs import STUDY_TAG
-from tlbench.training.fit import release_memory
 
 log = logging.getLogger(__name__)
 COST = names.DEVICE_HOURS

@@ -78,3 +78,13 @@ VERDICT_INTERVAL = "verdict_interval"
 RECOMMENDED_STRATEGY = "recommended_strategy"
 EXPORT_N_PER_CLASS = "export_n_per_class"
 TRAINED_ON = "trained_on"  # "train+validation"
+
+# --- trial4: the rest of a trial's metrics ---------------------------------------------------------
+VAL_LOSS = "val/loss"
+TEST_LOSS = "test/loss"
+COMPILE_SECONDS = "cost/compile_seconds"  # inside cost/fit_seconds, shown apart
+STANDALONE_DEVICE_HOURS = "cost/standalone_device_hours"  # + a reused extraction's: the trial run alone
+STANDALONE_TRAIN_FLOPS = "cost/standalone_train_flops"
+TRAIN_SAMPLES = "cost/train_samples"
+PROBE_L2 = "probe/l2"  # the converged probe's chosen L2 penalty
+FEATURE_CACHE = "feature_cache"  # tag: off | miss | hit | partial (frozen-prefix features)
