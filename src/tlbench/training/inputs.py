@@ -469,10 +469,11 @@ def cached_inputs(
             was_training = prefix.training
             with FitMeter(how.device, memory=False) as clock:  # device-seconds, as the fit's
                 prefix.eval()
+                batches = [images.images[i : i + size] for i in range(0, len(images), size)]
                 with torch.inference_mode(), autocast_context(how.device.kind, how.precision):
-                    batches = [images.images[i : i + size] for i in range(0, len(images), size)]
-                    features = torch.cat([prefix(how.transform(b)).float() for b in batches]).contiguous()
+                    outputs = [prefix(how.transform(batch)).float() for batch in batches]
                 prefix.train(was_training)
+                features = torch.cat(outputs).contiguous()  # outside inference mode: the probe trains on it
             flops = 0.0
             if how.count_flops:  # the prefix's count is the same for every split: counted once (memo)
                 sample = how.transform(images.images[:2])
