@@ -33,8 +33,8 @@ from tlbench.tracking.names import (
     TRAIN_FLOPS,
     VAL_ACC,
 )
-from tlbench.training.inputs import reset_feature_cache
-from tlbench.training.prepare import batch_transform, prepare
+from tlbench.training.inputs import batch_transform, reset_feature_cache
+from tlbench.training.prepare import prepare
 
 T = TypeVar("T")
 
@@ -230,7 +230,9 @@ def extraction_floor(cfg: RunConfig) -> Callable[[], int]:
     Data and model are prepared before the clock starts: the floor is the forward pass alone, what
     no amount of caching can remove from a linear probe. Returns the timed function.
     """
-    _, device, precision, splits, model, channels_last = prepare(cfg)
+    trial = prepare(cfg)
+    device, precision, splits, model = trial.device, trial.precision, trial.splits, trial.model
+    channels_last = trial.channels_last
     backbone = model.network.backbone.eval()
     transform = batch_transform(model.mean, model.std, channels_last=channels_last)
     images = [splits.train.images, splits.val.images, splits.test.images]

@@ -25,9 +25,8 @@ from torch import nn
 from tlbench.config.schema import RunConfig, StrategyName
 from tlbench.cost.device import resolve_device, resolve_precision
 from tlbench.data import load_splits
-from tlbench.models.backbone import create_backbone
-from tlbench.optim.schedules import lr_factor
-from tlbench.training.prepare import training_budget
+from tlbench.models.module import lr_factor
+from tlbench.models.network import create_backbone, training_budget
 
 
 @dataclass(frozen=True)

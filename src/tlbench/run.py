@@ -1,10 +1,10 @@
 """``train(cfg)``: one trial, from a typed config to tracked metrics.
 
-threads -> prepare (data, model, device; user errors surface here) -> MLflow run -> the Trainer ->
-inputs (frozen-prefix features), the probe and the Lightning fit, timed together (a context around
-them measures the fit's cost) -> evaluate (the weights early stopping chose, val, then test, and the
-collapse check) -> cost -> record. Each step gets the values it uses; each is a module of
-:mod:`tlbench.training` that imports only the steps before it. Pruned and failed trials still log
+prepare (data, network, device, precision, deterministic, threads, resolved once; user errors surface
+here) -> the input plan and the Trainer -> MLflow run -> inputs (frozen-prefix features), the probe and
+the Lightning fit, timed together (:func:`tlbench.cost.device.timed_fit` measures the fit's cost around
+them) -> evaluate (the weights early stopping chose, val, then test, and the collapse check) -> metrics
+and tags -> cost -> record. Each step gets the values it uses. Pruned and failed trials still log
 the compute they spent; an interrupted trial's run is ended as KILLED before the interrupt
 propagates; a collapsed trial (at chance, or its training loss rising) ends ``failed: collapsed: …``
 with its val/test metrics logged.
@@ -22,12 +22,11 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 from tlbench.config.schema import RunConfig
-from tlbench.cost.threads import trial_threads
+from tlbench.cost.device import timed_fit
 from tlbench.models.module import EpochRecord, TransferModule
 from tlbench.models.network import BuiltModel
 from tlbench.tracking import MetricBuffer, check_reachable
 from tlbench.tracking import names as N
-from tlbench.training.evaluate import evaluate_trial
 from tlbench.training.fit import (
     ProbeFit,
     build_trainer,
@@ -36,11 +35,11 @@ from tlbench.training.fit import (
     fit_progress,
     off_reason,
     probe_record,
-    timed_fit,
 )
 from tlbench.training.inputs import TrialInputs, feature_cache, plan_inputs, trial_inputs
 from tlbench.training.prepare import prepare
 from tlbench.training.record import (
+    evaluate_trial,
     flop_identity,
     mlflow_status,
     outcome_tags,
@@ -122,15 +121,36 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
 
     if cfg.tracking.enabled:
         check_reachable(cfg.tracking.tracking_uri)  # fail before any data is loaded or trained on
-    threads = trial_threads(cfg.trainer.num_threads)
-    # The data and the network (cfg resolved: data.resolution, the epochs the step budget implies).
-    cfg, device, precision, splits, model, channels_last = prepare(cfg)
+    # The data, the network and where they compute (cfg resolved: data.resolution, the budget's epochs).
+    trial = prepare(cfg)
+    cfg, splits, model, device = trial.cfg, trial.splits, trial.model, trial.device
+    precision, channels_last = trial.precision, trial.channels_last
     plan = plan_inputs(cfg, model, splits, device=device, precision=precision, channels_last=channels_last)
     params = trial_params(cfg, model, splits, precision=precision)
-    before = trial_tags(cfg, device, threads, channels_last=channels_last)
+    before = trial_tags(cfg, device, trial.threads, channels_last=channels_last)
     counted = cfg.trainer.count_flops  # the FLOP profile's memo key, when FLOPs are counted
     identity = (
         flop_identity(cfg, num_classes=splits.num_classes, cache_reason=plan.reason) if counted else None
+    )
+    validated = not splits.val_in_train  # data.train_on_val: nothing is validated
+    # The Lightning Trainer, before the clock starts; none for a strategy without a loop phase.
+    loop = bool(model.loop_phases)
+    compiled = (
+        compile_callback(cfg.trainer, device_kind=device.kind, input_side=cfg.data.size) if loop else None
+    )
+    eager = (off_reason(cfg.trainer, device_kind=device.kind) or "") if loop else None  # compile_reason
+    trainer = (
+        build_trainer(
+            device,
+            cfg.trainer,
+            precision=precision,
+            deterministic=trial.deterministic,
+            max_epochs=sum(p.epochs for p in model.loop_phases),
+            validate=validated,
+            callbacks=[*callbacks, *([compiled] if compiled is not None else [])],
+        )
+        if loop
+        else None
     )
     run = start_run(cfg, params, before)
     curve = MetricBuffer(run) if run is not None and cfg.tracking.log_epoch_metrics else None
@@ -140,26 +160,7 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
         curve.add(record.metrics(), step=record.epoch)
 
     on_epoch_end = log_epoch if curve is not None else None
-    validated = not splits.val_in_train  # data.train_on_val: nothing is validated
     try:
-        # The Lightning Trainer, before the clock starts; none for a strategy without a loop phase.
-        loop = bool(model.loop_phases)
-        compiled = (
-            compile_callback(cfg.trainer, device_kind=device.kind, input_side=cfg.data.size) if loop else None
-        )
-        eager = (off_reason(cfg.trainer, device_kind=device.kind) or "") if loop else None  # compile_reason
-        trainer = (
-            build_trainer(
-                device,
-                cfg.trainer,
-                precision=precision,
-                max_epochs=sum(p.epochs for p in model.loop_phases),
-                validate=validated,
-                callbacks=[*callbacks, *([compiled] if compiled is not None else [])],
-            )
-            if loop
-            else None
-        )
         inputs: TrialInputs | None = None
         probe: ProbeFit | None = None
         module: TransferModule | None = None
@@ -208,6 +209,15 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
             precision=precision,
         )
         status = N.COLLAPSED_PREFIX + evaluation.collapse if evaluation.collapse else outcome.status
+        decision = compiled.decision if compiled is not None else None
+        metrics = trial_metrics(model, progress, evaluation, probe=probe, compiled=decision)
+        tags = outcome_tags(
+            outcome,
+            inputs.cache if inputs is not None else None,
+            cache_reason=plan.reason,
+            compiled=decision,
+            eager_reason=eager,
+        )
         cost, flops_check = trial_cost_of(
             model,
             inputs,
@@ -218,17 +228,10 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
             identity=identity,
             device=device,
         )
-        decision = compiled.decision if compiled is not None else None
-        metrics = trial_metrics(model, progress, evaluation, cost, probe=probe, compiled=decision)
-        tags = outcome_tags(
-            outcome,
-            inputs.cache if inputs is not None else None,
-            cache_reason=plan.reason,
-            flops_check=flops_check,
-            compiled=decision,
-            eager_reason=eager,
-            cost=cost,
-        )
+        metrics.update(cost.metrics())
+        tags[N.DEVICE_HOURS_RULE] = cost.rule
+        if flops_check is not None:
+            tags["flops_check"] = flops_check
         tags[N.STATUS] = status
         if evaluation.collapse:
             tags.update({N.COLLAPSED: "true", N.COLLAPSE_REASON: evaluation.collapse})

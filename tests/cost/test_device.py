@@ -9,9 +9,7 @@ import time
 
 import pytest
 
-from tlbench.cost.accounting import trial_cost
-from tlbench.cost.device import DeviceInfo, device_hours_rule, device_seconds
-from tlbench.cost.meter import FitMeter
+from tlbench.cost.device import DeviceInfo, FitMeter, device_hours_rule, device_seconds, trial_cost
 
 CPU = DeviceInfo(kind="cpu", name="cpu", model="test", index=None, count=1)
 

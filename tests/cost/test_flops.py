@@ -16,8 +16,13 @@ from timm.models import group_parameters
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from tlbench.cost.flops import StepFlops, counting_mode, measure_forward_flops, measure_train_step_flops
-from tlbench.cost.flops_analytic import analytic_train_step_flops
+from tlbench.cost.flops import (
+    StepFlops,
+    analytic_train_step_flops,
+    counting_mode,
+    measure_forward_flops,
+    measure_train_step_flops,
+)
 
 Counter = Callable[[], FlopCounterMode]
 
@@ -571,7 +576,7 @@ def test_invalid_arguments_are_rejected() -> None:
 def _lora(layer: nn.Module, rank: int) -> nn.Module:
     """``layer`` wrapped in a peft LoRA layer (frozen base, trainable A and B), B set non-zero."""
     from tlbench.config.schema import LoraConfig
-    from tlbench.models.lora import add_lora
+    from tlbench.models.freeze import add_lora
 
     holder = nn.Sequential(layer)
     add_lora(holder, LoraConfig(rank=rank, dropout=0.1), backbone_name="test")
@@ -621,8 +626,7 @@ def test_lora_layer_matches_hand_count(
 def _lite0_kind(trainable: str, *, rank: int = 2) -> nn.Sequential:
     """lite0 + head with the freeze plan of bitfit ("bias_norm") or lora ("adapters")."""
     from tlbench.config.schema import LoraConfig
-    from tlbench.models.freeze import fixed_frozen
-    from tlbench.models.lora import add_lora
+    from tlbench.models.freeze import add_lora, fixed_frozen
 
     model = _lite0()
     if trainable == "adapters":

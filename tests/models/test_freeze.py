@@ -174,10 +174,15 @@ def test_fixed_frozen_refuses_a_backbone_with_nothing_of_its_kind() -> None:
 @pytest.mark.parametrize("strategy", ["bitfit", "lora"])
 def test_gradients_through_the_backbone_mean_no_feature_cache(strategy: str) -> None:
     # bitfit's first BatchNorm and lora's stem adapter train: nothing before them is a frozen prefix
-    cfg, device, precision, splits, model, channels_last = prepare(
-        load_config(["data=synthetic", f"strategy={strategy}", "tracking=disabled"])
+    trial = prepare(load_config(["data=synthetic", f"strategy={strategy}", "tracking=disabled"]))
+    plan = plan_inputs(
+        trial.cfg,
+        trial.model,
+        trial.splits,
+        device=trial.device,
+        precision=trial.precision,
+        channels_last=trial.channels_last,
     )
-    plan = plan_inputs(cfg, model, splits, device=device, precision=precision, channels_last=channels_last)
     assert plan.prefix is None
     assert plan.reason == "not cacheable: nothing frozen"
 

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 from timm.data import ImageNetInfo
 
+from tlbench.config.schema import TrainerConfig
 from tlbench.errors import ModelError
-from tlbench.models.network import near_labels, resolve_class_map
+from tlbench.models.network import near_labels, resolve_class_map, training_budget
 
 INFO = ImageNetInfo("imagenet-1k")
 
@@ -49,3 +52,28 @@ def test_a_misspelt_class_map_entry_suggests_the_near_label() -> None:
     assert resolve_class_map(
         {"ants": ["ant"], "bees": ["bee"]}, target_classes=["ants", "bees"], model=model
     ) == [[310], [309]]
+
+
+@pytest.mark.parametrize(
+    ("n_train", "batch", "min_steps", "epochs"),
+    [
+        (10, 32, 100, 100),  # 1 step per epoch: 100 epochs
+        (200, 32, 100, 15),  # 7 steps per epoch: 15 epochs (105 steps)
+        (5000, 32, 100, 3),  # already more steps than asked in the configured 3 epochs
+        (50, 16, 1, 3),
+    ],
+)
+def test_min_steps_derives_epochs_per_data_size(
+    n_train: int, batch: int, min_steps: int, epochs: int
+) -> None:
+    # every data size trains at least min_steps optimizer steps; epochs is a floor, not the budget
+    trainer = training_budget(TrainerConfig(epochs=3, batch_size=batch, min_steps=min_steps), n_train)
+    assert trainer.epochs == epochs
+    assert trainer.epochs * math.ceil(n_train / batch) >= min_steps
+
+
+def test_val_checks_spread_validation_over_the_fit() -> None:
+    # 100 epochs and 5 checks: validate every 20 epochs; without val_checks the cadence is left alone
+    trainer = training_budget(TrainerConfig(epochs=1, batch_size=32, min_steps=100, val_checks=5), 10)
+    assert (trainer.epochs, trainer.val_every_n_epochs) == (100, 20)
+    assert training_budget(TrainerConfig(epochs=4), 10).val_every_n_epochs == 1

@@ -171,7 +171,15 @@ def test_screen_reads_the_trial_pipelines_features_through_the_cache() -> None:
     (cfg,) = screen_configs(SYNTHETIC, ["efficientnet_lite0"])
 
     def screen_extract() -> tuple[ScreenFeatures, nn.Module, torch.Tensor]:
-        resolved, device, precision, splits, model, channels_last = prepare(cfg)
+        trial = prepare(cfg)
+        resolved, device, precision, splits, model = (
+            trial.cfg,
+            trial.device,
+            trial.precision,
+            trial.splits,
+            trial.model,
+        )
+        channels_last = trial.channels_last
         plan = plan_inputs(
             resolved, model, splits, device=device, precision=precision, channels_last=channels_last
         )

@@ -13,9 +13,8 @@ from torch import nn
 from tlbench.config import load_config
 from tlbench.config.schema import OptimizerConfig, ScheduleConfig
 from tlbench.data import BatchTransform
-from tlbench.models.freeze import ParamGroups
+from tlbench.models.freeze import ParamGroups, TrainPhase
 from tlbench.models.module import TransferModule
-from tlbench.models.network import TrainPhase
 from tlbench.run import train
 from tlbench.tracking.names import COLLAPSED_PREFIX
 

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from tlbench.config import load_config
 from tlbench.run import train
 from tlbench.tracking import names as N
-from tlbench.training.evaluate import collapse_reason
+from tlbench.training.record import collapse_reason
 
 from .test_prepare import TINY  # a tiny CNN on digits (10 classes, 360 validation images)
 

@@ -67,7 +67,15 @@ def test_a_fixed_l2_fits_once() -> None:
 
 def _trial_inputs(cfg: RunConfig) -> TrialInputs:
     """The inputs a trial of ``cfg`` trains on, as :func:`tlbench.run.train` builds them."""
-    cfg, device, precision, splits, model, channels_last = prepare(cfg)
+    trial = prepare(cfg)
+    cfg, device, precision, splits, model = (
+        trial.cfg,
+        trial.device,
+        trial.precision,
+        trial.splits,
+        trial.model,
+    )
+    channels_last = trial.channels_last
     plan = plan_inputs(cfg, model, splits, device=device, precision=precision, channels_last=channels_last)
     cache = feature_cache(cfg.trainer) if cfg.trainer.cache_features else None
     return trial_inputs(model, splits, plan, cache=cache)

@@ -10,8 +10,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from tlbench.config import load_config
+from tlbench.models.module import lr_factor
 from tlbench.models.network import build_model
-from tlbench.optim.schedules import lr_factor
 from tlbench.run import train
 
 LP_FT = [

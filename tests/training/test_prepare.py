@@ -1,5 +1,5 @@
-"""prepare(): the memory format a CNN trains in (and that it does not change the answer), the training
-budget in optimizer steps, and defaults resolved from the backbone."""
+"""prepare(): the memory format a CNN trains in (and that it does not change the answer), the steps a
+trial trains, and defaults resolved from the backbone."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from tlbench.config import load_config
-from tlbench.config.schema import TrainerConfig
 from tlbench.errors import ConfigError
 from tlbench.run import train
-from tlbench.training.prepare import batch_transform, prepare, resolve_defaults, training_budget
+from tlbench.training.inputs import batch_transform
+from tlbench.training.prepare import prepare, resolve_defaults
 
 TINY = [
     "data=digits",
@@ -52,31 +52,6 @@ def test_channels_last_gives_the_eager_nchw_answer_on_a_fixed_seed() -> None:
     # same seed, data and steps; kernels sum in another order, so equal within float noise
     assert last.metrics["test/acc"] == pytest.approx(nchw.metrics["test/acc"], abs=0.03)
     assert last.metrics["train/loss"] == pytest.approx(nchw.metrics["train/loss"], rel=0.05, abs=0.02)
-
-
-@pytest.mark.parametrize(
-    ("n_train", "batch", "min_steps", "epochs"),
-    [
-        (10, 32, 100, 100),  # 1 step per epoch: 100 epochs
-        (200, 32, 100, 15),  # 7 steps per epoch: 15 epochs (105 steps)
-        (5000, 32, 100, 3),  # already more steps than asked in the configured 3 epochs
-        (50, 16, 1, 3),
-    ],
-)
-def test_min_steps_derives_epochs_per_data_size(
-    n_train: int, batch: int, min_steps: int, epochs: int
-) -> None:
-    # every data size trains at least min_steps optimizer steps; epochs is a floor, not the budget
-    trainer = training_budget(TrainerConfig(epochs=3, batch_size=batch, min_steps=min_steps), n_train)
-    assert trainer.epochs == epochs
-    assert trainer.epochs * math.ceil(n_train / batch) >= min_steps
-
-
-def test_val_checks_spread_validation_over_the_fit() -> None:
-    # 100 epochs and 5 checks: validate every 20 epochs; without val_checks the cadence is left alone
-    trainer = training_budget(TrainerConfig(epochs=1, batch_size=32, min_steps=100, val_checks=5), 10)
-    assert (trainer.epochs, trainer.val_every_n_epochs) == (100, 20)
-    assert training_budget(TrainerConfig(epochs=4), 10).val_every_n_epochs == 1
 
 
 def test_a_trial_trains_the_steps_it_was_given() -> None:

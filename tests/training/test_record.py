@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from tlbench.config import load_config
-from tlbench.training.inputs import image_inputs
-from tlbench.training.prepare import batch_transform, prepare
+from tlbench.training.inputs import batch_transform, image_inputs
+from tlbench.training.prepare import prepare
 from tlbench.training.record import flop_identity, flop_profile, forget_flop_profiles
 
 TINY = [
@@ -17,7 +17,8 @@ TINY = [
 
 
 def test_profiles_are_measured_once_per_process_until_forgotten() -> None:
-    cfg, _, _, splits, model, channels_last = prepare(load_config(TINY))
+    trial = prepare(load_config(TINY))
+    cfg, splits, model, channels_last = trial.cfg, trial.splits, trial.model, trial.channels_last
     transform = batch_transform(model.mean, model.std, channels_last=channels_last)
     inputs = image_inputs(
         model.network, splits, train_transform=transform, eval_transform=transform, reason="test"

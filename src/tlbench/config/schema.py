@@ -299,7 +299,7 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    """LR factor over training steps; see :mod:`tlbench.optim.schedules`."""
+    """LR factor over training steps; see :mod:`tlbench.models.module`."""
 
     name: ScheduleName = ScheduleName.cosine
     warmup_fraction: float = 0.1  # warmup_cosine

@@ -1,4 +1,6 @@
-"""Freeze planning over timm's ``group_matcher``: depth k freezes the first k groups (input side).
+"""Which parameters train: freeze planning over timm's ``group_matcher`` (depth k freezes the first k
+groups, input side), BitFit's biases and norms, LoRA adapters (peft), and the L2-SP pull towards the
+pretrained weights.
 
 Groups come from timm (stem, then blocks or stages), so "freeze to depth k" works for every timm
 architecture without special cases. Frozen modules are kept in eval mode, so BatchNorm running
@@ -7,13 +9,16 @@ statistics and dropout inside the frozen part behave like a fixed feature extrac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
+import torch
 from timm.models import group_parameters
-from torch import nn
+from torch import Tensor, nn
 
-from tlbench.errors import ModelError
-from tlbench.models.lora import is_adapter
+from tlbench.config.schema import LoraConfig, ProbeSolver, RunConfig
+from tlbench.errors import ConfigError, ModelError
+from tlbench.strategies import FINETUNE_PHASE, PROBE_PHASE, Strategy
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ def fixed_frozen(backbone: nn.Module, trainable: str, *, backbone_name: str) -> 
     """The backbone parameters a strategy never trains (``Strategy.trainable``), whatever the depth.
 
     ``all``: none; ``bias_norm`` (bitfit): all but :func:`bias_and_norm_names`; ``adapters`` (lora):
-    all but the LoRA adapters injected by :func:`tlbench.models.lora.add_lora`.
+    all but the LoRA adapters injected by :func:`add_lora`.
     """
     if trainable == "all":
         return frozenset()
@@ -173,3 +178,248 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in module.parameters())
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     return trainable, total
+
+
+# LoRA (Hu et al., 2021) on a timm backbone, through the ``peft`` library.
+#
+# A targeted layer keeps its pretrained weight ``W`` frozen and adds ``(alpha / rank) * B A x``: for a
+# ``Linear``, ``A`` is ``Linear(in, rank)`` and ``B`` ``Linear(rank, out)``; for a convolution, ``A`` is a
+# convolution ``in -> rank`` with the layer's own kernel, stride and padding and ``B`` a 1x1 convolution
+# ``rank -> out``. ``B`` starts at zero, so training starts from the pretrained function. peft injects the
+# adapters in place (``inject_adapter_in_model``): the backbone stays the timm model, so its
+# ``group_matcher``, ``num_features`` and ``pretrained_cfg`` keep working.
+#
+# What can be adapted: ``nn.Linear`` and convolutions with ``groups=1``. peft adapts a grouped convolution
+# only when the rank is divisible by its groups (a depthwise 3x3 convolution of C channels would need a
+# rank of C or more: not low-rank) and cannot merge it, so grouped and depthwise convolutions are never
+# targeted. EfficientNet-Lite is mostly depthwise + pointwise convolutions: its adapters go on the stem,
+# the pointwise expansions and projections, and the head convolution (``conv_stem, conv_pw, conv_pwl,
+# conv_head``); its depthwise convolutions stay frozen without adapters.
+#
+# ``peft`` imports ``transformers`` (seconds): only a lora trial imports it, and only when it builds the
+# model. :func:`check_lora` (the sweep's load-time check) does not import it.
+
+ADAPTER_PREFIX = "lora_"  # peft names every LoRA parameter lora_A..., lora_B...: the ones that train
+
+
+def _adaptable(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    return isinstance(module, conv) and module.groups == 1
+
+
+def _grouped(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1
+
+
+def _matches(name: str, target: str) -> bool:
+    # peft's rule for a list of target names: the module's full name, or a dotted suffix of it
+    return name == target or name.endswith("." + target)
+
+
+def _leaf_names(names: Sequence[str]) -> list[str]:
+    """Distinct last components, in order: the names a user writes in ``strategy.lora.targets``."""
+    return list(dict.fromkeys(n.rsplit(".", 1)[-1] for n in names))
+
+
+def lora_targets(backbone: nn.Module, cfg: LoraConfig, *, backbone_name: str) -> list[str]:
+    """Full names of the layers that get adapters; :class:`ConfigError` (one line) when there are none.
+
+    ``cfg.targets=None`` targets every adaptable layer; otherwise each listed name must match at least
+    one adaptable layer (a typo, or a name that only matches depthwise convolutions, is refused).
+    """
+    modules = [(name, m) for name, m in backbone.named_modules() if name]
+    adaptable = [name for name, m in modules if _adaptable(m)]
+    if not adaptable:
+        raise ConfigError(
+            f"strategy=lora: {backbone_name} has no layer LoRA can adapt (nn.Linear, or a convolution "
+            "with groups=1); choose another backbone or strategy"
+        )
+    if cfg.targets is None:
+        return adaptable
+    grouped = [name for name, m in modules if _grouped(m)]
+    for target in cfg.targets:
+        if any(_matches(name, target) for name in adaptable):
+            continue
+        why = (
+            " (only grouped/depthwise convolutions, which peft adapts only with a rank divisible by "
+            "their groups and cannot merge)"
+            if any(_matches(name, target) for name in grouped)
+            else ""
+        )
+        raise ConfigError(
+            f"strategy.lora.targets: {target!r} matches no adaptable layer of {backbone_name}{why}; "
+            f"its adaptable layers are named {', '.join(_leaf_names(adaptable))} (or null for all of them)"
+        )
+    return [name for name in adaptable if any(_matches(name, t) for t in cfg.targets)]
+
+
+def add_lora(backbone: nn.Module, cfg: LoraConfig, *, backbone_name: str) -> list[str]:
+    """Inject LoRA adapters into ``backbone`` in place (peft); returns the adapted layers' names.
+
+    Which parameters train is decided by the freeze plan (:func:`fixed_frozen`):
+    the adapters and the head, nothing else.
+    """
+    targets = lora_targets(backbone, cfg, backbone_name=backbone_name)
+    from peft import LoraConfig as PeftLoraConfig  # heavy (imports transformers): lora trials only
+    from peft import inject_adapter_in_model
+
+    config = PeftLoraConfig(
+        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, bias="none"
+    )
+    inject_adapter_in_model(config, backbone)
+    return targets
+
+
+def is_adapter(name: str) -> bool:
+    """Whether parameter ``name`` belongs to a LoRA adapter (peft's own test: its prefix in the name)."""
+    return ADAPTER_PREFIX in name
+
+
+def merge_lora(network: nn.Module) -> int:
+    """Fold every LoRA adapter into its layer (``W += alpha/rank * B A``) and drop the adapters.
+
+    Afterwards ``network`` is the plain timm architecture again (no peft classes: loading it needs no
+    peft) and computes the same function up to float rounding, at the base model's inference cost.
+    Used for the delivered model; during a trial the adapters stay unmerged (they change every step).
+
+    Returns:
+        The number of layers merged (0 for a network without adapters; peft is then not imported).
+    """
+    if not any(is_adapter(name) for name, _ in network.named_parameters()):
+        return 0
+    from peft.tuners.lora import LoraLayer
+
+    merged = 0
+    for name, module in list(network.named_modules()):
+        if not isinstance(module, LoraLayer):
+            continue
+        module.merge(safe_merge=True)  # refuses (ValueError) rather than writing non-finite weights
+        parent, _, child = name.rpartition(".")
+        setattr(network.get_submodule(parent) if parent else network, child, module.get_base_layer())
+        merged += 1
+    return merged
+
+
+# L2-SP (Li et al., 2018): fine-tuned weights are pulled back towards their pretrained values.
+#
+# The training objective becomes ``loss + alpha/2 * ||w - w0||^2`` over the backbone's parameters that
+# train (``w0``: their values when the model was built, i.e. the pretrained weights). As in the paper,
+# the backbone then gets no plain weight decay (:class:`ParamGroups` ``decay``):
+# decaying towards zero would pull against the pull towards ``w0``. The new head keeps the ordinary
+# ``optimizer.weight_decay`` (the paper's ``beta/2 * ||w_head||^2``; decoupled in AdamW). The paper's
+# setting is ``alpha = 0.1``, ``beta = 0.01``, with SGD.
+#
+# Cost: one subtraction, square and sum per weight forward and about as much backward -- a few FLOPs per
+# backbone parameter per step (lite0: ~3.4 M parameters, ~15 MFLOPs a step, against ~3 GFLOPs for a
+# batch of 64 at 32 px). It is elementwise work, which ``cost/train_flops`` does not count
+# (:mod:`tlbench.cost.flops`).
+
+
+class L2SP:
+    """``penalty()`` = ``alpha/2 * sum ||w - w0||^2`` over ``backbone``'s parameters that require grad.
+
+    The reference ``w0`` is copied at construction (build the penalty before training starts) and
+    follows each parameter to its device and dtype on first use. Frozen parameters are skipped: they
+    equal ``w0`` and cost nothing.
+    """
+
+    def __init__(self, backbone: nn.Module, *, alpha: float) -> None:
+        if not alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {alpha=}")
+        self.alpha = alpha
+        self._pairs = [(p, p.detach().clone()) for p in backbone.parameters()]
+
+    def __call__(self) -> Tensor:
+        total: Tensor | None = None
+        for index, (param, start) in enumerate(self._pairs):
+            if not param.requires_grad:
+                continue
+            if start.device != param.device or start.dtype != param.dtype:
+                start = start.to(device=param.device, dtype=param.dtype)
+                self._pairs[index] = (param, start)
+            term = (param - start).pow(2).sum()
+            total = term if total is None else total + term
+        if total is None:
+            device = self._pairs[0][0].device if self._pairs else None
+            return torch.zeros((), device=device)
+        return 0.5 * self.alpha * total
+
+
+# -- phases: what trains when ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainPhase:
+    """A stretch of training with one freeze depth (lp_ft has two).
+
+    ``solver="lbfgs"``: the head alone, fitted to convergence on frozen features
+    (:mod:`tlbench.training.fit`), not in epochs; ``"sgd"``: ``epochs`` of the Lightning loop.
+    """
+
+    name: str
+    freeze_depth: int
+    epochs: int
+    solver: str = "sgd"
+
+    @property
+    def in_loop(self) -> bool:
+        """Trained by the Lightning loop (epochs of optimizer steps)."""
+        return self.solver == "sgd"
+
+
+def _probe_phase(cfg: RunConfig, depth: int) -> TrainPhase:
+    if cfg.strategy.probe.solver == ProbeSolver.sgd:
+        return TrainPhase(PROBE_PHASE, depth, cfg.trainer.epochs)
+    if cfg.data.augment:
+        raise ConfigError(
+            f"strategy={cfg.strategy.name.value} fits its probe by L-BFGS on fixed features, which "
+            "data.augment=true would change every epoch: set strategy.probe.solver=sgd, or data.augment=false"
+        )
+    return TrainPhase(PROBE_PHASE, depth, 0, solver="lbfgs")
+
+
+def plan_phases(cfg: RunConfig, spec: Strategy, groups: ParamGroups) -> tuple[TrainPhase, ...]:
+    """The strategy (``spec``: :func:`tlbench.strategies.strategy` of ``cfg.strategy.name``) as a
+    sequence of (freeze depth, epochs, solver) phases.
+
+    ``linear_probe``: the head fitted to convergence (or ``epochs`` of SGD with probe.solver=sgd).
+    ``lp_ft`` (Kumar et al., 2022): that probe, then every layer fine-tuned for ``epochs``.
+    """
+    epochs = cfg.trainer.epochs
+    if not spec.trains:
+        return ()
+    if spec.probe_first:
+        probe = _probe_phase(cfg, groups.depth)
+        return (probe, TrainPhase(FINETUNE_PHASE, 0, epochs)) if spec.then_finetune else (probe,)
+    depth = {"none": 0, "all": groups.depth}.get(spec.freeze)
+    if depth is None:  # "config": strategy.freeze_depth
+        depth = cfg.strategy.freeze_depth if cfg.strategy.freeze_depth is not None else 0
+        validate_depth(depth, groups, backbone_name=cfg.backbone.name)
+    return (TrainPhase(spec.name, depth, epochs),)
+
+
+def plan_training(
+    network: nn.Module, cfg: RunConfig, spec: Strategy
+) -> tuple[ParamGroups, tuple[TrainPhase, ...], L2SP | None]:
+    """What trains, phase by phase, in ``network`` (a backbone and a head): LoRA adapters injected
+    (``lora``), the backbone's groups, the parameters the strategy never trains, the phases, the first
+    phase's freeze applied (nothing trains for ``as_is``), and the L2-SP penalty (``strategy.l2_sp > 0``).
+    """
+    backbone: nn.Module = network.backbone  # type: ignore[assignment]
+    if spec.trainable == "adapters":
+        add_lora(backbone, cfg.strategy.lora, backbone_name=cfg.backbone.name)
+    groups = replace(
+        backbone_groups(backbone, coarse=cfg.backbone.coarse_groups),
+        fixed=fixed_frozen(backbone, spec.trainable, backbone_name=cfg.backbone.name),
+        decay=cfg.strategy.l2_sp == 0,
+    )
+    phases = plan_phases(cfg, spec, groups)
+    set_frozen(backbone, groups, phases[0].freeze_depth if phases else groups.depth)
+    if not spec.trains:
+        for param in network.parameters():
+            param.requires_grad_(False)
+    # built before anything trains: w0 is the pretrained backbone (lp_ft's probe does not change it)
+    penalty = L2SP(backbone, alpha=cfg.strategy.l2_sp) if cfg.strategy.l2_sp > 0 else None
+    return groups, phases, penalty

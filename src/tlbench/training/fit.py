@@ -8,15 +8,12 @@ The parts: the converged linear probe, compiled training steps (``trainer.compil
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
-import signal
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -28,13 +25,11 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from tlbench.config.schema import ProbeConfig, TrainerConfig
-from tlbench.cost.device import DeviceInfo, resolve_deterministic
-from tlbench.cost.meter import FitMeter
-from tlbench.errors import DivergedError, TrialFailed, TrialPruned
+from tlbench.cost.device import DeviceInfo
+from tlbench.errors import DivergedError
 from tlbench.models.module import EpochRecord, FitProgress
 from tlbench.models.network import BuiltModel
 from tlbench.strategies import PROBE_PHASE
-from tlbench.tracking import names as N
 
 log = logging.getLogger(__name__)
 
@@ -400,83 +395,12 @@ def quiet_lightning() -> None:
     _QUIETED = True
 
 
-@dataclass
-class FitOutcome:
-    """How the fit ended and what it cost in time and memory (``status``: completed | pruned | failed:
-    <reason>); :func:`timed_fit` fills it as the block ends."""
-
-    status: str = N.COMPLETED
-    seconds: float = 0.0  # wall clock
-    cpu_seconds: float = 0.0  # process CPU (tlbench.cost.device's rule turns it into device-hours)
-    threads: int = 1  # torch intra-op threads during the fit
-    peak_mb: float = 0.0
-    memory_kind: str = "none"
-    started: float = 0.0  # time.perf_counter() when the clock started
-    error: BaseException | None = None  # an unexpected exception, re-raised after it is recorded
-    interrupted: bool = False  # Ctrl-C: recorded, then re-raised as KeyboardInterrupt
-
-
-def release_memory(on_gpu: bool = True) -> None:
-    """Collect what a finished or failed trial left behind (an exception's frames hold activations)
-    and return the CUDA allocator's cached blocks: after an out-of-memory error, and between the
-    trials of a sweep, so the next one starts clean."""
-    gc.collect()
-    if on_gpu and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _failure(exc: BaseException) -> tuple[str, bool]:
-    """(status, is an out-of-memory error) of an unexpected exception."""
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower():
-        return f"failed: out of memory ({str(exc).splitlines()[0][:160]})", True
-    return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}", False
-
-
-@contextmanager
-def timed_fit(device: DeviceInfo, *, timed: bool) -> Iterator[FitOutcome]:
-    """The timed fit phase of one trial: its cost is measured around the block (device and CPU time,
-    threads, peak memory: :class:`FitMeter`), and pruning, divergence, out of memory and Ctrl-C end in
-    the outcome's status instead of propagating. ``timed``: False for a strategy that trains nothing
-    (as_is: zero training cost by construction).
-    """
-    outcome = FitOutcome()
-    sigint = signal.getsignal(signal.SIGINT)
-    meter = FitMeter(device) if timed else None
-    try:
-        with meter if meter is not None else nullcontext():
-            outcome.started = time.perf_counter()
-            yield outcome
-    except TrialPruned:
-        outcome.status = N.PRUNED
-    except TrialFailed as exc:
-        outcome.status = f"failed: {exc.reason}"
-    except (KeyboardInterrupt, SystemExit):
-        # Lightning turns Ctrl-C into sys.exit(1) after ignoring SIGINT: record, then re-raise.
-        outcome.status, outcome.interrupted = "failed: interrupted", True
-    except Exception as exc:
-        outcome.status, oom = _failure(exc)
-        if oom:
-            release_memory(device.is_gpu)
-        else:
-            outcome.error = exc  # a bug: re-raised once the trial is recorded
-    finally:
-        signal.signal(signal.SIGINT, sigint)
-        if meter is not None:
-            outcome.seconds, outcome.cpu_seconds, outcome.threads = (
-                meter.seconds,
-                meter.cpu_seconds,
-                meter.threads,
-            )
-            outcome.peak_mb, outcome.memory_kind = meter.peak_mb, meter.memory_kind
-        else:
-            outcome.threads = torch.get_num_threads()
-
-
 def build_trainer(
     device: DeviceInfo,
     trainer: TrainerConfig,
     *,
     precision: str,
+    deterministic: bool | str,
     max_epochs: int,
     validate: bool,
     callbacks: Sequence[Callback],
@@ -500,7 +424,7 @@ def build_trainer(
         enable_progress_bar=trainer.progress_bar,
         num_sanity_val_steps=0,
         check_val_every_n_epoch=trainer.val_every_n_epochs,
-        deterministic=resolve_deterministic(trainer.deterministic, device),  # type: ignore[arg-type]
+        deterministic=deterministic,  # type: ignore[arg-type]
         log_every_n_steps=10_000,
         callbacks=list(callbacks),
         **kwargs,

@@ -27,13 +27,11 @@ import torch
 from torch import nn
 
 from tlbench.config.schema import RunConfig, TrainerConfig
-from tlbench.cost.device import DeviceInfo, autocast_context
-from tlbench.cost.flops import measure_forward_flops
-from tlbench.cost.meter import FitMeter
-from tlbench.data import DataSplits, InMemoryLoader, TensorSplit
+from tlbench.cost.device import DeviceInfo, FitMeter, autocast_context
+from tlbench.cost.flops import forward_flops_per_sample
+from tlbench.data import BatchTransform, DataSplits, InMemoryLoader, TensorSplit
 from tlbench.data.load import tensor_digest
 from tlbench.models.network import BuiltModel
-from tlbench.training.prepare import Transform, batch_transform
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +253,23 @@ class FeatureCache:
 
 SPLITS = ("train", "val", "test")
 
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def batch_transform(
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    *,
+    channels_last: bool,
+    generator: torch.Generator | None = None,
+) -> Transform:
+    """Per-batch work on the device: augment (when ``generator`` is given), normalize, memory format."""
+    base = BatchTransform(mean=mean, std=std, generator=generator)
+    if not channels_last:
+        return base
+    return lambda batch: base(batch).contiguous(memory_format=torch.channels_last)
+
+
 _CACHE: FeatureCache | None = None
 
 
@@ -416,17 +431,6 @@ def image_inputs(
     )
 
 
-def _extract(how: Extraction, prefix: nn.Module, split: TensorSplit) -> torch.Tensor:
-    outputs = []
-    was_training = prefix.training
-    prefix.eval()
-    with torch.inference_mode(), autocast_context(how.device.kind, how.precision):
-        for start in range(0, len(split), how.batch_size):
-            outputs.append(prefix(how.transform(split.images[start : start + how.batch_size])).float())
-    prefix.train(was_training)
-    return torch.cat(outputs).contiguous()
-
-
 def _model_key(how: Extraction, split: PrefixSplit) -> str:
     return content_key(
         [
@@ -461,11 +465,20 @@ def cached_inputs(
             use.reused_flops[name] = entry.flops
             use.reused_seconds += entry.seconds
         else:
+            prefix, size = split.prefix, how.batch_size
+            was_training = prefix.training
             with FitMeter(how.device, memory=False) as clock:  # device-seconds, as the fit's
-                features = _extract(how, split.prefix, images)
-            seconds = clock.device_seconds
-            flops = _prefix_flops(how.transform, split.prefix, images, model_key) if how.count_flops else 0.0
-            entry = CachedFeatures(features.cpu(), seconds, flops, how.device.name)
+                prefix.eval()
+                batches = [images.images[i : i + size] for i in range(0, len(images), size)]
+                with torch.inference_mode(), autocast_context(how.device.kind, how.precision):
+                    outputs = [prefix(how.transform(batch)).float() for batch in batches]
+                prefix.train(was_training)
+                features = torch.cat(outputs).contiguous()  # outside inference mode: the probe trains on it
+            flops = 0.0
+            if how.count_flops:  # the prefix's count is the same for every split: counted once (memo)
+                sample = how.transform(images.images[:2])
+                flops = forward_flops_per_sample(prefix, sample, key=model_key) * len(images)
+            entry = CachedFeatures(features.cpu(), clock.device_seconds, flops, how.device.name)
             cache.put(key, entry)
             use.computed_flops[name] = flops
         data[name] = (entry.features.to(device), images.labels)
@@ -473,24 +486,6 @@ def cached_inputs(
     return TrialInputs(
         suffix_network, data, train_transform=None, eval_transform=None, cache=use, features=data
     )
-
-
-# (model key, sample shape) -> forward FLOPs of the prefix per sample. Counting costs ~0.5 s of Python
-# per call on a CPU and the answer is the same for every split and every trial on this prefix.
-_PREFIX_FLOPS: dict[tuple[str, tuple[int, ...]], float] = {}
-
-
-def forget_prefix_flops() -> None:
-    """Forget the frozen prefixes' FLOP counts measured so far (the next trial counts its own again)."""
-    _PREFIX_FLOPS.clear()
-
-
-def _prefix_flops(transform: Transform, prefix: nn.Module, split: TensorSplit, model_key: str) -> float:
-    probe = transform(split.images[:2])
-    key = (model_key, tuple(probe.shape[1:]))
-    if key not in _PREFIX_FLOPS:
-        _PREFIX_FLOPS[key] = measure_forward_flops(prefix, probe) / probe.shape[0]
-    return _PREFIX_FLOPS[key] * len(split)
 
 
 def trial_inputs(

@@ -1,36 +1,236 @@
-"""Steps 5 and 6 of a trial: its cost, and what it logs (the tracking contract's params, tags and metrics)."""
+"""Steps 4 to 6 of a trial: what it scored (val, test, the collapse check), what it cost, and what it
+logs (the tracking contract's params, tags and metrics)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import platform
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import nn
 
 import tlbench
 from tlbench.config.schema import RunConfig, as_plain_dict
-from tlbench.cost.accounting import PhaseWork, TrialCost, trial_cost
-from tlbench.cost.device import DeviceInfo
-from tlbench.cost.flops import measure_forward_flops, measure_train_step_flops
-from tlbench.cost.flops_analytic import analytic_train_step_flops
+from tlbench.cost.device import (
+    DeviceInfo,
+    FitOutcome,
+    PhaseWork,
+    TrialCost,
+    autocast_context,
+    trial_cost,
+)
+from tlbench.cost.flops import (
+    analytic_train_step_flops,
+    forget_forward_flops,
+    measure_forward_flops,
+    measure_train_step_flops,
+)
 from tlbench.cost.threads import ThreadPlan
 from tlbench.data import DataSplits
 from tlbench.models.freeze import count_parameters, keep_frozen_in_eval, set_frozen
-from tlbench.models.module import FitProgress
+from tlbench.models.module import BestWeights, EpochRecord, FitProgress
 from tlbench.models.network import BuiltModel
 from tlbench.strategies import PROBE_PHASE
 from tlbench.tracking import MlflowRun
 from tlbench.tracking import names as N
 from tlbench.tracking.runs import redact_password
-from tlbench.training.evaluate import TrialEvaluation
-from tlbench.training.fit import CompileDecision, FitOutcome, ProbeFit
-from tlbench.training.inputs import CacheUse, TrialInputs, forget_prefix_flops
+from tlbench.training.fit import CompileDecision, ProbeFit
+from tlbench.training.inputs import CacheUse, TrialInputs
 
 log = logging.getLogger(__name__)
+
+
+# -- evaluation -------------------------------------------------------------------------------------
+# Step 4 of a trial: accuracy and loss on validation and test (inference mode, device-resident data).
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    accuracy: float
+    loss: float
+    samples: int
+    predicted: list[int]  # argmax class per sample, in the batches' order
+
+
+def evaluate(
+    network: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    device_type: str,
+    precision: str,
+) -> EvalResult:
+    # Counted by hand, not with torchmetrics: the per-image predictions are needed anyway (paired
+    # comparisons), and the accuracy stays the exact ratio correct / seen that they reproduce.
+    was_training = network.training
+    network.eval()
+    correct = 0
+    loss_sum = 0.0
+    seen = 0
+    predicted: list[torch.Tensor] = []
+    with torch.inference_mode(), autocast_context(device_type, precision):
+        for x, y in batches:
+            logits = network(x).float()
+            predicted.append(logits.argmax(dim=1))
+            correct += int((predicted[-1] == y).sum())
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            seen += int(y.shape[0])
+    network.train(was_training)
+    if seen == 0:
+        raise ValueError("evaluate() got an empty split")
+    labels = [int(v) for v in torch.cat(predicted).tolist()]
+    return EvalResult(accuracy=correct / seen, loss=loss_sum / seen, samples=seen, predicted=labels)
+
+
+@dataclass(frozen=True)
+class TrialEvaluation:
+    metrics: dict[str, float]  # val/acc, val/loss, test/acc, test/loss: those measured
+    predictions: list[int]  # per test image, in the split's order (completed trials)
+    eval_images: int  # images through evaluation forward passes: per-epoch val, a final val, test
+    best_step: int | None = None  # early stopping: the optimizer step whose weights were evaluated
+    collapse: str | None = None  # why the result is degenerate (see collapse_reason); None: healthy
+
+
+def evaluate_trial(
+    inputs: TrialInputs | None,
+    splits: DataSplits,
+    *,
+    status: str,
+    progress: FitProgress,
+    best: BestWeights | None,
+    batch_size: int,
+    seed: int,
+    device_type: str,
+    precision: str,
+) -> TrialEvaluation:
+    """A completed trial: val (of the weights early stopping chose, ``best``, restored first), then
+    test, and the collapse check. A pruned or failed one keeps its last validation accuracy and is not
+    tested. ``inputs``: what the fit trained on (None: it failed before they existed).
+
+    With ``data.train_on_val`` the validation images are training images: nothing is validated.
+    """
+    history = progress.history
+    if inputs is None:  # failed before any input existed
+        return TrialEvaluation({}, [], eval_images=0)
+    # The probe's validation (epoch 0) ran on extracted features, already counted as extraction.
+    val_passes = sum(1 for r in history if r.epoch > 0 and r.val_acc is not None)
+    validated = [r.val_acc for r in history if r.val_acc is not None]
+    if status != N.COMPLETED:
+        last_val = {N.VAL_ACC: validated[-1]} if validated and not splits.val_in_train else {}
+        return TrialEvaluation(last_val, [], eval_images=val_passes * len(splits.val))
+
+    def run(split: str) -> EvalResult:
+        loader = inputs.loader(split, batch_size=batch_size, seed=seed)
+        return evaluate(inputs.network, loader, device_type=device_type, precision=precision)
+
+    metrics: dict[str, float] = {}
+    best_step: int | None = None
+    if not splits.val_in_train:
+        (metrics[N.VAL_ACC], metrics[N.VAL_LOSS]), extra, best_step = _chosen_weights(
+            inputs.network, progress, best, run
+        )
+        val_passes += extra
+    test = run("test")
+    metrics[N.TEST_ACC], metrics[N.TEST_LOSS] = test.accuracy, test.loss
+    chance = float(splits.val.labels.bincount().max()) / max(1, len(splits.val))
+    collapse = collapse_reason(
+        val_acc=metrics.get(N.VAL_ACC),
+        n_val=len(splits.val),
+        chance=chance,
+        losses=_last_phase_losses(history),
+    )
+    return TrialEvaluation(
+        metrics,
+        test.predicted,
+        eval_images=val_passes * len(splits.val) + len(splits.test),
+        best_step=best_step,
+        collapse=collapse,
+    )
+
+
+def _chosen_weights(
+    network: nn.Module, progress: FitProgress, best: BestWeights | None, run: Callable[[str], EvalResult]
+) -> tuple[tuple[float, float], int, int | None]:
+    """((val/acc, val/loss) of the weights evaluated, extra validation passes, their step or None).
+
+    Without early stopping: the final weights (validated again when the last epoch was not).
+    With it: the best validated weights, restored into ``network``, unless the final weights, when the
+    fit did not validate them, turn out strictly better.
+    """
+    last = progress.history[-1] if progress.history else None
+    extra = 0
+    if last is not None and last.val_acc is not None and last.val_loss is not None:
+        final = (last.val_acc, last.val_loss)
+    else:
+        result = run("val")
+        final, extra = (result.accuracy, result.loss), 1
+    if best is None:
+        return final, extra, None
+    if final[0] > best.val_acc:
+        return final, extra, progress.steps
+    network.load_state_dict(best.state)
+    return (best.val_acc, best.val_loss), extra, best.step
+
+
+def _last_phase_losses(history: list[EpochRecord]) -> list[float]:
+    """Per-epoch training losses of the last phase trained in the loop (a probe's fit is one point)."""
+    loop = [r for r in history if r.epoch > 0]
+    return [r.train_loss for r in loop if r.phase == loop[-1].phase] if loop else []
+
+
+# One-sided level of the "better than chance" test: a validation accuracy whose p-value is above it
+# is within noise of chance.
+COLLAPSE_ALPHA = 0.05
+
+
+def collapse_reason(
+    *,
+    val_acc: float | None,
+    n_val: int,
+    chance: float,
+    losses: Sequence[float],
+    alpha: float = COLLAPSE_ALPHA,
+) -> str | None:
+    """Why a completed trial's result is degenerate, or None when it is not.
+
+    Two triggers:
+
+    - **validation accuracy within noise of chance**: an exact one-sided binomial test of the
+      ``round(val_acc * n_val)`` correct answers against ``chance`` (what always answering the
+      validation set's largest class scores: 1/classes on a balanced set) cannot reject "no better
+      than chance" at ``alpha``. A validation set so small that even a perfect score would not be
+      significant (4 images of 2 classes: p = 0.0625) cannot tell, and is never flagged.
+    - **training loss ends above where it started, and above a guess's**: the last epoch's mean
+      training loss of the last phase exceeds its first epoch's (which already includes its first
+      steps) and the cross-entropy of answering with chance's probabilities, ``-ln(chance)`` (ln 10
+      on 10 balanced classes). The second condition spares a fit that starts from a converged
+      probe (lp_ft's fine-tune phase starts near 0.5) and drifts up a little while still
+      classifying: its accuracy is what the first trigger judges.
+    """
+    from scipy.stats import binomtest
+
+    reasons = []
+    if val_acc is not None and n_val > 0 and 0.0 < chance < 1.0:
+        correct = round(val_acc * n_val)
+        if binomtest(n_val, n_val, chance, alternative="greater").pvalue <= alpha:  # the test can tell
+            p_value = binomtest(correct, n_val, chance, alternative="greater").pvalue
+            if p_value > alpha:
+                reasons.append(
+                    f"val/acc {val_acc:.3f} is within noise of chance {chance:.3f} "
+                    f"({correct}/{n_val} correct, one-sided binomial p={p_value:.2g} > {alpha:g})"
+                )
+    guess = -math.log(chance) if 0.0 < chance < 1.0 else 0.0
+    if len(losses) >= 2 and losses[-1] > max(losses[0], guess):
+        reasons.append(
+            f"training loss ended at {losses[-1]:.4g}, above its first epoch's {losses[0]:.4g} and a "
+            f"chance guess's {guess:.3g}"
+        )
+    return "; ".join(reasons) or None
 
 
 # -- cost --------------------------------------------------------------------------------------------
@@ -38,7 +238,7 @@ log = logging.getLogger(__name__)
 #
 # Per-sample counts depend only on the architecture, input shape and freeze state, so they are
 # measured once per process for each such combination (a sweep's trials reuse them) and each
-# measurement is compared with :func:`tlbench.cost.flops_analytic.analytic_train_step_flops`.
+# measurement is compared with :func:`tlbench.cost.flops.analytic_train_step_flops`.
 
 _PROBE = 2  # samples per probe batch: BatchNorm in train mode needs more than one value per channel
 
@@ -60,7 +260,7 @@ def forget_flop_profiles() -> None:
     does: what the benchmark needs to time a cold trial.
     """
     _MEMO.clear()
-    forget_prefix_flops()
+    forget_forward_flops()
 
 
 def _probe(inputs: TrialInputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,7 +431,7 @@ def start_run(cfg: RunConfig, params: dict[str, Any], tags: dict[str, str]) -> M
     )
     run.log_params(params)
     config = yaml.safe_dump(as_plain_dict(cfg), sort_keys=False)
-    run.log_text(redact_password(config), "config.yaml")  # a tracking URI's password stays out of it
+    run.log_text(redact_password(config), N.CONFIG_ARTIFACT)  # a tracking URI's password stays out of it
     return run
 
 
@@ -281,11 +481,11 @@ def trial_tags(
     return {
         "threads": str(threads.threads),  # torch intra-op threads (cost/device_hours divides by them)
         "threads_reason": threads.reason,
-        "device": device.name,
-        "device_count": str(device.count),
+        N.DEVICE: device.name,
+        N.DEVICE_COUNT: str(device.count),
         "device_model": device.model,
-        "strategy": cfg.strategy.name.value,
-        "n_per_class": str(cfg.data.n_per_class if cfg.data.n_per_class is not None else "all"),
+        N.STRATEGY_TAG: cfg.strategy.name.value,
+        N.N_PER_CLASS_TAG: str(cfg.data.n_per_class if cfg.data.n_per_class is not None else "all"),
         "channels_last": str(channels_last).lower(),
         "tlbench_version": tlbench.__version__,
         "torch_version": torch.__version__,
@@ -298,18 +498,17 @@ def trial_metrics(
     model: BuiltModel,
     progress: FitProgress,
     evaluation: TrialEvaluation,
-    cost: TrialCost,
     *,
     probe: ProbeFit | None,
     compiled: CompileDecision | None,
 ) -> dict[str, float]:
-    """The final metrics: parameters, the probe's fit, the last training loss, val/test, cost."""
+    """The final metrics but cost's: parameters, the probe's fit, the last training loss, val/test."""
     trainable, total = count_parameters(model.network)
-    metrics: dict[str, float] = {"params/trainable": float(trainable), "params/total": float(total)}
+    metrics: dict[str, float] = {N.PARAMS_TRAINABLE: float(trainable), N.PARAMS_TOTAL: float(total)}
     if probe is not None:
         metrics.update(
             {
-                "probe/l2": probe.l2,
+                N.PROBE_L2: probe.l2,
                 "probe/val_acc": probe.val_acc,
                 "probe/iterations": float(probe.iterations),
                 "probe/evaluations": float(probe.evaluations),
@@ -318,15 +517,14 @@ def trial_metrics(
         )
     history = progress.history
     if history:
-        metrics["train/loss"] = history[-1].train_loss
+        metrics[N.TRAIN_LOSS] = history[-1].train_loss
     if model.loop_phases:  # the loop's optimizer steps (an L-BFGS probe has none to count)
         metrics[N.TRAIN_STEPS] = float(progress.steps)
     if evaluation.best_step is not None:  # early stopping: the step whose weights were evaluated
         metrics[N.BEST_STEP] = float(evaluation.best_step)
     if compiled is not None:  # inside cost/fit_seconds (the fit's timer), shown apart
-        metrics["cost/compile_seconds"] = compiled.compile_seconds
+        metrics[N.COMPILE_SECONDS] = compiled.compile_seconds
     metrics.update(evaluation.metrics)
-    metrics.update(cost.metrics())
     return metrics
 
 
@@ -335,23 +533,20 @@ def outcome_tags(
     cache: CacheUse | None,
     *,
     cache_reason: str,
-    flops_check: str | None,
     compiled: CompileDecision | None,
     eager_reason: str | None,
-    cost: TrialCost,
 ) -> dict[str, str]:
-    """The tags that explain the metrics: status, how cost, memory and inputs were measured and produced.
+    """The tags that explain the metrics: status, how memory and inputs were measured and produced (the
+    cost's own, ``device_hours_rule`` and ``flops_check``, come with the cost).
 
     ``cache``: how the inputs were produced (None: the fit failed before they existed); ``compiled``:
     ``trainer.compile``'s decision (None: off, or nothing trained in the loop); ``eager_reason``: why
     the loop trained eagerly whatever it measured (None: no loop phase, or it may compile).
     """
-    tags = {N.STATUS: outcome.status, "memory_kind": outcome.memory_kind, N.DEVICE_HOURS_RULE: cost.rule}
+    tags = {N.STATUS: outcome.status, "memory_kind": outcome.memory_kind}
     if cache is not None:
-        tags["feature_cache"] = cache.status
+        tags[N.FEATURE_CACHE] = cache.status
         tags["feature_cache_reason"] = cache.reason or cache_reason
-    if flops_check is not None:
-        tags["flops_check"] = flops_check
     if compiled is not None:
         tags["compile"] = "on" if compiled.compiled else "off"
         tags["compile_reason"] = compiled.reason

@@ -11,11 +11,9 @@ from torch import nn
 
 from tlbench.config import load_config
 from tlbench.config.schema import OptimizerConfig, ScheduleConfig
-from tlbench.models.freeze import ParamGroups, backbone_groups, set_frozen
-from tlbench.models.module import TransferModule
-from tlbench.models.network import TrainPhase, build_model
-from tlbench.optim.l2_sp import L2SP
-from tlbench.optim.param_groups import build_param_groups
+from tlbench.models.freeze import L2SP, ParamGroups, TrainPhase, backbone_groups, set_frozen
+from tlbench.models.module import TransferModule, build_param_groups
+from tlbench.models.network import build_model
 
 
 def _net() -> nn.Sequential:

@@ -5,7 +5,7 @@ from torch import nn
 
 from tlbench.config.schema import OptimizerConfig, OptimizerName
 from tlbench.models.freeze import backbone_groups, set_frozen
-from tlbench.optim.param_groups import build_param_groups, create_optimizer, layer_lr_multipliers
+from tlbench.models.module import build_param_groups, create_optimizer, layer_lr_multipliers
 
 
 def test_layer_decay_multipliers() -> None:

@@ -1,1 +1,0 @@
-"""Optimizer parameter groups and LR schedules."""
