@@ -20,7 +20,7 @@ from tlbench.cost.threads import passive_wait_default
 from tlbench.errors import ConfigError, TlbenchError
 
 if TYPE_CHECKING:
-    from tlbench.report.build import ReportResult  # pandas/matplotlib at import: only for mypy here
+    pass  # pandas/matplotlib at import: only for mypy here
 
 Command = Callable[[Sequence[str]], int]
 # commands that left the package -> what to run instead (scripts calling them get that, not "unknown command")
@@ -78,7 +78,10 @@ def report(argv: Sequence[str]) -> int:
     args = _report_parser().parse_args(argv)
     if not 0 <= args.tolerance < 1:
         raise ConfigError(f"--tolerance is an absolute accuracy in [0, 1), e.g. 0.01; got {args.tolerance}")
-    from tlbench.report.build import build_report  # pandas/matplotlib only once the arguments are valid
+    from tlbench.report.build import (  # pandas/matplotlib only once the arguments are valid
+        build_report,
+        print_result,
+    )
     from tlbench.tracking.study import list_studies
 
     if args.list:
@@ -95,18 +98,6 @@ def report(argv: Sequence[str]) -> int:
     print()
     print_result(result)
     return 0
-
-
-def print_result(result: ReportResult) -> None:
-    """Where the report went, and its problems (``tlbench report`` and the end of ``tlbench sweep``)."""
-    print(f"report of study '{result.study}': {result.directory / 'report.html'}", flush=True)
-    print(f"  also: report.md, results.csv, summary.tex, figures/ in {result.directory}/")
-    if result.published_to:
-        print(
-            f"  logged to MLflow parent run {result.published_to} (artifacts under report/; browse: make ui)"
-        )
-    for problem in result.problems:
-        print(f"  note: {problem}")
 
 
 def _export_parser() -> argparse.ArgumentParser:

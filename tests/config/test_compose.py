@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tlbench.config import load_config
-from tlbench.config.compose import config_dir, typed_mapping
+from tlbench.config import compose, load_config
+from tlbench.config.compose import config_dir, packaged_dir, typed_mapping
 from tlbench.config.schema import DatasetName, RunConfig, StrategyName, WeightsSource
 from tlbench.errors import ConfigError
 
@@ -192,3 +192,28 @@ def test_typed_mapping_errors_name_the_key_what_it_expects_and_what_it_got() -> 
         typed_mapping(_Toy, {"epoch": 2})
     with pytest.raises(ConfigError, match=r"^unknown key 'x' in my file \(allowed: epochs, tags\)$"):
         typed_mapping(_Toy, {"x": 2}, root="my file")
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- the packaged conf/ and sweeps/ (config.compose.packaged_dir) ---
+@pytest.mark.parametrize("name", ["conf", "sweeps"])
+def test_source_tree_links_to_the_top_level_folders(name: str) -> None:
+    # in the source tree the package's folder is a link to the top-level one (edits apply at once)
+    inside = REPO_ROOT / "src" / "tlbench" / compose.PACKAGED[name]
+    assert inside.is_symlink() and inside.resolve() == REPO_ROOT / name
+    assert packaged_dir(name, env="X") == REPO_ROOT / name
+
+
+def test_unknown_folder_is_a_programming_error() -> None:
+    # only conf and sweeps ship with the package
+    with pytest.raises(ValueError, match="one of conf, sweeps"):
+        packaged_dir("docs", env="X")
+
+
+def test_missing_folder_says_to_reinstall_or_set_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an install without its package data gets an actionable message, not a Hydra traceback
+    monkeypatch.setitem(compose.PACKAGED, "conf", "_not_there")
+    with pytest.raises(ConfigError, match=r"reinstall tlbench \(pip install \.\), or set TLBENCH_CONFIG_DIR"):
+        packaged_dir("conf", env="TLBENCH_CONFIG_DIR")

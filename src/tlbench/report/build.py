@@ -378,3 +378,15 @@ def parent_tags(recommendations: list[Recommendation], *, tolerance: float, cost
         if rec.comparison is not None:
             tags[f"report.paired_basis/{slug}"] = rec.comparison.basis
     return tags
+
+
+def print_result(result: ReportResult) -> None:
+    """Where the report went, and its problems (``tlbench report`` and the end of ``tlbench sweep``)."""
+    print(f"report of study '{result.study}': {result.directory / 'report.html'}", flush=True)
+    print(f"  also: report.md, results.csv, summary.tex, figures/ in {result.directory}/")
+    if result.published_to:
+        print(
+            f"  logged to MLflow parent run {result.published_to} (artifacts under report/; browse: make ui)"
+        )
+    for problem in result.problems:
+        print(f"  note: {problem}")

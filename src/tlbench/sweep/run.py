@@ -813,8 +813,7 @@ def _set_threads(threads: int) -> None:
 
 
 def _build_report(study: str) -> None:
-    from tlbench.cli import print_result
-    from tlbench.report.build import build_report  # pandas/matplotlib only when a report is due
+    from tlbench.report.build import build_report, print_result  # pandas/matplotlib only when a report is due
 
     print("building the report ...", flush=True)
     print_result(build_report(study, progress=lambda message: print(f"report: {message}", flush=True)))

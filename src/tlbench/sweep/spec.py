@@ -15,9 +15,8 @@ from typing import Any
 
 import yaml
 
-from tlbench.config.compose import typed_mapping
+from tlbench.config.compose import packaged_dir, typed_mapping
 from tlbench.errors import ConfigError
-from tlbench.packaged import packaged_dir
 from tlbench.strategies import STRATEGIES
 
 # --- spec ---
