@@ -172,16 +172,14 @@ def test_screen_reads_the_trial_pipelines_features_through_the_cache() -> None:
 
     def screen_extract() -> tuple[ScreenFeatures, nn.Module, torch.Tensor]:
         trial = prepare(cfg)
-        resolved, device, precision, splits, model = (
-            trial.cfg,
-            trial.device,
-            trial.precision,
-            trial.splits,
-            trial.model,
-        )
-        channels_last = trial.channels_last
+        resolved, model, splits = trial.cfg, trial.model, trial.splits
         plan = plan_inputs(
-            resolved, model, splits, device=device, precision=precision, channels_last=channels_last
+            resolved,
+            model,
+            splits,
+            device=trial.device,
+            precision=trial.precision,
+            channels_last=trial.channels_last,
         )
         features = extract(model.network, splits, plan, feature_cache(resolved.trainer))
         return features, model.network.backbone, plan.extraction.transform(splits.train.images[:4])

@@ -68,15 +68,10 @@ def test_a_fixed_l2_fits_once() -> None:
 def _trial_inputs(cfg: RunConfig) -> TrialInputs:
     """The inputs a trial of ``cfg`` trains on, as :func:`tlbench.run.train` builds them."""
     trial = prepare(cfg)
-    cfg, device, precision, splits, model = (
-        trial.cfg,
-        trial.device,
-        trial.precision,
-        trial.splits,
-        trial.model,
+    cfg, model, splits = trial.cfg, trial.model, trial.splits
+    plan = plan_inputs(
+        cfg, model, splits, device=trial.device, precision=trial.precision, channels_last=trial.channels_last
     )
-    channels_last = trial.channels_last
-    plan = plan_inputs(cfg, model, splits, device=device, precision=precision, channels_last=channels_last)
     cache = feature_cache(cfg.trainer) if cfg.trainer.cache_features else None
     return trial_inputs(model, splits, plan, cache=cache)
 

@@ -444,8 +444,9 @@ def screen_backbone(
         trial.splits,
         trial.model,
     )
-    channels_last = trial.channels_last
-    plan = plan_inputs(cfg, model, splits, device=device, precision=precision, channels_last=channels_last)
+    plan = plan_inputs(
+        cfg, model, splits, device=device, precision=precision, channels_last=trial.channels_last
+    )
     features = extract(model.network, splits, plan, feature_cache(cfg.trainer))
     scores = feature_scores(
         features.train, features.train_labels, features.val, features.val_labels, settings
