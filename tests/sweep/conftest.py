@@ -39,7 +39,7 @@ import time
 from tlbench.models.module import TransferModule
 original = TransferModule.on_train_epoch_end
 def on_train_epoch_end(self):
-    time.sleep(0.6)
+    time.sleep(0.3)
     return original(self)
 TransferModule.on_train_epoch_end = on_train_epoch_end
 """

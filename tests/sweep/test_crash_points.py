@@ -145,12 +145,16 @@ def test_ctrl_c_on_the_sweep_process_stops_cleanly_and_resumes(
     # left RUNNING, parent KILLED; the same command again completes the study
     sweep = write_sweep("sigint", **ONE_CELL, base=[*TINY_BASE, "trainer.epochs=20"])
     log = tmp_path / "sweep.err"
-    # the interrupted process trains slowly (0.6 s per epoch, 12 s a trial): a loaded machine still sees a
-    # trial running (at 0.3 s, CI once missed all three 7-s windows while polling MLflow)
+    # the interrupted process trains slowly (0.3 s per epoch): a loaded machine still sees a trial running
     script = DYING.format(patch=textwrap.dedent(SLOW_EPOCHS))
     with log.open("w") as err_file:  # a file, not a pipe: a full pipe would block the sweep
+        # Ctrl-C as a terminal sends it: SIGINT at its default in the sweep, even when this test runs
+        # where it is ignored (a job started with `&` without job control inherits SIGINT ignored)
         proc = subprocess.Popen(
-            [sys.executable, "-c", script, str(sweep)], stdout=subprocess.DEVNULL, stderr=err_file
+            [sys.executable, "-c", script, str(sweep)],
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     study = reader("sigint")
 

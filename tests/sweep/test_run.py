@@ -162,7 +162,7 @@ def test_resume_after_kill_9_recomputes_nothing_and_redoes_the_killed_trial(
 ) -> None:
     # kill -9 mid-trial, rerun: same finished-trial count as an uninterrupted run, none computed twice
     sweep = write_sweep("killed", **THREE_CELLS, base=[*TINY_BASE, "trainer.epochs=10"])
-    # the killed process trains slowly (0.6 s per epoch): even a loaded machine catches a trial mid-way
+    # the killed process trains slowly (0.3 s per epoch): even a loaded machine catches a trial mid-way
     script = DYING.format(patch=textwrap.dedent(SLOW_EPOCHS))
     command = [sys.executable, "-c", script, str(sweep)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
