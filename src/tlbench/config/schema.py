@@ -1,13 +1,9 @@
-"""Typed schemas behind the Hydra config groups.
-
-Every YAML file under ``conf/`` is merged onto these dataclasses at composition time, so an unknown
-key or a value of the wrong type fails before anything runs. Cross-field rules that types cannot
-express are checked in ``__post_init__`` and raise :class:`tlbench.errors.ConfigError`.
-"""
+"""Typed schemas behind the Hydra config groups: OmegaConf checks keys and types at composition,
+``__post_init__`` the values and cross-field rules (:class:`tlbench.errors.ConfigError`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
 
@@ -71,6 +67,22 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _check(section: str, obj: Any, **rules: str) -> None:
+    """Each field against its rule: ``>= 1``, ``> 0``, an interval ``[0, 1)``; ``... or null``: None too."""
+    for name, rule in rules.items():
+        value, bound = getattr(obj, name), rule.removesuffix(" or null")
+        if value is None and bound != rule:
+            continue
+        if bound[0] in "([":
+            low, high = (float(x) for x in bound[1:-1].split(","))
+            above = low <= value if bound[0] == "[" else low < value
+            ok = above and (value <= high if bound[-1] == "]" else value < high)
+        else:
+            op, limit = bound.split()
+            ok = value >= float(limit) if op == ">=" else value > float(limit)
+        _require(ok, f"{section}.{name} must be {'in ' if bound[0] in '([' else ''}{rule}, got {value}")
+
+
 @dataclass
 class BackboneConfig:
     """Which timm architecture, and where its initial weights come from."""
@@ -84,20 +96,15 @@ class BackboneConfig:
         _require(
             bool(self.name), "backbone.name is empty: give a timm model name, e.g. tf_efficientnet_lite0"
         )
-        if self.weights == WeightsSource.file:
-            _require(
-                bool(self.weights_path),
-                "backbone.weights=file needs backbone.weights_path=/path/to/checkpoint.{pth,safetensors}",
-            )
+        _require(
+            self.weights != WeightsSource.file or bool(self.weights_path),
+            "backbone.weights=file needs backbone.weights_path=/path/to/checkpoint.{pth,safetensors}",
+        )
 
 
 @dataclass
 class DataConfig:
-    """Dataset, split protocol and preprocessing.
-
-    Validation and test splits depend only on ``split_seed``; ``n_per_class`` draws the training
-    subset from the remaining pool with the run's seed, so val/test never change with size or seed.
-    """
+    """Dataset, splits, preprocessing: val/test depend only on ``split_seed`` (never on size or seed)."""
 
     name: DatasetName = DatasetName.digits
     root: str | None = None  # data_dir (fashion_mnist, cifar10, imagefolder)
@@ -118,37 +125,30 @@ class DataConfig:
     samples_per_class: int = 60
 
     def __post_init__(self) -> None:
-        _require(
-            self.n_per_class is None or self.n_per_class >= 1,
-            f"data.n_per_class must be >= 1 (or null for all), got {self.n_per_class}",
+        _check(
+            "data",
+            self,
+            n_per_class=">= 1 or null",
+            resolution="[8, 1024] or null",
+            val_fraction="(0, 1)",
+            test_fraction="(0, 1)",
+            max_val_per_class=">= 1 or null",
+            max_test_per_class=">= 1 or null",
+            num_classes=">= 2",
+            samples_per_class=">= 3",
         )
-        _require(
-            self.resolution is None or 8 <= self.resolution <= 1024,
-            f"data.resolution must be in [8, 1024] (or null: the backbone's pretrained size), "
-            f"got {self.resolution}",
-        )
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            _require(0.0 < value < 1.0, f"data.{name} must be in (0, 1), got {value}")
         _require(
             self.val_fraction + self.test_fraction < 1.0,
             "data.val_fraction + data.test_fraction must leave a training pool (< 1)",
         )
-        for name in ("max_val_per_class", "max_test_per_class"):
-            value = getattr(self, name)
-            _require(value is None or value >= 1, f"data.{name} must be >= 1 or null, got {value}")
-        _require(self.num_classes >= 2, f"data.num_classes must be >= 2, got {self.num_classes}")
+        # whether the folder exists is the world, not the config: the commands check it before torch loads
         _require(
-            self.samples_per_class >= 3, f"data.samples_per_class must be >= 3, got {self.samples_per_class}"
+            self.name != DatasetName.imagefolder or bool(self.root),
+            "data=imagefolder needs data.root=/path/to/folder (class sub-folders)",
         )
-        if self.name == DatasetName.imagefolder:
-            _require(bool(self.root), "data=imagefolder needs data.root=/path/to/folder (class sub-folders)")
-            # whether the folder exists is the world, not the config: the commands check it before torch
-            # loads (commands.overrides.check_paths, sweep.request), the data layer when it reads it
 
     @property
     def size(self) -> int:
-        """The resolved input side in pixels (``resolution`` after the backbone default is applied)."""
         if self.resolution is None:
             raise ConfigError("data.resolution is unresolved: call tlbench.training.prepare.resolve_defaults")
         return self.resolution
@@ -163,18 +163,13 @@ class HeadConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        _require(self.hidden_dim >= 1, f"strategy.head.hidden_dim must be >= 1, got {self.hidden_dim}")
-        _require(0.0 <= self.dropout < 1.0, f"strategy.head.dropout must be in [0, 1), got {self.dropout}")
+        _check("strategy.head", self, hidden_dim=">= 1", dropout="[0, 1)")
 
 
 @dataclass
 class ProbeConfig:
-    """How the linear probe (``linear_probe``, and the first phase of ``lp_ft``) is fitted.
-
-    ``lbfgs`` minimises mean cross-entropy + ``l2``/2 * ||W||^2 over the frozen features of the whole
-    training split (as scikit-learn's ``LogisticRegression`` does, with ``l2 = 1 / (C * n)``), to
-    convergence; with ``l2=null`` it is chosen from ``l2_grid`` by validation accuracy.
-    """
+    """The linear probe (``linear_probe``, ``lp_ft``'s first phase): ``lbfgs`` minimises mean cross-entropy
+    + ``l2``/2 * ||W||^2 on the frozen features to convergence (scikit-learn's ``l2 = 1 / (C * n)``)."""
 
     solver: ProbeSolver = ProbeSolver.lbfgs
     l2: float | None = None  # None: chosen on the validation split from l2_grid
@@ -183,23 +178,17 @@ class ProbeConfig:
     tolerance: float = 1e-6  # gradient max-norm at which L-BFGS has converged
 
     def __post_init__(self) -> None:
-        _require(self.l2 is None or self.l2 >= 0.0, f"strategy.probe.l2 must be >= 0 or null, got {self.l2}")
+        _check("strategy.probe", self, l2=">= 0 or null", max_iter=">= 1", tolerance="> 0")
         _require(
             bool(self.l2_grid) and all(v >= 0.0 for v in self.l2_grid),
             f"strategy.probe.l2_grid must be a non-empty list of values >= 0, got {list(self.l2_grid)}",
         )
-        _require(self.max_iter >= 1, f"strategy.probe.max_iter must be >= 1, got {self.max_iter}")
-        _require(self.tolerance > 0.0, f"strategy.probe.tolerance must be > 0, got {self.tolerance}")
 
 
 @dataclass
 class LoraConfig:
-    """LoRA adapters (Hu et al., 2021) on the backbone's dense layers, through the ``peft`` library.
-
-    A targeted layer computes ``W x + (alpha / rank) * B A x`` with ``A`` (rank x in, the layer's own
-    kernel and stride for a convolution) and ``B`` (out x rank, 1x1) trained and ``W`` frozen; ``B``
-    starts at zero, so training starts from the pretrained function.
-    """
+    """LoRA adapters (Hu et al., 2021, through ``peft``): ``W x + (alpha / rank) * B A x``, ``W`` frozen,
+    ``B`` zero at the start (training starts from the pretrained function)."""
 
     rank: int = 8
     alpha: int = 8  # the update is scaled by alpha / rank (an int, as peft types it)
@@ -210,9 +199,7 @@ class LoraConfig:
     targets: list[str] | None = None
 
     def __post_init__(self) -> None:
-        _require(self.rank >= 1, f"strategy.lora.rank must be >= 1, got {self.rank}")
-        _require(self.alpha > 0, f"strategy.lora.alpha must be > 0, got {self.alpha}")
-        _require(0.0 <= self.dropout < 1.0, f"strategy.lora.dropout must be in [0, 1), got {self.dropout}")
+        _check("strategy.lora", self, rank=">= 1", alpha="> 0", dropout="[0, 1)")
         _require(
             self.targets is None or (bool(self.targets) and all(bool(t) for t in self.targets)),
             f"strategy.lora.targets must be null (every dense layer) or a non-empty list of module names, "
@@ -254,25 +241,21 @@ class StrategyConfig:
         _require(
             0.0 <= self.l2_sp < float("inf"), f"strategy.l2_sp must be a finite value >= 0, got {self.l2_sp}"
         )
-        if self.l2_sp > 0:
-            _require(
-                spec.l2_sp,
-                f"strategy.l2_sp={self.l2_sp:g} pulls fine-tuned pretrained weights back to their start, "
-                f"but strategy={spec.name} {_no_l2_sp_reason(spec)}: "
-                f"use it with {', '.join(L2_SP)}, or set strategy.l2_sp=0",
-            )
-        if spec.freeze == "config":
-            _require(
-                self.freeze_depth is not None,
-                f"strategy={spec.name} needs strategy.freeze_depth=k (leading groups to freeze)",
-            )
-        if self.freeze_depth is not None:
-            _require(self.freeze_depth >= 0, f"strategy.freeze_depth must be >= 0, got {self.freeze_depth}")
-        if spec.needs_class_map:
-            _require(
-                bool(self.class_map),
-                f"strategy={spec.name} needs strategy.class_map: {{target_class: [source class, ...]}}",
-            )
+        _require(
+            self.l2_sp <= 0 or spec.l2_sp,
+            f"strategy.l2_sp={self.l2_sp:g} pulls fine-tuned pretrained weights back to their start, "
+            f"but strategy={spec.name} {_no_l2_sp_reason(spec)}: "
+            f"use it with {', '.join(L2_SP)}, or set strategy.l2_sp=0",
+        )
+        _require(
+            spec.freeze != "config" or self.freeze_depth is not None,
+            f"strategy={spec.name} needs strategy.freeze_depth=k (leading groups to freeze)",
+        )
+        _check("strategy", self, freeze_depth=">= 0 or null")
+        _require(
+            not spec.needs_class_map or bool(self.class_map),
+            f"strategy={spec.name} needs strategy.class_map: {{target_class: [source class, ...]}}",
+        )
 
 
 @dataclass
@@ -285,15 +268,14 @@ class OptimizerConfig:
     layer_decay: float = 1.0  # layer-wise LR decay: group i of n gets mult * decay**(n - i)
 
     def __post_init__(self) -> None:
-        _require(0.0 < self.lr <= 10.0, f"optimizer.lr must be in (0, 10], got {self.lr}")
-        _require(self.weight_decay >= 0.0, f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
-        _require(0.0 <= self.momentum < 1.0, f"optimizer.momentum must be in [0, 1), got {self.momentum}")
-        _require(
-            self.backbone_lr_mult >= 0.0,
-            f"optimizer.backbone_lr_mult must be >= 0, got {self.backbone_lr_mult}",
-        )
-        _require(
-            0.0 < self.layer_decay <= 1.0, f"optimizer.layer_decay must be in (0, 1], got {self.layer_decay}"
+        _check(
+            "optimizer",
+            self,
+            lr="(0, 10]",
+            weight_decay=">= 0",
+            momentum="[0, 1)",
+            backbone_lr_mult=">= 0",
+            layer_decay="(0, 1]",
         )
 
 
@@ -311,20 +293,20 @@ class ScheduleConfig:
     final_div_factor: float = 1e4  # onecycle: final LR = start / final_div_factor
 
     def __post_init__(self) -> None:
-        _require(
-            0.0 <= self.warmup_fraction < 1.0,
-            f"schedule.warmup_fraction must be in [0, 1), got {self.warmup_fraction}",
+        _check(
+            "schedule",
+            self,
+            warmup_fraction="[0, 1)",
+            gamma="(0, 1]",
+            min_factor="[0, 1]",
+            pct_start="(0, 1)",
+            div_factor=">= 1",
+            final_div_factor=">= 1",
         )
         _require(
             all(0.0 < m < 1.0 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
             f"schedule.milestones must be increasing fractions in (0, 1), got {list(self.milestones)}",
         )
-        _require(0.0 < self.gamma <= 1.0, f"schedule.gamma must be in (0, 1], got {self.gamma}")
-        _require(
-            0.0 <= self.min_factor <= 1.0, f"schedule.min_factor must be in [0, 1], got {self.min_factor}"
-        )
-        _require(0.0 < self.pct_start < 1.0, f"schedule.pct_start must be in (0, 1), got {self.pct_start}")
-        _require(self.div_factor >= 1.0 and self.final_div_factor >= 1.0, "schedule div factors must be >= 1")
 
 
 @dataclass
@@ -366,33 +348,27 @@ class TrainerConfig:
     planned_trials: int | None = None
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
-        _require(self.batch_size >= 1, f"trainer.batch_size must be >= 1, got {self.batch_size}")
-        _require(
-            self.eval_batch_size >= 1, f"trainer.eval_batch_size must be >= 1, got {self.eval_batch_size}"
+        _check(
+            "trainer",
+            self,
+            epochs=">= 1",
+            batch_size=">= 1",
+            eval_batch_size=">= 1",
+            val_every_n_epochs=">= 1",
+            compile_speedup="> 1 or null",
+            compile_after_steps=">= 1",
+            compile_cost_s=">= 0 or null",
+            min_steps=">= 1 or null",
+            val_checks=">= 1 or null",
+            num_threads=">= 1 or null",
+            cache_max_mb=">= 0",
+            feature_cache_disk_mb=">= 0",
+            patience=">= 1",
+            planned_trials=">= 1 or null",
         )
-        _require(self.val_every_n_epochs >= 1, "trainer.val_every_n_epochs must be >= 1")
-        mode = str(self.compile).strip().lower()
         _require(
-            mode in ("auto", "true", "false"),
+            str(self.compile).strip().lower() in ("auto", "true", "false"),
             f"trainer.compile must be auto, true or false, got {self.compile!r}",
-        )
-        _require(
-            self.compile_speedup is None or self.compile_speedup > 1.0,
-            f"trainer.compile_speedup must be > 1 or null, got {self.compile_speedup}",
-        )
-        _require(self.compile_after_steps >= 1, "trainer.compile_after_steps must be >= 1")
-        _require(
-            self.compile_cost_s is None or self.compile_cost_s >= 0,
-            f"trainer.compile_cost_s must be >= 0, got {self.compile_cost_s}",
-        )
-        _require(
-            self.min_steps is None or self.min_steps >= 1,
-            f"trainer.min_steps must be >= 1, got {self.min_steps}",
-        )
-        _require(
-            self.val_checks is None or self.val_checks >= 1,
-            f"trainer.val_checks must be >= 1, got {self.val_checks}",
         )
         _require(
             self.precision in {"auto", "32", "bf16-mixed", "16-mixed"},
@@ -401,16 +377,6 @@ class TrainerConfig:
         _require(
             self.device == "auto" or self.device in {"cpu", "mps", "cuda"} or self.device.startswith("cuda:"),
             f"trainer.device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}",
-        )
-        _require(
-            self.num_threads is None or self.num_threads >= 1, "trainer.num_threads must be >= 1 or null"
-        )
-        _require(self.cache_max_mb >= 0, f"trainer.cache_max_mb must be >= 0, got {self.cache_max_mb}")
-        _require(self.feature_cache_disk_mb >= 0, "trainer.feature_cache_disk_mb must be >= 0")
-        _require(self.patience >= 1, f"trainer.patience must be >= 1, got {self.patience}")
-        _require(
-            self.planned_trials is None or self.planned_trials >= 1,
-            f"trainer.planned_trials must be >= 1 or null, got {self.planned_trials}",
         )
 
 
@@ -440,11 +406,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require(0 <= self.seed < 2**32, f"seed must be in [0, 2**32), got {self.seed}")
-        if self.data.train_on_val:
-            self._check_nothing_chosen_on_val()
-
-    def _check_nothing_chosen_on_val(self) -> None:
-        """Training on the validation split leaves nothing to choose with: every choice must be given."""
+        if not self.data.train_on_val:
+            return
+        # training on the validation split leaves nothing to choose with: every choice must be given
         to_set = []
         if self.trainer.early_stopping:
             to_set.append(
@@ -463,8 +427,6 @@ class RunConfig:
 
 def as_plain_dict(value: Any) -> Any:
     """Dataclass tree -> plain dict/list/str tree (enums by value), for logging and YAML dumps."""
-    from dataclasses import fields, is_dataclass
-
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: as_plain_dict(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, Enum):
