@@ -1,29 +1,22 @@
-"""The winner delivered: the report's recommended arm, retrained on all labelled images, as an MLflow model
-(``tlbench export``), and image files classified with it (``tlbench predict``).
+"""The winner delivered (``tlbench export``): the arm the report recommends
+(:func:`tlbench.report.recommended_arm`), retrained once on train + validation with every choice its
+finals made fixed, as a ``torch.export`` program in a pyfunc model registered under the study's name,
+alias ``champion``; and image files classified with it (``tlbench predict``).
 
-``export_winner(study)``: the arm the report recommends at a data size
-(:func:`tlbench.report.recommended_arm`, never a rule of its own) -> its final runs' configuration
-with every choice fixed (the probe L2 its finals chose, the steps they ran, no early stopping) and
-``data.train_on_val=true`` -> one more trial (``role=export`` in the study's experiment,
-:func:`tlbench.run.train` with ``keep_model=True``) -> the network with its normalisation as a
-``torch.export`` program -> a pyfunc model registered under the study's name, alias ``champion``
-(:mod:`tlbench.tracking.registry`).
-
-Why ``torch.export``: serving then needs torch and mlflow, not tlbench or timm (a pickled module
-would need the classes it was built from, i.e. this checkout). It is PyTorch's supported format for
-a whole program (``torch.jit`` is deprecated since torch 2.10 and warns on every call); a state dict
-plus a timm name would need timm and tlbench's heads and strategies (LoRA, BitFit) to rebuild.
+Why ``torch.export``: serving then needs torch and mlflow, not tlbench or timm (a pickled module needs
+this checkout's classes; a state dict needs timm and tlbench's heads, LoRA, BitFit to rebuild), and
+``torch.jit`` is deprecated since torch 2.10.
 """
 
 from __future__ import annotations
 
-import io
-import logging
+import csv
+import math
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
@@ -34,15 +27,6 @@ if TYPE_CHECKING:
     from tlbench.config.schema import RunConfig
     from tlbench.report import RecommendedArm
     from tlbench.run import TrainedModel
-import csv
-import math
-from collections.abc import Iterable, Iterator
-from typing import TextIO
-
-log = logging.getLogger(__name__)
-Progress = Callable[[str], None]
-_MAX_BATCH = 4096  # the exported program's largest batch (any size from 1 up to it)
-PROBE_L2 = "probe/l2"  # the L2 penalty a run's probe chose on validation (training/record.py)
 
 
 @dataclass(frozen=True)
@@ -65,22 +49,13 @@ def export_winner(
     size: int | str | None = None,
     strategy: str | None = None,
     tracking_uri: str | None = None,
-    progress: Progress = print,
+    progress: Callable[[str], None] = print,
 ) -> Exported:
-    """Retrain the report's recommended arm of ``study`` on train + validation and register it.
-
-    Args:
-        size: Data size (images per class, or "all"); default the largest with final runs.
-        strategy: Export this arm instead of the recommended one (its verdict says so).
-        progress: Where the few progress lines go.
-
-    Raises:
-        TlbenchError: The study, size or strategy does not exist, the arm cannot be retrained as its
-            finals ran (e.g. ``as_is``: nothing to retrain), or the retrained trial did not complete.
-    """
+    """Retrain the recommended arm of ``study`` (at ``size``, default the largest; ``strategy``: that arm
+    instead) on train + validation and register it; a :class:`TlbenchError` when any step cannot be done."""
     from tlbench.report import recommended_arm
     from tlbench.run import train
-    from tlbench.tracking.registry import ModelLabels, log_champion
+    from tlbench.tracking.registry import log_champion
     from tlbench.tracking.runs import latest_metrics
 
     arm = recommended_arm(study, size=size, strategy=strategy, tracking_uri=tracking_uri)
@@ -101,8 +76,8 @@ def export_winner(
         champion = log_champion(
             run_id=result.run_id,
             network_file=network_file,
-            labels=ModelLabels(class_names=model.class_names, resolution=model.resolution),
-            example_image=example_image(model.resolution),
+            class_names=model.class_names,
+            resolution=model.resolution,
             registered_name=study,
             description=model_description(
                 arm,
@@ -129,13 +104,9 @@ def export_winner(
 def export_config(
     arm: RecommendedArm, *, finals: Sequence[dict[str, float]], tracking_uri: str | None
 ) -> RunConfig:
-    """The arm's final-run configuration, every choice fixed, trained on train + validation.
-
-    ``finals`` are the latest metrics of the arm's final runs: the probe L2 they chose (the upper
-    median: ties go to the stronger penalty, as the probe's own grid search does) and the steps they
-    ran (upper median) become fixed values, since nothing is left to choose on once validation is
-    training data.
-    """
+    """The arm's final-run configuration on train + validation, every choice fixed: the probe L2 and the
+    steps its ``finals`` (their latest metrics) chose, each the upper median (ties to the stronger
+    penalty, as the probe's grid search does)."""
     from omegaconf import DictConfig, OmegaConf
 
     from tlbench.config.compose import register_schema, to_run_config
@@ -160,7 +131,7 @@ def export_config(
         "tracking.run_name": f"export {arm.strategy_name} n={arm.n_per_class}",
         "tags": {N.ROLE: N.EXPORT, N.STUDY_TAG: arm.study, N.CELL: arm.cell},
     }
-    l2 = _upper_median([m[PROBE_L2] for m in finals if PROBE_L2 in m])
+    l2 = _upper_median([m[N.PROBE_L2] for m in finals if N.PROBE_L2 in m])
     if l2 is not None:
         fixed["strategy.probe.l2"] = l2
     steps = _upper_median([float(f.steps) for f in arm.finals if f.steps is not None])
@@ -195,11 +166,8 @@ def _choices_text(cfg: RunConfig) -> str:
 def model_description(
     arm: RecommendedArm, cfg: RunConfig, *, test_acc: float | None, steps: float | None = None
 ) -> str:
-    """The model version's description: what was exported, the verdict, and that it saw validation data.
-
-    ``test_acc`` and ``steps`` are the export run's own (its step budget is whole epochs of the larger
-    training set, so it can run a few more steps than asked).
-    """
+    """The model version's description: what was exported, the verdict, that it saw validation data, and
+    the export run's own ``test_acc`` and ``steps`` (whole epochs: it can run a few more than asked)."""
     if arm.strategy_name == "as_is":  # nothing trains: the pretrained classifier, its classes mapped
         retrained = (
             "The pretrained classifier used as it is: nothing was trained; each of your classes scores "
@@ -232,18 +200,15 @@ def version_tags(arm: RecommendedArm) -> dict[str, str]:
         N.RECOMMENDED_STRATEGY: arm.strategy,
         N.EXPORT_N_PER_CLASS: arm.n_per_class,
         N.TRAINED_ON: "train+validation",
-        "final_test_acc_mean": f"{arm.acc_mean:.4f}",
-        "final_seeds": str(arm.seeds),
-        "final_run_ids": ",".join(arm.final_run_ids),
+        N.FINAL_TEST_ACC_MEAN: f"{arm.acc_mean:.4f}",
+        N.FINAL_SEEDS: str(arm.seeds),
+        N.FINAL_RUN_IDS: ",".join(arm.final_run_ids),
     }
 
 
 def save_network(model: TrainedModel, path: Path) -> None:
-    """Write ``model`` as a ``torch.export`` program: uint8 ``[N, 3, R, R]`` -> class probabilities.
-
-    The normalisation is the data package's own :func:`~tlbench.data.normalize`, traced into the
-    program, so the pyfunc only decodes images; the batch size is dynamic (1 to 4096).
-    """
+    """``model`` as a ``torch.export`` program: uint8 ``[N, 3, R, R]`` -> class probabilities, with
+    :func:`~tlbench.data.normalize` traced in (the pyfunc only decodes), any batch from 1 to 4096."""
     import torch
 
     from tlbench.data import normalize
@@ -259,28 +224,15 @@ def save_network(model: TrainedModel, path: Path) -> None:
 
     side = model.resolution
     sample = torch.zeros((2, 3, side, side), dtype=torch.uint8)
-    batch = torch.export.Dim("batch", min=1, max=_MAX_BATCH)
+    batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(Classifier().eval(), (sample,), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(path))
 
 
-def example_image(resolution: int) -> bytes:
-    """A small PNG for the model's input example (MLflow runs the model on it when logging)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (resolution, resolution), (128, 128, 128)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-# ``tlbench predict``: classify image files with a registered model, one CSV row (path, class,
-# probability) each. A folder is read recursively for the files Pillow knows by their extension; a file
-# named on the command line is always tried. A file that cannot be read or is not an image is reported
-# on its own line and the rest are still classified: the model itself says which images it could not
-# decode, so "what is an image" has one definition, the one training used.
+# ``tlbench predict``: one CSV row (path, class, probability) per image. The model itself says which
+# files it could not decode, so "what is an image" has one definition, the one training used.
 
 BATCH = 64  # files read and classified together: bounds memory for large folders
-HEADER = ("path", "class", "probability")
 
 
 @dataclass(frozen=True)
@@ -305,7 +257,7 @@ class Inputs:
 
 
 def collect(paths: Sequence[Path]) -> Inputs:
-    """Files as given; folders walked (sorted, hidden entries left out) for image extensions."""
+    """Files as given (always tried); folders walked (sorted, no hidden entries) for image extensions."""
     from PIL import Image
 
     extensions = {ext.lower() for ext in Image.registered_extensions()}
@@ -329,8 +281,6 @@ def _hidden(path: Path, root: Path) -> bool:
 
 def predict_files(model: Any, files: Iterable[Path], *, batch: int = BATCH) -> Iterator[Prediction]:
     """Classify ``files`` with a pyfunc ``model`` (see :mod:`tlbench.tracking.champion_pyfunc`), in order."""
-    import pandas as pd
-
     chunk: list[tuple[Path, bytes]] = []
     for path in files:
         try:
@@ -339,13 +289,15 @@ def predict_files(model: Any, files: Iterable[Path], *, batch: int = BATCH) -> I
             yield Prediction(str(path), None, None, f"cannot read: {exc.strerror or exc}")
             continue
         if len(chunk) == batch:
-            yield from _classify(model, chunk, pd)
+            yield from _classify(model, chunk)
             chunk = []
     if chunk:
-        yield from _classify(model, chunk, pd)
+        yield from _classify(model, chunk)
 
 
-def _classify(model: Any, chunk: list[tuple[Path, bytes]], pd: Any) -> Iterator[Prediction]:
+def _classify(model: Any, chunk: list[tuple[Path, bytes]]) -> Iterator[Prediction]:
+    import pandas as pd
+
     out = model.predict(pd.DataFrame({"image": [data for _, data in chunk]}))
     for (path, _), row in zip(chunk, out.to_dict("records"), strict=True):
         error = row.get("error")
@@ -358,7 +310,7 @@ def _classify(model: Any, chunk: list[tuple[Path, bytes]], pd: Any) -> Iterator[
 def write_csv(predictions: Iterable[Prediction], out: TextIO) -> Iterator[Prediction]:
     """Write the classified ones as CSV rows as they come; yield every prediction (failures too)."""
     writer = csv.writer(out)
-    writer.writerow(HEADER)
+    writer.writerow(("path", "class", "probability"))
     for prediction in predictions:
         if prediction.ok and prediction.probability is not None and math.isfinite(prediction.probability):
             writer.writerow((prediction.path, prediction.label, f"{prediction.probability:.4f}"))

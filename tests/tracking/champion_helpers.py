@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from tlbench.export import example_image, save_network
+from tlbench.export import save_network
 from tlbench.run import TrainedModel
 from tlbench.tracking import MlflowRun
-from tlbench.tracking.registry import Champion, ModelLabels, log_champion
+from tlbench.tracking.registry import Champion, log_champion
 
 RED, BLUE, GREY = (220, 30, 30), (30, 30, 220), (128, 128, 128)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -50,8 +50,8 @@ def register_colour_model(
     return log_champion(
         run_id=run.run_id,
         network_file=network_file,
-        labels=ModelLabels(class_names=model.class_names, resolution=model.resolution),
-        example_image=example_image(model.resolution),
+        class_names=model.class_names,
+        resolution=model.resolution,
         registered_name=study,
         description="Colour model: retrained on train + validation (a test double).",
         tags={"verdict": "red is ants", "verdict_interval": "0.9000..1.0000"},

@@ -78,6 +78,9 @@ VERDICT_INTERVAL = "verdict_interval"
 RECOMMENDED_STRATEGY = "recommended_strategy"
 EXPORT_N_PER_CLASS = "export_n_per_class"
 TRAINED_ON = "trained_on"  # "train+validation"
+FINAL_TEST_ACC_MEAN = "final_test_acc_mean"
+FINAL_SEEDS = "final_seeds"
+FINAL_RUN_IDS = "final_run_ids"
 
 # --- added by data4 (issue 21) -------------------------------------------------------------------
 FEATURE_CACHE = "feature_cache"  # tag: whether the trial's prefix features came from the cache

@@ -1,13 +1,11 @@
-"""The winner in MLflow: logged as a pyfunc model in its export run, registered, aliased ``champion``.
+"""The winner in MLflow: a pyfunc model logged in its export run, registered, aliased ``champion``.
 
-The model's code is :mod:`tlbench.tracking.champion_pyfunc` (given to MLflow as a file, never
-imported here: loading it registers it as "the" model of the process). Its artifacts are written by
-the caller (the network) and here (class names and resolution, the decoder). Loading a model by URI
-turns MLflow's errors into one line naming the model and what to do.
-"""
+Its code is :mod:`tlbench.tracking.champion_pyfunc`, given to MLflow as a file and never imported here
+(importing it registers it as "the" model of the process)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -44,44 +42,33 @@ class Champion:
         return f"models:/{self.name}@{CHAMPION_ALIAS}"
 
 
-@dataclass(frozen=True)
-class ModelLabels:
-    """What the network's outputs mean and the pixels it takes."""
-
-    class_names: Sequence[str]
-    resolution: int
-
-
 def log_champion(
     *,
     run_id: str,
     network_file: Path,
-    labels: ModelLabels,
-    example_image: bytes,
+    class_names: Sequence[str],
+    resolution: int,
     registered_name: str,
     description: str,
     tags: Mapping[str, str],
     tracking_uri: str | None = None,
 ) -> Champion:
-    """Log the pyfunc model in ``run_id``, register it as a new version of ``registered_name`` with
-    ``description`` and ``tags``, and point the alias ``champion`` at that version.
-
-    Args:
-        network_file: A ``torch.export`` program (uint8 pixels -> class probabilities).
-        example_image: One encoded image: the model's input example (checked by MLflow at logging).
-    """
+    """Log the pyfunc model of ``network_file`` (a ``torch.export`` program: uint8 pixels -> class
+    probabilities) in ``run_id``, register it as a new version of ``registered_name``, alias ``champion``."""
     import mlflow
     import pandas as pd
+    from PIL import Image
 
     uri = resolve_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="tlbench-model-") as scratch:
         folder = Path(scratch)
+        labels = {"class_names": list(class_names), "resolution": resolution}
         labels_file = folder / "labels.json"
-        labels_file.write_text(
-            json.dumps({"class_names": list(labels.class_names), "resolution": labels.resolution})
-        )
+        labels_file.write_text(json.dumps(labels))
         decoder = folder / _DECODER_MODULE
         shutil.copyfile(_DECODER, decoder)
+        example = io.BytesIO()  # MLflow runs the model on its input example when logging it
+        Image.new("RGB", (resolution, resolution), (128, 128, 128)).save(example, format="PNG")
         with _fluent_tracking(uri), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
@@ -89,9 +76,9 @@ def log_champion(
                 artifacts={"network": str(network_file), "labels": str(labels_file)},
                 code_paths=[str(decoder)],
                 signature=_signature(),
-                input_example=pd.DataFrame({"image": [example_image]}),
+                input_example=pd.DataFrame({"image": [example.getvalue()]}),
                 pip_requirements=_requirements(),
-                metadata={"class_names": list(labels.class_names), "resolution": labels.resolution},
+                metadata=labels,
             )
             version = mlflow.register_model(info.model_uri, registered_name, tags=dict(tags))
     client = _client(uri)
@@ -103,11 +90,8 @@ def log_champion(
 
 
 def load_model(model_uri: str, *, tracking_uri: str | None = None) -> Any:
-    """The pyfunc model at ``model_uri`` (``models:/<study>@champion``, ``runs:/<id>/model``, a folder).
-
-    Raises:
-        TrackingError: One line naming the model when it does not exist or cannot be loaded.
-    """
+    """The pyfunc model at ``model_uri`` (``models:/<study>@champion``, ``runs:/<id>/model``, a folder);
+    a :class:`TrackingError` naming it when it does not exist or cannot be loaded."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -149,11 +133,8 @@ def _requirements() -> list[str]:
 
 @contextmanager
 def _fluent_tracking(uri: str) -> Iterator[None]:
-    """MLflow's model logging and loading read the process-wide tracking URI: set it for the call only.
-
-    Afterwards the process is as before: no URI pinned (``$MLFLOW_TRACKING_URI`` read afresh), and
-    the variable as it was (``mlflow.set_tracking_uri`` also writes it).
-    """
+    """MLflow's model logging and loading read the process-wide tracking URI: set for the call only, then
+    unpinned again and the variable as it was (``mlflow.set_tracking_uri`` also writes it)."""
     import mlflow
     from mlflow.tracking._tracking_service import utils  # no public way to read "nothing set"
 

@@ -1,7 +1,5 @@
-"""MLflow runs through ``MlflowClient`` (no global active-run state, so sweeps can nest runs safely):
-one run, a study's experiment and parent run, the SQLite store's creation lock, and passwords kept out
-of what is printed. This package is the only code that imports mlflow.
-"""
+"""MLflow runs through ``MlflowClient`` (no process-wide active run, so sweeps nest runs safely): one run,
+a study's experiment and parent run, the SQLite store's creation lock, passwords out of what is printed."""
 
 from __future__ import annotations
 
@@ -22,8 +20,6 @@ from urllib.parse import urlencode
 from tlbench.errors import TrackingError
 from tlbench.tracking import names as N
 
-# Passwords out of what is printed, logged or stored: ``scheme://user:secret@host`` -> ``user:***@``.
-
 _URI_PASSWORD = re.compile(
     r"(?P<head>[a-z][\w+.\-]*://[^:/@\s]*:)(?P<secret>[^@\s]*)(?P<tail>@)", re.IGNORECASE
 )
@@ -34,16 +30,9 @@ def redact_password(text: str) -> str:
     return _URI_PASSWORD.sub(lambda m: f"{m['head']}***{m['tail']}", text)
 
 
-# One process at a time creates a SQLite tracking store.
-#
-# MLflow creates and migrates a SQLite store's schema when a client first opens it, without any
-# locking: two sweeps started together on a fresh ``mlflow.db`` both run the migrations and all but
-# one die (``duplicate column name: step``, ``table _alembic_tmp_… already exists``). An exclusive
-# ``fcntl.flock`` on ``<db>.lock`` next to the database, held while a client opens the store, makes
-# the second process wait and then find the schema up to date. Other stores (servers, PostgreSQL) are
-# left to their own concurrency control.
-
-LOCK_SUFFIX = ".lock"
+# MLflow creates and migrates a SQLite store's schema when a client first opens it, unlocked: two sweeps
+# started together on a fresh mlflow.db both migrate and all but one die ("duplicate column name: step").
+# A flock on <db>.lock while a client opens the store makes the second wait and find the schema ready.
 
 
 def sqlite_path(uri: str | None) -> Path | None:
@@ -59,16 +48,13 @@ def sqlite_path(uri: str | None) -> Path | None:
 
 
 def lock_path(database: Path) -> Path:
-    return database.with_name(database.name + LOCK_SUFFIX)
+    return database.with_name(database.name + ".lock")
 
 
 @contextmanager
 def sqlite_store_lock(uri: str | None) -> Iterator[None]:
-    """Hold ``<db>.lock`` exclusively for a SQLite URI; a no-op for any other store.
-
-    Where the lock file cannot be created (no such folder, read-only), nothing is locked: opening
-    the store then fails or succeeds on its own, with MLflow's error.
-    """
+    """Hold ``<db>.lock`` for a SQLite URI; a no-op for any other store, or where the lock file cannot be
+    created (opening the store then fails or succeeds on its own, with MLflow's error)."""
     database = sqlite_path(uri)
     if database is None:
         yield
@@ -86,14 +72,8 @@ def sqlite_store_lock(uri: str | None) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-# Runs through ``MlflowClient``.
-
-_MAX_PARAM = 6000
-
-
 def _client(tracking_uri: str | None) -> Any:
-    """A client on the store; the client opens (and for a fresh SQLite file, creates) it right away,
-    so for SQLite that happens under the store's file lock."""
+    """A client on the store, opened (a fresh SQLite file: created) under the store's lock."""
     from mlflow.tracking import MlflowClient
 
     with sqlite_store_lock(resolve_tracking_uri(tracking_uri)):
@@ -107,17 +87,13 @@ def resolve_tracking_uri(tracking_uri: str | None) -> str:
     return tracking_uri or mlflow.get_tracking_uri()
 
 
-# Every tlbench experiment is model training: MLflow's UI then offers the runs table, not its GenAI
-# pages (traces, latency, tokens).
+# model training: MLflow's UI then offers the runs table, not its GenAI pages
 _KIND_TAGS = {N.EXPERIMENT_KIND: N.MODEL_TRAINING_KIND}
 
 
 def get_or_create_experiment(client: Any, name: str) -> str:
-    """Experiment id by name, tagged as model training; safe when several processes create it at once.
-
-    An experiment made before tlbench tagged its kind gets the tag once; a kind someone chose in the
-    UI is left alone.
-    """
+    """Experiment id by name, tagged as model training (unless a kind is set); safe against concurrent
+    creation."""
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
@@ -147,20 +123,16 @@ def set_experiment_tags(client: Any, experiment_id: str, tags: Mapping[str, str]
         try:
             client.set_experiment_tag(experiment_id, key, value)
         except MlflowException as exc:
-            # Two workers tagging a fresh experiment at once: the SQL store's select-then-insert
-            # loses the race with "UNIQUE constraint failed". The row now exists, so setting it
-            # again is an update.
+            # two workers tagging at once: the SQL store's select-then-insert fails "UNIQUE constraint";
+            # the row exists now, so setting it again is an update
             if "UNIQUE" not in str(exc).upper():
                 raise
             client.set_experiment_tag(experiment_id, key, value)
 
 
 def fallback_run_name(tags: Mapping[str, str], *, now: datetime | None = None) -> str:
-    """A readable name for a run started without one: its role and the local time it started.
-
-    MLflow's own fallback draws an adjective-noun pair from Python's ``random``, which a trial has
-    just seeded, so every run of a seed got the same name.
-    """
+    """``<role> <local start time>``: MLflow's own adjective-noun name draws from ``random``, which a trial
+    has just seeded (every run of a seed got the same name)."""
     moment = (now or datetime.now()).strftime("%Y-%m-%d %H:%M:%S")
     return f"{tags.get(N.ROLE) or 'run'} {moment}"
 
@@ -189,7 +161,7 @@ _DATABASE_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql":
 
 
 def _probe_database(uri: str, *, timeout: float = 5.0) -> None:
-    """One TCP connection to the tracking database's host and port (no retries, no credentials sent)."""
+    """One TCP connection to the database's host and port (no retries, no credentials sent)."""
     import socket
     from urllib.parse import urlsplit
 
@@ -242,10 +214,7 @@ class MlflowRun:
         tags: Mapping[str, str] | None = None,
         unique: bool = False,
     ) -> MlflowRun:
-        """A new run in ``experiment`` (created if needed); no ``run_name``: :func:`fallback_run_name`.
-
-        ``unique``: a name the experiment already holds gets the first free suffix ``#2``, ``#3``, ...
-        (three single trials of one configuration are three names in the runs table)."""
+        """A new run in ``experiment`` (created if needed); ``unique``: a taken name gets ``#2``, ``#3``..."""
         client = _client(resolve_tracking_uri(tracking_uri))
         experiment_id = get_or_create_experiment(client, experiment)
         all_tags = dict(tags or {})
@@ -267,7 +236,7 @@ class MlflowRun:
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()]
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]  # MLflow's value limit
         for start in range(0, len(items), 100):  # MLflow caps params per batch at 100
             self._client.log_batch(self.run_id, params=items[start : start + 100])
 
@@ -307,12 +276,8 @@ class MlflowRun:
 
 
 class MetricBuffer:
-    """Curve points (per-epoch metrics) written in batches: at most one write per ``every_s``, and a flush.
-
-    Each write is a database transaction, tens of milliseconds with SQLite (it syncs to disk): one
-    per epoch was a few percent of a short trial. Points keep the time they were added at, and
-    live curves in the UI lag by at most ``every_s``.
-    """
+    """Per-epoch metrics written at most once per ``every_s``, and at :meth:`flush`: a write is a SQLite
+    transaction of tens of ms, one per epoch was a few percent of a short trial."""
 
     def __init__(self, run: MlflowRun, *, every_s: float = 15.0) -> None:
         self._run = run
@@ -326,7 +291,6 @@ class MetricBuffer:
             self.flush()
 
     def flush(self) -> None:
-        """Write whatever is pending (call before the run's final metrics)."""
         pending, self._pending = self._pending, []
         if pending:
             self._run.log_metric_steps(pending)
@@ -353,13 +317,9 @@ def _unused_name(client: Any, experiment_id: str, name: str) -> str:
     return next(f"{name} #{k}" for k in itertools.count(2) if f"{name} #{k}" not in taken)
 
 
-# MLflow side of a sweep: the study's experiment, its parent run, and cleanup of child runs.
-#
-# Layout (read by the report module): one experiment per study (named after it, tagged
-# ``tlbench.study``/``tlbench.sweep`` and as model training), one parent run (``role=study``) shared by
-# every worker, and one child run per trial (``mlflow.parentRunId`` = the parent), created by
-# :func:`tlbench.run.train`. The experiment also carries a shared view of MLflow's runs table that
-# opens on the comparison (:data:`STUDY_VIEW`, linked by :func:`experiment_page_url`).
+# A study in MLflow (read by the report): one experiment named after it (tagged tlbench.study/.sweep),
+# one parent run (role=study) shared by the workers, one child run per trial, and a shared view of the
+# runs table (STUDY_VIEW).
 
 CANDIDATE_TAG = "tlbench.candidate"  # parent-run election token (see tlbench.sweep.meta)
 
@@ -383,28 +343,28 @@ class StudyRuns:
     def tag_experiment(self, tags: Mapping[str, str]) -> None:
         set_experiment_tags(self._client, self.experiment_id, tags)
 
-    def _search(self, filter_string: str) -> Iterator[RunInfo]:
-        token = None
-        while True:
-            page = self._client.search_runs(
-                [self.experiment_id], filter_string=filter_string, max_results=1000, page_token=token
-            )
-            for run in page:
-                yield RunInfo(run.info.run_id, run.info.status, dict(run.data.tags))
-            token = page.token
-            if not token:
-                return
+    def _search(self, filter_string: str) -> list[RunInfo]:
+        from mlflow.utils import get_results_from_paginated_fn
+
+        runs = get_results_from_paginated_fn(
+            lambda n, token: self._client.search_runs(
+                [self.experiment_id], filter_string=filter_string, max_results=n, page_token=token
+            ),
+            1000,
+        )
+        return [RunInfo(run.info.run_id, run.info.status, dict(run.data.tags)) for run in runs]
 
     def study_runs(self) -> list[RunInfo]:
         """Parent-run candidates and the parent itself (``role=study``)."""
-        return list(self._search(f"tags.{N.ROLE} = '{N.STUDY}'"))
+        return self._search(f"tags.{N.ROLE} = '{N.STUDY}'")
 
     def running_children(self) -> list[RunInfo]:
         return [r for r in self._search("attributes.status = 'RUNNING'") if r.tags.get(N.ROLE) != N.STUDY]
 
     def children_of_trial(self, optuna_study: str, trial_number: int) -> list[RunInfo]:
         study = optuna_study.replace("'", "\\'")
-        return list(self._search(f"tags.optuna_study = '{study}' and tags.trial_number = '{trial_number}'"))
+        filter_string = f"tags.{N.OPTUNA_STUDY} = '{study}' and tags.{N.TRIAL_NUMBER} = '{trial_number}'"
+        return self._search(filter_string)
 
     def create_parent(
         self, *, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any], sweep_yaml: str
@@ -445,33 +405,23 @@ class StudyRuns:
 
     def set_state(self, run_id: str, state: str, *, tags: Mapping[str, str] | None = None) -> None:
         """``RUNNING`` (a resumed study) or a terminal state; tags first so readers see both together."""
-        if tags:
-            MlflowRun(self._client, run_id, self.experiment_id).set_tags(tags)
-        if state == "RUNNING":
-            self._reopen(run_id)
-        else:
+        self.set_tags(run_id, tags or {})
+        if state != "RUNNING":
             self._client.set_terminated(run_id, status=state)
-
-    def _reopen(self, run_id: str) -> None:
-        """Back to RUNNING without the end time of the interruption.
-
-        MLflow keeps a resumed run's end time on purpose (mlflow#3329) and its client has no way to
-        clear it, so the UI showed a running study with the duration of its interrupted session.
-        Every tracking store (SQL, REST) takes ``end_time=0``, which MLflow's UI reads as "no end
-        time" (no duration); the study's next end sets a real one.
-        """
+            return
+        # MLflow keeps a resumed run's end time (mlflow#3329) and its client cannot clear it: the UI showed
+        # a running study with its interrupted duration. Every store takes end_time=0 ("no end time").
         from mlflow.entities import RunStatus
 
-        store = self._client._tracking_client.store  # the client's update_run cannot set an end time
+        store = self._client._tracking_client.store
         store.update_run_info(run_id, run_status=RunStatus.RUNNING, end_time=0, run_name=None)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         MlflowRun(self._client, run_id, self.experiment_id).set_tags(tags)
 
 
-# MLflow's "shared view" of an experiment's runs table (the UI's Share button stores the same thing):
-# the completed final runs grouped by data size and strategy, accuracy and cost as the first columns.
-# A link with ``viewStateShareKey=<key>`` opens it (see experiment_page_url).
+# MLflow's "shared view" of a runs table (what the UI's Share button stores): the completed finals grouped
+# by data size and strategy, accuracy and cost first; a link with viewStateShareKey=<key> opens it.
 STUDY_VIEW_KEY = "tlbench"
 STUDY_VIEW_TAG = f"mlflow.sharedViewState.{STUDY_VIEW_KEY}"
 _RUN_NAME_COLUMN = "attributes.`Run Name`"
@@ -502,12 +452,10 @@ STUDY_VIEW: dict[str, Any] = {
 
 
 def experiment_page_url(ui: str, experiment_id: str, *, study_view: bool = False) -> str:
-    """The experiment's runs table in MLflow's UI at ``ui`` (e.g. ``http://127.0.0.1:5000``).
+    """The experiment's runs table in MLflow's UI at ``ui``; ``study_view`` opens :data:`STUDY_VIEW`.
 
-    MLflow 3's UI opens every experiment on the GenAI or the model-training pages by a switch it
-    keeps in the browser (GenAI until the user flips it), whatever the experiment's kind tag says;
-    ``workflowType=machine_learning`` in the link flips it. ``study_view`` opens :data:`STUDY_VIEW`.
-    """
+    MLflow 3's UI picks GenAI or model-training pages by a switch kept in the browser, whatever the kind
+    tag says: ``workflowType=machine_learning`` flips it."""
     query = {"workflowType": "machine_learning"}
     if study_view:
         query["viewStateShareKey"] = STUDY_VIEW_KEY

@@ -1,28 +1,21 @@
-"""Read a study back from MLflow as plain records (nothing outside ``tracking/`` sees mlflow objects),
-and publish its report to it.
-
-A study is an MLflow experiment tagged ``tlbench.study``: one parent run (``role=study``) and one child
-run per trial. Single trials (experiment ``tlbench``, no tag) are not studies.
-
-"Latest study" means the study whose newest run started most recently; a study without runs counts
-from its experiment's creation time. Start times, not end times, so a study still running is latest.
-"""
+"""A study read back from MLflow as plain records (no mlflow object leaves ``tracking/``), and its report
+published to it. A study is an experiment tagged ``tlbench.study``; the latest is the one whose newest
+run started last (else its creation time): start times, so a study still running is the latest."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlsplit, urlunsplit
 
 from tlbench.errors import TrackingError
 from tlbench.tracking import names as N
-from tlbench.tracking.names import RACE_ARTIFACT
 from tlbench.tracking.runs import MlflowRun, _client, resolve_tracking_uri
 
 _PAGE = 1000
@@ -44,7 +37,7 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class RunPredictions:
-    """A run's per-image test predictions, test images in the order fixed by ``data.split_seed``."""
+    """A run's per-image test predictions (test images in the order ``data.split_seed`` fixes)."""
 
     labels: tuple[int, ...]
     predicted: tuple[int, ...]
@@ -96,9 +89,8 @@ def _record(run: Any) -> RunRecord:
 
 
 def _every_page(fetch: Callable[[int, str | None], Any]) -> list[Any]:
-    """Every page of ``fetch(max_results, page_token)``: MLflow's own paginator. ``mlflow.search_runs`` /
-    ``search_experiments`` page the same way but only on the process-wide tracking URI, and the report
-    is given its URI, so it pages its own client."""
+    """Every page of ``fetch(max_results, page_token)`` (``mlflow.search_runs`` pages only the process-wide
+    tracking URI; the report is given its own)."""
     from mlflow.utils import get_results_from_paginated_fn
 
     return list(get_results_from_paginated_fn(fetch, _PAGE))
@@ -159,26 +151,12 @@ def find_study(name: str | None = None, *, tracking_uri: str | None = None) -> S
     raise TrackingError(f"unknown study '{name}' in {where}; existing studies (latest first): {known}")
 
 
-@contextmanager
-def _no_progress_bar() -> Iterator[None]:
-    """MLflow draws a progress bar for every download; one small file does not need one."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    previous = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = previous
-
-
 def _read_text(client: Any, run_id: str, artifact: str) -> str | None:
+    # MLflow draws a progress bar for every download: not for one small file (the variable as it was after)
+    no_bar = mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
     try:
-        with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
-            path = client.download_artifacts(run_id, artifact, tmp)
-            return Path(path).read_text()
+        with tempfile.TemporaryDirectory() as tmp, no_bar:
+            return Path(client.download_artifacts(run_id, artifact, tmp)).read_text()
     except Exception:  # absent or unreadable: the caller says what is missing
         return None
 
@@ -211,7 +189,7 @@ def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyReco
         children=children,
         extra_parents=max(0, len(parents) - 1),
         sweep_yaml=_read_text(client, parent.run_id, N.SWEEP_ARTIFACT) if parent else None,
-        race_json=_read_text(client, parent.run_id, RACE_ARTIFACT) if parent else None,
+        race_json=_read_text(client, parent.run_id, N.RACE_ARTIFACT) if parent else None,
     )
 
 
@@ -232,31 +210,12 @@ def parse_predictions(text: str) -> RunPredictions | None:
 def read_test_predictions(
     run_ids: Sequence[str], *, tracking_uri: str | None = None
 ) -> dict[str, RunPredictions]:
-    """Per-image test predictions of the given runs (call it for final runs only: one download each).
-
-    Runs without the artifact (studies older than it) or with an unreadable one are left out; the
-    report then approximates the test-set part of its intervals.
-    """
+    """Per-image test predictions of final runs (one download each); runs without a readable artifact
+    (older studies) are left out, and the report approximates the test-set part of their intervals."""
     client = _client(resolve_tracking_uri(tracking_uri))
-    found: dict[str, RunPredictions] = {}
-    with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
-        for i, run_id in enumerate(run_ids):
-            target = Path(tmp) / str(i)
-            target.mkdir()
-            try:
-                path = client.download_artifacts(run_id, N.PREDICTIONS_ARTIFACT, str(target))
-                parsed = parse_predictions(Path(path).read_text())
-            except Exception:  # absent (older runs) or unreadable: the report falls back
-                continue
-            if parsed is not None:
-                found[run_id] = parsed
-    return found
-
-
-# Attach a built report to its study's parent run: files as artifacts, the summary as metrics and tags.
-#
-# Re-running the report logs the metrics again (MLflow keeps the history; the UI shows the latest) and
-# overwrites artifacts of the same name.
+    texts = {run_id: _read_text(client, run_id, N.PREDICTIONS_ARTIFACT) for run_id in run_ids}
+    parsed = {run_id: parse_predictions(text) for run_id, text in texts.items() if text is not None}
+    return {run_id: value for run_id, value in parsed.items() if value is not None}
 
 
 def publish_report(
@@ -268,18 +227,11 @@ def publish_report(
     tags: Mapping[str, str],
     tracking_uri: str | None = None,
 ) -> None:
-    """Log ``files`` (paths under ``root``) under ``report/`` keeping their sub-folders, then metrics, tags.
-
-    The parent run's status is left as the sweep set it: logging to a finished run is allowed.
-    """
+    """Log ``files`` (under ``root``) to the parent run's ``report/`` keeping their sub-folders, then
+    metrics and tags (a re-run logs them again and overwrites the files); its status is left as it is."""
     run = MlflowRun.attach(parent_run_id, tracking_uri=tracking_uri)
     for path in files:
-        relative = path.relative_to(root).parent
-        folder = (
-            N.REPORT_ARTIFACT_DIR
-            if relative == Path(".")
-            else f"{N.REPORT_ARTIFACT_DIR}/{relative.as_posix()}"
-        )
-        run.log_artifact(str(path), folder)
+        relative = path.relative_to(root).parent.as_posix()
+        run.log_artifact(str(path), N.REPORT_ARTIFACT_DIR + ("" if relative == "." else f"/{relative}"))
     run.log_metrics(metrics)
     run.set_tags(tags)
