@@ -1,9 +1,5 @@
-"""``tlbench <command>``: the entry point, and the commands that only parse arguments and call one function.
-
-Commands with parts of their own are in ``commands/``: ``train`` and ``config`` (``overrides.py``: the
-``--help`` of ``conf/`` and the path checks), ``sweep``, ``screen`` and ``dashboard``; they are imported
-only when they run, so ``tlbench --help`` stays instant.
-"""
+"""``tlbench <command>``: the entry point, and the commands that only parse arguments and call one function
+(the others are in ``commands/``, imported only when they run: ``tlbench --help`` stays instant)."""
 
 from __future__ import annotations
 
@@ -14,13 +10,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tlbench.cost.threads import passive_wait_default
 from tlbench.errors import ConfigError, TlbenchError
-
-if TYPE_CHECKING:
-    pass  # pandas/matplotlib at import: only for mypy here
 
 Command = Callable[[Sequence[str]], int]
 # commands that left the package -> what to run instead (scripts calling them get that, not "unknown command")
@@ -52,7 +44,8 @@ def ui(argv: Sequence[str]) -> int:
     return 0  # pragma: no cover
 
 
-def _report_parser() -> argparse.ArgumentParser:
+def report(argv: Sequence[str]) -> int:
+    """``tlbench report [--study NAME] [--out reports/] [--tolerance 0.01]``: a study's report from MLflow."""
     parser = argparse.ArgumentParser(
         prog="tlbench report",
         description="Build reports/<study>/ (report.md, report.html, figures, results.csv, summary.tex) from "
@@ -70,12 +63,7 @@ def _report_parser() -> argparse.ArgumentParser:
         "--no-mlflow", action="store_true", help="write the files only; log nothing to MLflow"
     )
     parser.add_argument("--list", action="store_true", help="list the studies in the store, latest first")
-    return parser
-
-
-def report(argv: Sequence[str]) -> int:
-    """``tlbench report [--study NAME] [--out reports/] [--tolerance 0.01]``: a study's report from MLflow."""
-    args = _report_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     if not 0 <= args.tolerance < 1:
         raise ConfigError(f"--tolerance is an absolute accuracy in [0, 1), e.g. 0.01; got {args.tolerance}")
     from tlbench.report.build import (  # pandas/matplotlib only once the arguments are valid
@@ -100,7 +88,8 @@ def report(argv: Sequence[str]) -> int:
     return 0
 
 
-def _export_parser() -> argparse.ArgumentParser:
+def export(argv: Sequence[str]) -> int:
+    """``tlbench export --study S [--size N] [--strategy X]``: a study's winner as a registered model."""
     parser = argparse.ArgumentParser(
         prog="tlbench export",
         description="Retrain the arm the study's report recommends (at the largest data size unless --size) "
@@ -119,12 +108,7 @@ def _export_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strategy", help="export this strategy's arm instead of the recommended one (e.g. full_finetune)"
     )
-    return parser
-
-
-def export(argv: Sequence[str]) -> int:
-    """``tlbench export --study S [--size N] [--strategy X]``: a study's winner as a registered model."""
-    args = _export_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our progress lines, no bars
     from tlbench.export import export_winner
 
@@ -137,7 +121,8 @@ def export(argv: Sequence[str]) -> int:
     return 0
 
 
-def _predict_parser() -> argparse.ArgumentParser:
+def predict(argv: Sequence[str]) -> int:
+    """``tlbench predict --model models:/<study>@champion PATH... [--out FILE]``: images -> CSV."""
     parser = argparse.ArgumentParser(
         prog="tlbench predict",
         description="Classify image files with a registered model and write a CSV of path, class, "
@@ -155,12 +140,7 @@ def _predict_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the CSV here (default: stdout)")
-    return parser
-
-
-def predict(argv: Sequence[str]) -> int:
-    """``tlbench predict --model models:/<study>@champion PATH... [--out FILE]``: images -> CSV."""
-    args = _predict_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     from tlbench.export import collect, predict_files, write_csv
 
     inputs = collect(args.paths)

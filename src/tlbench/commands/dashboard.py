@@ -1,20 +1,11 @@
 """``tlbench dashboard [--study NAME] [--storage URL] [--port N] [--live]``: optuna-dashboard on a study.
 
-A sweep tunes each cell (strategy x data size x ...) in its own Optuna study, so that the sampler and
-the pruner compare a trial only with trials of its own cell; optuna-dashboard, opened on the storage,
-then lists a dozen studies named ``<study>/<cell>`` and no view of the sweep as a whole. So by default
-the dashboard opens on a snapshot written beside the study (``.tlbench/dashboard/<study>.journal``)
-holding:
-
-* ``<study> (all cells)``: every finished tuning trial of every cell in one study, the cell's factors
-  added as categorical parameters (``strategy``, ``data.n_per_class``, ...) next to the searched ones,
-  so the dashboard's slice, parallel-coordinate and importance plots show the whole sweep;
-* a copy of each cell's study and of the finals (``<study>/final``), as the sweep wrote them.
-
-Workers' bookkeeping (``<study>/meta``) is left out. A snapshot does not move while the sweep runs: run
-the command again to refresh it, or pass ``--live`` to open the study's own storage (one study per
-cell, updated as trials end; a study whose journal holds nothing yet opens that way too). Both print
-the list of studies and what each one is.
+A sweep tunes each cell in its own Optuna study (the sampler and pruner compare a trial only with its
+cell's), so the storage alone shows a dozen ``<study>/<cell>`` studies and no view of the sweep. By
+default the dashboard opens a snapshot (``.tlbench/dashboard/<study>.journal``) that adds
+``<study> (all cells)``: every finished tuning trial, the cell's factors as categorical parameters, so
+the slice, parallel-coordinate and importance plots show the whole sweep; ``--live`` opens the study's
+own storage. The workers' bookkeeping (``<study>/meta``) is left out.
 """
 
 from __future__ import annotations
@@ -48,6 +39,7 @@ from tlbench.tracking.names import VAL_ACC
 SNAPSHOT_DIR = Path(".tlbench") / "dashboard"
 ALL_CELLS = "(all cells)"
 _BOOKKEEPING = ("meta",)
+_WHAT = {"final": "finals", "pareto": "pareto"}  # a study's suffix -> what it is (else: a cell)
 LEGEND = (
     "whole sweep: every cell's tuning trials in one study, the cell's factors as parameters (its slice, "
     "parallel-coordinate and importance plots compare the cells); cell: one cell's tuning trials, "
@@ -67,6 +59,22 @@ class StudyLine:
     failed: int
     running: int
     best: str  # "best val/acc 0.753 (strategy=linear_probe, ...)" or ""
+
+    @classmethod
+    def of(cls, name: str, what: str, trials: Sequence[Any], *, keys: Sequence[str] = ()) -> StudyLine:
+        """The line of a study with these trials; ``keys``: the parameters its best trial shows."""
+        from optuna.trial import TrialState
+
+        states = [t.state for t in trials]
+        running = states.count(TrialState.RUNNING) + states.count(TrialState.WAITING)
+        counts = [states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.values and len(t.values) == 1]
+        best = ""
+        if done:
+            top = max(done, key=lambda t: t.values[0])
+            where = ", ".join(f"{k}={top.params[k]}" for k in keys if k in top.params)
+            best = f"best {VAL_ACC} {top.values[0]:.3f}" + (f" ({where})" if where else "")
+        return cls(name, what, *counts, running, best)
 
     def render(self, width: int) -> str:
         total = self.complete + self.pruned + self.failed + self.running
@@ -98,29 +106,6 @@ def cell_factors(cell_key: str) -> dict[str, Any]:
         value = yaml.safe_load(text) if text else ""
         factors[key] = value if isinstance(value, bool | int | float | str) or value is None else text
     return factors
-
-
-def _counts(trials: Sequence[Any]) -> dict[str, int]:
-    from optuna.trial import TrialState
-
-    states = [t.state for t in trials]
-    return {
-        "complete": states.count(TrialState.COMPLETE),
-        "pruned": states.count(TrialState.PRUNED),
-        "failed": states.count(TrialState.FAIL),
-        "running": states.count(TrialState.RUNNING) + states.count(TrialState.WAITING),
-    }
-
-
-def _best(trials: Sequence[Any], *, label: str, keys: Sequence[str] = ()) -> str:
-    from optuna.trial import TrialState
-
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.values and len(t.values) == 1]
-    if not done:
-        return ""
-    top = max(done, key=lambda t: t.values[0])
-    where = ", ".join(f"{k}={top.params[k]}" for k in keys if k in top.params)
-    return f"best {label} {top.values[0]:.3f}" + (f" ({where})" if where else "")
 
 
 def _study_names(storage: Any, study: str) -> dict[str, Any]:
@@ -161,14 +146,8 @@ def _merged_trials(cells: dict[str, list[Any]]) -> list[Any]:
 
 
 def write_snapshot(source: Any, study: str, target: Path) -> list[StudyLine]:
-    """Write the whole-sweep view of ``study`` (from Optuna storage ``source``) to journal ``target``.
-
-    Returns:
-        The studies of the snapshot, the combined one first, with what each is.
-
-    Raises:
-        ConfigError: The storage holds no study of that name.
-    """
+    """Write the whole-sweep view of ``study`` (in Optuna storage ``source``) to journal ``target``; its
+    studies, the combined one first. A :class:`ConfigError` when the storage holds no such study."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
@@ -182,7 +161,7 @@ def write_snapshot(source: Any, study: str, target: Path) -> list[StudyLine]:
         name: source.get_all_trials(source.get_study_id_from_name(name), deepcopy=False) for name in names
     }
     suffix = {name: name[len(study) + 1 :] for name in names}
-    cells = {suffix[n]: trials[n] for n in names if suffix[n] not in ("final", "pareto", *_BOOKKEEPING)}
+    cells = {suffix[n]: trials[n] for n in names if suffix[n] not in (*_WHAT, *_BOOKKEEPING)}
     lines: list[StudyLine] = []
     single = {tuple(d.name for d in names[f"{study}/{c}"].directions) for c in cells}
     if cells and len(single) == 1 and len(next(iter(single))) == 1:
@@ -195,34 +174,22 @@ def write_snapshot(source: Any, study: str, target: Path) -> list[StudyLine]:
             view.set_metric_names([VAL_ACC])  # what every tuning trial reports, named in the plots
         view.add_trials(merged)
         keys = list(cell_factors(next(iter(cells))))
-        lines.append(
-            StudyLine(
-                combined,
-                "whole sweep",
-                **_counts(merged),
-                best=_best(merged, label=VAL_ACC, keys=keys),
-            )
-        )
-    for name in sorted(names, key=lambda n: (suffix[n] not in ("final", "pareto"), n)):
-        if suffix[name] in _BOOKKEEPING:
-            continue
-        optuna.copy_study(from_study_name=name, from_storage=source, to_storage=sink, to_study_name=name)
-        what = {"final": "finals", "pareto": "pareto"}.get(suffix[name], "cell")
-        lines.append(StudyLine(name, what, **_counts(trials[name]), best=_best(trials[name], label=VAL_ACC)))
+        lines.append(StudyLine.of(combined, "whole sweep", merged, keys=keys))
+    for name in sorted(names, key=lambda n: (suffix[n] not in _WHAT, n)):
+        if suffix[name] not in _BOOKKEEPING:
+            optuna.copy_study(from_study_name=name, from_storage=source, to_storage=sink, to_study_name=name)
+            lines.append(StudyLine.of(name, _WHAT.get(suffix[name], "cell"), trials[name]))
     return lines
 
 
 def live_lines(source: Any, study: str) -> list[StudyLine]:
     """The study's own Optuna studies (``--live``), with what each is."""
-    names = _study_names(source, study)
     lines = []
-    for name in sorted(names):
+    for name in sorted(_study_names(source, study)):
         suffix = name[len(study) + 1 :]
-        if suffix in _BOOKKEEPING:
-            continue
-        trials = source.get_all_trials(source.get_study_id_from_name(name), deepcopy=False)
-        what = {"final": "finals", "pareto": "pareto"}.get(suffix, "cell")
-        lines.append(StudyLine(name, what, **_counts(trials), best=_best(trials, label=VAL_ACC)))
+        if suffix not in _BOOKKEEPING:
+            trials = source.get_all_trials(source.get_study_id_from_name(name), deepcopy=False)
+            lines.append(StudyLine.of(name, _WHAT.get(suffix, "cell"), trials))
     return lines
 
 
@@ -239,18 +206,11 @@ def _rdb_study(storage: Any) -> str:
 
 
 def _executable() -> str:
-    found = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent)) or shutil.which(
-        "optuna-dashboard"
-    )
+    here = str(Path(sys.executable).parent)
+    found = shutil.which("optuna-dashboard", path=here) or shutil.which("optuna-dashboard")
     if found is None:
         raise ConfigError("optuna-dashboard is not installed: run `make setup`")
     return found
-
-
-def _command(executable: str, ref: StorageRef, port: int) -> list[str]:
-    target = ref.target if ref.kind == "journal" else with_driver(ref.target)  # psycopg2, not psycopg 3
-    command = [executable, target, "--host", "127.0.0.1", "--port", str(port)]
-    return command + (["--storage-class", "JournalFileStorage"] if ref.kind == "journal" else [])
 
 
 def main(argv: Sequence[str]) -> int:
@@ -307,6 +267,8 @@ def main(argv: Sequence[str]) -> int:
         sep="\n",
     )
     print(f"http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
-    command = _command(executable, shown, args.port)
-    os.execv(executable, command)  # argument list, no shell
+    target = shown.target if shown.kind == "journal" else with_driver(shown.target)  # psycopg2, not psycopg 3
+    command = [executable, target, "--host", "127.0.0.1", "--port", str(args.port)]
+    journal = ["--storage-class", "JournalFileStorage"] if shown.kind == "journal" else []
+    os.execv(executable, command + journal)  # argument list, no shell
     return 0  # pragma: no cover

@@ -1,11 +1,6 @@
-"""``tlbench train`` and ``tlbench config``: the commands that take Hydra overrides of ``conf/``.
-
-Both commands need two things before anything heavy is imported: a ``--help`` that lists the config
-groups, their options and their keys (read from ``conf/`` and the typed schema, so it cannot drift
-from them), and a check of the files and folders a configuration names, so that a missing one is
-reported at once rather than after torch has loaded (17-27 s on a loaded 2-core machine). Nothing here
-imports torch.
-"""
+"""``tlbench train`` and ``tlbench config``: the commands that take Hydra overrides of ``conf/``, with a
+``--help`` read from ``conf/`` and the schema (it cannot drift from them) and a check of the paths a
+configuration names, both before torch loads (17-27 s on a loaded 2-core machine)."""
 
 from __future__ import annotations
 
@@ -15,7 +10,6 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -24,21 +18,12 @@ from tlbench.config.compose import config_dir
 from tlbench.config.schema import DatasetName, RunConfig, WeightsSource, as_plain_dict
 from tlbench.errors import ConfigError, DataError
 
-HELP_FLAGS = frozenset({"-h", "--help"})
 DATASETS_ENV = "TLBENCH_DATASETS"  # where the experiment presets look for their photos (see conf/experiment)
 _WIDTH = 100
 
 
-def wants_help(argv: Sequence[str]) -> bool:
-    return any(arg in HELP_FLAGS for arg in argv)
-
-
-# ---- --help --------------------------------------------------------------------------------------
-
-
 def _describe(path: Path) -> str:
-    """An option's one-line description: the first sentence of its file's leading comment, else its
-    values (``lr=0.001``) for the files that have no comment."""
+    """An option's one-line description: its file's leading comment's first sentence, else its values."""
     comment = []
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
@@ -53,39 +38,12 @@ def _describe(path: Path) -> str:
     return ", ".join(settings) or "(no settings of its own)"
 
 
-def _defaults() -> dict[str, str]:
-    """Group -> the option ``conf/config.yaml`` picks when none is given."""
-    entries = yaml.safe_load((config_dir() / "config.yaml").read_text()).get("defaults", [])
-    return {k: str(v) for entry in entries if isinstance(entry, dict) for k, v in entry.items()}
-
-
 def group_options() -> dict[str, list[tuple[str, str]]]:
     """Every config group in ``conf/`` with its options and their one-line descriptions."""
     root = config_dir()
     return {
         group.name: [(path.stem, _describe(path)) for path in sorted(group.glob("*.yaml"))]
         for group in sorted(p for p in root.iterdir() if p.is_dir())
-    }
-
-
-def _keys(value: Any, prefix: str) -> list[str]:
-    out: list[str] = []
-    for f in dataclasses.fields(value):
-        child = getattr(value, f.name)
-        if dataclasses.is_dataclass(child):
-            out.append(f"{prefix}{f.name}.*")
-        else:
-            out.append(f"{prefix}{f.name}")
-    return out
-
-
-def group_keys() -> dict[str, list[str]]:
-    """Group -> the keys its schema accepts (nested settings shown as ``strategy.probe.*``)."""
-    defaults = RunConfig()
-    return {
-        f.name: _keys(getattr(defaults, f.name), f"{f.name}.")
-        for f in dataclasses.fields(defaults)
-        if dataclasses.is_dataclass(getattr(defaults, f.name))
     }
 
 
@@ -109,7 +67,17 @@ def usage(command: str) -> str:
         "",
         "config groups (* = the default) and their options:",
     ]
-    defaults, keys = _defaults(), group_keys()
+    entries = yaml.safe_load((config_dir() / "config.yaml").read_text()).get("defaults", [])
+    defaults = {k: str(v) for entry in entries if isinstance(entry, dict) for k, v in entry.items()}
+    sections = {f.name: getattr(RunConfig(), f.name) for f in dataclasses.fields(RunConfig)}
+    keys = {  # group -> the keys its schema accepts (nested settings as strategy.probe.*)
+        group: [
+            f"{group}.{f.name}" + (".*" if dataclasses.is_dataclass(getattr(section, f.name)) else "")
+            for f in dataclasses.fields(section)
+        ]
+        for group, section in sections.items()
+        if dataclasses.is_dataclass(section)
+    }
     for group, options in group_options().items():
         lines.append(f"  {group}")
         width = max(len(name) for name, _ in options) + 1
@@ -135,9 +103,6 @@ def usage(command: str) -> str:
     return "\n".join(lines)
 
 
-# ---- paths, checked before torch loads -------------------------------------------------------------
-
-
 def _given(overrides: Sequence[str], key: str) -> bool:
     return any(arg.split("=", 1)[0].lstrip("+~") == key for arg in overrides)
 
@@ -156,16 +121,8 @@ def _preset_hint(overrides: Sequence[str]) -> str | None:
 
 
 def check_paths(cfg: RunConfig, *, overrides: Sequence[str] = ()) -> None:
-    """Raise the one-line error the data or model layer would raise later for a missing path.
-
-    Checks the folder of a photo dataset, a dataset folder named explicitly (unless it is to be
-    downloaded) and a weights file. ``overrides`` (the command line) only makes the message say where
-    a path came from.
-
-    Raises:
-        DataError: A dataset folder is missing.
-        ConfigError: A weights file is missing.
-    """
+    """The one-line error the data or model layer would raise later for a missing dataset folder
+    (:class:`DataError`) or weights file (:class:`ConfigError`); ``overrides`` only say where it came from."""
     data, root = cfg.data, Path(cfg.data.root).expanduser() if cfg.data.root else None
     if data.name == DatasetName.imagefolder and root is not None and not root.is_dir():
         fix = _preset_hint(overrides) or (
@@ -190,12 +147,9 @@ def check_paths(cfg: RunConfig, *, overrides: Sequence[str] = ()) -> None:
         )
 
 
-# ---- the commands ----------------------------------------------------------------------------------
-
-
 def train(argv: Sequence[str]) -> int:
     """``tlbench train k=v ...``: one trial with Hydra overrides, tracked in MLflow."""
-    if wants_help(argv):
+    if {"-h", "--help"} & set(argv):
         print(usage("train"))
         return 0
     cfg = load_config(argv)
@@ -217,7 +171,7 @@ def train(argv: Sequence[str]) -> int:
 
 def config(argv: Sequence[str]) -> int:
     """``tlbench config k=v ...``: print the composed, validated config as YAML."""
-    if wants_help(argv):
+    if {"-h", "--help"} & set(argv):
         print(usage("config"))
         return 0
     cfg = load_config(argv)

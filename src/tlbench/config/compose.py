@@ -1,9 +1,6 @@
-"""Compose a typed :class:`RunConfig` from ``conf/`` and Hydra overrides (Compose API, no @hydra.main).
-
-Using the Compose API everywhere (single trials and sweeps alike) keeps one code path, lets sweeps
-run trials in-process, and lets us turn Hydra/OmegaConf exceptions into one-line messages. This module
-is tlbench's one translator of those errors: the run config's, and a sweep file's (:func:`typed_mapping`).
-"""
+"""A typed :class:`RunConfig` from ``conf/`` and Hydra overrides (the Compose API: one code path for
+trials and sweeps, in-process), and tlbench's one translator of Hydra/OmegaConf errors into one-line
+messages: the run config's and a sweep file's (:func:`typed_mapping`)."""
 
 from __future__ import annotations
 
@@ -33,21 +30,13 @@ SCHEMA_NAME = "tlbench_schema"
 CONFIG_DIR_ENV = "TLBENCH_CONFIG_DIR"
 
 
-# --- the folders that ship inside the package ---------------------------------------------------
-# conf/ (Hydra groups) and sweeps/ stay at the repository root, where users edit them. The package reaches
-# them as tlbench/_conf and tlbench/_sweeps: symbolic links to ../../conf and ../../sweeps in the source
-# tree (an editable install sees an edit at once), copied as package data into a wheel.
-# The folder at the repository root -> its name inside the package (pyproject.toml, package-data).
+# conf/ and sweeps/ stay at the repository root, where users edit them; the package reaches them as
+# tlbench/_conf and _sweeps: links in the source tree, copied as package data into a wheel (pyproject.toml).
 PACKAGED = {"conf": "_conf", "sweeps": "_sweeps"}
 
 
 def packaged_dir(name: str, *, env: str) -> Path:
-    """The package's copy of the top-level folder ``name`` (``conf`` or ``sweeps``).
-
-    Args:
-        name: the folder's name at the repository root.
-        env: the environment variable that points at another folder instead (named in the error).
-    """
+    """The package's copy of the top-level folder ``name``; ``env`` (named in the error) points elsewhere."""
     if name not in PACKAGED:
         raise ValueError(f"no packaged folder {name!r}: one of {', '.join(PACKAGED)}")
     root = files("tlbench")
@@ -174,13 +163,8 @@ def _suggest_key(dotted: str) -> str | None:
     """The config path the user most likely meant: a close sibling, else a same-named key elsewhere
     (``freeze_depth`` -> ``strategy.freeze_depth``), else a close match anywhere."""
     parent, _, leaf = dotted.rpartition(".")
-    root: object = OmegaConf.structured(RunConfig)
-    node = root
-    for part in parent.split(".") if parent else []:
-        if not isinstance(node, DictConfig) or part not in node:
-            node = None
-            break
-        node = node[part]
+    root = OmegaConf.structured(RunConfig)
+    node = OmegaConf.select(root, parent, default=None) if parent else root
     if isinstance(node, DictConfig):
         close = _closest(leaf, [str(k) for k in node])
         if close:
@@ -204,14 +188,10 @@ def _closest(word: str, options: Sequence[str]) -> str | None:
 def typed_mapping(
     schema: type, data: Mapping[str, Any], *, prefix: str = "", root: str = "the file"
 ) -> dict[str, Any]:
-    """``data`` (a user's YAML mapping) merged into a dataclass schema, one top-level key at a time (so a
-    failing key is always known); an unknown key or a value of the wrong type is one :class:`ConfigError`
-    line naming the key path, what was expected, what was found and, for a misspelt key, the likely one.
-
-    ``prefix``: the path of ``data`` in its file; ``root``: what the top level is called in messages.
-    A schema field's metadata may say what it expects in words: ``{"expect": ..., "each": ...}`` (for
-    a map or list: each of its values).
-    """
+    """``data`` (a user's YAML mapping) merged into a dataclass schema one top-level key at a time; a bad
+    key or value is one :class:`ConfigError` line: the key path (``prefix``: ``data``'s path in its file;
+    ``root``: the top level's name), what was expected (a field's metadata ``{"expect": ..., "each": ...}``
+    may say it in words), what was found, and for a misspelt key the likely one."""
     config = OmegaConf.structured(schema)
     for key, value in data.items():
         try:
@@ -285,12 +265,8 @@ _MISSING = object()
 
 
 def _locate(data: Any, full_key: str) -> tuple[Any, str]:
-    """The raw value at an OmegaConf key path (``search.optimizer.lr.low``, ``base[2]``), and the
-    path as the user reads it: conditions in brackets (``where['strategy=partial']``).
-
-    Dotted keys (``optimizer.lr``) make OmegaConf's path ambiguous; at each mapping the longest key
-    that matches is taken.
-    """
+    """The raw value at an OmegaConf key path (``search.optimizer.lr.low``, ``base[2]``), and the path as
+    the user reads it (``where['strategy=partial']``); dotted keys make it ambiguous: the longest wins."""
     node, rest, shown = data, full_key, ""
     while rest:
         if rest.startswith("[") and isinstance(node, list):
