@@ -1,9 +1,5 @@
-"""User-facing errors.
-
-Everything a user can fix (a bad config value, a missing dataset, an unknown backbone) raises a
-:class:`TlbenchError` subclass with a message that says what was wrong and how to fix it. The CLI
-prints these as one line, without a traceback; anything else is a bug and keeps its traceback.
-"""
+"""User-facing errors: what a user can fix raises a :class:`TlbenchError` whose message says what was
+wrong and how to fix it, printed by the CLI as one line; anything else is a bug and keeps its traceback."""
 
 from __future__ import annotations
 

@@ -1,17 +1,12 @@
-"""The exported winner as an MLflow pyfunc: encoded images in, class and probabilities out.
+"""The exported winner as an MLflow pyfunc ("models from code"): this file is copied into the logged model
+and runs where it is loaded (``mlflow models serve``, ``tlbench predict``) with torch, numpy, pandas,
+Pillow and mlflow only, no tlbench. Its artifacts: the network (a ``torch.export`` program, uint8
+``[N, 3, R, R]`` -> class probabilities) and ``labels.json``; images are decoded by tlbench's own
+``data/decode.py``, shipped as ``tlbench_decode.py``, so a photo becomes pixels exactly as in training.
 
-This file is the model's code (MLflow's "models from code"): it is copied into the logged model and
-runs where the model is loaded — ``mlflow models serve``, ``mlflow.pyfunc.load_model``, ``tlbench
-predict`` — without tlbench installed. It needs only torch, numpy, pandas, Pillow and mlflow. Its
-two artifacts are the network (a ``torch.export`` program that takes uint8 ``[N, 3, R, R]`` pixels
-and returns class probabilities, the backbone's normalisation inside) and ``labels.json`` (class
-names, resolution). Images are decoded by tlbench's own ``data/decode.py``, shipped with the model
-as ``tlbench_decode.py`` (``code_paths``), so a photo is turned into pixels exactly as in training.
-
-Input: a DataFrame with a binary column ``image`` (the encoded file: JPEG, PNG, ...; base64 in a
-JSON request to the server). Output, one row per image: ``class``, ``probability`` (of that class),
-``probabilities`` ({class: probability}) and ``error`` (why an image could not be read; its other
-fields are null), so one bad file never costs the rest of a batch.
+Input: a DataFrame with a binary column ``image`` (base64 in JSON). Output per image: ``class``,
+``probability``, ``probabilities`` and ``error`` (why it could not be read: one bad file never costs
+the rest of a batch).
 """
 
 from __future__ import annotations
@@ -57,8 +52,7 @@ class ImageClassifier(PythonModel):  # type: ignore[misc]  # mlflow ships no typ
                 rows.append({})
             except Exception as exc:  # any undecodable input is that row's error
                 rows.append({"error": f"not an image Pillow can read ({type(exc).__name__}: {exc})"})
-        probabilities = self._classify(np.stack(pixels)) if pixels else np.zeros((0, 0))
-        decoded = iter(probabilities)
+        decoded = iter(self._classify(np.stack(pixels)) if pixels else [])
         for row in rows:
             if "error" in row:
                 row.update({"class": None, "probability": None, "probabilities": None})
@@ -76,21 +70,16 @@ class ImageClassifier(PythonModel):  # type: ignore[misc]  # mlflow ships no typ
         # object columns: a failed row's fields stay None (JSON null), never NaN (not valid JSON)
         return pd.DataFrame(rows, columns=["class", "probability", "probabilities", "error"], dtype=object)
 
-    def _classify(self, pixels: Any) -> Any:
+    def _classify(self, pixels: Any) -> list[Any]:
         torch = self._torch
-        out = []
         with torch.inference_mode():
-            for start in range(0, len(pixels), BATCH):
-                batch = torch.from_numpy(pixels[start : start + BATCH])
-                out.append(self._network(batch).float().numpy())
-        import numpy as np
-
-        return np.concatenate(out)
+            batches = (torch.from_numpy(pixels[i : i + BATCH]) for i in range(0, len(pixels), BATCH))
+            return [p for batch in batches for p in self._network(batch).float().numpy()]
 
 
 def _encoded_images(model_input: Any) -> list[bytes]:
-    """The encoded images of a request: a DataFrame's ``image`` column (or its only column), a list,
-    or one image. Text is read as base64 (a JSON client that sent the file that way)."""
+    """The encoded images of a request (a DataFrame's ``image`` column, else its first; a list; one image),
+    text read as base64."""
     if isinstance(model_input, pd.DataFrame):
         column = IMAGE_COLUMN if IMAGE_COLUMN in model_input.columns else model_input.columns[0]
         values = list(model_input[column])

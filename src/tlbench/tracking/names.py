@@ -1,9 +1,5 @@
-"""The tracking contract's names in one place: roles, tags, statuses, metrics, params and artifacts.
-
-Everything that writes a run and everything that reads one (the sweep, the report, the export) uses
-these constants, so a name cannot drift between the writer and its readers. Imports nothing: the
-report reads it without torch or mlflow.
-"""
+"""The tracking contract's names (roles, tags, statuses, metrics, artifacts), shared by every writer and
+reader of a run so that none can drift. Imports nothing: the report reads it without torch or mlflow."""
 
 from __future__ import annotations
 
@@ -36,12 +32,17 @@ SCREEN_KEPT = "screen_kept"  # a screen run inside a study: "true" (trained) | "
 SCREEN_REASON = "screen_reason"
 DEVICE_HOURS_RULE = "device_hours_rule"  # how cost/device_hours was computed on this device
 OVERRIDES = "overrides"  # a sweep trial's run: its Hydra overrides as a JSON list (what re-runs it)
+FEATURE_CACHE = "feature_cache"  # whether the trial's prefix features came from the cache
+STUDY_TAG = "tlbench.study"  # on a study's experiment: the study's name (what makes an experiment a study)
+SWEEP_TAG = "tlbench.sweep"  # on a study's experiment: the sweep file's name
 
 # --- statuses (tag STATUS) ----------------------------------------------------------------------
 COMPLETED = "completed"
 PRUNED = "pruned"
 FAILED_PREFIX = "failed: "
 COLLAPSED_PREFIX = "failed: collapsed: "  # collapse is a failure, never a finding
+RUNNING = "running"  # a study's parent run while its sweep runs
+INTERRUPTED = "interrupted"  # a study's parent run after Ctrl-C
 
 # --- metrics ------------------------------------------------------------------------------------
 VAL_ACC = "val/acc"
@@ -59,16 +60,26 @@ PEAK_MEMORY_MB = "cost/peak_memory_mb"
 PARAMS_TRAINABLE = "params/trainable"
 PARAMS_TOTAL = "params/total"
 BASE_VAL_ACC = "budget_check/base_val_acc"  # a budget check: the checked run's val/acc
+VAL_LOSS = "val/loss"
+TEST_LOSS = "test/loss"
+COMPILE_SECONDS = "cost/compile_seconds"  # inside cost/fit_seconds, shown apart
+STANDALONE_DEVICE_HOURS = "cost/standalone_device_hours"  # device-hours with reused feature extraction added
+STANDALONE_TRAIN_FLOPS = "cost/standalone_train_flops"
+TRAIN_SAMPLES = "cost/train_samples"
+PROBE_L2 = "probe/l2"  # the converged probe's chosen L2 penalty
 
 # --- artifacts ----------------------------------------------------------------------------------
 CONFIG_ARTIFACT = "config.yaml"
 PREDICTIONS_ARTIFACT = "predictions/test.json"  # per test image: label and predicted class, fixed order
 RACE_ARTIFACT = "race.json"  # on the study's parent run: the racing finals, arm by arm
+SWEEP_ARTIFACT = "sweep.yaml"  # on the study's parent run: the sweep definition it ran
+REPORT_ARTIFACT_DIR = "report"  # on the study's parent run: the published report's files
 
 # --- MLflow's own names tlbench sets --------------------------------------------------------------
 # The experiment kind MLflow's UI offers for an experiment ("Model training", not "GenAI apps & agents").
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
+PARENT_RUN_ID = "mlflow.parentRunId"  # a trial's run: its study's parent run
 
 # --- the winner (model registry) ------------------------------------------------------------------
 CHAMPION_ALIAS = "champion"  # models:/<study>@champion: the study's recommended arm, retrained for use
@@ -81,25 +92,3 @@ TRAINED_ON = "trained_on"  # "train+validation"
 FINAL_TEST_ACC_MEAN = "final_test_acc_mean"
 FINAL_SEEDS = "final_seeds"
 FINAL_RUN_IDS = "final_run_ids"
-
-# --- added by data4 (issue 21) -------------------------------------------------------------------
-FEATURE_CACHE = "feature_cache"  # tag: whether the trial's prefix features came from the cache
-
-# --- added by helper report4 (issue 21): names that were literals in tracking/ and report/ --------------
-STUDY_TAG = "tlbench.study"  # on a study's experiment: the study's name (what makes an experiment a study)
-SWEEP_TAG = "tlbench.sweep"  # on a study's experiment: the sweep file's name
-SWEEP_ARTIFACT = "sweep.yaml"  # on the study's parent run: the sweep definition it ran
-REPORT_ARTIFACT_DIR = "report"  # on the study's parent run: the published report's files
-
-# --- sweep4 (the sweep's own names) ---------------------------------------------------------------
-STANDALONE_DEVICE_HOURS = "cost/standalone_device_hours"  # device-hours with reused feature extraction added
-RUNNING = "running"  # status of a study's parent run while its sweep runs
-INTERRUPTED = "interrupted"  # status of a study's parent run after Ctrl-C
-
-# --- trial4: the rest of a trial's metrics ---------------------------------------------------------
-VAL_LOSS = "val/loss"
-TEST_LOSS = "test/loss"
-COMPILE_SECONDS = "cost/compile_seconds"  # inside cost/fit_seconds, shown apart
-STANDALONE_TRAIN_FLOPS = "cost/standalone_train_flops"
-TRAIN_SAMPLES = "cost/train_samples"
-PROBE_L2 = "probe/l2"  # the converged probe's chosen L2 penalty

@@ -141,10 +141,7 @@ def check_reachable(tracking_uri: str | None) -> str:
     """Fail fast, before any training, when the tracking store cannot be used."""
     uri = resolve_tracking_uri(tracking_uri)
     try:
-        if uri.startswith(("http://", "https://")):
-            _probe_server(uri)  # MLflow's own client retries for minutes before giving up
-        elif _DATABASE_PORTS.get(uri.partition("://")[0].partition("+")[0]):
-            _probe_database(uri)  # so does its database store (about 100 s for a refused connection)
+        _probe(uri)
         client = _client(uri)
         client.search_experiments(max_results=1)
     except Exception as exc:  # connection, auth, schema errors: all mean "cannot track"
@@ -160,15 +157,29 @@ def check_reachable(tracking_uri: str | None) -> str:
 _DATABASE_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
 
 
-def _probe_database(uri: str, *, timeout: float = 5.0) -> None:
-    """One TCP connection to the database's host and port (no retries, no credentials sent)."""
+def _probe(uri: str, *, timeout: float = 5.0) -> None:
+    """One quick try, as MLflow's client retries for minutes (a server) or 100 s (a database): a server's
+    health endpoint, a database's host and port (no credentials sent); other stores: the client tells."""
     import socket
+    import urllib.error
+    import urllib.request
     from urllib.parse import urlsplit
 
     parts = urlsplit(uri)
-    if not parts.hostname:
-        return  # a local socket: the client call will tell
-    port = parts.port or _DATABASE_PORTS[parts.scheme.partition("+")[0]]
+    if parts.scheme in ("http", "https"):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout):  # the user's own tracking URI
+                return
+        except urllib.error.HTTPError:
+            return  # the server answered (auth or routing decide the rest; the client call will tell)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConnectionError(f"no answer from {url} within {timeout:.0f}s ({reason})") from None
+    scheme = parts.scheme.partition("+")[0]
+    if scheme not in _DATABASE_PORTS or not parts.hostname:
+        return  # not a database server, or a local socket: the client call will tell
+    port = parts.port or _DATABASE_PORTS[scheme]
     try:
         with socket.create_connection((parts.hostname, port), timeout=timeout):
             return
@@ -176,22 +187,6 @@ def _probe_database(uri: str, *, timeout: float = 5.0) -> None:
         raise ConnectionError(
             f"no answer from {parts.hostname}:{port} within {timeout:.0f}s ({exc})"
         ) from None
-
-
-def _probe_server(uri: str, *, timeout: float = 5.0) -> None:
-    """One quick request to the tracking server's health endpoint (no retries)."""
-    import urllib.error
-    import urllib.request
-
-    url = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout):  # the user's own tracking URI
-            return
-    except urllib.error.HTTPError:
-        return  # the server answered (auth or routing decide the rest; the client call will tell)
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ConnectionError(f"no answer from {url} within {timeout:.0f}s ({reason})") from None
 
 
 class MlflowRun:
@@ -219,7 +214,7 @@ class MlflowRun:
         experiment_id = get_or_create_experiment(client, experiment)
         all_tags = dict(tags or {})
         if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
+            all_tags[N.PARENT_RUN_ID] = parent_run_id
         name = run_name or fallback_run_name(all_tags)
         if unique:
             name = _unused_name(client, experiment_id, name)

@@ -96,7 +96,8 @@ def _every_page(fetch: Callable[[int, str | None], Any]) -> list[Any]:
     return list(get_results_from_paginated_fn(fetch, _PAGE))
 
 
-def _open(tracking_uri: str | None) -> tuple[Any, list[Any]]:
+def list_studies(tracking_uri: str | None = None) -> list[StudyRef]:
+    """All studies in the store, latest first (see the module docstring for "latest")."""
     uri = resolve_tracking_uri(tracking_uri)
     try:
         client = _client(uri)
@@ -106,12 +107,6 @@ def _open(tracking_uri: str | None) -> tuple[Any, list[Any]]:
             f"cannot read MLflow tracking store {redact_uri(uri)}: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}. Check MLFLOW_TRACKING_URI."
         ) from None
-    return client, experiments
-
-
-def list_studies(tracking_uri: str | None = None) -> list[StudyRef]:
-    """All studies in the store, latest first (see the module docstring for "latest")."""
-    client, experiments = _open(tracking_uri)
     studies = []
     for experiment in experiments:
         name = experiment.tags.get(N.STUDY_TAG)
