@@ -15,10 +15,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tlbench.tracking import MlflowRun
-from tlbench.tracking.names import EXPERIMENT_KIND, MODEL_TRAINING_KIND
+from tlbench.tracking.names import EXPERIMENT_KIND, MODEL_TRAINING_KIND, STUDY_VIEW_TAG
 from tlbench.tracking.runs import (
     STUDY_VIEW,
-    STUDY_VIEW_TAG,
     StudyRuns,
     experiment_page_url,
     fallback_run_name,

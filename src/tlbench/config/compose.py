@@ -67,8 +67,8 @@ def register_schema() -> None:
 _REPLACED_MAPPINGS = ("strategy.class_map", "tags")
 
 
-def compose_dictconfig(overrides: Sequence[str] = ()) -> DictConfig:
-    """Hydra composition with the typed schema; raises :class:`ConfigError` on any user error."""
+def load_config(overrides: Sequence[str] = ()) -> RunConfig:
+    """Compose ``conf/`` with Hydra-style overrides into a validated :class:`RunConfig`."""
     register_schema()
     hydra_overrides, replacements = _split_mapping_overrides(overrides)
     GlobalHydra.instance().clear()
@@ -77,11 +77,11 @@ def compose_dictconfig(overrides: Sequence[str] = ()) -> DictConfig:
             cfg = compose(config_name="config", overrides=hydra_overrides)
         for key, value in replacements:
             OmegaConf.update(cfg, key, value, merge=False)
-        return cfg
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_explain(exc)) from None
     finally:
         GlobalHydra.instance().clear()
+    return to_run_config(cfg)
 
 
 def _split_mapping_overrides(overrides: Sequence[str]) -> tuple[list[str], list[tuple[str, object]]]:
@@ -119,11 +119,6 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     if not isinstance(obj, RunConfig):  # pragma: no cover - the schema is the config's root
         raise ConfigError(f"conf/config.yaml must use the '{SCHEMA_NAME}' schema")
     return obj
-
-
-def load_config(overrides: Sequence[str] = ()) -> RunConfig:
-    """Compose ``conf/`` with Hydra-style overrides into a validated :class:`RunConfig`."""
-    return to_run_config(compose_dictconfig(overrides))
 
 
 def _explain(exc: BaseException) -> str:

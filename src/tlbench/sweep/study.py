@@ -30,8 +30,8 @@ from tlbench.errors import ConfigError, TrackingError
 from tlbench.sweep.plan import FAIL_KIND, FAIL_REASON, STATUS, SweepPlan, plan_sweep
 from tlbench.sweep.spec import SweepSpec, spec_as_dict
 from tlbench.tracking import names
-from tlbench.tracking.names import STUDY_TAG, SWEEP_TAG
-from tlbench.tracking.runs import CANDIDATE_TAG, StudyRuns, redact_password
+from tlbench.tracking.names import CANDIDATE_TAG, STUDY_TAG, SWEEP_TAG
+from tlbench.tracking.runs import StudyRuns, redact_password
 
 log = logging.getLogger(__name__)
 

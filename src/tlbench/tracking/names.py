@@ -35,6 +35,7 @@ OVERRIDES = "overrides"  # a sweep trial's run: its Hydra overrides as a JSON li
 FEATURE_CACHE = "feature_cache"  # whether the trial's prefix features came from the cache
 STUDY_TAG = "tlbench.study"  # on a study's experiment: the study's name (what makes an experiment a study)
 SWEEP_TAG = "tlbench.sweep"  # on a study's experiment: the sweep file's name
+CANDIDATE_TAG = "tlbench.candidate"  # a parent-run candidate's election token (sweep/study.py)
 
 # --- statuses (tag STATUS) ----------------------------------------------------------------------
 COMPLETED = "completed"
@@ -80,6 +81,8 @@ REPORT_ARTIFACT_DIR = "report"  # on the study's parent run: the published repor
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 PARENT_RUN_ID = "mlflow.parentRunId"  # a trial's run: its study's parent run
+STUDY_VIEW_KEY = "tlbench"  # a study's shared view of MLflow's runs table (tracking/runs.py, STUDY_VIEW)
+STUDY_VIEW_TAG = f"mlflow.sharedViewState.{STUDY_VIEW_KEY}"
 
 # --- the winner (model registry) ------------------------------------------------------------------
 CHAMPION_ALIAS = "champion"  # models:/<study>@champion: the study's recommended arm, retrained for use

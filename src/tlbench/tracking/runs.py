@@ -231,15 +231,13 @@ class MlflowRun:
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]  # MLflow's value limit
-        for start in range(0, len(items), 100):  # MLflow caps params per batch at 100
-            self._client.log_batch(self.run_id, params=items[start : start + 100])
+        # values cut at MLflow's limit; log_batch splits long lists into the batches MLflow takes
+        self._client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        if tags:
-            self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
         self.log_metric_steps([(step or 0, int(time.time() * 1000), metrics)])
@@ -254,8 +252,7 @@ class MlflowRun:
             for k, v in metrics.items()
             if v is not None and math.isfinite(float(v))
         ]
-        for start in range(0, len(items), 1000):
-            self._client.log_batch(self.run_id, metrics=items[start : start + 1000])
+        self._client.log_batch(self.run_id, metrics=items)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._client.log_text(self.run_id, text, artifact_file)
@@ -316,8 +313,6 @@ def _unused_name(client: Any, experiment_id: str, name: str) -> str:
 # one parent run (role=study) shared by the workers, one child run per trial, and a shared view of the
 # runs table (STUDY_VIEW).
 
-CANDIDATE_TAG = "tlbench.candidate"  # parent-run election token (see tlbench.sweep.meta)
-
 
 @dataclass(frozen=True)
 class RunInfo:
@@ -369,7 +364,7 @@ class StudyRuns:
         )
         run.log_params(params)
         run.log_text(sweep_yaml, N.SWEEP_ARTIFACT)
-        self.tag_experiment({STUDY_VIEW_TAG: json.dumps(STUDY_VIEW)})
+        self.tag_experiment({N.STUDY_VIEW_TAG: json.dumps(STUDY_VIEW)})
         return run.run_id
 
     def record_unrun_trial(
@@ -417,8 +412,6 @@ class StudyRuns:
 
 # MLflow's "shared view" of a runs table (what the UI's Share button stores): the completed finals grouped
 # by data size and strategy, accuracy and cost first; a link with viewStateShareKey=<key> opens it.
-STUDY_VIEW_KEY = "tlbench"
-STUDY_VIEW_TAG = f"mlflow.sharedViewState.{STUDY_VIEW_KEY}"
 _RUN_NAME_COLUMN = "attributes.`Run Name`"
 _VIEW_COLUMNS = [
     "params.`strategy`",
@@ -453,5 +446,5 @@ def experiment_page_url(ui: str, experiment_id: str, *, study_view: bool = False
     tag says: ``workflowType=machine_learning`` flips it."""
     query = {"workflowType": "machine_learning"}
     if study_view:
-        query["viewStateShareKey"] = STUDY_VIEW_KEY
+        query["viewStateShareKey"] = N.STUDY_VIEW_KEY
     return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query)}"
