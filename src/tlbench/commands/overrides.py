@@ -103,14 +103,10 @@ def usage(command: str) -> str:
     return "\n".join(lines)
 
 
-def _given(overrides: Sequence[str], key: str) -> bool:
-    return any(arg.split("=", 1)[0].lstrip("+~") == key for arg in overrides)
-
-
 def _preset_hint(overrides: Sequence[str]) -> str | None:
     """How to fix a path an experiment preset set (the command line did not name it), else None."""
     presets = [arg.split("=", 1)[1] for arg in overrides if arg.split("=", 1)[0] == "experiment"]
-    if not presets or _given(overrides, "data.root"):
+    if not presets or any(arg.split("=", 1)[0].lstrip("+~") == "data.root" for arg in overrides):
         return None
     where = os.environ.get(DATASETS_ENV)
     source = f"${DATASETS_ENV} ({where})" if where else f"${DATASETS_ENV}, unset, so ./datasets"

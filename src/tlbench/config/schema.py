@@ -116,8 +116,7 @@ class DataConfig:
     max_test_per_class: int | None = None
     split_seed: int = 0
     augment: bool = False  # random flip + pad-and-crop on training batches
-    # train on train + validation (a winner's retraining for export): nothing is validated, so every
-    # choice must be fixed (trainer.early_stopping=false, strategy.probe.l2 given; else a ConfigError)
+    # train on train + validation (export's retraining): every choice must then be fixed (RunConfig checks)
     train_on_val: bool = False
     download: bool = False  # allow torchvision downloads (fashion_mnist, cifar10)
     # synthetic only
@@ -193,9 +192,8 @@ class LoraConfig:
     rank: int = 8
     alpha: int = 8  # the update is scaled by alpha / rank (an int, as peft types it)
     dropout: float = 0.1  # on the adapter's input only
-    # Module names (a name, or its dotted suffix, as peft matches them: e.g. [conv_pw, conv_pwl]); null:
-    # every dense layer of the backbone (nn.Linear, and convolutions with groups=1). Grouped/depthwise
-    # convolutions are not adapted: peft needs the rank divisible by their groups and cannot merge them.
+    # module names or dotted suffixes, as peft matches them; null: every dense layer (nn.Linear, convolutions
+    # with groups=1; peft cannot merge grouped ones and needs the rank divisible by their groups)
     targets: list[str] | None = None
 
     def __post_init__(self) -> None:
@@ -325,10 +323,8 @@ class TrainerConfig:
     # auto: expected compiled/eager step speed (None: measured on a CPU, 1.64x at 32 px, 1.05x at 224 px)
     compile_speedup: float | None = None
     compile_after_steps: int = 5  # auto: eager full batches timed before deciding
-    # Same seed, same result. On a GPU that takes torch's deterministic algorithms (warn-only: some
-    # kernels have none); on a CPU results are bit-identical without them at the same seed and thread
-    # count (measured), and a step costs 1.24x more with them, so they stay off (cost/device.py).
-    # false: no guarantee on a GPU (its fastest, non-deterministic kernels).
+    # same seed, same result: torch's deterministic algorithms on a GPU (warn-only); a CPU is bit-identical
+    # without them at the same seed and threads (measured; 1.24x slower with them). false: GPU's fastest
     deterministic: bool = True
     num_threads: int | None = None  # CPU intra-op threads; None keeps torch's default
     cache_features: bool = True  # frozen-prefix caching (linear probe / partial without augmentation)
@@ -339,13 +335,10 @@ class TrainerConfig:
     val_every_n_epochs: int = 1
     progress_bar: bool = False
     max_fit_seconds: float | None = None  # stop training (status still completed) after this many seconds
-    # stop once val/acc has not improved for `patience` validation checks; min_steps is then the maximum
-    # budget, and the best weights are restored before evaluation
+    # stop after `patience` checks without a better val/acc (min_steps: the maximum), best weights restored
     early_stopping: bool = False
     patience: int = 3
-    # compile=auto: trials this process runs on the same graph, this one included (the sweep sets it;
-    # null: this trial only)
-    planned_trials: int | None = None
+    planned_trials: int | None = None  # compile=auto: trials on this graph in this process (null: this one)
 
     def __post_init__(self) -> None:
         _check(

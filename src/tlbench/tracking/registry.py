@@ -24,8 +24,7 @@ from tlbench.tracking.runs import _client, redact_password, resolve_tracking_uri
 MODEL_CODE = Path(__file__).with_name("champion_pyfunc.py")
 _DECODER = Path(__file__).parents[1] / "data" / "decode.py"  # numpy + Pillow only: ships with the model
 _DECODER_MODULE = "tlbench_decode.py"  # the name the model code imports it by (no clash with "decode")
-# What loading and serving the model needs (versions of this environment); no tlbench.
-_REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "pillow")
+_REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "pillow")  # to load and serve it; no tlbench
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,8 @@ def log_champion(
                 code_paths=[str(decoder)],
                 signature=_signature(),
                 input_example=pd.DataFrame({"image": [example.getvalue()]}),
-                pip_requirements=_requirements(),
+                # this environment's versions, without local labels (2.14.1+cu128 -> 2.14.1)
+                pip_requirements=[f"{n}=={metadata.version(n).partition('+')[0]}" for n in _REQUIREMENTS],
                 metadata=labels,
             )
             version = mlflow.register_model(info.model_uri, registered_name, tags=dict(tags))
@@ -124,11 +124,6 @@ def _signature() -> Any:
         ]
     )
     return ModelSignature(inputs=inputs, outputs=outputs)
-
-
-def _requirements() -> list[str]:
-    """Pinned to this environment, without local version labels (``2.14.1+cu128`` -> ``2.14.1``)."""
-    return [f"{name}=={metadata.version(name).partition('+')[0]}" for name in _REQUIREMENTS]
 
 
 @contextmanager
