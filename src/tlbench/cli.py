@@ -177,40 +177,15 @@ def predict(argv: Sequence[str]) -> int:
     return 1 if failed else 0
 
 
-def _lazy(target: str) -> Command:
-    """The command ``module:function``, imported when it runs (sweep, screen and dashboard import optuna)."""
-
-    def run(argv: Sequence[str]) -> int:
-        module, _, function = target.partition(":")
-        return int(getattr(importlib.import_module(module), function)(argv))
-
-    return run
-
-
-# command -> (what runs it, one-line help)
-COMMANDS: dict[str, tuple[Command, str]] = {
-    "train": (
-        _lazy("tlbench.commands.overrides:train"),
-        "run one trial: tlbench train [hydra overrides ...]",
-    ),
-    "config": (
-        _lazy("tlbench.commands.overrides:config"),
-        "print the composed config: tlbench config [overrides ...]",
-    ),
+# command -> (what runs it: a function, or "module:function" of tlbench imported when it runs; help)
+COMMANDS: dict[str, tuple[Command | str, str]] = {
+    "train": ("commands.overrides:train", "run one trial: tlbench train [hydra overrides ...]"),
+    "config": ("commands.overrides:config", "print the composed config: tlbench config [overrides ...]"),
     "ui": (ui, "open MLflow's UI on 127.0.0.1"),
-    "sweep": (
-        _lazy("tlbench.commands.sweep:main"),
-        "run or resume a study: tlbench sweep --sweep NAME [--workers N]",
-    ),
-    "dashboard": (
-        _lazy("tlbench.commands.dashboard:main"),
-        "optuna-dashboard on a study, 127.0.0.1: [--study NAME]",
-    ),
+    "sweep": ("commands.sweep:main", "run or resume a study: tlbench sweep --sweep NAME [--workers N]"),
+    "dashboard": ("commands.dashboard:main", "optuna-dashboard on a study, 127.0.0.1: [--study NAME]"),
     "report": (report, "a study's report from MLflow: tlbench report [--study NAME]"),
-    "screen": (
-        _lazy("tlbench.commands.screen:main"),
-        "rank backbones without training: tlbench screen [--data PATH]",
-    ),
+    "screen": ("commands.screen:main", "rank backbones without training: tlbench screen [--data PATH]"),
     "export": (export, "register a study's winner as an MLflow model: tlbench export --study S"),
     "predict": (predict, "classify images: tlbench predict --model models:/S@champion PATH..."),
 }
@@ -243,7 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging()
     try:
-        return int(COMMANDS[name][0](rest))
+        run = COMMANDS[name][0]
+        if isinstance(run, str):
+            module, _, function = run.partition(":")
+            run = getattr(importlib.import_module(f"tlbench.{module}"), function)
+        return int(run(rest))
     except TlbenchError as exc:
         print(f"tlbench {name}: error: {exc}", file=sys.stderr)
         return 2
