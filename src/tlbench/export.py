@@ -80,10 +80,7 @@ def export_winner(
             resolution=model.resolution,
             registered_name=study,
             description=model_description(
-                arm,
-                cfg,
-                test_acc=result.metrics.get(N.TEST_ACC),
-                steps=result.metrics.get(N.TRAIN_STEPS),
+                arm, cfg, test_acc=result.metrics.get(N.TEST_ACC), steps=result.metrics.get(N.TRAIN_STEPS)
             ),
             tags=version_tags(arm),
             tracking_uri=tracking_uri,

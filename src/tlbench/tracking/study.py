@@ -173,8 +173,7 @@ def read_study(study: StudyRef, *, tracking_uri: str | None = None) -> StudyReco
     parent = parents[0] if parents else None
     children = tuple(
         sorted(
-            (r for r in runs if r.tags.get(N.ROLE) != N.STUDY),
-            key=lambda r: (r.start_time_ms or 0, r.run_id),
+            (r for r in runs if r.tags.get(N.ROLE) != N.STUDY), key=lambda r: (r.start_time_ms or 0, r.run_id)
         )
     )
     return StudyRecords(
