@@ -38,14 +38,14 @@ from tlbench.tracking.names import VAL_ACC
 
 SNAPSHOT_DIR = Path(".tlbench") / "dashboard"
 ALL_CELLS = "(all cells)"
-_BOOKKEEPING = ("meta",)
+_BOOKKEEPING = ("meta",)  # per-study Optuna studies that hold no trials of the benchmark
 _WHAT = {"final": "finals", "pareto": "pareto"}  # a study's suffix -> what it is (else: a cell)
 LEGEND = (
     "whole sweep: every cell's tuning trials in one study, the cell's factors as parameters (its slice, "
     "parallel-coordinate and importance plots compare the cells); cell: one cell's tuning trials, "
     "what the sampler and pruner saw; finals: the chosen configurations on the final seeds "
     "(test/acc among their user attributes)"
-)  # per-study Optuna studies that hold no trials of the benchmark
+)
 
 
 @dataclass(frozen=True)
