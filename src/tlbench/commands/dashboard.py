@@ -67,14 +67,16 @@ class StudyLine:
 
         states = [t.state for t in trials]
         running = states.count(TrialState.RUNNING) + states.count(TrialState.WAITING)
-        counts = [states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+        complete, pruned, failed = (
+            states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        )
         done = [t for t in trials if t.state == TrialState.COMPLETE and t.values and len(t.values) == 1]
         best = ""
         if done:
             top = max(done, key=lambda t: t.values[0])
             where = ", ".join(f"{k}={top.params[k]}" for k in keys if k in top.params)
             best = f"best {VAL_ACC} {top.values[0]:.3f}" + (f" ({where})" if where else "")
-        return cls(name, what, *counts, running, best)
+        return cls(name, what, complete, pruned, failed, running, best)
 
     def render(self, width: int) -> str:
         total = self.complete + self.pruned + self.failed + self.running
@@ -267,8 +269,8 @@ def main(argv: Sequence[str]) -> int:
         sep="\n",
     )
     print(f"http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
-    target = shown.target if shown.kind == "journal" else with_driver(shown.target)  # psycopg2, not psycopg 3
-    command = [executable, target, "--host", "127.0.0.1", "--port", str(args.port)]
+    url = shown.target if shown.kind == "journal" else with_driver(shown.target)  # psycopg2, not psycopg 3
+    command = [executable, url, "--host", "127.0.0.1", "--port", str(args.port)]
     journal = ["--storage-class", "JournalFileStorage"] if shown.kind == "journal" else []
     os.execv(executable, command + journal)  # argument list, no shell
     return 0  # pragma: no cover
