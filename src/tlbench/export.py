@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 class Exported:
     """What ``export_winner`` registered."""
 
-    study: str
     model_uri: str  # models:/<study>@champion
     version: str
     run_id: str  # the export run
@@ -87,7 +86,6 @@ def export_winner(
         )
     progress(f"export: registered {champion.uri} (version {champion.version}, run {champion.run_id})")
     return Exported(
-        study=study,
         model_uri=champion.uri,
         version=champion.version,
         run_id=champion.run_id,

@@ -101,9 +101,9 @@ def test_malformed_predictions_are_ignored(text: str) -> None:
 
 
 def test_every_page_is_read(mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tlbench.tracking.study as reader
+    import tlbench.tracking.runs as runs
 
-    monkeypatch.setattr(reader, "_PAGE", 2)  # pages of two: five trials and a parent take three pages
+    monkeypatch.setattr(runs, "_PAGE", 2)  # pages of two: five trials and a parent take three pages
     trials = [FakeTrial("final", "linear_probe", "10", trial_number=i, seed=i) for i in range(5)]
     ids = build_study(mlflow_uri, "paged", trials)
     for name in ("a", "b"):  # more experiments than a page too

@@ -9,7 +9,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,6 +78,17 @@ def _client(tracking_uri: str | None) -> Any:
 
     with sqlite_store_lock(resolve_tracking_uri(tracking_uri)):
         return MlflowClient(tracking_uri=tracking_uri)
+
+
+_PAGE = 1000  # runs or experiments per request
+
+
+def _every_page(fetch: Callable[[int, str | None], Any]) -> list[Any]:
+    """Every page of ``fetch(max_results, page_token)`` (``mlflow.search_runs`` pages only the process-wide
+    tracking URI; tlbench is given its own)."""
+    from mlflow.utils import get_results_from_paginated_fn
+
+    return list(get_results_from_paginated_fn(fetch, _PAGE))
 
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
@@ -334,13 +345,10 @@ class StudyRuns:
         set_experiment_tags(self._client, self.experiment_id, tags)
 
     def _search(self, filter_string: str) -> list[RunInfo]:
-        from mlflow.utils import get_results_from_paginated_fn
-
-        runs = get_results_from_paginated_fn(
+        runs = _every_page(
             lambda n, token: self._client.search_runs(
                 [self.experiment_id], filter_string=filter_string, max_results=n, page_token=token
-            ),
-            1000,
+            )
         )
         return [RunInfo(run.info.run_id, run.info.status, dict(run.data.tags)) for run in runs]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tlbench.errors import TrackingError
 from tlbench.tracking import names as N
-from tlbench.tracking.runs import MlflowRun, _client, resolve_tracking_uri
-
-_PAGE = 1000
+from tlbench.tracking.runs import MlflowRun, _client, _every_page, resolve_tracking_uri
 
 
 @dataclass(frozen=True)
@@ -86,14 +84,6 @@ def _record(run: Any) -> RunRecord:
         metrics={k: float(v) for k, v in run.data.metrics.items()},
         tags=dict(run.data.tags),
     )
-
-
-def _every_page(fetch: Callable[[int, str | None], Any]) -> list[Any]:
-    """Every page of ``fetch(max_results, page_token)`` (``mlflow.search_runs`` pages only the process-wide
-    tracking URI; the report is given its own)."""
-    from mlflow.utils import get_results_from_paginated_fn
-
-    return list(get_results_from_paginated_fn(fetch, _PAGE))
 
 
 def list_studies(tracking_uri: str | None = None) -> list[StudyRef]:
