@@ -8,7 +8,7 @@ from enum import Enum
 from typing import Any
 
 from tlbench.errors import ConfigError
-from tlbench.strategies import L2_SP, Strategy, ignored_keys, strategy
+from tlbench.strategies import L2_SP, ignored_keys, strategy
 
 
 class WeightsSource(str, Enum):
@@ -205,15 +205,10 @@ class LoraConfig:
         )
 
 
-def _no_l2_sp_reason(spec: Strategy) -> str:
-    """Why ``strategy.l2_sp`` means nothing for ``spec`` (the end of a sentence)."""
-    if not spec.pretrained:
-        return "starts from random weights"
-    if spec.trainable == "bias_norm":
-        return "trains only biases and normalisation parameters"
-    if spec.trainable == "adapters":
-        return "keeps the pretrained weights frozen (only its zero-initialised adapters train)"
-    return "trains no pretrained weight"
+_NO_PRETRAINED_WEIGHT_TRAINS = {  # spec.trainable -> why strategy.l2_sp means nothing for it
+    "bias_norm": "trains only biases and normalisation parameters",
+    "adapters": "keeps the pretrained weights frozen (only its zero-initialised adapters train)",
+}
 
 
 @dataclass
@@ -236,13 +231,14 @@ class StrategyConfig:
 
     def __post_init__(self) -> None:
         spec = strategy(self.name)
+        why = _NO_PRETRAINED_WEIGHT_TRAINS.get(spec.trainable, "trains no pretrained weight")
         _require(
             0.0 <= self.l2_sp < float("inf"), f"strategy.l2_sp must be a finite value >= 0, got {self.l2_sp}"
         )
         _require(
             self.l2_sp <= 0 or spec.l2_sp,
             f"strategy.l2_sp={self.l2_sp:g} pulls fine-tuned pretrained weights back to their start, "
-            f"but strategy={spec.name} {_no_l2_sp_reason(spec)}: "
+            f"but strategy={spec.name} {why if spec.pretrained else 'starts from random weights'}: "
             f"use it with {', '.join(L2_SP)}, or set strategy.l2_sp=0",
         )
         _require(
