@@ -236,7 +236,7 @@ def test_frontier_steps_give_accuracy_per_extra_device_hour() -> None:
     (step,) = rec.frontier  # scratch is dominated: one step, probe -> full fine-tune
     assert (step.from_strategy, step.to_strategy) == ("linear_probe", "full_finetune")
     # +10 points for +0.01 device-hours: 10 accuracy per device-hour (1000 pp)
-    assert step.acc_per_cost == pytest.approx(0.10 / 0.010)
+    assert step.extra_acc / step.extra_cost == pytest.approx(0.10 / 0.010)
     assert "+10.0 pp for +0.0100 device-hours, i.e. 1,000 pp per extra device-hour" in frontier_text(
         rec, unit="device-hours"
     )

@@ -1,14 +1,10 @@
 """Which strategy to use at each data size, and whether more labels would change it (pure).
 
-Rule, with a paired comparison of the size (``compare_strategies``): recommend the cheapest strategy
-(fewest device-hours per run; ties: more accurate, then fewer FLOPs) that is not credibly worse than the best:
-the 95% interval of its paired difference to the best includes 0 (the two cannot be told apart), or its
-mean difference is within ``tolerance`` (absolute, 0.01 = 1 percentage point). An arm whose interval lies
-wholly below 0 with a mean further behind than the tolerance is credibly worse, however cheap (the
-default study's partial at n=50: -3.4 pp, interval -5.9 to -0.9 pp, was once recommended on the interval
-alone reaching above -1 pp). Without one (fewer than two strategies with two shared seeds), the older
-rule: the cheapest whose mean is within ``tolerance`` of the best mean. Along the Pareto frontier of the size,
-each step says how much accuracy one more device-hour buys.
+Rule: the cheapest strategy (device-hours per run; ties: more accurate, then fewer FLOPs) not credibly
+worse than the best: its paired 95% interval to the best includes 0, or its mean difference is within
+``tolerance``. Both are needed: the default study's partial at n=50 (-3.4 pp, interval -5.9 to -0.9 pp)
+was once recommended on the interval alone. Without a paired comparison: the cheapest whose mean is
+within ``tolerance`` of the best mean.
 """
 
 from __future__ import annotations
@@ -57,13 +53,9 @@ from tlbench.tracking import names as N
 from tlbench.tracking.names import OVERRIDES, TRAIN_STEPS
 from tlbench.tracking.study import RunPredictions
 
-# Paired comparisons of strategies at each data size: the best against each other one.
-#
-# Pairing: final runs of one data size share seeds, and a seed fixes the training subset (drawn from the
-# train pool with the run's seed, ``data/splits.py``) while the test set depends only on ``split_seed``.
-# So a strategy's run on seed 2 and another's on seed 2 saw the same training images and are scored on
-# the same test images. The code below checks that (seeds present, ``data_fingerprint`` and ``split_seed``
-# equal per seed) and compares only on the seeds every compared strategy has.
+# Paired comparisons at each data size, the best against each other strategy. A seed fixes the training
+# subset (``data/splits.py``) and the test set depends only on ``split_seed``, so runs on one seed are
+# paired; the code checks that (``data_fingerprint``, ``split_seed``) and pairs only shared seeds.
 
 
 @dataclass(frozen=True)
@@ -113,14 +105,11 @@ def _latest_per_seed(rows: pd.DataFrame) -> pd.DataFrame:
 def _paired_seeds(
     rows: pd.DataFrame, *, anchor: str | None = None
 ) -> tuple[list[str], list[int], list[str], list[str]]:
-    """The arms compared jointly, the seeds all of them have, the arms to compare with the best alone,
-    and those left out (with why).
+    """The arms compared jointly, their shared seeds, the arms to pair with the best alone, those left out.
 
-    Racing gives arms different numbers of seeds (a retired arm stops early), so the joint comparison
-    is not cut down to the fewest seeds: it holds the arms that have every seed of the two best-seeded
-    arms; an arm with fewer seeds is compared with the best on the seeds the two share. ``anchor``: the
-    joint comparison is built on that arm's seeds instead (an arm with fewer seeds that beat the
-    best-seeded ones: the race stops giving seeds to a leader once its pairs are decided).
+    Racing gives arms different seed counts, so the joint comparison holds the arms with every seed of
+    the two best-seeded arms (or of ``anchor``: a leader the race stopped giving seeds to); the others
+    are paired with the best on the seeds the two share.
     """
     seeds = {s: set(g["seed"].astype(int)) for s, g in rows.groupby("strategy")}
     order = sorted_strategies(seeds)
@@ -206,7 +195,6 @@ def _versus(
     diff: float,
     mean: float,
     m: VarianceModel,
-    *,
     confidence: float,
     p_best: float | None,
     seeds: tuple[int, ...] = (),
@@ -227,10 +215,8 @@ def compare_size(
 ) -> SizeComparison | None:
     """Paired comparison of one size's final runs; None when fewer than two strategies pair up.
 
-    The best must be the best: when an arm compared alone (fewer seeds) beats the joint comparison's
-    best, the comparison is rebuilt on that arm's seeds (at n=5 of the default study, lp_ft led by
-    +19.8 pp on its 3 seeds while the probe and partial, raced to 8 seeds against each other, formed
-    the joint comparison and the probe was called the most accurate).
+    When an arm compared alone beats the joint best, the comparison is rebuilt on that arm's seeds (at
+    n=5 of the default study lp_ft led by +19.8 pp on 3 seeds, yet the probe was called the best).
     """
     rows = _latest_per_seed(rows)
     tried: set[str] = set()
@@ -272,17 +258,12 @@ def _compare_size(
     models = {i: _contrast(acc, cube, i, top, images=images) for i in range(n) if i != top}
     df = min((m.df() for m in models.values()), default=math.inf)
     p_best = probability_best(means, covariance, df=df)
-    out = []
-    for i, strategy in enumerate(strategies):
-        if i == top:
-            out.append(StrategyComparison(strategy, float(means[i]), 0.0, None, None, float(p_best[i])))
-            continue
-        diff = float(means[i] - means[top])
-        out.append(
-            _versus(
-                strategy, diff, float(means[i]), models[i], confidence=confidence, p_best=float(p_best[i])
-            )
-        )
+    out = [
+        _versus(s, float(means[i] - means[top]), float(means[i]), models[i], confidence, float(p_best[i]))
+        if i != top
+        else StrategyComparison(s, float(means[i]), 0.0, None, None, float(p_best[i]))
+        for i, s in enumerate(strategies)
+    ]
     best = strategies[top]
     best_seeds = set(rows[rows["strategy"] == best]["seed"].astype(int))
     for strategy in alone:  # fewer seeds (retired by the race, or a failed seed): paired with the best alone
@@ -300,17 +281,7 @@ def _compare_size(
         m = _contrast(pair_acc, pair_cube, 0, 1, images=pair_images)
         pair_means = pair_acc.mean(axis=0)
         diff = float(pair_means[0] - pair_means[1])
-        out.append(
-            _versus(
-                strategy,
-                diff,
-                float(pair_means[0]),
-                m,
-                confidence=confidence,
-                p_best=None,
-                seeds=tuple(shared),
-            )
-        )
+        out.append(_versus(strategy, diff, float(pair_means[0]), m, confidence, None, tuple(shared)))
     order = sorted_strategies(s.strategy for s in out)
     out.sort(key=lambda s: order.index(s.strategy))
     return SizeComparison(
@@ -378,7 +349,7 @@ def with_comparisons(
     return merged
 
 
-# The rule, its words, and the recommended arm's configuration.
+# --- the rule, its words, and the recommended arm's configuration ---------------------------------------
 
 
 @dataclass(frozen=True)
@@ -389,11 +360,6 @@ class Step:
     to_strategy: str
     extra_acc: float
     extra_cost: float
-
-    @property
-    def acc_per_cost(self) -> float | None:
-        """Accuracy gained per extra device-hour; None when the step costs nothing extra."""
-        return self.extra_acc / self.extra_cost if self.extra_cost > 0 else None
 
 
 @dataclass(frozen=True)
@@ -654,12 +620,9 @@ class FinalRun:
 
 @dataclass(frozen=True)
 class RecommendedArm:
-    """The arm a study's report recommends at one data size (or the one asked for), and its configuration.
-
-    ``params`` are the parameters every final run of the arm logged alike (the tuned configuration as the
-    finals ran it; per-seed values such as ``seed`` left out); ``config_yaml`` is the full resolved
-    configuration of one final run (``config_run_id``) for retraining it.
-    """
+    """The arm the report recommends at one data size (or the one asked for) and its configuration:
+    ``params`` every final run logged alike (per-seed ones left out), ``config_yaml`` the resolved
+    configuration of final run ``config_run_id``, for retraining it."""
 
     study: str
     n_per_class: str  # the size label: "10", "all"
@@ -671,9 +634,7 @@ class RecommendedArm:
     tuned_from_trial: int | None  # the tuning trial (in the cell's Optuna study) its configuration came from
     tune_run_id: str | None  # that tuning trial's MLflow run
     params: dict[str, str]
-    overrides: (
-        tuple[str, ...] | None
-    )  # the finals' Hydra overrides without the seed, when the runs carry them
+    overrides: tuple[str, ...] | None  # the finals' Hydra overrides minus the seed, when logged
     finals: tuple[FinalRun, ...]
     acc_mean: float  # mean test accuracy over the final seeds
     acc_half_width: float | None  # 95% Student-t half-width over the seeds; None with a single seed
