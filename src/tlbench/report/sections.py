@@ -152,8 +152,8 @@ def recommendation_section(inp: StudyAnalysis) -> list[Block]:
         "most accurate: the 95% interval of its paired difference to the best (same seeds, same test "
         "images; see Paired comparisons) includes 0, or its mean difference is within "
         f"**{pp(tolerance)}** (`--tolerance {tolerance:g}`). Where no two strategies share two seeds, the "
-        f"cheapest whose mean is within {pp(tolerance)} of the best mean. Accuracies are those of the summary "
-        "table."
+        f"cheapest whose mean is within {pp(tolerance)} of the best mean. Accuracies are those of the "
+        "summary table."
     )
     frontier = (
         "Along each size's Pareto frontier (strategies that no other strategy beats on both accuracy and "
