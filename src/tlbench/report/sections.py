@@ -861,37 +861,25 @@ def tuning_blocks(t: pd.DataFrame, sweep_yaml: str | None) -> list[Block]:
 
     def trials_text(r: TuningRow) -> str:
         if r.trials:
-            return f"{r.trials} ({_outcomes(r.counts)})"
+            return f"{r.trials} ({', '.join(f'{n} {outcome}' for outcome, n in sorted(r.counts.items()))})"
         if r.strategy in carried_from and r.searched != ():
             return f"0 (the choice at {size_label(carried_from[r.strategy])})"
         return "0"
 
-    def searched(r: TuningRow) -> str:
-        if r.searched is None:
-            return "sweep definition not recorded"
-        return "; ".join(r.searched) if r.searched else "no `search` in the sweep definition"
-
+    said: dict[tuple[str, ...] | None, str] = {
+        None: "sweep definition not recorded",
+        (): "no `search` in the sweep definition",
+    }
+    table = tuple(
+        (size_label(r.n_per_class), r.strategy, trials_text(r),
+         said.get(r.searched) or "; ".join(r.searched or ()))
+        for r in rows
+    )  # fmt: skip
     return [
         Heading("Tuning protocol", level=3),
         Paragraph(verdict + " Tuning chose on validation accuracy; the searched ranges are the sweep's."),
-        Table(
-            ("Data", "Arm", "Tuning trials", "Searched"),
-            tuple(
-                (
-                    size_label(r.n_per_class),
-                    r.strategy,
-                    trials_text(r),
-                    searched(r),
-                )
-                for r in rows
-            ),
-            align="llrl",
-        ),
+        Table(("Data", "Arm", "Tuning trials", "Searched"), table, align="llrl"),
     ]
-
-
-def _outcomes(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
 
 
 def budget_blocks(t: pd.DataFrame, *, tolerance: float) -> list[Block]:
@@ -899,13 +887,10 @@ def budget_blocks(t: pd.DataFrame, *, tolerance: float) -> list[Block]:
     checks = budget_checks(t)
     heading = Heading("Trained enough?", level=3)
     if not checks:
-        return [
-            heading,
-            Paragraph(
-                "This study ran no budget check (`role=budget_check`): whether each arm's step budget was "
-                "enough is not shown."
-            ),
-        ]
+        text = (
+            "This study ran no budget check (`role=budget_check`): whether each arm's step budget was enough"
+        )
+        return [heading, Paragraph(f"{text} is not shown.")]
     done = [c for c in checks if c.change is not None]
     more = [c for c in done if abs(c.change or 0.0) > tolerance]
     if done and not more:
@@ -929,27 +914,17 @@ def budget_blocks(t: pd.DataFrame, *, tolerance: float) -> list[Block]:
     if failed:
         verdict += f" {len(failed)} check(s) did not complete (listed)."
     rows = tuple(
-        (
-            size_label(c.n_per_class),
-            c.strategy,
-            f"×{c.factor}",
-            pct(c.base_val),
-            pct(c.val) if c.val is not None else c.reason.removeprefix(N.FAILED_PREFIX) or c.outcome,
-            signed_pp(c.change) if c.change is not None else "—",
-        )
+        (size_label(c.n_per_class), c.strategy, f"×{c.factor}", pct(c.base_val),
+         pct(c.val) if c.val is not None else c.reason.removeprefix(N.FAILED_PREFIX) or c.outcome,
+         signed_pp(c.change) if c.change is not None else "—")
         for c in checks
+    )  # fmt: skip
+    header = ("Data", "Arm", "Budget", "Validation acc.", "With the larger budget", "Change")
+    caption = (
+        "Budget checks: a tuned configuration re-run with a multiple of its step budget; validation accuracy "
+        "only (test data never decides)."
     )
-    return [
-        heading,
-        Paragraph(verdict),
-        Table(
-            ("Data", "Arm", "Budget", "Validation acc.", "With the larger budget", "Change"),
-            rows,
-            align="llrrrr",
-            caption="Budget checks: a tuned configuration re-run with a multiple of its step budget; "
-            "validation accuracy only (test data never decides).",
-        ),
-    ]
+    return [heading, Paragraph(verdict), Table(header, rows, align="llrrrr", caption=caption)]
 
 
 def race_blocks(race_json: str | None) -> list[Block]:
@@ -964,27 +939,17 @@ def race_blocks(race_json: str | None) -> list[Block]:
     rounds = f"{race.rounds} round(s)" if race.rounds is not None else "rounds not recorded"
     rule = race.rule or "not recorded"
     rows = tuple(
-        (
-            size_label(a.n_per_class),
-            a.label,
-            f"{len(a.seeds)} ({', '.join(map(str, a.seeds))})" if a.seeds else "0",
-            "—" if a.retired_round is None else str(a.retired_round),
-            a.reason or "—",
-        )
+        (size_label(a.n_per_class), a.label,
+         f"{len(a.seeds)} ({', '.join(map(str, a.seeds))})" if a.seeds else "0",
+         "—" if a.retired_round is None else str(a.retired_round), a.reason or "—")
         for a in race.arms
+    )  # fmt: skip
+    text = (
+        f"Final seeds ran in rounds, paired across the arms of a data size ({cap}, {rounds}). Rule: {rule}. "
+        "Decisions read validation accuracy only; a retired arm's test results are still reported, over the "
+        "seeds it got, so arms have different numbers of seeds: each arm's mean and interval use its own "
+        "seeds, and paired comparisons pair only seeds both arms have."
     )
-    return [
-        heading,
-        Paragraph(
-            f"Final seeds ran in rounds, paired across the arms of a data size ({cap}, {rounds}). "
-            f"Rule: {rule}. Decisions read validation accuracy only; a retired arm's test results are still "
-            "reported, over the seeds it got, so arms have different numbers of seeds: each arm's mean and "
-            "interval use its own seeds, and paired comparisons pair only seeds both arms have."
-        ),
-        Table(
-            ("Data", "Arm", "Seeds run", "Retired in round", "Why"),
-            rows,
-            align="llrrl",
-            caption="From race.json on the study's parent run.",
-        ),
-    ]
+    header = ("Data", "Arm", "Seeds run", "Retired in round", "Why")
+    caption = "From race.json on the study's parent run."
+    return [heading, Paragraph(text), Table(header, rows, align="llrrl", caption=caption)]
