@@ -419,12 +419,8 @@ def _rows(c: SizeComparison) -> tuple[tuple[str, ...], ...]:
 def paired_section(comparisons: list[SizeComparison], *, tolerance: float) -> list[Block]:
     blocks: list[Block] = [Heading("Paired comparisons")]
     if not comparisons:
-        return [
-            *blocks,
-            Callout(
-                "No data size has two strategies with two shared final seeds: nothing to pair.", "warning"
-            ),
-        ]
+        text = "No data size has two strategies with two shared final seeds: nothing to pair."
+        return [*blocks, Callout(text, "warning")]
     blocks.append(Paragraph(_METHOD.format(tol=pp(tolerance))))
     rows = tuple(row for c in comparisons for row in _rows(c))
     blocks.append(
@@ -448,9 +444,7 @@ def paired_section(comparisons: list[SizeComparison], *, tolerance: float) -> li
         for c in comparisons
         if c.left_out
     ]
-    if notes:
-        blocks.append(Bullets(tuple(notes)))
-    return blocks
+    return [*blocks, Bullets(tuple(notes))] if notes else blocks
 
 
 def _estimate(e: Estimate) -> str:
@@ -484,40 +478,28 @@ def _curve_notes(o: Outlook | None, falls: list[Fall]) -> list[str]:
 
 
 def curves_section(o: Outlook | None, *, falls: list[Fall]) -> list[Block]:
-    blocks: list[Block] = [Heading("Learning curves: what more labels would buy")]
-    notes = _curve_notes(o, falls)
+    heading = Heading("Learning curves: what more labels would buy")
+    notes: list[Block] = [Bullets(tuple(n))] if (n := _curve_notes(o, falls)) else []
     if o is None:
-        blocks.append(Callout("Needs final runs of two or more strategies at two or more data sizes."))
-        return [*blocks, Bullets(tuple(notes))] if notes else blocks
-    blocks.append(
-        Paragraph(
-            "Per strategy and seed, a saturating curve acc(n) = a − b·n^(−c) through the final runs' test "
-            "accuracy against labelled images per class (a ≤ 100%, b ≥ 0, c fitted; fixed at 0.5 with two "
-            "sizes). Predictions are the mean over the seeds' curves with a 95% Student-t interval over "
-            "seeds; they are **extrapolations** beyond the largest measured size, and the interval does not "
-            "include the choice of curve."
-        )
+        return [
+            heading,
+            Callout("Needs final runs of two or more strategies at two or more data sizes."),
+            *notes,
+        ]
+    method = (
+        "Per strategy and seed, a saturating curve acc(n) = a − b·n^(−c) through the final runs' test "
+        "accuracy against labelled images per class (a ≤ 100%, b ≥ 0, c fitted; fixed at 0.5 with two "
+        "sizes). Predictions are the mean over the seeds' curves with a 95% Student-t interval over "
+        "seeds; they are **extrapolations** beyond the largest measured size, and the interval does not "
+        "include the choice of curve."
     )
-    header = (
-        "Strategy",
-        "Sizes fitted",
-        "Seeds",
-        *(f"Predicted at ≈{t:.0f}/class (extrapolated)" for t in o.targets),
-    )
+    targets = (f"Predicted at ≈{t:.0f}/class (extrapolated)" for t in o.targets)
     rows = tuple(
-        (
-            c.strategy,
-            ", ".join(f"{n:g}" for n in c.sizes),
-            str(len(c.seeds)),
-            *(_estimate(p) for p in c.predictions),
-        )
+        (c.strategy, ", ".join(f"{n:g}" for n in c.sizes), str(len(c.seeds)), *map(_estimate, c.predictions))
         for c in o.curves
     )
-    blocks.append(Table(header, rows, align="llr" + "r" * len(o.targets)))
-    if notes:
-        blocks.append(Bullets(tuple(notes)))
-    blocks.append(Paragraph(outlook_sentence(o)))
-    return blocks
+    table = Table(("Strategy", "Sizes fitted", "Seeds", *targets), rows, align="llr" + "r" * len(o.targets))
+    return [heading, Paragraph(method), table, *notes, Paragraph(outlook_sentence(o))]
 
 
 # --- screen vs training -------------------------------------------------------------------------------------
