@@ -316,7 +316,7 @@ def paired(
         for s, d, lo, hi, p in rows
     )
     best = next(s.strategy for s in strategies if s.low is None)
-    return SizeComparison("10", best, strategies, (1, 2, 3), 150, basis, 0.95)
+    return SizeComparison("10", best, strategies, (1, 2, 3), 150, basis)
 
 
 def test_indistinguishable_wording() -> None:

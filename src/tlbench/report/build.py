@@ -220,7 +220,7 @@ def build_report(
     screen_part, screen_files = _screen_section(records.children, found.plain, directory=directory)
     files += screen_files
     parent = records.parent
-    inputs = replace(found, figures=drawn, outlook=prospect, report_software=_versions())
+    inputs = replace(found, figures=drawn, report_software=_versions())
     totals = study_totals(trials)
     blocks: list[Block] = [
         *header(inputs),

@@ -82,7 +82,6 @@ class SizeComparison:
     seeds: tuple[int, ...]  # the seeds every arm of the joint comparison has
     images: int
     basis: str  # PER_IMAGE | BINOMIAL
-    confidence: float
     left_out: tuple[str, ...] = ()  # "scratch (1 seed)"
     notes: tuple[str, ...] = ()  # pairing problems found
 
@@ -284,9 +283,7 @@ def _compare_size(
         out.append(_versus(strategy, diff, float(pair_means[0]), m, confidence, None, tuple(shared)))
     order = sorted_strategies(s.strategy for s in out)
     out.sort(key=lambda s: order.index(s.strategy))
-    return SizeComparison(
-        size, best, tuple(out), tuple(seeds), images, basis, confidence, tuple(left), tuple(notes)
-    )
+    return SizeComparison(size, best, tuple(out), tuple(seeds), images, basis, tuple(left), tuple(notes))
 
 
 def compare_strategies(
@@ -1009,8 +1006,7 @@ FACTORS = (2, 4)
 @dataclass(frozen=True)
 class Outlook:
     largest: str  # the largest measured size label
-    largest_n: float  # its training images per class
-    targets: tuple[float, ...]  # FACTORS x largest_n
+    targets: tuple[float, ...]  # FACTORS x its training images per class
     curves: tuple[StrategyCurve, ...]
     current: str | None  # recommended at the largest size
     predicted_best: str  # highest predicted mean at 2x
@@ -1064,7 +1060,7 @@ def outlook(
     lead = None
     if current in by_name and current != best.strategy:
         lead = _diff_at(best, by_name[current], targets[0], confidence)
-    return Outlook(largest, largest_n, targets, curves, current, best.strategy, chosen.strategy, lead)
+    return Outlook(largest, targets, curves, current, best.strategy, chosen.strategy, lead)
 
 
 def _finite(x: float | None) -> float:

@@ -85,7 +85,6 @@ class StudyAnalysis:
     unit: CostUnit
     # the report's own, added by build_report
     figures: list[DrawnFigure] = field(default_factory=list)
-    outlook: Outlook | None = None  # learning curves and the recommendation with twice the labels
     report_software: dict[str, str] = field(default_factory=dict)
 
 
