@@ -15,6 +15,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -669,17 +670,6 @@ def _int_or_none(value: object) -> int | None:
     return int(number) if math.isfinite(number) else None
 
 
-def _pick_size(study: str, sizes: list[str], size: str | None) -> str:
-    if size is None:
-        return sizes[-1]
-    if size not in sizes:
-        raise ConfigError(
-            f"study '{study}' has no completed final runs at data size '{size}'; sizes with final runs: "
-            f"{', '.join(sizes)}"
-        )
-    return size
-
-
 def _pick_arm(study: str, rows: pd.DataFrame, size: str, strategy: str) -> str:
     arms = [str(a) for a in rows["strategy"]]
     if strategy in arms:
@@ -692,15 +682,6 @@ def _pick_arm(study: str, rows: pd.DataFrame, size: str, strategy: str) -> str:
         f"study '{study}' has {why} with completed final runs at {size_label(size)}; name one of: "
         f"{', '.join(arms)}"
     )
-
-
-def _common_params(finals: pd.DataFrame, columns: list[str]) -> dict[str, str]:
-    out = {}
-    for column in columns:
-        values = {str(v) for v in finals[column] if not pd.isna(v) and str(v) != ""}
-        if len(values) == 1 and column not in _PER_SEED_PARAMS:
-            out[column] = values.pop()
-    return out
 
 
 def _overrides(finals: pd.DataFrame) -> tuple[str, ...] | None:
@@ -783,7 +764,12 @@ def choose_arm(
             "finish (`make sweep` resumes it) or choose another study"
         )
     by_size = {r.n_per_class: r for r in recommendations}
-    chosen_size = _pick_size(study, sorted_sizes(by_size), size)
+    chosen_size = sorted_sizes(by_size)[-1] if size is None else size
+    if chosen_size not in by_size:
+        raise ConfigError(
+            f"study '{study}' has no completed final runs at data size '{size}'; sizes with final runs: "
+            f"{', '.join(sorted_sizes(by_size))}"
+        )
     rec = by_size[chosen_size]
     rows = summary[summary["n_per_class"] == chosen_size]
     arm = rec.recommended.strategy if strategy is None else _pick_arm(study, rows, chosen_size, strategy)
@@ -815,6 +801,7 @@ def choose_arm(
         for (_, row), step in zip(mine.iterrows(), steps, strict=True)
     )
     plain = str(mine["strategy_name"].iloc[0]) if "strategy_name" in mine else arm
+    values = {c: {str(v) for v in mine[c] if not pd.isna(v) and str(v) != ""} for c in PARAM_COLUMNS}
     return RecommendedArm(
         study=study,
         n_per_class=chosen_size,
@@ -825,7 +812,7 @@ def choose_arm(
         optuna_study=optuna.pop() if len(optuna) == 1 else None,
         tuned_from_trial=tuned_from,
         tune_run_id=str(tune_run["run_id"].iloc[-1]) if len(tune_run) and tuned_from is not None else None,
-        params=_common_params(mine, list(PARAM_COLUMNS)),
+        params={c: v.pop() for c, v in values.items() if len(v) == 1 and c not in _PER_SEED_PARAMS},
         overrides=_overrides(mine),
         finals=runs,
         acc_mean=choice.acc,
@@ -854,12 +841,8 @@ class Curve:
     scale: float  # b
     exponent: float  # c
 
-    def predict(self, n: float) -> float:
+    def predict(self, n: Any) -> Any:  # a float, or an array of them
         return self.plateau - self.scale * n**-self.exponent
-
-
-def _model(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    return np.asarray(a - b * n**-c)
 
 
 def _fit(
@@ -872,7 +855,8 @@ def _fit(
 
     def model(n: np.ndarray, *params: float) -> np.ndarray:
         given = dict(zip(free, params, strict=True))
-        return _model(n, given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0))
+        a, b, c = given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0)
+        return np.asarray(a - b * n**-c)
 
     best: tuple[Curve, float] | None = None
     for c0 in STARTS if exponent is None else (exponent,):
@@ -893,7 +877,7 @@ def _fit(
         curve = Curve(given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0))
         if curve.scale <= _AT_BOUND:  # falling or flat with more data is noise: the flat least-squares line
             curve = Curve(float(y.mean()) if plateau is None else plateau, 0.0, curve.exponent)
-        error = float(np.sum((y - _model(x, curve.plateau, curve.scale, curve.exponent)) ** 2))
+        error = float(np.sum((y - curve.predict(x)) ** 2))
         if best is None or error < best[1]:
             best = (curve, error)
     if best is None:
@@ -936,17 +920,6 @@ class StrategyCurve:
     predictions: tuple[Estimate, ...]  # at the targets, over the seeds' curves
 
 
-def seed_curves(rows: pd.DataFrame, *, max_n: float = math.inf) -> tuple[tuple[int, Curve], ...]:
-    """One curve per seed from one strategy's final runs at sizes up to ``max_n``."""
-    data = rows.assign(_n=per_class_sizes(rows)).dropna(subset=["_n", "seed"])
-    data = data[np.isfinite(data["_n"]) & (data["_n"] <= max_n)]
-    out = []
-    for seed, group in data.groupby("seed"):
-        if group["_n"].nunique() >= 2:
-            out.append((int(seed), fit_curve(group["_n"].tolist(), group[N.TEST_ACC].astype(float).tolist())))
-    return tuple(out)
-
-
 def strategy_curves(
     trials: pd.DataFrame, targets: Sequence[float], *, max_n: float = math.inf, confidence: float = 0.95
 ) -> list[StrategyCurve]:
@@ -955,7 +928,13 @@ def strategy_curves(
     out = []
     for strategy in sorted_strategies(finals["strategy"]):
         rows = finals[finals["strategy"] == strategy]
-        fits = seed_curves(rows, max_n=max_n)
+        data = rows.assign(_n=per_class_sizes(rows)).dropna(subset=["_n", "seed"])
+        data = data[np.isfinite(data["_n"]) & (data["_n"] <= max_n)]
+        fits = [
+            (int(seed), fit_curve(group["_n"].tolist(), group[N.TEST_ACC].astype(float).tolist()))
+            for seed, group in data.groupby("seed")
+            if group["_n"].nunique() >= 2
+        ]  # one curve per seed
         if not fits:
             continue
         sizes = per_class_sizes(rows)
