@@ -294,22 +294,13 @@ def _screen_section(
 
 
 # --- the study summary on the parent run ------------------------------------------------------------
-# The study summary as a few MLflow parent-run metrics and tags (pure; ``tracking`` does the logging).
-#
-# Few and readable, so MLflow's chart view of the parent run shows the verdict rather than ~80 one-bar
-# charts (every arm's numbers are in the report, results.csv and summary.tex, logged beside them).
-# ``<size>`` is ``n20``, ``n100`` … or ``nall``:
-#
-# - ``recommended/<size>/test_acc``: mean test accuracy over the final seeds of the arm the report
-#   recommends at that size; ``recommended/<size>/test_acc_low95`` and ``…/test_acc_high95`` the ends of
-#   its 95% Student-t interval, clipped to [0, 1] (only with two or more seeds); ``…/seeds``;
-#   ``…/device_seconds``: its mean device-seconds per run (seconds, so a CPU study's cost does not read
-#   0.00 in the UI; ``cost/device_hours`` × 3600);
-# - ``study/trials``, ``study/trials_failed`` (collapsed ones included), ``study/device_hours``: totals.
-#
-# Tags: ``report.recommended/<size>`` and ``report.best/<size>`` (arm names), ``report.verdict/<size>``
-# (one plain sentence with the numbers), ``report.tolerance``, ``report.cost_unit``,
-# ``report.paired_basis/<size>`` (``per_image`` or ``binomial``).
+# Few metrics and tags, so MLflow's chart view shows the verdict, not ~80 one-bar charts (every number
+# is in the files logged beside them). ``<size>``: ``n20`` … ``nall``. Metrics: the recommended arm's
+# ``recommended/<size>/test_acc`` (mean over final seeds), ``…_low95``/``…_high95`` (its t interval,
+# clipped to [0, 1]; two or more seeds), ``…/seeds``, ``…/device_seconds`` (× 3600, so a CPU study does
+# not read 0.00); totals ``study/trials``, ``study/trials_failed`` (collapsed included),
+# ``study/device_hours``. Tags: ``report.recommended|best|verdict|paired_basis/<size>``,
+# ``report.tolerance``, ``report.cost_unit``.
 
 
 def parent_metrics(

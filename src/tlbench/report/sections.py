@@ -98,11 +98,9 @@ def header(inp: StudyAnalysis) -> list[Block]:
     facts = (
         f"Sweep `{sweep or 'unknown'}` · dataset {_values(trials['dataset'], limit=None)} · backbone "
         f"{_values(trials['backbone'], limit=None)} (weights {_values(trials['weights'], limit=None)}) · "
-        f"{len(trials)} trials "
-        f"({n_tune} tuning, {n_final} final). Built from MLflow experiment `{inp.ref.name}` "
-        f"(id {inp.ref.experiment_id}, parent run `{parent.run_id if parent else 'none'}`) in "
-        f"`{inp.records.tracking_uri}`; "
-        "nothing was re-trained."
+        f"{len(trials)} trials ({n_tune} tuning, {n_final} final). Built from MLflow experiment "
+        f"`{inp.ref.name}` (id {inp.ref.experiment_id}, parent run `{parent.run_id if parent else 'none'}`) "
+        f"in `{inp.records.tracking_uri}`; nothing was re-trained."
     )
     blocks: list[Block] = [
         Heading(f"Study `{inp.ref.name}`: transfer-learning trade-offs", level=1),
@@ -114,13 +112,9 @@ def header(inp: StudyAnalysis) -> list[Block]:
             "trials**; test accuracy never influenced tuning."
         ),
     ]
-    issues = problems(inp)
-    if issues:
-        blocks.append(
-            Callout(
-                "This study is incomplete: " + "; ".join(issues) + ". Details under Data coverage.", "warning"
-            )
-        )
+    if issues := problems(inp):
+        text = "This study is incomplete: " + "; ".join(issues) + ". Details under Data coverage."
+        blocks.append(Callout(text, "warning"))
     return blocks
 
 
@@ -252,15 +246,12 @@ def problems(inp: StudyAnalysis) -> list[str]:
         out.append(f"{inp.records.extra_parents + 1} parent runs found; the oldest was used")
     # pruned tuning trials are the protocol working; a failed tuning trial shows as a missing final run
     final = trials[trials[N.ROLE] == N.FINAL]
-    failed = int(((final["outcome"] == "failed") & ~final[N.COLLAPSED]).sum())
-    if failed:
-        out.append(f"{failed} final run(s) failed")
-    interrupted = int((final["outcome"] == "interrupted").sum())
-    if interrupted:
-        out.append(f"{interrupted} final run(s) interrupted")
-    running = int((trials["outcome"] == "running").sum())
-    if running:
-        out.append(f"{running} trial(s) running")
+    counts = (
+        ("final run(s) failed", (final["outcome"] == "failed") & ~final[N.COLLAPSED]),
+        ("final run(s) interrupted", final["outcome"] == "interrupted"),
+        ("trial(s) running", trials["outcome"] == "running"),
+    )
+    out += [f"{int(mask.sum())} {what}" for what, mask in counts if mask.any()]
     failed_arms = [f for f in failed_configurations(trials) if f.arm_failed]
     failed_cells = {(f.strategy, f.n_per_class) for f in failed_arms}
     if failed_arms:
@@ -691,18 +682,15 @@ def _values(values: pd.Series, *, limit: int | None = 4) -> str:
     return shown if limit is None or len(seen) <= limit else f"{shown} and {len(seen) - limit} more"
 
 
-def _range(counts: pd.Series) -> str:
+def _per_cell(trials: pd.DataFrame, role: str, *, completed: bool = False) -> str:
+    """The range of run counts of ``role`` per strategy × size (``3`` or ``2–4``)."""
+    rows = trials[trials[N.ROLE] == role]
+    rows = rows[rows["outcome"] == "completed"] if completed else rows
+    counts = rows.groupby(["strategy", "n_per_class"]).size()
     if counts.empty:
         return "0"
     low, high = int(counts.min()), int(counts.max())
     return str(low) if low == high else f"{low}–{high}"
-
-
-def _per_cell(trials: pd.DataFrame, role: str, *, completed: bool = False) -> pd.Series:
-    rows = trials[trials[N.ROLE] == role]
-    if completed:
-        rows = rows[rows["outcome"] == "completed"]
-    return rows.groupby(["strategy", "n_per_class"]).size()
 
 
 def _when(ms: int | None) -> str:
@@ -711,19 +699,15 @@ def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _train_sizes(trials: pd.DataFrame) -> str:
-    parts = []
-    for size in sorted_sizes(trials["n_per_class"]):
-        n_train = trials[trials["n_per_class"] == size]["n_train"]
-        parts.append(f"{size_label(size)} → {_values(n_train)}")
-    return "; ".join(parts) if parts else "not recorded"
-
-
 def methods_section(inp: StudyAnalysis, totals: Totals) -> list[Block]:
     t = inp.trials
     lrs = pd.to_numeric(t["lr"], errors="coerce").dropna()
     lr_text = f"{lrs.min():.3g}–{lrs.max():.3g}" if len(lrs) and lrs.min() != lrs.max() else _values(t["lr"])
     training = "; ".join(f"{name} {_values(t[name])}" for name in _TRAINING)
+    sizes = [
+        f"{size_label(s)} → {_values(t[t['n_per_class'] == s]['n_train'])}"
+        for s in sorted_sizes(t["n_per_class"])
+    ]
     role_hours = ", ".join(
         f"{role or '(no role)'} {sig(h)}" for role, h in totals.device_hours_by_role.items()
     )
@@ -734,11 +718,11 @@ def methods_section(inp: StudyAnalysis, totals: Totals) -> list[Block]:
         f"{_values(t['n_classes'])} classes "
         f"(data fingerprint {_values(t['data_fingerprint'])}). Validation {_values(t['n_val'])} and test "
         f"{_values(t['n_test'])} images, the same for every data size and seed (split seed "
-        f"{_values(t['split_seed'])}). Training images: {_train_sizes(t)}.",
-        f"**Protocol:** per strategy × data size, {_range(_per_cell(t, N.TUNE))} tuning trials chose the "
+        f"{_values(t['split_seed'])}). Training images: {'; '.join(sizes) or 'not recorded'}.",
+        f"**Protocol:** per strategy × data size, {_per_cell(t, N.TUNE)} tuning trials chose the "
         f"configuration on validation accuracy (learning rate {lr_text}); the best configuration was "
-        f"re-trained with {_range(_per_cell(t, N.FINAL))} final seed(s) per cell "
-        f"({_range(_per_cell(t, N.FINAL, completed=True))} completed), each evaluated once on the test set.",
+        f"re-trained with {_per_cell(t, N.FINAL)} final seed(s) per cell "
+        f"({_per_cell(t, N.FINAL, completed=True)} completed), each evaluated once on the test set.",
         f"**Training:** {training}.",
         f"**Statistics:** means over final seeds with two-sided 95% Student-t intervals (n−1 degrees of "
         f"freedom); no interval from a single seed. Recommendation tolerance: {pp(inp.tolerance)} "
@@ -759,13 +743,11 @@ def methods_section(inp: StudyAnalysis, totals: Totals) -> list[Block]:
     blocks: list[Block] = [Heading("Methods"), Bullets(bullets)]
     parent = inp.records.parent
     if parent is not None and parent.params:
-        blocks.append(Paragraph("Sweep settings logged on the study's parent run:"))
-        blocks.append(
-            Table(
-                ("Parameter", "Value"),
-                tuple((f"`{k}`", redact_uri(str(v))) for k, v in sorted(parent.params.items())),
-            )
-        )
+        settings = tuple((f"`{k}`", redact_uri(str(v))) for k, v in sorted(parent.params.items()))
+        blocks += [
+            Paragraph("Sweep settings logged on the study's parent run:"),
+            Table(("Parameter", "Value"), settings),
+        ]
     blocks += tuning_blocks(t, inp.records.sweep_yaml)
     blocks += budget_blocks(t, tolerance=inp.tolerance)
     blocks += race_blocks(inp.records.race_json)
