@@ -385,12 +385,6 @@ class Recommendation:
         return self.best.acc - self.recommended.acc
 
     @property
-    def within_noise(self) -> bool:
-        """The gap is smaller than the two confidence intervals together (False when any is missing)."""
-        a, b = self.best.acc_ci, self.recommended.acc_ci
-        return a is not None and b is not None and self.gap <= a + b
-
-    @property
     def single_seed(self) -> bool:
         return self.recommended.seeds < 2 or self.best.seeds < 2
 
@@ -489,7 +483,7 @@ def recommendation_text(rec: Recommendation, *, tolerance: float, unit: str) -> 
             f" The most accurate, **{b.strategy}** at {pct(b.acc)} ({_spread(b)}), is only {pp(rec.gap)} "
             f"better (tolerance {pp(tolerance)}) and needs {ratio}: {_rate(rec.gap, b.cost - r.cost, unit)}."
         )
-        if rec.within_noise:
+        if b.acc_ci is not None and r.acc_ci is not None and rec.gap <= b.acc_ci + r.acc_ci:
             text += " The difference is within the 95% confidence intervals."
     elif r.strategy != c.strategy:
         text += (
@@ -718,10 +712,7 @@ def verdict_sentence(rec: Recommendation, choice: Choice, *, unit: str) -> str:
     versus = rec.comparison.get(choice.strategy) if rec.comparison is not None else None
     gap = ""
     if versus is not None and versus.low is not None and versus.high is not None:
-        gap = (
-            f" (paired difference {signed_pp(versus.diff)}, 95% interval "
-            f"{signed_pp(versus.low).removesuffix(' pp')} to {signed_pp(versus.high)})"
-        )
+        gap = f" (paired difference {signed_pp(versus.diff)}, {_interval(versus.low, versus.high)})"
     if choice.strategy == r.strategy:
         if len(rec.compared) == 1:
             return head + "; it is the only arm with final runs at this size, so nothing was compared."
