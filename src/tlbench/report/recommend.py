@@ -310,24 +310,16 @@ COMPARISON_COLUMNS = (
 
 def comparison_table(comparisons: list[SizeComparison]) -> pd.DataFrame:
     """One row per compared strategy and size (results.csv columns, LaTeX, parent-run metrics)."""
+
+    def nan(x: float | None) -> float:
+        return math.nan if x is None else x
+
     rows = [
-        {
-            "n_per_class": c.n_per_class,
-            "strategy": s.strategy,
-            "paired_best": c.best,
-            "paired_mean": s.mean,
-            "paired_diff": s.diff,
-            "paired_diff_low": math.nan if s.low is None else s.low,
-            "paired_diff_high": math.nan if s.high is None else s.high,
-            "p_best": math.nan if s.p_best is None else s.p_best,
-            "paired_seeds": " ".join(map(str, c.seeds_of(s))),
-            "paired_test_images": c.images,
-            "paired_basis": c.basis,
-            "detectable_diff": math.nan if s.detectable is None else s.detectable,
-        }
+        (c.n_per_class, s.strategy, c.best, s.mean, s.diff, nan(s.low), nan(s.high), nan(s.p_best),
+         " ".join(map(str, c.seeds_of(s))), c.images, c.basis, nan(s.detectable))
         for c in comparisons
         for s in c.strategies
-    ]
+    ]  # in COMPARISON_COLUMNS order  # fmt: skip
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
