@@ -297,9 +297,10 @@ def test_one_recommendation_per_size_and_none_without_data() -> None:
 
 @pytest.mark.parametrize("tolerance", [-0.01, 1.0, 5.0])
 def test_tolerance_must_be_an_accuracy(tolerance: float) -> None:
-    # 1.0 would be "100 points": almost certainly a percent typed as a fraction
-    with pytest.raises(ValueError, match="tolerance"):
-        recommend(summary(("linear_probe", 0.8, 0.001, 0.01)), tolerance=tolerance)
+    # 1.0 would be "100 points": almost certainly a percent typed as a fraction; checked before MLflow is read
+    for entry in (build_report, recommended_arm):
+        with pytest.raises(ValueError, match="tolerance"):
+            entry("no-such-study", tolerance=tolerance, tracking_uri="sqlite:///nowhere/mlflow.db")
 
 
 # --- the paired rule -----------------------------------------------------------------------------------

@@ -406,9 +406,8 @@ def not_credibly_worse(s: StrategyComparison, *, tolerance: float) -> bool:
 def recommend(
     summary: pd.DataFrame, *, tolerance: float, comparisons: list[SizeComparison] | None = None
 ) -> list[Recommendation]:
-    """One recommendation per data size that has at least one completed final run."""
-    if not 0 <= tolerance < 1:
-        raise ValueError(f"tolerance is an absolute accuracy in [0, 1), got {tolerance=}")
+    """One recommendation per data size that has at least one completed final run (``tolerance`` is
+    checked by the entry points: :func:`tlbench.report.build.analyse` and the CLI)."""
     paired = {c.n_per_class: c for c in comparisons or []}
     out = []
     for size in sorted_sizes(summary["n_per_class"]):
@@ -430,17 +429,8 @@ def recommend(
             Step(a.strategy, b.strategy, extra_acc=b.acc - a.acc, extra_cost=b.cost - a.cost)
             for a, b in itertools.pairwise(front)
         )
-        out.append(
-            Recommendation(
-                n_per_class=size,
-                recommended=recommended,
-                best=best,
-                cheapest=cheapest,
-                compared=tuple(c.strategy for c in choices),
-                frontier=steps,
-                comparison=comparison,
-            )
-        )
+        compared = tuple(c.strategy for c in choices)
+        out.append(Recommendation(size, recommended, best, cheapest, compared, steps, comparison))
     return out
 
 
@@ -573,13 +563,8 @@ def paired_text(rec: Recommendation, *, tolerance: float) -> str:
     joint = [(s.strategy, s.p_best) for s in comparison.strategies if s.p_best is not None]
     chances = ", ".join(f"{name} {p:.0%}" for name, p in sorted(joint, key=lambda item: -item[1]))
     text += f" P(best): {chances}."
-    alone = [s for s in comparison.strategies if s.p_best is None]
-    if alone:
-        text += (
-            " Compared with the best on fewer seeds (no P(best)): "
-            + ", ".join(f"{s.strategy} ({len(s.seeds)} seeds)" for s in alone)
-            + "."
-        )
+    if alone := [f"{s.strategy} ({len(s.seeds)} seeds)" for s in comparison.strategies if s.p_best is None]:
+        text += f" Compared with the best on fewer seeds (no P(best)): {', '.join(alone)}."
     if comparison.left_out:
         text += f" Not compared: {', '.join(comparison.left_out)}."
     return text.strip()
