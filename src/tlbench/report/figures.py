@@ -162,16 +162,13 @@ def chance_level(n_classes: Iterable[object]) -> float | None:
 
 def tradeoff_info(trials: pd.DataFrame, *, cost: str, unit: CostUnit) -> FigureInfo:
     """Final test accuracy against cost per run, one panel per data size, frontier over strategy means."""
-    column = "run_cost"
+    hours = cost == "device_hours"
     name, x_label = (
-        ("tradeoff_device_hours", unit.label)
-        if cost == "device_hours"
-        else ("tradeoff_flops", "training FLOPs per run")
+        ("tradeoff_device_hours", unit.label) if hours else ("tradeoff_flops", "training FLOPs per run")
     )
-    title = f"Accuracy vs {'compute time' if cost == 'device_hours' else 'training FLOPs'}"
+    title = f"Accuracy vs {'compute time' if hours else 'training FLOPs'}"
     data = final_results(trials)
-    data = data.assign(run_cost=run_cost(data, cost))
-    data = data[data[column].notna()]
+    data = data.assign(run_cost=run_cost(data, cost).astype(float)).dropna(subset=["run_cost"])
     if data.empty:
         return Missing(
             name, title, "no completed final run with a test accuracy and a recorded cost", _RUN_SWEEP
@@ -182,29 +179,21 @@ def tradeoff_info(trials: pd.DataFrame, *, cost: str, unit: CostUnit) -> FigureI
         runs, means = [], []
         for strategy in sorted_strategies(at_size["strategy"]):
             group = at_size[at_size["strategy"] == strategy]
-            runs.append(
-                Series(strategy, tuple(group[column].astype(float)), tuple(group[N.TEST_ACC].astype(float)))
-            )
-            mean_x = float(group[column].astype(float).mean())
-            accs = [group[N.TEST_ACC].astype(float).tolist()]
-            means.append(series_of_means(strategy, [mean_x], accs, bounds=ACCURACY_BOUNDS))
+            accs = group[N.TEST_ACC].astype(float)
+            runs.append(Series(strategy, tuple(group["run_cost"]), tuple(accs)))
+            mean_x = float(group["run_cost"].mean())
+            means.append(series_of_means(strategy, [mean_x], [accs.tolist()], bounds=ACCURACY_BOUNDS))
         front = pareto_front([m.x[0] for m in means], [m.y[0] for m in means])
-        panels.append(
-            Panel(
-                title=size_label(size),
-                runs=tuple(runs),
-                summary=tuple(means),
-                frontier=tuple((means[i].x[0], means[i].y[0]) for i in front),
-            )
-        )
+        frontier = tuple((means[i].x[0], means[i].y[0]) for i in front)
+        panels.append(Panel(size_label(size), tuple(runs), tuple(means), frontier))
     caption = (
         f"Test accuracy of the final runs against {x_label}. Dots: single seeds; large markers: the mean "
         "over seeds with its 95% CI; dashed line: the Pareto frontier of the strategy means (no other "
         "strategy is both cheaper and more accurate). Cost per run is what the run would cost on its own: "
         "frozen features it reused from another trial of the sweep are counted."
     )
-    notes = (unit.note,) if unit.note and cost == "device_hours" else ()
-    all_x = data[column].astype(float).tolist()
+    notes = (unit.note,) if unit.note and hours else ()
+    all_x = data["run_cost"].tolist()
     return PlotInfo(
         name, title, x_label, FINAL_ACC, tuple(panels), caption, "tradeoff", choose_scale(all_x), notes=notes,
         chance=chance_level(trials["n_classes"]), share_y=True,
@@ -215,22 +204,18 @@ def tuning_tradeoff_info(trials: pd.DataFrame, *, unit: CostUnit) -> FigureInfo:
     """Every completed tuning trial: validation accuracy against device-hours, frontier over trials."""
     name, title = "tradeoff_trials", "Tuning trials: accuracy vs compute time"
     data = tune_results(trials)
-    data = data.assign(run_cost=run_cost(data, "device_hours"))
-    data = data[data["run_cost"].notna()]
+    data = data.assign(run_cost=run_cost(data, "device_hours").astype(float)).dropna(subset=["run_cost"])
     if data.empty:
         return Missing(name, title, "no completed tuning trial", _RUN_SWEEP)
     panels = []
     for size in sorted_sizes(data["n_per_class"]):
         at_size = data[data["n_per_class"] == size]
         runs = tuple(
-            Series(s, tuple(g["run_cost"].astype(float)), tuple(g[N.VAL_ACC].astype(float)))
+            Series(s, tuple(g["run_cost"]), tuple(g[N.VAL_ACC].astype(float)))
             for s in sorted_strategies(at_size["strategy"])
             for g in [at_size[at_size["strategy"] == s]]
         )
-        xs, ys = (
-            at_size["run_cost"].astype(float).tolist(),
-            at_size[N.VAL_ACC].astype(float).tolist(),
-        )
+        xs, ys = at_size["run_cost"].tolist(), at_size[N.VAL_ACC].astype(float).tolist()
         front = tuple((xs[i], ys[i]) for i in pareto_front(xs, ys))
         panels.append(Panel(title=size_label(size), runs=runs, frontier=front))
     caption = (
@@ -238,7 +223,7 @@ def tuning_tradeoff_info(trials: pd.DataFrame, *, unit: CostUnit) -> FigureInfo:
         "trials are not shown); dashed line: the Pareto frontier over trials. Test accuracy is not used "
         "for tuning."
     )
-    xs_all = data["run_cost"].astype(float).tolist()
+    xs_all = data["run_cost"].tolist()
     return PlotInfo(
         name, title, unit.label, TUNE_ACC, tuple(panels), caption, "tradeoff", choose_scale(xs_all),
         chance=chance_level(trials["n_classes"]), share_y=True,

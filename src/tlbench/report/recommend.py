@@ -756,7 +756,6 @@ def choose_arm(
         & (pd.to_numeric(trials[N.TRIAL_NUMBER], errors="coerce") == tuned_from)
     ]  # fmt: skip
     optuna = {str(v) for v in mine[N.OPTUNA_STUDY].dropna()}
-    steps = mine[TRAIN_STEPS] if TRAIN_STEPS in mine else pd.Series([None] * len(mine), index=mine.index)
     runs = tuple(
         FinalRun(
             run_id=str(row["run_id"]),
@@ -764,9 +763,9 @@ def choose_arm(
             optuna_trial=_int_or_none(row[N.TRIAL_NUMBER]),
             test_acc=float(row[N.TEST_ACC]),
             val_acc=None if pd.isna(row[N.VAL_ACC]) else float(row[N.VAL_ACC]),
-            steps=_int_or_none(step),
+            steps=_int_or_none(row.get(TRAIN_STEPS)),  # None: an older study, or a column absent
         )
-        for (_, row), step in zip(mine.iterrows(), steps, strict=True)
+        for _, row in mine.iterrows()
     )
     plain = str(mine["strategy_name"].iloc[0]) if "strategy_name" in mine else arm
     values = {c: {str(v) for v in mine[c] if not pd.isna(v) and str(v) != ""} for c in PARAM_COLUMNS}
