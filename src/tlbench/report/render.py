@@ -342,10 +342,6 @@ def _paired(row: pd.Series) -> list[str]:
     return [f"${diff}$ [${100 * float(low):+.1f}$, ${100 * float(high):+.1f}$]", chance]
 
 
-def _size(label: str) -> str:
-    return "all" if label == "all" else f"$n={escape(label)}$"
-
-
 def summary_tex(summary: pd.DataFrame, *, study: str, cost_label: str) -> str:
     """One row per strategy × data size; the best mean per size in bold; † marks a single seed."""
     label = "".join(c if c.isalnum() else "-" for c in study)
@@ -368,9 +364,10 @@ def summary_tex(summary: pd.DataFrame, *, study: str, cost_label: str) -> str:
     for i, size in enumerate(sizes):
         if i:
             lines.append(r"    \midrule")
+        size_cell = "all" if size == "all" else f"$n={escape(size)}$"
         for _, row in summary[summary["n_per_class"] == size].iterrows():
             cells = [
-                _size(size), escape(str(row["strategy"])), _accuracy(row), str(int(row["seeds"])),
+                size_cell, escape(str(row["strategy"])), _accuracy(row), str(int(row["seeds"])),
                 sig(float(row["device_hours"])), escape(si(float(row["train_flops"]))),
                 escape(si(float(row["trainable_params"]))), *_paired(row),
             ]  # fmt: skip
