@@ -800,7 +800,7 @@ def tuning_blocks(t: pd.DataFrame, sweep_yaml: str | None) -> list[Block]:
     budget = budget if isinstance(budget, int) else None
     # Arms with nothing to search (as_is) are not tuned by design; with budget.tune_at, one size is
     # tuned and the others run its choice: neither is a smaller tuning budget.
-    carried_from = {r.strategy: r.n_per_class for r in rows if r.trials} if tune_at is not None else {}
+    carried_from = {r.strategy: r.n_per_class for r in rows if r.trials} if tune_at not in (None, "") else {}
     compared = [r for r in rows if r.searched != () and not (r.trials == 0 and r.strategy in carried_from)]
     tuned = [r for r in compared if r.trials]
     counts = {r.trials for r in tuned}
