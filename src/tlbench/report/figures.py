@@ -534,11 +534,7 @@ Styles = dict[str, tuple[str, str]]
 
 def _styles(info: PlotInfo) -> Styles:
     """(colour, marker) per series label, fixed across the figure's panels, in first-seen order."""
-    labels: list[str] = []
-    for panel in info.panels:
-        for series in (*panel.summary, *panel.runs):
-            if series.label not in labels:
-                labels.append(series.label)
+    labels = list(dict.fromkeys(s.label for panel in info.panels for s in (*panel.summary, *panel.runs)))
     rank = {name: i for i, name in enumerate(STRATEGY_ORDER)}
     labels.sort(key=lambda label: rank.get(label, len(rank)))  # strategies in report order; others as seen
     return {label: style_for(label, i) for i, label in enumerate(labels)}
