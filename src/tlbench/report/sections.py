@@ -508,24 +508,17 @@ def _score_cell(value: float, score: str) -> str:
 def _screen_rows(screen: pd.DataFrame, trained: pd.DataFrame, shown: Sequence[str]) -> list[tuple[str, ...]]:
     best = trained.sort_values("test_acc", ascending=False).drop_duplicates("backbone").set_index("backbone")
     rows = []
-    for r in screen.itertuples(index=False):
-        values = dict(zip(screen.columns, r, strict=True))
-        name = str(values["backbone"])
-        trained_cell = (
+    for r in screen.to_dict("records"):
+        name = str(r["backbone"])
+        top = (
             f"{pct(float(best.loc[name, 'test_acc']))} ({best.loc[name, 'strategy']})"
             if name in best.index
             else "—"
         )
         rows.append(
-            (
-                name,
-                str(values["resolution"]),
-                *(_score_cell(float(values[s]), s) for s in shown),
-                si(float(values["cost/forward_flops"]), "FLOPs"),
-                f"{float(values['cost/screen_seconds']):.1f} s",
-                trained_cell,
-            )
-        )
+            (name, str(r["resolution"]), *(_score_cell(float(r[s]), s) for s in shown),
+             si(float(r["cost/forward_flops"]), "FLOPs"), f"{float(r['cost/screen_seconds']):.1f} s", top)
+        )  # fmt: skip
     return rows
 
 
