@@ -236,7 +236,7 @@ def test_frontier_steps_give_accuracy_per_extra_device_hour() -> None:
     (step,) = rec.frontier  # scratch is dominated: one step, probe -> full fine-tune
     assert (step.from_strategy, step.to_strategy) == ("linear_probe", "full_finetune")
     # +10 points for +0.01 device-hours: 10 accuracy per device-hour (1000 pp)
-    assert step.acc_per_cost == pytest.approx(0.10 / 0.010)
+    assert step.extra_acc / step.extra_cost == pytest.approx(0.10 / 0.010)
     assert "+10.0 pp for +0.0100 device-hours, i.e. 1,000 pp per extra device-hour" in frontier_text(
         rec, unit="device-hours"
     )
@@ -297,9 +297,10 @@ def test_one_recommendation_per_size_and_none_without_data() -> None:
 
 @pytest.mark.parametrize("tolerance", [-0.01, 1.0, 5.0])
 def test_tolerance_must_be_an_accuracy(tolerance: float) -> None:
-    # 1.0 would be "100 points": almost certainly a percent typed as a fraction
-    with pytest.raises(ValueError, match="tolerance"):
-        recommend(summary(("linear_probe", 0.8, 0.001, 0.01)), tolerance=tolerance)
+    # 1.0 would be "100 points": almost certainly a percent typed as a fraction; checked before MLflow is read
+    for entry in (build_report, recommended_arm):
+        with pytest.raises(ValueError, match="tolerance"):
+            entry("no-such-study", tolerance=tolerance, tracking_uri="sqlite:///nowhere/mlflow.db")
 
 
 # --- the paired rule -----------------------------------------------------------------------------------
@@ -316,7 +317,7 @@ def paired(
         for s, d, lo, hi, p in rows
     )
     best = next(s.strategy for s in strategies if s.low is None)
-    return SizeComparison("10", best, strategies, (1, 2, 3), 150, basis, 0.95)
+    return SizeComparison("10", best, strategies, (1, 2, 3), 150, basis)
 
 
 def test_indistinguishable_wording() -> None:

@@ -28,7 +28,7 @@ BLOCKS = [
     Table(
         ("Strategy", "Acc"),
         (("linear_probe", "**82% ± 1 pp** ★"), ("a|b", "1")),
-        align=("l", "r"),
+        align="lr",
         highlight=(0,),
     ),
     Callout("Not in this study: freeze depth"),

@@ -39,7 +39,7 @@ from tlbench.report.recommend import (
 from tlbench.report.render import Block, Figure, size_slug, summary_tex, to_html, to_markdown
 from tlbench.report.sections import (
     DrawnFigure,
-    ReportInputs,
+    StudyAnalysis,
     appendix,
     coverage_section,
     curves_section,
@@ -69,8 +69,6 @@ from tlbench.tracking.names import CONFIG_ARTIFACT
 from tlbench.tracking.study import (
     RunPredictions,
     RunRecord,
-    StudyRecords,
-    StudyRef,
     find_study,
     publish_report,
     read_study,
@@ -121,20 +119,6 @@ def _file_list(directory: Path, files: list[Path]) -> list[str]:
     return lines
 
 
-@dataclass(frozen=True)
-class StudyAnalysis:
-    """A study's runs and everything the report and the recommended arm compute from them."""
-
-    ref: StudyRef
-    records: StudyRecords
-    plain: pd.DataFrame  # the trials table of every run but the screens (they have their own section)
-    trials: pd.DataFrame  # the same, strategies relabelled per arm (report.tables.label_arms)
-    comparisons: list[SizeComparison]
-    summary: pd.DataFrame
-    recommendations: list[Recommendation]
-    tolerance: float
-
-
 def analyse(
     study: str | None = None,
     *,
@@ -142,11 +126,8 @@ def analyse(
     tracking_uri: str | None = None,
     progress: Progress = lambda message: None,
 ) -> StudyAnalysis:
-    """Read ``study`` (the latest when None) and compute its summary, paired comparisons and verdicts.
-
-    One function for the report and for :func:`recommended_arm`, so the arm a model is exported from is
-    the arm the report recommends.
-    """
+    """Read ``study`` (the latest when None) and compute its summary, paired comparisons and verdicts:
+    one function for the report and :func:`recommended_arm`, so export takes the arm the report names."""
     if not 0 <= tolerance < 1:
         raise ValueError(
             f"tolerance is an absolute accuracy in [0, 1), e.g. 0.01 = 1 point; got {tolerance=}"
@@ -161,7 +142,8 @@ def analyse(
     progress(f"reading per-image test predictions of {len(final_ids)} final runs")
     predictions = read_test_predictions(final_ids, tracking_uri=tracking_uri)
     comparisons, summary, recommendations = verdicts(trials, predictions, tolerance=tolerance)
-    return StudyAnalysis(ref, records, plain, trials, comparisons, summary, recommendations, tolerance)
+    unit = device_hours_unit(trials[N.DEVICE])
+    return StudyAnalysis(ref, records, plain, trials, comparisons, summary, recommendations, tolerance, unit)
 
 
 def verdicts(
@@ -197,7 +179,7 @@ def recommended_arm(
         size=None if size is None else str(size),
         strategy=strategy,
         tolerance=tolerance,
-        unit=device_hours_unit(found.trials[N.DEVICE]).unit,
+        unit=found.unit.unit,
     )
     config = read_text_artifact(arm.config_run_id, CONFIG_ARTIFACT, tracking_uri=tracking_uri)
     return replace(arm, config_yaml=config)
@@ -214,10 +196,9 @@ def build_report(
 ) -> ReportResult:
     """Write the report of ``study`` (the latest when None) and, with ``publish``, log it to MLflow."""
     found = analyse(study, tolerance=tolerance, tracking_uri=tracking_uri, progress=progress)
-    ref, records, plain, trials = found.ref, found.records, found.plain, found.trials
+    ref, records, trials, unit = found.ref, found.records, found.trials, found.unit
     comparisons, summary, recommendations = found.comparisons, found.summary, found.recommendations
     prospect = outlook(trials, summary, recommendations, tolerance=tolerance)
-    unit = device_hours_unit(trials[N.DEVICE])
     directory = out / _safe(ref.name)
     figures_dir = directory / FIGURES_DIR
     if figures_dir.is_dir():
@@ -236,29 +217,10 @@ def build_report(
         files += [png, svg]
         relative = (png.relative_to(directory).as_posix(), svg.relative_to(directory).as_posix())
         drawn.append((info, relative, round(float(figure.get_figwidth()) * CSS_DPI)))
-    screen_part, screen_files = _screen_section(records.children, plain, directory=directory)
+    screen_part, screen_files = _screen_section(records.children, found.plain, directory=directory)
     files += screen_files
     parent = records.parent
-    inputs = ReportInputs(
-        study=ref.name,
-        sweep=ref.tags.get(N.SWEEP_TAG) or (parent.tags.get(N.SWEEP_TAG) if parent else None),
-        experiment_id=ref.experiment_id,
-        parent_run_id=parent.run_id if parent else None,
-        tracking_uri=records.tracking_uri,
-        trials=trials,
-        summary=summary,
-        recommendations=recommendations,
-        tolerance=tolerance,
-        unit=unit,
-        figures=drawn,
-        parent_params=dict(parent.params) if parent else {},
-        extra_parents=records.extra_parents,
-        sweep_yaml=records.sweep_yaml,
-        race_json=records.race_json,
-        report_software=_versions(),
-        comparisons=comparisons,
-        outlook=prospect,
-    )
+    inputs = replace(found, figures=drawn, report_software=_versions())
     totals = study_totals(trials)
     blocks: list[Block] = [
         *header(inputs),
@@ -332,22 +294,13 @@ def _screen_section(
 
 
 # --- the study summary on the parent run ------------------------------------------------------------
-# The study summary as a few MLflow parent-run metrics and tags (pure; ``tracking`` does the logging).
-#
-# Few and readable, so MLflow's chart view of the parent run shows the verdict rather than ~80 one-bar
-# charts (every arm's numbers are in the report, results.csv and summary.tex, logged beside them).
-# ``<size>`` is ``n20``, ``n100`` … or ``nall``:
-#
-# - ``recommended/<size>/test_acc``: mean test accuracy over the final seeds of the arm the report
-#   recommends at that size; ``recommended/<size>/test_acc_low95`` and ``…/test_acc_high95`` the ends of
-#   its 95% Student-t interval, clipped to [0, 1] (only with two or more seeds); ``…/seeds``;
-#   ``…/device_seconds``: its mean device-seconds per run (seconds, so a CPU study's cost does not read
-#   0.00 in the UI; ``cost/device_hours`` × 3600);
-# - ``study/trials``, ``study/trials_failed`` (collapsed ones included), ``study/device_hours``: totals.
-#
-# Tags: ``report.recommended/<size>`` and ``report.best/<size>`` (arm names), ``report.verdict/<size>``
-# (one plain sentence with the numbers), ``report.tolerance``, ``report.cost_unit``,
-# ``report.paired_basis/<size>`` (``per_image`` or ``binomial``).
+# Few metrics and tags, so MLflow's chart view shows the verdict, not ~80 one-bar charts (every number
+# is in the files logged beside them). ``<size>``: ``n20`` … ``nall``. Metrics: the recommended arm's
+# ``recommended/<size>/test_acc`` (mean over final seeds), ``…_low95``/``…_high95`` (its t interval,
+# clipped to [0, 1]; two or more seeds), ``…/seeds``, ``…/device_seconds`` (× 3600, so a CPU study does
+# not read 0.00); totals ``study/trials``, ``study/trials_failed`` (collapsed included),
+# ``study/device_hours``. Tags: ``report.recommended|best|verdict|paired_basis/<size>``,
+# ``report.tolerance``, ``report.cost_unit``.
 
 
 def parent_metrics(

@@ -1,12 +1,8 @@
-"""The report's figures: what each shows, computed from the trials table into plain info objects (pure),
-then drawn with matplotlib and saved as PNG + SVG.
+"""The report's figures: computed from the trials table into plain info objects (pure; axis units and
+scales included, so tests check them without drawing), then drawn and saved as PNG + SVG.
 
-Every figure says which accuracy it plots: test accuracy of final runs (trade-off, data scaling, and
-freeze depth when k is a final factor) or validation accuracy of tuning trials (LR sensitivity,
-trade-off by trial, freeze depth when k was only tuned). A figure without the data it needs becomes a
-:class:`Missing` that the report prints instead of an empty plot. Axis units and scales are decided
-from the data, so tests check them without drawing; only ``matplotlib.figure.Figure`` is used (no
-pyplot), so drawing runs headless and in parallel workers.
+Every figure says which accuracy it plots: test accuracy of final runs or validation accuracy of
+tuning trials. A figure without the data it needs is a :class:`Missing` the report prints instead.
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ import matplotlib
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.figure import Figure as MplFigure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import (
     FuncFormatter,
@@ -40,7 +35,6 @@ from tlbench.strategies import STRATEGIES
 from tlbench.tracking import names as N
 
 # --- what a figure is computed into -------------------------------------------------------------------------
-# Axis units and scales are decided here, from the data, so that tests can check them without drawing.
 
 FINAL_ACC = "test accuracy (final runs)"
 TUNE_ACC = "validation accuracy (tuning trials)"
@@ -144,11 +138,8 @@ def series_of_means(
     *,
     bounds: tuple[float, float] | None = None,
 ) -> Series:
-    """Means with 95% CI bounds per x; NaN where a group has no value, NaN bounds for a single value.
-
-    ``bounds`` clip the interval (an accuracy's is ``ACCURACY_BOUNDS``: a t interval over a few seeds
-    can reach past 100%, an accuracy cannot).
-    """
+    """Means with 95% CI bounds per x (NaN: no value; no bounds for one value), clipped to ``bounds``
+    (a t interval over a few seeds can reach past 100%, an accuracy cannot)."""
     lowest, highest = bounds if bounds is not None else (-math.inf, math.inf)
     y, low, high = [], [], []
     for group in groups:
@@ -167,24 +158,17 @@ def chance_level(n_classes: Iterable[object]) -> float | None:
 
 
 # --- each figure's info, from the trials table --------------------------------------------------------------
-# Every figure says which accuracy it plots: test accuracy of final runs (trade-off, data scaling, and
-# freeze depth when k is a final factor) or validation accuracy of tuning trials (LR sensitivity,
-# trade-off by trial, freeze depth when k was only tuned). A figure without the data it needs becomes a
-# :class:`Missing` that the report prints instead of an empty plot.
 
 
 def tradeoff_info(trials: pd.DataFrame, *, cost: str, unit: CostUnit) -> FigureInfo:
     """Final test accuracy against cost per run, one panel per data size, frontier over strategy means."""
-    column = "run_cost"
+    hours = cost == "device_hours"
     name, x_label = (
-        ("tradeoff_device_hours", unit.label)
-        if cost == "device_hours"
-        else ("tradeoff_flops", "training FLOPs per run")
+        ("tradeoff_device_hours", unit.label) if hours else ("tradeoff_flops", "training FLOPs per run")
     )
-    title = f"Accuracy vs {'compute time' if cost == 'device_hours' else 'training FLOPs'}"
+    title = f"Accuracy vs {'compute time' if hours else 'training FLOPs'}"
     data = final_results(trials)
-    data = data.assign(run_cost=run_cost(data, cost))
-    data = data[data[column].notna()]
+    data = data.assign(run_cost=run_cost(data, cost).astype(float)).dropna(subset=["run_cost"])
     if data.empty:
         return Missing(
             name, title, "no completed final run with a test accuracy and a recorded cost", _RUN_SWEEP
@@ -195,29 +179,21 @@ def tradeoff_info(trials: pd.DataFrame, *, cost: str, unit: CostUnit) -> FigureI
         runs, means = [], []
         for strategy in sorted_strategies(at_size["strategy"]):
             group = at_size[at_size["strategy"] == strategy]
-            runs.append(
-                Series(strategy, tuple(group[column].astype(float)), tuple(group[N.TEST_ACC].astype(float)))
-            )
-            mean_x = float(group[column].astype(float).mean())
-            accs = [group[N.TEST_ACC].astype(float).tolist()]
-            means.append(series_of_means(strategy, [mean_x], accs, bounds=ACCURACY_BOUNDS))
+            accs = group[N.TEST_ACC].astype(float)
+            runs.append(Series(strategy, tuple(group["run_cost"]), tuple(accs)))
+            mean_x = float(group["run_cost"].mean())
+            means.append(series_of_means(strategy, [mean_x], [accs.tolist()], bounds=ACCURACY_BOUNDS))
         front = pareto_front([m.x[0] for m in means], [m.y[0] for m in means])
-        panels.append(
-            Panel(
-                title=size_label(size),
-                runs=tuple(runs),
-                summary=tuple(means),
-                frontier=tuple((means[i].x[0], means[i].y[0]) for i in front),
-            )
-        )
+        frontier = tuple((means[i].x[0], means[i].y[0]) for i in front)
+        panels.append(Panel(size_label(size), tuple(runs), tuple(means), frontier))
     caption = (
         f"Test accuracy of the final runs against {x_label}. Dots: single seeds; large markers: the mean "
         "over seeds with its 95% CI; dashed line: the Pareto frontier of the strategy means (no other "
         "strategy is both cheaper and more accurate). Cost per run is what the run would cost on its own: "
         "frozen features it reused from another trial of the sweep are counted."
     )
-    notes = (unit.note,) if unit.note and cost == "device_hours" else ()
-    all_x = data[column].astype(float).tolist()
+    notes = (unit.note,) if unit.note and hours else ()
+    all_x = data["run_cost"].tolist()
     return PlotInfo(
         name, title, x_label, FINAL_ACC, tuple(panels), caption, "tradeoff", choose_scale(all_x), notes=notes,
         chance=chance_level(trials["n_classes"]), share_y=True,
@@ -228,22 +204,18 @@ def tuning_tradeoff_info(trials: pd.DataFrame, *, unit: CostUnit) -> FigureInfo:
     """Every completed tuning trial: validation accuracy against device-hours, frontier over trials."""
     name, title = "tradeoff_trials", "Tuning trials: accuracy vs compute time"
     data = tune_results(trials)
-    data = data.assign(run_cost=run_cost(data, "device_hours"))
-    data = data[data["run_cost"].notna()]
+    data = data.assign(run_cost=run_cost(data, "device_hours").astype(float)).dropna(subset=["run_cost"])
     if data.empty:
         return Missing(name, title, "no completed tuning trial", _RUN_SWEEP)
     panels = []
     for size in sorted_sizes(data["n_per_class"]):
         at_size = data[data["n_per_class"] == size]
         runs = tuple(
-            Series(s, tuple(g["run_cost"].astype(float)), tuple(g[N.VAL_ACC].astype(float)))
+            Series(s, tuple(g["run_cost"]), tuple(g[N.VAL_ACC].astype(float)))
             for s in sorted_strategies(at_size["strategy"])
             for g in [at_size[at_size["strategy"] == s]]
         )
-        xs, ys = (
-            at_size["run_cost"].astype(float).tolist(),
-            at_size[N.VAL_ACC].astype(float).tolist(),
-        )
+        xs, ys = at_size["run_cost"].tolist(), at_size[N.VAL_ACC].astype(float).tolist()
         front = tuple((xs[i], ys[i]) for i in pareto_front(xs, ys))
         panels.append(Panel(title=size_label(size), runs=runs, frontier=front))
     caption = (
@@ -251,7 +223,7 @@ def tuning_tradeoff_info(trials: pd.DataFrame, *, unit: CostUnit) -> FigureInfo:
         "trials are not shown); dashed line: the Pareto frontier over trials. Test accuracy is not used "
         "for tuning."
     )
-    xs_all = data["run_cost"].astype(float).tolist()
+    xs_all = data["run_cost"].tolist()
     return PlotInfo(
         name, title, unit.label, TUNE_ACC, tuple(panels), caption, "tradeoff", choose_scale(xs_all),
         chance=chance_level(trials["n_classes"]), share_y=True,
@@ -338,10 +310,8 @@ def _varying_depth(data: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
 
 
 def freeze_depth_info(trials: pd.DataFrame) -> FigureInfo:
-    """Accuracy and device-hours against freeze depth k, per (strategy, size) that varies k.
-
-    Final runs (test accuracy) when k is a factor with final runs, else tuning trials (validation).
-    """
+    """Accuracy and device-hours against freeze depth k, per (strategy, size) that varies k: final runs
+    when k is a factor with final runs, else tuning trials."""
     name, title = "freeze_depth", "Freeze depth"
     acc_col, acc_label = N.TEST_ACC, FINAL_ACC
     varying = _varying_depth(final_results(trials))
@@ -414,8 +384,7 @@ def lr_sensitivity_info(trials: pd.DataFrame) -> FigureInfo:
 
 
 def _diverged_note(trials: pd.DataFrame, *, listed: int = 6) -> str:
-    """The tuning trials a learning rate wrecked (diverged or collapsed: failed, not drawn), named in the
-    caption."""
+    """The tuning trials a learning rate wrecked (diverged or collapsed: not drawn), for the caption."""
     diverged_mask = trials[N.STATUS].astype(str).str.startswith("failed: diverged")
     mask = (trials[N.ROLE] == N.TUNE) & (diverged_mask | trials[N.COLLAPSED])
     diverged = trials[mask]
@@ -457,9 +426,8 @@ def all_figures(trials: pd.DataFrame) -> list[FigureInfo]:
 
 
 # --- drawing and saving -------------------------------------------------------------------------------------
-# Only ``matplotlib.figure.Figure`` is used (no pyplot): no global figure state, no GUI backend, so it
-# runs headless and in parallel workers. Colours and markers are fixed per strategy so that every
-# figure of a report (and of different reports) reads the same way.
+# Only ``matplotlib.figure.Figure`` (no pyplot): no global state, no GUI backend, so it runs headless and
+# in parallel workers. Colours and markers are fixed per strategy so every figure reads the same way.
 
 STRATEGY_STYLE = {name: (s.colour, s.marker) for name, s in STRATEGIES.items()}
 _OTHER_COLOURS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173")
@@ -480,10 +448,6 @@ def style_for(label: str, index: int) -> tuple[str, str]:
     return _OTHER_COLOURS[index % len(_OTHER_COLOURS)], "o"
 
 
-def _finite(values: Sequence[float]) -> list[bool]:
-    return [not math.isnan(v) for v in values]
-
-
 def _draw_runs(ax: Axes, panel: Panel, styles: Styles) -> None:
     """Single runs: faint dots behind their strategy's means, the main marks where there are none."""
     summarised = {s.label for s in panel.summary}
@@ -494,7 +458,7 @@ def _draw_runs(ax: Axes, panel: Panel, styles: Styles) -> None:
 
 
 def _yerr(series: Series) -> list[list[float]] | None:
-    if not series.low or not any(_finite(series.low)):
+    if not series.low or all(math.isnan(v) for v in series.low):
         return None
     lower = [y - lo if not math.isnan(lo) else 0.0 for y, lo in zip(series.y, series.low, strict=True)]
     upper = [hi - y if not math.isnan(hi) else 0.0 for y, hi in zip(series.y, series.high, strict=True)]
@@ -526,7 +490,7 @@ def _draw_lines(ax: Axes, panel: Panel, styles: Styles) -> None:
     for series in panel.summary:
         colour, marker = styles[series.label]
         ax.plot(series.x, series.y, marker=marker, color=colour, markersize=5, label=series.label, zorder=3)
-        if series.low and any(_finite(series.low)):
+        if _yerr(series) is not None:
             if len(series.x) == 1:
                 ax.errorbar(series.x, series.y, yerr=_yerr(series), fmt="none", color=colour, capsize=3)
             else:
@@ -570,11 +534,7 @@ Styles = dict[str, tuple[str, str]]
 
 def _styles(info: PlotInfo) -> Styles:
     """(colour, marker) per series label, fixed across the figure's panels, in first-seen order."""
-    labels: list[str] = []
-    for panel in info.panels:
-        for series in (*panel.summary, *panel.runs):
-            if series.label not in labels:
-                labels.append(series.label)
+    labels = list(dict.fromkeys(s.label for panel in info.panels for s in (*panel.summary, *panel.runs)))
     rank = {name: i for i, name in enumerate(STRATEGY_ORDER)}
     labels.sort(key=lambda label: rank.get(label, len(rank)))  # strategies in report order; others as seen
     return {label: style_for(label, i) for i, label in enumerate(labels)}
@@ -612,14 +572,22 @@ def _y_axis(ax: Axes, *, accuracy: bool) -> None:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
 
 
+def _grid(count: int, width: float, height: float) -> tuple[Figure, Any]:
+    """A figure of ``count`` panels, at most three a row, each ``width`` x ``height`` inches."""
+    ncols = min(3, count)
+    nrows = math.ceil(count / ncols)
+    figure = Figure(figsize=(1.6 + width * ncols, 0.6 + height * nrows), layout="constrained", dpi=100)
+    axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return figure, axes
+
+
 def draw(info: PlotInfo) -> Figure:
     """One figure: a panel per data size (or per quantity), a shared legend on the right."""
     count = len(info.panels)
-    ncols = min(3, count)
-    nrows = math.ceil(count / ncols)
     with matplotlib.rc_context(_RC):
-        figure = Figure(figsize=(1.6 + 4.0 * ncols, 0.6 + 3.3 * nrows), layout="constrained", dpi=100)
-        axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
+        figure, axes = _grid(count, 4.0, 3.3)
         styles = _styles(info)
         for ax, panel in zip(axes, info.panels, strict=False):
             (_draw_tradeoff if info.kind == "tradeoff" else _draw_lines)(ax, panel, styles)
@@ -638,8 +606,6 @@ def draw(info: PlotInfo) -> Figure:
                 ax.set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
         for ax, panel in zip(used, info.panels, strict=True):
             _y_axis(ax, accuracy=_is_accuracy(info, panel))
-        for ax in axes[count:]:
-            ax.set_visible(False)
         handles = _legend(info, styles)
         if handles:
             figure.legend(handles=handles, loc="outside right upper", frameon=False)
@@ -699,13 +665,9 @@ def screen_figure_info(screen: pd.DataFrame, trained: pd.DataFrame) -> ScreenFig
     return ScreenFigureInfo("Screen score against final test accuracy (one line per strategy)", tuple(panels))
 
 
-def draw_screen(info: ScreenFigureInfo) -> MplFigure:
-    count = len(info.panels)
-    ncols = min(3, count)
-    nrows = math.ceil(count / ncols)
+def draw_screen(info: ScreenFigureInfo) -> Figure:
     with matplotlib.rc_context({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False}):
-        figure = MplFigure(figsize=(1.6 + 3.6 * ncols, 0.6 + 3.0 * nrows), layout="constrained", dpi=100)
-        axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
+        figure, axes = _grid(len(info.panels), 3.6, 3.0)
         strategies = sorted({p[0] for panel in info.panels for p in panel.points})
         for ax, panel in zip(axes, info.panels, strict=False):
             for index, strategy in enumerate(strategies):
@@ -721,8 +683,6 @@ def draw_screen(info: ScreenFigureInfo) -> MplFigure:
             ax.set_xlabel(panel.label)
             ax.set_ylabel("final test accuracy")
             ax.grid(True, alpha=0.3, linewidth=0.6)
-        for ax in axes[count:]:
-            ax.set_visible(False)
         handles, labels = axes[0].get_legend_handles_labels()
         if handles:
             figure.legend(handles, labels, loc="outside right upper", frameon=False)

@@ -1,14 +1,10 @@
 """Which strategy to use at each data size, and whether more labels would change it (pure).
 
-Rule, with a paired comparison of the size (``compare_strategies``): recommend the cheapest strategy
-(fewest device-hours per run; ties: more accurate, then fewer FLOPs) that is not credibly worse than the best:
-the 95% interval of its paired difference to the best includes 0 (the two cannot be told apart), or its
-mean difference is within ``tolerance`` (absolute, 0.01 = 1 percentage point). An arm whose interval lies
-wholly below 0 with a mean further behind than the tolerance is credibly worse, however cheap (the
-default study's partial at n=50: -3.4 pp, interval -5.9 to -0.9 pp, was once recommended on the interval
-alone reaching above -1 pp). Without one (fewer than two strategies with two shared seeds), the older
-rule: the cheapest whose mean is within ``tolerance`` of the best mean. Along the Pareto frontier of the size,
-each step says how much accuracy one more device-hour buys.
+Rule: the cheapest strategy (device-hours per run; ties: more accurate, then fewer FLOPs) not credibly
+worse than the best: its paired 95% interval to the best includes 0, or its mean difference is within
+``tolerance``. Both are needed: the default study's partial at n=50 (-3.4 pp, interval -5.9 to -0.9 pp)
+was once recommended on the interval alone. Without a paired comparison: the cheapest whose mean is
+within ``tolerance`` of the best mean.
 """
 
 from __future__ import annotations
@@ -19,6 +15,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,13 +54,9 @@ from tlbench.tracking import names as N
 from tlbench.tracking.names import OVERRIDES, TRAIN_STEPS
 from tlbench.tracking.study import RunPredictions
 
-# Paired comparisons of strategies at each data size: the best against each other one.
-#
-# Pairing: final runs of one data size share seeds, and a seed fixes the training subset (drawn from the
-# train pool with the run's seed, ``data/splits.py``) while the test set depends only on ``split_seed``.
-# So a strategy's run on seed 2 and another's on seed 2 saw the same training images and are scored on
-# the same test images. The code below checks that (seeds present, ``data_fingerprint`` and ``split_seed``
-# equal per seed) and compares only on the seeds every compared strategy has.
+# Paired comparisons at each data size, the best against each other strategy. A seed fixes the training
+# subset (``data/splits.py``) and the test set depends only on ``split_seed``, so runs on one seed are
+# paired; the code checks that (``data_fingerprint``, ``split_seed``) and pairs only shared seeds.
 
 
 @dataclass(frozen=True)
@@ -90,7 +83,6 @@ class SizeComparison:
     seeds: tuple[int, ...]  # the seeds every arm of the joint comparison has
     images: int
     basis: str  # PER_IMAGE | BINOMIAL
-    confidence: float
     left_out: tuple[str, ...] = ()  # "scratch (1 seed)"
     notes: tuple[str, ...] = ()  # pairing problems found
 
@@ -113,14 +105,11 @@ def _latest_per_seed(rows: pd.DataFrame) -> pd.DataFrame:
 def _paired_seeds(
     rows: pd.DataFrame, *, anchor: str | None = None
 ) -> tuple[list[str], list[int], list[str], list[str]]:
-    """The arms compared jointly, the seeds all of them have, the arms to compare with the best alone,
-    and those left out (with why).
+    """The arms compared jointly, their shared seeds, the arms to pair with the best alone, those left out.
 
-    Racing gives arms different numbers of seeds (a retired arm stops early), so the joint comparison
-    is not cut down to the fewest seeds: it holds the arms that have every seed of the two best-seeded
-    arms; an arm with fewer seeds is compared with the best on the seeds the two share. ``anchor``: the
-    joint comparison is built on that arm's seeds instead (an arm with fewer seeds that beat the
-    best-seeded ones: the race stops giving seeds to a leader once its pairs are decided).
+    Racing gives arms different seed counts, so the joint comparison holds the arms with every seed of
+    the two best-seeded arms (or of ``anchor``: a leader the race stopped giving seeds to); the others
+    are paired with the best on the seeds the two share.
     """
     seeds = {s: set(g["seed"].astype(int)) for s, g in rows.groupby("strategy")}
     order = sorted_strategies(seeds)
@@ -206,7 +195,6 @@ def _versus(
     diff: float,
     mean: float,
     m: VarianceModel,
-    *,
     confidence: float,
     p_best: float | None,
     seeds: tuple[int, ...] = (),
@@ -227,10 +215,8 @@ def compare_size(
 ) -> SizeComparison | None:
     """Paired comparison of one size's final runs; None when fewer than two strategies pair up.
 
-    The best must be the best: when an arm compared alone (fewer seeds) beats the joint comparison's
-    best, the comparison is rebuilt on that arm's seeds (at n=5 of the default study, lp_ft led by
-    +19.8 pp on its 3 seeds while the probe and partial, raced to 8 seeds against each other, formed
-    the joint comparison and the probe was called the most accurate).
+    When an arm compared alone beats the joint best, the comparison is rebuilt on that arm's seeds (at
+    n=5 of the default study lp_ft led by +19.8 pp on 3 seeds, yet the probe was called the best).
     """
     rows = _latest_per_seed(rows)
     tried: set[str] = set()
@@ -272,17 +258,12 @@ def _compare_size(
     models = {i: _contrast(acc, cube, i, top, images=images) for i in range(n) if i != top}
     df = min((m.df() for m in models.values()), default=math.inf)
     p_best = probability_best(means, covariance, df=df)
-    out = []
-    for i, strategy in enumerate(strategies):
-        if i == top:
-            out.append(StrategyComparison(strategy, float(means[i]), 0.0, None, None, float(p_best[i])))
-            continue
-        diff = float(means[i] - means[top])
-        out.append(
-            _versus(
-                strategy, diff, float(means[i]), models[i], confidence=confidence, p_best=float(p_best[i])
-            )
-        )
+    out = [
+        _versus(s, float(means[i] - means[top]), float(means[i]), models[i], confidence, float(p_best[i]))
+        if i != top
+        else StrategyComparison(s, float(means[i]), 0.0, None, None, float(p_best[i]))
+        for i, s in enumerate(strategies)
+    ]
     best = strategies[top]
     best_seeds = set(rows[rows["strategy"] == best]["seed"].astype(int))
     for strategy in alone:  # fewer seeds (retired by the race, or a failed seed): paired with the best alone
@@ -300,22 +281,10 @@ def _compare_size(
         m = _contrast(pair_acc, pair_cube, 0, 1, images=pair_images)
         pair_means = pair_acc.mean(axis=0)
         diff = float(pair_means[0] - pair_means[1])
-        out.append(
-            _versus(
-                strategy,
-                diff,
-                float(pair_means[0]),
-                m,
-                confidence=confidence,
-                p_best=None,
-                seeds=tuple(shared),
-            )
-        )
+        out.append(_versus(strategy, diff, float(pair_means[0]), m, confidence, None, tuple(shared)))
     order = sorted_strategies(s.strategy for s in out)
     out.sort(key=lambda s: order.index(s.strategy))
-    return SizeComparison(
-        size, best, tuple(out), tuple(seeds), images, basis, confidence, tuple(left), tuple(notes)
-    )
+    return SizeComparison(size, best, tuple(out), tuple(seeds), images, basis, tuple(left), tuple(notes))
 
 
 def compare_strategies(
@@ -341,24 +310,16 @@ COMPARISON_COLUMNS = (
 
 def comparison_table(comparisons: list[SizeComparison]) -> pd.DataFrame:
     """One row per compared strategy and size (results.csv columns, LaTeX, parent-run metrics)."""
+
+    def nan(x: float | None) -> float:
+        return math.nan if x is None else x
+
     rows = [
-        {
-            "n_per_class": c.n_per_class,
-            "strategy": s.strategy,
-            "paired_best": c.best,
-            "paired_mean": s.mean,
-            "paired_diff": s.diff,
-            "paired_diff_low": math.nan if s.low is None else s.low,
-            "paired_diff_high": math.nan if s.high is None else s.high,
-            "p_best": math.nan if s.p_best is None else s.p_best,
-            "paired_seeds": " ".join(map(str, c.seeds_of(s))),
-            "paired_test_images": c.images,
-            "paired_basis": c.basis,
-            "detectable_diff": math.nan if s.detectable is None else s.detectable,
-        }
+        (c.n_per_class, s.strategy, c.best, s.mean, s.diff, nan(s.low), nan(s.high), nan(s.p_best),
+         " ".join(map(str, c.seeds_of(s))), c.images, c.basis, nan(s.detectable))
         for c in comparisons
         for s in c.strategies
-    ]
+    ]  # in COMPARISON_COLUMNS order  # fmt: skip
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
@@ -378,7 +339,7 @@ def with_comparisons(
     return merged
 
 
-# The rule, its words, and the recommended arm's configuration.
+# --- the rule, its words, and the recommended arm's configuration ---------------------------------------
 
 
 @dataclass(frozen=True)
@@ -389,11 +350,6 @@ class Step:
     to_strategy: str
     extra_acc: float
     extra_cost: float
-
-    @property
-    def acc_per_cost(self) -> float | None:
-        """Accuracy gained per extra device-hour; None when the step costs nothing extra."""
-        return self.extra_acc / self.extra_cost if self.extra_cost > 0 else None
 
 
 @dataclass(frozen=True)
@@ -419,12 +375,6 @@ class Recommendation:
     def gap(self) -> float:
         """Accuracy given up by taking the recommendation instead of the best (>= 0)."""
         return self.best.acc - self.recommended.acc
-
-    @property
-    def within_noise(self) -> bool:
-        """The gap is smaller than the two confidence intervals together (False when any is missing)."""
-        a, b = self.best.acc_ci, self.recommended.acc_ci
-        return a is not None and b is not None and self.gap <= a + b
 
     @property
     def single_seed(self) -> bool:
@@ -456,9 +406,8 @@ def not_credibly_worse(s: StrategyComparison, *, tolerance: float) -> bool:
 def recommend(
     summary: pd.DataFrame, *, tolerance: float, comparisons: list[SizeComparison] | None = None
 ) -> list[Recommendation]:
-    """One recommendation per data size that has at least one completed final run."""
-    if not 0 <= tolerance < 1:
-        raise ValueError(f"tolerance is an absolute accuracy in [0, 1), got {tolerance=}")
+    """One recommendation per data size that has at least one completed final run (``tolerance`` is
+    checked by the entry points: :func:`tlbench.report.build.analyse` and the CLI)."""
     paired = {c.n_per_class: c for c in comparisons or []}
     out = []
     for size in sorted_sizes(summary["n_per_class"]):
@@ -480,17 +429,8 @@ def recommend(
             Step(a.strategy, b.strategy, extra_acc=b.acc - a.acc, extra_cost=b.cost - a.cost)
             for a, b in itertools.pairwise(front)
         )
-        out.append(
-            Recommendation(
-                n_per_class=size,
-                recommended=recommended,
-                best=best,
-                cheapest=cheapest,
-                compared=tuple(c.strategy for c in choices),
-                frontier=steps,
-                comparison=comparison,
-            )
-        )
+        compared = tuple(c.strategy for c in choices)
+        out.append(Recommendation(size, recommended, best, cheapest, compared, steps, comparison))
     return out
 
 
@@ -525,7 +465,7 @@ def recommendation_text(rec: Recommendation, *, tolerance: float, unit: str) -> 
             f" The most accurate, **{b.strategy}** at {pct(b.acc)} ({_spread(b)}), is only {pp(rec.gap)} "
             f"better (tolerance {pp(tolerance)}) and needs {ratio}: {_rate(rec.gap, b.cost - r.cost, unit)}."
         )
-        if rec.within_noise:
+        if b.acc_ci is not None and r.acc_ci is not None and rec.gap <= b.acc_ci + r.acc_ci:
             text += " The difference is within the 95% confidence intervals."
     elif r.strategy != c.strategy:
         text += (
@@ -623,13 +563,8 @@ def paired_text(rec: Recommendation, *, tolerance: float) -> str:
     joint = [(s.strategy, s.p_best) for s in comparison.strategies if s.p_best is not None]
     chances = ", ".join(f"{name} {p:.0%}" for name, p in sorted(joint, key=lambda item: -item[1]))
     text += f" P(best): {chances}."
-    alone = [s for s in comparison.strategies if s.p_best is None]
-    if alone:
-        text += (
-            " Compared with the best on fewer seeds (no P(best)): "
-            + ", ".join(f"{s.strategy} ({len(s.seeds)} seeds)" for s in alone)
-            + "."
-        )
+    if alone := [f"{s.strategy} ({len(s.seeds)} seeds)" for s in comparison.strategies if s.p_best is None]:
+        text += f" Compared with the best on fewer seeds (no P(best)): {', '.join(alone)}."
     if comparison.left_out:
         text += f" Not compared: {', '.join(comparison.left_out)}."
     return text.strip()
@@ -654,12 +589,9 @@ class FinalRun:
 
 @dataclass(frozen=True)
 class RecommendedArm:
-    """The arm a study's report recommends at one data size (or the one asked for), and its configuration.
-
-    ``params`` are the parameters every final run of the arm logged alike (the tuned configuration as the
-    finals ran it; per-seed values such as ``seed`` left out); ``config_yaml`` is the full resolved
-    configuration of one final run (``config_run_id``) for retraining it.
-    """
+    """The arm the report recommends at one data size (or the one asked for) and its configuration:
+    ``params`` every final run logged alike (per-seed ones left out), ``config_yaml`` the resolved
+    configuration of final run ``config_run_id``, for retraining it."""
 
     study: str
     n_per_class: str  # the size label: "10", "all"
@@ -671,9 +603,7 @@ class RecommendedArm:
     tuned_from_trial: int | None  # the tuning trial (in the cell's Optuna study) its configuration came from
     tune_run_id: str | None  # that tuning trial's MLflow run
     params: dict[str, str]
-    overrides: (
-        tuple[str, ...] | None
-    )  # the finals' Hydra overrides without the seed, when the runs carry them
+    overrides: tuple[str, ...] | None  # the finals' Hydra overrides minus the seed, when logged
     finals: tuple[FinalRun, ...]
     acc_mean: float  # mean test accuracy over the final seeds
     acc_half_width: float | None  # 95% Student-t half-width over the seeds; None with a single seed
@@ -711,17 +641,6 @@ def _int_or_none(value: object) -> int | None:
     return int(number) if math.isfinite(number) else None
 
 
-def _pick_size(study: str, sizes: list[str], size: str | None) -> str:
-    if size is None:
-        return sizes[-1]
-    if size not in sizes:
-        raise ConfigError(
-            f"study '{study}' has no completed final runs at data size '{size}'; sizes with final runs: "
-            f"{', '.join(sizes)}"
-        )
-    return size
-
-
 def _pick_arm(study: str, rows: pd.DataFrame, size: str, strategy: str) -> str:
     arms = [str(a) for a in rows["strategy"]]
     if strategy in arms:
@@ -734,15 +653,6 @@ def _pick_arm(study: str, rows: pd.DataFrame, size: str, strategy: str) -> str:
         f"study '{study}' has {why} with completed final runs at {size_label(size)}; name one of: "
         f"{', '.join(arms)}"
     )
-
-
-def _common_params(finals: pd.DataFrame, columns: list[str]) -> dict[str, str]:
-    out = {}
-    for column in columns:
-        values = {str(v) for v in finals[column] if not pd.isna(v) and str(v) != ""}
-        if len(values) == 1 and column not in _PER_SEED_PARAMS:
-            out[column] = values.pop()
-    return out
 
 
 def _overrides(finals: pd.DataFrame) -> tuple[str, ...] | None:
@@ -779,10 +689,7 @@ def verdict_sentence(rec: Recommendation, choice: Choice, *, unit: str) -> str:
     versus = rec.comparison.get(choice.strategy) if rec.comparison is not None else None
     gap = ""
     if versus is not None and versus.low is not None and versus.high is not None:
-        gap = (
-            f" (paired difference {signed_pp(versus.diff)}, 95% interval "
-            f"{signed_pp(versus.low).removesuffix(' pp')} to {signed_pp(versus.high)})"
-        )
+        gap = f" (paired difference {signed_pp(versus.diff)}, {_interval(versus.low, versus.high)})"
     if choice.strategy == r.strategy:
         if len(rec.compared) == 1:
             return head + "; it is the only arm with final runs at this size, so nothing was compared."
@@ -825,7 +732,12 @@ def choose_arm(
             "finish (`make sweep` resumes it) or choose another study"
         )
     by_size = {r.n_per_class: r for r in recommendations}
-    chosen_size = _pick_size(study, sorted_sizes(by_size), size)
+    chosen_size = sorted_sizes(by_size)[-1] if size is None else size
+    if chosen_size not in by_size:
+        raise ConfigError(
+            f"study '{study}' has no completed final runs at data size '{size}'; sizes with final runs: "
+            f"{', '.join(sorted_sizes(by_size))}"
+        )
     rec = by_size[chosen_size]
     rows = summary[summary["n_per_class"] == chosen_size]
     arm = rec.recommended.strategy if strategy is None else _pick_arm(study, rows, chosen_size, strategy)
@@ -844,7 +756,6 @@ def choose_arm(
         & (pd.to_numeric(trials[N.TRIAL_NUMBER], errors="coerce") == tuned_from)
     ]  # fmt: skip
     optuna = {str(v) for v in mine[N.OPTUNA_STUDY].dropna()}
-    steps = mine[TRAIN_STEPS] if TRAIN_STEPS in mine else pd.Series([None] * len(mine), index=mine.index)
     runs = tuple(
         FinalRun(
             run_id=str(row["run_id"]),
@@ -852,11 +763,12 @@ def choose_arm(
             optuna_trial=_int_or_none(row[N.TRIAL_NUMBER]),
             test_acc=float(row[N.TEST_ACC]),
             val_acc=None if pd.isna(row[N.VAL_ACC]) else float(row[N.VAL_ACC]),
-            steps=_int_or_none(step),
+            steps=_int_or_none(row.get(TRAIN_STEPS)),  # None: an older study, or a column absent
         )
-        for (_, row), step in zip(mine.iterrows(), steps, strict=True)
+        for _, row in mine.iterrows()
     )
     plain = str(mine["strategy_name"].iloc[0]) if "strategy_name" in mine else arm
+    values = {c: {str(v) for v in mine[c] if not pd.isna(v) and str(v) != ""} for c in PARAM_COLUMNS}
     return RecommendedArm(
         study=study,
         n_per_class=chosen_size,
@@ -867,7 +779,7 @@ def choose_arm(
         optuna_study=optuna.pop() if len(optuna) == 1 else None,
         tuned_from_trial=tuned_from,
         tune_run_id=str(tune_run["run_id"].iloc[-1]) if len(tune_run) and tuned_from is not None else None,
-        params=_common_params(mine, list(PARAM_COLUMNS)),
+        params={c: v.pop() for c, v in values.items() if len(v) == 1 and c not in _PER_SEED_PARAMS},
         overrides=_overrides(mine),
         finals=runs,
         acc_mean=choice.acc,
@@ -896,12 +808,8 @@ class Curve:
     scale: float  # b
     exponent: float  # c
 
-    def predict(self, n: float) -> float:
+    def predict(self, n: Any) -> Any:  # a float, or an array of them
         return self.plateau - self.scale * n**-self.exponent
-
-
-def _model(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    return np.asarray(a - b * n**-c)
 
 
 def _fit(
@@ -914,7 +822,8 @@ def _fit(
 
     def model(n: np.ndarray, *params: float) -> np.ndarray:
         given = dict(zip(free, params, strict=True))
-        return _model(n, given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0))
+        a, b, c = given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0)
+        return np.asarray(a - b * n**-c)
 
     best: tuple[Curve, float] | None = None
     for c0 in STARTS if exponent is None else (exponent,):
@@ -935,7 +844,7 @@ def _fit(
         curve = Curve(given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0))
         if curve.scale <= _AT_BOUND:  # falling or flat with more data is noise: the flat least-squares line
             curve = Curve(float(y.mean()) if plateau is None else plateau, 0.0, curve.exponent)
-        error = float(np.sum((y - _model(x, curve.plateau, curve.scale, curve.exponent)) ** 2))
+        error = float(np.sum((y - curve.predict(x)) ** 2))
         if best is None or error < best[1]:
             best = (curve, error)
     if best is None:
@@ -978,17 +887,6 @@ class StrategyCurve:
     predictions: tuple[Estimate, ...]  # at the targets, over the seeds' curves
 
 
-def seed_curves(rows: pd.DataFrame, *, max_n: float = math.inf) -> tuple[tuple[int, Curve], ...]:
-    """One curve per seed from one strategy's final runs at sizes up to ``max_n``."""
-    data = rows.assign(_n=per_class_sizes(rows)).dropna(subset=["_n", "seed"])
-    data = data[np.isfinite(data["_n"]) & (data["_n"] <= max_n)]
-    out = []
-    for seed, group in data.groupby("seed"):
-        if group["_n"].nunique() >= 2:
-            out.append((int(seed), fit_curve(group["_n"].tolist(), group[N.TEST_ACC].astype(float).tolist())))
-    return tuple(out)
-
-
 def strategy_curves(
     trials: pd.DataFrame, targets: Sequence[float], *, max_n: float = math.inf, confidence: float = 0.95
 ) -> list[StrategyCurve]:
@@ -997,7 +895,13 @@ def strategy_curves(
     out = []
     for strategy in sorted_strategies(finals["strategy"]):
         rows = finals[finals["strategy"] == strategy]
-        fits = seed_curves(rows, max_n=max_n)
+        data = rows.assign(_n=per_class_sizes(rows)).dropna(subset=["_n", "seed"])
+        data = data[np.isfinite(data["_n"]) & (data["_n"] <= max_n)]
+        fits = [
+            (int(seed), fit_curve(group["_n"].tolist(), group[N.TEST_ACC].astype(float).tolist()))
+            for seed, group in data.groupby("seed")
+            if group["_n"].nunique() >= 2
+        ]  # one curve per seed
         if not fits:
             continue
         sizes = per_class_sizes(rows)
@@ -1048,8 +952,7 @@ FACTORS = (2, 4)
 @dataclass(frozen=True)
 class Outlook:
     largest: str  # the largest measured size label
-    largest_n: float  # its training images per class
-    targets: tuple[float, ...]  # FACTORS x largest_n
+    targets: tuple[float, ...]  # FACTORS x its training images per class
     curves: tuple[StrategyCurve, ...]
     current: str | None  # recommended at the largest size
     predicted_best: str  # highest predicted mean at 2x
@@ -1103,7 +1006,7 @@ def outlook(
     lead = None
     if current in by_name and current != best.strategy:
         lead = _diff_at(best, by_name[current], targets[0], confidence)
-    return Outlook(largest, largest_n, targets, curves, current, best.strategy, chosen.strategy, lead)
+    return Outlook(largest, targets, curves, current, best.strategy, chosen.strategy, lead)
 
 
 def _finite(x: float | None) -> float:

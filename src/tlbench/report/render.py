@@ -1,9 +1,5 @@
-"""The report as plain blocks, how numbers read in it, and its renderings: Markdown, one self-contained
-HTML page, and the summary table as booktabs LaTeX.
-
-Text may carry two inline marks, ``**bold**`` and ```code```, which both renderers understand; every
-other character is literal (the HTML renderer escapes it). Numbers and names are formatted in one
-place, so tables, text and figures agree.
+"""The report as plain blocks, how numbers read in it (one place, so tables, text and figures agree),
+and its renderings: Markdown, one self-contained HTML page, the summary table as booktabs LaTeX.
 """
 
 from __future__ import annotations
@@ -63,14 +59,12 @@ def pct(x: float | None, digits: int = 1) -> str:
 
 def pp(x: float | None, digits: int = 1) -> str:
     """An accuracy difference in percentage points (``1.0 pp``)."""
-    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.{digits}f} pp"
+    return pct(x, digits).replace("%", " pp")
 
 
 def signed_pp(x: float | None, digits: int = 1) -> str:
     """A signed difference in percentage points with a true minus sign (``+3.3 pp``, ``−6.0 pp``)."""
-    if x is None or math.isnan(x):
-        return "n/a"
-    return f"{100 * x:+.{digits}f} pp".replace("-", "−")
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:+.{digits}f} pp".replace("-", "−")
 
 
 def sig(x: float | None, digits: int = 3) -> str:
@@ -106,8 +100,7 @@ def seconds(x: float | None) -> str:
 
 
 # --- blocks -------------------------------------------------------------------------------------------------
-# Text may carry two inline marks, ``**bold**`` and ```code```, which both renderers understand; every
-# other character is literal (the HTML renderer escapes it).
+# Text may carry ``**bold**`` and ```code```, which both renderers understand; all else is literal.
 
 
 @dataclass(frozen=True)
@@ -142,7 +135,7 @@ class Callout:
 class Table:
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
-    align: tuple[str, ...] = ()  # "l" | "r" per column; default left
+    align: str = ""  # "l" | "r" per column, e.g. "llrr"; default left
     caption: str = ""
     highlight: tuple[int, ...] = ()  # rows to emphasise (the best per data size)
 
@@ -174,7 +167,7 @@ def _cell(text: str) -> str:
 
 
 def _md_table(table: Table) -> str:
-    align = table.align or ("l",) * len(table.header)
+    align = table.align or "l" * len(table.header)
     rule = ["---:" if a == "r" else "---" for a in align]
     lines = [
         "| " + " | ".join(_cell(h) for h in table.header) + " |",
@@ -250,7 +243,7 @@ def inline(text: str) -> str:
 
 
 def _html_table(table: Table) -> str:
-    align = table.align or ("l",) * len(table.header)
+    align = table.align or "l" * len(table.header)
     head = "".join(f'<th class="{a}">{inline(h)}</th>' for h, a in zip(table.header, align, strict=True))
     rows = []
     for index, row in enumerate(table.rows):
@@ -349,10 +342,6 @@ def _paired(row: pd.Series) -> list[str]:
     return [f"${diff}$ [${100 * float(low):+.1f}$, ${100 * float(high):+.1f}$]", chance]
 
 
-def _size(label: str) -> str:
-    return "all" if label == "all" else f"$n={escape(label)}$"
-
-
 def summary_tex(summary: pd.DataFrame, *, study: str, cost_label: str) -> str:
     """One row per strategy × data size; the best mean per size in bold; † marks a single seed."""
     label = "".join(c if c.isalnum() else "-" for c in study)
@@ -375,9 +364,10 @@ def summary_tex(summary: pd.DataFrame, *, study: str, cost_label: str) -> str:
     for i, size in enumerate(sizes):
         if i:
             lines.append(r"    \midrule")
+        size_cell = "all" if size == "all" else f"$n={escape(size)}$"
         for _, row in summary[summary["n_per_class"] == size].iterrows():
             cells = [
-                _size(size), escape(str(row["strategy"])), _accuracy(row), str(int(row["seeds"])),
+                size_cell, escape(str(row["strategy"])), _accuracy(row), str(int(row["seeds"])),
                 sig(float(row["device_hours"])), escape(si(float(row["train_flops"]))),
                 escape(si(float(row["trainable_params"]))), *_paired(row),
             ]  # fmt: skip

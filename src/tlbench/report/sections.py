@@ -1,9 +1,4 @@
-"""The report's sections as blocks, from already-computed tables (pure: no I/O, no drawing).
-
-Header, recommendation, paired comparisons, learning curves, summary, failed configurations, figures,
-screen vs training, data coverage, the appendix, and Methods (written from what the runs logged, not
-from what the config meant to do).
-"""
+"""The report's sections as blocks, from already-computed tables (pure: no I/O, no drawing)."""
 
 from __future__ import annotations
 
@@ -65,61 +60,50 @@ from tlbench.report.tables import (
     picks,
     ranking_table,
     scopes,
-    tune_at,
-    tuning_budget,
+    sweep_budget,
     tuning_protocol,
 )
 from tlbench.tracking import names as N
 from tlbench.tracking.names import FIT_CPU_SECONDS
-from tlbench.tracking.study import redact_uri
+from tlbench.tracking.study import StudyRecords, StudyRef, redact_uri
 
 DrawnFigure = tuple[FigureInfo, tuple[str, str] | None, int]
 
 
 @dataclass(frozen=True)
-class ReportInputs:
-    """The study, its tables and figures: all a report states, gathered before it is written."""
+class StudyAnalysis:
+    """A study's runs and everything the report and the recommended arm compute from them."""
 
-    study: str
-    sweep: str | None
-    experiment_id: str
-    parent_run_id: str | None
-    tracking_uri: str
-    trials: pd.DataFrame
+    ref: StudyRef
+    records: StudyRecords
+    plain: pd.DataFrame  # the trials table of every run but the screens (they have their own section)
+    trials: pd.DataFrame  # the same, strategies relabelled per arm (report.tables.label_arms)
+    comparisons: list[SizeComparison]  # paired, per data size
     summary: pd.DataFrame
     recommendations: list[Recommendation]
     tolerance: float
     unit: CostUnit
-    figures: list[DrawnFigure]
-    parent_params: dict[str, str] = field(default_factory=dict)
-    extra_parents: int = 0
-    sweep_yaml: str | None = None
-    race_json: str | None = None  # the parent run's race.json, when the finals were raced
+    # the report's own, added by build_report
+    figures: list[DrawnFigure] = field(default_factory=list)
     report_software: dict[str, str] = field(default_factory=dict)
-    comparisons: list[SizeComparison] = field(default_factory=list)  # paired, per data size
-    outlook: Outlook | None = None  # learning curves and the recommendation with twice the labels
 
 
 # --- header, recommendation, summary, figures, appendix -----------------------------------------------------
 
 
-def _unique(values: pd.Series) -> str:
-    seen = sorted({str(v) for v in values.dropna() if str(v) != ""})
-    return ", ".join(f"`{v}`" for v in seen) if seen else "not recorded"
-
-
-def header(inp: ReportInputs) -> list[Block]:
-    trials = inp.trials
+def header(inp: StudyAnalysis) -> list[Block]:
+    trials, parent = inp.trials, inp.records.parent
+    sweep = inp.ref.tags.get(N.SWEEP_TAG) or (parent.tags.get(N.SWEEP_TAG) if parent else None)
     n_tune, n_final = int((trials[N.ROLE] == N.TUNE).sum()), int((trials[N.ROLE] == N.FINAL).sum())
     facts = (
-        f"Sweep `{inp.sweep or 'unknown'}` · dataset {_unique(trials['dataset'])} · backbone "
-        f"{_unique(trials['backbone'])} (weights {_unique(trials['weights'])}) · {len(trials)} trials "
-        f"({n_tune} tuning, {n_final} final). Built from MLflow experiment `{inp.study}` "
-        f"(id {inp.experiment_id}, parent run `{inp.parent_run_id or 'none'}`) in `{inp.tracking_uri}`; "
-        "nothing was re-trained."
+        f"Sweep `{sweep or 'unknown'}` · dataset {_values(trials['dataset'], limit=None)} · backbone "
+        f"{_values(trials['backbone'], limit=None)} (weights {_values(trials['weights'], limit=None)}) · "
+        f"{len(trials)} trials ({n_tune} tuning, {n_final} final). Built from MLflow experiment "
+        f"`{inp.ref.name}` (id {inp.ref.experiment_id}, parent run `{parent.run_id if parent else 'none'}`) "
+        f"in `{inp.records.tracking_uri}`; nothing was re-trained."
     )
     blocks: list[Block] = [
-        Heading(f"Study `{inp.study}`: transfer-learning trade-offs", level=1),
+        Heading(f"Study `{inp.ref.name}`: transfer-learning trade-offs", level=1),
         Paragraph(facts),
         Paragraph(
             "Which accuracy is which: the summary, the recommendation, the trade-off and data-scaling "
@@ -128,17 +112,13 @@ def header(inp: ReportInputs) -> list[Block]:
             "trials**; test accuracy never influenced tuning."
         ),
     ]
-    issues = problems(inp)
-    if issues:
-        blocks.append(
-            Callout(
-                "This study is incomplete: " + "; ".join(issues) + ". Details under Data coverage.", "warning"
-            )
-        )
+    if issues := problems(inp):
+        text = "This study is incomplete: " + "; ".join(issues) + ". Details under Data coverage."
+        blocks.append(Callout(text, "warning"))
     return blocks
 
 
-def _failed_arms(inp: ReportInputs) -> list[Block]:
+def _failed_arms(inp: StudyAnalysis) -> list[Block]:
     failed = [f for f in failed_configurations(inp.trials) if f.arm_failed]
     if not failed:
         return []
@@ -152,44 +132,36 @@ def _failed_arms(inp: ReportInputs) -> list[Block]:
     ]
 
 
-def recommendation_section(inp: ReportInputs) -> list[Block]:
-    blocks: list[Block] = [Heading("Recommendation")]
+def recommendation_section(inp: StudyAnalysis) -> list[Block]:
     if not inp.recommendations:
         return [
-            *blocks,
+            Heading("Recommendation"),
             Callout("No completed final run in this study: there is nothing to recommend.", "warning"),
             *_failed_arms(inp),
         ]
-    blocks.append(
-        Paragraph(
-            f"For each data size: the cheapest strategy ({inp.unit.unit} per run) that is not credibly worse "
-            f"than the most accurate: the 95% interval of its paired difference to the best (same seeds, "
-            f"same test images; see Paired comparisons) includes 0, or its mean difference is within "
-            f"**{pp(inp.tolerance)}** (`--tolerance {inp.tolerance:g}`). Where no two strategies share two "
-            f"seeds, the cheapest whose mean is within {pp(inp.tolerance)} of the best mean. Accuracies are "
-            "those of the summary table."
-        )
+    unit, tolerance = inp.unit.unit, inp.tolerance
+    rule = (
+        f"For each data size: the cheapest strategy ({unit} per run) that is not credibly worse than the "
+        "most accurate: the 95% interval of its paired difference to the best (same seeds, same test "
+        "images; see Paired comparisons) includes 0, or its mean difference is within "
+        f"**{pp(tolerance)}** (`--tolerance {tolerance:g}`). Where no two strategies share two seeds, the "
+        f"cheapest whose mean is within {pp(tolerance)} of the best mean. Accuracies are those of the "
+        "summary table."
     )
-    blocks.append(
-        Bullets(
-            tuple(
-                recommendation_text(r, tolerance=inp.tolerance, unit=inp.unit.unit)
-                for r in inp.recommendations
-            )
-        )
+    frontier = (
+        "Along each size's Pareto frontier (strategies that no other strategy beats on both accuracy and "
+        "cost):"
     )
-    blocks += _failed_arms(inp)
-    blocks.append(Heading(f"Accuracy bought per extra {inp.unit.unit[:-1]}", level=3))
-    blocks.append(
-        Paragraph(
-            "Along each size's Pareto frontier (strategies that no other strategy beats on both accuracy "
-            "and cost):"
-        )
-    )
-    blocks.append(Bullets(tuple(frontier_text(r, unit=inp.unit.unit) for r in inp.recommendations)))
-    if inp.unit.note:
-        blocks.append(Callout(inp.unit.note, "warning"))
-    return blocks
+    blocks: list[Block] = [
+        Heading("Recommendation"),
+        Paragraph(rule),
+        Bullets(tuple(recommendation_text(r, tolerance=tolerance, unit=unit) for r in inp.recommendations)),
+        *_failed_arms(inp),
+        Heading(f"Accuracy bought per extra {unit[:-1]}", level=3),
+        Paragraph(frontier),
+        Bullets(tuple(frontier_text(r, unit=unit) for r in inp.recommendations)),
+    ]
+    return [*blocks, Callout(inp.unit.note, "warning")] if inp.unit.note else blocks
 
 
 _SUMMARY_CAPTION = (
@@ -205,11 +177,13 @@ def _acc_cell(row: pd.Series) -> str:
     return f"**{text}** ★" if bool(row["best"]) else text
 
 
-def summary_section(inp: ReportInputs) -> list[Block]:
-    blocks: list[Block] = [Heading("Summary")]
+def summary_section(inp: StudyAnalysis) -> list[Block]:
     summary = inp.summary
     if summary.empty:
-        return [*blocks, Callout("No completed final run with a test accuracy: no summary.", "warning")]
+        return [
+            Heading("Summary"),
+            Callout("No completed final run with a test accuracy: no summary.", "warning"),
+        ]
     rows = tuple(
         (
             size_label(str(r["n_per_class"])), str(r["strategy"]), _acc_cell(r), str(int(r["seeds"])),
@@ -217,47 +191,26 @@ def summary_section(inp: ReportInputs) -> list[Block]:
         )
         for _, r in summary.iterrows()
     )  # fmt: skip
-    header = (
-        "Data",
-        "Strategy",
-        "Test accuracy (mean ± 95% CI)",
-        "Seeds",
-        inp.unit.label,
-        "Train FLOPs/run",
-        "Trainable params",
-    )
-    blocks.append(
-        Table(
-            header,
-            rows,
-            align=("l", "l", "r", "r", "r", "r", "r"),
-            highlight=tuple(i for i, best in enumerate(summary["best"]) if bool(best)),
-            caption=_SUMMARY_CAPTION,
-        )
-    )
+    header = ("Data", "Strategy", "Test accuracy (mean ± 95% CI)", "Seeds", inp.unit.label, "Train FLOPs/run",
+              "Trainable params")  # fmt: skip
+    best = tuple(i for i, b in enumerate(summary["best"]) if bool(b))
+    blocks: list[Block] = [
+        Heading("Summary"),
+        Table(header, rows, align="llrrrrr", caption=_SUMMARY_CAPTION, highlight=best),
+    ]
     tuning = best_tuning_val(inp.trials)
     if not tuning.empty:
-        blocks.append(Heading("Tuning", level=3))
-        blocks.append(
-            Table(
-                ("Data", "Strategy", "Completed tuning trials", "Best validation accuracy"),
-                tuple(
-                    (
-                        size_label(str(r["n_per_class"])),
-                        str(r["strategy"]),
-                        str(int(r["trials"])),
-                        pct(r["val_acc"]),
-                    )
-                    for _, r in tuning.iterrows()
-                ),
-                align=("l", "l", "r", "r"),
-                caption="Validation accuracy chose each strategy's configuration; it is not a test result.",
-            )
+        tuned = tuple(
+            (size_label(str(r["n_per_class"])), str(r["strategy"]), str(int(r["trials"])), pct(r["val_acc"]))
+            for _, r in tuning.iterrows()
         )
+        caption = "Validation accuracy chose each strategy's configuration; it is not a test result."
+        columns = ("Data", "Strategy", "Completed tuning trials", "Best validation accuracy")
+        blocks += [Heading("Tuning", level=3), Table(columns, tuned, align="llrr", caption=caption)]
     return blocks
 
 
-def figures_section(inp: ReportInputs) -> list[Block]:
+def figures_section(inp: StudyAnalysis) -> list[Block]:
     blocks: list[Block] = [Heading("Figures")]
     for info, paths, width in inp.figures:
         blocks.append(Heading(info.title, level=3))
@@ -270,41 +223,35 @@ def figures_section(inp: ReportInputs) -> list[Block]:
     return blocks
 
 
-def appendix(inp: ReportInputs, files: list[str]) -> list[Block]:
+def appendix(inp: StudyAnalysis, files: list[str]) -> list[Block]:
     blocks: list[Block] = [Heading("Files"), Bullets(tuple(files))]
-    if inp.sweep_yaml:
+    if inp.records.sweep_yaml:
         blocks += [
             Heading("Sweep definition (`sweep.yaml` of the parent run)", level=3),
-            Code(inp.sweep_yaml, "yaml"),
+            Code(inp.records.sweep_yaml, "yaml"),
         ]
     return blocks
 
 
 # --- what a study lacks, and what failed --------------------------------------------------------------------
-# Pruned tuning trials are normal (pruning is the protocol); they are listed under Data coverage but do not
-# make a study "incomplete".
 
 
-def problems(inp: ReportInputs) -> list[str]:
+def problems(inp: StudyAnalysis) -> list[str]:
     """Short statements of what is missing or partial; empty for a complete study."""
     trials = inp.trials
     out = []
-    if inp.parent_run_id is None:
+    if inp.records.parent is None:
         out.append("the study has no parent run (`role=study`): the report could not be attached to MLflow")
-    if inp.extra_parents:
-        out.append(f"{inp.extra_parents + 1} parent runs found; the oldest was used")
-    # Pruned tuning trials are the protocol working, and a failed tuning trial is retried or leaves a
-    # cell without a final run (reported below): only final runs that failed and unfinished runs count.
+    if inp.records.extra_parents:
+        out.append(f"{inp.records.extra_parents + 1} parent runs found; the oldest was used")
+    # pruned tuning trials are the protocol working; a failed tuning trial shows as a missing final run
     final = trials[trials[N.ROLE] == N.FINAL]
-    failed = int(((final["outcome"] == "failed") & ~final[N.COLLAPSED]).sum())
-    if failed:
-        out.append(f"{failed} final run(s) failed")
-    interrupted = int((final["outcome"] == "interrupted").sum())
-    if interrupted:
-        out.append(f"{interrupted} final run(s) interrupted")
-    running = int((trials["outcome"] == "running").sum())
-    if running:
-        out.append(f"{running} trial(s) running")
+    counts = (
+        ("final run(s) failed", (final["outcome"] == "failed") & ~final[N.COLLAPSED]),
+        ("final run(s) interrupted", final["outcome"] == "interrupted"),
+        ("trial(s) running", trials["outcome"] == "running"),
+    )
+    out += [f"{int(mask.sum())} {what}" for what, mask in counts if mask.any()]
     failed_arms = [f for f in failed_configurations(trials) if f.arm_failed]
     failed_cells = {(f.strategy, f.n_per_class) for f in failed_arms}
     if failed_arms:
@@ -324,42 +271,34 @@ def problems(inp: ReportInputs) -> list[str]:
     return out
 
 
-def coverage_section(inp: ReportInputs) -> list[Block]:
+_OUTCOME_NOTES = {
+    "pruned": "pruned early: their validation accuracy is partial, so the figures leave them out.",
+    "interrupted": "interrupted (stopped, not failed): `make sweep` resumes the study and redoes them.",
+    "running": "still running or abandoned: re-run `make report` when the sweep is done.",
+}
+
+
+def coverage_section(inp: StudyAnalysis) -> list[Block]:
     trials = inp.trials
     blocks: list[Block] = [Heading("Data coverage")]
     if trials.empty:
         return [*blocks, Callout("The study has no trial runs yet.", "warning")]
     counts = outcome_counts(trials)
+    rows = tuple((str(role), *(str(v) for v in row)) for role, row in counts.iterrows())
+    caption = (
+        "Trials by role and outcome. Pruned and failed trials count in the compute totals, never in "
+        "accuracies."
+    )
     blocks.append(
-        Table(
-            ("Role", *counts.columns),
-            tuple((str(role), *(str(v) for v in row)) for role, row in counts.iterrows()),
-            align=("l", *("r",) * len(counts.columns)),
-            caption="Trials by role and outcome. Pruned and failed trials count in the compute totals, "
-            "never in accuracies.",
-        )
+        Table(("Role", *counts.columns), rows, align="l" + "r" * len(counts.columns), caption=caption)
     )
     items = [
         f"{role} trial failed ({strategy}, {size_label(size)}): {status.removeprefix('failed: ')}"
         for role, strategy, size, status in failures(trials)
     ]
-    pruned = int((trials["outcome"] == "pruned").sum())
-    if pruned:
-        items.append(
-            f"{pruned} trial(s) pruned early: their validation accuracy is partial, so the figures leave "
-            "them out."
-        )
-    interrupted = int((trials["outcome"] == "interrupted").sum())
-    if interrupted:
-        items.append(
-            f"{interrupted} trial(s) interrupted (stopped, not failed): `make sweep` resumes the study and "
-            "redoes them."
-        )
-    running = int((trials["outcome"] == "running").sum())
-    if running:
-        items.append(
-            f"{running} trial(s) still running or abandoned: re-run `make report` when the sweep is done."
-        )
+    for outcome, note in _OUTCOME_NOTES.items():
+        if n := int((trials["outcome"] == outcome).sum()):
+            items.append(f"{n} trial(s) {note}")
     gaps = cell_gaps(trials)
     single = [g for g in gaps if g.final_completed == 1]
     if single and len(single) == len(inp.summary):
@@ -377,12 +316,11 @@ def coverage_section(inp: ReportInputs) -> list[Block]:
         detail = f" (final runs: {other})" if other else f" ({gap.tune_runs} tuning trial(s), no final run)"
         items.append(f"{where}: no completed final run{detail} — absent from summary and recommendation.")
     if items:
-        blocks.append(Bullets(tuple(items)))
-    else:
-        blocks.append(
-            Paragraph("Every trial completed and every strategy × data size has at least two final seeds.")
-        )
-    return blocks
+        return [*blocks, Bullets(tuple(items))]
+    return [
+        *blocks,
+        Paragraph("Every trial completed and every strategy × data size has at least two final seeds."),
+    ]
 
 
 def _roles(runs: dict[str, int]) -> str:
@@ -411,7 +349,7 @@ def failed_text(f: FailedConfiguration) -> str:
     return text + ". Never selected."
 
 
-def failed_section(inp: ReportInputs) -> list[Block]:
+def failed_section(inp: StudyAnalysis) -> list[Block]:
     """Runs whose result is degenerate: a failure of the configuration, never a finding about the arm."""
     found = failed_configurations(inp.trials)
     if not found:
@@ -471,12 +409,8 @@ def _rows(c: SizeComparison) -> tuple[tuple[str, ...], ...]:
 def paired_section(comparisons: list[SizeComparison], *, tolerance: float) -> list[Block]:
     blocks: list[Block] = [Heading("Paired comparisons")]
     if not comparisons:
-        return [
-            *blocks,
-            Callout(
-                "No data size has two strategies with two shared final seeds: nothing to pair.", "warning"
-            ),
-        ]
+        text = "No data size has two strategies with two shared final seeds: nothing to pair."
+        return [*blocks, Callout(text, "warning")]
     blocks.append(Paragraph(_METHOD.format(tol=pp(tolerance))))
     rows = tuple(row for c in comparisons for row in _rows(c))
     blocks.append(
@@ -484,7 +418,7 @@ def paired_section(comparisons: list[SizeComparison], *, tolerance: float) -> li
             ("Data", "Strategy", "Mean (paired seeds)", "Δ vs best (95% CI)", "P(best)", "Detectable Δ",
              "Seeds × test images"),
             rows,
-            align=("l", "l", "r", "r", "r", "r", "r"),
+            align="llrrrrr",
             highlight=tuple(i for i, r in enumerate(rows) if r[3] == "best"),
             caption="Means over the seeds every jointly compared strategy has (they can differ from the "
             "summary, which uses each arm's own seeds). An arm with fewer seeds (retired by racing, or a "
@@ -500,9 +434,7 @@ def paired_section(comparisons: list[SizeComparison], *, tolerance: float) -> li
         for c in comparisons
         if c.left_out
     ]
-    if notes:
-        blocks.append(Bullets(tuple(notes)))
-    return blocks
+    return [*blocks, Bullets(tuple(notes))] if notes else blocks
 
 
 def _estimate(e: Estimate) -> str:
@@ -536,40 +468,28 @@ def _curve_notes(o: Outlook | None, falls: list[Fall]) -> list[str]:
 
 
 def curves_section(o: Outlook | None, *, falls: list[Fall]) -> list[Block]:
-    blocks: list[Block] = [Heading("Learning curves: what more labels would buy")]
-    notes = _curve_notes(o, falls)
+    heading = Heading("Learning curves: what more labels would buy")
+    notes: list[Block] = [Bullets(tuple(n))] if (n := _curve_notes(o, falls)) else []
     if o is None:
-        blocks.append(Callout("Needs final runs of two or more strategies at two or more data sizes."))
-        return [*blocks, Bullets(tuple(notes))] if notes else blocks
-    blocks.append(
-        Paragraph(
-            "Per strategy and seed, a saturating curve acc(n) = a − b·n^(−c) through the final runs' test "
-            "accuracy against labelled images per class (a ≤ 100%, b ≥ 0, c fitted; fixed at 0.5 with two "
-            "sizes). Predictions are the mean over the seeds' curves with a 95% Student-t interval over "
-            "seeds; they are **extrapolations** beyond the largest measured size, and the interval does not "
-            "include the choice of curve."
-        )
+        return [
+            heading,
+            Callout("Needs final runs of two or more strategies at two or more data sizes."),
+            *notes,
+        ]
+    method = (
+        "Per strategy and seed, a saturating curve acc(n) = a − b·n^(−c) through the final runs' test "
+        "accuracy against labelled images per class (a ≤ 100%, b ≥ 0, c fitted; fixed at 0.5 with two "
+        "sizes). Predictions are the mean over the seeds' curves with a 95% Student-t interval over "
+        "seeds; they are **extrapolations** beyond the largest measured size, and the interval does not "
+        "include the choice of curve."
     )
-    header = (
-        "Strategy",
-        "Sizes fitted",
-        "Seeds",
-        *(f"Predicted at ≈{t:.0f}/class (extrapolated)" for t in o.targets),
-    )
+    targets = (f"Predicted at ≈{t:.0f}/class (extrapolated)" for t in o.targets)
     rows = tuple(
-        (
-            c.strategy,
-            ", ".join(f"{n:g}" for n in c.sizes),
-            str(len(c.seeds)),
-            *(_estimate(p) for p in c.predictions),
-        )
+        (c.strategy, ", ".join(f"{n:g}" for n in c.sizes), str(len(c.seeds)), *map(_estimate, c.predictions))
         for c in o.curves
     )
-    blocks.append(Table(header, rows, align=("l", "l", "r", *("r",) * len(o.targets))))
-    if notes:
-        blocks.append(Bullets(tuple(notes)))
-    blocks.append(Paragraph(outlook_sentence(o)))
-    return blocks
+    table = Table(("Strategy", "Sizes fitted", "Seeds", *targets), rows, align="llr" + "r" * len(o.targets))
+    return [heading, Paragraph(method), table, *notes, Paragraph(outlook_sentence(o))]
 
 
 # --- screen vs training -------------------------------------------------------------------------------------
@@ -588,41 +508,31 @@ def _score_cell(value: float, score: str) -> str:
 def _screen_rows(screen: pd.DataFrame, trained: pd.DataFrame, shown: Sequence[str]) -> list[tuple[str, ...]]:
     best = trained.sort_values("test_acc", ascending=False).drop_duplicates("backbone").set_index("backbone")
     rows = []
-    for r in screen.itertuples(index=False):
-        values = dict(zip(screen.columns, r, strict=True))
-        name = str(values["backbone"])
-        trained_cell = (
+    for r in screen.to_dict("records"):
+        name = str(r["backbone"])
+        top = (
             f"{pct(float(best.loc[name, 'test_acc']))} ({best.loc[name, 'strategy']})"
             if name in best.index
             else "—"
         )
         rows.append(
-            (
-                name,
-                str(values["resolution"]),
-                *(_score_cell(float(values[s]), s) for s in shown),
-                si(float(values["cost/forward_flops"]), "FLOPs"),
-                f"{float(values['cost/screen_seconds']):.1f} s",
-                trained_cell,
-            )
-        )
+            (name, str(r["resolution"]), *(_score_cell(float(r[s]), s) for s in shown),
+             si(float(r["cost/forward_flops"]), "FLOPs"), f"{float(r['cost/screen_seconds']):.1f} s", top)
+        )  # fmt: skip
     return rows
 
 
 def _agreement_rows(
     found: list[Agreement], shown: Sequence[str], order: Sequence[str]
-) -> list[tuple[str, ...]]:
+) -> tuple[tuple[str, ...], ...]:
     table = {(a.score, a.scope): a for a in found}
     rows = []
     for scope in order:
         cells = [table.get((s, scope)) for s in shown]
-        n = max((c.n for c in cells if c is not None), default=0)
-        if n == 0:
-            continue
-        rows.append(
-            (scope, str(n), *(f"{_num(c.kendall_tau)} / {_num(c.spearman_rho)}" if c else "—" for c in cells))
-        )
-    return rows
+        if n := max((c.n for c in cells if c is not None), default=0):
+            tau_rho = (f"{_num(c.kendall_tau)} / {_num(c.spearman_rho)}" if c else "—" for c in cells)
+            rows.append((scope, str(n), *tau_rho))
+    return tuple(rows)
 
 
 def _pick_text(pick: Pick) -> str:
@@ -651,8 +561,7 @@ def _status(row: pd.Series) -> str:
 
 
 def phase_blocks(screen: pd.DataFrame, trained: pd.DataFrame, shown: Sequence[str]) -> list[Block]:
-    """The screen as a phase of the study: kept and dropped backbones, and the screen's ranking beside
-    training's with Kendall's τ over the backbones that were trained (empty for a stand-alone screen)."""
+    """A study's screen phase: kept and dropped backbones, the screen's ranking beside training's."""
     if screen["kept"].isna().all():
         return []
     table = ranking_table(screen, trained)
@@ -666,63 +575,40 @@ def phase_blocks(screen: pd.DataFrame, trained: pd.DataFrame, shown: Sequence[st
         ),
     ]
     if len(dropped):
-        blocks.append(
-            Bullets(
-                tuple(
-                    f"`{r.backbone}`: {r.screen_reason or 'no reason recorded'}" for r in dropped.itertuples()
-                )
-            )
-        )
+        reasons = (f"`{r.backbone}`: {r.screen_reason or 'no reason recorded'}" for r in dropped.itertuples())
+        blocks.append(Bullets(tuple(reasons)))
     ranked = [s for s in shown if f"rank:{s}" in table]
-    blocks.append(
-        Table(
-            (
-                "backbone",
-                N.SCREEN,
-                *(f"rank by {SCREEN_SCORES[s]}" for s in ranked),
-                "trained rank",
-                "trained best",
-            ),
-            tuple(
-                (
-                    str(row["backbone"]),
-                    _status(row),
-                    *(_rank(row[f"rank:{s}"]) for s in ranked),
-                    _rank(row["trained_rank"]),
-                    "—"
-                    if pd.isna(row["trained_acc"])
-                    else f"{pct(float(row['trained_acc']))} ({row['trained_strategy']})",
-                )
-                for _, row in table.iterrows()
-            ),
-            align=("l", "l", *("r" for _ in ranked), "r", "r"),
-            caption="Ranks: 1 = best; the screen ranks every screened backbone, training only those it "
-            "trained (by the best strategy's mean final test accuracy).",
-        )
+    header = ("backbone", N.SCREEN, *(f"rank by {SCREEN_SCORES[s]}" for s in ranked), "trained rank",
+              "trained best")  # fmt: skip
+    rows = tuple(
+        (str(row["backbone"]), _status(row), *(_rank(row[f"rank:{s}"]) for s in ranked),
+         _rank(row["trained_rank"]),
+         "—" if pd.isna(acc := row["trained_acc"]) else f"{pct(float(acc))} ({row['trained_strategy']})")
+        for _, row in table.iterrows()
+    )  # fmt: skip
+    caption = (
+        "Ranks: 1 = best; the screen ranks every screened backbone, training only those it trained (by the "
+        "best strategy's mean final test accuracy)."
     )
+    blocks.append(Table(header, rows, align="ll" + "r" * len(ranked) + "rr", caption=caption))
     trained_n = int(table["trained_acc"].notna().sum())
     taus = [a for a in agreements(screen, trained) if a.scope == BEST_SCOPE]
     if trained_n < 2 or not taus:
-        blocks.append(
-            Paragraph(
-                "Fewer than two backbones were trained: there is no trained ranking to set the "
-                "screen's against (Kendall's τ needs two)."
-            )
+        text = (
+            "Fewer than two backbones were trained: there is no trained ranking to set the screen's against "
+            "(Kendall's τ needs two)."
         )
     else:
         items = ", ".join(f"{SCREEN_SCORES[a.score]} {_num(a.kendall_tau)}" for a in taus)
-        blocks.append(
-            Paragraph(
-                "**Kendall's τ-b between the screen's ranking and training's**, over the "
-                f"{trained_n} backbones that were trained: {items}. With {trained_n} backbones τ takes "
-                "few values" + (" (±1 only)." if trained_n == 2 else ".")
-            )
+        text = (
+            f"**Kendall's τ-b between the screen's ranking and training's**, over the {trained_n} backbones "
+            f"that were trained: {items}. With {trained_n} backbones τ takes few values"
+            + (" (±1 only)." if trained_n == 2 else ".")
         )
-    return blocks
+    return [*blocks, Paragraph(text)]
 
 
 def screen_blocks(screen: pd.DataFrame, trained: pd.DataFrame, figure: Figure | None) -> list[Block]:
-    """The section's blocks from the screen table and the trained accuracies (pure)."""
     shown = [s for s in SCREEN_SCORES if s in screen and not screen[s].isna().all()]
     blocks: list[Block] = [
         Heading("Screen vs training"),
@@ -735,27 +621,20 @@ def screen_blocks(screen: pd.DataFrame, trained: pd.DataFrame, figure: Figure | 
         Table(
             ("backbone", "px", *(SCREEN_SCORES[s] for s in shown), "forward", "screen time", "trained best"),
             tuple(_screen_rows(screen, trained, shown)),
-            align=("l", "r", *("r" for _ in shown), "r", "r", "r"),
+            align="lr" + "r" * len(shown) + "rrr",
             caption="Screen scores per backbone; 'trained best' = mean final test accuracy of the backbone's "
             "best strategy in this study.",
         ),
     ]
     blocks += phase_blocks(screen, trained, shown)
     if trained.empty or not set(trained["backbone"]) & set(screen["backbone"]):
-        blocks.append(
-            Callout(
-                "no completed final runs of the screened backbones: nothing to compare the screen with",
-                "warning",
-            )
-        )
-        return blocks
-    found = agreements(screen, trained)
-    rows = _agreement_rows(found, shown, scopes(trained))
+        text = "no completed final runs of the screened backbones: nothing to compare the screen with"
+        return [*blocks, Callout(text, "warning")]
     blocks.append(
         Table(
             ("scope", "n", *(SCREEN_SCORES[s] for s in shown)),
-            tuple(rows),
-            align=("l", "r", *("r" for _ in shown)),
+            _agreement_rows(agreements(screen, trained), shown, scopes(trained)),
+            align="lr" + "r" * len(shown),
             caption="Kendall's τ-b / Spearman's ρ between each screen score and mean final test accuracy: "
             f"across backbones within a strategy, across backbones at their best strategy ('{BEST_SCOPE}'), "
             "and over all cells. With n points τ takes few values (n = 3: ±1/3 or ±1); no p-values at "
@@ -776,40 +655,35 @@ def screen_blocks(screen: pd.DataFrame, trained: pd.DataFrame, figure: Figure | 
         )
         if len(decided) < len(chosen):
             verdict += f" ({len(chosen) - len(decided)} tied at the top)"
-        blocks.append(
-            Paragraph(f"**Would the screen alone have picked the same backbone?** {verdict.capitalize()}.")
-        )
-        blocks.append(Bullets(tuple(_pick_text(p) for p in chosen)))
-    if figure is not None:
-        blocks.append(figure)
-    return blocks
+        blocks += [
+            Paragraph(f"**Would the screen alone have picked the same backbone?** {verdict.capitalize()}."),
+            Bullets(tuple(_pick_text(p) for p in chosen)),
+        ]
+    return blocks if figure is None else [*blocks, figure]
 
 
-# The Methods section, written from what the runs logged (not from what the config meant to do).
+# The Methods section, from what the runs logged (not what the config meant to do).
 
 _TRAINING = ("optimizer", "schedule", "epochs", "batch_size", "weight_decay", "head", "precision", "augment")
 
 
-def _values(values: pd.Series, *, limit: int = 4) -> str:
+def _values(values: pd.Series, *, limit: int | None = 4) -> str:
     seen = sorted({str(v) for v in values.dropna() if str(v) not in {"", "<NA>"}})
     if not seen:
         return "not recorded"
     shown = ", ".join(f"`{v}`" for v in seen[:limit])
-    return shown if len(seen) <= limit else f"{shown} and {len(seen) - limit} more"
+    return shown if limit is None or len(seen) <= limit else f"{shown} and {len(seen) - limit} more"
 
 
-def _range(counts: pd.Series) -> str:
+def _per_cell(trials: pd.DataFrame, role: str, *, completed: bool = False) -> str:
+    """The range of run counts of ``role`` per strategy × size (``3`` or ``2–4``)."""
+    rows = trials[trials[N.ROLE] == role]
+    rows = rows[rows["outcome"] == "completed"] if completed else rows
+    counts = rows.groupby(["strategy", "n_per_class"]).size()
     if counts.empty:
         return "0"
     low, high = int(counts.min()), int(counts.max())
     return str(low) if low == high else f"{low}–{high}"
-
-
-def _per_cell(trials: pd.DataFrame, role: str, *, completed: bool = False) -> pd.Series:
-    rows = trials[trials[N.ROLE] == role]
-    if completed:
-        rows = rows[rows["outcome"] == "completed"]
-    return rows.groupby(["strategy", "n_per_class"]).size()
 
 
 def _when(ms: int | None) -> str:
@@ -818,19 +692,15 @@ def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _train_sizes(trials: pd.DataFrame) -> str:
-    parts = []
-    for size in sorted_sizes(trials["n_per_class"]):
-        n_train = trials[trials["n_per_class"] == size]["n_train"]
-        parts.append(f"{size_label(size)} → {_values(n_train)}")
-    return "; ".join(parts) if parts else "not recorded"
-
-
-def methods_section(inp: ReportInputs, totals: Totals) -> list[Block]:
+def methods_section(inp: StudyAnalysis, totals: Totals) -> list[Block]:
     t = inp.trials
     lrs = pd.to_numeric(t["lr"], errors="coerce").dropna()
     lr_text = f"{lrs.min():.3g}–{lrs.max():.3g}" if len(lrs) and lrs.min() != lrs.max() else _values(t["lr"])
     training = "; ".join(f"{name} {_values(t[name])}" for name in _TRAINING)
+    sizes = [
+        f"{size_label(s)} → {_values(t[t['n_per_class'] == s]['n_train'])}"
+        for s in sorted_sizes(t["n_per_class"])
+    ]
     role_hours = ", ".join(
         f"{role or '(no role)'} {sig(h)}" for role, h in totals.device_hours_by_role.items()
     )
@@ -841,11 +711,11 @@ def methods_section(inp: ReportInputs, totals: Totals) -> list[Block]:
         f"{_values(t['n_classes'])} classes "
         f"(data fingerprint {_values(t['data_fingerprint'])}). Validation {_values(t['n_val'])} and test "
         f"{_values(t['n_test'])} images, the same for every data size and seed (split seed "
-        f"{_values(t['split_seed'])}). Training images: {_train_sizes(t)}.",
-        f"**Protocol:** per strategy × data size, {_range(_per_cell(t, N.TUNE))} tuning trials chose the "
+        f"{_values(t['split_seed'])}). Training images: {'; '.join(sizes) or 'not recorded'}.",
+        f"**Protocol:** per strategy × data size, {_per_cell(t, N.TUNE)} tuning trials chose the "
         f"configuration on validation accuracy (learning rate {lr_text}); the best configuration was "
-        f"re-trained with {_range(_per_cell(t, N.FINAL))} final seed(s) per cell "
-        f"({_range(_per_cell(t, N.FINAL, completed=True))} completed), each evaluated once on the test set.",
+        f"re-trained with {_per_cell(t, N.FINAL)} final seed(s) per cell "
+        f"({_per_cell(t, N.FINAL, completed=True)} completed), each evaluated once on the test set.",
         f"**Training:** {training}.",
         f"**Statistics:** means over final seeds with two-sided 95% Student-t intervals (n−1 degrees of "
         f"freedom); no interval from a single seed. Recommendation tolerance: {pp(inp.tolerance)} "
@@ -864,17 +734,16 @@ def methods_section(inp: ReportInputs, totals: Totals) -> list[Block]:
         f"{_when(totals.first_start_ms)} to {_when(totals.last_end_ms)}.",
     )
     blocks: list[Block] = [Heading("Methods"), Bullets(bullets)]
-    if inp.parent_params:
-        blocks.append(Paragraph("Sweep settings logged on the study's parent run:"))
-        blocks.append(
-            Table(
-                ("Parameter", "Value"),
-                tuple((f"`{k}`", redact_uri(str(v))) for k, v in sorted(inp.parent_params.items())),
-            )
-        )
-    blocks += tuning_blocks(t, inp.sweep_yaml)
+    parent = inp.records.parent
+    if parent is not None and parent.params:
+        settings = tuple((f"`{k}`", redact_uri(str(v))) for k, v in sorted(parent.params.items()))
+        blocks += [
+            Paragraph("Sweep settings logged on the study's parent run:"),
+            Table(("Parameter", "Value"), settings),
+        ]
+    blocks += tuning_blocks(t, inp.records.sweep_yaml)
     blocks += budget_blocks(t, tolerance=inp.tolerance)
-    blocks += race_blocks(inp.race_json)
+    blocks += race_blocks(inp.records.race_json)
     blocks += [
         Heading("Collapse rule", level=3),
         Paragraph(
@@ -917,14 +786,14 @@ def cost_rule(t: pd.DataFrame) -> str:
 
 
 def tuning_blocks(t: pd.DataFrame, sweep_yaml: str | None) -> list[Block]:
-    """Per arm: its tuning trials and the ranges it searched (every arm should be tuned alike)."""
     rows = tuning_protocol(t, sweep_yaml)
     if not rows:
         return []
-    budget = tuning_budget(sweep_yaml)
+    budget, tune_at = sweep_budget(sweep_yaml, "trials_per_cell"), sweep_budget(sweep_yaml, "tune_at")
+    budget = budget if isinstance(budget, int) else None
     # Arms with nothing to search (as_is) are not tuned by design; with budget.tune_at, one size is
     # tuned and the others run its choice: neither is a smaller tuning budget.
-    carried_from = {r.strategy: r.n_per_class for r in rows if r.trials} if tune_at(sweep_yaml) else {}
+    carried_from = {r.strategy: r.n_per_class for r in rows if r.trials} if tune_at not in (None, "") else {}
     compared = [r for r in rows if r.searched != () and not (r.trials == 0 and r.strategy in carried_from)]
     tuned = [r for r in compared if r.trials]
     counts = {r.trials for r in tuned}
@@ -944,44 +813,29 @@ def tuning_blocks(t: pd.DataFrame, sweep_yaml: str | None) -> list[Block]:
             + (f" The sweep asked for {budget} per arm." if budget else "")
         )
     if carried_from:
-        verdict += (
-            f" Tuned at one data size (`budget.tune_at: {tune_at(sweep_yaml)}`); the other sizes ran that "
-            "choice."
-        )
+        verdict += f" Tuned at one data size (`budget.tune_at: {tune_at}`); the other sizes ran that choice."
 
     def trials_text(r: TuningRow) -> str:
         if r.trials:
-            return f"{r.trials} ({_outcomes(r.counts)})"
+            return f"{r.trials} ({', '.join(f'{n} {outcome}' for outcome, n in sorted(r.counts.items()))})"
         if r.strategy in carried_from and r.searched != ():
             return f"0 (the choice at {size_label(carried_from[r.strategy])})"
         return "0"
 
-    def searched(r: TuningRow) -> str:
-        if r.searched is None:
-            return "sweep definition not recorded"
-        return "; ".join(r.searched) if r.searched else "no `search` in the sweep definition"
-
+    said: dict[tuple[str, ...] | None, str] = {
+        None: "sweep definition not recorded",
+        (): "no `search` in the sweep definition",
+    }
+    table = tuple(
+        (size_label(r.n_per_class), r.strategy, trials_text(r),
+         said.get(r.searched) or "; ".join(r.searched or ()))
+        for r in rows
+    )  # fmt: skip
     return [
         Heading("Tuning protocol", level=3),
         Paragraph(verdict + " Tuning chose on validation accuracy; the searched ranges are the sweep's."),
-        Table(
-            ("Data", "Arm", "Tuning trials", "Searched"),
-            tuple(
-                (
-                    size_label(r.n_per_class),
-                    r.strategy,
-                    trials_text(r),
-                    searched(r),
-                )
-                for r in rows
-            ),
-            align=("l", "l", "r", "l"),
-        ),
+        Table(("Data", "Arm", "Tuning trials", "Searched"), table, align="llrl"),
     ]
-
-
-def _outcomes(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
 
 
 def budget_blocks(t: pd.DataFrame, *, tolerance: float) -> list[Block]:
@@ -989,13 +843,10 @@ def budget_blocks(t: pd.DataFrame, *, tolerance: float) -> list[Block]:
     checks = budget_checks(t)
     heading = Heading("Trained enough?", level=3)
     if not checks:
-        return [
-            heading,
-            Paragraph(
-                "This study ran no budget check (`role=budget_check`): whether each arm's step budget was "
-                "enough is not shown."
-            ),
-        ]
+        text = (
+            "This study ran no budget check (`role=budget_check`): whether each arm's step budget was enough"
+        )
+        return [heading, Paragraph(f"{text} is not shown.")]
     done = [c for c in checks if c.change is not None]
     more = [c for c in done if abs(c.change or 0.0) > tolerance]
     if done and not more:
@@ -1019,31 +870,20 @@ def budget_blocks(t: pd.DataFrame, *, tolerance: float) -> list[Block]:
     if failed:
         verdict += f" {len(failed)} check(s) did not complete (listed)."
     rows = tuple(
-        (
-            size_label(c.n_per_class),
-            c.strategy,
-            f"×{c.factor}",
-            pct(c.base_val),
-            pct(c.val) if c.val is not None else c.reason.removeprefix(N.FAILED_PREFIX) or c.outcome,
-            signed_pp(c.change) if c.change is not None else "—",
-        )
+        (size_label(c.n_per_class), c.strategy, f"×{c.factor}", pct(c.base_val),
+         pct(c.val) if c.val is not None else c.reason.removeprefix(N.FAILED_PREFIX) or c.outcome,
+         signed_pp(c.change) if c.change is not None else "—")
         for c in checks
+    )  # fmt: skip
+    header = ("Data", "Arm", "Budget", "Validation acc.", "With the larger budget", "Change")
+    caption = (
+        "Budget checks: a tuned configuration re-run with a multiple of its step budget; validation accuracy "
+        "only (test data never decides)."
     )
-    return [
-        heading,
-        Paragraph(verdict),
-        Table(
-            ("Data", "Arm", "Budget", "Validation acc.", "With the larger budget", "Change"),
-            rows,
-            align=("l", "l", "r", "r", "r", "r"),
-            caption="Budget checks: a tuned configuration re-run with a multiple of its step budget; "
-            "validation accuracy only (test data never decides).",
-        ),
-    ]
+    return [heading, Paragraph(verdict), Table(header, rows, align="llrrrr", caption=caption)]
 
 
 def race_blocks(race_json: str | None) -> list[Block]:
-    """The racing rule and the race table (arm, seeds run, round retired, why) from ``race.json``."""
     heading = Heading("Final seeds: the race", level=3)
     try:
         race = parse_race(race_json)
@@ -1055,27 +895,17 @@ def race_blocks(race_json: str | None) -> list[Block]:
     rounds = f"{race.rounds} round(s)" if race.rounds is not None else "rounds not recorded"
     rule = race.rule or "not recorded"
     rows = tuple(
-        (
-            size_label(a.n_per_class),
-            a.label,
-            f"{len(a.seeds)} ({', '.join(map(str, a.seeds))})" if a.seeds else "0",
-            "—" if a.retired_round is None else str(a.retired_round),
-            a.reason or "—",
-        )
+        (size_label(a.n_per_class), a.label,
+         f"{len(a.seeds)} ({', '.join(map(str, a.seeds))})" if a.seeds else "0",
+         "—" if a.retired_round is None else str(a.retired_round), a.reason or "—")
         for a in race.arms
+    )  # fmt: skip
+    text = (
+        f"Final seeds ran in rounds, paired across the arms of a data size ({cap}, {rounds}). Rule: {rule}. "
+        "Decisions read validation accuracy only; a retired arm's test results are still reported, over the "
+        "seeds it got, so arms have different numbers of seeds: each arm's mean and interval use its own "
+        "seeds, and paired comparisons pair only seeds both arms have."
     )
-    return [
-        heading,
-        Paragraph(
-            f"Final seeds ran in rounds, paired across the arms of a data size ({cap}, {rounds}). "
-            f"Rule: {rule}. Decisions read validation accuracy only; a retired arm's test results are still "
-            "reported, over the seeds it got, so arms have different numbers of seeds: each arm's mean and "
-            "interval use its own seeds, and paired comparisons pair only seeds both arms have."
-        ),
-        Table(
-            ("Data", "Arm", "Seeds run", "Retired in round", "Why"),
-            rows,
-            align=("l", "l", "r", "r", "l"),
-            caption="From race.json on the study's parent run.",
-        ),
-    ]
+    header = ("Data", "Arm", "Seeds run", "Retired in round", "Why")
+    caption = "From race.json on the study's parent run."
+    return [heading, Paragraph(text), Table(header, rows, align="llrrl", caption=caption)]

@@ -1,6 +1,5 @@
-"""The report's statistics (pure, numpy/scipy): means with Student-t intervals over seeds, the
-accuracy-cost Pareto frontier, and how sure a paired difference in test accuracy is (variance
-components over seeds x test images, detectable differences, P(best)).
+"""The report's statistics (pure): Student-t means over seeds, the Pareto frontier, and how sure a paired
+difference in test accuracy is (variance components over seeds x test images, power, P(best)).
 """
 
 from __future__ import annotations
@@ -83,20 +82,12 @@ def pareto_front(costs: Sequence[float], accuracies: Sequence[float], *, atol: f
 
 
 # --- how sure a paired difference is ------------------------------------------------------------------------
-# At one data size the final runs form a crossed design: every strategy is trained on the same seeds (so
-# on the same training subsets) and scored on the same test images. For a contrast of strategies (best
-# minus another), ``D[i, j]`` is the contrast of correctness for seed ``i`` on test image ``j``; its mean
-# estimates the difference expected on a fresh seed and a fresh test set from the same distribution. The
-# two-way random-effects ANOVA of ``D`` splits the variance of that mean into
-# ``seed / k + image / m + interaction / (k m)`` (components from the mean squares, truncated at zero),
-# and a Student-t interval uses Satterthwaite's degrees of freedom.
-#
-# Why not a bootstrap over seeds: with 3 seeds there are 10 distinct resamples and the bootstrap variance
-# is (k-1)/k of the usual estimate, so its "95%" intervals cover far less often (see the tests).
-#
-# Without per-image predictions (older studies) the test-set part is approximated as binomial,
-# ``p (1 - p) / m`` per strategy and independent across strategies; that ignores the positive
-# correlation of strategies scored on the same images, so it is wider than the paired truth.
+# Final runs of a size are crossed: every strategy on the same seeds and test images. ``D[i, j]``, the
+# contrast of correctness for seed i on image j, has a mean whose variance the two-way random-effects
+# ANOVA splits into ``seed / k + image / m + interaction / (k m)``; the t interval uses Satterthwaite's
+# degrees of freedom. Not a bootstrap over seeds: with 3 seeds there are 10 distinct resamples and its
+# "95%" intervals cover far less often (see the tests). Without per-image predictions (older studies)
+# the test-set part is binomial, p (1 - p) / m per strategy, independent: wider than the paired truth.
 
 PER_IMAGE, BINOMIAL = "per_image", "binomial"
 

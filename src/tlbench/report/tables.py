@@ -1,16 +1,8 @@
-"""The trials table (MLflow records -> one tidy row per trial, and results.csv) and the pure tables over
-it: the summary (final runs only), outcome counts, gaps and failures, collapsed configurations, totals,
-the protocol as the runs and the sweep definition record it (tuning, budget checks, the race), and the
-screen against training (rank agreement, picks, rankings).
+"""The trials table (one tidy row per MLflow run; results.csv) and the pure tables over it.
 
-Columns keep MLflow's names (params by key, metrics like ``test/acc``), so a number in the table can be
-traced to the run. Values are not rounded; numeric params are parsed only when every value parses, so
-the CSV never disagrees with the logged string. Each run's ``outcome`` (completed, pruned, failed,
-interrupted, running) and whether it collapsed are decided here, once; a study that crosses
-``backbone`` or ``data.resolution`` with the strategies gets its arms labelled here too.
-
-Protocol: test accuracy is read only from ``role=final`` runs whose outcome is ``completed``; tuning
-runs chose the configuration on validation accuracy and never contribute a test number.
+Columns keep MLflow's names so a number can be traced to its run; numeric params are parsed only when
+every value parses, so the CSV never disagrees with the logged string. Each run's ``outcome`` and
+collapse are decided here, once. Test accuracy is read only from completed ``role=final`` runs.
 """
 
 from __future__ import annotations
@@ -23,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from scipy.stats import kendalltau, spearmanr
 
 from tlbench.report.render import sorted_sizes, sorted_strategies
 from tlbench.report.stats import mean_ci
@@ -82,11 +75,8 @@ CHANCE_SE = 2.0  # "within noise of chance": validation accuracy at most chance 
 
 
 def outcome(status: str, mlflow_status: str) -> str:
-    """completed | pruned | failed | interrupted | running, from the ``status`` tag and MLflow's status.
-
-    Pruned trials are FINISHED with ``status=pruned`` (KILLED in older studies: the tag decides);
-    KILLED without a result means interrupted (stopped, redone on resume), which is not a failure.
-    """
+    """From the ``status`` tag and MLflow's status; KILLED without a result is interrupted, not failed
+    (older studies' pruned trials are KILLED too: the tag decides)."""
     if status == COMPLETED:
         return "completed"
     if status == PRUNED:
@@ -100,20 +90,9 @@ def outcome(status: str, mlflow_status: str) -> str:
     return "failed"  # the run ended without saying how: count it as a failure, never as a result
 
 
-def chance_noise(n_classes: float, n_val: float) -> float | None:
-    """The highest validation accuracy still within noise of chance (1/classes + 2 standard errors)."""
-    if not (n_classes >= 2 and n_val >= 1):
-        return None
-    chance = 1.0 / n_classes
-    return chance + CHANCE_SE * math.sqrt(chance * (1 - chance) / n_val)
-
-
 def collapse(run: RunRecord) -> str | None:
-    """Why the run is degenerate (collapse is a failure, never a finding), or None.
-
-    The trial's own verdict (tag ``collapsed``, status ``failed: collapsed: ...``) first; for runs of
-    older studies that carry none, a completed run whose validation accuracy is within noise of chance.
-    """
+    """Why the run is degenerate, or None: the trial's own verdict, else (older studies) a completed run
+    whose validation accuracy is within noise of chance (1/classes + 2 standard errors)."""
     status = run.tags.get(STATUS, "")
     if run.tags.get(COLLAPSED) == "true" or status.startswith(COLLAPSED_PREFIX):
         reason = run.tags.get(COLLAPSE_REASON) or status.removeprefix(COLLAPSED_PREFIX)
@@ -123,8 +102,10 @@ def collapse(run: RunRecord) -> str | None:
         n_classes, n_val = float(run.params.get("n_classes", "")), float(run.params.get("n_val", ""))
     except ValueError:
         return None
-    limit = chance_noise(n_classes, n_val)
-    if status != COMPLETED or val is None or limit is None or val > limit:
+    if status != COMPLETED or val is None or not (n_classes >= 2 and n_val >= 1):
+        return None
+    chance = 1.0 / n_classes
+    if val > chance + CHANCE_SE * math.sqrt(chance * (1 - chance) / n_val):
         return None
     return (
         f"validation accuracy {100 * val:.1f}% is within noise of chance ({100 / n_classes:.1f}% for "
@@ -192,25 +173,14 @@ def trials_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
     return frame.sort_values(["start_time_ms", "run_id"], na_position="last").reset_index(drop=True)
 
 
-# --- arms: strategy x the factors a study varies ------------------------------------------------------------
-# A study that crosses ``data.resolution`` or ``backbone`` with the strategies (the cheapest knobs users
-# have) must not pool its runs per strategy: each combination is an arm of its own, labelled
-# ``"<strategy>, <value>"`` (``linear_probe, 224px``), which every table, figure and the recommendation
-# then treat as a strategy (figures keep the strategy's colour for its arms).
-
 ARM_FACTORS = (("backbone", "{}"), ("resolution", "{}px"))  # column, how a value is labelled
 
 
-def varying_factors(trials: pd.DataFrame) -> list[str]:
-    """The arm factors that take more than one value among the trained final runs."""
-    finals = trials[(trials[N.ROLE] == N.FINAL) & ~trials["strategy"].isin(UNTRAINED)]
-    return [c for c, _ in ARM_FACTORS if c in finals and finals[c].dropna().astype(str).nunique() > 1]
-
-
 def label_arms(trials: pd.DataFrame) -> pd.DataFrame:
-    """``trials`` with ``strategy`` relabelled per arm when the study varies an arm factor; the plain
-    strategy stays in ``strategy_name``. Unchanged (no copy) when nothing varies."""
-    varying = varying_factors(trials)
+    """A study that varies an arm factor among its trained finals gets one arm per combination:
+    ``strategy`` becomes ``"linear_probe, 224px"`` (the plain name stays in ``strategy_name``)."""
+    finals = trials[(trials[N.ROLE] == N.FINAL) & ~trials["strategy"].isin(UNTRAINED)]
+    varying = [c for c, _ in ARM_FACTORS if c in finals and finals[c].dropna().astype(str).nunique() > 1]
     if not varying:
         return trials
     out = trials.copy()
@@ -230,9 +200,8 @@ SUMMARY_COLUMNS = (
 )  # fmt: skip
 
 
-# Cost of one run as a user running it alone would pay it: the ``standalone`` metric adds back
-# frozen-prefix features this run reused from an earlier trial of the sweep; studies spend the
-# plain metric (totals use it). Older runs without the standalone metric fall back to it.
+# A run's cost as if run alone: ``standalone`` adds back frozen features it reused from another trial
+# (totals use the plain metric, which older runs have alone).
 _RUN_COST = {
     "device_hours": ("cost/standalone_device_hours", N.DEVICE_HOURS),
     "train_flops": ("cost/standalone_train_flops", N.TRAIN_FLOPS),
@@ -240,7 +209,6 @@ _RUN_COST = {
 
 
 def run_cost(frame: pd.DataFrame, kind: str) -> pd.Series:
-    """Per-run cost (``device_hours`` or ``train_flops``) as if the run had been done on its own."""
     standalone, spent = _RUN_COST[kind]
     cost = frame[spent].astype(float)
     if standalone in frame.columns:
@@ -248,16 +216,13 @@ def run_cost(frame: pd.DataFrame, kind: str) -> pd.Series:
     return cost
 
 
-def final_results(trials: pd.DataFrame) -> pd.DataFrame:
-    """The runs the summary is made of: final role, completed, with a test accuracy."""
-    mask = (trials[N.ROLE] == N.FINAL) & (trials["outcome"] == "completed") & trials[N.TEST_ACC].notna()
-    return trials[mask]
+def final_results(trials: pd.DataFrame, role: str = N.FINAL, metric: str = N.TEST_ACC) -> pd.DataFrame:
+    """Completed runs of ``role`` with ``metric``: by default the final runs the summary is made of."""
+    return trials[(trials[N.ROLE] == role) & (trials["outcome"] == "completed") & trials[metric].notna()]
 
 
 def tune_results(trials: pd.DataFrame) -> pd.DataFrame:
-    """Completed tuning trials with a validation accuracy (LR sensitivity, trade-off by trial)."""
-    mask = (trials[N.ROLE] == N.TUNE) & (trials["outcome"] == "completed") & trials[N.VAL_ACC].notna()
-    return trials[mask]
+    return final_results(trials, N.TUNE, N.VAL_ACC)
 
 
 def _order(frame: pd.DataFrame) -> pd.DataFrame:
@@ -268,10 +233,8 @@ def _order(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_table(trials: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
-    """strategy × data size -> mean test accuracy ± CI half-width over final seeds, mean costs, best flag.
-
-    ``acc_ci`` is NaN for a single seed. ``best`` marks the highest mean accuracy per size (ties: all).
-    """
+    """Per strategy × size: mean test accuracy ± CI half-width (NaN: one seed), mean costs, and ``best``
+    (the highest mean of its size; ties: all)."""
     rows = []
     for (size, strategy), group in final_results(trials).groupby(["n_per_class", "strategy"], sort=False):
         estimate = mean_ci(group[N.TEST_ACC].tolist(), confidence=confidence)
@@ -346,8 +309,7 @@ def cell_gaps(trials: pd.DataFrame) -> list[CellStatus]:
 
 
 def failures(trials: pd.DataFrame) -> list[tuple[str, str, str, str]]:
-    """(role, strategy, size, status text) of failed trials that did not collapse, so the report can say
-    why (collapsed ones have their own list: :func:`failed_configurations`)."""
+    """(role, strategy, size, status text) of failed trials that did not collapse."""
     failed = trials[(trials["outcome"] == "failed") & ~trials[N.COLLAPSED]]
     return [
         (str(r[N.ROLE]), str(r["strategy"]), str(r["n_per_class"]), str(r[N.STATUS]) or "no status recorded")
@@ -488,18 +450,10 @@ def searched_ranges(sweep_yaml: str | None, cell: str) -> tuple[str, ...] | None
     return tuple(f"`{path}` {_describe(spec)}" for path, spec in params.items())
 
 
-def tuning_budget(sweep_yaml: str | None) -> int | None:
-    """``budget.trials_per_cell`` of the sweep definition (None when it does not say)."""
+def sweep_budget(sweep_yaml: str | None, key: str) -> object:
+    """``budget.<key>`` of the sweep definition (``trials_per_cell``, ``tune_at``); None when unsaid."""
     budget = (_sweep(sweep_yaml) or {}).get("budget")
-    value = budget.get("trials_per_cell") if isinstance(budget, dict) else None
-    return int(value) if isinstance(value, int) else None
-
-
-def tune_at(sweep_yaml: str | None) -> str | None:
-    """``budget.tune_at`` of the sweep definition (one size tuned, its choice run at the others)."""
-    budget = (_sweep(sweep_yaml) or {}).get("budget")
-    value = budget.get("tune_at") if isinstance(budget, dict) else None
-    return None if value is None else str(value)
+    return budget.get(key) if isinstance(budget, dict) else None
 
 
 @dataclass(frozen=True)
@@ -604,8 +558,8 @@ class Race:
 
 
 def parse_race(text: str | None) -> Race | None:
-    """``race.json`` (CONTRACTS.md schema); None when the study did not race. Raises ValueError when the
-    file is not that schema (the report says so rather than guessing)."""
+    """``race.json`` (CONTRACTS.md schema); None when the study did not race; ValueError when not that
+    schema (the report says so rather than guessing)."""
     if not text:
         return None
     try:
@@ -636,12 +590,8 @@ def parse_race(text: str | None) -> Race | None:
 
 
 # --- the screen against training ----------------------------------------------------------------------------
-# Inputs are the study's ``role=screen`` runs (one per backbone; the latest when a backbone was screened
-# twice) and its trials table. Training's answer per (backbone, strategy) is the mean test accuracy of
-# the completed ``role=final`` runs. For each screen score, Kendall's tau-b and Spearman's rho are
-# computed across backbones within each strategy, across backbones for each backbone's best strategy,
-# and over all (backbone, strategy) cells pooled (the screen score repeats across a backbone's
-# strategies there, so tau-b's tie correction matters).
+# Each screen score's Kendall tau-b and Spearman rho with mean final test accuracy: within each strategy,
+# at each backbone's best strategy, and over all cells pooled (scores repeat there: tau-b handles ties).
 
 # metric -> label, in the order the report shows them
 SCREEN_SCORES = {
@@ -683,17 +633,14 @@ def screen_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
         "n_train",
         "kept",
         N.SCREEN_REASON,
-        *SCREEN_SCORES,
-        *SCREEN_COSTS,
     ]
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=[*columns, *SCREEN_SCORES, *SCREEN_COSTS])
     return frame.drop_duplicates("backbone", keep="last").sort_values("backbone").reset_index(drop=True)
 
 
 def trained_accuracy(trials: pd.DataFrame) -> pd.DataFrame:
     """Mean final test accuracy per (backbone, strategy): columns backbone, strategy, test_acc, seeds."""
-    mask = (trials[N.ROLE] == N.FINAL) & (trials["outcome"] == "completed") & trials[N.TEST_ACC].notna()
-    final = trials.loc[mask, ["backbone", "strategy", N.TEST_ACC]].astype({"backbone": "string"})
+    final = final_results(trials)[["backbone", "strategy", N.TEST_ACC]].astype({"backbone": "string"})
     grouped = final.groupby(["backbone", "strategy"], sort=True)[N.TEST_ACC]
     out = pd.DataFrame({"test_acc": grouped.mean(), "seeds": grouped.size()}).reset_index()
     return out.astype({"backbone": str, "strategy": str})
@@ -708,16 +655,6 @@ class Agreement:
     n: int  # points compared
     kendall_tau: float  # tau-b; NaN when fewer than 2 points or a side is constant
     spearman_rho: float
-
-
-def _rank_stats(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    from scipy.stats import kendalltau, spearmanr
-
-    if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
-        return math.nan, math.nan
-    tau = float(kendalltau(x, y, variant="b").statistic)
-    rho = float(spearmanr(x, y).statistic)
-    return tau, rho
 
 
 def _pairs(screen: pd.DataFrame, trained: pd.DataFrame, score: str) -> pd.DataFrame:
@@ -752,8 +689,12 @@ def agreements(screen: pd.DataFrame, trained: pd.DataFrame) -> list[Agreement]:
                 part = pairs[pairs["strategy"] == scope]
             if part.empty:
                 continue
-            tau, rho = _rank_stats(list(part[score]), list(part["test_acc"]))
-            out.append(Agreement(score, scope, len(part), tau, rho))
+            x, y = list(part[score]), list(part["test_acc"])
+            if len(set(x)) < 2 or len(set(y)) < 2:  # scipy warns and returns NaN
+                out.append(Agreement(score, scope, len(part), math.nan, math.nan))
+            else:
+                tau, rho = kendalltau(x, y, variant="b").statistic, spearmanr(x, y).statistic
+                out.append(Agreement(score, scope, len(part), float(tau), float(rho)))
     return out
 
 
@@ -807,11 +748,6 @@ def picks(screen: pd.DataFrame, trained: pd.DataFrame) -> list[Pick]:
     return out
 
 
-def ranks(values: pd.Series) -> pd.Series:
-    """1 = best (highest); ties share the better rank; NaN stays NaN."""
-    return values.rank(ascending=False, method="min")
-
-
 def ranking_table(screen: pd.DataFrame, trained: pd.DataFrame) -> pd.DataFrame:
     """Per screened backbone: kept or dropped, its rank by each screen score, its trained rank and accuracy
     (the best strategy's mean final test accuracy). Rows: trained backbones by trained rank, then the rest."""
@@ -819,9 +755,9 @@ def ranking_table(screen: pd.DataFrame, trained: pd.DataFrame) -> pd.DataFrame:
     out = screen[["backbone", "kept", N.SCREEN_REASON]].copy()
     for score in SCREEN_SCORES:
         if score in screen and not screen[score].isna().all():
-            out[f"rank:{score}"] = ranks(screen[score]).to_numpy()
+            out[f"rank:{score}"] = screen[score].rank(ascending=False, method="min").to_numpy()
     out["trained_acc"] = out["backbone"].map(best["test_acc"]) if len(best) else math.nan
     out["trained_strategy"] = out["backbone"].map(best["strategy"]) if len(best) else None
-    out["trained_rank"] = ranks(out["trained_acc"].astype(float))
+    out["trained_rank"] = out["trained_acc"].astype(float).rank(ascending=False, method="min")
     order = out["trained_rank"].fillna(math.inf)
     return out.assign(_o=order).sort_values(["_o", "backbone"]).drop(columns="_o").reset_index(drop=True)
