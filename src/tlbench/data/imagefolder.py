@@ -1,26 +1,14 @@
 """Image folders (``data.root``): find the layout, decode every image once, report every problem in one place.
 
-Two layouts are recognised:
-
-* split folders: ``root/train/<class>/...`` plus ``root/val/`` (also ``valid/``, ``validation/``)
-  and/or ``root/test/``, each holding class folders;
-* flat: ``root/<class>/...`` — every sub-folder of the root is a class.
-
-Image files are found recursively inside each class folder and chosen by extension; hidden files
-and other extensions (``.txt``, ``.DS_Store``, ...) are ignored. Split rules:
-
-* ``train/`` with both a validation folder and ``test/``: all three are used as they are.
-* ``train/`` with only one held-out folder (``val/`` or ``test/``): that folder is the TEST set and
-  validation is carved from ``train/`` with ``data.val_fraction`` (a model selected on its test set
-  would report an optimistic score).
-* ``train/`` alone, or flat class folders: validation and test are both carved from the pool.
-
-Classes are the union of class-folder names over all splits, sorted. A class with no usable image
-anywhere is skipped with a warning (fewer than two classes left is a :class:`DataError`); a class
-missing from one split is kept and that split is named in a warning. Unreadable files are skipped and
-all named in one warning; identical files are named in one warning about leakage.
-
-Decoding is :mod:`tlbench.data.decode` (its own module: it ships with an exported model).
+Layouts: split folders (``root/train/<class>/...`` plus ``root/val/`` (or ``valid/``, ``validation/``)
+and/or ``root/test/``), or flat (``root/<class>/...``). Images are found recursively in each class folder
+by extension (hidden files and other extensions are ignored). ``train/`` with a validation folder and
+``test/`` uses all three; with only one held-out folder, that folder is the TEST set and validation is
+carved from ``train/`` (a model selected on its test set would report an optimistic score); ``train/``
+alone or a flat layout carves both. Classes are the sorted union of class-folder names; a class without
+a usable image is skipped with a warning (fewer than two left: :class:`DataError`), one missing from a
+split is named in a warning; unreadable and identical files are each named in one warning. Decoding is
+:mod:`tlbench.data.decode` (its own module: it ships with an exported model).
 """
 
 from __future__ import annotations

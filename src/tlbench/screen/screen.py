@@ -25,14 +25,14 @@ from tlbench.config.compose import config_dir
 from tlbench.config.schema import RunConfig, StrategyConfig, StrategyName, WeightsSource
 from tlbench.cost.device import DeviceInfo, device_hours
 from tlbench.cost.flops import measure_forward_flops
-from tlbench.data import BatchTransform, DataSplits
+from tlbench.data import BatchTransform, DataSplits, InMemoryLoader
 from tlbench.errors import ConfigError, ModelError
 from tlbench.models.network import EMBEDDED, build_model
 from tlbench.screen.scores import ScoreSettings, Timed, cv_folds, feature_scores
 from tlbench.tracking import MlflowRun, check_reachable
 from tlbench.tracking import names as N
 from tlbench.training.inputs import FeatureCache, InputPlan, cached_inputs, feature_cache, plan_inputs
-from tlbench.training.prepare import prepare, resolve_defaults
+from tlbench.training.prepare import Trial, prepare, resolve_defaults
 from tlbench.training.record import evaluate
 
 DEFAULT_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -164,12 +164,6 @@ def extract(network: nn.Module, splits: DataSplits, plan: InputPlan, cache: Feat
     return ScreenFeatures(x[0], y[0], x[1], y[1], extraction)
 
 
-# --- as_is: the pretrained classifier on validation ---------------------------------------------------------
-
-# It needs the source classifier, which the feature backbone drops, so the network is built again with
-# the ``as_is`` strategy (the same weights, data and normalisation) and run once over validation.
-
-
 @dataclass(frozen=True)
 class AsIsScore:
     accuracy: float  # on the validation split
@@ -177,32 +171,22 @@ class AsIsScore:
     flops: float  # forward FLOPs over validation
 
 
-def as_is_accuracy(
-    cfg: RunConfig,
-    splits: DataSplits,
-    class_map: Mapping[str, Sequence[str]],
-    *,
-    device: DeviceInfo,
-    precision: str,
-) -> AsIsScore:
-    """Validation accuracy of the backbone's own classifier with ``class_map`` (no training); ``cfg``:
-    the screen's resolved trial config, ``splits`` its data on ``device``."""
-    start = time.perf_counter()
+def as_is_accuracy(trial: Trial, class_map: Mapping[str, Sequence[str]]) -> AsIsScore:
+    """Validation accuracy of the backbone's own classifier with ``class_map`` (no training): the feature
+    backbone drops that classifier, so the network is built again with the ``as_is`` strategy."""
+    start, device, val = time.perf_counter(), trial.device, trial.splits.val
     strategy = StrategyConfig(
         name=StrategyName.as_is, class_map={k: [str(v) for v in vs] for k, vs in class_map.items()}
     )
-    cfg = replace(cfg, strategy=strategy)
-    model = build_model(cfg, class_names=splits.class_names)
+    cfg = replace(trial.cfg, strategy=strategy)
+    model = build_model(cfg, class_names=trial.splits.class_names)
     network = model.network.to(device.torch_device).eval()
     transform = BatchTransform(mean=model.mean, std=model.std)
-    val = splits.val
-    batch = cfg.trainer.eval_batch_size
-    batches = (
-        (transform(val.images[first : first + batch]), val.labels[first : first + batch])
-        for first in range(0, len(val), batch)
+    batches = InMemoryLoader(
+        val.images, val.labels, batch_size=cfg.trainer.eval_batch_size, transform=transform
     )
     # the trial's own evaluation: the screen's as_is accuracy is the number an as_is trial would log
-    accuracy = evaluate(network, batches, device_type=device.kind, precision=precision).accuracy
+    accuracy = evaluate(network, batches, device_type=device.kind, precision=trial.precision).accuracy
     if device.is_gpu:
         torch.cuda.synchronize(device.torch_device)
     seconds = time.perf_counter() - start
@@ -382,9 +366,7 @@ def screen_backbone(
     scores = feature_scores(
         features.train, features.train_labels, features.val, features.val_labels, settings
     )
-    as_is = None
-    if class_map:
-        as_is = as_is_accuracy(cfg, splits, class_map, device=trial.device, precision=trial.precision)
+    as_is = as_is_accuracy(trial, class_map) if class_map else None
     params = {
         "dataset": cfg.data.name.value,
         "data_root": cfg.data.root or "",
