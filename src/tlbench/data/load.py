@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from tlbench.config.schema import DataConfig
+from tlbench.data import sources
 from tlbench.data.containers import DataSplits, SourceData, TensorSplit
-from tlbench.data.sources import get_source
 from tlbench.data.splits import cap_per_class, stratified_split, stratified_subset
 from tlbench.errors import DataError
 
@@ -93,7 +93,7 @@ def _prepare(cfg: DataConfig) -> _Prepared:
     The cache holds the split tensors, not the raw decode, so a dataset costs one copy of memory;
     changing split parameters (rare within a sweep) decodes again.
     """
-    source = get_source(cfg.name)
+    source = sources.SOURCES[cfg.name]  # a DatasetName (DataConfig checks it): each has a source
     key = (cfg.name.value, source.cache_key(cfg), tuple(_split_params(cfg).items()))
     with _cache_lock:
         if key in _cache:

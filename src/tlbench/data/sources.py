@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tlbench.config.schema import DataConfig, DatasetName
 from tlbench.data import imagefolder
 from tlbench.data.containers import Source, SourceData, TensorSplit
-from tlbench.errors import ConfigError, DataError
+from tlbench.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -306,12 +306,3 @@ SOURCES: Mapping[DatasetName, Source] = MappingProxyType(
         DatasetName.imagefolder: imagefolder.SOURCE,
     }
 )
-
-
-def get_source(name: DatasetName | str) -> Source:
-    """The source registered for ``name``; a :class:`ConfigError` lists the known names otherwise."""
-    try:
-        return SOURCES[DatasetName(name)]
-    except ValueError:
-        known = ", ".join(item.value for item in DatasetName)
-        raise ConfigError(f"unknown dataset {name!r}; known: {known}") from None

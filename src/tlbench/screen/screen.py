@@ -332,14 +332,9 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-def backbone_groups() -> list[str]:
-    """The ``conf/backbone`` options (``efficientnet_lite0``, ``resnet18``, ...)."""
-    return sorted(p.stem for p in (config_dir() / "backbone").glob("*.yaml"))
-
-
 def screen_configs(overrides: Sequence[str], backbones: Sequence[str]) -> list[RunConfig]:
     """One validated linear-probe config per backbone: ``overrides``, the backbone, the screen's own."""
-    groups = backbone_groups()
+    groups = sorted(p.stem for p in (config_dir() / "backbone").glob("*.yaml"))  # conf/backbone options
     configs = []
     for item in backbones:
         chosen = [*overrides, *backbone_overrides(item, groups=groups)]
