@@ -13,7 +13,6 @@ split is named in a warning; unreadable and identical files are each named in on
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -55,16 +54,23 @@ class FolderLayout:
     def is_flat(self) -> bool:
         return POOL in self.folders
 
-    def signature(self) -> str:
-        """Hash of every image file's path, size and mtime: changes when any file is touched."""
-        digest = hashlib.sha256(str(self.root).encode())
-        for role, classes in sorted(self.files.items()):
-            for name, paths in sorted(classes.items()):
-                digest.update(f"{role}/{name}".encode())
-                for path in paths:
-                    stat = path.stat()
-                    digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-        return digest.hexdigest()
+    def signature(self) -> tuple[tuple[str, int, int], ...]:
+        """Every image file's path, size and mtime: changes when any file is touched."""
+        return file_stamps(
+            [path for classes in self.files.values() for ps in classes.values() for path in ps]
+        )
+
+
+def file_stamps(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    """(path, size, mtime) of existing files: changes whenever one of them is replaced."""
+    stamps = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        stamps.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
 
 
 def _visible_dirs(folder: Path) -> list[Path]:

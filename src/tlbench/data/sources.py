@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tlbench.config.schema import DataConfig, DatasetName
 from tlbench.data import imagefolder
 from tlbench.data.containers import Source, SourceData, TensorSplit
+from tlbench.data.imagefolder import file_stamps
 from tlbench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -26,18 +27,6 @@ log = logging.getLogger(__name__)
 def resolved_root(cfg: DataConfig) -> Path | None:
     """``data.root`` made absolute (relative paths are relative to the working directory)."""
     return Path(cfg.root).expanduser().resolve() if cfg.root else None
-
-
-def file_stamps(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
-    """(path, size, mtime) of existing files: changes whenever one of them is replaced."""
-    stamps = []
-    for path in paths:
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
-        stamps.append((str(path), stat.st_size, stat.st_mtime_ns))
-    return tuple(stamps)
 
 
 def default_cache_dir(name: str) -> Path:

@@ -229,26 +229,18 @@ class ScreenResult:
 
 
 def screen_metrics(result: ScreenResult) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for name, timed in result.scores.items():
-        if math.isfinite(timed.value):
-            metrics[f"screen/{name}"] = timed.value
-        metrics[f"cost/{name}_seconds"] = timed.seconds
-    if result.as_is is not None:
-        metrics["screen/as_is_acc"] = result.as_is.accuracy
-        metrics["cost/as_is_seconds"] = result.as_is.seconds
-        metrics["cost/as_is_flops"] = result.as_is.flops
-    seconds, extraction = result.screen_seconds, result.extraction
-    metrics.update(
-        {
-            "cost/forward_flops": extraction.forward_flops,
-            "cost/extract_seconds": extraction.seconds,
-            "cost/standalone_extract_seconds": extraction.standalone_seconds,
-            "cost/screen_seconds": seconds,
-            N.DEVICE_HOURS: device_hours(seconds, extraction.device.count),
-        }
-    )
-    return metrics
+    scores, seconds, extraction, as_is = result.scores, result.screen_seconds, result.extraction, result.as_is
+    return {
+        **{f"screen/{name}": t.value for name, t in scores.items() if math.isfinite(t.value)},
+        **{f"cost/{name}_seconds": t.seconds for name, t in scores.items()},
+        **({"screen/as_is_acc": as_is.accuracy, "cost/as_is_seconds": as_is.seconds} if as_is else {}),
+        **({"cost/as_is_flops": as_is.flops} if as_is else {}),
+        "cost/forward_flops": extraction.forward_flops,
+        "cost/extract_seconds": extraction.seconds,
+        "cost/standalone_extract_seconds": extraction.standalone_seconds,
+        "cost/screen_seconds": seconds,
+        N.DEVICE_HOURS: device_hours(seconds, extraction.device.count),
+    }
 
 
 def screen_tags(result: ScreenResult, extra: dict[str, str]) -> dict[str, str]:
