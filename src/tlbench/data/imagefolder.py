@@ -95,20 +95,6 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def _split_folders(root: Path, top: list[Path]) -> dict[str, Path]:
-    """Role -> folder for a split layout; rejects two folders claiming the same role."""
-    by_name = {path.name.lower(): path for path in top}
-    folders: dict[str, Path] = {}
-    for role, names in SPLIT_FOLDER_NAMES.items():
-        matches = [by_name[name] for name in names if name in by_name]
-        if len(matches) > 1:
-            listed = ", ".join(f"{p.name}/" for p in matches)
-            raise DataError(f"{root} has several {role} folders ({listed}); keep one of them")
-        if matches:
-            folders[role] = matches[0]
-    return folders
-
-
 def scan_layout(root: Path) -> FolderLayout:
     """The layout, class folders and image files under ``root``; a :class:`DataError` if there are none.
 
@@ -121,11 +107,17 @@ def scan_layout(root: Path) -> FolderLayout:
             "sub-folders (root/<class>/<image>) or of split folders (root/train/<class>/<image>)"
         )
     top = _visible_dirs(root)
-    if any(path.name.lower() == "train" for path in top):
-        folders = _split_folders(root, top)
-        ignored = [path for path in top if path not in folders.values()]
-    else:
-        folders, ignored = {POOL: root}, []
+    by_name = {path.name.lower(): path for path in top}
+    split_layout = "train" in by_name  # else flat: every sub-folder of the root is a class
+    folders: dict[str, Path] = {} if split_layout else {POOL: root}
+    for role, names in SPLIT_FOLDER_NAMES.items():
+        matches = [by_name[name] for name in names if split_layout and name in by_name]
+        if len(matches) > 1:
+            listed = ", ".join(f"{p.name}/" for p in matches)
+            raise DataError(f"{root} has several {role} folders ({listed}); keep one of them")
+        if matches:
+            folders[role] = matches[0]
+    ignored = [path for path in top if path not in folders.values()] if split_layout else []
     files = {
         role: {cls.name: _image_files(cls) for cls in _visible_dirs(folder)}
         for role, folder in folders.items()
@@ -154,21 +146,6 @@ class _Entry:
 
 def _root(cfg: DataConfig) -> Path:
     return Path(str(cfg.root)).expanduser().resolve()  # DataConfig requires data.root for image folders
-
-
-def _decode_all(layout: FolderLayout, *, resolution: int) -> list[_Entry]:
-    jobs = [
-        (role, name, path)
-        for role, classes in layout.files.items()
-        for name, paths in classes.items()
-        for path in paths
-    ]
-    workers = max(1, min(_MAX_THREADS, os.cpu_count() or 1, len(jobs)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(partial(decode_file, resolution=resolution), [path for _, _, path in jobs]))
-    return [
-        _Entry(role, name, path, decoded) for (role, name, path), decoded in zip(jobs, results, strict=True)
-    ]
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -283,7 +260,15 @@ def load_imagefolder_source(cfg: DataConfig) -> SourceData:
         listed = ", ".join(f"{p.name}/" for p in layout.ignored_folders)
         log.warning("ignoring folders in %s that are not train/val/test splits: %s", root, listed)
     started = time.perf_counter()
-    entries = _decode_all(layout, resolution=cfg.size)
+    jobs = [
+        (role, name, path)
+        for role, classes in layout.files.items()
+        for name, ps in classes.items()
+        for path in ps
+    ]
+    with ThreadPoolExecutor(max_workers=max(1, min(_MAX_THREADS, os.cpu_count() or 1, len(jobs)))) as pool:
+        decoded = pool.map(partial(decode_file, resolution=cfg.size), [path for _, _, path in jobs])
+        entries = [_Entry(*job, result) for job, result in zip(jobs, decoded, strict=True)]
     log.info(
         "decoded %d files of %s at %dpx in %.1f s",
         len(entries),
