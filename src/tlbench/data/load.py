@@ -150,25 +150,17 @@ def _warn_absent_classes(
 ) -> None:
     counts = torch.bincount(source_labels, minlength=len(names)).tolist()
     present = set(split.labels.unique().tolist())
-    absent = [
-        f"{names[i]} ({counts[i]} in the pool)" for i in range(len(names)) if i not in present and counts[i]
-    ]
+    absent = ", ".join(
+        f"{names[i]} ({n} in the pool)" for i, n in enumerate(counts) if n and i not in present
+    )
     if absent:
-        log.warning(
-            "classes too small to spare an image for the carved %s split "
-            "(their %s accuracy is not measured): %s",
-            role,
-            role,
-            ", ".join(absent),
-        )
+        why = "too small to spare an image for the carved %s split (their %s accuracy is not measured)"
+        log.warning(f"classes {why}: %s", role, role, absent)
 
 
 def load_splits(cfg: DataConfig, *, seed: int) -> DataSplits:
-    """Train / val / test tensors for one run; ``seed`` selects only the ``n_per_class`` subset.
-
-    Raises:
-        DataError: The dataset is missing or unreadable, or too small for ``n_per_class``.
-    """
+    """Train / val / test tensors for one run; ``seed`` selects only the ``n_per_class`` subset. A
+    :class:`DataError` if the dataset is missing or unreadable, or too small for ``n_per_class``."""
     prepared = _prepare(cfg)
     pool, val, origins = prepared.pool, prepared.val, prepared.origins
     indices = stratified_subset(
@@ -188,9 +180,8 @@ def load_splits(cfg: DataConfig, *, seed: int) -> DataSplits:
         "resolution": cfg.resolution,
     }
     description = (
-        f"{cfg.name.value} from {prepared.location}: {len(prepared.class_names)} classes at "
-        f"{cfg.resolution}px; "
-        f"train {len(train)} of a {len(pool)}-image pool ({per_class}; pool = {origins['pool']}); "
+        f"{cfg.name.value} from {prepared.location}: {len(prepared.class_names)} classes at {cfg.resolution}"
+        f"px; train {len(train)} of a {len(pool)}-image pool ({per_class}; pool = {origins['pool']}); "
         f"val {len(val)} ({origins['val']}); test {len(prepared.test)} ({origins['test']})"
     )
     log.info("%s", description)

@@ -44,13 +44,10 @@ def _held_out_counts(n: int, fractions: Sequence[float]) -> list[int]:
 
 
 def stratified_split(labels: np.ndarray, *, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
-    """Sorted indices of held-out parts of the given fractions, then of the remainder, per class.
-
-    A class of ``n`` samples gives part ``i`` the next ``floor(fractions[i] * n + 0.5)`` samples of its
-    seeded permutation and the rest to the remainder; when rounding would leave the remainder nothing,
-    the counts are lowered, last part first, so a class of one sample lands in the remainder and
-    held-out parts may lack small classes (callers warn). The parts cover every index exactly once.
-    """
+    """Sorted indices of held-out parts of the given fractions, then of the remainder (together: every
+    index once). A class of ``n`` gives part ``i`` the next ``floor(fractions[i] * n + 0.5)`` of its seeded
+    permutation (lowered, last part first, to leave the remainder one: held-out parts may lack small
+    classes, which callers warn about)."""
     if any(not 0.0 <= fraction < 1.0 for fraction in fractions) or sum(fractions) >= 1.0:
         raise ValueError(f"fractions must each be in [0, 1) and sum to < 1; got {list(fractions)=}")
     parts: list[list[np.ndarray]] = [[] for _ in range(len(fractions) + 1)]
@@ -66,13 +63,9 @@ def stratified_split(labels: np.ndarray, *, fractions: Sequence[float], seed: in
 def stratified_subset(
     labels: np.ndarray, *, n_per_class: int | None, seed: int, class_names: Sequence[str]
 ) -> np.ndarray:
-    """Sorted indices of ``n_per_class`` samples of every class (``None``: the whole pool).
-
-    The subset for ``n`` is the first ``n`` of one seeded permutation per class, so with one seed a
-    smaller subset is contained in a larger one: points on a data-scaling curve differ only by the
-    added samples. A class with fewer samples is a :class:`DataError` naming it, its count and the
-    largest valid ``n_per_class``.
-    """
+    """Sorted indices of ``n_per_class`` samples of every class (``None``: all): the first ``n`` of one
+    seeded permutation per class, so with one seed a smaller subset lies in a larger one (points on a
+    data-scaling curve differ only by the added samples). A class too small is a :class:`DataError`."""
     array = np.asarray(labels)
     if array.size and array.max() >= len(class_names):
         raise ValueError(f"label {array.max()} has no entry in {len(class_names)} class_names")
