@@ -185,12 +185,12 @@ def test_screen_reads_the_trial_pipelines_features_through_the_cache() -> None:
         return features, model.network.backbone, plan.extraction.transform(splits.train.images[:4])
 
     first, backbone, batch = screen_extract()
-    assert first.cache_status == "miss" and first.train.shape == (first.train_labels.size, 1280)
+    assert first.extraction.cache_status == "miss" and first.train.shape == (first.train_labels.size, 1280)
     direct = backbone.eval()(batch).detach().numpy()
     np.testing.assert_allclose(first.train[:4], direct, rtol=1e-4, atol=1e-5)
     again, _, _ = screen_extract()
-    assert again.cache_status == "hit"
-    assert again.forward_flops == pytest.approx(first.forward_flops)
+    assert again.extraction.cache_status == "hit"
+    assert again.extraction.forward_flops == pytest.approx(first.extraction.forward_flops)
     np.testing.assert_array_equal(again.train, first.train)
 
 

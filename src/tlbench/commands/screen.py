@@ -69,17 +69,12 @@ def _study_setup(name: str) -> dict[str, Any]:
     except TrackingError:  # not started yet: screen first, into the experiment the sweep will use
         path = sweep_path(name)
         base, backbones = _from_sweep_text(path.read_text(), str(path))
-        return {"base": base, "backbones": backbones, "experiment": name, "parent_run_id": None,
-                "tags": {STUDY_TAG: name}}  # fmt: skip
+        return {"base": base, "backbones": backbones, "experiment": name, "tags": {STUDY_TAG: name}}
     records = read_study(ref)
     base, backbones = _from_sweep_text(records.sweep_yaml, f"the sweep.yaml of study '{ref.name}'")
-    return {
-        "base": base,
-        "backbones": backbones,
-        "experiment": ref.experiment_name,
-        "parent_run_id": records.parent.run_id if records.parent else None,
-        "tags": {STUDY_TAG: ref.name},
-    }
+    parent = records.parent.run_id if records.parent else None
+    return {"base": base, "backbones": backbones, "experiment": ref.experiment_name,
+            "parent_run_id": parent, "tags": {STUDY_TAG: ref.name}}  # fmt: skip
 
 
 def main(argv: Sequence[str]) -> int:
@@ -99,9 +94,11 @@ def main(argv: Sequence[str]) -> int:
         settings = ScoreSettings(knn_k=args.knn_k, probe_folds=args.folds)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    study = _study_setup(args.study) if args.study else None
-    base = study["base"] if study and args.data is None else data_overrides(args.data)
-    backbones = parse_backbones(args.backbones) if args.backbones or not study else study["backbones"]
+    study = _study_setup(args.study) if args.study else {"experiment": args.experiment}
+    base = study["base"] if args.study and args.data is None else data_overrides(args.data)
+    backbones = (
+        study.get("backbones") if args.study and not args.backbones else parse_backbones(args.backbones)
+    )
     extra = [f"data.n_per_class={args.n_per_class}"] if args.n_per_class else []
     extra += [f"data.resolution={args.resolution}"] if args.resolution else []
     start = time.perf_counter()
@@ -110,9 +107,9 @@ def main(argv: Sequence[str]) -> int:
         backbones or parse_backbones(None),
         class_map=parse_class_map(args.class_map),
         settings=settings,
-        experiment=study["experiment"] if study else args.experiment,
-        parent_run_id=study["parent_run_id"] if study else None,
-        tags=study["tags"] if study else None,
+        experiment=study["experiment"],
+        parent_run_id=study.get("parent_run_id"),
+        tags=study.get("tags"),
         track=not args.no_mlflow,
         progress=lambda message: print(f"screen: {message}", flush=True),
     )
@@ -128,6 +125,6 @@ def main(argv: Sequence[str]) -> int:
             print(f"  note ({result.backbone}): {note}")
     logged = [r for r in results if r.run_id]
     if logged:
-        where = study["experiment"] if study else args.experiment
+        where = study["experiment"]
         print(f"MLflow: {len(logged)} run(s) tagged role=screen in experiment '{where}' (browse: make ui)")
     return 0

@@ -1,12 +1,5 @@
-"""Data layer: dataset sources, fixed evaluation splits, seeded training subsets, batch transforms.
-
-Typical use::
-
-    splits = load_splits(cfg.data, seed=cfg.seed)
-    transform = BatchTransform(mean=backbone_mean, std=backbone_std)
-    train = InMemoryLoader(splits.train.images.to(device), splits.train.labels.to(device),
-                           batch_size=64, shuffle=True, seed=cfg.seed, transform=transform)
-"""
+"""Data layer: dataset sources, fixed evaluation splits, seeded training subsets, batch transforms
+(``load_splits(cfg.data, seed=cfg.seed)``, then an :class:`InMemoryLoader` with a :class:`BatchTransform`)."""
 
 from __future__ import annotations
 

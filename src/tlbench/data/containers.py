@@ -12,12 +12,8 @@ from tlbench.config.schema import DataConfig
 
 @dataclass(frozen=True, eq=False)  # tensors have no single truth value: compare by identity
 class TensorSplit:
-    """Images and labels of one split, kept as uint8 so a whole dataset fits on the device.
-
-    Attributes:
-        images: uint8 ``[N, C, H, W]`` with ``C`` in {1, 3}; normalisation happens per batch.
-        labels: int64 ``[N]`` class indices into :attr:`DataSplits.class_names`.
-    """
+    """Images (uint8 ``[N, C in (1, 3), H, W]``: a whole dataset fits on the device; normalisation happens
+    per batch) and labels (int64 ``[N]``, indices into the class names) of one split."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -43,28 +39,17 @@ class TensorSplit:
 
 @dataclass(frozen=True, eq=False)
 class DataSplits:
-    """Train / validation / test tensors of one run, plus what identifies them.
+    """Train / validation / test tensors of one run, plus what identifies them."""
 
-    Attributes:
-        train: The ``n_per_class`` subset drawn from the train pool with the run's seed.
-        val: Fixed by ``split_seed`` alone; never changes with ``n_per_class`` or the seed.
-        test: Fixed like ``val``.
-        class_names: Index ``i`` of a label is ``class_names[i]``.
-        pool_size: Size of the train pool the subset was drawn from.
-        description: One line for logs: dataset, source path, split sizes and where each came from.
-        fingerprint: Short sha256 of dataset content, preprocessing, resolution, split parameters and
-            the exact train subset, so feature caches can be keyed on it.
-        val_in_train: ``train`` also holds every ``val`` image (``data.train_on_val``: a winner's
-            retraining), so validation can measure and choose nothing.
-    """
-
-    train: TensorSplit
-    val: TensorSplit
+    train: TensorSplit  # the n_per_class subset drawn from the train pool with the run's seed
+    val: TensorSplit  # fixed by split_seed alone, like test: never changes with n_per_class or the seed
     test: TensorSplit
     class_names: tuple[str, ...]
-    pool_size: int
-    description: str
+    pool_size: int  # the train pool the subset was drawn from
+    description: str  # one line for logs: dataset, source path, split sizes and where each came from
+    # short sha256 of content, preprocessing, resolution, split parameters and the exact train subset
     fingerprint: str
+    # train also holds every val image (data.train_on_val): validation can measure and choose nothing
     val_in_train: bool = False
 
     @property
@@ -79,37 +64,21 @@ class DataSplits:
 
 @dataclass(frozen=True)
 class SourceData:
-    """Decoded pools of one dataset at the target resolution.
-
-    ``val`` and ``test`` are ``None`` when the source has no such split of its own; the split logic
-    then carves them from ``train`` with ``split_seed``.
-
-    Attributes:
-        train: The source's training pool (or its only pool).
-        val: The source's own validation split, if any.
-        test: The source's own test split, if any.
-        class_names: Label ``i`` is ``class_names[i]``.
-        location: Where the data was read from (a path, or the package that generated it).
-        origins: Split name -> where that split's samples came from, for the run description.
-    """
+    """Decoded pools of one dataset at the target resolution; ``val`` / ``test`` are None when the source
+    has no such split, and are then carved from ``train`` with ``split_seed``."""
 
     train: TensorSplit
     val: TensorSplit | None
     test: TensorSplit | None
     class_names: tuple[str, ...]
-    location: str
-    origins: Mapping[str, str] = field(default_factory=dict)
+    location: str  # where the data was read from (a path, or the package that generated it)
+    origins: Mapping[str, str] = field(default_factory=dict)  # split -> where its samples came from
 
 
 @dataclass(frozen=True)
 class Source:
-    """A dataset source: how to load it, and what decides whether a cached load is still valid.
-
-    Attributes:
-        load: Reads and decodes the dataset for a config.
-        cache_key: Cheap key of everything ``load``'s result depends on (paths, file times,
-            resolution), so a sweep in one process decodes each dataset once.
-    """
+    """How to load a dataset, and a cheap key of everything the load depends on (paths, file times,
+    resolution), so a sweep in one process decodes each dataset once."""
 
     load: Callable[[DataConfig], SourceData]
     cache_key: Callable[[DataConfig], Hashable]

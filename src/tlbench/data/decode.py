@@ -8,6 +8,7 @@ image is turned upright by its EXIF orientation, then its shorter side is resize
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from dataclasses import dataclass
@@ -24,26 +25,15 @@ _UINT16_TO_UINT8 = 255.0 / 65535.0
 
 @dataclass(frozen=True)
 class DecodedFile:
-    """Outcome of decoding one file: pixels, or the reason it was skipped.
-
-    Attributes:
-        pixels: uint8 ``[3, R, R]``, or None when the file is unusable.
-        digest: sha256 of the file bytes (finds duplicates; empty string if unreadable from disk).
-        error: Why the file was skipped, or None.
-    """
-
-    pixels: np.ndarray | None
-    digest: str
-    error: str | None = None
+    pixels: np.ndarray | None  # uint8 [3, R, R], or None when the file is unusable
+    digest: str  # sha256 of the file bytes (finds duplicates; "" if unreadable from disk)
+    error: str | None = None  # why the file was skipped
 
 
 def grey_levels(values: np.ndarray, *, mode: str) -> np.ndarray:
-    """Map the values of a high-depth grey image (modes I;16*, I, F) to uint8 by scaling, not clipping.
-
-    16-bit modes use their full range (65535 -> 255). For ``I`` and ``F`` the observed range picks
-    the convention: [0, 1] floats are unit intensities, [0, 255] are 8-bit levels, [0, 65535] are
-    16-bit levels; anything else (negative or larger values) is stretched min-to-max.
-    """
+    """A high-depth grey image's values (modes I;16*, I, F) scaled, not clipped, to uint8: 16-bit modes
+    by their full range; for ``I`` and ``F`` the observed range picks the convention ([0, 1] floats,
+    [0, 255] or [0, 65535] levels), and anything else is stretched min-to-max."""
     values = np.nan_to_num(values.astype(np.float64))
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if mode in _SIXTEEN_BIT_MODES:
@@ -72,41 +62,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # a malformed EXIF block should not cost the picture itself
-        return image
-
-
-def square_crop_resize(image: Image.Image, *, resolution: int) -> Image.Image:
-    """Shorter side to ``resolution`` and the centre square, in a single antialiased resample."""
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) / 2, (height - side) / 2
-    box = (left, top, left + side, top + side)
-    return image.resize((resolution, resolution), Image.Resampling.BILINEAR, box=box)
-
-
 def decode_image(image: Image.Image, *, resolution: int) -> np.ndarray:
-    """uint8 ``[3, R, R]`` pixels of an opened image (first frame of animations).
-
-    An image straight from :func:`PIL.Image.open`, not yet loaded, decodes exactly as its file does
-    in a dataset (a JPEG is downscaled by libjpeg while decoding); an image already loaded skips that
-    step, so its pixels can differ in the last levels.
-    """
+    """uint8 ``[3, R, R]`` pixels of an opened image (first frame of animations). Not yet loaded (straight
+    from :func:`PIL.Image.open`), it decodes exactly as its file does in a dataset; already loaded, it
+    skips libjpeg's downscaling and can differ in the last levels."""
     image.draft(None, (resolution, resolution))  # JPEG: let libjpeg downscale while decoding
     image.load()
-    rgb = to_rgb(_upright(image))
-    return np.asarray(square_crop_resize(rgb, resolution=resolution)).transpose(2, 0, 1).copy()
+    with contextlib.suppress(Exception):  # a malformed EXIF block should not cost the picture itself
+        image = ImageOps.exif_transpose(image)
+    rgb = to_rgb(image)
+    # shorter side to the resolution and the centre square, in one antialiased resample
+    side = min(rgb.size)
+    left, top = (rgb.width - side) / 2, (rgb.height - side) / 2
+    square = rgb.resize(
+        (resolution, resolution), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side)
+    )
+    return np.asarray(square).transpose(2, 0, 1).copy()
 
 
 def decode_bytes(data: bytes, *, resolution: int) -> np.ndarray:
-    """uint8 ``[3, R, R]`` pixels of an encoded image (first frame of animations).
-
-    Raises:
-        Exception: Whatever Pillow raises for unreadable data; :func:`decode_file` records it.
-    """
+    """uint8 ``[3, R, R]`` pixels of an encoded image; raises what Pillow raises for unreadable data."""
     with Image.open(io.BytesIO(data)) as image:
         return decode_image(image, resolution=resolution)
 

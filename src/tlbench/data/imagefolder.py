@@ -1,36 +1,23 @@
 """Image folders (``data.root``): find the layout, decode every image once, report every problem in one place.
 
-Two layouts are recognised:
-
-* split folders: ``root/train/<class>/...`` plus ``root/val/`` (also ``valid/``, ``validation/``)
-  and/or ``root/test/``, each holding class folders;
-* flat: ``root/<class>/...`` — every sub-folder of the root is a class.
-
-Image files are found recursively inside each class folder and chosen by extension; hidden files
-and other extensions (``.txt``, ``.DS_Store``, ...) are ignored. Split rules:
-
-* ``train/`` with both a validation folder and ``test/``: all three are used as they are.
-* ``train/`` with only one held-out folder (``val/`` or ``test/``): that folder is the TEST set and
-  validation is carved from ``train/`` with ``data.val_fraction`` (a model selected on its test set
-  would report an optimistic score).
-* ``train/`` alone, or flat class folders: validation and test are both carved from the pool.
-
-Classes are the union of class-folder names over all splits, sorted. A class with no usable image
-anywhere is skipped with a warning (fewer than two classes left is a :class:`DataError`); a class
-missing from one split is kept and that split is named in a warning. Unreadable files are skipped and
-all named in one warning; identical files are named in one warning about leakage.
-
-Decoding is :mod:`tlbench.data.decode` (its own module: it ships with an exported model).
+Layouts: split folders (``root/train/<class>/...`` plus ``root/val/`` (or ``valid/``, ``validation/``)
+and/or ``root/test/``), or flat (``root/<class>/...``). Images are found recursively in each class folder
+by extension (hidden files and other extensions are ignored). ``train/`` with a validation folder and
+``test/`` uses all three; with only one held-out folder, that folder is the TEST set and validation is
+carved from ``train/`` (a model selected on its test set would report an optimistic score); ``train/``
+alone or a flat layout carves both. Classes are the sorted union of class-folder names; a class without
+a usable image is skipped with a warning (fewer than two left: :class:`DataError`), one missing from a
+split is named in a warning; unreadable and identical files are each named in one warning. Decoding is
+:mod:`tlbench.data.decode` (its own module: it ships with an exported model).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -55,36 +42,35 @@ POOL = "pool"  # the role of the root in a flat layout
 
 @dataclass(frozen=True)
 class FolderLayout:
-    """What :func:`scan_layout` found.
+    """What :func:`scan_layout` found."""
 
-    Attributes:
-        root: The dataset folder (absolute).
-        folders: Role (``train``/``val``/``test``, or ``pool`` when flat) -> its folder.
-        files: Role -> class folder name -> image files, sorted by path.
-        loose_images: Image files not inside any class folder (they cannot be labelled).
-        ignored_folders: Top-level folders of a split layout that are not a known split name.
-    """
-
-    root: Path
-    folders: dict[str, Path]
-    files: dict[str, dict[str, list[Path]]]
-    loose_images: list[Path]
-    ignored_folders: list[Path]
+    root: Path  # absolute
+    folders: dict[str, Path]  # role (train / val / test, or pool when flat) -> its folder
+    files: dict[str, dict[str, list[Path]]]  # role -> class folder name -> image files, sorted
+    loose_images: list[Path]  # image files outside any class folder (they cannot be labelled)
+    ignored_folders: list[Path]  # top-level folders of a split layout that are not a split name
 
     @property
     def is_flat(self) -> bool:
         return POOL in self.folders
 
-    def signature(self) -> str:
-        """Hash of every image file's path, size and mtime: changes when any file is touched."""
-        digest = hashlib.sha256(str(self.root).encode())
-        for role, classes in sorted(self.files.items()):
-            for name, paths in sorted(classes.items()):
-                digest.update(f"{role}/{name}".encode())
-                for path in paths:
-                    stat = path.stat()
-                    digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-        return digest.hexdigest()
+    def signature(self) -> tuple[tuple[str, int, int], ...]:
+        """Every image file's path, size and mtime: changes when any file is touched."""
+        return file_stamps(
+            [path for classes in self.files.values() for ps in classes.values() for path in ps]
+        )
+
+
+def file_stamps(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    """(path, size, mtime) of existing files: changes whenever one of them is replaced."""
+    stamps = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        stamps.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
@@ -109,32 +95,11 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def _loose_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and _is_image(p))
-
-
-def _split_folders(root: Path, top: list[Path]) -> dict[str, Path]:
-    """Role -> folder for a split layout; rejects two folders claiming the same role."""
-    by_name = {path.name.lower(): path for path in top}
-    folders: dict[str, Path] = {}
-    for role, names in SPLIT_FOLDER_NAMES.items():
-        matches = [by_name[name] for name in names if name in by_name]
-        if len(matches) > 1:
-            listed = ", ".join(f"{p.name}/" for p in matches)
-            raise DataError(f"{root} has several {role} folders ({listed}); keep one of them")
-        if matches:
-            folders[role] = matches[0]
-    return folders
-
-
 def scan_layout(root: Path) -> FolderLayout:
-    """Find the layout, class folders and image files under ``root``.
+    """The layout, class folders and image files under ``root``; a :class:`DataError` if there are none.
 
     Not torchvision's ``ImageFolder``: it knows the flat layout only, keeps hidden files with an image
     extension and stops at a class folder without images, where this reports and carries on.
-
-    Raises:
-        DataError: ``root`` is missing, not a folder, or has no class folders.
     """
     if not root.is_dir():
         raise DataError(
@@ -142,11 +107,17 @@ def scan_layout(root: Path) -> FolderLayout:
             "sub-folders (root/<class>/<image>) or of split folders (root/train/<class>/<image>)"
         )
     top = _visible_dirs(root)
-    if any(path.name.lower() == "train" for path in top):
-        folders = _split_folders(root, top)
-        ignored = [path for path in top if path not in folders.values()]
-    else:
-        folders, ignored = {POOL: root}, []
+    by_name = {path.name.lower(): path for path in top}
+    split_layout = "train" in by_name  # else flat: every sub-folder of the root is a class
+    folders: dict[str, Path] = {} if split_layout else {POOL: root}
+    for role, names in SPLIT_FOLDER_NAMES.items():
+        matches = [by_name[name] for name in names if split_layout and name in by_name]
+        if len(matches) > 1:
+            listed = ", ".join(f"{p.name}/" for p in matches)
+            raise DataError(f"{root} has several {role} folders ({listed}); keep one of them")
+        if matches:
+            folders[role] = matches[0]
+    ignored = [path for path in top if path not in folders.values()] if split_layout else []
     files = {
         role: {cls.name: _image_files(cls) for cls in _visible_dirs(folder)}
         for role, folder in folders.items()
@@ -156,7 +127,9 @@ def scan_layout(root: Path) -> FolderLayout:
             f"no class folders in {root}: expected root/<class>/<image> or root/train/<class>/<image> "
             "(with root/val/ and/or root/test/ beside train/)"
         )
-    loose = [path for folder in folders.values() for path in _loose_images(folder)]
+    loose = [
+        p for folder in folders.values() for p in sorted(folder.iterdir()) if p.is_file() and _is_image(p)
+    ]
     return FolderLayout(root=root, folders=folders, files=files, loose_images=loose, ignored_folders=ignored)
 
 
@@ -172,52 +145,19 @@ class _Entry:
 
 
 def _root(cfg: DataConfig) -> Path:
-    if not cfg.root:
-        raise DataError("data=imagefolder needs data.root=/path/to/folder (class sub-folders)")
-    return Path(cfg.root).expanduser().resolve()
-
-
-def _decode_all(layout: FolderLayout, *, resolution: int) -> list[_Entry]:
-    jobs = [
-        (role, name, path)
-        for role, classes in layout.files.items()
-        for name, paths in classes.items()
-        for path in paths
-    ]
-    workers = max(1, min(_MAX_THREADS, os.cpu_count() or 1, len(jobs)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(partial(decode_file, resolution=resolution), [path for _, _, path in jobs]))
-    return [
-        _Entry(role, name, path, decoded) for (role, name, path), decoded in zip(jobs, results, strict=True)
-    ]
+    return Path(str(cfg.root)).expanduser().resolve()  # DataConfig requires data.root for image folders
 
 
 def _relative(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
-def _warn_layout(layout: FolderLayout) -> None:
-    if layout.loose_images:
-        listed = ", ".join(_relative(p, layout.root) for p in layout.loose_images)
-        log.warning(
-            "ignoring %d image files outside class folders in %s: %s",
-            len(layout.loose_images),
-            layout.root,
-            listed,
-        )
-    if layout.ignored_folders:
-        listed = ", ".join(f"{p.name}/" for p in layout.ignored_folders)
-        log.warning("ignoring folders in %s that are not train/val/test splits: %s", layout.root, listed)
-
-
-def _warn_unreadable(entries: Iterable[_Entry], root: Path) -> None:
+def _warn_about_files(root: Path, entries: list[_Entry]) -> None:
+    """One warning for the unreadable files, one for identical files."""
     bad = [entry for entry in entries if entry.decoded.error is not None]
     if bad:
-        lines = "".join(f"\n  {_relative(e.path, root)}: {e.decoded.error}" for e in bad)
-        log.warning("skipped %d unreadable image files in %s (fix or delete them):%s", len(bad), root, lines)
-
-
-def _warn_duplicates(entries: Iterable[_Entry], root: Path) -> None:
+        listed = "".join(f"\n  {_relative(e.path, root)}: {e.decoded.error}" for e in bad)
+        log.warning("skipped %d unreadable image files in %s (fix or delete them):%s", len(bad), root, listed)
     groups: dict[str, list[_Entry]] = defaultdict(list)
     for entry in entries:
         if entry.decoded.pixels is not None:
@@ -242,16 +182,18 @@ def _warn_duplicates(entries: Iterable[_Entry], root: Path) -> None:
     )
 
 
-def _unusable_reason(file_count: int) -> str:
-    return f"{file_count} unreadable file{'s' * (file_count > 1)}" if file_count else "no image files"
-
-
 def _usable_classes(layout: FolderLayout, entries: list[_Entry]) -> tuple[str, ...]:
     """Sorted class names with at least one decodable image; warns about the others."""
     found = sorted({name for classes in layout.files.values() for name in classes})
     usable = {entry.class_name for entry in entries if entry.decoded.pixels is not None}
     files = Counter(entry.class_name for entry in entries)
-    skipped = [f"{name} ({_unusable_reason(files[name])})" for name in found if name not in usable]
+    skipped = [
+        f"{name} ({files[name]} unreadable file{'s' * (files[name] > 1)})"
+        if files[name]
+        else f"{name} (no image files)"
+        for name in found
+        if name not in usable
+    ]
     if skipped:
         log.warning(
             "skipping class folders without any usable image in %s: %s", layout.root, ", ".join(skipped)
@@ -265,28 +207,26 @@ def _usable_classes(layout: FolderLayout, entries: list[_Entry]) -> tuple[str, .
     return kept
 
 
-def _split(entries: list[_Entry], class_names: tuple[str, ...], *, resolution: int) -> TensorSplit:
+def _split(
+    role: str, entries: list[_Entry], class_names: tuple[str, ...], folder: Path, resolution: int
+) -> TensorSplit:
+    """The usable images of ``role``; warns about classes it lacks (unless it has no image at all)."""
     index = {name: i for i, name in enumerate(class_names)}
-    usable = [e for e in entries if e.decoded.pixels is not None and e.class_name in index]
+    usable = [e for e in entries if e.role == role and e.decoded.pixels is not None and e.class_name in index]
     if not usable:
-        return TensorSplit(
-            torch.empty(0, 3, resolution, resolution, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
-        )
-    pixels = np.stack([e.decoded.pixels for e in usable if e.decoded.pixels is not None])
-    labels = np.array([index[e.class_name] for e in usable], dtype=np.int64)
-    return TensorSplit(torch.from_numpy(pixels), torch.from_numpy(labels))
-
-
-def _warn_missing_classes(role: str, split: TensorSplit, class_names: tuple[str, ...], folder: Path) -> None:
-    present = set(split.labels.unique().tolist())
-    missing = [name for i, name in enumerate(class_names) if i not in present]
-    if missing and split.labels.numel():
+        empty = torch.empty(0, 3, resolution, resolution, dtype=torch.uint8)
+        return TensorSplit(empty, torch.empty(0, dtype=torch.int64))
+    missing = sorted(set(class_names) - {e.class_name for e in usable}, key=class_names.index)
+    if missing:
         consequence = (
             "the model cannot learn them" if role in ("train", POOL) else "their accuracy is not measured"
         )
         log.warning(
             "%s/ has no usable images of classes %s; %s", folder.name, ", ".join(missing), consequence
         )
+    pixels = np.stack([e.decoded.pixels for e in usable if e.decoded.pixels is not None])
+    labels = np.array([index[e.class_name] for e in usable], dtype=np.int64)
+    return TensorSplit(torch.from_numpy(pixels), torch.from_numpy(labels))
 
 
 def _assign_roles(splits: dict[str, TensorSplit], layout: FolderLayout) -> dict[str, tuple[TensorSplit, str]]:
@@ -312,9 +252,23 @@ def _assign_roles(splits: dict[str, TensorSplit], layout: FolderLayout) -> dict[
 def load_imagefolder_source(cfg: DataConfig) -> SourceData:
     """Decode ``data.root`` at ``data.resolution`` following the module's split rules."""
     layout = scan_layout(_root(cfg))
-    _warn_layout(layout)
+    root, loose = layout.root, layout.loose_images
+    if loose:
+        listed = ", ".join(_relative(p, root) for p in loose)
+        log.warning("ignoring %d image files outside class folders in %s: %s", len(loose), root, listed)
+    if layout.ignored_folders:
+        listed = ", ".join(f"{p.name}/" for p in layout.ignored_folders)
+        log.warning("ignoring folders in %s that are not train/val/test splits: %s", root, listed)
     started = time.perf_counter()
-    entries = _decode_all(layout, resolution=cfg.size)
+    jobs = [
+        (role, name, path)
+        for role, classes in layout.files.items()
+        for name, ps in classes.items()
+        for path in ps
+    ]
+    with ThreadPoolExecutor(max_workers=max(1, min(_MAX_THREADS, os.cpu_count() or 1, len(jobs)))) as pool:
+        decoded = pool.map(partial(decode_file, resolution=cfg.size), [path for _, _, path in jobs])
+        entries = [_Entry(*job, result) for job, result in zip(jobs, decoded, strict=True)]
     log.info(
         "decoded %d files of %s at %dpx in %.1f s",
         len(entries),
@@ -322,14 +276,11 @@ def load_imagefolder_source(cfg: DataConfig) -> SourceData:
         cfg.size,
         time.perf_counter() - started,
     )
-    _warn_unreadable(entries, layout.root)
-    _warn_duplicates(entries, layout.root)
+    _warn_about_files(root, entries)
     class_names = _usable_classes(layout, entries)
-    splits = {}
-    for role, folder in layout.folders.items():
-        split = _split([e for e in entries if e.role == role], class_names, resolution=cfg.size)
-        _warn_missing_classes(role, split, class_names, folder)
-        splits[role] = split
+    splits = {
+        role: _split(role, entries, class_names, folder, cfg.size) for role, folder in layout.folders.items()
+    }
     assigned = _assign_roles(splits, layout)
     return SourceData(
         train=assigned["train"][0],

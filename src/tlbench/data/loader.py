@@ -1,11 +1,10 @@
 """Batches straight from tensors already on the training device, augmented and normalised per batch.
 
 Small transfer-learning datasets fit in device memory as uint8, where indexing a batch costs
-microseconds; a ``DataLoader`` with worker processes would spend more on collation than the model
-spends on the batch. Lightning accepts any iterable with ``__len__`` as a dataloader. The batch ops
-run on whatever device the batch lives on (no per-sample Python work). Augmentation is off by default
-(``data.augment=false``): with few labelled images and frozen backbones it mostly adds cost, and it
-disables feature caching. When on, it runs on the uint8 batch before :func:`normalize`.
+microseconds; a ``DataLoader`` with workers would spend more on collation than the model on the batch
+(Lightning accepts any iterable with ``__len__``). Augmentation (``data.augment``, off by default: with
+few images and frozen backbones it mostly adds cost, and it disables feature caching) runs on the uint8
+batch before :func:`normalize`.
 """
 
 from __future__ import annotations
@@ -21,15 +20,8 @@ _RGB = 3
 
 
 def normalize(batch: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 ``[N, C, H, W]`` -> float32 ``(x / 255 - mean) / std``, always with 3 channels.
-
-    Grey batches are repeated to 3 channels because ImageNet backbones expect RGB.
-
-    Args:
-        batch: uint8 images, ``C`` in {1, 3}.
-        mean: Per-channel mean of the backbone's pretraining data (timm ``pretrained_cfg``).
-        std: Per-channel standard deviation, likewise.
-    """
+    """uint8 ``[N, C in (1, 3), H, W]`` -> float32 ``(x / 255 - mean) / std`` with 3 channels (grey is
+    repeated: ImageNet backbones expect RGB); ``mean``, ``std``: the backbone's (timm ``pretrained_cfg``)."""
     if batch.dtype != torch.uint8 or batch.dim() != 4 or batch.shape[1] not in (_GREY, _RGB):
         raise ValueError(f"expected uint8 [N, 1 or 3, H, W], got {batch.dtype} {tuple(batch.shape)}")
     if len(mean) != _RGB or len(std) != _RGB:
@@ -53,16 +45,9 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
 # Not torchvision's v2 RandomHorizontalFlip/RandomCrop: they draw one flip and one offset per call (per
 # batch here); this draws them per sample, on the batch's device, in one gather.
 def augment(batch: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip, then pad by ``size // 8`` (reflect) and crop back, per sample.
-
-    Implemented as one gather with per-sample row and column indices, so it works for any dtype
-    and costs one pass over the batch whatever its size.
-
-    Args:
-        batch: ``[N, C, H, W]`` images (uint8 or float).
-        generator: Draws flips and offsets; it may live on any device (draws are moved to the
-            batch's device), so the same seed gives the same augmentation on CPU and GPU.
-    """
+    """Random horizontal flip, then pad by ``size // 8`` (reflect) and crop back, per sample, as one
+    gather (any dtype, one pass). ``generator`` may live on any device (draws move to the batch's), so
+    a seed gives the same augmentation on CPU and GPU."""
     count, channels, height, width = batch.shape
     pad_y, pad_x = height // 8, width // 8
     shape = (count, 1)
@@ -81,13 +66,7 @@ def augment(batch: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class BatchTransform:
-    """What the training and evaluation loaders apply to each batch: optional augment, then normalize.
-
-    Attributes:
-        mean: Backbone normalisation mean (3 values).
-        std: Backbone normalisation std (3 values).
-        generator: When given, batches are augmented with it (training only); None = no augmentation.
-    """
+    """What the loaders apply to each batch: augment (with ``generator``: training only), then normalize."""
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -99,19 +78,10 @@ class BatchTransform:
         return normalize(batch, mean=self.mean, std=self.std)
 
 
-BatchFn = Callable[[torch.Tensor], torch.Tensor]
-
-
 class InMemoryLoader:
-    """Yields ``(transform(images[idx]), labels[idx])`` batches.
-
-    With ``shuffle`` every pass draws a fresh permutation from a generator seeded once, so epoch
-    ``k`` has the same order in every run with the same seed, and consecutive epochs differ.
-
-    Attributes:
-        num_samples: Samples per full pass (including those of a dropped last batch).
-        batch_size: Samples per batch (the last one may be smaller unless ``drop_last``).
-    """
+    """Yields ``(transform(images[idx]), labels[idx])`` batches of ``images`` ``[N, ...]`` and ``labels``
+    ``[N]`` (one device). With ``shuffle`` every pass draws a fresh permutation from a generator seeded
+    once with ``seed``, so epoch ``k`` has the same order in every run with that seed."""
 
     def __init__(
         self,
@@ -121,20 +91,9 @@ class InMemoryLoader:
         batch_size: int,
         shuffle: bool = False,
         seed: int = 0,
-        transform: BatchFn | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         drop_last: bool = False,
     ) -> None:
-        """Wrap ``images`` and ``labels`` (same length, same device) for batched iteration.
-
-        Args:
-            images: ``[N, ...]`` tensor, usually uint8 ``[N, C, H, W]``.
-            labels: ``[N]`` targets.
-            batch_size: Samples per batch.
-            shuffle: Reshuffle at the start of every pass.
-            seed: Seeds the shuffling generator.
-            transform: Applied to each image batch (e.g. :class:`BatchTransform`).
-            drop_last: Skip a final incomplete batch.
-        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size=}")
         if images.shape[0] != labels.shape[0]:
@@ -158,11 +117,9 @@ class InMemoryLoader:
         return math.ceil(self.num_samples / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        device = self.labels.device
+        order = None
         if self.shuffle:
-            order = torch.randperm(self.num_samples, generator=self._generator).to(device)
-        else:
-            order = None
+            order = torch.randperm(self.num_samples, generator=self._generator).to(self.labels.device)
         for batch in range(len(self)):
             start = batch * self.batch_size
             stop = min(start + self.batch_size, self.num_samples)

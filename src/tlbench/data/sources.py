@@ -3,12 +3,9 @@ sources, looked up by :class:`~tlbench.config.schema.DatasetName`; image folders
 
 from __future__ import annotations
 
-import hashlib
+import gzip
 import logging
 import math
-import os
-import shutil
-import tempfile
 import zlib
 from collections.abc import Hashable, Mapping
 from pathlib import Path
@@ -21,7 +18,8 @@ import torch.nn.functional as F
 from tlbench.config.schema import DataConfig, DatasetName
 from tlbench.data import imagefolder
 from tlbench.data.containers import Source, SourceData, TensorSplit
-from tlbench.errors import ConfigError, DataError
+from tlbench.data.imagefolder import file_stamps
+from tlbench.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +27,6 @@ log = logging.getLogger(__name__)
 def resolved_root(cfg: DataConfig) -> Path | None:
     """``data.root`` made absolute (relative paths are relative to the working directory)."""
     return Path(cfg.root).expanduser().resolve() if cfg.root else None
-
-
-def file_stamps(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
-    """(path, size, mtime) of existing files: changes whenever one of them is replaced."""
-    stamps = []
-    for path in paths:
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
-        stamps.append((str(path), stat.st_size, stat.st_mtime_ns))
-    return tuple(stamps)
 
 
 def default_cache_dir(name: str) -> Path:
@@ -56,15 +42,9 @@ _CHUNK = 2048  # images per interpolation call: bounds the float32 working memor
 
 
 def resize_square(images: torch.Tensor, *, resolution: int) -> torch.Tensor:
-    """Resize the shorter side to ``resolution`` (antialiased bilinear) and centre-crop a square.
-
-    Array datasets are square already, so this is usually a plain resize; the crop keeps the rule
-    identical to the one used for image folders. Returns ``images`` itself when nothing changes.
-
-    Args:
-        images: uint8 ``[N, C, H, W]``.
-        resolution: Side of the output square.
-    """
+    """uint8 ``[N, C, H, W]`` with the shorter side resized to ``resolution`` (antialiased bilinear) and
+    the centre square cropped: the image folders' rule (array datasets are square already); ``images``
+    itself when nothing changes."""
     height, width = int(images.shape[-2]), int(images.shape[-1])
     if height == width == resolution:
         return images
@@ -100,10 +80,6 @@ def load_digits_source(cfg: DataConfig) -> SourceData:
         class_names=tuple(str(name) for name in bunch.target_names),
         location="sklearn.datasets.load_digits",
     )
-
-
-def _digits_key(cfg: DataConfig) -> Hashable:
-    return (cfg.size,)
 
 
 # ---- synthetic: generated class-dependent patterns, instant, no I/O, for tests and smoke runs.
@@ -158,64 +134,54 @@ def load_synthetic_source(cfg: DataConfig) -> SourceData:
     )
 
 
-def _synthetic_key(cfg: DataConfig) -> Hashable:
-    return (cfg.size, cfg.num_classes, cfg.samples_per_class, cfg.split_seed)
-
-
 # ---- CIFAR-10 through torchvision's reader (python pickle batches in cifar-10-batches-py)
 
 BATCH_FOLDER = "cifar-10-batches-py"
 
 
-def _cifar10_root(cfg: DataConfig) -> Path:
-    return resolved_root(cfg) or default_cache_dir("cifar10")
-
-
-def _read_cifar10(root: Path, *, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from torchvision.datasets import CIFAR10
-
-    try:
-        dataset = CIFAR10(str(root), train=train, download=download)
-    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
-        raise DataError(
-            f"CIFAR-10 not found in {root / BATCH_FOLDER} ({error}); set data.root to the folder that "
-            f"contains {BATCH_FOLDER}/, or set data.download=true to fetch it (about 170 MB)"
-        ) from error
-    except OSError as error:
-        raise DataError(
-            f"reading or downloading CIFAR-10 into {root} failed ({error}); check the path and the "
-            f"network, or point data.root at a folder containing {BATCH_FOLDER}/"
-        ) from error
-    return np.asarray(dataset.data), np.asarray(dataset.targets, dtype=np.int64), list(dataset.classes)
-
-
-def _cifar10_split(pixels: np.ndarray, labels: np.ndarray, *, resolution: int) -> TensorSplit:
-    images = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
-    return TensorSplit(resize_square(images, resolution=resolution), torch.from_numpy(labels))
+def _cifar10_folder(cfg: DataConfig) -> Path:
+    return (resolved_root(cfg) or default_cache_dir("cifar10")) / BATCH_FOLDER
 
 
 def load_cifar10_source(cfg: DataConfig) -> SourceData:
     """50,000 train and 10,000 test colour images; validation is carved from train."""
-    root = _cifar10_root(cfg)
-    train_pixels, train_labels, classes = _read_cifar10(root, train=True, download=cfg.download)
-    test_pixels, test_labels, _ = _read_cifar10(root, train=False, download=False)
+    from torchvision.datasets import CIFAR10
+
+    folder = _cifar10_folder(cfg)
+    splits, classes = [], []
+    for train in (True, False):
+        try:
+            dataset = CIFAR10(str(folder.parent), train=train, download=cfg.download and train)
+        except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
+            raise DataError(
+                f"CIFAR-10 not found in {folder} ({error}); set data.root to the folder that contains "
+                f"{BATCH_FOLDER}/, or set data.download=true to fetch it (about 170 MB)"
+            ) from error
+        except OSError as error:
+            raise DataError(
+                f"reading or downloading CIFAR-10 into {folder.parent} failed ({error}); check the path and "
+                f"the network, or point data.root at a folder containing {BATCH_FOLDER}/"
+            ) from error
+        images = torch.from_numpy(np.ascontiguousarray(np.asarray(dataset.data).transpose(0, 3, 1, 2)))
+        labels = torch.from_numpy(np.asarray(dataset.targets, dtype=np.int64))
+        splits.append(TensorSplit(resize_square(images, resolution=cfg.size), labels))
+        classes = list(dataset.classes)
     return SourceData(
-        train=_cifar10_split(train_pixels, train_labels, resolution=cfg.size),
+        train=splits[0],
         val=None,
-        test=_cifar10_split(test_pixels, test_labels, resolution=cfg.size),
+        test=splits[1],
         class_names=tuple(classes),
-        location=str(root / BATCH_FOLDER),
+        location=str(folder),
         origins={"train": "data_batch_1..5", "test": "test_batch"},
     )
 
 
 def _cifar10_key(cfg: DataConfig) -> Hashable:
-    folder = _cifar10_root(cfg) / BATCH_FOLDER
-    paths = sorted(folder.glob("*_batch*")) if folder.is_dir() else []
-    return (cfg.size, str(folder), file_stamps(paths))
+    folder = _cifar10_folder(cfg)
+    return (cfg.size, str(folder), file_stamps(sorted(folder.glob("*_batch*")) if folder.is_dir() else []))
 
 
-# ---- Fashion-MNIST through torchvision's reader: data.root, a system copy, an earlier or a new download
+# ---- Fashion-MNIST: data.root, a system copy, an earlier or a new download (torchvision's)
 
 # train images, train labels, test images, test labels: torchvision's names, without .gz once extracted
 FASHION_MNIST_FILES = (
@@ -226,7 +192,7 @@ FASHION_MNIST_FILES = (
 )
 # Debian/Ubuntu package dataset-fashion-mnist installs the four .gz files here.
 FASHION_MNIST_SYSTEM_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"),)
-_FASHION_MNIST_RAW = Path("FashionMNIST") / "raw"  # where torchvision reads (and downloads to) below its root
+_FASHION_MNIST_RAW = Path("FashionMNIST") / "raw"  # where torchvision downloads to below its root
 
 _GET_FASHION_MNIST = (
     "get it in one of three ways: set data.root to a folder with the four idx files "
@@ -254,95 +220,58 @@ def fashion_mnist_files(root: Path | None) -> list[Path] | None:
     return None
 
 
-def _fashion_mnist_extracted(files: list[Path]) -> Path:
-    """A torchvision root with ``files`` extracted into ``FashionMNIST/raw/``, made once in the cache.
-
-    torchvision reads only uncompressed files in that layout, and nothing may be written beside a
-    system copy, so .gz files are extracted (with torchvision's own extractor) into the cache; the
-    folder is keyed by the files' paths, sizes and times, so replacing them extracts them again.
-    """
-    from torchvision.datasets.utils import extract_archive
-
-    key = hashlib.sha256(repr(file_stamps(files)).encode()).hexdigest()[:16]
-    root = default_cache_dir("fashion_mnist") / "extracted" / key
-    if (root / _FASHION_MNIST_RAW).is_dir():
-        return root
-    (root / _FASHION_MNIST_RAW).parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root / _FASHION_MNIST_RAW.parent, prefix=".partial-"))
-    for path in files:
-        try:
-            if path.suffix == ".gz":
-                extract_archive(str(path), str(staging))
-            else:
-                os.symlink(path, staging / path.name)
-        except (OSError, EOFError, zlib.error) as error:  # a cut-off or corrupt .gz
-            shutil.rmtree(staging, ignore_errors=True)
-            raise DataError(f"cannot extract {path}: {error}; re-download or replace it") from error
+def _read_idx(path: Path, *, ndim: int) -> torch.Tensor:
+    """The uint8 tensor of an idx file, gzipped or not. Not torchvision's reader: it reads only extracted
+    files below its own root, and nothing may be written beside a system copy."""
     try:
-        staging.rename(root / _FASHION_MNIST_RAW)  # atomic: a concurrent worker sees all four files or none
-    except OSError:  # another worker extracted them first
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
-
-
-def _download_fashion_mnist(target: Path) -> None:
-    from torchvision.datasets import FashionMNIST
-
-    log.info("downloading Fashion-MNIST into %s", target)
-    try:
-        FashionMNIST(str(target), train=True, download=True)
-    except (OSError, RuntimeError) as error:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as error:  # a cut-off or corrupt .gz
+        raise DataError(f"cannot extract {path}: {error}; re-download or replace it") from error
+    body = 4 + 4 * ndim  # magic 0, 0, type 8 (uint8), ndim, then big-endian uint32 sizes
+    shape = tuple(np.frombuffer(data, ">u4", count=ndim, offset=4).tolist()) if len(data) >= body else ()
+    if data[:4] != bytes([0, 0, 8, ndim]) or len(data) != body + math.prod(shape):
         raise DataError(
-            f"downloading Fashion-MNIST into {target} failed ({error}); {_GET_FASHION_MNIST}"
-        ) from error
-
-
-def _read_fashion_mnist(
-    root: Path, folder: Path, *, train: bool, resolution: int
-) -> tuple[TensorSplit, list[str]]:
-    from torchvision.datasets import FashionMNIST
-
-    try:
-        dataset = FashionMNIST(str(root), train=train)
-    except (AssertionError, TypeError, ValueError, RuntimeError, OSError) as error:  # its reader asserts
-        raise DataError(
-            f"the Fashion-MNIST idx files in {folder} are unreadable ({type(error).__name__}: {error}); "
-            "replace them with the Fashion-MNIST files"
-        ) from error
-    images, labels, classes = dataset.data, dataset.targets, list(dataset.classes)
-    if len(images) != len(labels):
-        raise DataError(
-            f"{folder} holds {len(images)} images but {len(labels)} labels; it is not Fashion-MNIST"
+            f"the Fashion-MNIST idx files in {path.parent} are unreadable ({path.name}: not a uint8 "
+            f"idx file of {ndim} dimensions, or cut short); replace them with the Fashion-MNIST files"
         )
-    if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < len(classes):
-        raise DataError(f"{folder} has labels outside 0..{len(classes) - 1}; it is not Fashion-MNIST")
-    return TensorSplit(resize_square(images.unsqueeze(1), resolution=resolution), labels), classes
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=body).view(shape)
 
 
 def load_fashion_mnist_source(cfg: DataConfig) -> SourceData:
     """60,000 train and 10,000 test grey images; validation is carved from train."""
+    from torchvision.datasets import FashionMNIST
+
     root = resolved_root(cfg)
     files = fashion_mnist_files(root)
-    if files is None:
-        if not cfg.download:
-            searched = ", ".join(str(path) for path in fashion_mnist_dirs(root))
-            raise DataError(f"Fashion-MNIST not found (searched {searched}); {_GET_FASHION_MNIST}")
-        _download_fashion_mnist(root or default_cache_dir("fashion_mnist"))
+    if files is None and cfg.download:
+        target = root or default_cache_dir("fashion_mnist")
+        log.info("downloading Fashion-MNIST into %s", target)
+        try:
+            FashionMNIST(str(target), train=True, download=True)
+        except (OSError, RuntimeError) as error:
+            raise DataError(
+                f"downloading Fashion-MNIST into {target} failed ({error}); {_GET_FASHION_MNIST}"
+            ) from error
         files = fashion_mnist_files(root)
-        if files is None:
-            raise DataError(f"the Fashion-MNIST download left no idx files; {_GET_FASHION_MNIST}")
-    folder = files[0].parent
-    in_place = folder.parts[-2:] == _FASHION_MNIST_RAW.parts and not any(
-        path.suffix == ".gz" for path in files
-    )
-    reader_root = folder.parent.parent if in_place else _fashion_mnist_extracted(files)
-    train, classes = _read_fashion_mnist(reader_root, folder, train=True, resolution=cfg.size)
-    test, _ = _read_fashion_mnist(reader_root, folder, train=False, resolution=cfg.size)
+    if files is None:
+        searched = ", ".join(str(path) for path in fashion_mnist_dirs(root))
+        raise DataError(f"Fashion-MNIST not found (searched {searched}); {_GET_FASHION_MNIST}")
+    folder, classes = files[0].parent, tuple(FashionMNIST.classes)
+    splits = []
+    for images_file, labels_file in (files[:2], files[2:]):
+        images, labels = _read_idx(images_file, ndim=3), _read_idx(labels_file, ndim=1).long()
+        if len(images) != len(labels):
+            raise DataError(
+                f"{folder} holds {len(images)} images but {len(labels)} labels; it is not Fashion-MNIST"
+            )
+        if labels.numel() and int(labels.max()) >= len(classes):
+            raise DataError(f"{folder} has labels outside 0..{len(classes) - 1}; it is not Fashion-MNIST")
+        splits.append(TensorSplit(resize_square(images.unsqueeze(1), resolution=cfg.size), labels))
     return SourceData(
-        train=train,
+        train=splits[0],
         val=None,
-        test=test,
-        class_names=tuple(classes),
+        test=splits[1],
+        class_names=classes,
         location=str(folder),
         origins={"train": files[0].name, "test": files[2].name},
     )
@@ -356,19 +285,13 @@ def _fashion_mnist_key(cfg: DataConfig) -> Hashable:
 
 SOURCES: Mapping[DatasetName, Source] = MappingProxyType(
     {
-        DatasetName.digits: Source(load=load_digits_source, cache_key=_digits_key),
+        DatasetName.digits: Source(load=load_digits_source, cache_key=lambda cfg: (cfg.size,)),
         DatasetName.fashion_mnist: Source(load=load_fashion_mnist_source, cache_key=_fashion_mnist_key),
         DatasetName.cifar10: Source(load=load_cifar10_source, cache_key=_cifar10_key),
-        DatasetName.synthetic: Source(load=load_synthetic_source, cache_key=_synthetic_key),
+        DatasetName.synthetic: Source(
+            load=load_synthetic_source,
+            cache_key=lambda cfg: (cfg.size, cfg.num_classes, cfg.samples_per_class, cfg.split_seed),
+        ),
         DatasetName.imagefolder: imagefolder.SOURCE,
     }
 )
-
-
-def get_source(name: DatasetName | str) -> Source:
-    """The source registered for ``name``; a :class:`ConfigError` lists the known names otherwise."""
-    try:
-        return SOURCES[DatasetName(name)]
-    except ValueError:
-        known = ", ".join(item.value for item in DatasetName)
-        raise ConfigError(f"unknown dataset {name!r}; known: {known}") from None

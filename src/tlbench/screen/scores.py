@@ -1,7 +1,5 @@
-"""The zero-training scores of one backbone's frozen features (pure numpy / scikit-learn): LogME, kNN
-accuracy (leave-one-out on the train pool, and on validation), and cross-validated linear-probe accuracy,
-each with the seconds it took.
-"""
+"""Zero-training scores of one backbone's frozen features (numpy / scikit-learn), each timed: LogME, kNN
+accuracy (leave-one-out on the train pool, and on validation), cross-validated linear-probe accuracy."""
 
 from __future__ import annotations
 
@@ -40,15 +38,12 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 
-@dataclass(frozen=True)
-class Evidence:
-    """The maximised evidence of one target column and where the fixed point ended."""
-
-    log_evidence: float  # log p(y | F, alpha, beta), not divided by n
-    alpha: float  # prior precision of the weights (scikit-learn's ``lambda_``)
-    beta: float  # noise precision (scikit-learn's ``alpha_``)
-    iterations: int
-    converged: bool
+def _checked(features: FloatArray, labels: IntArray) -> tuple[FloatArray, IntArray]:
+    """``features`` as float64 ``n x d`` and ``labels`` as int64 ``n``, or a ValueError."""
+    x, y = np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"features must be n x d and labels n; got {x.shape=} {y.shape=}")
+    return x, y
 
 
 @dataclass(frozen=True)
@@ -83,18 +78,17 @@ def _log_evidence(spec: _Spectrum, z: FloatArray, outside: float, alpha: float, 
     )
 
 
-def _maximise(spec: _Spectrum, y: FloatArray, *, max_iter: int, tol: float) -> Evidence:
-    """MacKay's fixed point; stops when (alpha, beta) or the evidence itself stop changing.
-
-    With more dimensions than samples a target can be fitted exactly, and the noise precision then
-    grows without bound while the evidence rises to a finite supremum: the evidence criterion ends
-    that case, at the supremum to within ``tol``.
-    """
+def _maximise(
+    spec: _Spectrum, y: FloatArray, *, max_iter: int = 1000, tol: float = 1e-10
+) -> tuple[float, float, float, bool]:
+    """MacKay's fixed point -> (log evidence, alpha, beta, converged); stops when (alpha, beta) or the
+    evidence stop changing. With d > n a target is fitted exactly: beta grows without bound while the
+    evidence rises to a finite supremum, which the evidence criterion reaches to within ``tol``."""
     z = spec.u.T @ y
     outside = max(float(y @ y) - float(z @ z), 0.0)
     alpha, beta = 1.0, 1.0 / (float(np.var(y)) + float(np.finfo(np.float64).eps))
     previous = _log_evidence(spec, z, outside, alpha, beta)
-    for iteration in range(1, max_iter + 1):
+    for _ in range(max_iter):
         gamma = float(np.sum(beta * spec.sigma / (alpha + beta * spec.sigma)))  # effective parameters
         weights = float(np.sum(spec.sigma * (beta * z / (alpha + beta * spec.sigma)) ** 2))  # ||m||^2
         residual = outside + float(np.sum((z * alpha / (alpha + beta * spec.sigma)) ** 2))
@@ -104,86 +98,45 @@ def _maximise(spec: _Spectrum, y: FloatArray, *, max_iter: int, tol: float) -> E
         alpha, beta = new_alpha, new_beta
         current = _log_evidence(spec, z, outside, alpha, beta)
         if still or abs(current - previous) <= tol * max(1.0, abs(current)):
-            return Evidence(current, alpha, beta, iteration, True)
+            return current, alpha, beta, True
         previous = current
-    return Evidence(previous, alpha, beta, max_iter, False)
+    return previous, alpha, beta, False
 
 
-def evidence(
-    features: FloatArray, target: FloatArray, *, max_iter: int = 1000, tol: float = 1e-10
-) -> Evidence:
-    """Maximised evidence of the Bayesian linear regression of ``target`` (``n``) on ``features`` (``n x d``).
-
-    No intercept and no centring: the model is exactly ``y = F w + noise`` (LogME's, and
-    ``BayesianRidge(fit_intercept=False)`` with flat Gamma priors).
-    """
-    f = np.asarray(features, dtype=np.float64)
-    y = np.asarray(target, dtype=np.float64)
-    if f.ndim != 2 or y.shape != (f.shape[0],):
-        raise ValueError(f"features must be n x d and target n; got {f.shape=} {y.shape=}")
-    return _maximise(_spectrum(f), y, max_iter=max_iter, tol=tol)
-
-
-def logme(
-    features: FloatArray, labels: NDArray[np.int64], *, max_iter: int = 1000, tol: float = 1e-10
-) -> float:
-    """LogME of ``features`` (``n x d``) for integer ``labels``: mean over classes of evidence / n.
-
-    Higher is better. Values are comparable between backbones on the same samples (the score is
-    per sample), not across datasets.
-    """
-    f = np.asarray(features, dtype=np.float64)
-    y = np.asarray(labels)
-    if f.ndim != 2 or y.shape != (f.shape[0],):
-        raise ValueError(f"features must be n x d and labels n; got {f.shape=} {y.shape=}")
+def logme(features: FloatArray, labels: IntArray) -> float:
+    """LogME of ``features`` (``n x d``) for integer ``labels``: mean over classes of evidence / n. Higher
+    is better; comparable between backbones on the same samples, not across datasets."""
+    f, y = _checked(features, labels)
     classes = np.unique(y)
     if classes.size < 2:
         raise ValueError(f"LogME needs at least 2 classes, got {classes.size}")
     spec = _spectrum(f)
-    scores = [
-        _maximise(spec, (y == c).astype(np.float64), max_iter=max_iter, tol=tol).log_evidence / spec.n
-        for c in classes
-    ]
-    return float(np.mean(scores))
+    return float(np.mean([_maximise(spec, (y == c).astype(np.float64))[0] / spec.n for c in classes]))
 
 
 # --- k-nearest-neighbour accuracy ---------------------------------------------------------------------------
 
 # Cosine distance, the usual choice for kNN evaluation of pretrained representations. Each neighbour's
-# vote weighs ``1 + similarity / (2k + 2)``: the weights of k neighbours add up to less than one vote's
-# difference, so the majority decides and a tied vote goes to the more similar class (then the lower
-# class index), as before scikit-learn did the search.
+# vote weighs ``1 + similarity / (2k + 2)``: k neighbours' weights add up to less than one vote, so the
+# majority decides and a tie goes to the more similar class (then the lower class index).
 
 
 def _weights(distance: FloatArray, *, k: int) -> FloatArray:
     return np.asarray(1.0 + (1.0 - distance) / (2.0 * k + 2.0))
 
 
-def _classifier(k: int) -> KNeighborsClassifier:
-    return KNeighborsClassifier(
-        n_neighbors=k, metric="cosine", algorithm="brute", weights=partial(_weights, k=k)
-    )
-
-
-def _check(features: FloatArray, labels: IntArray, k: int, *, minimum: int) -> None:
+def _fitted_knn(features: FloatArray, labels: IntArray, k: int, *, left_out: int) -> KNeighborsClassifier:
+    """The cosine kNN classifier on ``features``, ``k`` capped at the samples a query can see."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k=}")
-    if features.ndim != 2 or labels.shape != (features.shape[0],):
-        raise ValueError(f"features must be n x d and labels n; got {features.shape=} {labels.shape=}")
-    if features.shape[0] < minimum:
-        raise ValueError(f"kNN needs at least {minimum} reference samples, got {features.shape[0]}")
-
-
-def knn_predict(
-    train_features: FloatArray, train_labels: IntArray, query_features: FloatArray, *, k: int = 5
-) -> IntArray:
-    """Labels of ``query_features`` by the ``k`` nearest training samples (``k`` capped at the train size)."""
-    train_labels = np.asarray(train_labels, dtype=np.int64)
-    _check(np.asarray(train_features), train_labels, k, minimum=1)
-    k = min(k, train_labels.size)
-    return np.asarray(
-        _classifier(k).fit(train_features, train_labels).predict(query_features), dtype=np.int64
+    features, labels = _checked(features, labels)
+    if labels.size <= left_out:
+        raise ValueError(f"kNN needs at least {left_out + 1} reference samples, got {labels.size}")
+    k = min(k, labels.size - left_out)
+    knn = KNeighborsClassifier(
+        n_neighbors=k, metric="cosine", algorithm="brute", weights=partial(_weights, k=k)
     )
+    return knn.fit(features, labels)
 
 
 def knn_accuracy(
@@ -195,8 +148,8 @@ def knn_accuracy(
     k: int = 5,
 ) -> float:
     """Accuracy on the query set of the kNN classifier over the training set."""
-    predicted = knn_predict(train_features, train_labels, query_features, k=k)
-    return float(accuracy_score(np.asarray(query_labels), predicted))
+    knn = _fitted_knn(train_features, train_labels, k, left_out=0)
+    return float(accuracy_score(np.asarray(query_labels), knn.predict(query_features)))
 
 
 def knn_loo_accuracy(features: FloatArray, labels: IntArray, *, k: int = 5) -> float:
@@ -206,43 +159,32 @@ def knn_loo_accuracy(features: FloatArray, labels: IntArray, *, k: int = 5) -> f
     leave-one-out; ``cross_val_predict(LeaveOneOut())`` refits once per sample instead (11.5 s against
     0.05 s for 500 x 1,280 features, measured), so the vote over those neighbours is scikit-learn's own.
     """
+    knn = _fitted_knn(features, labels, k, left_out=1)
     labels = np.asarray(labels, dtype=np.int64)
-    _check(np.asarray(features), labels, k, minimum=2)
-    k = min(k, labels.size - 1)
-    distance, nearest = _classifier(k).fit(features, labels).kneighbors()
-    predicted, _ = weighted_mode(labels[nearest], _weights(distance, k=k), axis=1)
+    distance, nearest = knn.kneighbors()
+    predicted, _ = weighted_mode(labels[nearest], _weights(distance, k=knn.n_neighbors), axis=1)
     return float(accuracy_score(labels, predicted.ravel().astype(np.int64)))
 
 
 # --- cross-validated linear-probe accuracy ------------------------------------------------------------------
 
-# Stratified k-fold on the training pool only (the validation and test splits stay untouched), by
-# ``cross_val_predict`` over a pipeline: each fold standardises the features on its training part, fits
-# an L2-regularised multinomial logistic regression and predicts the held-out part. The score is the
-# accuracy over all held-out predictions (every sample predicted exactly once), so it is exact on small
-# sets rather than a mean of fold means.
-#
-# With fewer samples than feature dimensions (the usual few-shot case: ~200 images, 1,280 features),
-# each fold is solved in the span of its training rows: an L2-penalised linear model's optimal weights
-# lie in that span (the representer theorem), so projecting onto an orthonormal basis of it gives the
-# same logits, hence the same predictions, at a fraction of the cost.
+# Stratified k-fold on the train pool only, by ``cross_val_predict`` over a pipeline: each fold
+# standardises on its training part, fits an L2 multinomial logistic regression and predicts the
+# held-out part; the score is the accuracy over all held-out predictions (exact on small sets, rather
+# than a mean of fold means).
 
 
 def cv_folds(labels: IntArray, *, max_folds: int = 5) -> int:
-    """Folds that stratification allows: at most ``max_folds``, at most the smallest class count."""
-    if max_folds < 2:
-        raise ValueError(f"max_folds must be >= 2, got {max_folds=}")
+    """Folds stratification allows: at most ``max_folds`` and the smallest class count; 0 for one class."""
     _, counts = np.unique(np.asarray(labels), return_counts=True)
-    if counts.size < 2:
-        raise ValueError(f"a probe needs at least 2 classes, got {counts.size}")
-    return int(min(max_folds, counts.min()))
+    return int(min(max_folds, counts.min())) if counts.size >= 2 else 0
 
 
 class RowSpan(TransformerMixin, BaseEstimator):
     """Projects onto an orthonormal basis of the span of the rows it was fitted on (dropping numerically
-    null directions): an L2-penalised linear model's optimum lies in that span, so the logits, hence the
-    predictions, are those of the full space, at a fraction of the cost when there are more features
-    than rows. With fewer features than rows it passes the data through."""
+    null directions): an L2-penalised linear model's optimum lies in that span (representer theorem), so
+    the logits, hence the predictions, are those of the full space, at a fraction of the cost when there
+    are more features than rows (~200 images, 1,280 features). Otherwise it passes the data through."""
 
     def fit(self, x: FloatArray, y: object = None) -> RowSpan:
         if x.shape[1] > x.shape[0]:
@@ -261,10 +203,7 @@ def probe_cv_predictions(
     features: FloatArray, labels: IntArray, *, folds: int = 5, c: float = 1.0, seed: int = 0
 ) -> IntArray:
     """Out-of-fold predictions: each sample predicted by a probe fitted without it."""
-    x = np.asarray(features, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int64)
-    if x.ndim != 2 or y.shape != (x.shape[0],):
-        raise ValueError(f"features must be n x d and labels n; got {x.shape=} {y.shape=}")
+    x, y = _checked(features, labels)
     n_splits = cv_folds(y, max_folds=folds)
     if n_splits < 2:
         raise ValueError("probe cross-validation needs at least 2 samples of every class")
@@ -285,13 +224,9 @@ def probe_cv_accuracy(
 
 # --- every score of one backbone, timed ---------------------------------------------------------------------
 
-# Only the train pool and the validation split are read: LogME, kNN leave-one-out and the
-# cross-validated probe use the train pool alone; ``knn_acc`` classifies validation from the train pool.
-#
-# The arithmetic runs with one BLAS/OpenMP thread: the matrices are small (a few hundred samples), and
-# NumPy's and SciPy's thread pools next to torch's oversubscribe a busy CPU; measured on 196 x 1,280
-# features on 2 shared cores, LogME took 3.9 s and the 5-fold probe 15 s with the default pools, and
-# 0.07 s and 0.23 s with one thread.
+# One BLAS/OpenMP thread: the matrices are small, and NumPy's and SciPy's pools next to torch's
+# oversubscribe a busy CPU (196 x 1,280 features, 2 shared cores: LogME 3.9 s and the 5-fold probe
+# 15 s with the default pools, 0.07 s and 0.23 s with one thread; measured).
 
 
 @dataclass(frozen=True)
@@ -344,11 +279,3 @@ def feature_scores(
                 lambda: probe_cv_accuracy(train, train_labels, folds=folds, c=c, seed=seed)
             ),
         }
-
-
-def effective_folds(labels: np.ndarray, settings: ScoreSettings) -> int:
-    """The folds the probe actually used (fewer than asked when a class is small)."""
-    try:
-        return cv_folds(labels, max_folds=settings.probe_folds)
-    except ValueError:
-        return 0

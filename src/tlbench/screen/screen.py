@@ -1,11 +1,6 @@
-"""``run_screen``: every candidate backbone scored without training, each as one MLflow run (``role=screen``).
-
-What a user types (a data folder, backbone names) becomes the Hydra overrides of each backbone; all
-configurations are composed and validated before the first forward pass, so a misspelt backbone fails
-at once. Backbones are screened one after the other and nothing is kept alive between them: the
-trial pipeline's own features through the feature cache, the scores (:mod:`tlbench.screen.scores`),
-``as_is`` with a class map, what the run logs, and the plain-text table the CLI prints.
-"""
+"""``run_screen``: every candidate backbone scored without training, each as one MLflow run (``role=screen``):
+what a user types -> Hydra overrides, the trial pipeline's features through the feature cache, the
+scores (:mod:`tlbench.screen.scores`), ``as_is`` with a class map, what a run logs, the CLI's table."""
 
 from __future__ import annotations
 
@@ -15,7 +10,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +25,15 @@ from tlbench.config.compose import config_dir
 from tlbench.config.schema import RunConfig, StrategyConfig, StrategyName, WeightsSource
 from tlbench.cost.device import DeviceInfo, device_hours
 from tlbench.cost.flops import measure_forward_flops
-from tlbench.data import BatchTransform, DataSplits
+from tlbench.data import BatchTransform, DataSplits, InMemoryLoader
 from tlbench.errors import ConfigError, ModelError
 from tlbench.models.network import EMBEDDED, build_model
-from tlbench.screen.scores import ScoreSettings, Timed, effective_folds, feature_scores
+from tlbench.screen.scores import ScoreSettings, Timed, cv_folds, feature_scores
 from tlbench.tracking import MlflowRun, check_reachable
 from tlbench.tracking import names as N
 from tlbench.training.inputs import FeatureCache, InputPlan, cached_inputs, feature_cache, plan_inputs
-from tlbench.training.prepare import prepare, resolve_defaults
+from tlbench.training.prepare import Trial, prepare, resolve_defaults
 from tlbench.training.record import evaluate
-
-# From what a user types (a data folder, backbone names) to the Hydra overrides of each screened backbone.
 
 DEFAULT_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 BUILTIN_DATASETS = ("digits", "fashion_mnist", "cifar10", "synthetic")
@@ -130,6 +123,17 @@ SCREEN_OVERRIDES = (
 
 
 @dataclass(frozen=True)
+class Extraction:
+    """What extracting the features cost, and where."""
+
+    forward_flops: float  # train + val, whether computed now or reused
+    seconds: float  # wall time of this call's extraction (about 0 on a cache hit)
+    standalone_seconds: float  # what the extraction cost when it was computed (this run or earlier)
+    cache_status: str  # miss | hit | partial
+    device: DeviceInfo
+
+
+@dataclass(frozen=True)
 class ScreenFeatures:
     """Features (float64, on the CPU) and labels of the train pool and the validation split."""
 
@@ -137,22 +141,7 @@ class ScreenFeatures:
     train_labels: NDArray[np.int64]
     val: NDArray[np.float64]
     val_labels: NDArray[np.int64]
-    class_names: tuple[str, ...]
-    resolution: int  # the side in pixels the images were fed at
-    forward_flops: float  # forward FLOPs of train + val extraction (whether computed now or reused)
-    extract_seconds: float  # wall time of this call's extraction (about 0 on a cache hit)
-    standalone_seconds: float  # what the extraction cost when it was computed (this run or earlier)
-    cache_status: str  # miss | hit | partial
-    device: DeviceInfo
-    fingerprint: str
-
-
-def _as_numpy(tensor: torch.Tensor) -> NDArray[np.float64]:
-    return np.asarray(tensor.detach().float().cpu().numpy(), dtype=np.float64)
-
-
-def _labels(tensor: torch.Tensor) -> NDArray[np.int64]:
-    return np.asarray(tensor.detach().cpu().numpy(), dtype=np.int64)
+    extraction: Extraction
 
 
 def extract(network: nn.Module, splits: DataSplits, plan: InputPlan, cache: FeatureCache) -> ScreenFeatures:
@@ -169,26 +158,10 @@ def extract(network: nn.Module, splits: DataSplits, plan: InputPlan, cache: Feat
     use = inputs.cache
     flops = sum(use.computed_flops.get(s, 0.0) + use.reused_flops.get(s, 0.0) for s in ("train", "val"))
     (train, train_y), (val, val_y) = inputs.data["train"], inputs.data["val"]
-    return ScreenFeatures(
-        train=_as_numpy(train),
-        train_labels=_labels(train_y),
-        val=_as_numpy(val),
-        val_labels=_labels(val_y),
-        class_names=tuple(splits.class_names),
-        resolution=int(splits.train.images.shape[-1]),
-        forward_flops=flops,
-        extract_seconds=seconds,
-        standalone_seconds=seconds + use.reused_seconds,
-        cache_status=use.status,
-        device=how.device,
-        fingerprint=str(splits.fingerprint),
-    )
-
-
-# --- as_is: the pretrained classifier on validation ---------------------------------------------------------
-
-# It needs the source classifier, which the feature backbone drops, so the network is built again with
-# the ``as_is`` strategy (the same weights, data and normalisation) and run once over validation.
+    x = [np.asarray(t.detach().float().cpu().numpy(), dtype=np.float64) for t in (train, val)]
+    y = [np.asarray(t.detach().cpu().numpy(), dtype=np.int64) for t in (train_y, val_y)]
+    extraction = Extraction(flops, seconds, seconds + use.reused_seconds, use.status, how.device)
+    return ScreenFeatures(x[0], y[0], x[1], y[1], extraction)
 
 
 @dataclass(frozen=True)
@@ -198,32 +171,22 @@ class AsIsScore:
     flops: float  # forward FLOPs over validation
 
 
-def as_is_accuracy(
-    cfg: RunConfig,
-    splits: DataSplits,
-    class_map: Mapping[str, Sequence[str]],
-    *,
-    device: DeviceInfo,
-    precision: str,
-) -> AsIsScore:
-    """Validation accuracy of the backbone's own classifier with ``class_map`` (no training); ``cfg``:
-    the screen's resolved trial config, ``splits`` its data on ``device``."""
-    start = time.perf_counter()
+def as_is_accuracy(trial: Trial, class_map: Mapping[str, Sequence[str]]) -> AsIsScore:
+    """Validation accuracy of the backbone's own classifier with ``class_map`` (no training): the feature
+    backbone drops that classifier, so the network is built again with the ``as_is`` strategy."""
+    start, device, val = time.perf_counter(), trial.device, trial.splits.val
     strategy = StrategyConfig(
         name=StrategyName.as_is, class_map={k: [str(v) for v in vs] for k, vs in class_map.items()}
     )
-    cfg = replace(cfg, strategy=strategy)
-    model = build_model(cfg, class_names=splits.class_names)
+    cfg = replace(trial.cfg, strategy=strategy)
+    model = build_model(cfg, class_names=trial.splits.class_names)
     network = model.network.to(device.torch_device).eval()
     transform = BatchTransform(mean=model.mean, std=model.std)
-    val = splits.val
-    batch = cfg.trainer.eval_batch_size
-    batches = (
-        (transform(val.images[first : first + batch]), val.labels[first : first + batch])
-        for first in range(0, len(val), batch)
+    batches = InMemoryLoader(
+        val.images, val.labels, batch_size=cfg.trainer.eval_batch_size, transform=transform
     )
     # the trial's own evaluation: the screen's as_is accuracy is the number an as_is trial would log
-    accuracy = evaluate(network, batches, device_type=device.kind, precision=precision).accuracy
+    accuracy = evaluate(network, batches, device_type=device.kind, precision=trial.precision).accuracy
     if device.is_gpu:
         torch.cuda.synchronize(device.torch_device)
     seconds = time.perf_counter() - start
@@ -243,33 +206,21 @@ class ScreenResult:
 
     backbone: str  # the timm model name (the trials' ``backbone`` param)
     weights: str
-    dataset: str
-    data_root: str
-    n_per_class: str  # "all" for the whole train pool
-    resolution: int
-    seed: int
-    n_train: int
-    n_val: int
-    n_classes: int
-    num_features: int
-    fingerprint: str
-    device: DeviceInfo
-    settings: ScoreSettings
-    probe_folds: int  # the folds actually used
+    params: dict[str, Any]  # the rest of the run's params: the data, its sizes and the score settings
     scores: dict[str, Timed]
     as_is: AsIsScore | None
-    forward_flops: float
-    extract_seconds: float
-    standalone_extract_seconds: float
-    cache_status: str
+    extraction: Extraction
     run_id: str | None = None
-    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(f"{name}: {t.note}" for name, t in self.scores.items() if t.note)
 
     @property
     def screen_seconds(self) -> float:
         """Wall seconds this screen spent: extraction (this run's) + every score."""
         extra = self.as_is.seconds if self.as_is else 0.0
-        return self.extract_seconds + sum(t.seconds for t in self.scores.values()) + extra
+        return self.extraction.seconds + sum(t.seconds for t in self.scores.values()) + extra
 
     def value(self, name: str) -> float:
         if name == "as_is_acc":
@@ -277,61 +228,31 @@ class ScreenResult:
         return self.scores[name].value if name in self.scores else float("nan")
 
 
-def screen_params(result: ScreenResult) -> dict[str, Any]:
-    s = result.settings
+def screen_metrics(result: ScreenResult) -> dict[str, float]:
+    scores, seconds, extraction, as_is = result.scores, result.screen_seconds, result.extraction, result.as_is
     return {
-        "backbone": result.backbone,
-        "weights": result.weights,
-        "dataset": result.dataset,
-        "data_root": result.data_root,
-        "n_per_class": result.n_per_class,
-        "resolution": result.resolution,
-        "seed": result.seed,
-        "n_train": result.n_train,
-        "n_val": result.n_val,
-        "n_classes": result.n_classes,
-        "num_features": result.num_features,
-        "data_fingerprint": result.fingerprint,
-        "knn_k": s.knn_k,
-        "probe_folds": result.probe_folds,
-        "probe_c": s.probe_c,
-        "screen_scores": ",".join([*SCORE_NAMES, *(["as_is_acc"] if result.as_is else [])]),
+        **{f"screen/{name}": t.value for name, t in scores.items() if math.isfinite(t.value)},
+        **{f"cost/{name}_seconds": t.seconds for name, t in scores.items()},
+        **({"screen/as_is_acc": as_is.accuracy, "cost/as_is_seconds": as_is.seconds} if as_is else {}),
+        **({"cost/as_is_flops": as_is.flops} if as_is else {}),
+        "cost/forward_flops": extraction.forward_flops,
+        "cost/extract_seconds": extraction.seconds,
+        "cost/standalone_extract_seconds": extraction.standalone_seconds,
+        "cost/screen_seconds": seconds,
+        N.DEVICE_HOURS: device_hours(seconds, extraction.device.count),
     }
 
 
-def screen_metrics(result: ScreenResult) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for name, timed in result.scores.items():
-        if math.isfinite(timed.value):
-            metrics[f"screen/{name}"] = timed.value
-        metrics[f"cost/{name}_seconds"] = timed.seconds
-    if result.as_is is not None:
-        metrics["screen/as_is_acc"] = result.as_is.accuracy
-        metrics["cost/as_is_seconds"] = result.as_is.seconds
-        metrics["cost/as_is_flops"] = result.as_is.flops
-    seconds = result.screen_seconds
-    metrics.update(
-        {
-            "cost/forward_flops": result.forward_flops,
-            "cost/extract_seconds": result.extract_seconds,
-            "cost/standalone_extract_seconds": result.standalone_extract_seconds,
-            "cost/screen_seconds": seconds,
-            N.DEVICE_HOURS: device_hours(seconds, result.device.count),
-        }
-    )
-    return metrics
-
-
 def screen_tags(result: ScreenResult, extra: dict[str, str]) -> dict[str, str]:
-    notes = "; ".join(result.notes) or ""
+    notes, device = "; ".join(result.notes), result.extraction.device
     return {
         N.ROLE: N.SCREEN,
         N.STATUS: N.COMPLETED,
-        N.DEVICE: result.device.name,
-        N.DEVICE_COUNT: str(result.device.count),
-        "device_model": result.device.model,
-        "feature_cache": result.cache_status,
-        "n_per_class": result.n_per_class,
+        N.DEVICE: device.name,
+        N.DEVICE_COUNT: str(device.count),
+        "device_model": device.model,
+        "feature_cache": result.extraction.cache_status,
+        "n_per_class": result.params["n_per_class"],
         "tlbench_version": tlbench.__version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
@@ -356,7 +277,7 @@ def screen_rows(results: Sequence[ScreenResult]) -> list[tuple[str, ...]]:
     """One row per backbone; the best value of each score column is marked with ``*``."""
     best = {
         name: max((r.value(name) for r in results if math.isfinite(r.value(name))), default=math.nan)
-        for name in ("logme", "knn_loo_acc", "knn_acc", "probe_cv_acc", "as_is_acc")
+        for name in (*SCORE_NAMES, "as_is_acc")
     }
 
     def cell(result: ScreenResult, name: str) -> str:
@@ -364,24 +285,18 @@ def screen_rows(results: Sequence[ScreenResult]) -> list[tuple[str, ...]]:
         mark = "*" if len(results) > 1 and math.isfinite(value) and value == best[name] else ""
         return _number(value) + mark
 
-    rows: list[tuple[str, ...]] = []
+    rows = []
     for r in results:
         score_seconds = sum(t.seconds for t in r.scores.values()) + (r.as_is.seconds if r.as_is else 0.0)
         rows.append(
             (
                 r.backbone,
-                str(r.resolution),
-                str(r.n_train),
-                str(r.n_val),
-                cell(r, "logme"),
-                cell(r, "knn_loo_acc"),
-                cell(r, "knn_acc"),
-                cell(r, "probe_cv_acc"),
-                cell(r, "as_is_acc"),
-                f"{r.forward_flops / 1e9:.1f}",
-                f"{r.extract_seconds:.1f}",
+                *(str(r.params[name]) for name in ("resolution", "n_train", "n_val")),
+                *(cell(r, name) for name in (*SCORE_NAMES, "as_is_acc")),
+                f"{r.extraction.forward_flops / 1e9:.1f}",
+                f"{r.extraction.seconds:.1f}",
                 f"{score_seconds:.2f}",
-                r.cache_status,
+                r.extraction.cache_status,
             )
         )
     return rows
@@ -402,23 +317,16 @@ def format_table(results: Sequence[ScreenResult]) -> str:
     return "\n".join(lines)
 
 
-# --- run_screen ---------------------------------------------------------------------------------------------
-
-# All configurations are composed and validated before the first forward pass, so a misspelt backbone
-# fails at once. Backbones are screened one after the other and nothing is kept alive between them.
+# --- run_screen: every config is validated before the first forward pass (a misspelt backbone fails at
+# once); backbones are screened one after the other and nothing is kept alive between them.
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-def backbone_groups() -> list[str]:
-    """The ``conf/backbone`` options (``efficientnet_lite0``, ``resnet18``, ...)."""
-    return sorted(p.stem for p in (config_dir() / "backbone").glob("*.yaml"))
-
-
 def screen_configs(overrides: Sequence[str], backbones: Sequence[str]) -> list[RunConfig]:
     """One validated linear-probe config per backbone: ``overrides``, the backbone, the screen's own."""
-    groups = backbone_groups()
+    groups = sorted(p.stem for p in (config_dir() / "backbone").glob("*.yaml"))  # conf/backbone options
     configs = []
     for item in backbones:
         chosen = [*overrides, *backbone_overrides(item, groups=groups)]
@@ -437,74 +345,35 @@ def screen_backbone(
 ) -> ScreenResult:
     """Features of the train pool and validation (one forward pass, cached), then every score."""
     trial = prepare(cfg)
-    cfg, device, precision, splits, model = (
-        trial.cfg,
-        trial.device,
-        trial.precision,
-        trial.splits,
-        trial.model,
-    )
+    cfg, splits, model = trial.cfg, trial.splits, trial.model
     plan = plan_inputs(
-        cfg, model, splits, device=device, precision=precision, channels_last=trial.channels_last
+        cfg, model, splits, device=trial.device, precision=trial.precision, channels_last=trial.channels_last
     )
     features = extract(model.network, splits, plan, feature_cache(cfg.trainer))
     scores = feature_scores(
         features.train, features.train_labels, features.val, features.val_labels, settings
     )
-    as_is = as_is_accuracy(cfg, splits, class_map, device=device, precision=precision) if class_map else None
-    notes = tuple(f"{name}: {t.note}" for name, t in scores.items() if t.note)
-    result = ScreenResult(
-        backbone=cfg.backbone.name,
-        weights=model.weights.value,
-        dataset=cfg.data.name.value,
-        data_root=cfg.data.root or "",
-        n_per_class=str(cfg.data.n_per_class) if cfg.data.n_per_class is not None else "all",
-        resolution=features.resolution,
-        seed=cfg.seed,
-        n_train=int(features.train_labels.size),
-        n_val=int(features.val_labels.size),
-        n_classes=len(features.class_names),
-        num_features=int(features.train.shape[1]),
-        fingerprint=features.fingerprint,
-        device=features.device,
-        settings=settings,
-        probe_folds=effective_folds(features.train_labels, settings),
-        scores=scores,
-        as_is=as_is,
-        forward_flops=features.forward_flops,
-        extract_seconds=features.extract_seconds,
-        standalone_extract_seconds=features.standalone_seconds,
-        cache_status=features.cache_status,
-        notes=notes,
-    )
-    del splits, model, plan
+    as_is = as_is_accuracy(trial, class_map) if class_map else None
+    params = {
+        "dataset": cfg.data.name.value,
+        "data_root": cfg.data.root or "",
+        "n_per_class": str(cfg.data.n_per_class) if cfg.data.n_per_class is not None else "all",
+        "resolution": int(splits.train.images.shape[-1]),
+        "seed": cfg.seed,
+        "n_train": int(features.train_labels.size),
+        "n_val": int(features.val_labels.size),
+        "n_classes": len(splits.class_names),
+        "num_features": int(features.train.shape[1]),
+        "data_fingerprint": str(splits.fingerprint),
+        "knn_k": settings.knn_k,
+        "probe_folds": cv_folds(features.train_labels, max_folds=settings.probe_folds),  # the folds used
+        "probe_c": settings.probe_c,
+        "screen_scores": ",".join([*SCORE_NAMES, *(["as_is_acc"] if as_is else [])]),
+    }
+    result = ScreenResult(cfg.backbone.name, model.weights.value, params, scores, as_is, features.extraction)
+    del trial, splits, model, plan, features
     gc.collect()
     return result
-
-
-def _log(
-    result: ScreenResult,
-    *,
-    experiment: str,
-    tracking_uri: str | None,
-    parent_run_id: str | None,
-    tags: Mapping[str, str],
-) -> str:
-    run = MlflowRun.start(
-        experiment=experiment,
-        run_name=f"screen:{result.backbone}",
-        tracking_uri=tracking_uri,
-        parent_run_id=parent_run_id,
-        tags=screen_tags(result, dict(tags)),
-    )
-    try:
-        run.log_params(screen_params(result))
-        run.log_metrics(screen_metrics(result))
-    except BaseException:
-        run.end("FAILED")
-        raise
-    run.end("FINISHED")
-    return run.run_id
 
 
 def run_screen(
@@ -520,21 +389,10 @@ def run_screen(
     track: bool = True,
     progress: Progress = lambda message: None,
 ) -> list[ScreenResult]:
-    """Screen ``backbones`` on the data ``overrides`` name; log each as a ``role=screen`` run.
-
-    Args:
-        overrides: Hydra overrides for the data (and anything else, e.g. ``data.n_per_class=50``);
-            a sweep passes its ``base`` overrides so the screen sees the data its trials train on.
-        backbones: config groups (``efficientnet_lite1``), timm names, or ``name@/checkpoint``.
-        class_map: target class -> source (ImageNet) classes; adds ``screen/as_is_acc``.
-        settings: kNN and probe settings (defaults: k=5, 5 folds).
-        experiment: the MLflow experiment (a sweep passes its study's experiment).
-        tracking_uri: None = ``$MLFLOW_TRACKING_URI`` or MLflow's default.
-        parent_run_id: the study's parent run, when called by a sweep.
-        tags: extra tags for every screen run (e.g. the study tag).
-        track: False logs nothing (``run_id`` stays None).
-        progress: called with one line per backbone.
-    """
+    """Screen ``backbones`` on the data ``overrides`` name (a sweep passes its ``base``, so the screen sees
+    its trials' data); log each as a ``role=screen`` run unless ``track`` is False. ``backbones``: config
+    groups, timm names or ``name@/checkpoint``; ``class_map`` (target -> ImageNet classes) adds ``as_is``;
+    ``tags`` go on every run; ``progress`` gets one line per backbone."""
     if not backbones:
         raise ValueError("run_screen needs at least one backbone")
     settings = settings or ScoreSettings()
@@ -546,14 +404,21 @@ def run_screen(
         progress(f"[{index}/{len(configs)}] {cfg.backbone.name} ({cfg.backbone.weights.value} weights)")
         result = screen_backbone(cfg, class_map=class_map, settings=settings)
         if track:
-            run_id = _log(
-                result,
+            run = MlflowRun.start(
                 experiment=experiment,
+                run_name=f"screen:{result.backbone}",
                 tracking_uri=tracking_uri,
                 parent_run_id=parent_run_id,
-                tags=tags or {},
+                tags=screen_tags(result, dict(tags or {})),
             )
-            result = replace(result, run_id=run_id)
+            try:
+                run.log_params({"backbone": result.backbone, "weights": result.weights, **result.params})
+                run.log_metrics(screen_metrics(result))
+            except BaseException:
+                run.end("FAILED")
+                raise
+            run.end("FINISHED")
+            result = replace(result, run_id=run.run_id)
         log.info("screen %s: %s", result.backbone, {k: round(v.value, 4) for k, v in result.scores.items()})
         results.append(result)
     return results
