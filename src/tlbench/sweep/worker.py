@@ -275,7 +275,7 @@ def make_sampler(
     multi_objective: bool = False,
 ) -> optuna.samplers.BaseSampler:
     """The sampler of ``spec.name`` (validated by the sweep spec against the same names)."""
-    return SAMPLERS[spec.name](spec, params, derived_seed(spec.seed, cell_key, salt), multi_objective)
+    return SAMPLERS[str(spec.name)](spec, params, derived_seed(spec.seed, cell_key, salt), multi_objective)
 
 
 def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
@@ -541,22 +541,19 @@ def slots_done(trials: Sequence[FrozenTrial], slots: Sequence[Slot], *, max_retr
     )
 
 
-class TuneThenFinal:
-    def __init__(self, ctx: StudyContext, *, offset: int = 0, workers: int = 1, poll_s: float = 2.0) -> None:
+class _Loop:
+    """What both study modes share: the work loop, enqueued slots and their claims."""
+
+    study_names: list[str]
+
+    def __init__(self, ctx: StudyContext, *, workers: int = 1, poll_s: float = 2.0) -> None:
         self.ctx = ctx
         self.workers = workers
         self.spec = ctx.spec
-        self.cells = list(ctx.plan.cells)
-        shift = offset % len(self.cells)  # workers start on different cells: fewer lost claims
-        self.order = self.cells[shift:] + self.cells[:shift]
         self.poll_s = poll_s
 
-    @property
-    def study_names(self) -> list[str]:
-        names_ = [self.ctx.names.cell(c.key) for c in self.cells]
-        if self.ctx.plan.check_cells:
-            names_.append(self.ctx.names.budget_check)
-        return [*names_, self.ctx.names.final]
+    def next_job(self) -> Job | None:
+        raise NotImplementedError
 
     def run(self, *, should_stop: Callable[[], bool] = lambda: False) -> None:
         while not should_stop():
@@ -571,6 +568,47 @@ class TuneThenFinal:
 
     def _trials(self, name: str) -> list[FrozenTrial]:
         return self.ctx.study(name).get_trials(deepcopy=False)
+
+    def _waiting(self, name: str) -> bool:
+        return bool(self.ctx.study(name).get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def _others_running(self) -> bool:
+        registry = self.ctx.registry()
+        return any(
+            self.ctx.alive(t, registry)
+            for name in self.study_names
+            for t in self.ctx.study(name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        )
+
+    def _enqueue(self, name: str, due: Sequence[Enqueued]) -> None:
+        study = self.ctx.study(name)
+        trials = study.get_trials(deepcopy=False)
+        for item in due:
+            if slot_needs_trial(trials, item.slot, max_retries=self.spec.budget.max_retries):
+                study.enqueue_trial(item.params, user_attrs={SLOT: item.slot.key, **item.attrs})
+
+    def _claim(self, name: str) -> Any | None:
+        """Pop an enqueued slot's trial; ``None`` (closed unrun) if another worker took the slot first."""
+        study = self.ctx.study(name)
+        trial = study.ask()  # pops an enqueued slot, or creates a blank trial if another worker was faster
+        trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
+        trials = self._trials(name)
+        frozen = next((t for t in trials if t.number == trial.number), None)
+        if trial.user_attrs.get(SLOT) is None or frozen is None or not first_claim(trials, frozen):
+            close_unrun(trial, "duplicate", "slot already taken (concurrent claim)")
+            return None
+        return trial
+
+
+class TuneThenFinal(_Loop):
+    def __init__(self, ctx: StudyContext, *, offset: int = 0, workers: int = 1, poll_s: float = 2.0) -> None:
+        super().__init__(ctx, workers=workers, poll_s=poll_s)
+        self.cells = list(ctx.plan.cells)
+        shift = offset % len(self.cells)  # workers start on different cells: fewer lost claims
+        self.order = self.cells[shift:] + self.cells[:shift]
+        studies = [ctx.names.cell(c.key) for c in self.cells]
+        checks = [ctx.names.budget_check] if ctx.plan.check_cells else []
+        self.study_names = [*studies, *checks, ctx.names.final]
 
     def cell_status(self, cell: Cell) -> CellStatus:
         return cell_status(
@@ -595,17 +633,6 @@ class TuneThenFinal:
         if self._waiting(self.ctx.names.final):
             return self.final_one
         return None
-
-    def _waiting(self, name: str) -> bool:
-        return bool(self.ctx.study(name).get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-
-    def _others_running(self) -> bool:
-        registry = self.ctx.registry()
-        return any(
-            self.ctx.alive(t, registry)
-            for name in self.study_names
-            for t in self.ctx.study(name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        )
 
     def label(self, cell: Cell) -> str:
         return run_label(self.ctx.plan.facts[cell.key], cell)
@@ -768,25 +795,6 @@ class TuneThenFinal:
                 runs.append(CheckRun.of(cell.key, best, seed=self.spec.tune_seed))
         return runs
 
-    def _enqueue(self, name: str, due: Sequence[Enqueued]) -> None:
-        study = self.ctx.study(name)
-        trials = study.get_trials(deepcopy=False)
-        for item in due:
-            if slot_needs_trial(trials, item.slot, max_retries=self.spec.budget.max_retries):
-                study.enqueue_trial(item.params, user_attrs={SLOT: item.slot.key, **item.attrs})
-
-    def _claim(self, name: str) -> Any | None:
-        """Pop an enqueued slot's trial; ``None`` (closed unrun) if another worker took the slot first."""
-        study = self.ctx.study(name)
-        trial = study.ask()  # pops an enqueued slot, or creates a blank trial if another worker was faster
-        trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
-        trials = self._trials(name)
-        frozen = next((t for t in trials if t.number == trial.number), None)
-        if trial.user_attrs.get(SLOT) is None or frozen is None or not first_claim(trials, frozen):
-            close_unrun(trial, "duplicate", "slot already taken (concurrent claim)")
-            return None
-        return trial
-
     def final_one(self) -> None:
         name = self.ctx.names.final
         trial = self._claim(name)
@@ -915,60 +923,28 @@ class ParetoPoint:
     run_id: str | None
 
 
-class Pareto:
+class Pareto(_Loop):
     def __init__(self, ctx: StudyContext, *, workers: int = 1, poll_s: float = 2.0) -> None:
-        self.ctx = ctx
-        self.workers = workers
-        self.spec = ctx.spec
-        self.poll_s = poll_s
+        super().__init__(ctx, workers=workers, poll_s=poll_s)
         self.name = ctx.names.pareto
         self.cells = expand_cells(ctx.spec)
+        self.study_names = [self.name]
 
-    @property
-    def study_names(self) -> list[str]:
-        return [self.name]
+    def slots(self) -> list[Enqueued]:
+        """``trials_per_cell`` slots per cell, its factor values fixed: the fair share of every arm."""
+        return [
+            Enqueued(Slot(cell.key, f"trial={i}"), dict(cell.values), {CELL: cell.key, ROLE: "tune"})
+            for cell in self.cells
+            for i in range(self.spec.budget.trials_per_cell)
+        ]
 
-    def slots(self) -> list[Slot]:
-        """``trials_per_cell`` slots per cell: the fair share of every arm."""
-        per_cell = self.spec.budget.trials_per_cell
-        return [Slot(cell.key, f"trial={i}") for cell in self.cells for i in range(per_cell)]
-
-    def _trials(self) -> list[FrozenTrial]:
-        return self.ctx.study(self.name).get_trials(deepcopy=False)
-
-    def run(self, *, should_stop: Callable[[], bool] = lambda: False) -> None:
-        while not should_stop():
-            reap(self.ctx, self.study_names)
-            self._enqueue()
-            study = self.ctx.study(self.name)
-            if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                self.run_one()
-            elif any(t.state == TrialState.RUNNING and self.ctx.alive(t) for t in self._trials()):
-                time.sleep(self.poll_s)
-            else:
-                return
+    def next_job(self) -> Job | None:
+        self._enqueue(self.name, self.slots())
+        return self.run_one if self._waiting(self.name) else None
 
     def complete(self) -> bool:
-        trials = self._trials()
-        if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials):
-            return False
-        retries = self.spec.budget.max_retries
-        return all(
-            any(is_counted(t) for t in slot_trials(trials, slot))
-            or slot_given_up(trials, slot, max_retries=retries)
-            for slot in self.slots()
-        )
-
-    def _enqueue(self) -> None:
-        study = self.ctx.study(self.name)
-        trials = study.get_trials(deepcopy=False)
-        cells = cell_by_key(self.cells)
-        for slot in self.slots():
-            if slot_needs_trial(trials, slot, max_retries=self.spec.budget.max_retries):
-                study.enqueue_trial(
-                    {name: value for name, value in cells[slot.cell_key].values},
-                    user_attrs={SLOT: slot.key, CELL: slot.cell_key, ROLE: "tune"},
-                )
+        slots = [item.slot for item in self.slots()]
+        return slots_done(self._trials(self.name), slots, max_retries=self.spec.budget.max_retries)
 
     def run_one(self) -> None:
         study = self.ctx.study(self.name)
@@ -978,12 +954,8 @@ class Pareto:
         study.sampler = make_sampler(
             self.spec.sampler, [], cell_key="pareto", salt=salt, multi_objective=True
         )
-        trial = study.ask()  # pops an enqueued slot, or creates a blank trial if another worker was faster
-        trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
-        trials = self._trials()
-        frozen = next((t for t in trials if t.number == trial.number), None)
-        if trial.user_attrs.get(SLOT) is None or frozen is None or not first_claim(trials, frozen):
-            close_unrun(trial, "duplicate", "Pareto slot already taken (concurrent claim)")
+        trial = self._claim(self.name)
+        if trial is None:
             return
         cell = cell_from_params(self.spec, suggest_factors(trial, self.spec))  # the enqueued factor values
         values = suggest(trial, cell_search(self.spec, cell))
@@ -1006,7 +978,7 @@ class Pareto:
 
     def graph_hint(self, cell: Cell) -> str:
         """``trainer.planned_trials``: the trials this worker will still run on this cell's graph."""
-        done = Counter(str(t.user_attrs.get(CELL)) for t in self._trials() if is_counted(t))
+        done = Counter(str(t.user_attrs.get(CELL)) for t in self._trials(self.name) if is_counted(t))
         due = dict.fromkeys((c.key for c in self.cells), self.spec.budget.trials_per_cell)
         graph = self.ctx.plan.facts[cell.key].graph
         planned = planned_on_graph(self.ctx.plan, graph, due=due, done=done, workers=self.workers)
