@@ -91,8 +91,6 @@ log = logging.getLogger(__name__)
 
 # --- progress ---
 # What the live view shows, computed (not drawn) from the stored trials: counts, best, ETA.
-#
-# Kept apart from the drawing (the view, below) so it is a pure function tests can check.
 @dataclass(frozen=True)
 class PhaseCounts:
     name: str  # tune | final | pareto
@@ -193,10 +191,8 @@ def format_duration(seconds: float | None) -> str:
 
 
 # --- view ---
-# Draw the progress: a ``rich`` live table on a terminal, plain log lines elsewhere (CI logs).
-#
-# A background thread polls its own storage connection, so the view never waits on training and the
-# training thread never waits on the view.
+# A ``rich`` live table on a terminal, plain log lines elsewhere (CI logs), from a background thread on
+# its own storage connection: the view and the training never wait on each other.
 
 
 def render_line(info: ProgressInfo) -> str:
@@ -314,11 +310,8 @@ class ProgressView:
 
 
 # --- timing ---
-# Where a sweep's time went: trial wall time and fit time, per phase and strategy, and the rest.
-#
-# Trial wall time runs from the claim to the ``tell`` (composition, data, model, fit, evaluation,
-# tracking); fit time is the trial's ``cost/fit_seconds``. Whatever the sweep's wall time exceeds
-# their sum is start-up and coordination.
+# Trial wall time runs from the claim to the ``tell``; fit time is the trial's ``cost/fit_seconds``;
+# whatever the sweep's wall time exceeds their sum is start-up and coordination.
 @dataclass(frozen=True)
 class TimeRow:
     phase: str
@@ -442,12 +435,9 @@ def format_results(results: Sequence[CellResult]) -> str:
 
 
 # --- workers ---
-# Local worker processes: spawn N copies of the sweep command, forward Ctrl-C once, wait.
-#
-# Each worker is ``python -m tlbench.cli sweep … --worker`` (an argument list, no shell), in its own
-# session so that a terminal's Ctrl-C reaches only the supervisor, which then sends exactly one SIGINT
-# to each worker: a second one could interrupt a worker while it records its trial. The storage URL
-# travels in the environment, not on the command line, where ``ps`` would show its password. A
+# Each worker is ``python -m tlbench.cli sweep … --worker`` in its own session: a terminal's Ctrl-C
+# reaches only the supervisor, which sends each worker exactly one SIGINT (a second could interrupt it
+# while it records its trial). The storage URL travels in the environment (``ps`` shows arguments). A
 # worker whose supervisor disappears (``kill -9``) finishes its current trial and stops.
 SUPERVISOR_ENV = "TLBENCH_SWEEP_SUPERVISOR"  # the supervisor's pid, so a worker notices it is orphaned
 
@@ -528,11 +518,8 @@ def supervisor_gone() -> bool:
 
 
 # --- session ---
-# One sweep command on one process: open the study, work on it (or supervise workers), close it.
-#
-# Closing is where the MLflow parent run's state is decided: FINISHED once the study is complete;
-# otherwise, if no other worker is still alive, KILLED with ``status=interrupted`` (a later
-# ``make sweep`` resumes the study and sets it back to RUNNING); otherwise left to the last worker out.
+# Closing decides the parent run's state: FINISHED once the study is complete; else, if no other worker
+# is alive, KILLED with ``status=interrupted`` (a rerun resumes it); else left to the last worker out.
 Loop = TuneThenFinal | Pareto
 
 
@@ -581,18 +568,12 @@ def make_loop(ctx: StudyContext, *, offset: int = 0, workers: int = 1) -> Loop:
     return TuneThenFinal(ctx, offset=offset, workers=workers)
 
 
-def current_progress(ctx: StudyContext, *, started: float, workers: int) -> ProgressInfo:
-    trials = read_trials(ctx.storage, ctx.spec, ctx.names)
-    return progress_info(trials, ctx.plan.phases, elapsed_s=time.monotonic() - started, workers=workers)
-
-
-def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def work(ctx: StudyContext, *, offset: int = 0, workers: int = 1, stop_when: Any = None) -> bool:
+def work(ctx: StudyContext, *, index: int = 0, workers: int = 1, stop_when: Any = None) -> bool:
     """Run the worker loop here until the study has no work left; returns True if interrupted."""
-    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)  # `kill` stops cleanly too
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops cleanly too
+    # where in the cell list this worker starts: local workers by index; machines sharing a database
+    # cannot know each other's index, so there the pid spreads them
+    offset = os.getpid() if ctx.storage_ref.multi_machine else index
     loop = make_loop(ctx, offset=offset, workers=workers)
     gc.collect()
     gc.freeze()  # the long-lived imports and clients: the per-trial collection then skips them
@@ -634,7 +615,12 @@ def close(ctx: StudyContext, *, interrupted: bool, started: float, workers: int)
             complete=complete,
             interrupted=interrupted,
             parent_run_id=ctx.parent_run_id,
-            progress=current_progress(ctx, started=started, workers=workers),
+            progress=progress_info(
+                read_trials(ctx.storage, ctx.spec, ctx.names),
+                ctx.plan.phases,
+                elapsed_s=time.monotonic() - started,
+                workers=workers,
+            ),
             pareto=points,
         )
     finally:
@@ -646,12 +632,6 @@ def log_dir(study: str) -> Path:
 
 
 # --- run ---
-# The sweep's one entry point: :func:`run_sweep`, from a parsed command line to a finished study.
-#
-# Definition (the file plus the command line) -> check against the config tree -> the study's plan
-# (each cell composed once) and threads x workers from the free cores -> open the study and its
-# parent run -> work here or supervise worker processes, with a live progress view -> close, print
-# where the study stands -> on a complete study, the report and the exported winner.
 # Per-epoch and per-trial INFO lines from the training stack would drown the progress view.
 _QUIET = ("tlbench.models", "tlbench.run", "tlbench.training", "tlbench.data", "tlbench.cost", "optuna")
 
@@ -713,7 +693,7 @@ def run_sweep(request: SweepRequest) -> int:
     with _closed_on_error(ctx, started, workers), ProgressView(compute, title=f"study {study}"):
         if workers == 1:
             _set_threads(threads.threads)
-            interrupted = work(ctx, offset=_offset(ref, 0), workers=1)
+            interrupted = work(ctx, index=0, workers=1)
         else:
             interrupted = _supervise(
                 ctx,
@@ -797,7 +777,7 @@ def _run_worker(request: SweepRequest, ctx: StudyContext, started: float) -> int
     with _closed_on_error(ctx, started, workers):
         interrupted = work(
             ctx,
-            offset=_offset(ctx.storage_ref, request.worker_index),
+            index=request.worker_index,
             workers=workers,
             stop_when=supervisor_gone,
         )
@@ -865,12 +845,6 @@ def _closed_on_error(ctx: StudyContext, started: float, workers: int) -> Iterato
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
-
-
-def _offset(ref: StorageRef, index: int) -> int:
-    """Where in the cell list this worker starts: spread local workers by index; machines sharing a
-    database cannot know each other's index, so there the pid spreads them."""
-    return os.getpid() if ref.multi_machine else index
 
 
 def _supervise(
