@@ -462,29 +462,19 @@ class Enqueued:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class FinalRun:
-    """One final run: a cell's chosen configuration (from tuning trial ``tuned_from``) on one seed."""
-
-    cell_key: str
-    seed: int
-    tuned_from: int  # UNTUNED when the cell was not tuned
-    params: dict[str, Any]
-    race_round: int = 1
-
-    @property
-    def slot(self) -> Slot:
-        return final_slot(self.cell_key, self.seed)
-
-    def enqueued(self) -> Enqueued:
-        attrs = {
-            CELL: self.cell_key,
-            SEED: self.seed,
-            ROLE: names.FINAL,
-            TUNED_FROM: self.tuned_from,
-            RACE_ROUND_ATTR: self.race_round,
-        }
-        return Enqueued(self.slot, self.params, attrs)
+def final_run(
+    cell_key: str, seed: int, tuned_from: int, params: dict[str, Any], race_round: int = 1
+) -> Enqueued:
+    """One final run: a cell's chosen configuration (from tuning trial ``tuned_from``, UNTUNED when the
+    cell was not tuned) on one seed."""
+    attrs = {
+        CELL: cell_key,
+        SEED: seed,
+        ROLE: names.FINAL,
+        TUNED_FROM: tuned_from,
+        RACE_ROUND_ATTR: race_round,
+    }
+    return Enqueued(final_slot(cell_key, seed), params, attrs)
 
 
 @dataclass(frozen=True)
@@ -493,7 +483,7 @@ class RaceGroup:
 
     arms: list[ArmRace]
     rounds: int
-    runs: list[FinalRun]
+    runs: list[Enqueued]
 
 
 NO_CHOICE = "no completed tuning trial: no configuration to run"
@@ -625,10 +615,10 @@ class TuneThenFinal(_Loop):
         if not self.spec.has_finals:
             return None
         if self.ctx.plan.check_cells:
-            self._enqueue(self.ctx.names.budget_check, [c.enqueued() for c in self.check_runs()])
+            self._enqueue(self.ctx.names.budget_check, self.check_runs())
             if self._waiting(self.ctx.names.budget_check):
                 return self.check_one
-        self._enqueue(self.ctx.names.final, [f.enqueued() for f in self.final_slots()])
+        self._enqueue(self.ctx.names.final, self.final_slots())
         self.publish_race()
         if self._waiting(self.ctx.names.final):
             return self.final_one
@@ -646,7 +636,7 @@ class TuneThenFinal(_Loop):
         finals = self._trials(self.ctx.names.final) if self.spec.has_finals else []
         checks = self._trials(self.ctx.names.budget_check) if checked else []
         due_finals = (
-            Counter(run.cell_key for run in self.final_slots()) if self.spec.has_finals else Counter()
+            Counter(run.slot.cell_key for run in self.final_slots()) if self.spec.has_finals else Counter()
         )
         due, done = {}, {}
         for c in same:
@@ -724,14 +714,14 @@ class TuneThenFinal(_Loop):
         best = self.best(source)
         return None if best is None else (best.number, dict(best.params))
 
-    def final_slots(self) -> list[FinalRun]:
+    def final_slots(self) -> list[Enqueued]:
         """The final runs due: every seed for every arm, or with racing, the rounds reached so far."""
         if self.spec.race is None:
             runs = []
             for cell in self.cells:
                 chosen = self.chosen(cell)
                 if chosen is not None:
-                    runs += [FinalRun(cell.key, seed, *chosen) for seed in self.spec.final_seeds]
+                    runs += [final_run(cell.key, seed, *chosen) for seed in self.spec.final_seeds]
             return runs
         return [run for group in self.race_groups() for run in group.runs]
 
@@ -764,7 +754,9 @@ class TuneThenFinal(_Loop):
             runs = []
             for r in state:
                 tuned_from, params = chosen[r.arm.cell] or (UNTUNED, {})
-                runs += [FinalRun(r.arm.cell, s, tuned_from, params, race_round=round_of[s]) for s in r.seeds]
+                runs += [
+                    final_run(r.arm.cell, s, tuned_from, params, race_round=round_of[s]) for s in r.seeds
+                ]
             out.append(RaceGroup([*state, *unchosen], reached, runs))
         return out
 
@@ -786,13 +778,22 @@ class TuneThenFinal(_Loop):
         parent.log_text(text, names.RACE_ARTIFACT)
         self.ctx.meta.set_user_attr(RACE_DIGEST_ATTR, digest)
 
-    def check_runs(self) -> list[CheckRun]:
-        """A budget check for each checked cell whose tuning is done and chose a configuration."""
+    def check_runs(self) -> list[Enqueued]:
+        """A budget check (the best tuning trial's configuration with a larger step budget) for each
+        checked cell whose tuning is done and chose a configuration."""
         runs = []
         for cell in self.ctx.plan.check_cells:
             best = self.best(cell) if self.cell_status(cell).done else None
             if best is not None:
-                runs.append(CheckRun.of(cell.key, best, seed=self.spec.tune_seed))
+                attrs = {
+                    CELL: cell.key,
+                    SEED: self.spec.tune_seed,
+                    ROLE: names.BUDGET_CHECK,
+                    TUNED_FROM: best.number,
+                    BASE_VAL_ATTR: float(best.value or 0.0),
+                    BASE_RUN_ATTR: str(best.user_attrs.get(RUN_ID, "")),
+                }
+                runs.append(Enqueued(Slot(cell.key, "budget_check"), dict(best.params), attrs))
         return runs
 
     def final_one(self) -> None:
@@ -859,44 +860,6 @@ class TuneThenFinal(_Loop):
             run_name=run_name(names.BUDGET_CHECK, self.label(cell), number=trial.number, factor=check.factor),
         )
         run_trial(self.ctx, trial, plan)
-
-
-@dataclass(frozen=True)
-class CheckRun:
-    """A budget check of one cell: its best tuning trial's configuration with a larger step budget."""
-
-    cell_key: str
-    tuned_from: int
-    params: dict[str, Any]
-    base_val_acc: float
-    base_run_id: str
-    seed: int
-
-    @classmethod
-    def of(cls, cell_key: str, best: FrozenTrial, *, seed: int) -> CheckRun:
-        return cls(
-            cell_key=cell_key,
-            tuned_from=best.number,
-            params=dict(best.params),
-            base_val_acc=float(best.value or 0.0),
-            base_run_id=str(best.user_attrs.get(RUN_ID, "")),
-            seed=seed,
-        )
-
-    @property
-    def slot(self) -> Slot:
-        return Slot(self.cell_key, "budget_check")
-
-    def enqueued(self) -> Enqueued:
-        attrs = {
-            CELL: self.cell_key,
-            SEED: self.seed,
-            ROLE: names.BUDGET_CHECK,
-            TUNED_FROM: self.tuned_from,
-            BASE_VAL_ATTR: self.base_val_acc,
-            BASE_RUN_ATTR: self.base_run_id,
-        }
-        return Enqueued(self.slot, self.params, attrs)
 
 
 # --- pareto ---
