@@ -39,14 +39,10 @@ from tlbench.sweep.spec import (
 from tlbench.tracking import names
 
 # --- protocol ---
-# The fair protocol over stored trials: what counts toward a budget, which claim wins, who is best.
-#
 # Pure functions of Optuna's frozen trials, so every worker (on any machine) reaches the same answer
 # from the same storage. A trial *counts* when it is COMPLETE, PRUNED (compute spent is compute spent)
-# or FAILed for a reason that is a property of its configuration (divergence, out of memory, an
-# impossible setting). Trials whose process died, that were interrupted, or that lost a concurrent
-# claim do not count: their cell gets the work redone. Crashes are redone at most ``max_retries``
-# times per cell (or final slot), so a cell that always crashes cannot loop forever.
+# or FAILed for a property of its configuration; trials that died, were interrupted or lost a claim
+# are redone, crashes at most ``max_retries`` times per cell (or final slot).
 # user attrs written on every trial
 FAIL_KIND, FAIL_REASON = "fail_kind", "fail_reason"
 ROLE, CELL, SLOT, SEED, STRATEGY = names.ROLE, names.CELL, "slot", "seed", names.STRATEGY_TAG
@@ -174,11 +170,8 @@ def first_claim(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> bool:
 
 
 # --- cells ---
-# Cells: one combination of the crossed factors, with its fixed overrides and its search space.
-#
-# Each cell is tuned in its own Optuna study (``<study>/<cell key>``) so the sampler and the pruner
-# compare trials only with trials of the same strategy and data size: pruning a slow-starting
-# scratch run against a linear probe's curve would be unfair.
+# Each cell (one combination of the factors) is tuned in its own Optuna study (``<study>/<cell key>``):
+# pruning a slow-starting scratch run against a linear probe's curve would be unfair.
 NO_FACTORS_KEY = "base"  # the one cell of a sweep without factors
 
 
@@ -266,10 +259,8 @@ def cell_by_key(cells: Iterable[Cell]) -> dict[str, Cell]:
 
 
 # --- space ---
-# Search spaces as Optuna distributions, and sampled values as Hydra overrides.
-#
-# Optuna parameter names are the config paths themselves (``optimizer.lr``), so the dashboard, the
-# stored trials and the overrides a trial ran with all use one vocabulary.
+# Optuna parameter names are the config paths (``optimizer.lr``): the dashboard, the stored trials and
+# the overrides a trial ran with use one vocabulary.
 def distribution(param: SearchParam) -> BaseDistribution:
     if param.choices is not None:
         return CategoricalDistribution(list(param.choices))
@@ -338,13 +329,9 @@ def wall_seconds(trial: FrozenTrial) -> float | None:
 
 
 # --- plan ---
-# What a study will run, known before its first trial: each cell's facts and the trials per phase.
-#
-# Each cell is composed once (its fixed overrides, no searched value) to learn what only the config
-# knows: its strategy, whether it trains by steps (and so has a step budget a budget check can double),
-# its budget, and the graph its trials train (backbone, resolution, batch, trained part), which tells a
-# worker how many trials will reuse one compiled graph. The plan is computed once per process; every
-# worker derives the same one from the same definition.
+# Each cell is composed once to learn what only the config knows: its strategy, whether it trains by
+# steps (a budget a check can double), its budget, and the graph its trials train (how many trials
+# reuse one compiled graph). Every worker derives the same plan from the same definition.
 Graph = tuple[str, str, int, str, int | None]  # backbone, resolution, batch size, strategy, freeze depth
 
 
@@ -497,11 +484,8 @@ def run_name(
 
 
 # --- check ---
-# Check a sweep against the config tree before anything runs: every cell must compose.
-#
-# Only Hydra knows which paths exist and which values they accept, so each cell is composed once
-# (with every searched parameter at its low end / first choice) and, on failure, the culprit is found
-# by composing the pieces one at a time: the error names the factor, ``where`` entry or search key.
+# Only Hydra knows which paths and values exist: each cell is composed once (searched values at their
+# low end / first choice) and, on failure, piece by piece, to name the factor, ``where`` or search key.
 def low_override(param: SearchParam) -> str:
     """The parameter at the low end of its range (its first choice), as a Hydra override."""
     value = param.choices[0] if param.choices is not None else param.low
@@ -621,20 +605,12 @@ def check_against_config(spec: SweepSpec) -> RunConfig:
 
 
 # --- estimate ---
-# The plan's device time, from a short measured throughput probe, and an ETA that counts down.
-#
-# Before the first trial the supervisor times a few training steps (and evaluation batches) of the
-# study's own backbone at its resolution and batch size, in process CPU seconds over the threads used
-# (the cost rule of ``cost/device_hours``, so another process's load does not inflate it; wall seconds
-# on a GPU). Each planned trial's device time is then its images through the network: training steps
-# x batch (the step budget is a maximum under early stopping, so this is an upper bound), evaluation
-# passes over validation and test, and, for the linear probe, one extraction pass.
-#
-# While the study runs, the ETA scales those estimates by how long finished trials actually took
-# against their estimates (the load and the estimate's error both show up there), and subtracts the
-# time running trials have already spent, so it counts down between trial ends. Each ETA is logged
-# with its time (``eta.jsonl`` in the study's log folder); :func:`eta_errors` reads a finished
-# study's log back and says how far off the ETA was at 25, 50 and 75 % of its wall time.
+# Before the first trial the supervisor times a few training steps and evaluation batches of the
+# study's backbone, in process CPU seconds over the threads used (the cost rule of cost/device_hours:
+# another process's load does not inflate it). A planned trial's device time is then its images
+# through the network (an upper bound: step budgets are maxima under early stopping). While the study
+# runs, the ETA scales those estimates by how long finished trials took against theirs, less what
+# running trials spent; each ETA is logged (``eta.jsonl``) for :func:`eta_errors`.
 ETA_LOG = "eta.jsonl"
 # Seconds of a trial outside its images: config, model build, MLflow run, tracking writes (measured: trial
 # wall minus fit seconds, 3.6 s per trial over a 22-trial synthetic study on the loaded 2-core machine).

@@ -376,9 +376,8 @@ def _train_and_tell(ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan) -> 
         raise
     except TlbenchError as exc:  # an impossible configuration (e.g. freeze depth out of range): counts
         return _fail(ctx, trial, plan, CONFIG, str(exc))
-    except (
-        Exception
-    ) as exc:  # a crash: recorded (train() marked its run FAILED), redone a bounded number of times
+    # a crash: recorded (train() marked its run FAILED), redone a bounded number of times
+    except Exception as exc:
         log.warning("trial %s #%d raised", plan.optuna_study, trial.number, exc_info=True)
         first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
         return _fail(ctx, trial, plan, "error", f"{type(exc).__name__}: {first_line}")
@@ -545,6 +544,20 @@ class _Loop:
     def next_job(self) -> Job | None:
         raise NotImplementedError
 
+    def graph_hint(self, cell: Cell) -> str:
+        raise NotImplementedError
+
+    def overrides(self, cell: Cell, values: dict[str, Any], seed: int, *extra: str) -> tuple[str, ...]:
+        """A trial's overrides, the graph hint first (a trainer.planned_trials of the sweep's own wins)."""
+        searched = param_overrides(values)
+        return (
+            self.graph_hint(cell),
+            *cell_overrides(self.spec, cell),
+            *searched,
+            *extra,
+            override("seed", seed),
+        )
+
     def run(self, *, should_stop: Callable[[], bool] = lambda: False) -> None:
         while not should_stop():
             reap(self.ctx, self.study_names)
@@ -667,17 +680,11 @@ class TuneThenFinal(_Loop):
         for key, value in ((ROLE, names.TUNE), (CELL, cell.key)):
             trial.set_user_attr(key, value)
         values = suggest(trial, params)
-        overrides = [
-            self.graph_hint(cell),  # first: a trainer.planned_trials of the sweep's own wins
-            *cell_overrides(self.spec, cell),
-            *param_overrides(values),
-            f"seed={self.spec.tune_seed}",
-        ]
         plan = TrialPlan(
             role=names.TUNE,
             optuna_study=name,
             cell=cell,
-            overrides=tuple(overrides),
+            overrides=self.overrides(cell, values, self.spec.tune_seed),
             prune=self.spec.pruner.name != "none",
             run_name=run_name(names.TUNE, self.label(cell), number=trial.number),
         )
@@ -804,12 +811,6 @@ class TuneThenFinal(_Loop):
         cell = cell_by_key(self.cells)[str(trial.user_attrs[CELL])]
         values = suggest(trial, cell_search(self.spec, cell))  # the enqueued (tuned) values
         seed = int(trial.user_attrs[SEED])
-        overrides = [
-            self.graph_hint(cell),
-            *cell_overrides(self.spec, cell),
-            *param_overrides(values),
-            override("seed", seed),
-        ]
         tags = {
             TUNED_FROM: str(trial.user_attrs[TUNED_FROM]),
             names.RACE_ROUND: str(trial.user_attrs.get(RACE_ROUND_ATTR, 1)),
@@ -821,7 +822,7 @@ class TuneThenFinal(_Loop):
             role=names.FINAL,
             optuna_study=name,
             cell=cell,
-            overrides=tuple(overrides),
+            overrides=self.overrides(cell, values, seed),
             extra_tags=tags,
             run_name=run_name(names.FINAL, self.label(cell), number=trial.number, seed=seed),
         )
@@ -838,19 +839,12 @@ class TuneThenFinal(_Loop):
         cell = cell_by_key(self.cells)[str(trial.user_attrs[CELL])]
         values = suggest(trial, cell_search(self.spec, cell))
         budget = doubled_budget(self.ctx.plan.facts[cell.key], values, check.factor)
-        overrides = [
-            self.graph_hint(cell),
-            *cell_overrides(self.spec, cell),
-            *param_overrides(values),
-            *budget,
-            override("seed", int(trial.user_attrs[SEED])),
-        ]
         base_run = str(trial.user_attrs.get(BASE_RUN_ATTR) or "")
         plan = TrialPlan(
             role=names.BUDGET_CHECK,
             optuna_study=name,
             cell=cell,
-            overrides=tuple(overrides),
+            overrides=self.overrides(cell, values, int(trial.user_attrs[SEED]), *budget),
             extra_tags={
                 TUNED_FROM: str(trial.user_attrs[TUNED_FROM]),
                 names.BUDGET_FACTOR: str(check.factor),
@@ -922,18 +916,12 @@ class Pareto(_Loop):
             return
         cell = cell_from_params(self.spec, suggest_factors(trial, self.spec))  # the enqueued factor values
         values = suggest(trial, cell_search(self.spec, cell))
-        overrides = [
-            self.graph_hint(cell),  # first: a trainer.planned_trials of the sweep's own wins
-            *cell_overrides(self.spec, cell),
-            *param_overrides(values),
-            f"seed={self.spec.tune_seed}",
-        ]
         label = run_label(self.ctx.plan.facts[cell.key], cell)
         plan = TrialPlan(
             role="tune",
             optuna_study=self.name,
             cell=cell,
-            overrides=tuple(overrides),
+            overrides=self.overrides(cell, values, self.spec.tune_seed),
             objectives=OBJECTIVES,
             run_name=run_name("tune", label, number=trial.number),
         )
