@@ -846,17 +846,6 @@ def countdown(
     return (left + in_flight) / max(1, workers)
 
 
-def log_eta(
-    path: Path, *, elapsed_s: float, eta_s: float | None, done: int, planned: int, final: bool = False
-) -> None:
-    """Append one ETA estimate with its wall-clock time (the study's ``eta.jsonl``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"time": time.time(), "elapsed_s": round(elapsed_s, 1), "eta_s": eta_s, "done": done,
-              "planned": planned, "final": final}  # fmt: skip
-    with path.open("a") as out:
-        out.write(json.dumps(record) + "\n")
-
-
 def eta_errors(
     path: Path, *, fractions: Sequence[float] = (0.25, 0.5, 0.75)
 ) -> dict[float, dict[str, float]]:

@@ -46,7 +46,6 @@ from tlbench.sweep.plan import (
     first_cell_config,
     format_plan,
     is_counted,
-    log_eta,
     measure_throughputs,
     plan_seconds,
     trial_states,
@@ -735,12 +734,18 @@ class Eta:
         if not final and time.monotonic() - self._last < self.every_s:
             return
         self._last = time.monotonic()
-        done = sum(p.complete + p.pruned + p.failed for p in info.phases)
-        planned = sum(p.planned for p in info.phases)
+        record = {
+            "time": time.time(),
+            "elapsed_s": round(info.elapsed_s, 1),
+            "eta_s": info.eta_s,
+            "done": sum(p.complete + p.pruned + p.failed for p in info.phases),
+            "planned": sum(p.planned for p in info.phases),
+            "final": final,
+        }
         with contextlib.suppress(OSError):  # a log that cannot be written must not stop the sweep
-            log_eta(
-                self.path, elapsed_s=info.elapsed_s, eta_s=info.eta_s, done=done, planned=planned, final=final
-            )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as out:
+                out.write(json.dumps(record) + "\n")
 
 
 def _print_plan(ctx: StudyContext, *, workers: int, threads: int) -> list[WorkItem]:
