@@ -58,7 +58,6 @@ from tlbench.sweep.screen_phase import run_screen_phase, with_backbones
 from tlbench.sweep.spec import (
     SweepRequest,
     SweepSpec,
-    check_request,
     derive_sizes,
     has_auto_sizes,
     load_sweep,
@@ -654,8 +653,8 @@ def load_spec(request: SweepRequest, *, announce: bool = True) -> SweepSpec:
 
 
 def run_sweep(request: SweepRequest) -> int:
-    """Run or resume the study; returns the exit status (0 complete, 1 not complete, 130 interrupted)."""
-    check_request(request)
+    """Run or resume the study; returns the exit status (0 complete, 1 not complete, 130 interrupted).
+    ``request`` was checked by the command (:func:`tlbench.sweep.spec.check_request`)."""
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
     spec = load_spec(request, announce=not request.worker)

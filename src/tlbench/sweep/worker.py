@@ -78,23 +78,17 @@ from tlbench.tracking.names import STUDY_TAG
 log = logging.getLogger(__name__)
 
 # --- pruning ---
-# Pruning: the Lightning callback that reports validation accuracy, and the rules around the pruner.
-#
-# The decision for epoch e is taken when epoch e+1 starts, not inside validation: the epoch's record
-# (and its MLflow curve point) is complete by then, and no training work separates the two moments.
 MONITOR = names.VAL_ACC
 
 
-# Not optuna_integration.PyTorchLightningPruningCallback: it decides inside on_validation_end, before
-# the epoch's record is complete; FairPruner's protocol defers the decision to the next epoch start.
+# Not optuna_integration.PyTorchLightningPruningCallback: it decides inside on_validation_end, before the
+# epoch's record (and its MLflow curve point) is complete; here epoch e is decided when epoch e+1 starts.
 class OptunaPruning(Callback):
     """``trial.report(val/acc, step)`` after each validation; raise :class:`TrialPruned` when told to.
 
-    The step is the pruner's resource. With ``trainer.val_checks`` set (the step budget: epochs
-    derived per data size), it is the fraction of the fit done, in units of ``1 / val_checks``:
-    ``floor(epoch × val_checks / epochs)``, so a rung means the same share of the budget at 5 and at
-    500 images per class (a validation that does not reach the next unit is not reported). Without
-    ``val_checks`` it is the epoch.
+    The step (the pruner's resource) is the epoch, or with ``trainer.val_checks`` the share of the step
+    budget done, in units of ``1 / val_checks`` (``floor(epoch × val_checks / epochs)``): a rung means
+    the same share of the budget at 5 and at 500 images per class.
     """
 
     def __init__(
@@ -283,12 +277,8 @@ def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
 
 
 # --- trial ---
-# Run one claimed Optuna trial: overrides -> composed config -> ``train`` in-process -> ``tell``.
-#
-# Every way a trial can end is recorded in Optuna with a ``fail_kind`` that decides whether it counts
-# toward its cell's budget (the protocol, in plan), and in MLflow as the trial's child run.
-# Ctrl-C and an unusable tracking store stop the sweep after the trial is recorded; anything else is
-# recorded and the sweep goes on.
+# Every way a trial can end is recorded in Optuna with a ``fail_kind`` (whether it counts, see plan)
+# and in MLflow as the trial's child run. Ctrl-C and an unusable tracking store then stop the sweep.
 COST = names.DEVICE_HOURS
 STANDALONE_COST = names.STANDALONE_DEVICE_HOURS  # with the reused feature extraction added back
 
@@ -437,15 +427,10 @@ def _fail(
 
 
 # --- worker ---
-# One worker's loop over a tune-then-final study: claim the next piece of work until none is left.
-#
-# Work, in order of preference: a tuning trial for a cell below its budget; a budget check (a tuned
-# arm's chosen configuration re-run with a multiple of its step budget, ``budget.check``) for a cell
-# whose tuning is done; a final run (the cell's best tuning configuration on one of ``final.seeds``).
-# Several workers (processes, machines) run this loop on one storage; they coordinate only through it:
-# claims are optimistic and resolved by trial number (the protocol, in plan). A worker with
-# nothing to claim waits while other live workers still run trials, since those may fail and need
-# redoing, or finish a cell whose finals it can then run.
+# Work, in order of preference: a tuning trial for a cell below its budget; a budget check of a tuned
+# cell; a final run. Workers coordinate only through the storage: claims are optimistic and resolved by
+# trial number. One with nothing to claim waits while others run trials (they may fail and need redoing,
+# or finish a cell whose finals it can then run).
 Job = Callable[[], None]
 BASE_VAL_ATTR, BASE_RUN_ATTR = "base_val_acc", "base_run_id"  # a budget check's user attrs
 RACE_ROUND_ATTR = "race_round"  # a final's user attr: the racing round it belongs to
@@ -857,15 +842,11 @@ class TuneThenFinal(_Loop):
 
 
 # --- pareto ---
-# Multi-objective mode: one study over all configurations, maximise val/acc, minimise device-hours.
-#
-# Every cell (a combination of the crossed factors: an arm) gets the same number of trials,
-# ``budget.trials_per_cell``: its trials are enqueued with the cell's factor values fixed, and the
-# sampler (NSGA-II by default) chooses the searched values of each, learning from the whole study.
-# Letting the sampler choose the factors too would give the arms it likes more trials, and so more
-# chances at a good learning rate: the unfair comparison issue 19 removes. The answer is the Pareto
-# set (``study.best_trials``), printed and tagged ``pareto=true`` on its MLflow runs. There is no
-# pruning: Optuna has no multi-objective pruner, and a pruned trial has no cost/accuracy point.
+# One study over all cells, maximise val/acc, minimise device-hours. Every cell gets
+# ``budget.trials_per_cell`` trials, enqueued with its factor values fixed; the sampler (NSGA-II by
+# default) chooses only the searched values (choosing the factors would give the arms it likes more
+# chances: issue 19). The answer, ``study.best_trials``, is printed and tagged ``pareto=true``. No
+# pruning: Optuna has no multi-objective pruner.
 OBJECTIVES = (MONITOR, COST)
 PARETO_ATTR = "pareto_trials"  # meta study user attr: the Pareto set's trial numbers
 
