@@ -165,11 +165,8 @@ class FairPruner(optuna.pruners.BasePruner):
 
 
 # --- samplers ---
-# Samplers and pruners from the sweep file, seeded so that a resumed study does not replay itself.
-#
-# A sampler is built afresh for every claimed trial with a seed derived from the sweep's seed, the
-# cell and the number of trials the cell's study already holds: a serial sweep is reproducible, and a
-# resumed one continues the random sequence instead of proposing trial 0's parameters again.
+# A sampler is built afresh for every claimed trial, seeded from the sweep's seed, the cell and the
+# number of trials its study holds: a serial sweep is reproducible, and a resumed one does not replay.
 def derived_seed(base: int, cell_key: str, salt: int) -> int:
     """Stable across processes and Python versions (``hash()`` of a str is salted per process)."""
     return (base * 1_000_003 + zlib.crc32(cell_key.encode()) + salt * 7_919) % (2**31 - 1)
@@ -188,13 +185,9 @@ PrunerFactory = Callable[[PrunerSpec], optuna.pruners.BasePruner]
 
 
 class _QMCSampler(optuna.samplers.QMCSampler):
-    """Every trial a point of the cell's Sobol design, the first one included.
-
-    Optuna's sampler draws a study's first trial with its independent (random) sampler and learns the
-    design's space from the first completed or pruned trial. With a sampler built afresh per trial,
-    a cell whose first trial failed (collapsed) drew the same random value again for its second: two
-    trials of one configuration. The space is known from the sweep file, so it is given here.
-    """
+    """Every trial a point of the cell's Sobol design, the first one included: Optuna's learns the space
+    from the first completed or pruned trial, so with a sampler built per trial, a cell whose first
+    trial failed drew the same random value again. The space is known from the sweep file."""
 
     def __init__(self, space: dict[str, BaseDistribution], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -229,10 +222,8 @@ def _tpe(
     )
 
 
-# name -> factory(spec, searched params, derived seed, multi-objective). Grid and QMC keep their
-# position in the study's storage and derive their order (grid shuffle, Sobol scramble) from the
-# sweep's seed, not the derived one: it must not change between the trials of a cell. It is also the
-# same for every cell, so all cells try the same candidate design (in their ranges).
+# name -> factory(spec, searched params, derived seed, multi-objective). Grid and QMC order their design
+# by the sweep's seed, not the derived one: the same for every trial of a cell, and for every cell.
 SAMPLERS: dict[str, SamplerFactory] = {
     "tpe": _tpe,
     "random": lambda spec, params, seed, multi: optuna.samplers.RandomSampler(seed=seed),
@@ -241,9 +232,7 @@ SAMPLERS: dict[str, SamplerFactory] = {
     "nsgaii": lambda spec, params, seed, multi: optuna.samplers.NSGAIISampler(seed=seed),
 }
 
-# name -> factory(spec); the resource is epochs, or 1/val_checks of a step budget (OptunaPruning),
-# and each cell has its own study, so rungs compare like with like. Every pruner but "none" is
-# wrapped in FairPruner.
+# name -> factory(spec); the resource: see OptunaPruning; every pruner but "none" is wrapped in FairPruner.
 PRUNERS: dict[str, PrunerFactory] = {
     "none": lambda spec: optuna.pruners.NopPruner(),
     "successive_halving": lambda spec: FairPruner(
