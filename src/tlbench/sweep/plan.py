@@ -628,11 +628,6 @@ class Throughput:
     eval_s: float
     what: str  # what was measured, for the plan's header
 
-    def describe(self) -> str:
-        return (
-            f"{self.train_s:.3f} s per training image, {self.eval_s:.4f} s per evaluated image ({self.what})"
-        )
-
 
 def measure_throughputs(plan: SweepPlan, *, num_classes: int, threads: int) -> dict[Graph, Throughput]:
     """One probe per distinct (backbone, resolution, batch size) among the cells; strategies share it."""
@@ -759,10 +754,6 @@ class WorkItem:
     cell: str
     count: int
     seconds: float
-
-
-def plan_seconds(items: Iterable[WorkItem]) -> float:
-    return sum(item.count * item.seconds for item in items)
 
 
 def work_items(
@@ -899,5 +890,6 @@ def format_plan(
     return (
         f"plan: {trials} trials; about {minutes:.0f} device-minutes at most (step budgets are maxima), "
         f"about {minutes / max(1, workers):.0f} min with {workers} worker(s) on an otherwise idle machine\n"
-        f"  throughput: {tp.describe()}"
+        f"  throughput: {tp.train_s:.3f} s per training image, {tp.eval_s:.4f} s per evaluated image "
+        f"({tp.what})"
     )

@@ -47,7 +47,6 @@ from tlbench.sweep.plan import (
     format_plan,
     is_counted,
     measure_throughputs,
-    plan_seconds,
     trial_states,
     tuning_budget,
     tuning_cell,
@@ -766,7 +765,9 @@ def _print_plan(ctx: StudyContext, *, workers: int, threads: int) -> list[WorkIt
         return []
     first = next(iter(throughput.values()), None)
     print(
-        format_plan(ctx.plan.phases, plan_seconds(items), first, workers=workers, race_extra=extra),
+        format_plan(
+            ctx.plan.phases, sum(i.count * i.seconds for i in items), first, workers=workers, race_extra=extra
+        ),
         flush=True,
     )
     return items
