@@ -106,11 +106,8 @@ def cell_status(trials: Sequence[FrozenTrial], *, budget: int, max_retries: int,
 
 
 def claim_within_budget(trials: Sequence[FrozenTrial], number: int, budget: int) -> bool:
-    """Optimistic claim: trial ``number`` runs iff fewer than ``budget`` counted-or-running trials precede it.
-
-    Trial numbers are assigned atomically by the storage, so concurrent workers agree on the order;
-    a RUNNING trial of a dead worker still counts here (conservative: never overshoot the budget).
-    """
+    """Optimistic claim: trial ``number`` runs iff fewer than ``budget`` counted-or-running trials precede
+    it (numbers are assigned atomically; a dead worker's RUNNING trial counts: never overshoot)."""
     ahead = [t for t in trials if t.number < number and (is_counted(t) or t.state == TrialState.RUNNING)]
     return len(ahead) < budget
 
@@ -128,10 +125,8 @@ def best_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
 
 @dataclass(frozen=True)
 class Slot:
-    """One enqueued piece of work of a cell: a final run on one seed, one budget check, one Pareto trial.
-
-    Its key (``<cell>|seed=3``) is stored on the trial; the first trial to claim a key runs it.
-    """
+    """One enqueued piece of work of a cell (a final seed, a budget check, a Pareto trial); its key
+    (``<cell>|seed=3``) is stored on the trial, and the first trial to claim a key runs it."""
 
     cell_key: str
     label: str  # "seed=3" | "budget_x2" | "trial=1"
@@ -224,13 +219,9 @@ def cell_search(spec: SweepSpec, cell: Cell) -> list[SearchParam]:
 
 
 def tuning_budget(spec: SweepSpec, cell: Cell) -> int:
-    """Counted tuning trials the cell gets: the sweep's ``trials_per_cell``, the same for every arm.
-
-    A cell with nothing to search (``as_is``, which trains nothing) is not tuned when the sweep has
-    finals: its finals run it as configured. Repeating one configuration as "tuning" would only
-    spend compute on identical trials. With ``budget.tune_at``, only the cells of that data size are
-    tuned; the others take their counterpart's choice (:func:`tuning_cell`).
-    """
+    """Counted tuning trials the cell gets: ``trials_per_cell``, the same for every arm; 0 for a cell
+    with nothing to search when the sweep has finals (they run it as configured), and with
+    ``budget.tune_at`` for the cells of the other data sizes (:func:`tuning_cell`)."""
     if spec.mode == "tune_then_final" and spec.has_finals and not cell_search(spec, cell):
         return 0
     if tuning_cell(spec, cell) != cell:
@@ -424,11 +415,8 @@ def budget_check_cells(spec: SweepSpec, cells: Sequence[Cell], facts: Mapping[st
 
 
 def doubled_budget(facts: CellFacts, params: Mapping[str, object], factor: int) -> list[str]:
-    """Overrides that multiply a cell's step budget (and epochs, for a budget in epochs) by ``factor``.
-
-    A searched budget (``trainer.min_steps`` or ``trainer.epochs`` in ``params``) is multiplied from
-    the chosen value.
-    """
+    """Overrides that multiply a cell's step budget (and epochs) by ``factor``, from the chosen value
+    where the budget is searched (``trainer.min_steps`` or ``trainer.epochs`` in ``params``)."""
     steps = params.get("trainer.min_steps", facts.min_steps)
     epochs = params.get("trainer.epochs", facts.epochs)
     out = [f"trainer.epochs={int(epochs) * factor}"]  # type: ignore[call-overload]
@@ -537,11 +525,8 @@ def first_cell_config(spec: SweepSpec) -> RunConfig:
 
 
 def check_searched_keys(spec: SweepSpec, cell: Cell, params: Sequence[SearchParam], cfg: RunConfig) -> None:
-    """Refuse a searched key the cell's strategy never reads: its tuning trials would all be one config.
-
-    The strategy and the probe's solver come from the cell's composed config (a factor, ``where`` or
-    the base may set them); :func:`tlbench.strategies.ignored_keys` says what that strategy ignores.
-    """
+    """Refuse a searched key the cell's strategy never reads (:func:`tlbench.strategies.ignored_keys`):
+    its tuning trials would all be one config."""
     name = cfg.strategy.name.value
     ignored = ignored_keys(name, probe_solver=cfg.strategy.probe.solver.value)
     for param in params:
@@ -558,10 +543,8 @@ def check_searched_keys(spec: SweepSpec, cell: Cell, params: Sequence[SearchPara
 
 
 def check_lora(spec: SweepSpec, cell: Cell, cfg: RunConfig, checked: set[tuple[str, str]]) -> None:
-    """A lora cell whose backbone has no layer the adapters can go on fails here, not mid-sweep.
-
-    The backbone is built on torch's meta device (no weights); each (backbone, lora config) once.
-    """
+    """A lora cell whose backbone has no layer for the adapters fails here, not mid-sweep (built on
+    torch's meta device, each backbone and lora config once)."""
     if cfg.strategy.name.value != "lora":
         return
     key = (cfg.backbone.name, repr(cfg.strategy.lora))
@@ -650,10 +633,8 @@ def measure_throughputs(plan: SweepPlan, *, num_classes: int, threads: int) -> d
 def measure_throughput(
     backbone: str, *, resolution: int, batch_size: int, num_classes: int, threads: int, steps: int = 3
 ) -> Throughput:
-    """Time ``steps`` training steps and as many evaluation batches of a randomly initialised backbone.
-
-    Random weights cost the same as pretrained ones; channels_last as the trials use it on a CNN.
-    """
+    """Time ``steps`` training steps and evaluation batches of a randomly initialised backbone (random
+    weights cost what pretrained ones do; channels_last on a CNN, as the trials)."""
     import timm
     import torch
 
@@ -693,10 +674,7 @@ def _cpu_seconds(step: Any, n: int) -> float:
 
 
 def data_counts(spec: SweepSpec) -> DataCounts:
-    """Split sizes of the sweep's dataset (base and command-line overrides): decodes it once.
-
-    Decoded data is cached in the process, so the trials a single worker then runs reuse it.
-    """
+    """Split sizes of the sweep's dataset: decodes it once (cached in the process for its trials)."""
     from tlbench.data import load_splits
     from tlbench.models.network import pretrained_input_size
 
@@ -840,13 +818,9 @@ def countdown(
 def eta_errors(
     path: Path, *, fractions: Sequence[float] = (0.25, 0.5, 0.75)
 ) -> dict[float, dict[str, float]]:
-    """How far off the ETA was at each fraction of a finished study's wall time.
-
-    The study's end is the ``final`` record (written when the command ends); for each fraction, the
-    estimate logged nearest that moment is compared with the time that really remained: ``error_s``
-    = predicted - actual remaining seconds (positive: too pessimistic), and ``relative`` = error /
-    actual remaining.
-    """
+    """How far off the ETA was at each fraction of a finished study's wall time (its end: the ``final``
+    record): ``error_s`` = predicted - actual remaining seconds (positive: too pessimistic), and
+    ``relative`` = error / actual remaining."""
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     end = next((r for r in reversed(records) if r.get("final")), None)
     if end is None:
