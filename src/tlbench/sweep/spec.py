@@ -706,11 +706,9 @@ def _param_dict(p: SearchParam) -> dict[str, Any]:
 
 
 # --- overrides ---
-# What the command line adds to a sweep file: Hydra overrides, a photo folder, a class map, data sizes.
-#
-# All of it becomes part of the :class:`SweepSpec` (``overrides``, factors, ``where``) before the sweep
-# is checked, so it is validated like the file, recorded with the study (``sweep.yaml`` and the
-# definition digest) and refused, like any other change, when a resumed study was started without it.
+# What the command line adds (overrides, a photo folder, a class map, data sizes) becomes part of the
+# spec before it is checked: validated like the file, recorded with the study, and refused, like any
+# other change, when a resumed study was started without it.
 SIZE_LADDER = (5, 20, 80, 320, 1280, 5120)  # about x4 apart: a few sizes, not a grid
 
 
@@ -753,11 +751,8 @@ def with_photo_folder(spec: SweepSpec, root: str, class_map: str | None) -> Swee
 
 
 def derive_sizes(smallest_class: int) -> tuple[Scalar, ...]:
-    """A few data sizes from 5 per class up to all of the smallest class (``None`` = all).
-
-    Each ladder step is kept while it is at most half the smallest class, so the last step before
-    "all" differs from it by at least a factor of two.
-    """
+    """A few data sizes from 5 per class up to all of the smallest class (``None``); a ladder step is
+    kept while at most half the smallest class, so the last one differs from all by x2 at least."""
     if smallest_class < 1:
         raise ValueError(f"smallest_class must be >= 1, got {smallest_class=}")
     sizes: list[Scalar] = [n for n in SIZE_LADDER if 2 * n <= smallest_class]
@@ -775,10 +770,8 @@ def with_sizes(spec: SweepSpec, sizes: tuple[Scalar, ...]) -> SweepSpec:
 
 
 # --- request ---
-# What the sweep command was asked, and the sweep definition it names (imports no torch).
-#
-# A missing data folder or sweep file, or a bad sweep file, is reported from here, before torch and
-# the training stack are imported (a second, not the 20 s a first import of torch takes).
+# A missing data folder or a missing or bad sweep file is reported from here, before torch is imported
+# (a second, not the 20 s a first import of torch takes).
 PHOTO_SWEEP = "photos"  # the protocol --data runs
 DEFAULT_SWEEP = "default"
 
