@@ -371,12 +371,7 @@ class SweepPlan:
     cells: tuple[Cell, ...]
     facts: Mapping[str, CellFacts]  # cell key -> facts
     check_cells: tuple[Cell, ...]  # cells whose chosen configuration gets a budget check
-
     phases: Mapping[str, int]  # trials planned per phase (finals: the first racing round's)
-
-    @property
-    def budget_checks(self) -> int:
-        return len(self.check_cells)
 
 
 def cell_facts(spec: SweepSpec, cells: Sequence[Cell]) -> dict[str, CellFacts]:

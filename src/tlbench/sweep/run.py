@@ -112,10 +112,6 @@ class ProgressInfo:
     elapsed_s: float
     eta_s: float | None
 
-    @property
-    def remaining(self) -> int:
-        return sum(p.remaining for p in self.phases)
-
 
 def phase_counts(name: str, planned: int, trials: Sequence[FrozenTrial]) -> PhaseCounts:
     ran = [t for t in trials if fail_kind(t) not in NOT_RUN]
