@@ -435,48 +435,6 @@ def format_results(results: Sequence[CellResult]) -> str:
 SUPERVISOR_ENV = "TLBENCH_SWEEP_SUPERVISOR"  # the supervisor's pid, so a worker notices it is orphaned
 
 
-def worker_command(
-    sweep: str, study: str, workers: int, index: int, *, threads: int, extra: Sequence[str] = ()
-) -> list[str]:
-    """A local worker's command line; ``threads``: the supervisor's plan (every worker the same);
-    ``extra``: the supervisor's --data/--class-map/overrides."""
-    return [
-        sys.executable, "-m", "tlbench.cli", "sweep", "--sweep", sweep, "--study", study,
-        "--workers", str(workers), "--worker-index", str(index), "--threads", str(threads), "--worker",
-        *extra,
-    ]  # fmt: skip
-
-
-def spawn(
-    sweep: str,
-    study: str,
-    workers: int,
-    *,
-    storage: str | None,
-    threads: int,
-    log_dir: Path,
-    extra: Sequence[str] = (),
-) -> list[subprocess.Popen[bytes]]:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
-    if storage:
-        env[STORAGE_ENV] = storage
-    procs = []
-    for index in range(workers):
-        with (log_dir / f"worker-{index}.log").open("ab") as out:
-            procs.append(
-                subprocess.Popen(
-                    worker_command(sweep, study, workers, index, threads=threads, extra=extra),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    start_new_session=True,
-                )
-            )
-    return procs
-
-
 def wait(procs: Sequence[subprocess.Popen[bytes]], *, poll_s: float = 0.5) -> list[int]:
     """Wait for every worker; Ctrl-C stops them cleanly (see :func:`stop`) and is then re-raised."""
     try:
@@ -852,8 +810,26 @@ def _supervise(
     ctx: StudyContext, *, sweep: str, storage: str | None, threads: int, n: int, extra: Sequence[str] = ()
 ) -> bool:
     logs = log_dir(ctx.names.study)
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+    if storage:
+        env[STORAGE_ENV] = storage
+    command = [sys.executable, "-m", "tlbench.cli", "sweep", "--sweep", sweep, "--study", ctx.names.study,
+               "--workers", str(n), "--threads", str(threads)]  # fmt: skip
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill <supervisor>` stops workers cleanly too
-    procs = spawn(sweep, ctx.names.study, n, storage=storage, threads=threads, log_dir=logs, extra=extra)
+    procs = []
+    for index in range(n):
+        with (logs / f"worker-{index}.log").open("ab") as out:
+            procs.append(
+                subprocess.Popen(
+                    [*command, "--worker-index", str(index), "--worker", *extra],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
+            )
     print(f"{n} workers (pids {', '.join(str(p.pid) for p in procs)}), logs in {logs}/", flush=True)
     try:
         with Heartbeat(ctx.beat):
