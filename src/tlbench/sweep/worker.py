@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from tlbench.config import RunConfig, load_config
+from tlbench.config import load_config
 from tlbench.cost.device import release_memory
 from tlbench.errors import TlbenchError, TrackingError, TrialPruned
 from tlbench.run import train
@@ -283,11 +283,11 @@ class TrialPlan:
     optuna_study: str
     cell: Cell
     overrides: tuple[str, ...]
+    run_name: str  # the child run's name (plan.run_name)
     prune: bool = False
     extra_tags: dict[str, str] = field(default_factory=dict)
     extra_metrics: dict[str, float] = field(default_factory=dict)  # logged to the trial's run after it ends
     objectives: tuple[str, ...] = (MONITOR,)  # pareto: (val/acc, cost/device_hours)
-    run_name: str = ""  # the child run's name (plan.run_name); default: role:cell#number
 
 
 def close_unrun(trial: optuna.Trial, kind: str, reason: str) -> None:
@@ -295,17 +295,6 @@ def close_unrun(trial: optuna.Trial, kind: str, reason: str) -> None:
     trial.set_user_attr(FAIL_KIND, kind)
     trial.set_user_attr(FAIL_REASON, reason)
     trial.study.tell(trial, state=TrialState.FAIL)
-
-
-def _wire(cfg: RunConfig, ctx: StudyContext, plan: TrialPlan, number: int) -> RunConfig:
-    tracking = replace(
-        cfg.tracking,
-        experiment=ctx.names.study,
-        tracking_uri=ctx.runs.tracking_uri,
-        parent_run_id=ctx.parent_run_id,
-        run_name=plan.run_name or f"{plan.role}:{plan.cell.key}#{number}",
-    )
-    return replace(cfg, tracking=tracking, tags={**cfg.tags, **trial_tags(ctx, plan, number)})
 
 
 def trial_tags(ctx: StudyContext, plan: TrialPlan, number: int) -> dict[str, str]:
@@ -340,7 +329,15 @@ def run_trial(ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan) -> str:
 
 def _train_and_tell(ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan) -> str:
     try:
-        cfg = _wire(load_config(plan.overrides), ctx, plan, trial.number)
+        cfg = load_config(plan.overrides)
+        tracking = replace(
+            cfg.tracking,
+            experiment=ctx.names.study,
+            tracking_uri=ctx.runs.tracking_uri,
+            parent_run_id=ctx.parent_run_id,
+            run_name=plan.run_name,
+        )
+        cfg = replace(cfg, tracking=tracking, tags={**cfg.tags, **trial_tags(ctx, plan, trial.number)})
         trial.set_user_attr(STRATEGY, cfg.strategy.name.value)
         trial.set_user_attr(SEED, cfg.seed)
         callbacks = [OptunaPruning(trial, val_checks=cfg.trainer.val_checks)] if plan.prune else []
@@ -406,7 +403,7 @@ def _fail(
     if record and kind != "interrupted" and not ctx.runs.children_of_trial(plan.optuna_study, trial.number):
         tags: dict[str, Any] = {**trial_tags(ctx, plan, trial.number), names.STATUS: status}
         run_id = ctx.runs.record_unrun_trial(
-            run_name=plan.run_name or f"{plan.role}:{plan.cell.key}#{trial.number}",
+            run_name=plan.run_name,
             parent_run_id=ctx.parent_run_id,
             tags=tags,
             params={"overrides": " ".join(plan.overrides)},
