@@ -68,12 +68,12 @@ from tlbench.sweep.spec import (
 )
 from tlbench.sweep.study import (
     STORAGE_ENV,
-    Heartbeat,
     StorageRef,
     StudyContext,
     StudyNames,
     check_study_name,
     close_orphan_runs,
+    heartbeat,
     open_storage,
     open_study,
     reap,
@@ -529,7 +529,7 @@ def work(ctx: StudyContext, *, index: int = 0, workers: int = 1, stop_when: Any 
     gc.collect()
     gc.freeze()  # the long-lived imports and clients: the per-trial collection then skips them
     try:
-        with Heartbeat(ctx.beat):
+        with heartbeat(ctx.beat):
             loop.run(should_stop=stop_when or (lambda: False))
         return False
     except KeyboardInterrupt:
@@ -832,7 +832,7 @@ def _supervise(
             )
     print(f"{n} workers (pids {', '.join(str(p.pid) for p in procs)}), logs in {logs}/", flush=True)
     try:
-        with Heartbeat(ctx.beat):
+        with heartbeat(ctx.beat):
             codes = wait(procs)
     except KeyboardInterrupt:
         return True

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -319,27 +319,23 @@ def is_alive(
     return (now if now is not None else time.time()) - float(entry.get("beat", 0.0)) < stale_after
 
 
-class Heartbeat:
-    """A daemon thread calling ``beat()`` every ``interval`` seconds until stopped."""
+@contextlib.contextmanager
+def heartbeat(beat: Callable[[], None], *, interval: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+    """A daemon thread calling ``beat()`` every ``interval`` seconds while the block runs."""
+    stop = threading.Event()
 
-    def __init__(self, beat: Callable[[], None], *, interval: float = HEARTBEAT_SECONDS) -> None:
-        self._beat = beat
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tlbench-heartbeat", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+    def run() -> None:
+        while not stop.wait(interval):
             with contextlib.suppress(Exception):  # a missed beat is harmless; the next one may succeed
-                self._beat()
+                beat()
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+    thread = threading.Thread(target=run, name="tlbench-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 # --- meta ---
