@@ -1,6 +1,5 @@
 """``run_sweep``: the sweep's one entry point (supervisor, local worker processes, live progress, the
-closing summary, report and export).
-"""
+closing summary, report and export)."""
 
 from __future__ import annotations
 
@@ -701,11 +700,8 @@ class Eta:
 
 
 def _print_plan(ctx: StudyContext, *, workers: int, threads: int) -> list[WorkItem]:
-    """The plan before the first trial: trials per phase and their device time from a measured probe.
-
-    The estimate is a convenience: if it cannot be made (a backbone timm cannot build offline, ...),
-    the sweep runs without it and says why.
-    """
+    """The plan before the first trial: trials per phase and their device time from a measured probe
+    (a convenience: where it cannot be made, the sweep runs without it and says why)."""
     race = ctx.spec.race
     extra = (race.cap - len(ctx.spec.final_seeds)) * len(ctx.plan.cells) if race is not None else 0
     try:
@@ -762,12 +758,9 @@ EXPORTED_ATTR = "exported_model"  # meta study: the model a completed study expo
 
 
 def _export_winner(ctx: StudyContext, *, tracking_uri: str) -> int:
-    """The report's recommended arm, retrained on train + validation and registered (``export: true``).
-
-    Once per study: running the command again on a complete study does not retrain it. The study is
-    complete whatever happens here; a failed export says so in one line and how to retry it, and
-    the command exits 1.
-    """
+    """The report's recommended arm, retrained on train + validation and registered (``export: true``),
+    once per study. The study is complete whatever happens here; a failed export says so in one line
+    with how to retry it, and the command exits 1."""
     study = ctx.names.study
     done = ctx.meta.user_attrs.get(EXPORTED_ATTR)
     if done:

@@ -1,11 +1,9 @@
 """The screen as the study's first phase: rank the backbone factor's values without training, keep the
 top ``screen.keep`` by ``screen.score``, train only those (issue 22).
 
-The screen (:func:`tlbench.screen.screen.run_screen`, one ``role=screen`` run per backbone in the
-study's experiment, under its parent run) sees the data the trials train on: the sweep's base and
-command-line overrides at its largest data size. Each screen run is tagged ``screen_kept`` (true |
-false) and ``screen_reason``; the kept backbones are stored in the meta study, so a resumed study (or
-a worker process) skips the screen and trains the same backbones. Every score is "higher is better".
+The screen (:func:`tlbench.screen.screen.run_screen`, one ``role=screen`` run per backbone under the
+parent run, tagged ``screen_kept`` and ``screen_reason``) sees the trials' data at its largest size.
+The kept backbones are stored in the meta study: a resumed study (or a worker) trains the same ones.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """A sweep's Optuna storage and study: opening it (journal file or PostgreSQL), the meta study and parent
-run, worker liveness, and the reaper that redoes a dead worker's trials.
-"""
+run, worker liveness, and the reaper that redoes a dead worker's trials."""
 
 from __future__ import annotations
 
@@ -374,10 +373,8 @@ class StudyContext:
     _plan: SweepPlan | None = None
 
     def narrow(self, spec: SweepSpec) -> None:
-        """Work on ``spec`` from now on (the screen's kept backbones): its cells, its plan.
-
-        The study's definition (digest, ``sweep.yaml``) stays the one it was opened with.
-        """
+        """Work on ``spec`` (the screen's kept backbones) from now on: its cells, its plan; the study's
+        definition (digest, ``sweep.yaml``) stays the one it was opened with."""
         self.spec = spec
         self._plan = None
 
@@ -389,10 +386,8 @@ class StudyContext:
         return self._plan
 
     def study(self, name: str) -> optuna.Study:
-        """Load, or create once; cached, because creating writes to the storage even when it exists.
-
-        Every study maximises val/acc, except the Pareto study, which also minimises device-hours.
-        """
+        """Load, or create once (cached: creating writes to the storage even when it exists); every
+        study maximises val/acc, the Pareto study also minimises device-hours."""
         if name not in self._studies:
             directions: tuple[Direction, ...] = (
                 PARETO_DIRECTIONS if name == self.names.pareto else ("maximize",)

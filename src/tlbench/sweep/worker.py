@@ -1,6 +1,5 @@
 """One worker: claims work from the study and runs it, one trial at a time (tune, check, final, race or
-Pareto), with the samplers and pruners it searches with.
-"""
+Pareto), with the samplers and pruners it searches with."""
 
 from __future__ import annotations
 
@@ -129,11 +128,8 @@ class OptunaPruning(Callback):
 
 
 class _CountedTrialsView:
-    """The study as the pruner should see it: without the trials that do not count.
-
-    A crashed or killed trial's intermediate values would otherwise stay in the successive-halving
-    rungs and prune the very trial that redoes its work.
-    """
+    """The study as the pruner should see it: without the trials that do not count (a crashed trial's
+    values would stay in the successive-halving rungs and prune the trial that redoes its work)."""
 
     def __init__(self, study: optuna.Study) -> None:
         self._study = study
@@ -149,11 +145,8 @@ class _CountedTrialsView:
 
 
 class FairPruner(optuna.pruners.BasePruner):
-    """Prune as ``inner`` does, over counted trials only, and never before the cell has a completed trial.
-
-    The second rule guarantees every cell a result to confirm in the final phase: with a handful of
-    trials per cell, successive halving would otherwise be free to prune them all.
-    """
+    """Prune as ``inner`` does, over counted trials only, and never before the cell has a completed trial
+    (every cell gets a result to confirm in the finals: successive halving could prune them all)."""
 
     def __init__(self, inner: optuna.pruners.BasePruner) -> None:
         self.inner = inner
