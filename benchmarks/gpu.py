@@ -67,9 +67,9 @@ SCALING_SWEEP: dict[str, Any] = {
 def scaling_sweep() -> dict[str, Any]:
     """:data:`SCALING_SWEEP`, with ``export: false`` where the sweep format has that key (a study that
     ends exports its winner by default: a retraining that is not part of the scaling figure)."""
-    from tlbench.sweep.spec import SweepFileSchema
+    from tlbench.sweep.spec import SweepFile
 
-    known = {f.name for f in dataclasses.fields(SweepFileSchema)}
+    known = {f.name for f in dataclasses.fields(SweepFile)}
     return {**SCALING_SWEEP, **({"export": False} if "export" in known else {})}
 
 

@@ -32,7 +32,6 @@ from tlbench.sweep.plan import (
     first_claim,
     format_plan,
     is_counted,
-    log_eta,
     plan_sweep,
     planned_on_graph,
     slot_needs_trial,
@@ -302,7 +301,7 @@ def test_eta_errors_from_the_log(tmp_path: Path) -> None:
     )
     assert errors[0.5]["error_s"] == pytest.approx(30 - 50)
     assert errors[0.75]["error_s"] == pytest.approx(0.0)
-    log_eta(tmp_path / "new.jsonl", elapsed_s=1.0, eta_s=5.0, done=0, planned=3)
+    (tmp_path / "new.jsonl").write_text(json.dumps({"time": 1.0, "elapsed_s": 1.0, "eta_s": 5.0}) + "\n")
     with pytest.raises(ValueError, match="no final record"):
         eta_errors(tmp_path / "new.jsonl")
 

@@ -39,14 +39,10 @@ from tlbench.sweep.spec import (
 from tlbench.tracking import names
 
 # --- protocol ---
-# The fair protocol over stored trials: what counts toward a budget, which claim wins, who is best.
-#
 # Pure functions of Optuna's frozen trials, so every worker (on any machine) reaches the same answer
 # from the same storage. A trial *counts* when it is COMPLETE, PRUNED (compute spent is compute spent)
-# or FAILed for a reason that is a property of its configuration (divergence, out of memory, an
-# impossible setting). Trials whose process died, that were interrupted, or that lost a concurrent
-# claim do not count: their cell gets the work redone. Crashes are redone at most ``max_retries``
-# times per cell (or final slot), so a cell that always crashes cannot loop forever.
+# or FAILed for a property of its configuration; trials that died, were interrupted or lost a claim
+# are redone, crashes at most ``max_retries`` times per cell (or final slot).
 # user attrs written on every trial
 FAIL_KIND, FAIL_REASON = "fail_kind", "fail_reason"
 ROLE, CELL, SLOT, SEED, STRATEGY = names.ROLE, names.CELL, "slot", "seed", names.STRATEGY_TAG
@@ -110,11 +106,8 @@ def cell_status(trials: Sequence[FrozenTrial], *, budget: int, max_retries: int,
 
 
 def claim_within_budget(trials: Sequence[FrozenTrial], number: int, budget: int) -> bool:
-    """Optimistic claim: trial ``number`` runs iff fewer than ``budget`` counted-or-running trials precede it.
-
-    Trial numbers are assigned atomically by the storage, so concurrent workers agree on the order;
-    a RUNNING trial of a dead worker still counts here (conservative: never overshoot the budget).
-    """
+    """Optimistic claim: trial ``number`` runs iff fewer than ``budget`` counted-or-running trials precede
+    it (numbers are assigned atomically; a dead worker's RUNNING trial counts: never overshoot)."""
     ahead = [t for t in trials if t.number < number and (is_counted(t) or t.state == TrialState.RUNNING)]
     return len(ahead) < budget
 
@@ -132,10 +125,8 @@ def best_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
 
 @dataclass(frozen=True)
 class Slot:
-    """One enqueued piece of work of a cell: a final run on one seed, one budget check, one Pareto trial.
-
-    Its key (``<cell>|seed=3``) is stored on the trial; the first trial to claim a key runs it.
-    """
+    """One enqueued piece of work of a cell (a final seed, a budget check, a Pareto trial); its key
+    (``<cell>|seed=3``) is stored on the trial, and the first trial to claim a key runs it."""
 
     cell_key: str
     label: str  # "seed=3" | "budget_x2" | "trial=1"
@@ -174,11 +165,8 @@ def first_claim(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> bool:
 
 
 # --- cells ---
-# Cells: one combination of the crossed factors, with its fixed overrides and its search space.
-#
-# Each cell is tuned in its own Optuna study (``<study>/<cell key>``) so the sampler and the pruner
-# compare trials only with trials of the same strategy and data size: pruning a slow-starting
-# scratch run against a linear probe's curve would be unfair.
+# Each cell (one combination of the factors) is tuned in its own Optuna study (``<study>/<cell key>``):
+# pruning a slow-starting scratch run against a linear probe's curve would be unfair.
 NO_FACTORS_KEY = "base"  # the one cell of a sweep without factors
 
 
@@ -231,13 +219,9 @@ def cell_search(spec: SweepSpec, cell: Cell) -> list[SearchParam]:
 
 
 def tuning_budget(spec: SweepSpec, cell: Cell) -> int:
-    """Counted tuning trials the cell gets: the sweep's ``trials_per_cell``, the same for every arm.
-
-    A cell with nothing to search (``as_is``, which trains nothing) is not tuned when the sweep has
-    finals: its finals run it as configured. Repeating one configuration as "tuning" would only
-    spend compute on identical trials. With ``budget.tune_at``, only the cells of that data size are
-    tuned; the others take their counterpart's choice (:func:`tuning_cell`).
-    """
+    """Counted tuning trials the cell gets: ``trials_per_cell``, the same for every arm; 0 for a cell
+    with nothing to search when the sweep has finals (they run it as configured), and with
+    ``budget.tune_at`` for the cells of the other data sizes (:func:`tuning_cell`)."""
     if spec.mode == "tune_then_final" and spec.has_finals and not cell_search(spec, cell):
         return 0
     if tuning_cell(spec, cell) != cell:
@@ -266,10 +250,8 @@ def cell_by_key(cells: Iterable[Cell]) -> dict[str, Cell]:
 
 
 # --- space ---
-# Search spaces as Optuna distributions, and sampled values as Hydra overrides.
-#
-# Optuna parameter names are the config paths themselves (``optimizer.lr``), so the dashboard, the
-# stored trials and the overrides a trial ran with all use one vocabulary.
+# Optuna parameter names are the config paths (``optimizer.lr``): the dashboard, the stored trials and
+# the overrides a trial ran with use one vocabulary.
 def distribution(param: SearchParam) -> BaseDistribution:
     if param.choices is not None:
         return CategoricalDistribution(list(param.choices))
@@ -338,13 +320,9 @@ def wall_seconds(trial: FrozenTrial) -> float | None:
 
 
 # --- plan ---
-# What a study will run, known before its first trial: each cell's facts and the trials per phase.
-#
-# Each cell is composed once (its fixed overrides, no searched value) to learn what only the config
-# knows: its strategy, whether it trains by steps (and so has a step budget a budget check can double),
-# its budget, and the graph its trials train (backbone, resolution, batch, trained part), which tells a
-# worker how many trials will reuse one compiled graph. The plan is computed once per process; every
-# worker derives the same one from the same definition.
+# Each cell is composed once to learn what only the config knows: its strategy, whether it trains by
+# steps (a budget a check can double), its budget, and the graph its trials train (how many trials
+# reuse one compiled graph). Every worker derives the same plan from the same definition.
 Graph = tuple[str, str, int, str, int | None]  # backbone, resolution, batch size, strategy, freeze depth
 
 
@@ -393,12 +371,7 @@ class SweepPlan:
     cells: tuple[Cell, ...]
     facts: Mapping[str, CellFacts]  # cell key -> facts
     check_cells: tuple[Cell, ...]  # cells whose chosen configuration gets a budget check
-
     phases: Mapping[str, int]  # trials planned per phase (finals: the first racing round's)
-
-    @property
-    def budget_checks(self) -> int:
-        return len(self.check_cells)
 
 
 def cell_facts(spec: SweepSpec, cells: Sequence[Cell]) -> dict[str, CellFacts]:
@@ -437,11 +410,8 @@ def budget_check_cells(spec: SweepSpec, cells: Sequence[Cell], facts: Mapping[st
 
 
 def doubled_budget(facts: CellFacts, params: Mapping[str, object], factor: int) -> list[str]:
-    """Overrides that multiply a cell's step budget (and epochs, for a budget in epochs) by ``factor``.
-
-    A searched budget (``trainer.min_steps`` or ``trainer.epochs`` in ``params``) is multiplied from
-    the chosen value.
-    """
+    """Overrides that multiply a cell's step budget (and epochs) by ``factor``, from the chosen value
+    where the budget is searched (``trainer.min_steps`` or ``trainer.epochs`` in ``params``)."""
     steps = params.get("trainer.min_steps", facts.min_steps)
     epochs = params.get("trainer.epochs", facts.epochs)
     out = [f"trainer.epochs={int(epochs) * factor}"]  # type: ignore[call-overload]
@@ -497,11 +467,8 @@ def run_name(
 
 
 # --- check ---
-# Check a sweep against the config tree before anything runs: every cell must compose.
-#
-# Only Hydra knows which paths exist and which values they accept, so each cell is composed once
-# (with every searched parameter at its low end / first choice) and, on failure, the culprit is found
-# by composing the pieces one at a time: the error names the factor, ``where`` entry or search key.
+# Only Hydra knows which paths and values exist: each cell is composed once (searched values at their
+# low end / first choice) and, on failure, piece by piece, to name the factor, ``where`` or search key.
 def low_override(param: SearchParam) -> str:
     """The parameter at the low end of its range (its first choice), as a Hydra override."""
     value = param.choices[0] if param.choices is not None else param.low
@@ -553,11 +520,8 @@ def first_cell_config(spec: SweepSpec) -> RunConfig:
 
 
 def check_searched_keys(spec: SweepSpec, cell: Cell, params: Sequence[SearchParam], cfg: RunConfig) -> None:
-    """Refuse a searched key the cell's strategy never reads: its tuning trials would all be one config.
-
-    The strategy and the probe's solver come from the cell's composed config (a factor, ``where`` or
-    the base may set them); :func:`tlbench.strategies.ignored_keys` says what that strategy ignores.
-    """
+    """Refuse a searched key the cell's strategy never reads (:func:`tlbench.strategies.ignored_keys`):
+    its tuning trials would all be one config."""
     name = cfg.strategy.name.value
     ignored = ignored_keys(name, probe_solver=cfg.strategy.probe.solver.value)
     for param in params:
@@ -574,10 +538,8 @@ def check_searched_keys(spec: SweepSpec, cell: Cell, params: Sequence[SearchPara
 
 
 def check_lora(spec: SweepSpec, cell: Cell, cfg: RunConfig, checked: set[tuple[str, str]]) -> None:
-    """A lora cell whose backbone has no layer the adapters can go on fails here, not mid-sweep.
-
-    The backbone is built on torch's meta device (no weights); each (backbone, lora config) once.
-    """
+    """A lora cell whose backbone has no layer for the adapters fails here, not mid-sweep (built on
+    torch's meta device, each backbone and lora config once)."""
     if cfg.strategy.name.value != "lora":
         return
     key = (cfg.backbone.name, repr(cfg.strategy.lora))
@@ -621,20 +583,12 @@ def check_against_config(spec: SweepSpec) -> RunConfig:
 
 
 # --- estimate ---
-# The plan's device time, from a short measured throughput probe, and an ETA that counts down.
-#
-# Before the first trial the supervisor times a few training steps (and evaluation batches) of the
-# study's own backbone at its resolution and batch size, in process CPU seconds over the threads used
-# (the cost rule of ``cost/device_hours``, so another process's load does not inflate it; wall seconds
-# on a GPU). Each planned trial's device time is then its images through the network: training steps
-# x batch (the step budget is a maximum under early stopping, so this is an upper bound), evaluation
-# passes over validation and test, and, for the linear probe, one extraction pass.
-#
-# While the study runs, the ETA scales those estimates by how long finished trials actually took
-# against their estimates (the load and the estimate's error both show up there), and subtracts the
-# time running trials have already spent, so it counts down between trial ends. Each ETA is logged
-# with its time (``eta.jsonl`` in the study's log folder); :func:`eta_errors` reads a finished
-# study's log back and says how far off the ETA was at 25, 50 and 75 % of its wall time.
+# Before the first trial the supervisor times a few training steps and evaluation batches of the
+# study's backbone, in process CPU seconds over the threads used (the cost rule of cost/device_hours:
+# another process's load does not inflate it). A planned trial's device time is then its images
+# through the network (an upper bound: step budgets are maxima under early stopping). While the study
+# runs, the ETA scales those estimates by how long finished trials took against theirs, less what
+# running trials spent; each ETA is logged (``eta.jsonl``) for :func:`eta_errors`.
 ETA_LOG = "eta.jsonl"
 # Seconds of a trial outside its images: config, model build, MLflow run, tracking writes (measured: trial
 # wall minus fit seconds, 3.6 s per trial over a 22-trial synthetic study on the loaded 2-core machine).
@@ -651,11 +605,6 @@ class Throughput:
     train_s: float
     eval_s: float
     what: str  # what was measured, for the plan's header
-
-    def describe(self) -> str:
-        return (
-            f"{self.train_s:.3f} s per training image, {self.eval_s:.4f} s per evaluated image ({self.what})"
-        )
 
 
 def measure_throughputs(plan: SweepPlan, *, num_classes: int, threads: int) -> dict[Graph, Throughput]:
@@ -679,10 +628,8 @@ def measure_throughputs(plan: SweepPlan, *, num_classes: int, threads: int) -> d
 def measure_throughput(
     backbone: str, *, resolution: int, batch_size: int, num_classes: int, threads: int, steps: int = 3
 ) -> Throughput:
-    """Time ``steps`` training steps and as many evaluation batches of a randomly initialised backbone.
-
-    Random weights cost the same as pretrained ones; channels_last as the trials use it on a CNN.
-    """
+    """Time ``steps`` training steps and evaluation batches of a randomly initialised backbone (random
+    weights cost what pretrained ones do; channels_last on a CNN, as the trials)."""
     import timm
     import torch
 
@@ -722,10 +669,7 @@ def _cpu_seconds(step: Any, n: int) -> float:
 
 
 def data_counts(spec: SweepSpec) -> DataCounts:
-    """Split sizes of the sweep's dataset (base and command-line overrides): decodes it once.
-
-    Decoded data is cached in the process, so the trials a single worker then runs reuse it.
-    """
+    """Split sizes of the sweep's dataset: decodes it once (cached in the process for its trials)."""
     from tlbench.data import load_splits
     from tlbench.models.network import pretrained_input_size
 
@@ -783,10 +727,6 @@ class WorkItem:
     cell: str
     count: int
     seconds: float
-
-
-def plan_seconds(items: Iterable[WorkItem]) -> float:
-    return sum(item.count * item.seconds for item in items)
 
 
 def work_items(
@@ -870,27 +810,12 @@ def countdown(
     return (left + in_flight) / max(1, workers)
 
 
-def log_eta(
-    path: Path, *, elapsed_s: float, eta_s: float | None, done: int, planned: int, final: bool = False
-) -> None:
-    """Append one ETA estimate with its wall-clock time (the study's ``eta.jsonl``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"time": time.time(), "elapsed_s": round(elapsed_s, 1), "eta_s": eta_s, "done": done,
-              "planned": planned, "final": final}  # fmt: skip
-    with path.open("a") as out:
-        out.write(json.dumps(record) + "\n")
-
-
 def eta_errors(
     path: Path, *, fractions: Sequence[float] = (0.25, 0.5, 0.75)
 ) -> dict[float, dict[str, float]]:
-    """How far off the ETA was at each fraction of a finished study's wall time.
-
-    The study's end is the ``final`` record (written when the command ends); for each fraction, the
-    estimate logged nearest that moment is compared with the time that really remained: ``error_s``
-    = predicted - actual remaining seconds (positive: too pessimistic), and ``relative`` = error /
-    actual remaining.
-    """
+    """How far off the ETA was at each fraction of a finished study's wall time (its end: the ``final``
+    record): ``error_s`` = predicted - actual remaining seconds (positive: too pessimistic), and
+    ``relative`` = error / actual remaining."""
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     end = next((r for r in reversed(records) if r.get("final")), None)
     if end is None:
@@ -934,5 +859,6 @@ def format_plan(
     return (
         f"plan: {trials} trials; about {minutes:.0f} device-minutes at most (step budgets are maxima), "
         f"about {minutes / max(1, workers):.0f} min with {workers} worker(s) on an otherwise idle machine\n"
-        f"  throughput: {tp.describe()}"
+        f"  throughput: {tp.train_s:.3f} s per training image, {tp.eval_s:.4f} s per evaluated image "
+        f"({tp.what})"
     )

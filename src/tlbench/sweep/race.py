@@ -1,21 +1,12 @@
 """Racing finals: seeds run in rounds, paired across the arms of a data size, and spent where the
-verdict is undecided (issue 19).
+verdict is undecided (issue 19); the rule is :data:`RULE`.
 
-Round 1 gives every arm of a data size the sweep's ``final.seeds``. After each round, every pair of
-arms still racing is compared on **validation** accuracy over the seeds both completed: a paired
-Student-t 95% interval of the per-seed differences (each seed trains both arms on the same training
-subset, so the seed's luck cancels in the difference). An arm is **retired** when another arm is
-credibly better (the interval excludes 0) and costs no more (its mean standalone device-hours at
-most ``COST_TOLERANCE`` above, the run-to-run spread of identical work). A pair whose better arm
-costs more is decided: both stay on the accuracy/cost front. Arms in a pair that is neither
-(undecided) get ``race.round`` more seeds, the same ones for each of them, up to ``race.cap``
-seeds. Two arms whose validation accuracy does not vary with the seed at all (a converged probe on
-the whole training pool, ``as_is``) cannot be told apart by more seeds: their pair is decided
-without a retirement.
-
-Only validation accuracy and cost are read: test accuracy never drives a decision (a retired arm's
-test figures are still reported, with the seeds it got). Every input is in the Optuna storage, so
-every worker, on any machine, and a resumed sweep compute the same race.
+Each seed trains both arms of a pair on the same training subset, so the seed's luck cancels in their
+paired difference. A pair whose better arm costs more is decided (both stay on the accuracy/cost
+front). Two arms whose validation accuracy does not vary with the seed (a converged probe on the whole
+pool, ``as_is``) cannot be told apart by more seeds: their pair is decided without a retirement.
+Only validation accuracy and cost are read, all from the Optuna storage, so every worker, on any
+machine, and a resumed sweep compute the same race.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """``run_sweep``: the sweep's one entry point (supervisor, local worker processes, live progress, the
-closing summary, report and export).
-"""
+closing summary, report and export)."""
 
 from __future__ import annotations
 
@@ -46,9 +45,7 @@ from tlbench.sweep.plan import (
     first_cell_config,
     format_plan,
     is_counted,
-    log_eta,
     measure_throughputs,
-    plan_seconds,
     trial_states,
     tuning_budget,
     tuning_cell,
@@ -59,7 +56,6 @@ from tlbench.sweep.screen_phase import run_screen_phase, with_backbones
 from tlbench.sweep.spec import (
     SweepRequest,
     SweepSpec,
-    check_request,
     derive_sizes,
     has_auto_sizes,
     load_sweep,
@@ -71,12 +67,12 @@ from tlbench.sweep.spec import (
 )
 from tlbench.sweep.study import (
     STORAGE_ENV,
-    Heartbeat,
     StorageRef,
     StudyContext,
     StudyNames,
     check_study_name,
     close_orphan_runs,
+    heartbeat,
     open_storage,
     open_study,
     reap,
@@ -91,8 +87,6 @@ log = logging.getLogger(__name__)
 
 # --- progress ---
 # What the live view shows, computed (not drawn) from the stored trials: counts, best, ETA.
-#
-# Kept apart from the drawing (the view, below) so it is a pure function tests can check.
 @dataclass(frozen=True)
 class PhaseCounts:
     name: str  # tune | final | pareto
@@ -116,10 +110,6 @@ class ProgressInfo:
     best: dict[str, float]  # strategy -> best tuning val/acc so far
     elapsed_s: float
     eta_s: float | None
-
-    @property
-    def remaining(self) -> int:
-        return sum(p.remaining for p in self.phases)
 
 
 def phase_counts(name: str, planned: int, trials: Sequence[FrozenTrial]) -> PhaseCounts:
@@ -193,10 +183,8 @@ def format_duration(seconds: float | None) -> str:
 
 
 # --- view ---
-# Draw the progress: a ``rich`` live table on a terminal, plain log lines elsewhere (CI logs).
-#
-# A background thread polls its own storage connection, so the view never waits on training and the
-# training thread never waits on the view.
+# A ``rich`` live table on a terminal, plain log lines elsewhere (CI logs), from a background thread on
+# its own storage connection: the view and the training never wait on each other.
 
 
 def render_line(info: ProgressInfo) -> str:
@@ -314,11 +302,8 @@ class ProgressView:
 
 
 # --- timing ---
-# Where a sweep's time went: trial wall time and fit time, per phase and strategy, and the rest.
-#
-# Trial wall time runs from the claim to the ``tell`` (composition, data, model, fit, evaluation,
-# tracking); fit time is the trial's ``cost/fit_seconds``. Whatever the sweep's wall time exceeds
-# their sum is start-up and coordination.
+# Trial wall time runs from the claim to the ``tell``; fit time is the trial's ``cost/fit_seconds``;
+# whatever the sweep's wall time exceeds their sum is start-up and coordination.
 @dataclass(frozen=True)
 class TimeRow:
     phase: str
@@ -442,56 +427,11 @@ def format_results(results: Sequence[CellResult]) -> str:
 
 
 # --- workers ---
-# Local worker processes: spawn N copies of the sweep command, forward Ctrl-C once, wait.
-#
-# Each worker is ``python -m tlbench.cli sweep … --worker`` (an argument list, no shell), in its own
-# session so that a terminal's Ctrl-C reaches only the supervisor, which then sends exactly one SIGINT
-# to each worker: a second one could interrupt a worker while it records its trial. The storage URL
-# travels in the environment, not on the command line, where ``ps`` would show its password. A
+# Each worker is ``python -m tlbench.cli sweep … --worker`` in its own session: a terminal's Ctrl-C
+# reaches only the supervisor, which sends each worker exactly one SIGINT (a second could interrupt it
+# while it records its trial). The storage URL travels in the environment (``ps`` shows arguments). A
 # worker whose supervisor disappears (``kill -9``) finishes its current trial and stops.
 SUPERVISOR_ENV = "TLBENCH_SWEEP_SUPERVISOR"  # the supervisor's pid, so a worker notices it is orphaned
-
-
-def worker_command(
-    sweep: str, study: str, workers: int, index: int, *, threads: int, extra: Sequence[str] = ()
-) -> list[str]:
-    """A local worker's command line; ``threads``: the supervisor's plan (every worker the same);
-    ``extra``: the supervisor's --data/--class-map/overrides."""
-    return [
-        sys.executable, "-m", "tlbench.cli", "sweep", "--sweep", sweep, "--study", study,
-        "--workers", str(workers), "--worker-index", str(index), "--threads", str(threads), "--worker",
-        *extra,
-    ]  # fmt: skip
-
-
-def spawn(
-    sweep: str,
-    study: str,
-    workers: int,
-    *,
-    storage: str | None,
-    threads: int,
-    log_dir: Path,
-    extra: Sequence[str] = (),
-) -> list[subprocess.Popen[bytes]]:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
-    if storage:
-        env[STORAGE_ENV] = storage
-    procs = []
-    for index in range(workers):
-        with (log_dir / f"worker-{index}.log").open("ab") as out:
-            procs.append(
-                subprocess.Popen(
-                    worker_command(sweep, study, workers, index, threads=threads, extra=extra),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    start_new_session=True,
-                )
-            )
-    return procs
 
 
 def wait(procs: Sequence[subprocess.Popen[bytes]], *, poll_s: float = 0.5) -> list[int]:
@@ -528,11 +468,8 @@ def supervisor_gone() -> bool:
 
 
 # --- session ---
-# One sweep command on one process: open the study, work on it (or supervise workers), close it.
-#
-# Closing is where the MLflow parent run's state is decided: FINISHED once the study is complete;
-# otherwise, if no other worker is still alive, KILLED with ``status=interrupted`` (a later
-# ``make sweep`` resumes the study and sets it back to RUNNING); otherwise left to the last worker out.
+# Closing decides the parent run's state: FINISHED once the study is complete; else, if no other worker
+# is alive, KILLED with ``status=interrupted`` (a rerun resumes it); else left to the last worker out.
 Loop = TuneThenFinal | Pareto
 
 
@@ -581,23 +518,17 @@ def make_loop(ctx: StudyContext, *, offset: int = 0, workers: int = 1) -> Loop:
     return TuneThenFinal(ctx, offset=offset, workers=workers)
 
 
-def current_progress(ctx: StudyContext, *, started: float, workers: int) -> ProgressInfo:
-    trials = read_trials(ctx.storage, ctx.spec, ctx.names)
-    return progress_info(trials, ctx.plan.phases, elapsed_s=time.monotonic() - started, workers=workers)
-
-
-def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def work(ctx: StudyContext, *, offset: int = 0, workers: int = 1, stop_when: Any = None) -> bool:
+def work(ctx: StudyContext, *, index: int = 0, workers: int = 1, stop_when: Any = None) -> bool:
     """Run the worker loop here until the study has no work left; returns True if interrupted."""
-    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)  # `kill` stops cleanly too
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops cleanly too
+    # where in the cell list this worker starts: local workers by index; machines sharing a database
+    # cannot know each other's index, so there the pid spreads them
+    offset = os.getpid() if ctx.storage_ref.multi_machine else index
     loop = make_loop(ctx, offset=offset, workers=workers)
     gc.collect()
     gc.freeze()  # the long-lived imports and clients: the per-trial collection then skips them
     try:
-        with Heartbeat(ctx.beat):
+        with heartbeat(ctx.beat):
             loop.run(should_stop=stop_when or (lambda: False))
         return False
     except KeyboardInterrupt:
@@ -634,7 +565,12 @@ def close(ctx: StudyContext, *, interrupted: bool, started: float, workers: int)
             complete=complete,
             interrupted=interrupted,
             parent_run_id=ctx.parent_run_id,
-            progress=current_progress(ctx, started=started, workers=workers),
+            progress=progress_info(
+                read_trials(ctx.storage, ctx.spec, ctx.names),
+                ctx.plan.phases,
+                elapsed_s=time.monotonic() - started,
+                workers=workers,
+            ),
             pareto=points,
         )
     finally:
@@ -646,12 +582,6 @@ def log_dir(study: str) -> Path:
 
 
 # --- run ---
-# The sweep's one entry point: :func:`run_sweep`, from a parsed command line to a finished study.
-#
-# Definition (the file plus the command line) -> check against the config tree -> the study's plan
-# (each cell composed once) and threads x workers from the free cores -> open the study and its
-# parent run -> work here or supervise worker processes, with a live progress view -> close, print
-# where the study stands -> on a complete study, the report and the exported winner.
 # Per-epoch and per-trial INFO lines from the training stack would drown the progress view.
 _QUIET = ("tlbench.models", "tlbench.run", "tlbench.training", "tlbench.data", "tlbench.cost", "optuna")
 
@@ -675,8 +605,8 @@ def load_spec(request: SweepRequest, *, announce: bool = True) -> SweepSpec:
 
 
 def run_sweep(request: SweepRequest) -> int:
-    """Run or resume the study; returns the exit status (0 complete, 1 not complete, 130 interrupted)."""
-    check_request(request)
+    """Run or resume the study; returns the exit status (0 complete, 1 not complete, 130 interrupted).
+    ``request`` was checked by the command (:func:`tlbench.sweep.spec.check_request`)."""
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
     spec = load_spec(request, announce=not request.worker)
@@ -713,7 +643,7 @@ def run_sweep(request: SweepRequest) -> int:
     with _closed_on_error(ctx, started, workers), ProgressView(compute, title=f"study {study}"):
         if workers == 1:
             _set_threads(threads.threads)
-            interrupted = work(ctx, offset=_offset(ref, 0), workers=1)
+            interrupted = work(ctx, index=0, workers=1)
         else:
             interrupted = _supervise(
                 ctx,
@@ -755,20 +685,23 @@ class Eta:
         if not final and time.monotonic() - self._last < self.every_s:
             return
         self._last = time.monotonic()
-        done = sum(p.complete + p.pruned + p.failed for p in info.phases)
-        planned = sum(p.planned for p in info.phases)
+        record = {
+            "time": time.time(),
+            "elapsed_s": round(info.elapsed_s, 1),
+            "eta_s": info.eta_s,
+            "done": sum(p.complete + p.pruned + p.failed for p in info.phases),
+            "planned": sum(p.planned for p in info.phases),
+            "final": final,
+        }
         with contextlib.suppress(OSError):  # a log that cannot be written must not stop the sweep
-            log_eta(
-                self.path, elapsed_s=info.elapsed_s, eta_s=info.eta_s, done=done, planned=planned, final=final
-            )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as out:
+                out.write(json.dumps(record) + "\n")
 
 
 def _print_plan(ctx: StudyContext, *, workers: int, threads: int) -> list[WorkItem]:
-    """The plan before the first trial: trials per phase and their device time from a measured probe.
-
-    The estimate is a convenience: if it cannot be made (a backbone timm cannot build offline, ...),
-    the sweep runs without it and says why.
-    """
+    """The plan before the first trial: trials per phase and their device time from a measured probe
+    (a convenience: where it cannot be made, the sweep runs without it and says why)."""
     race = ctx.spec.race
     extra = (race.cap - len(ctx.spec.final_seeds)) * len(ctx.plan.cells) if race is not None else 0
     try:
@@ -782,7 +715,9 @@ def _print_plan(ctx: StudyContext, *, workers: int, threads: int) -> list[WorkIt
         return []
     first = next(iter(throughput.values()), None)
     print(
-        format_plan(ctx.plan.phases, plan_seconds(items), first, workers=workers, race_extra=extra),
+        format_plan(
+            ctx.plan.phases, sum(i.count * i.seconds for i in items), first, workers=workers, race_extra=extra
+        ),
         flush=True,
     )
     return items
@@ -797,7 +732,7 @@ def _run_worker(request: SweepRequest, ctx: StudyContext, started: float) -> int
     with _closed_on_error(ctx, started, workers):
         interrupted = work(
             ctx,
-            offset=_offset(ctx.storage_ref, request.worker_index),
+            index=request.worker_index,
             workers=workers,
             stop_when=supervisor_gone,
         )
@@ -823,12 +758,9 @@ EXPORTED_ATTR = "exported_model"  # meta study: the model a completed study expo
 
 
 def _export_winner(ctx: StudyContext, *, tracking_uri: str) -> int:
-    """The report's recommended arm, retrained on train + validation and registered (``export: true``).
-
-    Once per study: running the command again on a complete study does not retrain it. The study is
-    complete whatever happens here; a failed export says so in one line and how to retry it, and
-    the command exits 1.
-    """
+    """The report's recommended arm, retrained on train + validation and registered (``export: true``),
+    once per study. The study is complete whatever happens here; a failed export says so in one line
+    with how to retry it, and the command exits 1."""
     study = ctx.names.study
     done = ctx.meta.user_attrs.get(EXPORTED_ATTR)
     if done:
@@ -867,21 +799,33 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _offset(ref: StorageRef, index: int) -> int:
-    """Where in the cell list this worker starts: spread local workers by index; machines sharing a
-    database cannot know each other's index, so there the pid spreads them."""
-    return os.getpid() if ref.multi_machine else index
-
-
 def _supervise(
     ctx: StudyContext, *, sweep: str, storage: str | None, threads: int, n: int, extra: Sequence[str] = ()
 ) -> bool:
     logs = log_dir(ctx.names.study)
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+    if storage:
+        env[STORAGE_ENV] = storage
+    command = [sys.executable, "-m", "tlbench.cli", "sweep", "--sweep", sweep, "--study", ctx.names.study,
+               "--workers", str(n), "--threads", str(threads)]  # fmt: skip
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill <supervisor>` stops workers cleanly too
-    procs = spawn(sweep, ctx.names.study, n, storage=storage, threads=threads, log_dir=logs, extra=extra)
+    procs = []
+    for index in range(n):
+        with (logs / f"worker-{index}.log").open("ab") as out:
+            procs.append(
+                subprocess.Popen(
+                    [*command, "--worker-index", str(index), "--worker", *extra],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
+            )
     print(f"{n} workers (pids {', '.join(str(p.pid) for p in procs)}), logs in {logs}/", flush=True)
     try:
-        with Heartbeat(ctx.beat):
+        with heartbeat(ctx.beat):
             codes = wait(procs)
     except KeyboardInterrupt:
         return True

@@ -1,11 +1,9 @@
 """The screen as the study's first phase: rank the backbone factor's values without training, keep the
 top ``screen.keep`` by ``screen.score``, train only those (issue 22).
 
-The screen (:func:`tlbench.screen.screen.run_screen`, one ``role=screen`` run per backbone in the
-study's experiment, under its parent run) sees the data the trials train on: the sweep's base and
-command-line overrides at its largest data size. Each screen run is tagged ``screen_kept`` (true |
-false) and ``screen_reason``; the kept backbones are stored in the meta study, so a resumed study (or
-a worker process) skips the screen and trains the same backbones. Every score is "higher is better".
+The screen (:func:`tlbench.screen.screen.run_screen`, one ``role=screen`` run per backbone under the
+parent run, tagged ``screen_kept`` and ``screen_reason``) sees the trials' data at its largest size.
+The kept backbones are stored in the meta study: a resumed study (or a worker) trains the same ones.
 """
 
 from __future__ import annotations
@@ -22,12 +20,6 @@ from tlbench.tracking.names import STUDY_TAG
 
 SCREEN_ATTR = "screen"  # meta study: {"score", "keep", "ranking": [[backbone, value], ...], "kept": [...]}
 BACKBONE_FACTOR = "backbone"
-
-
-def screened(ctx: StudyContext) -> list[str] | None:
-    """The backbones a finished screen kept (None: not screened yet)."""
-    done = ctx.meta.user_attrs.get(SCREEN_ATTR)
-    return None if not done else [str(b) for b in done["kept"]]
 
 
 def rank(values: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
@@ -55,15 +47,18 @@ def run_screen_phase(ctx: StudyContext, *, progress: Callable[[str], None] = pri
     """Screen the backbone factor (once per study) and return the backbones kept, in factor order."""
     spec = ctx.spec
     assert spec.screen is not None  # called only for sweeps with a screen section
-    done = screened(ctx)
-    if done is not None:
-        progress(f"screen: done already, training {', '.join(done)}")
-        return done
+    done = ctx.meta.user_attrs.get(SCREEN_ATTR)
+    if done:
+        kept = [str(b) for b in done["kept"]]
+        progress(f"screen: done already, training {', '.join(kept)}")
+        return kept
     from tlbench.screen.screen import run_screen  # torch, sklearn: only when a study screens
 
     backbones = [str(v) for v in dict(spec.factors)[BACKBONE_FACTOR]]
+    sizes = dict(spec.factors).get(SIZE_FACTOR)  # the data the trials train on, at its largest size
+    largest = [f"{SIZE_FACTOR}={format_value(pick_size('largest', sizes))}"] if sizes else []
     results = run_screen(
-        screen_overrides(spec),
+        [*spec.base, *spec.overrides, *largest],
         backbones,
         experiment=ctx.names.study,
         tracking_uri=ctx.runs.tracking_uri,
@@ -90,14 +85,6 @@ def run_screen_phase(ctx: StudyContext, *, progress: Callable[[str], None] = pri
     progress(f"screen: kept {', '.join(kept)} by {spec.screen.score}; not trained: "
              f"{', '.join(b for b in backbones if b not in kept) or 'none'}")  # fmt: skip
     return kept
-
-
-def screen_overrides(spec: SweepSpec) -> list[str]:
-    """The data the trials train on: base and command-line overrides, at the largest data size."""
-    sizes = dict(spec.factors).get(SIZE_FACTOR)
-    size = pick_size("largest", sizes) if sizes else None
-    extra = [f"{SIZE_FACTOR}={format_value(size)}"] if sizes else []
-    return [*spec.base, *spec.overrides, *extra]
 
 
 def with_backbones(spec: SweepSpec, kept: Sequence[str]) -> SweepSpec:

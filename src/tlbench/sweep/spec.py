@@ -1,7 +1,10 @@
-"""The sweep file (``sweeps/<name>.yaml``): its schema, the typed spec, loading, validation and errors.
+"""The sweep file (``sweeps/<name>.yaml``): one typed family of dataclasses for it, loading, validation,
+errors, and what the command line adds (overrides, a photo folder, data sizes).
 
-Also what the command line adds to it (overrides, a photo folder, data sizes): a :class:`SweepRequest`
-becomes one :class:`SweepSpec` before any study is created.
+A sweep file is merged into its schema (:class:`SweepFile`, whose sections are the very dataclasses the
+resolved :class:`SweepSpec` holds) by :func:`tlbench.config.compose.typed_mapping`: an unknown key or a
+wrong type is one line naming the key path. Value and cross-field rules are checked once, by
+:func:`parse_sweep`; whether paths exist in the run config, by composing (plan.check_against_config).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,37 +22,173 @@ from tlbench.config.compose import packaged_dir, typed_mapping
 from tlbench.errors import ConfigError
 from tlbench.strategies import STRATEGIES
 
-# --- spec ---
-# The typed sweep definition (``sweeps/<name>.yaml``) and its structural validation.
-#
-# A sweep file is parsed once, up front, into frozen dataclasses: unknown keys and wrong types
-# (the schema, below), bad ranges, empty factor lists and impossible combinations fail with
-# one actionable line, before any study is created. Whether factor and search paths exist in the
-# run config is checked separately, by composing configs (plan.check_against_config), because only
-# Hydra knows the config tree.
 MODES = ("tune_then_final", "pareto")
 SIZE_FACTOR = "data.n_per_class"  # the data size: what racing pairs arms within, what a check picks
 AUTO_SIZES = "auto"  # data.n_per_class: [auto]: sizes derived from the data at run time (photos.yaml)
 SIZE_WORDS = ("largest", "smallest")  # a data size named by its rank (null, i.e. all, is the largest)
 SAMPLERS = ("tpe", "random", "qmc", "grid", "nsgaii")
 PRUNERS = ("none", "successive_halving", "hyperband", "median")
+SCREEN_SCORES = {"logme": "logme", "knn_loo": "knn_loo_acc", "knn": "knn_acc", "probe_cv": "probe_cv_acc"}
 Scalar = str | int | float | bool | None
 _PLAIN = re.compile(r"^[\w.\-/:+]+$")  # values that need no quoting in a Hydra override
+RANGE = "a mapping with low and high (or choices: [...])"
+OVERRIDES = "a list of Hydra overrides like 'trainer.epochs=4'"
 
 
-@dataclass(frozen=True)
+# --- the sweep file's sections ---
+# Not frozen: OmegaConf makes a frozen dataclass's nodes read-only, and the file is merged into them.
+# Field metadata: how errors describe a value ("expect"), each value of a map ("each"), and the
+# smallest integer allowed ("min", checked by parse_sweep).
+def _words(expect: str, each: str | None = None) -> dict[str, Any]:
+    return {"expect": expect, "each": each}
+
+
+def _int(default: int | None, minimum: int, what: str = "") -> Any:
+    return field(default=default, metadata={"expect": f"an integer >= {minimum}{what}", "min": minimum})
+
+
+@dataclass
 class SearchParam:
     """One tuned hyper-parameter: a float/int range (``log`` for log-uniform) or a list of choices."""
 
-    path: str
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    integer: bool = False
-    choices: tuple[Scalar, ...] | None = None
+    path: str = ""  # the config path: the key it is listed under
+    low: float | None = field(default=None, metadata=_words("a number"))
+    high: float | None = field(default=None, metadata=_words("a number"))
+    log: bool = field(default=False, metadata=_words("true or false"))
+    step: Any = None  # a number, kept as written (an int stays an int: the spec is digested for resume)
+    type: str = field(default="float", metadata=_words("float or int"))
+    choices: tuple[Any, ...] | None = field(default=None, metadata=_words("a non-empty list"))
+
+    @property
+    def integer(self) -> bool:
+        return self.type == "int"
 
 
+@dataclass
+class SearchTable:  # a search_where table, typed on its own (OmegaConf does not check a dict of dicts)
+    params: dict[str, SearchParam] = field(
+        default_factory=dict, metadata=_words("a mapping of searched paths", RANGE)
+    )
+
+
+@dataclass
+class BudgetCheck:
+    """``budget.check``: after tuning, re-run each arm's chosen configuration at one data size with
+    ``factor`` x its step budget on the tuning seed (validation only), to show it was trained enough."""
+
+    factor: int = _int(2, 2)
+    size: Any = "largest"  # largest | smallest | one of the data.n_per_class values
+    strategies: list[str] = field(default_factory=list, metadata=_words("a list of strategy names"))
+
+
+@dataclass
+class Budget:
+    trials_per_cell: int = _int(1, 0)  # counted tuning trials per cell, equal for every cell (pareto: >= 1)
+    max_retries: int = _int(2, 0)  # crashes (not divergence) redone per cell / final slot before giving up
+    check: BudgetCheck | None = field(
+        default=None, metadata=_words("a mapping like {factor: 2, size: largest}")
+    )
+    # tune only the cells of this data size (largest | smallest | a size); the others run the choice
+    # of their counterpart there (same other factors). None: every cell is tuned.
+    tune_at: Any = None
+
+
+@dataclass
+class Race:
+    """``final.race``: final seeds in rounds; after ``final.seeds`` (round 1), ``round`` more seeds per
+    round for the arms whose verdict is undecided, up to ``cap`` seeds per arm (:mod:`tlbench.sweep.race`)."""
+
+    cap: int = field(default=8, metadata=_words("an integer: the most seeds an arm gets"))
+    round: int = _int(2, 1, ": seeds added per round")
+
+
+@dataclass
+class Final:
+    seeds: list[int] = field(default_factory=list, metadata=_words("a list of integers >= 0"))
+    race: Race | None = field(default=None, metadata=_words("a mapping like {cap: 8, round: 2}"))
+
+
+@dataclass
+class ScreenSpec:
+    """``screen``: rank the ``backbone`` factor's values without training (the study's first phase) and
+    train only the top ``keep`` by ``score`` (:mod:`tlbench.sweep.screen_phase`)."""
+
+    keep: int = _int(1, 1, ": backbones trained")
+    score: str = field(default="logme", metadata=_words("logme, knn_loo, knn or probe_cv"))  # resolved:
+    # a ScreenResult score name (logme | knn_loo_acc | knn_acc | probe_cv_acc)
+
+
+@dataclass
+class SamplerSpec:
+    name: str | None = field(default=None, metadata=_words("a sampler name"))  # None: by the mode
+    seed: int = _int(0, 0)
+    n_startup_trials: int | None = _int(None, 0)  # tpe: random trials before the model kicks in
+
+
+@dataclass
+class PrunerSpec:
+    name: str = field(default="none", metadata=_words("a pruner name"))
+    min_resource: int = _int(1, 1)  # first rung: epochs, or 1/val_checks of a step budget (OptunaPruning)
+    reduction_factor: int = _int(3, 2)
+    n_warmup_steps: int = _int(1, 0)  # median
+
+
+@dataclass
+class SweepFile:
+    """A sweep file as written, every section optional::
+
+    description: one paragraph (its first sentence is what `tlbench sweep --help` lists)
+    mode: tune_then_final           # or pareto (one multi-objective study, no finals)
+    base: [data=digits, trainer.min_steps=100, ...]      # Hydra overrides of every trial
+    factors: {strategy: [linear_probe, full_finetune], data.n_per_class: [5, 20, null]}  # crossed
+    where: {strategy=partial: [strategy.freeze_depth=4]} # extra overrides of the matching cells
+    search: {optimizer.lr: {low: 1.0e-4, high: 1.0e-2, log: true}}   # tuned in every cell
+    search_where: {strategy=linear_probe: {strategy.probe.l2: {low: 1.0e-6, high: 1.0, log: true}}}
+    budget: {trials_per_cell: 3, max_retries: 2, tune_at: largest,
+             check: {factor: 2, size: largest, strategies: [full_finetune]}}
+    final: {seeds: [1, 2, 3], race: {cap: 8, round: 2}}
+    screen: {keep: 2, score: logme} # rank the backbone factor without training; train the top keep
+    tune_seed: 0
+    sampler: {name: qmc, seed: 0}   # tpe | random | qmc | grid | nsgaii
+    pruner: {name: successive_halving, min_resource: 3, reduction_factor: 3}
+    report: true                    # build the report when the study completes
+    export: true                    # then export the winner (default: true with finals)
+    """
+
+    description: str = field(default="", metadata=_words("a string"))
+    mode: str = field(default="tune_then_final", metadata=_words("a mode name"))
+    base: list[Any] = field(default_factory=list, metadata=_words(OVERRIDES))  # each checked by the loader
+    factors: dict[str, list[Any]] = field(
+        default_factory=dict,
+        metadata=_words("a mapping of config paths to values", "a non-empty list of values"),
+    )
+    where: dict[str, list[Any] | None] = field(
+        default_factory=dict, metadata=_words("a mapping of conditions to overrides", OVERRIDES)
+    )
+    search: dict[str, SearchParam] = field(
+        default_factory=dict, metadata=_words("a mapping of searched paths", RANGE)
+    )
+    search_where: dict[str, Any] = field(  # condition -> a SearchTable
+        default_factory=dict,
+        metadata=_words("a mapping of conditions to search tables", "a mapping of searched paths"),
+    )
+    budget: Budget = field(
+        default_factory=Budget, metadata=_words("a mapping (trials_per_cell, max_retries, ...)")
+    )
+    final: Final = field(
+        default_factory=Final, metadata=_words("a mapping like {seeds: [1, 2, 3], race: {cap: 8, round: 2}}")
+    )
+    tune_seed: int = _int(0, 0)
+    sampler: SamplerSpec = field(
+        default_factory=SamplerSpec, metadata=_words("a mapping like {name: tpe, seed: 0}")
+    )
+    pruner: PrunerSpec = field(default_factory=PrunerSpec, metadata=_words("a mapping like {name: median}"))
+    report: bool = field(default=False, metadata=_words("true or false"))
+    export: bool | None = field(default=None, metadata=_words("true or false"))
+    screen: ScreenSpec | None = field(default=None, metadata=_words("a mapping like {keep: 2, score: logme}"))
+
+
+# --- the resolved spec ---
 @dataclass(frozen=True)
 class Condition:
     """``"strategy=partial,data.n_per_class=5"``: matches cells whose factors have all these values."""
@@ -59,63 +198,9 @@ class Condition:
 
 
 @dataclass(frozen=True)
-class BudgetCheck:
-    """``budget.check``: after tuning, re-run each arm's chosen configuration at one data size with
-    ``factor`` x its step budget on the tuning seed (validation only), to show it was trained enough."""
-
-    factor: int = 2
-    size: Scalar = "largest"  # largest | smallest | one of the data.n_per_class values
-    strategies: tuple[str, ...] = ()  # the sample of arms checked (default: every arm trained by steps)
-
-
-@dataclass(frozen=True)
-class Budget:
-    trials_per_cell: int = 1  # counted tuning trials per cell (equal for every cell: the fair protocol)
-    max_retries: int = 2  # crashes (not divergence) redone per cell / final slot before giving up
-    check: BudgetCheck | None = None
-    # tune only the cells of this data size (largest | smallest | a size); the others run the choice
-    # of their counterpart there (same other factors). None: every cell is tuned.
-    tune_at: Scalar = None
-
-
-@dataclass(frozen=True)
-class Race:
-    """``final.race``: final seeds in rounds; after ``final.seeds`` (round 1), ``round`` more seeds per
-    round for the arms whose verdict is undecided, up to ``cap`` seeds per arm (:mod:`tlbench.sweep.race`)."""
-
-    cap: int = 8
-    round: int = 2
-
-
-SCREEN_SCORES = {"logme": "logme", "knn_loo": "knn_loo_acc", "knn": "knn_acc", "probe_cv": "probe_cv_acc"}
-
-
-@dataclass(frozen=True)
-class ScreenSpec:
-    """``screen``: rank the ``backbone`` factor's values without training (the study's first phase) and
-    train only the top ``keep`` by ``score`` (:mod:`tlbench.sweep.screen_phase`)."""
-
-    keep: int
-    score: str = "logme"  # a ScreenResult score name: logme | knn_loo_acc | knn_acc | probe_cv_acc
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    name: str = "tpe"
-    seed: int = 0
-    n_startup_trials: int | None = None  # tpe: random trials before the model kicks in
-
-
-@dataclass(frozen=True)
-class PrunerSpec:
-    name: str = "none"
-    min_resource: int = 1  # first rung: epochs, or 1/val_checks of a step budget (see OptunaPruning)
-    reduction_factor: int = 3
-    n_warmup_steps: int = 1  # median
-
-
-@dataclass(frozen=True)
 class SweepSpec:
+    """The sweep file's sections resolved (conditions parsed, defaults by mode), plus the command line's."""
+
     name: str
     description: str = ""
     mode: str = "tune_then_final"
@@ -161,10 +246,8 @@ def size_order(value: Scalar) -> float:
 
 def pick_size(which: Scalar, sizes: tuple[Scalar, ...]) -> Scalar:
     """``largest`` / ``smallest`` of ``sizes``, or ``which`` itself (a size the loader checked)."""
-    if which == "largest":
-        return max(sizes, key=size_order)
-    if which == "smallest":
-        return min(sizes, key=size_order)
+    if which in SIZE_WORDS:
+        return (max if which == "largest" else min)(sizes, key=size_order)
     return which
 
 
@@ -176,9 +259,7 @@ def as_overrides(name: str, where: str, value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-        raise sweep_error(
-            name, f"{where} must be a list of Hydra overrides like 'trainer.epochs=4', got {value!r}"
-        )
+        raise sweep_error(name, f"{where} must be {OVERRIDES}, got {value!r}")
     return tuple(value)
 
 
@@ -186,6 +267,16 @@ def at_least(name: str, where: str, value: int, minimum: int) -> int:
     if value < minimum:
         raise sweep_error(name, f"{where} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _check_minimums(name: str, section: Any, prefix: str) -> None:
+    """Every integer field with a ``min`` in its metadata, in this section and those below it."""
+    for spec in fields(section):
+        value, where = getattr(section, spec.name), f"{prefix}{spec.name}"
+        if is_dataclass(value):
+            _check_minimums(name, value, f"{where}.")
+        elif value is not None and "min" in spec.metadata:
+            at_least(name, where, value, spec.metadata["min"])
 
 
 def parse_condition(name: str, text: Any, factors: Mapping[str, tuple[Scalar, ...]]) -> Condition:
@@ -239,39 +330,33 @@ def _same_number(value: Scalar, raw: str) -> bool:
 
 
 def parse_search(name: str, where: str, table: Mapping[str, Mapping[str, Any]]) -> tuple[SearchParam, ...]:
-    """Search parameters from a typed table (:class:`SearchParamSchema` values)."""
+    """Search parameters from a typed table (:class:`SearchParam` fields), each range or choices checked."""
     params = []
-    for path, spec in table.items():
-        spot = f"{where}.{path}"
-        choices = spec["choices"]
-        if choices is None:
-            params.append(_parse_range(name, spot, str(path), spec))
+    for path, raw in table.items():
+        spot, param = f"{where}.{path}", SearchParam(**{**raw, "path": str(path)})
+        low, high, step, choices = param.low, param.high, param.step, param.choices
+        if choices is not None:
+            if any(v is not None for v in (low, high, step)) or param.log or param.type != "float":
+                raise sweep_error(name, f"{spot}: give either choices or low/high, not both")
+            if not choices:
+                raise sweep_error(name, f"{spot}.choices must be a non-empty list, got {choices!r}")
+            params.append(replace(param, choices=tuple(choices)))
             continue
-        ranged = any(spec[k] is not None for k in ("low", "high", "step")) or spec["log"]
-        if ranged or spec["type"] != "float":
-            raise sweep_error(name, f"{spot}: give either choices or low/high, not both")
-        if not choices:
-            raise sweep_error(name, f"{spot}.choices must be a non-empty list, got {choices!r}")
-        params.append(SearchParam(path=str(path), choices=tuple(choices)))
+        if low is None or high is None:
+            raise sweep_error(name, f"{spot} needs low and high (or choices: [...])")
+        if param.type not in ("float", "int"):
+            raise sweep_error(name, f"{spot}.type must be float or int, got {param.type!r}")
+        if low >= high:
+            raise sweep_error(name, f"{spot}: low must be < high, got low={low} high={high}")
+        if param.log and low <= 0:
+            raise sweep_error(name, f"{spot}: a log range needs low > 0, got low={low}")
+        number = isinstance(step, (int, float)) and not isinstance(step, bool)
+        if step is not None and (param.log or not number or step <= 0):
+            raise sweep_error(name, f"{spot}.step must be a positive number and cannot be combined with log")
+        if param.integer and not (float(low).is_integer() and float(high).is_integer()):
+            raise sweep_error(name, f"{spot}: an int range needs integer low/high, got {low}, {high}")
+        params.append(replace(param, low=float(low), high=float(high)))
     return tuple(params)
-
-
-def _parse_range(name: str, spot: str, path: str, spec: Mapping[str, Any]) -> SearchParam:
-    low, high, kind, log, step = spec["low"], spec["high"], spec["type"], spec["log"], spec["step"]
-    if low is None or high is None:
-        raise sweep_error(name, f"{spot} needs low and high (or choices: [...])")
-    if kind not in ("float", "int"):
-        raise sweep_error(name, f"{spot}.type must be float or int, got {kind!r}")
-    if low >= high:
-        raise sweep_error(name, f"{spot}: low must be < high, got low={low} high={high}")
-    if log and low <= 0:
-        raise sweep_error(name, f"{spot}: a log range needs low > 0, got low={low}")
-    number = isinstance(step, (int, float)) and not isinstance(step, bool)
-    if step is not None and (log or not number or step <= 0):
-        raise sweep_error(name, f"{spot}.step must be a positive number and cannot be combined with log")
-    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
-        raise sweep_error(name, f"{spot}: an int range needs integer low/high, got {low}, {high}")
-    return SearchParam(path=path, low=float(low), high=float(high), log=log, step=step, integer=kind == "int")
 
 
 def parse_factors(name: str, table: Mapping[str, list[Any]]) -> tuple[tuple[str, tuple[Scalar, ...]], ...]:
@@ -287,159 +372,6 @@ def parse_factors(name: str, table: Mapping[str, list[Any]]) -> tuple[tuple[str,
     return tuple(factors)
 
 
-# --- schema ---
-# The typed schema of a sweep file: which keys exist and what type each value has.
-#
-# A sweep file (``sweeps/<name>.yaml``), every section optional::
-#
-#     description: one paragraph (its first sentence is what `tlbench sweep --help` lists)
-#     mode: tune_then_final           # or pareto (one multi-objective study, no finals)
-#     base: [data=digits, trainer.min_steps=100, ...]      # Hydra overrides of every trial
-#     factors: {strategy: [linear_probe, full_finetune], data.n_per_class: [5, 20, null]}  # crossed: cells
-#     where: {strategy=partial: [strategy.freeze_depth=4]} # extra overrides of the cells a condition matches
-#     search: {optimizer.lr: {low: 1.0e-4, high: 1.0e-2, log: true}}   # tuned in every cell
-#     search_where: {strategy=linear_probe: {strategy.probe.l2: {low: 1.0e-6, high: 1.0, log: true}}}
-#     budget:
-#       trials_per_cell: 3            # tuning trials per arm, the same for every arm that trains
-#       max_retries: 2                # crashes redone per cell / slot
-#       tune_at: largest              # tune one data size only (largest | smallest | a size); the
-#                                     # other sizes run their counterpart's choice
-#       check: {factor: 2, size: largest, strategies: [full_finetune]}   # after tuning: each arm's
-#                                     # choice re-run with factor x its step budget (validation only)
-#     final:
-#       seeds: [1, 2, 3]              # the first round: every arm of a data size, paired
-#       race: {cap: 8, round: 2}      # then `round` new seeds per round for undecided arms, up to
-#                                     # `cap` seeds per arm; credibly worse arms retired (sweep.race)
-#     screen: {keep: 2, score: logme} # rank the backbone factor without training first; train the top
-#                                     # `keep` (score: logme | knn_loo | knn | probe_cv)
-#     tune_seed: 0
-#     sampler: {name: qmc, seed: 0}   # tpe | random | qmc | grid | nsgaii
-#     pruner: {name: successive_halving, min_resource: 3, reduction_factor: 3}
-#     report: true                    # build the report when the study completes
-#     export: true                    # then export the winner (default: true with finals)
-#
-# The YAML mapping is merged into ``OmegaConf.structured(SweepFileSchema)``, so an unknown key or a
-# value of the wrong type fails there; this module turns OmegaConf's error into one line naming the
-# key path, what was expected, what was found and, for a misspelt key, the key that was probably
-# meant. Value rules (ranges, allowed names) and cross-field rules are checked by :func:`parse_sweep`.
-def _words(expect: str, each: str | None = None) -> dict[str, str | None]:
-    """Field metadata: how errors describe the value (``expect``) and, for a map, each of its values."""
-    return {"expect": expect, "each": each}
-
-
-RANGE = "a mapping with low and high (or choices: [...])"
-OVERRIDES = "a list of Hydra overrides like 'trainer.epochs=4'"
-
-
-@dataclass
-class SearchParamSchema:
-    low: float | None = field(default=None, metadata=_words("a number"))
-    high: float | None = field(default=None, metadata=_words("a number"))
-    log: bool = field(default=False, metadata=_words("true or false"))
-    step: Any = None  # a number, kept as written (an int stays an int: the spec is digested for resume)
-    type: str = field(default="float", metadata=_words("float or int"))
-    choices: list[Any] | None = field(default=None, metadata=_words("a non-empty list"))
-
-
-@dataclass
-class SearchTableSchema:
-    params: dict[str, SearchParamSchema] = field(
-        default_factory=dict, metadata=_words("a mapping of searched paths", RANGE)
-    )
-
-
-@dataclass
-class BudgetCheckSchema:
-    factor: int = field(default=2, metadata=_words("an integer >= 2"))
-    size: Any = "largest"  # largest | smallest | a data size (checked by the loader)
-    strategies: list[str] = field(default_factory=list, metadata=_words("a list of strategy names"))
-
-
-@dataclass
-class BudgetSchema:
-    trials_per_cell: int = field(default=1, metadata=_words("an integer >= 0"))
-    max_retries: int = field(default=2, metadata=_words("an integer >= 0"))
-    check: BudgetCheckSchema | None = field(
-        default=None, metadata=_words("a mapping like {factor: 2, size: largest}")
-    )
-    tune_at: Any = None  # largest | smallest | a data size (checked by the loader)
-
-
-@dataclass
-class RaceSchema:
-    cap: int = field(default=8, metadata=_words("an integer: the most seeds an arm gets"))
-    round: int = field(default=2, metadata=_words("an integer >= 1: seeds added per round"))
-
-
-@dataclass
-class FinalSchema:
-    seeds: list[int] = field(default_factory=list, metadata=_words("a list of integers >= 0"))
-    race: RaceSchema | None = field(default=None, metadata=_words("a mapping like {cap: 8, round: 2}"))
-
-
-@dataclass
-class SamplerSchema:
-    name: str | None = field(default=None, metadata=_words("a sampler name"))  # default: by the mode
-    seed: int = field(default=0, metadata=_words("an integer >= 0"))
-    n_startup_trials: int | None = field(default=None, metadata=_words("an integer >= 0"))
-
-
-@dataclass
-class PrunerSchema:
-    name: str = field(default="none", metadata=_words("a pruner name"))
-    min_resource: int = field(default=1, metadata=_words("an integer >= 1"))
-    reduction_factor: int = field(default=3, metadata=_words("an integer >= 2"))
-    n_warmup_steps: int = field(default=1, metadata=_words("an integer >= 0"))
-
-
-@dataclass
-class ScreenSchema:
-    keep: int = field(default=1, metadata=_words("an integer >= 1: backbones trained"))
-    score: str = field(default="logme", metadata=_words("logme, knn_loo, knn or probe_cv"))
-
-
-@dataclass
-class SweepFileSchema:
-    description: str = field(default="", metadata=_words("a string"))
-    mode: str = field(default="tune_then_final", metadata=_words("a mode name"))
-    base: list[Any] = field(default_factory=list, metadata=_words(OVERRIDES))  # each checked by the loader
-    factors: dict[str, list[Any]] = field(
-        default_factory=dict,
-        metadata=_words("a mapping of config paths to values", "a non-empty list of values"),
-    )
-    where: dict[str, list[Any] | None] = field(
-        default_factory=dict, metadata=_words("a mapping of conditions to overrides", OVERRIDES)
-    )
-    search: dict[str, SearchParamSchema] = field(
-        default_factory=dict, metadata=_words("a mapping of searched paths", RANGE)
-    )
-    # condition -> search table; each table is typed on its own (OmegaConf does not check the
-    # values of a dict of dicts of dataclasses)
-    search_where: dict[str, Any] = field(
-        default_factory=dict,
-        metadata=_words("a mapping of conditions to search tables", "a mapping of searched paths"),
-    )
-    budget: BudgetSchema = field(
-        default_factory=BudgetSchema, metadata=_words("a mapping (trials_per_cell, max_retries, ...)")
-    )
-    final: FinalSchema = field(
-        default_factory=FinalSchema,
-        metadata=_words("a mapping like {seeds: [1, 2, 3], race: {cap: 8, round: 2}}"),
-    )
-    tune_seed: int = field(default=0, metadata=_words("an integer >= 0"))
-    sampler: SamplerSchema = field(
-        default_factory=SamplerSchema, metadata=_words("a mapping like {name: tpe, seed: 0}")
-    )
-    pruner: PrunerSchema = field(
-        default_factory=PrunerSchema, metadata=_words("a mapping like {name: median}")
-    )
-    report: bool = field(default=False, metadata=_words("true or false"))
-    export: bool | None = field(default=None, metadata=_words("true or false"))
-    screen: ScreenSchema | None = field(
-        default=None, metadata=_words("a mapping like {keep: 2, score: logme}")
-    )
-
-
 # Sections left empty in YAML (``where:``) mean their default, as an absent one does.
 _EMPTY_MEANS_DEFAULT = (
     "description", "base", "factors", "where", "search", "search_where", "budget", "final",
@@ -452,16 +384,14 @@ def typed_sweep(data: Any, *, name: str) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise sweep_error(name, f"the sweep file must be a mapping of sections, got {type(data).__name__}")
     plain = {k: v for k, v in data.items() if not (v is None and k in _EMPTY_MEANS_DEFAULT)}
-    typed = _typed(SweepFileSchema, plain, name=name)
+    typed = _typed(SweepFile, plain, name=name)
     typed["search_where"] = {
-        cond: _search_table(table, name=name, where=f"search_where['{cond}']")
+        cond: _typed(SearchTable, {"params": table or {}}, name=name, prefix=f"search_where['{cond}']")[
+            "params"
+        ]
         for cond, table in typed["search_where"].items()
     }
     return typed
-
-
-def _search_table(table: Any, *, name: str, where: str) -> dict[str, Any]:
-    return _typed(SearchTableSchema, {"params": table or {}}, name=name, prefix=where)["params"]
 
 
 def _typed(schema: type, data: Mapping[str, Any], *, name: str, prefix: str = "") -> dict[str, Any]:
@@ -472,7 +402,6 @@ def _typed(schema: type, data: Mapping[str, Any], *, name: str, prefix: str = ""
 
 
 # --- loader ---
-# Find ``sweeps/<name>.yaml``, parse it into a :class:`SweepSpec`, check the cross-field rules.
 SWEEPS_DIR_ENV = "TLBENCH_SWEEPS_DIR"
 
 
@@ -507,10 +436,8 @@ def load_sweep(name_or_path: str) -> SweepSpec:
 
 
 def parse_sweep(data: Mapping[str, Any], *, name: str) -> SweepSpec:
-    """A validated :class:`SweepSpec` from the YAML mapping (paths are checked by :mod:`tlbench.sweep.plan`).
-
-    Keys and types come from the schema (:func:`typed_sweep`); values and combinations are checked here.
-    """
+    """A validated :class:`SweepSpec` from the YAML mapping: keys and types by the schema
+    (:func:`typed_sweep`), values and combinations here (paths: :mod:`tlbench.sweep.plan`)."""
     raw = typed_sweep(data, name=name)
     mode = raw["mode"]
     if mode not in MODES:
@@ -525,6 +452,28 @@ def parse_sweep(data: Mapping[str, Any], *, name: str) -> SweepSpec:
         (parse_condition(name, cond, by_name), parse_search(name, f"search_where['{cond}']", params))
         for cond, params in raw["search_where"].items()
     )
+    budget, final = raw["budget"], raw["final"]
+    check = budget["check"] and BudgetCheck(**budget["check"])
+    if check and isinstance(check.size, (list, dict)):
+        raise sweep_error(
+            name, f"budget.check.size must be largest, smallest or a data size, got {check.size!r}"
+        )
+    seeds = tuple(final["seeds"])
+    if any(s < 0 for s in seeds):
+        raise sweep_error(name, f"final.seeds must be a list of integers >= 0, got {list(seeds)!r}")
+    if len(set(seeds)) != len(seeds):
+        raise sweep_error(name, f"final.seeds lists a seed twice: {list(seeds)}")
+    race = final["race"] and Race(**final["race"])
+    if race and len(seeds) < 2:
+        raise sweep_error(
+            name, "final.race needs at least 2 final.seeds (a paired interval needs 2 seeds per arm)"
+        )
+    sampler = SamplerSpec(**raw["sampler"])
+    screen = raw["screen"] and ScreenSpec(**raw["screen"])
+    if screen and screen.score not in [*SCREEN_SCORES, *SCREEN_SCORES.values()]:
+        raise sweep_error(
+            name, f"screen.score must be one of {', '.join(SCREEN_SCORES)}, got {screen.score!r}"
+        )
     spec = SweepSpec(
         name=name,
         description=raw["description"],
@@ -534,94 +483,39 @@ def parse_sweep(data: Mapping[str, Any], *, name: str) -> SweepSpec:
         where=where,
         search=parse_search(name, "search", raw["search"]),
         search_where=search_where,
-        budget=_budget(name, raw["budget"], mode),
-        final_seeds=_final_seeds(name, raw["final"]["seeds"]),
-        race=_race(name, raw["final"]["race"], raw["final"]["seeds"]),
-        tune_seed=at_least(name, "tune_seed", raw["tune_seed"], 0),
-        sampler=_sampler(name, raw["sampler"], mode),
-        pruner=_pruner(name, raw["pruner"]),
+        budget=Budget(**{**budget, "check": check or None}),
+        final_seeds=seeds,
+        race=race or None,
+        tune_seed=raw["tune_seed"],
+        sampler=replace(sampler, name=sampler.name or ("nsgaii" if mode == "pareto" else "tpe")),
+        pruner=PrunerSpec(**raw["pruner"]),
         report=raw["report"],
         export=raw["export"],
-        screen=None if raw["screen"] is None else _screen(name, raw["screen"]),
+        screen=(screen and replace(screen, score=SCREEN_SCORES.get(screen.score, screen.score))) or None,
     )
+    _check_values(spec)
     _check_combinations(spec)
     return spec
 
 
-def _budget(name: str, raw: Mapping[str, Any], mode: str) -> Budget:
-    return Budget(
-        trials_per_cell=at_least(
-            name, "budget.trials_per_cell", raw["trials_per_cell"], 1 if mode == "pareto" else 0
-        ),
-        max_retries=at_least(name, "budget.max_retries", raw["max_retries"], 0),
-        check=None if raw["check"] is None else _budget_check(name, raw["check"]),
-        tune_at=raw["tune_at"],
-    )
-
-
-def _budget_check(name: str, raw: Mapping[str, Any]) -> BudgetCheck:
-    size = raw["size"]
-    if isinstance(size, (list, dict)):
-        raise sweep_error(name, f"budget.check.size must be largest, smallest or a data size, got {size!r}")
-    return BudgetCheck(
-        factor=at_least(name, "budget.check.factor", raw["factor"], 2),
-        size=size,
-        strategies=tuple(raw["strategies"]),
-    )
-
-
-def _final_seeds(name: str, seeds: list[int]) -> tuple[int, ...]:
-    if any(s < 0 for s in seeds):
-        raise sweep_error(name, f"final.seeds must be a list of integers >= 0, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise sweep_error(name, f"final.seeds lists a seed twice: {seeds}")
-    return tuple(seeds)
-
-
-def _race(name: str, raw: Mapping[str, Any] | None, seeds: list[int]) -> Race | None:
-    if raw is None:
-        return None
-    if len(seeds) < 2:
-        raise sweep_error(
-            name, "final.race needs at least 2 final.seeds (a paired interval needs 2 seeds per arm)"
-        )
-    return Race(
-        cap=at_least(name, "final.race.cap", raw["cap"], len(seeds)),
-        round=at_least(name, "final.race.round", raw["round"], 1),
-    )
-
-
-def _screen(name: str, raw: Mapping[str, Any]) -> ScreenSpec:
-    score = raw["score"]
-    if score not in SCREEN_SCORES and score not in SCREEN_SCORES.values():
-        raise sweep_error(name, f"screen.score must be one of {', '.join(SCREEN_SCORES)}, got {score!r}")
-    return ScreenSpec(
-        keep=at_least(name, "screen.keep", raw["keep"], 1), score=SCREEN_SCORES.get(score, score)
-    )
-
-
-def _sampler(name: str, raw: Mapping[str, Any], mode: str) -> SamplerSpec:
-    sampler = raw["name"] or ("nsgaii" if mode == "pareto" else "tpe")
-    if sampler not in SAMPLERS:
-        raise sweep_error(name, f"sampler.name must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    startup = raw["n_startup_trials"]
-    return SamplerSpec(
-        name=sampler,
-        seed=at_least(name, "sampler.seed", raw["seed"], 0),
-        n_startup_trials=None if startup is None else at_least(name, "sampler.n_startup_trials", startup, 0),
-    )
-
-
-def _pruner(name: str, raw: Mapping[str, Any]) -> PrunerSpec:
-    pruner = raw["name"]
-    if pruner not in PRUNERS:
-        raise sweep_error(name, f"pruner.name must be one of {', '.join(PRUNERS)}, got {pruner!r}")
-    return PrunerSpec(
-        name=pruner,
-        min_resource=at_least(name, "pruner.min_resource", raw["min_resource"], 1),
-        reduction_factor=at_least(name, "pruner.reduction_factor", raw["reduction_factor"], 2),
-        n_warmup_steps=at_least(name, "pruner.n_warmup_steps", raw["n_warmup_steps"], 0),
-    )
+def _check_values(spec: SweepSpec) -> None:
+    """The integer minimums of the field metadata, and the value rules that depend on another value."""
+    name = spec.name
+    sections = {"budget": spec.budget, "final.race": spec.race, "sampler": spec.sampler}
+    for prefix, section in {**sections, "pruner": spec.pruner, "screen": spec.screen}.items():
+        if section is not None:
+            _check_minimums(name, section, f"{prefix}.")
+    at_least(name, "tune_seed", spec.tune_seed, 0)
+    if spec.mode == "pareto":
+        at_least(name, "budget.trials_per_cell", spec.budget.trials_per_cell, 1)
+    if spec.race is not None:
+        at_least(name, "final.race.cap", spec.race.cap, len(spec.final_seeds))
+    for key, value, allowed in (
+        ("sampler", spec.sampler.name, SAMPLERS),
+        ("pruner", spec.pruner.name, PRUNERS),
+    ):
+        if value not in allowed:
+            raise sweep_error(name, f"{key}.name must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def _check_combinations(spec: SweepSpec) -> None:
@@ -797,19 +691,24 @@ def spec_as_dict(spec: SweepSpec) -> dict[str, Any]:
     return plain
 
 
-def _param_dict(param: Any) -> dict[str, Any]:
-    out = {k: v for k, v in asdict(param).items() if k != "path" and v not in (None, False)}
-    if "choices" in out:
-        out["choices"] = list(out["choices"])
-    return out
+def _param_dict(p: SearchParam) -> dict[str, Any]:
+    """As digested since the first studies (resume compares digests): ``integer``, not ``type``."""
+    choices = None if p.choices is None else list(p.choices)
+    out = {
+        "low": p.low,
+        "high": p.high,
+        "log": p.log,
+        "step": p.step,
+        "integer": p.integer,
+        "choices": choices,
+    }
+    return {k: v for k, v in out.items() if v not in (None, False)}
 
 
 # --- overrides ---
-# What the command line adds to a sweep file: Hydra overrides, a photo folder, a class map, data sizes.
-#
-# All of it becomes part of the :class:`SweepSpec` (``overrides``, factors, ``where``) before the sweep
-# is checked, so it is validated like the file, recorded with the study (``sweep.yaml`` and the
-# definition digest) and refused, like any other change, when a resumed study was started without it.
+# What the command line adds (overrides, a photo folder, a class map, data sizes) becomes part of the
+# spec before it is checked: validated like the file, recorded with the study, and refused, like any
+# other change, when a resumed study was started without it.
 SIZE_LADDER = (5, 20, 80, 320, 1280, 5120)  # about x4 apart: a few sizes, not a grid
 
 
@@ -852,11 +751,8 @@ def with_photo_folder(spec: SweepSpec, root: str, class_map: str | None) -> Swee
 
 
 def derive_sizes(smallest_class: int) -> tuple[Scalar, ...]:
-    """A few data sizes from 5 per class up to all of the smallest class (``None`` = all).
-
-    Each ladder step is kept while it is at most half the smallest class, so the last step before
-    "all" differs from it by at least a factor of two.
-    """
+    """A few data sizes from 5 per class up to all of the smallest class (``None``); a ladder step is
+    kept while at most half the smallest class, so the last one differs from all by x2 at least."""
     if smallest_class < 1:
         raise ValueError(f"smallest_class must be >= 1, got {smallest_class=}")
     sizes: list[Scalar] = [n for n in SIZE_LADDER if 2 * n <= smallest_class]
@@ -874,10 +770,8 @@ def with_sizes(spec: SweepSpec, sizes: tuple[Scalar, ...]) -> SweepSpec:
 
 
 # --- request ---
-# What the sweep command was asked, and the sweep definition it names (imports no torch).
-#
-# A missing data folder or sweep file, or a bad sweep file, is reported from here, before torch and
-# the training stack are imported (a second, not the 20 s a first import of torch takes).
+# A missing data folder or a missing or bad sweep file is reported from here, before torch is imported
+# (a second, not the 20 s a first import of torch takes).
 PHOTO_SWEEP = "photos"  # the protocol --data runs
 DEFAULT_SWEEP = "default"
 

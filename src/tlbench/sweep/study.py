@@ -1,11 +1,11 @@
 """A sweep's Optuna storage and study: opening it (journal file or PostgreSQL), the meta study and parent
-run, worker liveness, and the reaper that redoes a dead worker's trials.
-"""
+run, worker liveness, and the reaper that redoes a dead worker's trials."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -36,18 +36,13 @@ from tlbench.tracking.runs import StudyRuns, redact_password
 log = logging.getLogger(__name__)
 
 
-# --- journal_check ---
-# A study's journal file checked before Optuna opens it: a torn last record is cut off.
-#
-# Optuna appends each record as one JSON line. A crash or a full disk in the middle of an append
-# leaves the last line incomplete; Optuna skips it on reading, but the next append lands on the same
-# line and every later reader fails with a ``JSONDecodeError``. So the incomplete tail is cut off here
-# (the file as found is kept as ``<file>.corrupt-<time>``) and the study goes on from its complete
-# records. A bad record before the end is not a torn write; that stops the sweep with what to do.
+# --- journal check ---
+# Optuna appends each record as one JSON line. A crash or a full disk mid-append leaves the last line
+# incomplete; Optuna skips it on reading, but the next append lands on that line and every later reader
+# fails with a JSONDecodeError. So a torn tail is cut off (the file as found kept as
+# ``<file>.corrupt-<time>``); a bad record before the end is not a torn write and stops the sweep.
 @dataclass(frozen=True)
 class JournalScan:
-    """Where a journal's complete records end, and where its first bad line (if any) starts."""
-
     size: int
     good_bytes: int  # the complete, readable records from the start
     bad_line: int | None = None  # 1-based number of the first unreadable line
@@ -62,29 +57,21 @@ def scan_journal(path: Path) -> JournalScan:
     offset = 0
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
-            if not _readable(line):
+            try:
+                readable = line.endswith(b"\n") and isinstance(json.loads(line), dict)
+            except ValueError:  # JSONDecodeError and UnicodeDecodeError
+                readable = False
+            if not readable:
                 size = os.fstat(handle.fileno()).st_size
-                last = offset + len(line) >= size
-                return JournalScan(size, good_bytes=offset, bad_line=number, torn_tail=last)
+                return JournalScan(size, offset, bad_line=number, torn_tail=offset + len(line) >= size)
             offset += len(line)
     return JournalScan(offset, good_bytes=offset)
 
 
-def _readable(line: bytes) -> bool:
-    if not line.endswith(b"\n"):
-        return False
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
-        return False
-
-
 def check_journal(path: Path) -> None:
     """Cut a torn last record off ``path`` (keeping a backup); raise if a record before it is bad.
-
-    The scan runs without a lock; only when it finds damage is it repeated under Optuna's own
-    journal lock, so an append in progress in another process is never mistaken for a torn one.
-    """
+    Damage found without a lock is checked again under Optuna's journal lock (an append in progress
+    in another process is not a torn one)."""
     if not path.is_file() or scan_journal(path).intact:
         return
     lock = JournalFileSymlinkLock(str(path))
@@ -99,7 +86,12 @@ def check_journal(path: Path) -> None:
                 "end, so it was not torn by a crash and cannot be repaired by cutting its tail: restore "
                 f"it from a backup, or move it aside (mv {path} {path}.bad) to start the study afresh"
             )
-        backup = _backup_name(path)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        backup = path.with_name(f"{path.name}.corrupt-{stamp}")
+        for n in itertools.count(2):
+            if not backup.exists():
+                break
+            backup = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
         shutil.copy2(path, backup)
         os.truncate(path, scan.good_bytes)
     finally:
@@ -114,22 +106,9 @@ def check_journal(path: Path) -> None:
     )
 
 
-def _backup_name(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    backup = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while backup.exists():
-        n += 1
-        backup = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-    return backup
-
-
 # --- storage ---
-# Where a study lives: an Optuna storage URL, resolved, opened and shown without its password.
-#
-# The default is a journal file per study (``.tlbench/optuna/<study>.journal``): append-only with a
-# file lock, so several local processes can share it safely, unlike SQLite. Any URL Optuna's
-# RDBStorage accepts (``postgresql://…``) is used as given and lets several machines share a study.
+# Default: a journal file per study (``.tlbench/optuna/<study>.journal``), append-only with a file lock
+# (local processes share it safely, unlike SQLite). An RDB URL (``postgresql://…``) lets machines share.
 STORAGE_ENV = "TLBENCH_SWEEP_STORAGE"  # the storage URL a spawned worker (and the dashboard) uses
 DEFAULT_DIR = Path(".tlbench") / "optuna"
 JOURNAL_PREFIX = "journal:"
@@ -161,15 +140,11 @@ class StorageRef:
         return self.kind == "rdb" and not self.target.startswith("sqlite")
 
 
-def default_journal(study: str) -> Path:
-    return DEFAULT_DIR / f"{study}.journal"
-
-
 def resolve_storage(url: str | None, study: str) -> StorageRef:
     """Empty -> the study's journal file; ``journal:PATH`` or ``*.journal`` -> that file; else an RDB URL."""
     text = (url or "").strip()
     if not text:
-        return StorageRef("journal", str(default_journal(study)))
+        return StorageRef("journal", str(DEFAULT_DIR / f"{study}.journal"))
     if text.startswith(JOURNAL_PREFIX):
         path = text[len(JOURNAL_PREFIX) :]
         if not path:
@@ -252,40 +227,24 @@ def open_storage(ref: StorageRef) -> optuna.storages.BaseStorage:
         raise TrackingError(f"Optuna storage {ref.display} is not usable: {detail}") from None
 
 
-@dataclass(frozen=True)
 class StudyNames:
     """The Optuna studies of one user-facing study: a meta study, one per cell, the finals."""
 
-    study: str
-
-    @property
-    def meta(self) -> str:
-        return f"{self.study}/meta"
-
-    @property
-    def final(self) -> str:
-        return f"{self.study}/final"
-
-    @property
-    def budget_check(self) -> str:
-        return f"{self.study}/budget_check"
-
-    @property
-    def pareto(self) -> str:
-        return f"{self.study}/pareto"
+    def __init__(self, study: str) -> None:
+        self.study = study
+        self.meta, self.final = f"{study}/meta", f"{study}/final"
+        self.budget_check, self.pareto = f"{study}/budget_check", f"{study}/pareto"
 
     def cell(self, cell_key: str) -> str:
         return f"{self.study}/{cell_key}"
 
 
 # --- liveness ---
-# Is the process that owns a RUNNING trial still alive? Worker identity, heartbeats, the registry.
-#
-# Optuna's own heartbeat exists only for RDB storages and only inside ``study.optimize``; the sweep
-# claims trials with ask/tell on any storage, so it keeps its own: each worker records
-# ``host:pid:start`` on the trials it runs and a heartbeat in the meta study. On the same host a
-# trial's owner is alive iff that pid exists with the same start time (pids are reused); on another
-# host, iff its heartbeat is fresh.
+# Not Optuna's heartbeat: it exists only for RDB storages inside ``study.optimize`` (and its
+# RetryFailedTrialCallback would double the sweep's own retries); the sweep claims trials with ask/tell
+# on any storage. Each worker records ``host:pid:start`` on its trials and a heartbeat in the meta
+# study: on the same host an owner is alive iff that pid exists with that start time (pids are
+# reused); on another host, iff its heartbeat is fresh.
 HEARTBEAT_SECONDS = 20.0
 STALE_AFTER_SECONDS = 120.0  # a worker on another host is dead after this long without a heartbeat
 WORKER_ATTR = "worker"  # user attr of each trial: the WorkerId running it
@@ -301,19 +260,9 @@ def _proc_stat(pid: int) -> list[str]:
 
 
 def _start_token(pid: int) -> str:
-    """The process start time in clock ticks since boot (Linux), '' where unknown."""
+    """The process start time in clock ticks since boot (field 22), '' where unknown."""
     fields = _proc_stat(pid)
     return fields[19] if len(fields) > 19 else ""
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -353,8 +302,14 @@ def is_alive(
     if worker is None:
         return False
     if worker.host == socket.gethostname():
+        try:
+            os.kill(worker.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # it exists, as another user's
         fields = _proc_stat(worker.pid)
-        if not _pid_exists(worker.pid) or (fields and fields[0] in ("Z", "X")):  # a zombie is dead
+        if fields and fields[0] in ("Z", "X"):  # a zombie is dead
             return False
         return not worker.start or _start_token(worker.pid) in ("", worker.start)
     entry = registry.get(worker.registry_key)
@@ -363,37 +318,30 @@ def is_alive(
     return (now if now is not None else time.time()) - float(entry.get("beat", 0.0)) < stale_after
 
 
-class Heartbeat:
-    """A daemon thread calling ``beat()`` every ``interval`` seconds until stopped."""
+@contextlib.contextmanager
+def heartbeat(beat: Callable[[], None], *, interval: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+    """A daemon thread calling ``beat()`` every ``interval`` seconds while the block runs."""
+    stop = threading.Event()
 
-    def __init__(self, beat: Callable[[], None], *, interval: float = HEARTBEAT_SECONDS) -> None:
-        self._beat = beat
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tlbench-heartbeat", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+    def run() -> None:
+        while not stop.wait(interval):
             with contextlib.suppress(Exception):  # a missed beat is harmless; the next one may succeed
-                self._beat()
+                beat()
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+    thread = threading.Thread(target=run, name="tlbench-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 # --- meta ---
-# The study as a whole: its storage, meta study, worker registry and its one MLflow parent run.
-#
-# The meta study (``<study>/meta``) holds what all workers share: the sweep definition's digest (a
-# study is resumed only with the definition it was started with), the worker registry and
-# heartbeats, and the parent run's id. The parent run is elected, so that workers starting together
-# on several machines still end up with exactly one: each candidate is recorded as a meta trial
-# (trial numbers are assigned atomically by the storage) and the lowest-numbered candidate wins.
+# The meta study (``<study>/meta``) holds what all workers share: the definition's digest (a study
+# resumes only with the definition it was started with), the worker registry and heartbeats, and the
+# parent run's id. The parent run is elected (workers starting together on several machines still get
+# one): each candidate is a meta trial, numbered atomically by the storage; the lowest one wins.
 Direction = Literal["maximize", "minimize"]
 PARETO_DIRECTIONS: tuple[Direction, Direction] = ("maximize", "minimize")  # val/acc, device-hours
 
@@ -425,10 +373,8 @@ class StudyContext:
     _plan: SweepPlan | None = None
 
     def narrow(self, spec: SweepSpec) -> None:
-        """Work on ``spec`` from now on (the screen's kept backbones): its cells, its plan.
-
-        The study's definition (digest, ``sweep.yaml``) stays the one it was opened with.
-        """
+        """Work on ``spec`` (the screen's kept backbones) from now on: its cells, its plan; the study's
+        definition (digest, ``sweep.yaml``) stays the one it was opened with."""
         self.spec = spec
         self._plan = None
 
@@ -440,10 +386,8 @@ class StudyContext:
         return self._plan
 
     def study(self, name: str) -> optuna.Study:
-        """Load, or create once; cached, because creating writes to the storage even when it exists.
-
-        Every study maximises val/acc, except the Pareto study, which also minimises device-hours.
-        """
+        """Load, or create once (cached: creating writes to the storage even when it exists); every
+        study maximises val/acc, the Pareto study also minimises device-hours."""
         if name not in self._studies:
             directions: tuple[Direction, ...] = (
                 PARETO_DIRECTIONS if name == self.names.pareto else ("maximize",)
@@ -605,10 +549,8 @@ def _check_stale(ctx: StudyContext, existing: list[Any], meta_trials: list[Froze
 
 
 # --- reaper ---
-# Trials whose worker died: mark them failed ("worker died") so their work is redone, end their runs.
-#
-# Run by every worker before it claims work and by every sweep command before it returns, so a
-# ``kill -9`` leaves nothing RUNNING once any later command on the study has run.
+# Trials whose worker died are marked failed ("worker died", redone) and their runs ended: by every
+# worker before it claims work and every command before it returns, so ``kill -9`` leaves nothing RUNNING.
 DIED = "worker died"
 
 

@@ -1,6 +1,5 @@
 """One worker: claims work from the study and runs it, one trial at a time (tune, check, final, race or
-Pareto), with the samplers and pruners it searches with.
-"""
+Pareto), with the samplers and pruners it searches with."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from tlbench.config import RunConfig, load_config
+from tlbench.config import load_config
 from tlbench.cost.device import release_memory
 from tlbench.errors import TlbenchError, TrackingError, TrialPruned
 from tlbench.run import train
@@ -78,23 +77,17 @@ from tlbench.tracking.names import STUDY_TAG
 log = logging.getLogger(__name__)
 
 # --- pruning ---
-# Pruning: the Lightning callback that reports validation accuracy, and the rules around the pruner.
-#
-# The decision for epoch e is taken when epoch e+1 starts, not inside validation: the epoch's record
-# (and its MLflow curve point) is complete by then, and no training work separates the two moments.
 MONITOR = names.VAL_ACC
 
 
-# Not optuna_integration.PyTorchLightningPruningCallback: it decides inside on_validation_end, before
-# the epoch's record is complete; FairPruner's protocol defers the decision to the next epoch start.
+# Not optuna_integration.PyTorchLightningPruningCallback: it decides inside on_validation_end, before the
+# epoch's record (and its MLflow curve point) is complete; here epoch e is decided when epoch e+1 starts.
 class OptunaPruning(Callback):
     """``trial.report(val/acc, step)`` after each validation; raise :class:`TrialPruned` when told to.
 
-    The step is the pruner's resource. With ``trainer.val_checks`` set (the step budget: epochs
-    derived per data size), it is the fraction of the fit done, in units of ``1 / val_checks``:
-    ``floor(epoch × val_checks / epochs)``, so a rung means the same share of the budget at 5 and at
-    500 images per class (a validation that does not reach the next unit is not reported). Without
-    ``val_checks`` it is the epoch.
+    The step (the pruner's resource) is the epoch, or with ``trainer.val_checks`` the share of the step
+    budget done, in units of ``1 / val_checks`` (``floor(epoch × val_checks / epochs)``): a rung means
+    the same share of the budget at 5 and at 500 images per class.
     """
 
     def __init__(
@@ -135,11 +128,8 @@ class OptunaPruning(Callback):
 
 
 class _CountedTrialsView:
-    """The study as the pruner should see it: without the trials that do not count.
-
-    A crashed or killed trial's intermediate values would otherwise stay in the successive-halving
-    rungs and prune the very trial that redoes its work.
-    """
+    """The study as the pruner should see it: without the trials that do not count (a crashed trial's
+    values would stay in the successive-halving rungs and prune the trial that redoes its work)."""
 
     def __init__(self, study: optuna.Study) -> None:
         self._study = study
@@ -155,11 +145,8 @@ class _CountedTrialsView:
 
 
 class FairPruner(optuna.pruners.BasePruner):
-    """Prune as ``inner`` does, over counted trials only, and never before the cell has a completed trial.
-
-    The second rule guarantees every cell a result to confirm in the final phase: with a handful of
-    trials per cell, successive halving would otherwise be free to prune them all.
-    """
+    """Prune as ``inner`` does, over counted trials only, and never before the cell has a completed trial
+    (every cell gets a result to confirm in the finals: successive halving could prune them all)."""
 
     def __init__(self, inner: optuna.pruners.BasePruner) -> None:
         self.inner = inner
@@ -171,11 +158,8 @@ class FairPruner(optuna.pruners.BasePruner):
 
 
 # --- samplers ---
-# Samplers and pruners from the sweep file, seeded so that a resumed study does not replay itself.
-#
-# A sampler is built afresh for every claimed trial with a seed derived from the sweep's seed, the
-# cell and the number of trials the cell's study already holds: a serial sweep is reproducible, and a
-# resumed one continues the random sequence instead of proposing trial 0's parameters again.
+# A sampler is built afresh for every claimed trial, seeded from the sweep's seed, the cell and the
+# number of trials its study holds: a serial sweep is reproducible, and a resumed one does not replay.
 def derived_seed(base: int, cell_key: str, salt: int) -> int:
     """Stable across processes and Python versions (``hash()`` of a str is salted per process)."""
     return (base * 1_000_003 + zlib.crc32(cell_key.encode()) + salt * 7_919) % (2**31 - 1)
@@ -194,13 +178,9 @@ PrunerFactory = Callable[[PrunerSpec], optuna.pruners.BasePruner]
 
 
 class _QMCSampler(optuna.samplers.QMCSampler):
-    """Every trial a point of the cell's Sobol design, the first one included.
-
-    Optuna's sampler draws a study's first trial with its independent (random) sampler and learns the
-    design's space from the first completed or pruned trial. With a sampler built afresh per trial,
-    a cell whose first trial failed (collapsed) drew the same random value again for its second: two
-    trials of one configuration. The space is known from the sweep file, so it is given here.
-    """
+    """Every trial a point of the cell's Sobol design, the first one included: Optuna's learns the space
+    from the first completed or pruned trial, so with a sampler built per trial, a cell whose first
+    trial failed drew the same random value again. The space is known from the sweep file."""
 
     def __init__(self, space: dict[str, BaseDistribution], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -235,10 +215,8 @@ def _tpe(
     )
 
 
-# name -> factory(spec, searched params, derived seed, multi-objective). Grid and QMC keep their
-# position in the study's storage and derive their order (grid shuffle, Sobol scramble) from the
-# sweep's seed, not the derived one: it must not change between the trials of a cell. It is also the
-# same for every cell, so all cells try the same candidate design (in their ranges).
+# name -> factory(spec, searched params, derived seed, multi-objective). Grid and QMC order their design
+# by the sweep's seed, not the derived one: the same for every trial of a cell, and for every cell.
 SAMPLERS: dict[str, SamplerFactory] = {
     "tpe": _tpe,
     "random": lambda spec, params, seed, multi: optuna.samplers.RandomSampler(seed=seed),
@@ -247,9 +225,7 @@ SAMPLERS: dict[str, SamplerFactory] = {
     "nsgaii": lambda spec, params, seed, multi: optuna.samplers.NSGAIISampler(seed=seed),
 }
 
-# name -> factory(spec); the resource is epochs, or 1/val_checks of a step budget (OptunaPruning),
-# and each cell has its own study, so rungs compare like with like. Every pruner but "none" is
-# wrapped in FairPruner.
+# name -> factory(spec); the resource: see OptunaPruning; every pruner but "none" is wrapped in FairPruner.
 PRUNERS: dict[str, PrunerFactory] = {
     "none": lambda spec: optuna.pruners.NopPruner(),
     "successive_halving": lambda spec: FairPruner(
@@ -275,7 +251,7 @@ def make_sampler(
     multi_objective: bool = False,
 ) -> optuna.samplers.BaseSampler:
     """The sampler of ``spec.name`` (validated by the sweep spec against the same names)."""
-    return SAMPLERS[spec.name](spec, params, derived_seed(spec.seed, cell_key, salt), multi_objective)
+    return SAMPLERS[str(spec.name)](spec, params, derived_seed(spec.seed, cell_key, salt), multi_objective)
 
 
 def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
@@ -283,12 +259,8 @@ def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
 
 
 # --- trial ---
-# Run one claimed Optuna trial: overrides -> composed config -> ``train`` in-process -> ``tell``.
-#
-# Every way a trial can end is recorded in Optuna with a ``fail_kind`` that decides whether it counts
-# toward its cell's budget (the protocol, in plan), and in MLflow as the trial's child run.
-# Ctrl-C and an unusable tracking store stop the sweep after the trial is recorded; anything else is
-# recorded and the sweep goes on.
+# Every way a trial can end is recorded in Optuna with a ``fail_kind`` (whether it counts, see plan)
+# and in MLflow as the trial's child run. Ctrl-C and an unusable tracking store then stop the sweep.
 COST = names.DEVICE_HOURS
 STANDALONE_COST = names.STANDALONE_DEVICE_HOURS  # with the reused feature extraction added back
 
@@ -304,11 +276,11 @@ class TrialPlan:
     optuna_study: str
     cell: Cell
     overrides: tuple[str, ...]
+    run_name: str  # the child run's name (plan.run_name)
     prune: bool = False
     extra_tags: dict[str, str] = field(default_factory=dict)
     extra_metrics: dict[str, float] = field(default_factory=dict)  # logged to the trial's run after it ends
     objectives: tuple[str, ...] = (MONITOR,)  # pareto: (val/acc, cost/device_hours)
-    run_name: str = ""  # the child run's name (plan.run_name); default: role:cell#number
 
 
 def close_unrun(trial: optuna.Trial, kind: str, reason: str) -> None:
@@ -316,17 +288,6 @@ def close_unrun(trial: optuna.Trial, kind: str, reason: str) -> None:
     trial.set_user_attr(FAIL_KIND, kind)
     trial.set_user_attr(FAIL_REASON, reason)
     trial.study.tell(trial, state=TrialState.FAIL)
-
-
-def _wire(cfg: RunConfig, ctx: StudyContext, plan: TrialPlan, number: int) -> RunConfig:
-    tracking = replace(
-        cfg.tracking,
-        experiment=ctx.names.study,
-        tracking_uri=ctx.runs.tracking_uri,
-        parent_run_id=ctx.parent_run_id,
-        run_name=plan.run_name or f"{plan.role}:{plan.cell.key}#{number}",
-    )
-    return replace(cfg, tracking=tracking, tags={**cfg.tags, **trial_tags(ctx, plan, number)})
 
 
 def trial_tags(ctx: StudyContext, plan: TrialPlan, number: int) -> dict[str, str]:
@@ -361,7 +322,15 @@ def run_trial(ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan) -> str:
 
 def _train_and_tell(ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan) -> str:
     try:
-        cfg = _wire(load_config(plan.overrides), ctx, plan, trial.number)
+        cfg = load_config(plan.overrides)
+        tracking = replace(
+            cfg.tracking,
+            experiment=ctx.names.study,
+            tracking_uri=ctx.runs.tracking_uri,
+            parent_run_id=ctx.parent_run_id,
+            run_name=plan.run_name,
+        )
+        cfg = replace(cfg, tracking=tracking, tags={**cfg.tags, **trial_tags(ctx, plan, trial.number)})
         trial.set_user_attr(STRATEGY, cfg.strategy.name.value)
         trial.set_user_attr(SEED, cfg.seed)
         callbacks = [OptunaPruning(trial, val_checks=cfg.trainer.val_checks)] if plan.prune else []
@@ -376,9 +345,8 @@ def _train_and_tell(ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan) -> 
         raise
     except TlbenchError as exc:  # an impossible configuration (e.g. freeze depth out of range): counts
         return _fail(ctx, trial, plan, CONFIG, str(exc))
-    except (
-        Exception
-    ) as exc:  # a crash: recorded (train() marked its run FAILED), redone a bounded number of times
+    # a crash: recorded (train() marked its run FAILED), redone a bounded number of times
+    except Exception as exc:
         log.warning("trial %s #%d raised", plan.optuna_study, trial.number, exc_info=True)
         first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
         return _fail(ctx, trial, plan, "error", f"{type(exc).__name__}: {first_line}")
@@ -428,7 +396,7 @@ def _fail(
     if record and kind != "interrupted" and not ctx.runs.children_of_trial(plan.optuna_study, trial.number):
         tags: dict[str, Any] = {**trial_tags(ctx, plan, trial.number), names.STATUS: status}
         run_id = ctx.runs.record_unrun_trial(
-            run_name=plan.run_name or f"{plan.role}:{plan.cell.key}#{trial.number}",
+            run_name=plan.run_name,
             parent_run_id=ctx.parent_run_id,
             tags=tags,
             params={"overrides": " ".join(plan.overrides)},
@@ -438,15 +406,10 @@ def _fail(
 
 
 # --- worker ---
-# One worker's loop over a tune-then-final study: claim the next piece of work until none is left.
-#
-# Work, in order of preference: a tuning trial for a cell below its budget; a budget check (a tuned
-# arm's chosen configuration re-run with a multiple of its step budget, ``budget.check``) for a cell
-# whose tuning is done; a final run (the cell's best tuning configuration on one of ``final.seeds``).
-# Several workers (processes, machines) run this loop on one storage; they coordinate only through it:
-# claims are optimistic and resolved by trial number (the protocol, in plan). A worker with
-# nothing to claim waits while other live workers still run trials, since those may fail and need
-# redoing, or finish a cell whose finals it can then run.
+# Work, in order of preference: a tuning trial for a cell below its budget; a budget check of a tuned
+# cell; a final run. Workers coordinate only through the storage: claims are optimistic and resolved by
+# trial number. One with nothing to claim waits while others run trials (they may fail and need redoing,
+# or finish a cell whose finals it can then run).
 Job = Callable[[], None]
 BASE_VAL_ATTR, BASE_RUN_ATTR = "base_val_acc", "base_run_id"  # a budget check's user attrs
 RACE_ROUND_ATTR = "race_round"  # a final's user attr: the racing round it belongs to
@@ -462,29 +425,19 @@ class Enqueued:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class FinalRun:
-    """One final run: a cell's chosen configuration (from tuning trial ``tuned_from``) on one seed."""
-
-    cell_key: str
-    seed: int
-    tuned_from: int  # UNTUNED when the cell was not tuned
-    params: dict[str, Any]
-    race_round: int = 1
-
-    @property
-    def slot(self) -> Slot:
-        return final_slot(self.cell_key, self.seed)
-
-    def enqueued(self) -> Enqueued:
-        attrs = {
-            CELL: self.cell_key,
-            SEED: self.seed,
-            ROLE: names.FINAL,
-            TUNED_FROM: self.tuned_from,
-            RACE_ROUND_ATTR: self.race_round,
-        }
-        return Enqueued(self.slot, self.params, attrs)
+def final_run(
+    cell_key: str, seed: int, tuned_from: int, params: dict[str, Any], race_round: int = 1
+) -> Enqueued:
+    """One final run: a cell's chosen configuration (from tuning trial ``tuned_from``, UNTUNED when the
+    cell was not tuned) on one seed."""
+    attrs = {
+        CELL: cell_key,
+        SEED: seed,
+        ROLE: names.FINAL,
+        TUNED_FROM: tuned_from,
+        RACE_ROUND_ATTR: race_round,
+    }
+    return Enqueued(final_slot(cell_key, seed), params, attrs)
 
 
 @dataclass(frozen=True)
@@ -493,7 +446,7 @@ class RaceGroup:
 
     arms: list[ArmRace]
     rounds: int
-    runs: list[FinalRun]
+    runs: list[Enqueued]
 
 
 NO_CHOICE = "no completed tuning trial: no configuration to run"
@@ -541,22 +494,33 @@ def slots_done(trials: Sequence[FrozenTrial], slots: Sequence[Slot], *, max_retr
     )
 
 
-class TuneThenFinal:
-    def __init__(self, ctx: StudyContext, *, offset: int = 0, workers: int = 1, poll_s: float = 2.0) -> None:
+class _Loop:
+    """What both study modes share: the work loop, enqueued slots and their claims."""
+
+    study_names: list[str]
+
+    def __init__(self, ctx: StudyContext, *, workers: int = 1, poll_s: float = 2.0) -> None:
         self.ctx = ctx
         self.workers = workers
         self.spec = ctx.spec
-        self.cells = list(ctx.plan.cells)
-        shift = offset % len(self.cells)  # workers start on different cells: fewer lost claims
-        self.order = self.cells[shift:] + self.cells[:shift]
         self.poll_s = poll_s
 
-    @property
-    def study_names(self) -> list[str]:
-        names_ = [self.ctx.names.cell(c.key) for c in self.cells]
-        if self.ctx.plan.check_cells:
-            names_.append(self.ctx.names.budget_check)
-        return [*names_, self.ctx.names.final]
+    def next_job(self) -> Job | None:
+        raise NotImplementedError
+
+    def graph_hint(self, cell: Cell) -> str:
+        raise NotImplementedError
+
+    def overrides(self, cell: Cell, values: dict[str, Any], seed: int, *extra: str) -> tuple[str, ...]:
+        """A trial's overrides, the graph hint first (a trainer.planned_trials of the sweep's own wins)."""
+        searched = param_overrides(values)
+        return (
+            self.graph_hint(cell),
+            *cell_overrides(self.spec, cell),
+            *searched,
+            *extra,
+            override("seed", seed),
+        )
 
     def run(self, *, should_stop: Callable[[], bool] = lambda: False) -> None:
         while not should_stop():
@@ -571,6 +535,47 @@ class TuneThenFinal:
 
     def _trials(self, name: str) -> list[FrozenTrial]:
         return self.ctx.study(name).get_trials(deepcopy=False)
+
+    def _waiting(self, name: str) -> bool:
+        return bool(self.ctx.study(name).get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def _others_running(self) -> bool:
+        registry = self.ctx.registry()
+        return any(
+            self.ctx.alive(t, registry)
+            for name in self.study_names
+            for t in self.ctx.study(name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        )
+
+    def _enqueue(self, name: str, due: Sequence[Enqueued]) -> None:
+        study = self.ctx.study(name)
+        trials = study.get_trials(deepcopy=False)
+        for item in due:
+            if slot_needs_trial(trials, item.slot, max_retries=self.spec.budget.max_retries):
+                study.enqueue_trial(item.params, user_attrs={SLOT: item.slot.key, **item.attrs})
+
+    def _claim(self, name: str) -> Any | None:
+        """Pop an enqueued slot's trial; ``None`` (closed unrun) if another worker took the slot first."""
+        study = self.ctx.study(name)
+        trial = study.ask()  # pops an enqueued slot, or creates a blank trial if another worker was faster
+        trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
+        trials = self._trials(name)
+        frozen = next((t for t in trials if t.number == trial.number), None)
+        if trial.user_attrs.get(SLOT) is None or frozen is None or not first_claim(trials, frozen):
+            close_unrun(trial, "duplicate", "slot already taken (concurrent claim)")
+            return None
+        return trial
+
+
+class TuneThenFinal(_Loop):
+    def __init__(self, ctx: StudyContext, *, offset: int = 0, workers: int = 1, poll_s: float = 2.0) -> None:
+        super().__init__(ctx, workers=workers, poll_s=poll_s)
+        self.cells = list(ctx.plan.cells)
+        shift = offset % len(self.cells)  # workers start on different cells: fewer lost claims
+        self.order = self.cells[shift:] + self.cells[:shift]
+        studies = [ctx.names.cell(c.key) for c in self.cells]
+        checks = [ctx.names.budget_check] if ctx.plan.check_cells else []
+        self.study_names = [*studies, *checks, ctx.names.final]
 
     def cell_status(self, cell: Cell) -> CellStatus:
         return cell_status(
@@ -587,25 +592,14 @@ class TuneThenFinal:
         if not self.spec.has_finals:
             return None
         if self.ctx.plan.check_cells:
-            self._enqueue(self.ctx.names.budget_check, [c.enqueued() for c in self.check_runs()])
+            self._enqueue(self.ctx.names.budget_check, self.check_runs())
             if self._waiting(self.ctx.names.budget_check):
                 return self.check_one
-        self._enqueue(self.ctx.names.final, [f.enqueued() for f in self.final_slots()])
+        self._enqueue(self.ctx.names.final, self.final_slots())
         self.publish_race()
         if self._waiting(self.ctx.names.final):
             return self.final_one
         return None
-
-    def _waiting(self, name: str) -> bool:
-        return bool(self.ctx.study(name).get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-
-    def _others_running(self) -> bool:
-        registry = self.ctx.registry()
-        return any(
-            self.ctx.alive(t, registry)
-            for name in self.study_names
-            for t in self.ctx.study(name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        )
 
     def label(self, cell: Cell) -> str:
         return run_label(self.ctx.plan.facts[cell.key], cell)
@@ -619,7 +613,7 @@ class TuneThenFinal:
         finals = self._trials(self.ctx.names.final) if self.spec.has_finals else []
         checks = self._trials(self.ctx.names.budget_check) if checked else []
         due_finals = (
-            Counter(run.cell_key for run in self.final_slots()) if self.spec.has_finals else Counter()
+            Counter(run.slot.cell_key for run in self.final_slots()) if self.spec.has_finals else Counter()
         )
         due, done = {}, {}
         for c in same:
@@ -650,17 +644,11 @@ class TuneThenFinal:
         for key, value in ((ROLE, names.TUNE), (CELL, cell.key)):
             trial.set_user_attr(key, value)
         values = suggest(trial, params)
-        overrides = [
-            self.graph_hint(cell),  # first: a trainer.planned_trials of the sweep's own wins
-            *cell_overrides(self.spec, cell),
-            *param_overrides(values),
-            f"seed={self.spec.tune_seed}",
-        ]
         plan = TrialPlan(
             role=names.TUNE,
             optuna_study=name,
             cell=cell,
-            overrides=tuple(overrides),
+            overrides=self.overrides(cell, values, self.spec.tune_seed),
             prune=self.spec.pruner.name != "none",
             run_name=run_name(names.TUNE, self.label(cell), number=trial.number),
         )
@@ -697,14 +685,14 @@ class TuneThenFinal:
         best = self.best(source)
         return None if best is None else (best.number, dict(best.params))
 
-    def final_slots(self) -> list[FinalRun]:
+    def final_slots(self) -> list[Enqueued]:
         """The final runs due: every seed for every arm, or with racing, the rounds reached so far."""
         if self.spec.race is None:
             runs = []
             for cell in self.cells:
                 chosen = self.chosen(cell)
                 if chosen is not None:
-                    runs += [FinalRun(cell.key, seed, *chosen) for seed in self.spec.final_seeds]
+                    runs += [final_run(cell.key, seed, *chosen) for seed in self.spec.final_seeds]
             return runs
         return [run for group in self.race_groups() for run in group.runs]
 
@@ -737,7 +725,9 @@ class TuneThenFinal:
             runs = []
             for r in state:
                 tuned_from, params = chosen[r.arm.cell] or (UNTUNED, {})
-                runs += [FinalRun(r.arm.cell, s, tuned_from, params, race_round=round_of[s]) for s in r.seeds]
+                runs += [
+                    final_run(r.arm.cell, s, tuned_from, params, race_round=round_of[s]) for s in r.seeds
+                ]
             out.append(RaceGroup([*state, *unchosen], reached, runs))
         return out
 
@@ -759,33 +749,23 @@ class TuneThenFinal:
         parent.log_text(text, names.RACE_ARTIFACT)
         self.ctx.meta.set_user_attr(RACE_DIGEST_ATTR, digest)
 
-    def check_runs(self) -> list[CheckRun]:
-        """A budget check for each checked cell whose tuning is done and chose a configuration."""
+    def check_runs(self) -> list[Enqueued]:
+        """A budget check (the best tuning trial's configuration with a larger step budget) for each
+        checked cell whose tuning is done and chose a configuration."""
         runs = []
         for cell in self.ctx.plan.check_cells:
             best = self.best(cell) if self.cell_status(cell).done else None
             if best is not None:
-                runs.append(CheckRun.of(cell.key, best, seed=self.spec.tune_seed))
+                attrs = {
+                    CELL: cell.key,
+                    SEED: self.spec.tune_seed,
+                    ROLE: names.BUDGET_CHECK,
+                    TUNED_FROM: best.number,
+                    BASE_VAL_ATTR: float(best.value or 0.0),
+                    BASE_RUN_ATTR: str(best.user_attrs.get(RUN_ID, "")),
+                }
+                runs.append(Enqueued(Slot(cell.key, "budget_check"), dict(best.params), attrs))
         return runs
-
-    def _enqueue(self, name: str, due: Sequence[Enqueued]) -> None:
-        study = self.ctx.study(name)
-        trials = study.get_trials(deepcopy=False)
-        for item in due:
-            if slot_needs_trial(trials, item.slot, max_retries=self.spec.budget.max_retries):
-                study.enqueue_trial(item.params, user_attrs={SLOT: item.slot.key, **item.attrs})
-
-    def _claim(self, name: str) -> Any | None:
-        """Pop an enqueued slot's trial; ``None`` (closed unrun) if another worker took the slot first."""
-        study = self.ctx.study(name)
-        trial = study.ask()  # pops an enqueued slot, or creates a blank trial if another worker was faster
-        trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
-        trials = self._trials(name)
-        frozen = next((t for t in trials if t.number == trial.number), None)
-        if trial.user_attrs.get(SLOT) is None or frozen is None or not first_claim(trials, frozen):
-            close_unrun(trial, "duplicate", "slot already taken (concurrent claim)")
-            return None
-        return trial
 
     def final_one(self) -> None:
         name = self.ctx.names.final
@@ -795,12 +775,6 @@ class TuneThenFinal:
         cell = cell_by_key(self.cells)[str(trial.user_attrs[CELL])]
         values = suggest(trial, cell_search(self.spec, cell))  # the enqueued (tuned) values
         seed = int(trial.user_attrs[SEED])
-        overrides = [
-            self.graph_hint(cell),
-            *cell_overrides(self.spec, cell),
-            *param_overrides(values),
-            override("seed", seed),
-        ]
         tags = {
             TUNED_FROM: str(trial.user_attrs[TUNED_FROM]),
             names.RACE_ROUND: str(trial.user_attrs.get(RACE_ROUND_ATTR, 1)),
@@ -812,7 +786,7 @@ class TuneThenFinal:
             role=names.FINAL,
             optuna_study=name,
             cell=cell,
-            overrides=tuple(overrides),
+            overrides=self.overrides(cell, values, seed),
             extra_tags=tags,
             run_name=run_name(names.FINAL, self.label(cell), number=trial.number, seed=seed),
         )
@@ -829,19 +803,12 @@ class TuneThenFinal:
         cell = cell_by_key(self.cells)[str(trial.user_attrs[CELL])]
         values = suggest(trial, cell_search(self.spec, cell))
         budget = doubled_budget(self.ctx.plan.facts[cell.key], values, check.factor)
-        overrides = [
-            self.graph_hint(cell),
-            *cell_overrides(self.spec, cell),
-            *param_overrides(values),
-            *budget,
-            override("seed", int(trial.user_attrs[SEED])),
-        ]
         base_run = str(trial.user_attrs.get(BASE_RUN_ATTR) or "")
         plan = TrialPlan(
             role=names.BUDGET_CHECK,
             optuna_study=name,
             cell=cell,
-            overrides=tuple(overrides),
+            overrides=self.overrides(cell, values, int(trial.user_attrs[SEED]), *budget),
             extra_tags={
                 TUNED_FROM: str(trial.user_attrs[TUNED_FROM]),
                 names.BUDGET_FACTOR: str(check.factor),
@@ -853,54 +820,12 @@ class TuneThenFinal:
         run_trial(self.ctx, trial, plan)
 
 
-@dataclass(frozen=True)
-class CheckRun:
-    """A budget check of one cell: its best tuning trial's configuration with a larger step budget."""
-
-    cell_key: str
-    tuned_from: int
-    params: dict[str, Any]
-    base_val_acc: float
-    base_run_id: str
-    seed: int
-
-    @classmethod
-    def of(cls, cell_key: str, best: FrozenTrial, *, seed: int) -> CheckRun:
-        return cls(
-            cell_key=cell_key,
-            tuned_from=best.number,
-            params=dict(best.params),
-            base_val_acc=float(best.value or 0.0),
-            base_run_id=str(best.user_attrs.get(RUN_ID, "")),
-            seed=seed,
-        )
-
-    @property
-    def slot(self) -> Slot:
-        return Slot(self.cell_key, "budget_check")
-
-    def enqueued(self) -> Enqueued:
-        attrs = {
-            CELL: self.cell_key,
-            SEED: self.seed,
-            ROLE: names.BUDGET_CHECK,
-            TUNED_FROM: self.tuned_from,
-            BASE_VAL_ATTR: self.base_val_acc,
-            BASE_RUN_ATTR: self.base_run_id,
-        }
-        return Enqueued(self.slot, self.params, attrs)
-
-
 # --- pareto ---
-# Multi-objective mode: one study over all configurations, maximise val/acc, minimise device-hours.
-#
-# Every cell (a combination of the crossed factors: an arm) gets the same number of trials,
-# ``budget.trials_per_cell``: its trials are enqueued with the cell's factor values fixed, and the
-# sampler (NSGA-II by default) chooses the searched values of each, learning from the whole study.
-# Letting the sampler choose the factors too would give the arms it likes more trials, and so more
-# chances at a good learning rate: the unfair comparison issue 19 removes. The answer is the Pareto
-# set (``study.best_trials``), printed and tagged ``pareto=true`` on its MLflow runs. There is no
-# pruning: Optuna has no multi-objective pruner, and a pruned trial has no cost/accuracy point.
+# One study over all cells, maximise val/acc, minimise device-hours. Every cell gets
+# ``budget.trials_per_cell`` trials, enqueued with its factor values fixed; the sampler (NSGA-II by
+# default) chooses only the searched values (choosing the factors would give the arms it likes more
+# chances: issue 19). The answer, ``study.best_trials``, is printed and tagged ``pareto=true``. No
+# pruning: Optuna has no multi-objective pruner.
 OBJECTIVES = (MONITOR, COST)
 PARETO_ATTR = "pareto_trials"  # meta study user attr: the Pareto set's trial numbers
 
@@ -915,60 +840,28 @@ class ParetoPoint:
     run_id: str | None
 
 
-class Pareto:
+class Pareto(_Loop):
     def __init__(self, ctx: StudyContext, *, workers: int = 1, poll_s: float = 2.0) -> None:
-        self.ctx = ctx
-        self.workers = workers
-        self.spec = ctx.spec
-        self.poll_s = poll_s
+        super().__init__(ctx, workers=workers, poll_s=poll_s)
         self.name = ctx.names.pareto
         self.cells = expand_cells(ctx.spec)
+        self.study_names = [self.name]
 
-    @property
-    def study_names(self) -> list[str]:
-        return [self.name]
+    def slots(self) -> list[Enqueued]:
+        """``trials_per_cell`` slots per cell, its factor values fixed: the fair share of every arm."""
+        return [
+            Enqueued(Slot(cell.key, f"trial={i}"), dict(cell.values), {CELL: cell.key, ROLE: "tune"})
+            for cell in self.cells
+            for i in range(self.spec.budget.trials_per_cell)
+        ]
 
-    def slots(self) -> list[Slot]:
-        """``trials_per_cell`` slots per cell: the fair share of every arm."""
-        per_cell = self.spec.budget.trials_per_cell
-        return [Slot(cell.key, f"trial={i}") for cell in self.cells for i in range(per_cell)]
-
-    def _trials(self) -> list[FrozenTrial]:
-        return self.ctx.study(self.name).get_trials(deepcopy=False)
-
-    def run(self, *, should_stop: Callable[[], bool] = lambda: False) -> None:
-        while not should_stop():
-            reap(self.ctx, self.study_names)
-            self._enqueue()
-            study = self.ctx.study(self.name)
-            if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                self.run_one()
-            elif any(t.state == TrialState.RUNNING and self.ctx.alive(t) for t in self._trials()):
-                time.sleep(self.poll_s)
-            else:
-                return
+    def next_job(self) -> Job | None:
+        self._enqueue(self.name, self.slots())
+        return self.run_one if self._waiting(self.name) else None
 
     def complete(self) -> bool:
-        trials = self._trials()
-        if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials):
-            return False
-        retries = self.spec.budget.max_retries
-        return all(
-            any(is_counted(t) for t in slot_trials(trials, slot))
-            or slot_given_up(trials, slot, max_retries=retries)
-            for slot in self.slots()
-        )
-
-    def _enqueue(self) -> None:
-        study = self.ctx.study(self.name)
-        trials = study.get_trials(deepcopy=False)
-        cells = cell_by_key(self.cells)
-        for slot in self.slots():
-            if slot_needs_trial(trials, slot, max_retries=self.spec.budget.max_retries):
-                study.enqueue_trial(
-                    {name: value for name, value in cells[slot.cell_key].values},
-                    user_attrs={SLOT: slot.key, CELL: slot.cell_key, ROLE: "tune"},
-                )
+        slots = [item.slot for item in self.slots()]
+        return slots_done(self._trials(self.name), slots, max_retries=self.spec.budget.max_retries)
 
     def run_one(self) -> None:
         study = self.ctx.study(self.name)
@@ -978,27 +871,17 @@ class Pareto:
         study.sampler = make_sampler(
             self.spec.sampler, [], cell_key="pareto", salt=salt, multi_objective=True
         )
-        trial = study.ask()  # pops an enqueued slot, or creates a blank trial if another worker was faster
-        trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
-        trials = self._trials()
-        frozen = next((t for t in trials if t.number == trial.number), None)
-        if trial.user_attrs.get(SLOT) is None or frozen is None or not first_claim(trials, frozen):
-            close_unrun(trial, "duplicate", "Pareto slot already taken (concurrent claim)")
+        trial = self._claim(self.name)
+        if trial is None:
             return
         cell = cell_from_params(self.spec, suggest_factors(trial, self.spec))  # the enqueued factor values
         values = suggest(trial, cell_search(self.spec, cell))
-        overrides = [
-            self.graph_hint(cell),  # first: a trainer.planned_trials of the sweep's own wins
-            *cell_overrides(self.spec, cell),
-            *param_overrides(values),
-            f"seed={self.spec.tune_seed}",
-        ]
         label = run_label(self.ctx.plan.facts[cell.key], cell)
         plan = TrialPlan(
             role="tune",
             optuna_study=self.name,
             cell=cell,
-            overrides=tuple(overrides),
+            overrides=self.overrides(cell, values, self.spec.tune_seed),
             objectives=OBJECTIVES,
             run_name=run_name("tune", label, number=trial.number),
         )
@@ -1006,7 +889,7 @@ class Pareto:
 
     def graph_hint(self, cell: Cell) -> str:
         """``trainer.planned_trials``: the trials this worker will still run on this cell's graph."""
-        done = Counter(str(t.user_attrs.get(CELL)) for t in self._trials() if is_counted(t))
+        done = Counter(str(t.user_attrs.get(CELL)) for t in self._trials(self.name) if is_counted(t))
         due = dict.fromkeys((c.key for c in self.cells), self.spec.budget.trials_per_cell)
         graph = self.ctx.plan.facts[cell.key].graph
         planned = planned_on_graph(self.ctx.plan, graph, due=due, done=done, workers=self.workers)
