@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tlbench.cost.threads import passive_wait_default
 from tlbench.errors import ConfigError, TlbenchError
+from tlbench.training.threads import passive_wait_default
 
 if TYPE_CHECKING:
     pass  # pandas/matplotlib at import: only for mypy here

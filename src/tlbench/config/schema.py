@@ -150,7 +150,7 @@ class DataConfig:
     def size(self) -> int:
         """The resolved input side in pixels (``resolution`` after the backbone default is applied)."""
         if self.resolution is None:
-            raise ConfigError("data.resolution is unresolved: call tlbench.training.prepare.resolve_defaults")
+            raise ConfigError("data.resolution is unresolved: call tlbench.training.network.resolve_defaults")
         return self.resolution
 
 
@@ -299,7 +299,7 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    """LR factor over training steps; see :mod:`tlbench.models.module`."""
+    """LR factor over training steps; see :mod:`tlbench.training.module`."""
 
     name: ScheduleName = ScheduleName.cosine
     warmup_fraction: float = 0.1  # warmup_cosine
@@ -345,7 +345,7 @@ class TrainerConfig:
     compile_after_steps: int = 5  # auto: eager full batches timed before deciding
     # Same seed, same result. On a GPU that takes torch's deterministic algorithms (warn-only: some
     # kernels have none); on a CPU results are bit-identical without them at the same seed and thread
-    # count (measured), and a step costs 1.24x more with them, so they stay off (cost/device.py).
+    # count (measured), and a step costs 1.24x more with them, so they stay off (training/device.py).
     # false: no guarantee on a GPU (its fastest, non-deterministic kernels).
     deterministic: bool = True
     num_threads: int | None = None  # CPU intra-op threads; None keeps torch's default
