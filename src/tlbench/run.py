@@ -22,7 +22,7 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 from tlbench.config.schema import RunConfig
-from tlbench.tracking import MetricBuffer, check_reachable
+from tlbench.tracking import check_reachable
 from tlbench.tracking import names as N
 from tlbench.training.device import device_hours_rule, timed_fit
 from tlbench.training.fit import (
@@ -139,10 +139,9 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
         if loop
         else None
     )
-    run = start_run(cfg, params, before)
-    curve = MetricBuffer(run) if run is not None and cfg.tracking.log_epoch_metrics else None
+    run, curve = start_run(cfg, params, before)
 
-    def log_epoch(record: EpochRecord) -> None:  # buffered: a write per 15 s, not per epoch
+    def log_epoch(record: EpochRecord) -> None:
         assert curve is not None
         curve.add(record.metrics(), step=record.epoch)
 

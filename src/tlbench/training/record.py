@@ -18,7 +18,7 @@ import tlbench
 from tlbench.config.schema import RunConfig, as_plain_dict
 from tlbench.data import DataSplits
 from tlbench.strategies import PROBE_PHASE
-from tlbench.tracking import MlflowRun
+from tlbench.tracking import MetricBuffer, MlflowRun
 from tlbench.tracking import names as N
 from tlbench.tracking.runs import redact_password
 from tlbench.training.device import DeviceInfo, FitOutcome, autocast_context, trial_cost
@@ -357,11 +357,14 @@ def run_name(cfg: RunConfig) -> str:
     return f"{cfg.strategy.name.value} n={n} seed={cfg.seed}"
 
 
-def start_run(cfg: RunConfig, params: dict[str, Any], tags: dict[str, str]) -> MlflowRun | None:
+def start_run(
+    cfg: RunConfig, params: dict[str, Any], tags: dict[str, str]
+) -> tuple[MlflowRun | None, MetricBuffer | None]:
     """The trial's MLflow run (None: tracking disabled), with its params, the tags known before the fit
-    and its config; status ``running`` until the trial ends."""
+    and its config (status ``running`` until the trial ends), and its learning curve's buffer (None:
+    ``tracking.log_epoch_metrics`` off)."""
     if not cfg.tracking.enabled:
-        return None
+        return None, None
     name = run_name(cfg)  # everything computed here first; the calls into tracking come last
     config = yaml.safe_dump(as_plain_dict(cfg), sort_keys=False)
     tracking = cfg.tracking
@@ -375,7 +378,7 @@ def start_run(cfg: RunConfig, params: dict[str, Any], tags: dict[str, str]) -> M
     )
     run.log_params(params)
     run.log_text(redact_password(config), N.CONFIG_ARTIFACT)  # a tracking URI's password stays out of it
-    return run
+    return run, MetricBuffer(run) if tracking.log_epoch_metrics else None  # a write per 15 s, not per epoch
 
 
 def trial_params(cfg: RunConfig, model: BuiltModel, splits: DataSplits, *, precision: str) -> dict[str, Any]:
