@@ -232,9 +232,11 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
             run.log_metrics({k: v for k, v in metrics.items() if logged.get(k) != v}, step=len(history))
             run.set_tags(tags)
             if evaluation.predictions:  # per test image: paired comparisons between strategies (the report)
-                labels = [int(v) for v in splits.test.labels.tolist()]
-                predictions = {"labels": labels, "predicted": evaluation.predictions}
-                predictions["class_names"] = list(splits.class_names)
+                predictions = {
+                    "labels": [int(v) for v in splits.test.labels.tolist()],
+                    "predicted": evaluation.predictions,
+                    "class_names": list(splits.class_names),
+                }
                 run.log_text(json.dumps(predictions), N.PREDICTIONS_ARTIFACT)
             run.end(mlflow_status(status, interrupted=outcome.interrupted))
     except BaseException:
