@@ -23,12 +23,8 @@ from tlbench.strategies import FINETUNE_PHASE, PROBE_PHASE, Strategy
 
 @dataclass(frozen=True)
 class ParamGroups:
-    """Backbone parameter names per timm group, input side first, and what the strategy never trains.
-
-    ``fixed``: parameters frozen at every depth (bitfit: all but biases and normalisation parameters;
-    lora: all but the adapters). ``decay``: whether the backbone's weights get ``optimizer.weight_decay``
-    (not under L2-SP, whose pull towards the pretrained weights replaces it, as in Li et al., 2018).
-    """
+    """Backbone parameter names per timm group, input side first; ``fixed``: frozen at every depth
+    (bitfit, lora); ``decay``: the backbone's weights decay (not under L2-SP, whose pull replaces it)."""
 
     names: tuple[tuple[str, ...], ...]
     labels: tuple[str, ...]  # a readable label per group, e.g. "conv_stem" or "blocks.3"

@@ -66,11 +66,8 @@ def _has_trainable(module: nn.Module) -> bool:
 
 
 def split_at_freeze_boundary(backbone: nn.Module, probe: torch.Tensor) -> PrefixSplit | None:
-    """The split, or None when the backbone is not a verifiable chain or nothing is frozen.
-
-    ``probe`` is a small normalized input batch on the backbone's device. The backbone is put in
-    eval mode for the check (frozen units run in eval mode during training too) and restored.
-    """
+    """The split, or None when nothing is frozen or the backbone is not a chain that reproduces itself
+    on ``probe`` (a small normalized batch on its device), checked in eval mode as frozen units run."""
     if not _has_trainable(backbone):  # linear probe: the prefix is the whole backbone, any architecture
         return PrefixSplit(prefix=backbone, suffix=nn.Sequential(), boundary=-1, units=-1)
     units = _chain(backbone)
@@ -97,11 +94,8 @@ def split_at_freeze_boundary(backbone: nn.Module, probe: torch.Tensor) -> Prefix
 
 
 class SuffixNetwork(nn.Module):
-    """Trains on cached prefix activations: ``head(suffix(a))``.
-
-    The full network stays registered (``self.network``) so parameter names, freeze groups and
-    eval-mode handling are the same as in uncached training; the prefix is simply never run.
-    """
+    """``head(suffix(a))`` on cached prefix activations; the full network stays registered, so parameter
+    names, freeze groups and eval modes are those of uncached training (the prefix never runs)."""
 
     def __init__(self, network: nn.Module, suffix: nn.Sequential) -> None:
         super().__init__()

@@ -187,11 +187,8 @@ def pretrained_input_size(name: str) -> int:
 
 
 def create_backbone(cfg: BackboneConfig, *, resolution: int, keep_classifier: bool = False) -> Any:
-    """Create the timm model, load its weights, and (unless asked to keep it) drop its classifier.
-
-    Without its classifier a timm model returns pooled features (``num_features`` wide), which is
-    what every strategy but ``as_is`` puts its own head on.
-    """
+    """The timm model with its weights; without its classifier (unless kept: as_is) it returns pooled
+    features, ``num_features`` wide, for a new head."""
     check_model_name(cfg.name)
     kwargs: dict[str, Any] = {}
     default_cfg = timm.models.get_pretrained_cfg(cfg.name)
@@ -217,11 +214,8 @@ def create_backbone(cfg: BackboneConfig, *, resolution: int, keep_classifier: bo
 
 
 def check_lora(backbone_name: str, cfg: LoraConfig) -> list[str]:
-    """The layers ``strategy=lora`` would adapt in ``backbone_name``, or :class:`ConfigError` (one line).
-
-    Cheap enough for a sweep to call on every (backbone, lora config) at load: the timm model is built
-    on the ``meta`` device (no weights, no memory) and peft is not imported.
-    """
+    """The layers ``strategy=lora`` would adapt in ``backbone_name``, or :class:`ConfigError` (one line);
+    cheap enough for a sweep's load-time check (built on ``meta``, peft not imported)."""
     check_model_name(backbone_name)
     with torch.device("meta"):
         backbone = timm.create_model(backbone_name, pretrained=False, num_classes=0)
@@ -383,13 +377,9 @@ class BuiltModel:
 
 
 def training_budget(trainer: TrainerConfig, n_train: int) -> TrainerConfig:
-    """Epochs (and validation cadence) for a training split of ``n_train`` images.
-
-    ``min_steps`` makes the budget a number of optimizer steps, so 5 images per class and 500 both
-    train adequately: epochs = max(epochs, ceil(min_steps / steps per epoch)). ``val_checks`` spreads
-    about that many validation passes over the fit (always including the last epoch's when the
-    epochs divide evenly; otherwise the final validation is re-run after the fit).
-    """
+    """Epochs and validation cadence for ``n_train`` training images: ``min_steps`` makes the budget a
+    number of optimizer steps (epochs = max(epochs, ceil(min_steps / steps per epoch)), so 5 images per
+    class and 500 both train adequately); ``val_checks`` spreads about that many validations over the fit."""
     epochs = trainer.epochs
     if trainer.min_steps:
         steps_per_epoch = max(1, math.ceil(n_train / trainer.batch_size))
