@@ -163,11 +163,8 @@ def device_hours(fit_seconds: float, device_count: int) -> float:
 def autocast_context(device_type: str, precision: str) -> contextlib.AbstractContextManager[object]:
     """Mixed precision matching the training precision (a no-op for fp32), for forward passes outside
     Lightning (feature extraction, evaluation)."""
-    if precision.startswith("bf16"):
-        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device_type=device_type, dtype=torch.float16)
-    return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0])
+    return torch.autocast(device_type=device_type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

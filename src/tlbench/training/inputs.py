@@ -199,14 +199,8 @@ class FeatureCache:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self._path(key)
-        payload = {
-            "features": entry.features,
-            "seconds": entry.seconds,
-            "flops": entry.flops,
-            "device": entry.device,
-        }
         with tempfile.NamedTemporaryFile(dir=self.directory, suffix=".tmp", delete=False) as handle:
-            torch.save(payload, handle)
+            torch.save(dict(vars(entry)), handle)  # features, seconds, flops, device
         os.replace(handle.name, path)  # atomic: readers see the old state or the whole file
         self._evict_disk()
 

@@ -5,6 +5,7 @@ parameter groups and its LR schedule.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import math
 import time
@@ -137,12 +138,8 @@ class TransferModule(L.LightningModule):
 
     # -- phases -------------------------------------------------------------------------------
     def _phase_at(self, epoch: int) -> int:
-        end = 0
-        for index, phase in enumerate(self.phases):
-            end += phase.epochs
-            if epoch < end:
-                return index
-        return len(self.phases) - 1
+        ends = list(itertools.accumulate(phase.epochs for phase in self.phases))
+        return min(bisect.bisect_right(ends, epoch), len(self.phases) - 1)
 
     # Phases and frozen BatchNorm stay here, not in Lightning's BaseFinetuning: lp_ft's first phase is
     # an L-BFGS probe outside the loop, unfrozen parameters are in the optimizer from the start, and

@@ -31,7 +31,7 @@ from tlbench.training.flops import (
 )
 from tlbench.training.freeze import count_parameters, keep_frozen_in_eval, set_frozen
 from tlbench.training.inputs import CacheUse, TrialInputs
-from tlbench.training.module import BestWeights, EpochRecord, FitProgress
+from tlbench.training.module import BestWeights, FitProgress
 from tlbench.training.network import BuiltModel
 from tlbench.training.threads import ThreadPlan
 
@@ -126,11 +126,12 @@ def evaluate_trial(
     test = run("test")
     metrics[N.TEST_ACC], metrics[N.TEST_LOSS] = test.accuracy, test.loss
     chance = float(splits.val.labels.bincount().max()) / max(1, len(splits.val))
+    loop = [r for r in history if r.epoch > 0]  # the last loop phase's losses (a probe's fit is one point)
     collapse = collapse_reason(
         val_acc=metrics.get(N.VAL_ACC),
         n_val=len(splits.val),
         chance=chance,
-        losses=_last_phase_losses(history),
+        losses=[r.train_loss for r in loop if r.phase == loop[-1].phase] if loop else [],
     )
     return TrialEvaluation(
         metrics,
@@ -160,12 +161,6 @@ def _chosen_weights(
         return final, extra, progress.steps
     network.load_state_dict(best.state)
     return (best.val_acc, best.val_loss), extra, best.step
-
-
-def _last_phase_losses(history: list[EpochRecord]) -> list[float]:
-    """Per-epoch training losses of the last phase trained in the loop (a probe's fit is one point)."""
-    loop = [r for r in history if r.epoch > 0]
-    return [r.train_loss for r in loop if r.phase == loop[-1].phase] if loop else []
 
 
 # One-sided level of the "better than chance" test: a validation accuracy whose p-value is above it
