@@ -20,7 +20,6 @@ import torch
 from benchmarks.raw_loop import raw_full_finetune
 from benchmarks.timing import Sample
 from tlbench.config import RunConfig, load_config
-from tlbench.cost.device import autocast_context
 from tlbench.run import train
 from tlbench.tracking.names import (
     DEVICE_HOURS,
@@ -33,8 +32,9 @@ from tlbench.tracking.names import (
     TRAIN_FLOPS,
     VAL_ACC,
 )
+from tlbench.training.device import autocast_context
 from tlbench.training.inputs import batch_transform, reset_feature_cache
-from tlbench.training.prepare import prepare
+from tlbench.training.network import prepare
 
 T = TypeVar("T")
 

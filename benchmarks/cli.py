@@ -15,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tlbench.cost.threads import passive_wait_default
 from tlbench.errors import ConfigError, TlbenchError
+from tlbench.training.threads import passive_wait_default
 
 if TYPE_CHECKING:
     from benchmarks.cases import Plan

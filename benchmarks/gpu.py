@@ -38,8 +38,8 @@ from typing import Any
 
 import yaml
 
-from tlbench.cost.threads import passive_wait_default
 from tlbench.tracking.names import DEVICE_HOURS, FIT_SECONDS, ROLE, STUDY
+from tlbench.training.threads import passive_wait_default
 
 START_MARK = "<!-- gpu-check:start (written by python -m benchmarks.gpu; edits inside are replaced) -->"
 END_MARK = "<!-- gpu-check:end -->"

@@ -32,7 +32,7 @@ from benchmarks.cases import UNTRACKED, Plan, Run
 from benchmarks.measure import Progress, measure, paired_ratio, runs_detail
 from benchmarks.report import RatioResult
 from benchmarks.timing import paired_ratios, spread
-from tlbench.cost.threads import usable_cores
+from tlbench.training.threads import usable_cores
 
 # One busy loop: says when it spins, then never yields the core by itself.
 _BUSY = "import sys\nsys.stdout.write('spinning\\n')\nsys.stdout.flush()\nwhile True:\n    pass\n"

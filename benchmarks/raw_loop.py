@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlbench.config.schema import RunConfig, StrategyName
-from tlbench.cost.device import resolve_device, resolve_precision
 from tlbench.data import load_splits
-from tlbench.models.module import lr_factor
-from tlbench.models.network import create_backbone, training_budget
+from tlbench.training.device import resolve_device, resolve_precision
+from tlbench.training.module import lr_factor
+from tlbench.training.network import create_backbone, training_budget
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from benchmarks.timing import Spread
-from tlbench.cost.device import cpu_model
+from tlbench.training.device import cpu_model
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 # In-process sweeps (sweep_main([...]) with a monkeypatched trainer) need their trials in this process:
-# one worker unless a test asks for more. Users get `--workers auto` (tests/cost/test_threads.py).
+# one worker unless a test asks for more. Users get `--workers auto` (tests/training/test_threads.py).
 os.environ["TLBENCH_WORKERS"] = "1"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

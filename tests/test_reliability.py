@@ -195,7 +195,7 @@ def test_out_of_memory_fails_the_trial_frees_memory_and_keeps_its_cost(
 ) -> None:
     # an OOM in a training step: status "failed: out of memory (…)", memory released, cost still logged
     released: list[bool] = []
-    monkeypatch.setattr("tlbench.cost.device.release_memory", released.append)
+    monkeypatch.setattr("tlbench.training.device.release_memory", released.append)
     result = train(
         load_config([*QUICK, "strategy=linear_probe", "strategy.probe.solver=sgd"]),
         callbacks=[_OutOfMemory()],
@@ -206,7 +206,7 @@ def test_out_of_memory_fails_the_trial_frees_memory_and_keeps_its_cost(
 
 
 def test_releasing_memory_after_oom_empties_the_cuda_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tlbench.cost import device
+    from tlbench.training import device
 
     emptied: list[int] = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

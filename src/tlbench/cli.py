@@ -11,8 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tlbench.cost.threads import passive_wait_default
 from tlbench.errors import ConfigError, TlbenchError
+from tlbench.training.threads import passive_wait_default
 
 Command = Callable[[Sequence[str]], int]
 # commands that left the package -> what to run instead (scripts calling them get that, not "unknown command")

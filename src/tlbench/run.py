@@ -2,7 +2,7 @@
 
 prepare (data, network, device, precision, deterministic, threads, resolved once; user errors surface
 here) -> the input plan and the Trainer -> MLflow run -> inputs (frozen-prefix features), the probe and
-the Lightning fit, timed together (:func:`tlbench.cost.device.timed_fit` measures the fit's cost around
+the Lightning fit, timed together (:func:`tlbench.training.device.timed_fit` measures the fit's cost around
 them) -> evaluate (the weights early stopping chose, val, then test, and the collapse check) -> metrics
 and tags -> cost -> record. Each step gets the values it uses. Pruned and failed trials still log
 the compute they spent; an interrupted trial's run is ended as KILLED before the interrupt
@@ -22,11 +22,9 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 from tlbench.config.schema import RunConfig
-from tlbench.cost.device import timed_fit
-from tlbench.models.module import EpochRecord, TransferModule
-from tlbench.models.network import BuiltModel
-from tlbench.tracking import MetricBuffer, check_reachable
+from tlbench.tracking import check_reachable
 from tlbench.tracking import names as N
+from tlbench.training.device import device_hours_rule, timed_fit
 from tlbench.training.fit import (
     ProbeFit,
     build_trainer,
@@ -37,7 +35,8 @@ from tlbench.training.fit import (
     probe_record,
 )
 from tlbench.training.inputs import TrialInputs, feature_cache, plan_inputs, trial_inputs
-from tlbench.training.prepare import prepare
+from tlbench.training.module import EpochRecord, TransferModule
+from tlbench.training.network import BuiltModel, prepare
 from tlbench.training.record import (
     evaluate_trial,
     flop_identity,
@@ -55,13 +54,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainedModel:
-    """A trained network with what it needs to classify a photo as its trial's evaluation did.
-
-    ``network`` maps normalised ``[N, 3, R, R]`` float batches to logits over ``class_names`` (eval mode,
-    on the CPU, contiguous NCHW weights); :meth:`preprocess` turns images into such a batch exactly as
-    the trial's data and evaluation did (decode, upright, shorter side to ``resolution``, centre
-    square, then ``(x / 255 - mean) / std``).
-    """
+    """A trained network (eval mode, on the CPU, contiguous NCHW weights: normalised ``[N, 3, R, R]``
+    batches -> logits over ``class_names``) and :meth:`preprocess`, which makes such batches exactly as
+    the trial did (decode, upright, shorter side to ``resolution``, centre square, normalise)."""
 
     network: Any  # torch.nn.Module (torch is not imported at this module's top)
     class_names: list[str]
@@ -70,12 +65,9 @@ class TrainedModel:
     resolution: int
 
     def preprocess(self, images: Sequence[bytes | Any]) -> Any:
-        """Images -> float32 ``[N, 3, R, R]``; raises on undecodable data.
-
-        Each image is encoded bytes (JPEG, PNG, ...: decoded exactly as a dataset file is) or a
-        ``PIL.Image.Image`` (one straight from ``Image.open`` decodes exactly like its file; one already
-        loaded skips libjpeg's downscaling while decoding, so its pixels can differ slightly).
-        """
+        """Images (encoded bytes, or ``PIL.Image.Image``s) -> float32 ``[N, 3, R, R]``; raises on undecodable
+        data. An image already loaded skips libjpeg's downscaling while decoding: its pixels can differ
+        slightly from its file's."""
         import numpy as np
         import torch
 
@@ -110,14 +102,9 @@ class TrialResult:
 
 
 def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: bool = False) -> TrialResult:
-    """Run one trial and return its metrics.
-
-    Args:
-        cfg: The trial's validated config.
-        callbacks: Lightning callbacks (e.g. the sweep's pruner).
-        keep_model: Return the trained network with its preprocessing (:class:`TrainedModel`) when
-            the trial trained to its end (completed, or collapsed); otherwise ``model`` is None.
-    """
+    """Run one trial and return its metrics. ``callbacks``: Lightning's (e.g. the sweep's pruner);
+    ``keep_model``: return the trained network with its preprocessing (:class:`TrainedModel`) when the
+    trial trained to its end (completed, or collapsed)."""
 
     if cfg.tracking.enabled:
         check_reachable(cfg.tracking.tracking_uri)  # fail before any data is loaded or trained on
@@ -152,10 +139,9 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
         if loop
         else None
     )
-    run = start_run(cfg, params, before)
-    curve = MetricBuffer(run) if run is not None and cfg.tracking.log_epoch_metrics else None
+    run, curve = start_run(cfg, params, before)
 
-    def log_epoch(record: EpochRecord) -> None:  # buffered: a write per 15 s, not per epoch
+    def log_epoch(record: EpochRecord) -> None:
         assert curve is not None
         curve.add(record.metrics(), step=record.epoch)
 
@@ -218,7 +204,7 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
             compiled=decision,
             eager_reason=eager,
         )
-        cost, flops_check = trial_cost_of(
+        cost_metrics, flops_check = trial_cost_of(
             model,
             inputs,
             outcome,
@@ -228,8 +214,10 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
             identity=identity,
             device=device,
         )
-        metrics.update(cost.metrics())
-        tags[N.DEVICE_HOURS_RULE] = cost.rule
+        metrics.update(cost_metrics)
+        tags[N.DEVICE_HOURS_RULE] = device_hours_rule(
+            device.kind, threads=outcome.threads, devices=device.count
+        )
         if flops_check is not None:
             tags["flops_check"] = flops_check
         tags[N.STATUS] = status
@@ -243,11 +231,13 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
             logged = history[-1].metrics() if history else {}  # already in the curve at this step
             run.log_metrics({k: v for k, v in metrics.items() if logged.get(k) != v}, step=len(history))
             run.set_tags(tags)
-            if evaluation.predictions:
-                predictions = _predictions_json(
-                    splits.test.labels, splits.class_names, evaluation.predictions
-                )
-                run.log_text(predictions, PREDICTIONS_ARTIFACT)
+            if evaluation.predictions:  # per test image: paired comparisons between strategies (the report)
+                predictions = {
+                    "labels": [int(v) for v in splits.test.labels.tolist()],
+                    "predicted": evaluation.predictions,
+                    "class_names": list(splits.class_names),
+                }
+                run.log_text(json.dumps(predictions), N.PREDICTIONS_ARTIFACT)
             run.end(mlflow_status(status, interrupted=outcome.interrupted))
     except BaseException:
         if run is not None:
@@ -286,19 +276,4 @@ def _trained_model(model: BuiltModel, class_names: Sequence[str], *, resolution:
         mean=model.mean,
         std=model.std,
         resolution=resolution,
-    )
-
-
-# Per-image test predictions of a completed trial: paired comparisons between strategies (the report).
-PREDICTIONS_ARTIFACT = N.PREDICTIONS_ARTIFACT
-
-
-def _predictions_json(labels: Any, class_names: Sequence[str], predicted: list[int]) -> str:
-    """``labels``: the test split's labels tensor, in the split's order."""
-    return json.dumps(
-        {
-            "labels": [int(v) for v in labels.tolist()],
-            "predicted": predicted,
-            "class_names": list(class_names),
-        }
     )

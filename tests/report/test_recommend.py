@@ -35,7 +35,7 @@ from tlbench.report.recommend import (
 from tlbench.report.stats import BINOMIAL, PER_IMAGE
 from tlbench.report.tables import summary_table
 from tlbench.tracking.study import RunPredictions
-from tlbench.training import prepare
+from tlbench.training.network import prepare
 
 from .fake_study import FakeTrial, build_study
 

@@ -28,7 +28,7 @@ from tlbench.screen.screen import (
     screen_rows,
 )
 from tlbench.training.inputs import feature_cache, plan_inputs
-from tlbench.training.prepare import prepare
+from tlbench.training.network import prepare
 
 GROUPS = ["efficientnet_lite0", "efficientnet_lite1", "resnet18"]
 

@@ -13,12 +13,12 @@ from torch import nn
 from tlbench.config import load_config
 from tlbench.config.schema import OptimizerConfig, ScheduleConfig
 from tlbench.data import BatchTransform
-from tlbench.models.freeze import ParamGroups, TrainPhase
-from tlbench.models.module import TransferModule
 from tlbench.run import train
 from tlbench.tracking.names import COLLAPSED_PREFIX
+from tlbench.training.freeze import ParamGroups, TrainPhase
+from tlbench.training.module import TransferModule
 
-from .test_prepare import TINY  # a tiny CNN on digits: 4 full batches of 50 an epoch
+from .test_network import TINY  # a tiny CNN on digits: 4 full batches of 50 an epoch
 
 ES = [*TINY, "trainer.epochs=30", "trainer.early_stopping=true", "trainer.patience=2"]
 

@@ -10,7 +10,7 @@ from tlbench.run import train
 from tlbench.tracking import names as N
 from tlbench.training.record import collapse_reason
 
-from .test_prepare import TINY  # a tiny CNN on digits (10 classes, 360 validation images)
+from .test_network import TINY  # a tiny CNN on digits (10 classes, 360 validation images)
 
 
 @pytest.mark.parametrize(

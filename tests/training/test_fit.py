@@ -25,9 +25,9 @@ from tlbench.training.fit import (
     off_reason,
 )
 from tlbench.training.inputs import TrialInputs, feature_cache, plan_inputs, trial_inputs
-from tlbench.training.prepare import prepare
+from tlbench.training.network import prepare
 
-from .test_prepare import TINY  # a tiny CNN on digits: 4 full batches an epoch
+from .test_network import TINY  # a tiny CNN on digits: 4 full batches an epoch
 
 GRID = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 

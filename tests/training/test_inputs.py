@@ -9,7 +9,7 @@ import timm
 import torch
 from torch import nn
 
-from tlbench.models.freeze import backbone_groups, set_frozen
+from tlbench.training.freeze import backbone_groups, set_frozen
 from tlbench.training.inputs import (
     CachedFeatures,
     FeatureCache,

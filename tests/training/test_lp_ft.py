@@ -10,9 +10,9 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from tlbench.config import load_config
-from tlbench.models.module import lr_factor
-from tlbench.models.network import build_model
 from tlbench.run import train
+from tlbench.training.module import lr_factor
+from tlbench.training.network import build_model
 
 LP_FT = [
     "data=synthetic", "trainer=quick", "strategy=lp_ft", "tracking=disabled", "trainer.count_flops=false",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from tlbench.config import load_config
 from tlbench.training.inputs import batch_transform, image_inputs
-from tlbench.training.prepare import prepare
+from tlbench.training.network import prepare
 from tlbench.training.record import flop_identity, flop_profile, forget_flop_profiles
 
 TINY = [

@@ -6,9 +6,9 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from tlbench.cost.threads import WORKERS_ENV, parse_workers
 from tlbench.errors import ConfigError
 from tlbench.sweep.spec import PHOTO_SWEEP, SweepRequest, check_request, shipped_sweeps
+from tlbench.training.threads import WORKERS_ENV, parse_workers
 
 USAGE = (
     "tlbench sweep [--sweep NAME | --data FOLDER [--class-map MAP]] [--workers N|auto] [--storage URL] "

@@ -149,7 +149,7 @@ class DataConfig:
     @property
     def size(self) -> int:
         if self.resolution is None:
-            raise ConfigError("data.resolution is unresolved: call tlbench.training.prepare.resolve_defaults")
+            raise ConfigError("data.resolution is unresolved: call tlbench.training.network.resolve_defaults")
         return self.resolution
 
 
@@ -275,7 +275,7 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    """LR factor over training steps; see :mod:`tlbench.models.module`."""
+    """LR factor over training steps; see :mod:`tlbench.training.module`."""
 
     name: ScheduleName = ScheduleName.cosine
     warmup_fraction: float = 0.1  # warmup_cosine

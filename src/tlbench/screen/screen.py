@@ -23,16 +23,15 @@ import tlbench
 from tlbench.config import load_config
 from tlbench.config.compose import config_dir
 from tlbench.config.schema import RunConfig, StrategyConfig, StrategyName, WeightsSource
-from tlbench.cost.device import DeviceInfo, device_hours
-from tlbench.cost.flops import measure_forward_flops
 from tlbench.data import BatchTransform, DataSplits, InMemoryLoader
 from tlbench.errors import ConfigError, ModelError
-from tlbench.models.network import EMBEDDED, build_model
 from tlbench.screen.scores import ScoreSettings, Timed, cv_folds, feature_scores
 from tlbench.tracking import MlflowRun, check_reachable
 from tlbench.tracking import names as N
+from tlbench.training.device import DeviceInfo, device_hours
+from tlbench.training.flops import measure_forward_flops
 from tlbench.training.inputs import FeatureCache, InputPlan, cached_inputs, feature_cache, plan_inputs
-from tlbench.training.prepare import Trial, prepare, resolve_defaults
+from tlbench.training.network import EMBEDDED, Trial, build_model, prepare, resolve_defaults
 from tlbench.training.record import evaluate
 
 DEFAULT_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")

@@ -545,7 +545,7 @@ def check_lora(spec: SweepSpec, cell: Cell, cfg: RunConfig, checked: set[tuple[s
     key = (cfg.backbone.name, repr(cfg.strategy.lora))
     if key in checked:
         return
-    from tlbench.models.network import check_lora as lora_targets  # torch and timm: only for lora cells
+    from tlbench.training.network import check_lora as lora_targets  # torch and timm: only for lora cells
 
     try:
         lora_targets(cfg.backbone.name, cfg.strategy.lora)
@@ -609,7 +609,7 @@ class Throughput:
 
 def measure_throughputs(plan: SweepPlan, *, num_classes: int, threads: int) -> dict[Graph, Throughput]:
     """One probe per distinct (backbone, resolution, batch size) among the cells; strategies share it."""
-    from tlbench.models.network import pretrained_input_size
+    from tlbench.training.network import pretrained_input_size
 
     measured: dict[tuple[str, int, int], Throughput] = {}
     out = {}
@@ -671,7 +671,7 @@ def _cpu_seconds(step: Any, n: int) -> float:
 def data_counts(spec: SweepSpec) -> DataCounts:
     """Split sizes of the sweep's dataset: decodes it once (cached in the process for its trials)."""
     from tlbench.data import load_splits
-    from tlbench.models.network import pretrained_input_size
+    from tlbench.training.network import pretrained_input_size
 
     try:
         cfg = load_config([*spec.base, *spec.overrides, "data.n_per_class=null"])

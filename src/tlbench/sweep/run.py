@@ -28,7 +28,6 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from tlbench.cost.threads import ThreadPlan, auto_workers, plan_threads
 from tlbench.sweep.plan import (
     CELL,
     COLLAPSED,
@@ -81,6 +80,7 @@ from tlbench.sweep.study import (
 from tlbench.sweep.worker import Pareto, ParetoPoint, TuneThenFinal, format_pareto
 from tlbench.tracking import check_reachable, names
 from tlbench.tracking.runs import redact_password
+from tlbench.training.threads import ThreadPlan, auto_workers, plan_threads
 
 log = logging.getLogger(__name__)
 
@@ -583,7 +583,7 @@ def log_dir(study: str) -> Path:
 
 # --- run ---
 # Per-epoch and per-trial INFO lines from the training stack would drown the progress view.
-_QUIET = ("tlbench.models", "tlbench.run", "tlbench.training", "tlbench.data", "tlbench.cost", "optuna")
+_QUIET = ("tlbench.run", "tlbench.training", "tlbench.data", "optuna")
 
 
 def load_spec(request: SweepRequest, *, announce: bool = True) -> SweepSpec:
@@ -841,7 +841,7 @@ def _workers(requested: int | None, device: str) -> tuple[int, str]:
     """The worker count and why: ``--workers N``, or ``auto`` (:func:`auto_workers`)."""
     if requested is not None:
         return requested, "--workers"
-    from tlbench.cost.device import resolve_device  # imports torch: the supervisor needs it anyway
+    from tlbench.training.device import resolve_device  # imports torch: the supervisor needs it anyway
 
     return auto_workers(gpu=resolve_device(device).is_gpu)
 

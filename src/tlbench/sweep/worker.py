@@ -21,7 +21,6 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from tlbench.config import load_config
-from tlbench.cost.device import release_memory
 from tlbench.errors import TlbenchError, TrackingError, TrialPruned
 from tlbench.run import train
 from tlbench.sweep.plan import (
@@ -73,6 +72,7 @@ from tlbench.sweep.spec import SIZE_FACTOR, PrunerSpec, SamplerSpec, SearchParam
 from tlbench.sweep.study import WORKER_ATTR, StudyContext, reap
 from tlbench.tracking import MlflowRun, names
 from tlbench.tracking.names import STUDY_TAG
+from tlbench.training.device import release_memory
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,5 @@
-"""Step 3 of a trial: the fit, timed; a lean Lightning Trainer (no checkpoints, sanity validation or logger).
-
-The converged probe (L-BFGS on frozen features) runs first when the strategy has one; the loop
-phases (``lp_ft``'s fine-tune, every other strategy) then run in Lightning on the trial's inputs.
-
-The parts: the converged linear probe, compiled training steps (``trainer.compile``), the fit.
-"""
+"""Step 3 of a trial, the fit: the converged linear probe (L-BFGS on frozen features) when the strategy
+has one, then the loop phases in a lean Lightning Trainer, optionally compiled (``trainer.compile``)."""
 
 from __future__ import annotations
 
@@ -13,7 +8,7 @@ import math
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -25,26 +20,22 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from tlbench.config.schema import ProbeConfig, TrainerConfig
-from tlbench.cost.device import DeviceInfo
 from tlbench.errors import DivergedError
-from tlbench.models.module import EpochRecord, FitProgress
-from tlbench.models.network import BuiltModel
 from tlbench.strategies import PROBE_PHASE
+from tlbench.training.device import DeviceInfo
+from tlbench.training.module import EpochRecord, FitProgress
+from tlbench.training.network import BuiltModel
 
 log = logging.getLogger(__name__)
 
 
 # -- the converged linear probe ----------------------------------------------------------------------
-# The linear probe fitted to convergence: full-batch L-BFGS on frozen features, L2 chosen on validation.
-#
-# On cached features a linear head costs almost nothing to fit, so it is fitted the way a statistician
-# would fit a multinomial logistic regression (and as Kumar et al., 2022 fit the LP of LP-FT): the
-# exact minimum of mean cross-entropy + ``l2``/2 * ||W||^2 over the whole training split, not a few
-# SGD steps. With ``l2=None`` every value of ``l2_grid`` is fitted (warm-started from the strongest
-# penalty down) and the one with the best validation accuracy kept; ties go to the strongest penalty
-# (the simplest model, as scikit-learn's ``LogisticRegressionCV`` breaks them). Small validation sets
-# often tie: on 49 hymenoptera images every value reaches 100%, and the validation loss would then
-# always pick the weakest penalty on separable features.
+# On frozen features a linear head is fitted as a multinomial logistic regression (as Kumar et al., 2022
+# fit LP-FT's probe): the exact minimum of mean cross-entropy + ``l2``/2 * ||W||^2 over the whole
+# training split. ``l2=None``: every ``l2_grid`` value is fitted (warm-started from the strongest
+# penalty down) and the best validation accuracy kept; ties go to the strongest penalty (as
+# ``LogisticRegressionCV``): small validation sets often tie (49 hymenoptera images: 100% at every
+# value), and the validation loss would always pick the weakest penalty on separable features.
 
 
 @dataclass(frozen=True)
@@ -125,14 +116,8 @@ def fit_probe(
     val: tuple[torch.Tensor, torch.Tensor],
     cfg: ProbeConfig,
 ) -> ProbeFit:
-    """Fit ``head`` (in place) on frozen training features; choose ``l2`` on validation when unset.
-
-    Args:
-        head: the new classifier on pooled features (its current weights are the starting point).
-        train: (features, labels) of the training split.
-        val: (features, labels) of the validation split: it chooses ``l2`` (when ``cfg.l2`` is None).
-        cfg: solver settings.
-    """
+    """Fit ``head`` in place, from its current weights, on frozen ``train`` (features, labels); the
+    ``val`` split chooses ``l2`` when ``cfg.l2`` is None."""
     x, y = train[0].float(), train[1]
     was_training = head.training
     head.train()  # no dropout in a linear head; an MLP head's dropout is part of its objective
@@ -180,37 +165,25 @@ def fit_probe(
 
 
 # -- compiled training steps -------------------------------------------------------------------------
-# Compiled training steps (``trainer.compile``): torch.compile for the training forward/backward only.
+# ``trainer.compile``: torch.compile for the training forward/backward of full batches only. Validation,
+# evaluation and an epoch's last, smaller batch stay eager: every new shape or train/eval mode is another
+# compile (lite0 at 32 px on 2 CPU cores: 84 s for the training step, 31 s more for eval mode, 73 s more
+# for a second eval shape), more than those few batches save.
 #
-# Only full training batches run compiled. Validation, evaluation and the last, smaller batch of an
-# epoch run eagerly: every new shape or train/eval mode is another compile (measured here for
-# EfficientNet-Lite0 at 32 px on 2 CPU cores: 84 s for the training step, 31 s more for eval mode and
-# 73 s more for a second eval shape), which would cost more than those few batches save.
+# ``auto`` decides in device time that does not move with the machine's load (CPU seconds on a CPU, wall
+# seconds on a GPU): after ``compile_after_steps`` eager full batches it compiles when
+# ``steps left x step cost x (1 - 1 / compile_speedup) > compile cost``. Steps left: the rest of this fit
+# plus ``planned_trials - 1`` fits of the same size (a sweep worker's trials on one graph). Compile cost:
+# ``compile_cost_s`` for a graph this process has not compiled, almost nothing for one it has (measured
+# 0.16 s for the first step of a second model instance).
 #
-# ``auto`` decides from the plan, in device time that does not move with the machine's load: after
-# ``compile_after_steps`` eager full batches it knows an eager step's cost (on a CPU in process CPU
-# seconds, which a busy neighbour does not inflate; on a GPU in wall seconds), and compiles when the
-# steps still planned on this graph in this process (the rest of this fit, plus ``planned_trials - 1``
-# more fits of the same size: the sweep says how many trials a worker runs on one graph) would save
-# more than the compile costs: ``steps left x step cost x (1 - 1 / compile_speedup) > compile cost``.
-# The compile cost is ``compile_cost_s`` (CPU seconds on a CPU, compile workers included; wall seconds
-# on a GPU) for a graph this process has not compiled yet, and almost nothing for one it has (a sweep
-# worker's later trials of the same architecture, freeze state and batch shape reuse the compiled
-# code: measured 0.16 s for the first step of a second model instance).
-#
-# The CPU defaults are measured (docs/benchmarks.md; EfficientNet-Lite0, channels_last, one thread on a
-# 2-core Xeon): at 32 px (batch 32) a compiled step ran 1.64x as fast as an eager one, a cold compile took
-# 84 s alone; at 224 px (full fine-tune, batch 16) only 1.05x (1.49 vs 1.57 CPU-s a step: the
-# convolutions dominate and fusing the rest saves little), and the cold compile cost 60 CPU-s (1,314 s
-# of wall time while ten other processes shared the CPU: why the rule never reads the wall clock on a
-# CPU). ``compile_speedup=null`` takes the measured speed-up nearest the batch's input side (log scale);
-# ``compile_cost_s=null`` takes 90 CPU-s, the larger measurement rounded up. At 224 px a compile then
-# pays only when about 1,200 eager steps are planned on the graph: 8 photo trials of 150 steps. On a GPU
-# nothing is measured yet: 60 s and 1.6x are assumptions.
-#
-# The compile time is training time (it is inside the fit's timer, so device-hours count it) and is
-# also reported apart, as ``cost/compile_seconds``: the first compiled step's time minus a typical
-# compiled step's.
+# CPU defaults, measured (docs/benchmarks.md; lite0, channels_last, one thread, 2-core Xeon): at 32 px
+# (batch 32) a compiled step ran 1.64x as fast, a cold compile took 84 s; at 224 px (full fine-tune, batch
+# 16) 1.05x, and 60 CPU-s (1,314 s of wall time with ten other processes on the CPU: why the rule never
+# reads the wall clock there). ``compile_speedup=null``: the measurement nearest the input side (log
+# scale); ``compile_cost_s=null``: 90 CPU-s. On a GPU 60 s and 1.6x are assumptions. The compile time is
+# inside the fit's timer and also reported as ``cost/compile_seconds`` (first compiled step minus a
+# typical one).
 
 _DEFAULT_COST_S = {"cpu": 90.0, "cuda": 60.0}  # cold compile of a CNN training step (see module doc)
 # (input side px, compiled/eager step speed) measured on a CPU (module doc); GPUs: an assumed 1.6x
@@ -248,12 +221,6 @@ class CompileDecision:
     step_seconds: list[float] = field(default_factory=list)  # compiled full-batch steps
 
 
-def _device_clock(device_kind: str) -> Callable[[], float]:
-    """Seconds of this process's work: CPU time on a CPU (a busy neighbour does not inflate it), wall
-    time on a GPU (the trial has the device to itself)."""
-    return time.process_time if device_kind == "cpu" else time.perf_counter
-
-
 class CompiledTraining(Callback):
     """Run a network's full training batches through ``torch.compile`` (see the module docstring)."""
 
@@ -264,7 +231,7 @@ class CompiledTraining(Callback):
         cost = trainer_cfg.compile_cost_s
         self.cost_s = cost if cost is not None else _DEFAULT_COST_S.get(device_kind, 60.0)
         self.planned_trials = trainer_cfg.planned_trials or 1
-        self._clock = _device_clock(device_kind)
+        self._clock = time.process_time if device_kind == "cpu" else time.perf_counter  # see above
         self._unit = "CPU-s" if device_kind == "cpu" else "s"
         self._compiled: Any = None
         self._shape: tuple[int, ...] | None = None
@@ -374,10 +341,6 @@ def compile_callback(
 
 
 # -- the fit -----------------------------------------------------------------------------------------
-# Step 3 of a trial: the fit, timed; a lean Lightning Trainer (no checkpoints, sanity validation or logger).
-#
-# The converged probe (L-BFGS on frozen features) runs first when the strategy has one; the loop
-# phases (``lp_ft``'s fine-tune, every other strategy) then run in Lightning on the trial's inputs.
 
 _QUIETED = False
 
@@ -405,8 +368,7 @@ def build_trainer(
     validate: bool,
     callbacks: Sequence[Callback],
 ) -> L.Trainer:
-    """A lean Lightning Trainer (no checkpoints, sanity validation or logger); ``validate``: False when
-    the validation images are training images (``data.train_on_val``)."""
+    """A lean Lightning Trainer (no checkpoints, sanity validation or logger)."""
     quiet_lightning()
     kwargs: dict[str, Any] = {}
     if trainer.max_fit_seconds:
@@ -446,8 +408,8 @@ def probe_record(probe: ProbeFit, seconds: float, *, validated: bool) -> EpochRe
 def fit_progress(
     model: BuiltModel, probe: ProbeFit | None, loop: FitProgress | None, *, n_train: int, validated: bool
 ) -> FitProgress:
-    """Training samples per phase and the per-epoch history (the probe's fit as epoch 0), read after the
-    fit ends (also after a prune or a failure). ``loop``: the Lightning module's progress, if it ran."""
+    """Training samples per phase and the history (the probe's fit as epoch 0), read after the fit ends
+    (also after a prune or a failure). ``loop``: the Lightning module's progress, if it ran."""
     samples: list[int] = []
     history: list[EpochRecord] = []
     if model.phases and not model.phases[0].in_loop:

@@ -1,14 +1,11 @@
 """Step 2 of a trial: what the fit consumes, images through the whole network or cached frozen-prefix
 activations.
 
-A linear probe (and ``partial`` without augmentation) computes the frozen prefix once per split
-and trains only the suffix + head on the stored activations; ``lp_ft`` fits its probe on the
-features and fine-tunes on the images. The extraction runs inside the timed
-fit phase, so its cost is counted exactly once: by the trial that computed it. A trial that reuses
-an earlier extraction records that reuse (``feature_cache=hit``) and what it would have cost alone.
-
-The parts: the split of a backbone at its freeze boundary (a frozen prefix and a trainable suffix),
-the content-keyed cache of the prefix's activations, and the inputs a trial trains and is evaluated on.
+A linear probe (and ``partial`` without augmentation) computes the frozen prefix once per split and
+trains only the suffix + head on the stored activations; ``lp_ft`` fits its probe on the features and
+fine-tunes on the images. The extraction runs inside the timed fit, so its cost is counted once, by
+the trial that computed it; a trial that reuses it records that (``feature_cache=hit``) and what it
+would have cost alone.
 """
 
 from __future__ import annotations
@@ -27,23 +24,20 @@ import torch
 from torch import nn
 
 from tlbench.config.schema import RunConfig, TrainerConfig
-from tlbench.cost.device import DeviceInfo, FitMeter, autocast_context
-from tlbench.cost.flops import forward_flops_per_sample
-from tlbench.data import BatchTransform, DataSplits, InMemoryLoader, TensorSplit
+from tlbench.data import BatchTransform, DataSplits, InMemoryLoader
 from tlbench.data.load import tensor_digest
-from tlbench.models.network import BuiltModel
+from tlbench.training.device import DeviceInfo, FitMeter, autocast_context
+from tlbench.training.flops import forward_flops_per_sample
+from tlbench.training.network import BuiltModel
 
 log = logging.getLogger(__name__)
 
 
 # -- the frozen prefix and the trainable suffix ------------------------------------------------------
-# Split a backbone at its freeze boundary: a frozen prefix (run once, cacheable) and a trainable suffix.
-#
-# Most CNN backbones in timm (EfficientNet, MobileNet, ResNet, RegNet, ...) compute ``forward(x)`` as
-# the composition of their child modules in registration order, with ``nn.Sequential`` stages whose
-# children are blocks. We flatten that chain and *verify numerically* that composing it reproduces
-# ``backbone(x)``; models where it does not (ViTs add tokens and position embeddings) are simply not
-# split, and train the ordinary way.
+# Most timm CNNs (EfficientNet, MobileNet, ResNet, RegNet, ...) compute ``forward(x)`` as their children
+# in registration order, ``nn.Sequential`` stages of blocks. That chain is flattened and *verified
+# numerically* to reproduce ``backbone(x)``; a model where it does not (ViTs add tokens and position
+# embeddings) is not split, and trains the ordinary way.
 
 
 @dataclass(frozen=True)
@@ -72,11 +66,8 @@ def _has_trainable(module: nn.Module) -> bool:
 
 
 def split_at_freeze_boundary(backbone: nn.Module, probe: torch.Tensor) -> PrefixSplit | None:
-    """The split, or None when the backbone is not a verifiable chain or nothing is frozen.
-
-    ``probe`` is a small normalized input batch on the backbone's device. The backbone is put in
-    eval mode for the check (frozen units run in eval mode during training too) and restored.
-    """
+    """The split, or None when nothing is frozen or the backbone is not a chain that reproduces itself
+    on ``probe`` (a small normalized batch on its device), checked in eval mode as frozen units run."""
     if not _has_trainable(backbone):  # linear probe: the prefix is the whole backbone, any architecture
         return PrefixSplit(prefix=backbone, suffix=nn.Sequential(), boundary=-1, units=-1)
     units = _chain(backbone)
@@ -103,11 +94,8 @@ def split_at_freeze_boundary(backbone: nn.Module, probe: torch.Tensor) -> Prefix
 
 
 class SuffixNetwork(nn.Module):
-    """Trains on cached prefix activations: ``head(suffix(a))``.
-
-    The full network stays registered (``self.network``) so parameter names, freeze groups and
-    eval-mode handling are the same as in uncached training; the prefix is simply never run.
-    """
+    """``head(suffix(a))`` on cached prefix activations; the full network stays registered, so parameter
+    names, freeze groups and eval modes are those of uncached training (the prefix never runs)."""
 
     def __init__(self, network: nn.Module, suffix: nn.Sequential) -> None:
         super().__init__()
@@ -134,7 +122,7 @@ _HEX = re.compile(r"[0-9a-f]{64}")
 @dataclass(frozen=True)
 class CachedFeatures:
     features: torch.Tensor  # float32, on the CPU
-    seconds: float  # device-seconds the extraction took when it was computed (tlbench.cost.device's rule)
+    seconds: float  # device-seconds the extraction took when it was computed (tlbench.training.device's rule)
     flops: float  # forward FLOPs of that extraction
     device: str  # where it was computed
 
@@ -211,14 +199,8 @@ class FeatureCache:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self._path(key)
-        payload = {
-            "features": entry.features,
-            "seconds": entry.seconds,
-            "flops": entry.flops,
-            "device": entry.device,
-        }
         with tempfile.NamedTemporaryFile(dir=self.directory, suffix=".tmp", delete=False) as handle:
-            torch.save(payload, handle)
+            torch.save(dict(vars(entry)), handle)  # features, seconds, flops, device
         os.replace(handle.name, path)  # atomic: readers see the old state or the whole file
         self._evict_disk()
 
@@ -241,15 +223,7 @@ class FeatureCache:
             path.unlink(missing_ok=True)
 
 
-# -- the trial's inputs ------------------------------------------------------------------------------
-# Step 2 of a trial: what the fit consumes, images through the whole network or cached frozen-prefix
-# activations.
-#
-# A linear probe (and ``partial`` without augmentation) computes the frozen prefix once per split
-# and trains only the suffix + head on the stored activations; ``lp_ft`` fits its probe on the
-# features and fine-tunes on the images. The extraction runs inside the timed
-# fit phase, so its cost is counted exactly once: by the trial that computed it. A trial that reuses
-# an earlier extraction records that reuse (``feature_cache=hit``) and what it would have cost alone.
+# -- the trial's inputs ----------------------------------------------------------------------------
 
 SPLITS = ("train", "val", "test")
 
@@ -407,11 +381,6 @@ def plan_prefix_cache(
     return split, f"frozen prefix = {where}"
 
 
-def _split(splits: DataSplits, name: str) -> TensorSplit:
-    split: TensorSplit = getattr(splits, name)
-    return split
-
-
 def image_inputs(
     network: nn.Module,
     splits: DataSplits,
@@ -421,7 +390,7 @@ def image_inputs(
     reason: str,
 ) -> TrialInputs:
     """The images themselves, through the whole ``network``."""
-    data = {name: (_split(splits, name).images, _split(splits, name).labels) for name in SPLITS}
+    data = {name: (getattr(splits, name).images, getattr(splits, name).labels) for name in SPLITS}
     return TrialInputs(
         network=network,
         data=data,
@@ -457,7 +426,7 @@ def cached_inputs(
     use = CacheUse(status="miss")
     hits = 0
     for name in SPLITS:
-        images = _split(splits, name)
+        images = getattr(splits, name)
         key = content_key([model_key, tensor_digest(images.images, images.labels)])
         entry = cache.get(key)
         if entry is not None:

@@ -1,5 +1,4 @@
-"""Steps 4 to 6 of a trial: what it scored (val, test, the collapse check), what it cost, and what it
-logs (the tracking contract's params, tags and metrics)."""
+"""Steps 4 to 6 of a trial: what it scored (val, test, the collapse check), what it cost, what it logs."""
 
 from __future__ import annotations
 
@@ -17,37 +16,29 @@ from torch import nn
 
 import tlbench
 from tlbench.config.schema import RunConfig, as_plain_dict
-from tlbench.cost.device import (
-    DeviceInfo,
-    FitOutcome,
-    PhaseWork,
-    TrialCost,
-    autocast_context,
-    trial_cost,
-)
-from tlbench.cost.flops import (
+from tlbench.data import DataSplits
+from tlbench.strategies import PROBE_PHASE
+from tlbench.tracking import MetricBuffer, MlflowRun
+from tlbench.tracking import names as N
+from tlbench.tracking.runs import redact_password
+from tlbench.training.device import DeviceInfo, FitOutcome, autocast_context, trial_cost
+from tlbench.training.fit import CompileDecision, ProbeFit
+from tlbench.training.flops import (
     analytic_train_step_flops,
     forget_forward_flops,
     measure_forward_flops,
     measure_train_step_flops,
 )
-from tlbench.cost.threads import ThreadPlan
-from tlbench.data import DataSplits
-from tlbench.models.freeze import count_parameters, keep_frozen_in_eval, set_frozen
-from tlbench.models.module import BestWeights, EpochRecord, FitProgress
-from tlbench.models.network import BuiltModel
-from tlbench.strategies import PROBE_PHASE
-from tlbench.tracking import MlflowRun
-from tlbench.tracking import names as N
-from tlbench.tracking.runs import redact_password
-from tlbench.training.fit import CompileDecision, ProbeFit
+from tlbench.training.freeze import count_parameters, keep_frozen_in_eval, set_frozen
 from tlbench.training.inputs import CacheUse, TrialInputs
+from tlbench.training.module import BestWeights, FitProgress
+from tlbench.training.network import BuiltModel
+from tlbench.training.threads import ThreadPlan
 
 log = logging.getLogger(__name__)
 
 
-# -- evaluation -------------------------------------------------------------------------------------
-# Step 4 of a trial: accuracy and loss on validation and test (inference mode, device-resident data).
+# -- step 4, evaluation: accuracy and loss on validation and test ------------------------------------
 
 
 @dataclass(frozen=True)
@@ -108,12 +99,9 @@ def evaluate_trial(
     device_type: str,
     precision: str,
 ) -> TrialEvaluation:
-    """A completed trial: val (of the weights early stopping chose, ``best``, restored first), then
-    test, and the collapse check. A pruned or failed one keeps its last validation accuracy and is not
-    tested. ``inputs``: what the fit trained on (None: it failed before they existed).
-
-    With ``data.train_on_val`` the validation images are training images: nothing is validated.
-    """
+    """A completed trial: val (of the weights early stopping chose, ``best``, restored first), then test,
+    and the collapse check; a pruned or failed one keeps its last val/acc, untested. ``inputs``: what
+    the fit trained on (None: it failed first). ``data.train_on_val``: nothing is validated."""
     history = progress.history
     if inputs is None:  # failed before any input existed
         return TrialEvaluation({}, [], eval_images=0)
@@ -138,11 +126,12 @@ def evaluate_trial(
     test = run("test")
     metrics[N.TEST_ACC], metrics[N.TEST_LOSS] = test.accuracy, test.loss
     chance = float(splits.val.labels.bincount().max()) / max(1, len(splits.val))
+    loop = [r for r in history if r.epoch > 0]  # the last loop phase's losses (a probe's fit is one point)
     collapse = collapse_reason(
         val_acc=metrics.get(N.VAL_ACC),
         n_val=len(splits.val),
         chance=chance,
-        losses=_last_phase_losses(history),
+        losses=[r.train_loss for r in loop if r.phase == loop[-1].phase] if loop else [],
     )
     return TrialEvaluation(
         metrics,
@@ -156,12 +145,9 @@ def evaluate_trial(
 def _chosen_weights(
     network: nn.Module, progress: FitProgress, best: BestWeights | None, run: Callable[[str], EvalResult]
 ) -> tuple[tuple[float, float], int, int | None]:
-    """((val/acc, val/loss) of the weights evaluated, extra validation passes, their step or None).
-
-    Without early stopping: the final weights (validated again when the last epoch was not).
-    With it: the best validated weights, restored into ``network``, unless the final weights, when the
-    fit did not validate them, turn out strictly better.
-    """
+    """((val/acc, val/loss) of the weights evaluated, extra validation passes, their step or None): the
+    final weights (validated again if the last epoch was not), or with early stopping the best validated
+    ones, restored into ``network``, unless the final ones turn out strictly better."""
     last = progress.history[-1] if progress.history else None
     extra = 0
     if last is not None and last.val_acc is not None and last.val_loss is not None:
@@ -177,12 +163,6 @@ def _chosen_weights(
     return (best.val_acc, best.val_loss), extra, best.step
 
 
-def _last_phase_losses(history: list[EpochRecord]) -> list[float]:
-    """Per-epoch training losses of the last phase trained in the loop (a probe's fit is one point)."""
-    loop = [r for r in history if r.epoch > 0]
-    return [r.train_loss for r in loop if r.phase == loop[-1].phase] if loop else []
-
-
 # One-sided level of the "better than chance" test: a validation accuracy whose p-value is above it
 # is within noise of chance.
 COLLAPSE_ALPHA = 0.05
@@ -196,21 +176,15 @@ def collapse_reason(
     losses: Sequence[float],
     alpha: float = COLLAPSE_ALPHA,
 ) -> str | None:
-    """Why a completed trial's result is degenerate, or None when it is not.
+    """Why a completed trial's result is degenerate, or None when it is not:
 
-    Two triggers:
-
-    - **validation accuracy within noise of chance**: an exact one-sided binomial test of the
-      ``round(val_acc * n_val)`` correct answers against ``chance`` (what always answering the
-      validation set's largest class scores: 1/classes on a balanced set) cannot reject "no better
-      than chance" at ``alpha``. A validation set so small that even a perfect score would not be
-      significant (4 images of 2 classes: p = 0.0625) cannot tell, and is never flagged.
-    - **training loss ends above where it started, and above a guess's**: the last epoch's mean
-      training loss of the last phase exceeds its first epoch's (which already includes its first
-      steps) and the cross-entropy of answering with chance's probabilities, ``-ln(chance)`` (ln 10
-      on 10 balanced classes). The second condition spares a fit that starts from a converged
-      probe (lp_ft's fine-tune phase starts near 0.5) and drifts up a little while still
-      classifying: its accuracy is what the first trigger judges.
+    - **val/acc within noise of chance**: an exact one-sided binomial test of the correct answers
+      against ``chance`` (always answering the largest class) cannot reject "no better" at ``alpha``;
+      a set too small for even a perfect score to be significant (4 images, 2 classes: p = 0.0625) is
+      never flagged.
+    - **the last phase's training loss ends above its first epoch's and above a guess's**
+      (``-ln(chance)``): the second condition spares a fit that starts from a converged probe (lp_ft's
+      fine-tune starts near 0.5) and drifts up a little while still classifying.
     """
     from scipy.stats import binomtest
 
@@ -233,12 +207,9 @@ def collapse_reason(
     return "; ".join(reasons) or None
 
 
-# -- cost --------------------------------------------------------------------------------------------
-# Step 5 of a trial: its cost, from measured FLOPs (checked against an independent analytic count) and time.
-#
-# Per-sample counts depend only on the architecture, input shape and freeze state, so they are
-# measured once per process for each such combination (a sweep's trials reuse them) and each
-# measurement is compared with :func:`tlbench.cost.flops.analytic_train_step_flops`.
+# -- step 5, cost: measured FLOPs (checked against the analytic count) and time ---------------------
+# Per-sample counts depend only on the architecture, input shape and freeze state: measured once per
+# process for each such combination (a sweep's trials reuse them).
 
 _PROBE = 2  # samples per probe batch: BatchNorm in train mode needs more than one value per channel
 
@@ -254,32 +225,9 @@ _MEMO: dict[tuple[object, ...], FlopProfile] = {}
 
 
 def forget_flop_profiles() -> None:
-    """Forget every FLOP profile measured in this process, the frozen prefixes' included.
-
-    The next trial measures its own again, as the first trial of a fresh process (a sweep worker)
-    does: what the benchmark needs to time a cold trial.
-    """
+    """Forget every FLOP profile measured in this process (the benchmark's cold trial measures its own)."""
     _MEMO.clear()
     forget_forward_flops()
-
-
-def _probe(inputs: TrialInputs) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = inputs.data["train"]
-    n = min(_PROBE, int(y.shape[0]))
-    batch = x[:n]
-    return (inputs.eval_transform(batch) if inputs.eval_transform else batch), y[:n]
-
-
-def _key(
-    model: BuiltModel, inputs: TrialInputs, x: torch.Tensor, identity: tuple[object, ...]
-) -> tuple[object, ...]:
-    return (
-        *identity,
-        sum(p.numel() for p in inputs.network.parameters()),
-        tuple((p.freeze_depth, p.solver) for p in model.phases),
-        type(inputs.network).__name__,
-        tuple(x.shape[1:]),
-    )
 
 
 def _check(measured: int, network: nn.Module, shape: tuple[int, ...]) -> str:
@@ -294,17 +242,17 @@ def _check(measured: int, network: nn.Module, shape: tuple[int, ...]) -> str:
 
 
 def flop_profile(model: BuiltModel, inputs: TrialInputs, *, identity: tuple[object, ...]) -> FlopProfile:
-    """Per-sample FLOPs of each phase's training step and of evaluation, frozen layers honoured.
-
-    Measured on a copy of the network in exactly the freeze state and train/eval modes it trains
-    in; the network itself is left as it was. ``identity``: what else, beyond the network's shape and
-    its phases, makes two trials' profiles differ (:func:`flop_identity`); the memo's key.
-    """
-    x, y = _probe(inputs)
-    key = _key(model, inputs, x, identity)
+    """Per-sample FLOPs of each phase's training step and of evaluation, measured in the freeze state
+    and train/eval modes each phase trains in (the network is left as it was). ``identity``: the
+    memo's key beyond the network's shape and phases (:func:`flop_identity`)."""
+    x, y = inputs.data["train"]
+    n = min(_PROBE, int(y.shape[0]))
+    x, y = (inputs.eval_transform(x[:n]) if inputs.eval_transform else x[:n]), y[:n]
+    network = inputs.network
+    shape = sum(p.numel() for p in network.parameters()), type(network).__name__, tuple(x.shape[1:])
+    key = (*identity, tuple((p.freeze_depth, p.solver) for p in model.phases), *shape)
     if key in _MEMO:
         return _MEMO[key]
-    network = inputs.network
     backbone = model.network.backbone
     frozen_state = {n: p.requires_grad for n, p in backbone.named_parameters()}
     steps: list[float] = []
@@ -357,45 +305,33 @@ def trial_cost_of(
     eval_images: int,
     identity: tuple[object, ...] | None,
     device: DeviceInfo,
-) -> tuple[TrialCost, str | None]:
-    """The trial's cost (``cost/*``) and the FLOP count's analytic check (None: FLOPs not counted).
+) -> tuple[dict[str, float], str | None]:
+    """The trial's ``cost/*`` metrics and the FLOP count's analytic check (None: FLOPs not counted).
 
-    ``outcome``: the fit's measured time and memory; ``samples``: training samples per phase;
-    ``eval_images``: images through evaluation forward passes (``evaluate_trial`` counts them);
+    ``samples``: training samples per phase; ``eval_images``: images through evaluation forward passes;
     ``identity``: the FLOP profile's (:func:`flop_identity`), None when FLOPs are not counted.
     """
     profile = flop_profile(model, inputs, identity=identity) if identity is not None and inputs else None
-    cache = inputs.cache if inputs is not None else None
+    cache = inputs.cache if inputs is not None else CacheUse(status="off")
     steps = list(profile.step_per_sample) if profile else [0.0 for _ in model.phases]
     if probe is not None:  # each L-BFGS objective evaluation is a full pass over the features
         steps[0] *= probe.evaluations
-    computed = cache.computed_flops if cache else {}
-    reused = cache.reused_flops if cache else {}
-    phases = [
-        PhaseWork(name=phase.name, samples=n, flops_per_sample=f)
-        for phase, n, f in zip(model.phases, samples, steps, strict=True)
-    ]
+    computed, reused = cache.computed_flops, cache.reused_flops
+    train_flops = computed.get("train", 0.0) + sum(n * f for n, f in zip(samples, steps, strict=True))
+    eval_flops = (profile.forward_per_sample * eval_images if profile else 0.0) + computed.get("val", 0.0)
     cost = trial_cost(
-        fit_seconds=outcome.seconds,
-        fit_cpu_seconds=outcome.cpu_seconds,
-        threads=outcome.threads,
-        phases=phases,
-        extraction_flops=computed.get("train", 0.0),
-        eval_flops=(profile.forward_per_sample * eval_images if profile else 0.0)
-        + computed.get("val", 0.0)
-        + computed.get("test", 0.0),
-        reused_extraction_flops=reused.get("train", 0.0),
-        reused_extraction_seconds=cache.reused_seconds if cache else 0.0,
-        flops_counted=profile is not None,
-        peak_memory_mb=outcome.peak_mb,
-        memory_kind=outcome.memory_kind,
-        device=device,
+        outcome,
+        device,
+        train_samples=sum(samples),
+        train_flops=train_flops if profile is not None else None,
+        eval_flops=eval_flops + computed.get("test", 0.0) if profile is not None else None,
+        reused_flops=reused.get("train", 0.0),
+        reused_seconds=cache.reused_seconds,
     )
     return cost, profile.check if profile is not None else None
 
 
-# -- the record --------------------------------------------------------------------------------------
-# Step 6 of a trial: what it logs, the tracking contract's params, tags and metrics.
+# -- step 6, the record: the tracking contract's params, tags and metrics -----------------------------
 
 # A pruned trial did what the protocol asked (tag status=pruned tells it apart); KILLED means only
 # "interrupted"; anything else ("failed: …", "failed: collapsed: …") is FAILED.
@@ -416,23 +352,28 @@ def run_name(cfg: RunConfig) -> str:
     return f"{cfg.strategy.name.value} n={n} seed={cfg.seed}"
 
 
-def start_run(cfg: RunConfig, params: dict[str, Any], tags: dict[str, str]) -> MlflowRun | None:
+def start_run(
+    cfg: RunConfig, params: dict[str, Any], tags: dict[str, str]
+) -> tuple[MlflowRun | None, MetricBuffer | None]:
     """The trial's MLflow run (None: tracking disabled), with its params, the tags known before the fit
-    and its config; status ``running`` until the trial ends."""
+    and its config (status ``running`` until the trial ends), and its learning curve's buffer (None:
+    ``tracking.log_epoch_metrics`` off)."""
     if not cfg.tracking.enabled:
-        return None
+        return None, None
+    name = run_name(cfg)  # everything computed here first; the calls into tracking come last
+    config = yaml.safe_dump(as_plain_dict(cfg), sort_keys=False)
+    tracking = cfg.tracking
     run = MlflowRun.start(
-        experiment=cfg.tracking.experiment,
-        run_name=run_name(cfg),
-        tracking_uri=cfg.tracking.tracking_uri,
-        parent_run_id=cfg.tracking.parent_run_id,
+        experiment=tracking.experiment,
+        run_name=name,
+        tracking_uri=tracking.tracking_uri,
+        parent_run_id=tracking.parent_run_id,
         tags={**tags, N.STATUS: "running"},
-        unique=cfg.tracking.parent_run_id is None,  # a sweep's run names are unique by construction
+        unique=tracking.parent_run_id is None,  # a sweep's run names are unique by construction
     )
     run.log_params(params)
-    config = yaml.safe_dump(as_plain_dict(cfg), sort_keys=False)
     run.log_text(redact_password(config), N.CONFIG_ARTIFACT)  # a tracking URI's password stays out of it
-    return run
+    return run, MetricBuffer(run) if tracking.log_epoch_metrics else None  # a write per 15 s, not per epoch
 
 
 def trial_params(cfg: RunConfig, model: BuiltModel, splits: DataSplits, *, precision: str) -> dict[str, Any]:
@@ -536,13 +477,9 @@ def outcome_tags(
     compiled: CompileDecision | None,
     eager_reason: str | None,
 ) -> dict[str, str]:
-    """The tags that explain the metrics: status, how memory and inputs were measured and produced (the
-    cost's own, ``device_hours_rule`` and ``flops_check``, come with the cost).
-
-    ``cache``: how the inputs were produced (None: the fit failed before they existed); ``compiled``:
-    ``trainer.compile``'s decision (None: off, or nothing trained in the loop); ``eager_reason``: why
-    the loop trained eagerly whatever it measured (None: no loop phase, or it may compile).
-    """
+    """The tags that explain the metrics (status, memory kind, feature cache, compile). ``cache``: None
+    when the fit failed before its inputs existed; ``compiled``: None when off or nothing trained in
+    the loop; ``eager_reason``: why the loop trained eagerly whatever it measured (None: it may compile)."""
     tags = {N.STATUS: outcome.status, "memory_kind": outcome.memory_kind}
     if cache is not None:
         tags[N.FEATURE_CACHE] = cache.status

@@ -12,8 +12,8 @@ from torch import nn
 from tlbench.config import load_config
 from tlbench.config.schema import LoraConfig
 from tlbench.errors import ConfigError, ModelError
-from tlbench.models.freeze import add_lora, is_adapter, lora_targets, merge_lora
-from tlbench.models.network import build_model, check_lora
+from tlbench.training.freeze import add_lora, is_adapter, lora_targets, merge_lora
+from tlbench.training.network import build_model, check_lora
 
 CLASSES = ("a", "b", "c")
 LITE0 = "tf_efficientnet_lite0"

@@ -10,7 +10,7 @@ run before that. Imports nothing heavy (no torch).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 WORKERS_ENV = "TLBENCH_WORKERS"  # the default of ``tlbench sweep --workers`` (a number or "auto")
@@ -18,7 +18,7 @@ WORKER_MEMORY_GB = 4.0  # headroom per worker: a full fine-tune at 224 px, batch
 
 
 def passive_wait_default() -> str:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user's environment says otherwise; returns the policy."""
+    """``OMP_WAIT_POLICY=PASSIVE`` unless the user's environment says otherwise; returns the policy."""
     return os.environ.setdefault(WAIT_POLICY_ENV, "PASSIVE")
 
 
@@ -124,32 +124,20 @@ def plan_threads(workers: int, *, usable: int | None = None, busy: float | None 
 
 
 def trial_threads(requested: int | None) -> ThreadPlan:
-    """Set torch's intra-op threads for one trial in this process, and say how many and why.
-
-    ``requested`` (``trainer.num_threads``) wins. ``None``: one worker's plan (:func:`plan_threads`,
-    all usable cores whatever the load), unless this process already runs fewer threads: torch's own
-    default (physical cores) or its caller's choice (a sweep worker's share of the cores) is kept.
-    """
+    """Set torch's intra-op threads for one trial in this process, and say how many and why:
+    ``trainer.num_threads`` when set; else one worker's plan (:func:`plan_threads`), unless this process
+    already runs fewer (torch's default of physical cores, or a sweep worker's share is kept)."""
     import torch  # here, not at the top: this module is imported before torch may load
 
+    if requested is not None and requested < 1:
+        raise ValueError(f"threads must be >= 1, got {requested=}")
+    plan = plan_threads(1)
+    current = torch.get_num_threads()
     if requested is not None:
-        if requested < 1:
-            raise ValueError(f"threads must be >= 1, got {requested=}")
-        plan = ThreadPlan(
-            workers=1,
-            threads=requested,
-            usable=usable_cores(),
-            busy=busy_cores(),
-            reason="trainer.num_threads",
-        )
-    else:
-        plan = plan_threads(1)
-        current = torch.get_num_threads()
-        if current < plan.threads:
-            reason = (
-                f"this process's {current} thread(s), fewer than the plan's {plan.threads}: {plan.reason}"
-            )
-            plan = ThreadPlan(workers=1, threads=current, usable=plan.usable, busy=plan.busy, reason=reason)
-    if torch.get_num_threads() != plan.threads:
+        plan = replace(plan, workers=1, threads=requested, reason="trainer.num_threads")
+    elif current < plan.threads:
+        reason = f"this process's {current} thread(s), fewer than the plan's {plan.threads}: {plan.reason}"
+        plan = replace(plan, threads=current, reason=reason)
+    if current != plan.threads:
         torch.set_num_threads(plan.threads)
     return plan

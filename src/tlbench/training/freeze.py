@@ -23,12 +23,8 @@ from tlbench.strategies import FINETUNE_PHASE, PROBE_PHASE, Strategy
 
 @dataclass(frozen=True)
 class ParamGroups:
-    """Backbone parameter names per timm group, input side first, and what the strategy never trains.
-
-    ``fixed``: parameters frozen at every depth (bitfit: all but biases and normalisation parameters;
-    lora: all but the adapters). ``decay``: whether the backbone's weights get ``optimizer.weight_decay``
-    (not under L2-SP, whose pull towards the pretrained weights replaces it, as in Li et al., 2018).
-    """
+    """Backbone parameter names per timm group, input side first; ``fixed``: frozen at every depth
+    (bitfit, lora); ``decay``: the backbone's weights decay (not under L2-SP, whose pull replaces it)."""
 
     names: tuple[tuple[str, ...], ...]
     labels: tuple[str, ...]  # a readable label per group, e.g. "conv_stem" or "blocks.3"
@@ -98,11 +94,8 @@ def bias_and_norm_names(backbone: nn.Module) -> set[str]:
 
 
 def fixed_frozen(backbone: nn.Module, trainable: str, *, backbone_name: str) -> frozenset[str]:
-    """The backbone parameters a strategy never trains (``Strategy.trainable``), whatever the depth.
-
-    ``all``: none; ``bias_norm`` (bitfit): all but :func:`bias_and_norm_names`; ``adapters`` (lora):
-    all but the LoRA adapters injected by :func:`add_lora`.
-    """
+    """The backbone parameters a strategy never trains, whatever the depth: ``all``: none; ``bias_norm``
+    (bitfit): all but :func:`bias_and_norm_names`; ``adapters`` (lora): all but the LoRA adapters."""
     if trainable == "all":
         return frozenset()
     if trainable == "bias_norm":
@@ -125,13 +118,9 @@ def set_frozen(backbone: nn.Module, groups: ParamGroups, depth: int) -> None:
 
 
 def frozen_modules(root: nn.Module) -> list[nn.Module]:
-    """Top-most sub-modules whose parameters are all frozen (stateless modules are skipped).
-
-    One bottom-up pass records, per module, whether its subtree holds parameters and whether any
-    of them trains; a top-down pass then collects the top-most all-frozen subtrees. Linear in the
-    number of modules: this runs at every switch to training mode (each epoch), and asking every
-    module for all of its subtree's parameters was quadratic, a measurable share of a short trial.
-    """
+    """Top-most sub-modules whose parameters are all frozen (stateless modules are skipped), in two
+    linear passes: this runs every epoch, and asking each module for its subtree's parameters was
+    quadratic, a measurable share of a short trial."""
     state: dict[int, tuple[bool, bool]] = {}  # id(module) -> (has parameters, has a trainable one)
 
     def scan(module: nn.Module) -> tuple[bool, bool]:
@@ -180,24 +169,14 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-# LoRA (Hu et al., 2021) on a timm backbone, through the ``peft`` library.
-#
-# A targeted layer keeps its pretrained weight ``W`` frozen and adds ``(alpha / rank) * B A x``: for a
-# ``Linear``, ``A`` is ``Linear(in, rank)`` and ``B`` ``Linear(rank, out)``; for a convolution, ``A`` is a
-# convolution ``in -> rank`` with the layer's own kernel, stride and padding and ``B`` a 1x1 convolution
-# ``rank -> out``. ``B`` starts at zero, so training starts from the pretrained function. peft injects the
-# adapters in place (``inject_adapter_in_model``): the backbone stays the timm model, so its
-# ``group_matcher``, ``num_features`` and ``pretrained_cfg`` keep working.
-#
-# What can be adapted: ``nn.Linear`` and convolutions with ``groups=1``. peft adapts a grouped convolution
-# only when the rank is divisible by its groups (a depthwise 3x3 convolution of C channels would need a
-# rank of C or more: not low-rank) and cannot merge it, so grouped and depthwise convolutions are never
-# targeted. EfficientNet-Lite is mostly depthwise + pointwise convolutions: its adapters go on the stem,
-# the pointwise expansions and projections, and the head convolution (``conv_stem, conv_pw, conv_pwl,
-# conv_head``); its depthwise convolutions stay frozen without adapters.
-#
-# ``peft`` imports ``transformers`` (seconds): only a lora trial imports it, and only when it builds the
-# model. :func:`check_lora` (the sweep's load-time check) does not import it.
+# LoRA (Hu et al., 2021) through ``peft``: a targeted layer keeps ``W`` frozen and adds
+# ``(alpha / rank) * B A x`` (``B`` starts at zero: training starts from the pretrained function). peft
+# injects the adapters in place, so the backbone stays the timm model (``group_matcher``,
+# ``num_features`` and ``pretrained_cfg`` keep working). Only ``nn.Linear`` and convolutions with
+# ``groups=1`` are targeted: peft adapts a grouped convolution only with a rank divisible by its groups
+# (a depthwise one would need rank >= channels) and cannot merge it; EfficientNet-Lite's adapters go on
+# ``conv_stem, conv_pw, conv_pwl, conv_head``. ``peft`` imports ``transformers`` (seconds): only a lora
+# trial imports it, when it builds the model (not the sweep's load-time check).
 
 ADAPTER_PREFIX = "lora_"  # peft names every LoRA parameter lora_A..., lora_B...: the ones that train
 
@@ -224,11 +203,8 @@ def _leaf_names(names: Sequence[str]) -> list[str]:
 
 
 def lora_targets(backbone: nn.Module, cfg: LoraConfig, *, backbone_name: str) -> list[str]:
-    """Full names of the layers that get adapters; :class:`ConfigError` (one line) when there are none.
-
-    ``cfg.targets=None`` targets every adaptable layer; otherwise each listed name must match at least
-    one adaptable layer (a typo, or a name that only matches depthwise convolutions, is refused).
-    """
+    """Full names of the layers that get adapters (``cfg.targets=None``: every adaptable one; else each
+    name must match one); :class:`ConfigError` (one line) when there are none or a name matches none."""
     modules = [(name, m) for name, m in backbone.named_modules() if name]
     adaptable = [name for name, m in modules if _adaptable(m)]
     if not adaptable:
@@ -256,11 +232,7 @@ def lora_targets(backbone: nn.Module, cfg: LoraConfig, *, backbone_name: str) ->
 
 
 def add_lora(backbone: nn.Module, cfg: LoraConfig, *, backbone_name: str) -> list[str]:
-    """Inject LoRA adapters into ``backbone`` in place (peft); returns the adapted layers' names.
-
-    Which parameters train is decided by the freeze plan (:func:`fixed_frozen`):
-    the adapters and the head, nothing else.
-    """
+    """Inject LoRA adapters into ``backbone`` in place (peft); returns the adapted layers' names."""
     targets = lora_targets(backbone, cfg, backbone_name=backbone_name)
     from peft import LoraConfig as PeftLoraConfig  # heavy (imports transformers): lora trials only
     from peft import inject_adapter_in_model
@@ -278,15 +250,10 @@ def is_adapter(name: str) -> bool:
 
 
 def merge_lora(network: nn.Module) -> int:
-    """Fold every LoRA adapter into its layer (``W += alpha/rank * B A``) and drop the adapters.
-
-    Afterwards ``network`` is the plain timm architecture again (no peft classes: loading it needs no
-    peft) and computes the same function up to float rounding, at the base model's inference cost.
-    Used for the delivered model; during a trial the adapters stay unmerged (they change every step).
-
-    Returns:
-        The number of layers merged (0 for a network without adapters; peft is then not imported).
-    """
+    """Fold every LoRA adapter into its layer (``W += alpha/rank * B A``), drop the adapters, and return
+    how many layers merged (0: no adapters, peft not imported). Afterwards ``network`` is the plain timm
+    architecture again (loading it needs no peft), the same function up to float rounding: the
+    delivered model's form (during a trial the adapters stay unmerged)."""
     if not any(is_adapter(name) for name, _ in network.named_parameters()):
         return 0
     from peft.tuners.lora import LoraLayer
@@ -302,28 +269,17 @@ def merge_lora(network: nn.Module) -> int:
     return merged
 
 
-# L2-SP (Li et al., 2018): fine-tuned weights are pulled back towards their pretrained values.
-#
-# The training objective becomes ``loss + alpha/2 * ||w - w0||^2`` over the backbone's parameters that
-# train (``w0``: their values when the model was built, i.e. the pretrained weights). As in the paper,
-# the backbone then gets no plain weight decay (:class:`ParamGroups` ``decay``):
-# decaying towards zero would pull against the pull towards ``w0``. The new head keeps the ordinary
-# ``optimizer.weight_decay`` (the paper's ``beta/2 * ||w_head||^2``; decoupled in AdamW). The paper's
-# setting is ``alpha = 0.1``, ``beta = 0.01``, with SGD.
-#
-# Cost: one subtraction, square and sum per weight forward and about as much backward -- a few FLOPs per
-# backbone parameter per step (lite0: ~3.4 M parameters, ~15 MFLOPs a step, against ~3 GFLOPs for a
-# batch of 64 at 32 px). It is elementwise work, which ``cost/train_flops`` does not count
-# (:mod:`tlbench.cost.flops`).
+# L2-SP (Li et al., 2018): the objective becomes ``loss + alpha/2 * ||w - w0||^2`` over the backbone's
+# trainable parameters (``w0``: the pretrained weights). As in the paper, the backbone then gets no plain
+# weight decay (:class:`ParamGroups` ``decay``: it would pull against ``w0``); the head keeps
+# ``optimizer.weight_decay``. Its cost is elementwise (lite0: ~15 MFLOPs a step against ~3 GFLOPs for a
+# batch of 64 at 32 px), which ``cost/train_flops`` does not count.
 
 
 class L2SP:
-    """``penalty()`` = ``alpha/2 * sum ||w - w0||^2`` over ``backbone``'s parameters that require grad.
-
-    The reference ``w0`` is copied at construction (build the penalty before training starts) and
-    follows each parameter to its device and dtype on first use. Frozen parameters are skipped: they
-    equal ``w0`` and cost nothing.
-    """
+    """``penalty()`` = ``alpha/2 * sum ||w - w0||^2`` over ``backbone``'s parameters that require grad
+    (frozen ones equal ``w0``). ``w0`` is copied at construction, and follows each parameter's device
+    and dtype on first use."""
 
     def __init__(self, backbone: nn.Module, *, alpha: float) -> None:
         if not alpha > 0:
@@ -352,11 +308,8 @@ class L2SP:
 
 @dataclass(frozen=True)
 class TrainPhase:
-    """A stretch of training with one freeze depth (lp_ft has two).
-
-    ``solver="lbfgs"``: the head alone, fitted to convergence on frozen features
-    (:mod:`tlbench.training.fit`), not in epochs; ``"sgd"``: ``epochs`` of the Lightning loop.
-    """
+    """A stretch of training with one freeze depth (lp_ft has two); ``solver="lbfgs"``: the head alone,
+    fitted to convergence on frozen features, not in epochs; ``"sgd"``: ``epochs`` of the Lightning loop."""
 
     name: str
     freeze_depth: int
@@ -365,7 +318,6 @@ class TrainPhase:
 
     @property
     def in_loop(self) -> bool:
-        """Trained by the Lightning loop (epochs of optimizer steps)."""
         return self.solver == "sgd"
 
 
@@ -381,12 +333,8 @@ def _probe_phase(cfg: RunConfig, depth: int) -> TrainPhase:
 
 
 def plan_phases(cfg: RunConfig, spec: Strategy, groups: ParamGroups) -> tuple[TrainPhase, ...]:
-    """The strategy (``spec``: :func:`tlbench.strategies.strategy` of ``cfg.strategy.name``) as a
-    sequence of (freeze depth, epochs, solver) phases.
-
-    ``linear_probe``: the head fitted to convergence (or ``epochs`` of SGD with probe.solver=sgd).
-    ``lp_ft`` (Kumar et al., 2022): that probe, then every layer fine-tuned for ``epochs``.
-    """
+    """The strategy as (freeze depth, epochs, solver) phases; ``lp_ft`` (Kumar et al., 2022): the probe,
+    then every layer fine-tuned for ``epochs``."""
     epochs = cfg.trainer.epochs
     if not spec.trains:
         return ()

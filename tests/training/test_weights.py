@@ -13,7 +13,7 @@ from timm.data import ImageNetInfo
 
 from tlbench.config.schema import BackboneConfig, WeightsSource
 from tlbench.errors import ModelError
-from tlbench.models.network import EMBEDDED, create_backbone, map_by_order, read_checkpoint
+from tlbench.training.network import EMBEDDED, create_backbone, map_by_order, read_checkpoint
 
 
 def _photo(name: str, size: int) -> torch.Tensor:

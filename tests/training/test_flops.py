@@ -16,7 +16,7 @@ from timm.models import group_parameters
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from tlbench.cost.flops import (
+from tlbench.training.flops import (
     StepFlops,
     analytic_train_step_flops,
     counting_mode,
@@ -209,7 +209,7 @@ STOCK_GAPS = [
 def test_stock_counter_gap_is_as_documented(
     layer: Callable[[], nn.Module], x_shape: tuple[int, ...], input_grad: bool, stock: tuple[int, int]
 ) -> None:
-    # If this fails, torch changed its formulas: update the module docstring of tlbench.cost.flops.
+    # If this fails, torch changed its formulas: update the module docstring of tlbench.training.flops.
     assert _layer_flops(layer(), x_shape, input_grad=input_grad, counter=_stock) == stock
 
 
@@ -485,12 +485,11 @@ def test_flops_are_linear_in_batch(build: Callable[[], nn.Module]) -> None:
     model = build()
     shape = (3, 5, 8) if isinstance(model, _AttentionNet) else (3, 3, 32, 32)
     x, y = torch.randn(6, *shape[1:]), torch.arange(6) % 10
-    two = measure_train_step_flops(model, x, y, batch_size=2)
-    six = measure_train_step_flops(model, x, y, batch_size=None)
-    # the default measures 2 samples; 3x the samples is exactly 3x the FLOPs
+    two = measure_train_step_flops(model, x[:2], y[:2])
+    six = measure_train_step_flops(model, x, y)
+    # 3x the samples is exactly 3x the FLOPs
     assert (two.batch_size, six.batch_size) == (2, 6)
     assert (3 * two.forward, 3 * two.backward) == (six.forward, six.backward)
-    assert two.per_sample() == six.per_sample()
 
 
 def _snapshot(model: nn.Module) -> dict[str, object]:
@@ -542,30 +541,14 @@ class _DataDependent(nn.Module):
 
 
 def test_falls_back_to_real_compute_when_meta_fails(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="tlbench.cost.flops"):
+    with caplog.at_level(logging.INFO, logger="tlbench.training.flops"):
         step = measure_train_step_flops(_DataDependent(), torch.randn(2, 4), torch.tensor([0, 1]))
     # 2 rows * 4 * 3 = 24 MACs forward; data input -> grad_w only
     assert step == StepFlops(48, 48, batch_size=2)
     assert "meta device failed" in caplog.text
 
 
-@pytest.mark.parametrize(
-    ("flops", "batch", "per_sample"),
-    [
-        (StepFlops(100, 200, batch_size=2), None, 150.0),  # recorded batch size
-        (StepFlops(100, 200, batch_size=2), 4, 75.0),  # explicit batch
-    ],
-)
-def test_step_flops_helpers(flops: StepFlops, batch: int | None, per_sample: float) -> None:
-    assert flops.total == 300
-    assert flops.per_sample(batch) == per_sample
-
-
 def test_invalid_arguments_are_rejected() -> None:
-    with pytest.raises(ValueError, match="batch"):
-        StepFlops(1, 1, batch_size=0).per_sample()
-    with pytest.raises(ValueError, match="batch_size"):
-        measure_train_step_flops(_tiny_cnn(), torch.randn(2, 3, 8, 8), torch.tensor([0, 1]), batch_size=0)
     with pytest.raises(ValueError, match="input_shape"):
         analytic_train_step_flops(_tiny_cnn(), ())
 
@@ -576,7 +559,7 @@ def test_invalid_arguments_are_rejected() -> None:
 def _lora(layer: nn.Module, rank: int) -> nn.Module:
     """``layer`` wrapped in a peft LoRA layer (frozen base, trainable A and B), B set non-zero."""
     from tlbench.config.schema import LoraConfig
-    from tlbench.models.freeze import add_lora
+    from tlbench.training.freeze import add_lora
 
     holder = nn.Sequential(layer)
     add_lora(holder, LoraConfig(rank=rank, dropout=0.1), backbone_name="test")
@@ -626,7 +609,7 @@ def test_lora_layer_matches_hand_count(
 def _lite0_kind(trainable: str, *, rank: int = 2) -> nn.Sequential:
     """lite0 + head with the freeze plan of bitfit ("bias_norm") or lora ("adapters")."""
     from tlbench.config.schema import LoraConfig
-    from tlbench.models.freeze import add_lora, fixed_frozen
+    from tlbench.training.freeze import add_lora, fixed_frozen
 
     model = _lite0()
     if trainable == "adapters":

@@ -1,4 +1,4 @@
-"""The device-hours rule (tlbench.cost.device) and what the fit meter counts as the trial's CPU time."""
+"""The device-hours rule (tlbench.training.device) and what the fit meter counts as the trial's CPU time."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import time
 
 import pytest
 
-from tlbench.cost.device import DeviceInfo, FitMeter, device_hours_rule, device_seconds, trial_cost
+from tlbench.training.device import (
+    DeviceInfo,
+    FitMeter,
+    FitOutcome,
+    device_hours_rule,
+    device_seconds,
+    trial_cost,
+)
 
 CPU = DeviceInfo(kind="cpu", name="cpu", model="test", index=None, count=1)
 
@@ -52,16 +59,12 @@ def test_bad_measurements_are_refused() -> None:
 
 def test_trial_cost_logs_wall_and_cpu_and_bills_device_hours_by_cpu() -> None:
     # a CPU trial: device-hours from CPU seconds / threads; wall and CPU seconds both logged
-    cost = trial_cost(
-        fit_seconds=400.0, fit_cpu_seconds=180.0, threads=2, phases=[], extraction_flops=0.0, eval_flops=0.0,
-        reused_extraction_seconds=36.0, peak_memory_mb=1.0, memory_kind="x", device=CPU,
-    )  # fmt: skip
-    metrics = cost.metrics()
+    outcome = FitOutcome(seconds=400.0, cpu_seconds=180.0, threads=2, peak_mb=1.0)
+    metrics = trial_cost(outcome, CPU, train_samples=0, train_flops=0.0, eval_flops=0.0, reused_seconds=36.0)
     assert metrics["cost/device_hours"] == pytest.approx(90.0 / 3600)
     assert metrics["cost/fit_seconds"] == 400.0 and metrics["cost/fit_cpu_seconds"] == 180.0
     # a reused extraction adds the device-seconds it cost the trial that ran it
     assert metrics["cost/standalone_device_hours"] == pytest.approx(126.0 / 3600)
-    assert cost.rule.startswith("cpu: process CPU seconds")
 
 
 def _spin(seconds: float) -> None:

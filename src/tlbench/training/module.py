@@ -5,6 +5,7 @@ parameter groups and its LR schedule.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import math
 import time
@@ -21,14 +22,14 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from tlbench.config.schema import OptimizerConfig, OptimizerName, ScheduleConfig, ScheduleName
 from tlbench.errors import DivergedError
-from tlbench.models.freeze import (
+from tlbench.tracking import names as N
+from tlbench.training.freeze import (
     ParamGroups,
     TrainPhase,
     keep_frozen_in_eval,
     keep_norm_statistics,
     set_frozen,
 )
-from tlbench.tracking import names as N
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +78,13 @@ class BestWeights:
 
 
 class TransferModule(L.LightningModule):
-    """Trains ``network`` phase by phase; the frozen part stays in eval mode throughout.
+    """Trains ``network`` phase by phase, the frozen part in eval mode (``backbone``/``head``: its parts,
+    for freezing and LR groups). Losses are accumulated on the device and read once per epoch (on a
+    CPU every step: free there, and a diverged run stops sooner).
 
-    ``backbone``/``head`` are the network's parts for freezing and LR groups. Per step it only
-    runs forward, loss and backward; losses are accumulated on the device and read once per epoch
-    (on a CPU, every step: reading is free there and a diverged run stops sooner).
-
-    Early stopping (``patience`` set): in the last phase, the network's state at its best validation
-    accuracy is kept in memory (:attr:`best`), and the fit stops after ``patience`` validation checks
-    without a strictly higher accuracy. Earlier phases (a probe trained in the loop) run their whole
-    budget: stopping there would skip the phase the strategy is about. The caller restores
-    :attr:`best` before evaluating.
+    Early stopping (``patience`` set): in the last phase only (stopping a loop probe phase would skip
+    the phase the strategy is about), the best validated state is kept in memory (:attr:`best`, which
+    the caller restores) and the fit stops after ``patience`` checks without a strictly higher val/acc.
     """
 
     def __init__(
@@ -141,12 +138,8 @@ class TransferModule(L.LightningModule):
 
     # -- phases -------------------------------------------------------------------------------
     def _phase_at(self, epoch: int) -> int:
-        end = 0
-        for index, phase in enumerate(self.phases):
-            end += phase.epochs
-            if epoch < end:
-                return index
-        return len(self.phases) - 1
+        ends = list(itertools.accumulate(phase.epochs for phase in self.phases))
+        return min(bisect.bisect_right(ends, epoch), len(self.phases) - 1)
 
     # Phases and frozen BatchNorm stay here, not in Lightning's BaseFinetuning: lp_ft's first phase is
     # an L-BFGS probe outside the loop, unfrozen parameters are in the optimizer from the start, and
@@ -286,10 +279,8 @@ class TransferModule(L.LightningModule):
 
 
 def layer_lr_multipliers(depth: int, cfg: OptimizerConfig) -> list[float]:
-    """LR multiplier of each backbone group: ``backbone_lr_mult * layer_decay ** (depth - i)``.
-
-    The head counts as layer ``depth`` (multiplier 1), so the group nearest the input learns slowest.
-    """
+    """LR multiplier of each backbone group, ``backbone_lr_mult * layer_decay ** (depth - i)`` (the head is
+    layer ``depth``, multiplier 1: the group nearest the input learns slowest)."""
     return [cfg.backbone_lr_mult * cfg.layer_decay ** (depth - i) for i in range(depth)]
 
 
@@ -299,11 +290,8 @@ def layer_lr_multipliers(depth: int, cfg: OptimizerConfig) -> list[float]:
 def build_param_groups(
     backbone: nn.Module, head: nn.Module, groups: ParamGroups, cfg: OptimizerConfig, *, include_frozen: bool
 ) -> list[dict[str, Any]]:
-    """Param groups for ``torch.optim``; frozen parameters only when a later phase unfreezes them.
-
-    Weights (>= 2-D) decay at ``cfg.weight_decay``, except the backbone's when ``groups.decay`` is false
-    (L2-SP replaces their decay); biases and normalisation parameters never decay.
-    """
+    """Param groups for ``torch.optim`` (frozen parameters only when a later phase unfreezes them):
+    weights decay, except the backbone's under L2-SP (``groups.decay`` false); 1-D parameters never."""
     named = dict(backbone.named_parameters())
     multipliers = layer_lr_multipliers(groups.depth, cfg)
     out: list[dict[str, Any]] = []

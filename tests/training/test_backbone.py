@@ -4,7 +4,7 @@ import pytest
 
 from tlbench.config.schema import BackboneConfig, WeightsSource
 from tlbench.errors import ModelError
-from tlbench.models.network import create_backbone
+from tlbench.training.network import create_backbone
 
 
 def test_unknown_backbone_names_close_matches() -> None:

@@ -3,21 +3,17 @@ the timed fit and the meter that measures it, and the cost metrics they turn int
 
 **The rule** (tag ``device_hours_rule`` on every run):
 
-- **GPU (cuda) and MPS**: wall-clock seconds of the fit phase x devices / 3600. A trial has its GPU to
-  itself, so its wall time is its compute; these are GPU-hours, and the ``device`` tag names the GPU.
-- **CPU**: the process's CPU seconds during the fit phase / the torch threads it ran with / 3600:
-  the trial's own compute in "one busy core per thread" units. Wall time moves with whatever else
-  runs on a shared CPU (25x between identical runs in a sweep on a busy 2-core machine); the work
-  a process does does not. Alone on an idle machine the two agree up to the serial Python parts of
-  a step (the other threads sleep there), so CPU device-hours are at most the wall figure.
+- **GPU (cuda) and MPS**: wall-clock seconds of the fit x devices / 3600 (a trial has its GPU to
+  itself: these are GPU-hours, and the ``device`` tag names the GPU).
+- **CPU**: the process's CPU seconds during the fit / its torch threads / 3600: the trial's own
+  compute. Wall time moves with whatever else runs on a shared CPU (25x between identical runs in a
+  sweep on a busy 2-core machine); the work a process does does not. Alone on an idle machine the two
+  agree up to a step's serial Python parts, so CPU device-hours are at most the wall figure.
 
-What the CPU seconds hold: every thread of the trial's process (the training loop, torch's intra-op
-threads, frozen-prefix feature extraction, which is training work, and the validation passes inside
-the fit), plus torch.compile's compile-worker processes (no other child: a competing process that a
-benchmark starts is not the trial's), **minus** the peak-memory sampler thread
-(:class:`FitMeter` measures its own CPU time and takes it out). Threads waiting
-on each other must sleep for this to hold: ``OMP_WAIT_POLICY=PASSIVE``, set by ``tlbench`` before
-torch loads (:mod:`tlbench.cost.threads`); a user who sets ``ACTIVE`` counts the spinning too.
+The CPU seconds hold every thread of the process (loop, intra-op threads, feature extraction and
+validation inside the fit) plus torch.compile's compile workers (no other child), minus the peak-memory
+sampler's own thread (:class:`FitMeter`). Waiting threads must sleep for this to hold:
+``OMP_WAIT_POLICY=PASSIVE``, set before torch loads (:mod:`tlbench.training.threads`).
 ``cost/fit_seconds`` stays the wall-clock figure, ``cost/fit_cpu_seconds`` the CPU one.
 """
 
@@ -30,7 +26,7 @@ import platform
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,13 +98,9 @@ def resolve_device(requested: str) -> DeviceInfo:
 
 
 def resolve_precision(requested: str, device: DeviceInfo) -> str:
-    """``auto``: bf16 mixed precision on a bf16-capable GPU, fp32 elsewhere.
-
-    Not bf16 on a CPU, even one with AMX-BF16: measured on this project's 2-core Xeon (one thread,
-    EfficientNet-Lite0 at 224 px, docs/benchmarks.md), a bf16-autocast training step cost 2.11 CPU-s
-    against 1.00 in fp32 (depthwise convolutions), and evaluating 64 images 3.07 against 3.05: nothing
-    to gain for numbers that would differ from the fp32 ones.
-    """
+    """``auto``: bf16 mixed precision on a bf16-capable GPU, fp32 elsewhere. Not bf16 on a CPU, even with
+    AMX-BF16 (docs/benchmarks.md, lite0 at 224 px, one thread): a bf16 training step cost 2.11 CPU-s
+    against 1.00 in fp32, evaluating 64 images 3.07 against 3.05."""
     if requested != "auto":
         if requested != "32" and not device.is_gpu:
             raise ConfigError(f"trainer.precision={requested} needs a GPU; this trial runs on {device.kind}")
@@ -119,23 +111,17 @@ def resolve_precision(requested: str, device: DeviceInfo) -> str:
 
 
 def resolve_deterministic(reproducible: bool, device: DeviceInfo) -> bool | str:
-    """Lightning's ``deterministic`` for ``trainer.deterministic`` (same seed, same result) on ``device``.
-
-    A GPU or MPS needs torch's deterministic algorithms for that ("warn": some kernels have no
-    deterministic variant and must not abort a trial). A CPU does not: measured on a 2-core Xeon
-    (docs/benchmarks.md), results are bit-identical with and without them at the same seed and thread
-    count, and a training step costs 1.24x more with them (EfficientNet-Lite0, 224 px, batch 8: 1.24
-    vs 1.00 CPU-s), so they stay off there.
-    """
+    """Lightning's ``deterministic`` for ``trainer.deterministic`` (same seed, same result): "warn" on a
+    GPU or MPS (some kernels have no deterministic variant). Off on a CPU: results were bit-identical
+    without them at a fixed thread count, and a step cost 1.24x more with them (docs/benchmarks.md)."""
     if not reproducible or device.kind == "cpu":
         return False
     return "warn"
 
 
 def release_memory(on_gpu: bool = True) -> None:
-    """Collect what a finished or failed trial left behind (an exception's frames hold activations)
-    and return the CUDA allocator's cached blocks: after an out-of-memory error, and between the
-    trials of a sweep, so the next one starts clean."""
+    """Collect what a trial left behind (an exception's frames hold activations) and return the CUDA
+    allocator's cached blocks: after an out-of-memory error, and between a sweep's trials."""
     gc.collect()
     if on_gpu and torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -154,15 +140,7 @@ def use_channels_last(network: nn.Module, *, requested: bool, device: DeviceInfo
 def device_seconds(
     kind: str, *, wall_seconds: float, cpu_seconds: float, threads: int, devices: int
 ) -> float:
-    """Device-seconds of a measured stretch of work, by the rule in the module docstring.
-
-    Args:
-        kind: ``cpu``, ``cuda`` or ``mps``.
-        wall_seconds: Its wall-clock seconds.
-        cpu_seconds: The process's (and its children's) CPU seconds over it, samplers excluded.
-        threads: Torch intra-op threads it ran with (CPU).
-        devices: Devices it ran on (GPU, MPS).
-    """
+    """Device-seconds of a measured stretch of work (``kind``: cpu, cuda or mps), by the module's rule."""
     if wall_seconds < 0 or cpu_seconds < 0 or threads < 1 or devices < 1:
         raise ValueError(f"invalid {wall_seconds=}, {cpu_seconds=}, {threads=} or {devices=}")
     if kind == "cpu":
@@ -179,23 +157,15 @@ def device_hours_rule(kind: str, *, threads: int, devices: int) -> str:
 
 def device_hours(fit_seconds: float, device_count: int) -> float:
     """Wall seconds x devices / 3600: the GPU rule, for callers that measure wall time only."""
-    return (
-        device_seconds("cuda", wall_seconds=fit_seconds, cpu_seconds=0.0, threads=1, devices=device_count)
-        / 3600
-    )
+    return fit_seconds * device_count / 3600
 
 
 def autocast_context(device_type: str, precision: str) -> contextlib.AbstractContextManager[object]:
     """Mixed precision matching the training precision (a no-op for fp32), for forward passes outside
     Lightning (feature extraction, evaluation)."""
-    if precision.startswith("bf16"):
-        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device_type=device_type, dtype=torch.float16)
-    return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0])
+    return torch.autocast(device_type=device_type, dtype=dtype) if dtype else contextlib.nullcontext()
 
-
-# Wall clock, CPU time and peak memory around the fit phase (their rule: :mod:`tlbench.cost.device`).
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -208,9 +178,8 @@ def _rss_bytes() -> int:
         return 0
 
 
-# torch.compile's inductor compiles in a pool of helper processes (torch/_inductor/compile_worker):
-# their CPU time is the trial's compile work. Only they are counted, never other children: a benchmark
-# or a test that starts a competing CPU-bound process must not see that process billed to the trial.
+# torch.compile's inductor compiles in helper processes (torch/_inductor/compile_worker): the trial's
+# work. Only they are counted: a competing process a benchmark starts must not be billed to the trial.
 _COMPILE_WORKER = "compile_worker"
 
 
@@ -233,13 +202,9 @@ def _compile_workers_cpu() -> dict[int, float]:
 
 
 class FitMeter:
-    """Times a block: wall clock (synchronising the GPU at both ends), CPU time, threads and peak memory.
-
-    CPU time: :func:`time.process_time` (every thread of this process) plus what torch.compile's
-    compile-worker processes spent during the block, minus the memory sampler's own thread time.
-    Peak memory: on a GPU, bytes allocated by PyTorch on the device; on a CPU, the process's resident
-    set size sampled every 20 ms on a background thread (``memory_kind`` says which).
-    """
+    """Times a block: wall clock (the GPU synchronised at both ends), CPU time (the process's, plus
+    torch.compile's workers', minus the memory sampler's thread), threads and peak memory (a GPU's
+    allocated bytes, or the process's RSS sampled every 20 ms: ``memory_kind`` says which)."""
 
     def __init__(self, device: DeviceInfo, *, sample_seconds: float = 0.02, memory: bool = True) -> None:
         self.device = device
@@ -310,106 +275,41 @@ class FitMeter:
         return self.peak_bytes / 2**20
 
 
-# Turn measured work into the logged cost metrics (``cost/*``).
-
-
-@dataclass(frozen=True)
-class PhaseWork:
-    """Training samples processed in a phase, and the measured FLOPs of one sample's step."""
-
-    name: str
-    samples: int
-    flops_per_sample: float  # forward + backward, frozen layers honoured
-
-
-@dataclass(frozen=True)
-class TrialCost:
-    """What a trial spent, and what it would have spent alone.
-
-    ``train_flops``/``device_hours`` count the work this trial really did, so they add up over a
-    sweep. A trial that reused frozen-prefix features extracted by an earlier trial did not pay for
-    that extraction; ``standalone_*`` add it back: the cost of running this trial on its own.
-    """
-
-    fit_seconds: float  # wall clock
-    fit_cpu_seconds: float  # process CPU (see tlbench.cost.device)
-    threads: int  # torch intra-op threads of the fit
-    device_hours: float  # by the rule of tlbench.cost.device (device_hours_rule says which)
-    train_flops: (
-        float | None
-    )  # training forward+backward (+ this trial's feature extraction); None: not counted
-    eval_flops: float | None  # validation and test forward passes
-    standalone_device_hours: float
-    standalone_train_flops: float | None
-    train_samples: int
-    images_per_second: float  # training samples / fit wall seconds (validation included in the fit)
-    peak_memory_mb: float
-    memory_kind: str
-    device: DeviceInfo
-
-    def metrics(self) -> dict[str, float]:
-        out = {
-            N.DEVICE_HOURS: self.device_hours,
-            N.FIT_SECONDS: self.fit_seconds,
-            N.FIT_CPU_SECONDS: self.fit_cpu_seconds,
-            N.STANDALONE_DEVICE_HOURS: self.standalone_device_hours,
-            N.TRAIN_SAMPLES: float(self.train_samples),
-            N.IMAGES_PER_SECOND: self.images_per_second,
-            N.PEAK_MEMORY_MB: self.peak_memory_mb,
-        }
-        flops = {
-            N.TRAIN_FLOPS: self.train_flops,
-            N.EVAL_FLOPS: self.eval_flops,
-            N.STANDALONE_TRAIN_FLOPS: self.standalone_train_flops,
-        }
-        out.update({k: v for k, v in flops.items() if v is not None})
-        return out
-
-    @property
-    def rule(self) -> str:
-        """How ``device_hours`` was computed (the ``device_hours_rule`` tag)."""
-        return device_hours_rule(self.device.kind, threads=self.threads, devices=self.device.count)
-
-
 def trial_cost(
-    *,
-    fit_seconds: float,
-    fit_cpu_seconds: float,
-    threads: int,
-    phases: Sequence[PhaseWork],
-    extraction_flops: float,
-    eval_flops: float,
-    reused_extraction_flops: float = 0.0,
-    reused_extraction_seconds: float = 0.0,  # device-seconds the reused extraction cost its trial
-    flops_counted: bool = True,
-    peak_memory_mb: float,
-    memory_kind: str,
+    outcome: FitOutcome,
     device: DeviceInfo,
-) -> TrialCost:
-    samples = sum(p.samples for p in phases)
-    train_flops = extraction_flops + sum(p.samples * p.flops_per_sample for p in phases)
+    *,
+    train_samples: int,
+    train_flops: float | None,
+    eval_flops: float | None,
+    reused_flops: float = 0.0,
+    reused_seconds: float = 0.0,
+) -> dict[str, float]:
+    """The ``cost/*`` metrics of a fit (``*_flops`` None: not counted). ``train_flops`` and
+    ``device_hours`` count the work this trial did, so they add up over a sweep; ``standalone_*`` add
+    back a frozen-prefix extraction reused from an earlier trial (``reused_*``, device-seconds): what
+    the trial would have cost alone."""
     seconds = device_seconds(
         device.kind,
-        wall_seconds=fit_seconds,
-        cpu_seconds=fit_cpu_seconds,
-        threads=threads,
+        wall_seconds=outcome.seconds,
+        cpu_seconds=outcome.cpu_seconds,
+        threads=outcome.threads,
         devices=device.count,
     )
-    return TrialCost(
-        fit_seconds=fit_seconds,
-        fit_cpu_seconds=fit_cpu_seconds,
-        threads=threads,
-        device_hours=seconds / 3600.0,
-        train_flops=train_flops if flops_counted else None,
-        eval_flops=eval_flops if flops_counted else None,
-        standalone_device_hours=(seconds + reused_extraction_seconds) / 3600.0,
-        standalone_train_flops=train_flops + reused_extraction_flops if flops_counted else None,
-        train_samples=samples,
-        images_per_second=samples / fit_seconds if fit_seconds > 0 else 0.0,
-        peak_memory_mb=peak_memory_mb,
-        memory_kind=memory_kind,
-        device=device,
-    )
+    metrics = {
+        N.DEVICE_HOURS: seconds / 3600.0,
+        N.FIT_SECONDS: outcome.seconds,
+        N.FIT_CPU_SECONDS: outcome.cpu_seconds,
+        N.STANDALONE_DEVICE_HOURS: (seconds + reused_seconds) / 3600.0,
+        N.TRAIN_SAMPLES: float(train_samples),
+        N.IMAGES_PER_SECOND: train_samples / outcome.seconds if outcome.seconds > 0 else 0.0,
+        N.PEAK_MEMORY_MB: outcome.peak_mb,
+    }
+    if train_flops is not None and eval_flops is not None:
+        metrics[N.TRAIN_FLOPS] = train_flops
+        metrics[N.EVAL_FLOPS] = eval_flops
+        metrics[N.STANDALONE_TRAIN_FLOPS] = train_flops + reused_flops
+    return metrics
 
 
 # -- the timed fit ----------------------------------------------------------------------------------
@@ -417,12 +317,12 @@ def trial_cost(
 
 @dataclass
 class FitOutcome:
-    """How the fit ended and what it cost in time and memory (``status``: completed | pruned | failed:
-    <reason>); :func:`timed_fit` fills it as the block ends."""
+    """How the fit ended (completed | pruned | failed: <reason>) and what it cost; :func:`timed_fit`
+    fills it."""
 
     status: str = N.COMPLETED
     seconds: float = 0.0  # wall clock
-    cpu_seconds: float = 0.0  # process CPU (tlbench.cost.device's rule turns it into device-hours)
+    cpu_seconds: float = 0.0  # process CPU (tlbench.training.device's rule turns it into device-hours)
     threads: int = 1  # torch intra-op threads during the fit
     peak_mb: float = 0.0
     memory_kind: str = "none"
@@ -440,11 +340,8 @@ def _failure(exc: BaseException) -> tuple[str, bool]:
 
 @contextmanager
 def timed_fit(device: DeviceInfo, *, timed: bool) -> Iterator[FitOutcome]:
-    """The timed fit phase of one trial: its cost is measured around the block (device and CPU time,
-    threads, peak memory: :class:`FitMeter`), and pruning, divergence, out of memory and Ctrl-C end in
-    the outcome's status instead of propagating. ``timed``: False for a strategy that trains nothing
-    (as_is: zero training cost by construction).
-    """
+    """The timed fit of one trial (:class:`FitMeter` around the block; ``timed=False``: as_is, nothing
+    trains): pruning, divergence, out of memory and Ctrl-C end in the outcome's status, not raised."""
     outcome = FitOutcome()
     sigint = signal.getsignal(signal.SIGINT)
     meter = FitMeter(device) if timed else None

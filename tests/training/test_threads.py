@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from tlbench.cost import threads
-from tlbench.cost.threads import (
+from tlbench.training import threads
+from tlbench.training.threads import (
     WAIT_POLICY_ENV,
     passive_wait_default,
     plan_threads,

@@ -1,5 +1,9 @@
 """The network a strategy trains: a timm backbone with its weights, a new head (or, for ``as_is``, the
-pretrained classifier mapped onto the target classes), frozen as the strategy's first phase says.
+pretrained classifier mapped onto the target classes), frozen as the strategy's first phase says; and
+:func:`prepare`, step 1 of a trial: the data, that network, and where and how they compute, resolved once.
+
+All user errors (bad data, unknown backbone, out-of-range freeze depth) surface in :func:`prepare`,
+before an MLflow run is created, so a mistyped command leaves no half-filled run behind.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import timm
 import torch
 from timm.data import ImageNetInfo, infer_imagenet_subset, resolve_model_data_config
@@ -27,9 +32,18 @@ from tlbench.config.schema import (
     TrainerConfig,
     WeightsSource,
 )
+from tlbench.data import DataSplits, TensorSplit, load_splits
 from tlbench.errors import ConfigError, ModelError
-from tlbench.models.freeze import ParamGroups, TrainPhase, lora_targets, plan_training
 from tlbench.strategies import STRATEGIES
+from tlbench.training.device import (
+    DeviceInfo,
+    resolve_deterministic,
+    resolve_device,
+    resolve_precision,
+    use_channels_last,
+)
+from tlbench.training.freeze import ParamGroups, TrainPhase, lora_targets, plan_training
+from tlbench.training.threads import ThreadPlan, trial_threads
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +187,8 @@ def pretrained_input_size(name: str) -> int:
 
 
 def create_backbone(cfg: BackboneConfig, *, resolution: int, keep_classifier: bool = False) -> Any:
-    """Create the timm model, load its weights, and (unless asked to keep it) drop its classifier.
-
-    Without its classifier a timm model returns pooled features (``num_features`` wide), which is
-    what every strategy but ``as_is`` puts its own head on.
-    """
+    """The timm model with its weights; without its classifier (unless kept: as_is) it returns pooled
+    features, ``num_features`` wide, for a new head."""
     check_model_name(cfg.name)
     kwargs: dict[str, Any] = {}
     default_cfg = timm.models.get_pretrained_cfg(cfg.name)
@@ -203,11 +214,8 @@ def create_backbone(cfg: BackboneConfig, *, resolution: int, keep_classifier: bo
 
 
 def check_lora(backbone_name: str, cfg: LoraConfig) -> list[str]:
-    """The layers ``strategy=lora`` would adapt in ``backbone_name``, or :class:`ConfigError` (one line).
-
-    Cheap enough for a sweep to call on every (backbone, lora config) at load: the timm model is built
-    on the ``meta`` device (no weights, no memory) and peft is not imported.
-    """
+    """The layers ``strategy=lora`` would adapt in ``backbone_name``, or :class:`ConfigError` (one line);
+    cheap enough for a sweep's load-time check (built on ``meta``, peft not imported)."""
     check_model_name(backbone_name)
     with torch.device("meta"):
         backbone = timm.create_model(backbone_name, pretrained=False, num_classes=0)
@@ -369,13 +377,9 @@ class BuiltModel:
 
 
 def training_budget(trainer: TrainerConfig, n_train: int) -> TrainerConfig:
-    """Epochs (and validation cadence) for a training split of ``n_train`` images.
-
-    ``min_steps`` makes the budget a number of optimizer steps, so 5 images per class and 500 both
-    train adequately: epochs = max(epochs, ceil(min_steps / steps per epoch)). ``val_checks`` spreads
-    about that many validation passes over the fit (always including the last epoch's when the
-    epochs divide evenly; otherwise the final validation is re-run after the fit).
-    """
+    """Epochs and validation cadence for ``n_train`` training images: ``min_steps`` makes the budget a
+    number of optimizer steps (epochs = max(epochs, ceil(min_steps / steps per epoch)), so 5 images per
+    class and 500 both train adequately); ``val_checks`` spreads about that many validations over the fit."""
     epochs = trainer.epochs
     if trainer.min_steps:
         steps_per_epoch = max(1, math.ceil(n_train / trainer.batch_size))
@@ -388,7 +392,7 @@ def training_budget(trainer: TrainerConfig, n_train: int) -> TrainerConfig:
 
 def build_model(cfg: RunConfig, *, class_names: Sequence[str]) -> BuiltModel:
     """Backbone with the strategy's weights, a new head (or the class-mapped classifier), and what
-    trains phase by phase (:func:`tlbench.models.freeze.plan_training`), the first phase's freeze applied."""
+    trains phase by phase (:func:`~.freeze.plan_training`), the first phase's freeze applied."""
     spec = STRATEGIES[cfg.strategy.name.value]
     backbone_cfg = cfg.backbone if spec.pretrained else replace(cfg.backbone, weights=WeightsSource.none)
     if spec.pretrained and backbone_cfg.weights == WeightsSource.none:
@@ -423,3 +427,54 @@ def build_model(cfg: RunConfig, *, class_names: Sequence[str]) -> BuiltModel:
         if cfg.strategy.keep_norm_stats is None
         else cfg.strategy.keep_norm_stats,
     )
+
+
+# -- step 1 of a trial -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trial:
+    """What :func:`prepare` resolved and built: each later step takes the values it uses from it."""
+
+    cfg: RunConfig  # resolved: data.resolution and the epochs the step budget implies
+    splits: DataSplits  # tensors already on the training device
+    model: BuiltModel  # on the device, in the memory format it trains in
+    device: DeviceInfo
+    precision: str  # Lightning's precision: "32", "bf16-mixed", ...
+    deterministic: bool | str  # Lightning's ``deterministic`` for ``trainer.deterministic`` on this device
+    channels_last: bool  # the network and its batches in NHWC
+    threads: ThreadPlan  # torch's intra-op threads for this trial, and why
+
+
+def resolve_defaults(cfg: RunConfig) -> RunConfig:
+    """What the config leaves to the backbone: ``data.resolution=null`` -> its pretrained input size."""
+    if cfg.data.resolution is not None:
+        return cfg
+    return replace(cfg, data=replace(cfg.data, resolution=pretrained_input_size(cfg.backbone.name)))
+
+
+def prepare(cfg: RunConfig) -> Trial:
+    """Seed, data and the network, then where and how they compute: ``cfg`` resolved, and what it built."""
+    cfg = resolve_defaults(cfg)
+    device = resolve_device(cfg.trainer.device)
+    precision = resolve_precision(cfg.trainer.precision, device)
+    deterministic = resolve_deterministic(cfg.trainer.deterministic, device)
+    threads = trial_threads(cfg.trainer.num_threads)  # torch's intra-op threads from here on
+    L.seed_everything(cfg.seed, verbose=False)  # Python, NumPy, torch: once, before anything is built
+    splits = load_splits(cfg.data, seed=cfg.seed)
+    cfg = replace(cfg, trainer=training_budget(cfg.trainer, len(splits.train)))
+    # again: model init must not depend on how much randomness the data used
+    L.seed_everything(cfg.seed, verbose=False)
+    model = build_model(cfg, class_names=splits.class_names)
+    channels_last = use_channels_last(model.network, requested=cfg.trainer.channels_last, device=device)
+    target = device.torch_device
+    splits = replace(
+        splits,
+        train=TensorSplit(splits.train.images.to(target), splits.train.labels.to(target)),
+        val=TensorSplit(splits.val.images.to(target), splits.val.labels.to(target)),
+        test=TensorSplit(splits.test.images.to(target), splits.test.labels.to(target)),
+    )
+    model.network.to(target)
+    if channels_last:
+        model.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return Trial(cfg, splits, model, device, precision, deterministic, channels_last, threads)

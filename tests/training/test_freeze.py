@@ -7,7 +7,8 @@ from torch import nn
 
 from tlbench.config import load_config
 from tlbench.errors import ModelError
-from tlbench.models.freeze import (
+from tlbench.run import train
+from tlbench.training.freeze import (
     backbone_groups,
     bias_and_norm_names,
     fixed_frozen,
@@ -16,10 +17,8 @@ from tlbench.models.freeze import (
     set_frozen,
     validate_depth,
 )
-from tlbench.models.network import build_model
-from tlbench.run import train
 from tlbench.training.inputs import plan_inputs
-from tlbench.training.prepare import prepare
+from tlbench.training.network import build_model, prepare
 
 CLASSES = ("a", "b", "c")
 

@@ -1,1 +1,0 @@
-"""Cost accounting: device time, FLOPs (validated), throughput and memory — one place that defines them."""

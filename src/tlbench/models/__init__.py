@@ -1,1 +1,0 @@
-"""Backbones, weight sources, freeze plans, heads and the Lightning module."""
