@@ -239,10 +239,13 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
                 }
                 run.log_text(json.dumps(predictions), N.PREDICTIONS_ARTIFACT)
             run.end(mlflow_status(status, interrupted=outcome.interrupted))
-    except BaseException:
-        if run is not None:
-            run.set_tags({N.STATUS: "failed: error while recording"})
-            run.end("FAILED")
+    except BaseException as exc:
+        if run is not None:  # a Ctrl-C outside the fit (while the meter started, say) ends it as KILLED
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            run.set_tags(
+                {N.STATUS: "failed: interrupted" if interrupted else "failed: error while recording"}
+            )
+            run.end("KILLED" if interrupted else "FAILED")
         raise
     if outcome.interrupted:
         raise KeyboardInterrupt

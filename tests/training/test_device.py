@@ -15,6 +15,7 @@ from tlbench.training.device import (
     FitOutcome,
     device_hours_rule,
     device_seconds,
+    timed_fit,
     trial_cost,
 )
 
@@ -87,3 +88,19 @@ def test_meter_counts_the_process_work_but_not_its_sampler_or_a_competing_child(
     finally:
         competitor.kill()
         competitor.wait()
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError])
+def test_an_error_while_the_meter_starts_reaches_the_caller_as_itself(
+    monkeypatch: pytest.MonkeyPatch, error: type[BaseException]
+) -> None:
+    # A Ctrl-C landing before the fit's block runs (while the meter starts) once became contextlib's
+    # "generator didn't yield" RuntimeError, and the sweep counted a crash instead of an interrupt.
+    def refuse(self: FitMeter) -> FitMeter:
+        raise error
+
+    monkeypatch.setattr(FitMeter, "__enter__", refuse)
+    ran = False
+    with pytest.raises(error), timed_fit(CPU, timed=True):
+        ran = True
+    assert not ran

@@ -345,18 +345,24 @@ def timed_fit(device: DeviceInfo, *, timed: bool) -> Iterator[FitOutcome]:
     outcome = FitOutcome()
     sigint = signal.getsignal(signal.SIGINT)
     meter = FitMeter(device) if timed else None
+    yielded = False
     try:
         with meter if meter is not None else nullcontext():
             outcome.started = time.perf_counter()
+            yielded = True
             yield outcome
     except TrialPruned:
         outcome.status = N.PRUNED
     except TrialFailed as exc:
         outcome.status = f"failed: {exc.reason}"
     except (KeyboardInterrupt, SystemExit):
+        if not yielded:  # Ctrl-C while the meter started: no block ran, the caller sees the interrupt
+            raise
         # Lightning turns Ctrl-C into sys.exit(1) after ignoring SIGINT: record, then re-raise.
         outcome.status, outcome.interrupted = "failed: interrupted", True
     except Exception as exc:
+        if not yielded:
+            raise
         outcome.status, oom = _failure(exc)
         if oom:
             release_memory(device.is_gpu)
