@@ -137,6 +137,9 @@ class DataConfig:
             samples_per_class=">= 3",
         )
         _require(
+            0 <= self.split_seed < 2**32, f"data.split_seed must be in [0, 2**32), got {self.split_seed}"
+        )
+        _require(
             self.val_fraction + self.test_fraction < 1.0,
             "data.val_fraction + data.test_fraction must leave a training pool (< 1)",
         )
