@@ -23,7 +23,14 @@ from tlbench.config.compose import to_run_config
 from tlbench.config.schema import as_plain_dict
 from tlbench.data import load_splits
 from tlbench.errors import ConfigError, TlbenchError
-from tlbench.export import collect, export_config, export_winner, model_description, version_tags
+from tlbench.export import (
+    collect,
+    export_config,
+    export_step,
+    export_winner,
+    model_description,
+    version_tags,
+)
 from tlbench.report import FinalRun, RecommendedArm
 from tracking.champion_helpers import BLUE, RED, photo, register_colour_model
 
@@ -130,6 +137,11 @@ def test_an_as_is_winner_is_exported_as_the_pretrained_classifier_it_is() -> Non
     assert cfg.strategy.name.value == "as_is" and cfg.data.train_on_val
     text = model_description(arm, cfg, test_acc=0.967)
     assert "nothing was trained" in text and "Retrained" not in text and "96.7% test accuracy" in text
+    # and its progress line does not claim a retraining (it once said "retraining on train + validation")
+    assert "retraining" not in export_step(cfg) and "nothing to retrain" in export_step(cfg)
+    assert export_step(export_config(_arm(), finals=[{"probe/l2": 1e-2}], tracking_uri=None)).startswith(
+        "retraining on train + validation (seed "
+    )
 
 
 def test_a_final_run_without_its_config_cannot_be_retrained() -> None:

@@ -61,7 +61,7 @@ def export_winner(
     progress(f"export: study '{study}', {arm.strategy} at n={arm.n_per_class} — {arm.verdict}")
     finals = [latest_metrics(run_id, tracking_uri=tracking_uri) for run_id in arm.final_run_ids]
     cfg = export_config(arm, finals=finals, tracking_uri=tracking_uri)
-    progress(f"export: retraining on train + validation ({_choices_text(cfg)})")
+    progress(f"export: {export_step(cfg)}")
     result = train(cfg, keep_model=True)
     if not result.completed or result.model is None or result.run_id is None:
         raise TlbenchError(
@@ -147,6 +147,13 @@ def export_config(
 
 def _upper_median(values: Sequence[float]) -> float | None:
     return sorted(values)[len(values) // 2] if values else None
+
+
+def export_step(cfg: RunConfig) -> str:
+    """What the export trial does, for its progress line (as_is trains nothing)."""
+    if cfg.strategy.name.value == "as_is":
+        return "the pretrained classifier as it is, its classes mapped (nothing to retrain)"
+    return f"retraining on train + validation ({_choices_text(cfg)})"
 
 
 def _choices_text(cfg: RunConfig) -> str:
