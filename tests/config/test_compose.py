@@ -128,7 +128,10 @@ def test_mapping_override_replaces_instead_of_merging(tmp_path: Path) -> None:
         (["schedule.milestones=[0.8,0.2]"], "schedule.milestones"),
         (["backbone.weights=file"], "backbone.weights_path"),
         (["seed=4294967296"], "seed must be in [0, 2**32)"),  # what the seeded RNGs accept
-        (["data.split_seed=-1"], "data.split_seed must be in [0, 2**32)"),  # was numpy's ValueError
+        (
+            ["data.split_seed=-1"],
+            "data.split_seed must be in [0, 4294967296), got -1",
+        ),  # was numpy's ValueError
     ],
 )
 def test_bad_config_fails_at_composition_with_a_clear_message(overrides: list[str], fragment: str) -> None:

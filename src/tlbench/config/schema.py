@@ -135,9 +135,7 @@ class DataConfig:
             max_test_per_class=">= 1 or null",
             num_classes=">= 2",
             samples_per_class=">= 3",
-        )
-        _require(
-            0 <= self.split_seed < 2**32, f"data.split_seed must be in [0, 2**32), got {self.split_seed}"
+            split_seed="[0, 4294967296)",  # what numpy's seeded RNGs accept
         )
         _require(
             self.val_fraction + self.test_fraction < 1.0,
