@@ -9,6 +9,7 @@ import logging
 import time
 import warnings
 import zlib
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field, replace
@@ -494,7 +495,7 @@ def slots_done(trials: Sequence[FrozenTrial], slots: Sequence[Slot], *, max_retr
     )
 
 
-class _Loop:
+class _Loop(ABC):
     """What both study modes share: the work loop, enqueued slots and their claims."""
 
     study_names: list[str]
@@ -505,11 +506,11 @@ class _Loop:
         self.spec = ctx.spec
         self.poll_s = poll_s
 
-    def next_job(self) -> Job | None:
-        raise NotImplementedError
+    @abstractmethod
+    def next_job(self) -> Job | None: ...
 
-    def graph_hint(self, cell: Cell) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def graph_hint(self, cell: Cell) -> str: ...
 
     def overrides(self, cell: Cell, values: dict[str, Any], seed: int, *extra: str) -> tuple[str, ...]:
         """A trial's overrides, the graph hint first (a trainer.planned_trials of the sweep's own wins)."""
