@@ -242,10 +242,9 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
     except BaseException as exc:
         if run is not None:  # a Ctrl-C outside the fit (while the meter started, say) ends it as KILLED
             interrupted = isinstance(exc, KeyboardInterrupt)
-            run.set_tags(
-                {N.STATUS: "failed: interrupted" if interrupted else "failed: error while recording"}
-            )
-            run.end("KILLED" if interrupted else "FAILED")
+            failed = "failed: interrupted" if interrupted else "failed: error while recording"
+            run.set_tags({N.STATUS: failed})
+            run.end(mlflow_status(failed, interrupted=interrupted))
         raise
     if outcome.interrupted:
         raise KeyboardInterrupt
