@@ -17,6 +17,7 @@ import sys
 import textwrap
 import time
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,43 +51,31 @@ LEGEND = (
 
 @dataclass(frozen=True)
 class StudyLine:
-    """One Optuna study as the dashboard lists it, and what it is."""
+    """One Optuna study as the dashboard lists it, what it is, and its trials in words."""
 
     name: str
     what: str
-    complete: int
-    pruned: int
-    failed: int
-    running: int
-    best: str  # "best val/acc 0.753 (strategy=linear_probe, ...)" or ""
+    summary: str  # "4 trials (1 pruned, 1 failed); best val/acc 0.753 (strategy=linear_probe, ...)"
 
     @classmethod
     def of(cls, name: str, what: str, trials: Sequence[Any], *, keys: Sequence[str] = ()) -> StudyLine:
         """The line of a study with these trials; ``keys``: the parameters its best trial shows."""
         from optuna.trial import TrialState
 
-        states = [t.state for t in trials]
-        running = states.count(TrialState.RUNNING) + states.count(TrialState.WAITING)
-        complete, pruned, failed = (
-            states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        )
+        states = Counter(t.state for t in trials)
+        running = states[TrialState.RUNNING] + states[TrialState.WAITING]
+        counts = {"pruned": states[TrialState.PRUNED], "failed": states[TrialState.FAIL], "running": running}
+        notes = [f"{n} {state}" for state, n in counts.items() if n]
+        summary = f"{len(trials)} trials" + (f" ({', '.join(notes)})" if notes else "")
         done = [t for t in trials if t.state == TrialState.COMPLETE and t.values and len(t.values) == 1]
-        best = ""
         if done:
             top = max(done, key=lambda t: t.values[0])
             where = ", ".join(f"{k}={top.params[k]}" for k in keys if k in top.params)
-            best = f"best {VAL_ACC} {top.values[0]:.3f}" + (f" ({where})" if where else "")
-        return cls(name, what, complete, pruned, failed, running, best)
+            summary += f"; best {VAL_ACC} {top.values[0]:.3f}" + (f" ({where})" if where else "")
+        return cls(name, what, summary)
 
     def render(self, width: int) -> str:
-        total = self.complete + self.pruned + self.failed + self.running
-        notes = [
-            f"{n} {state}"
-            for n, state in ((self.pruned, "pruned"), (self.failed, "failed"), (self.running, "running"))
-            if n
-        ]
-        text = f"{total} trials" + (f" ({', '.join(notes)})" if notes else "")
-        return f"  {self.name:<{width}}  {self.what:<11}  {text}" + (f"; {self.best}" if self.best else "")
+        return f"  {self.name:<{width}}  {self.what:<11}  {self.summary}"
 
 
 def _latest_study() -> str:
