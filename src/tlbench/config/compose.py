@@ -108,13 +108,8 @@ def _split_mapping_overrides(overrides: Sequence[str]) -> tuple[list[str], list[
 def to_run_config(cfg: DictConfig) -> RunConfig:
     """Typed conversion (runs every ``__post_init__`` check)."""
     try:
-        obj = OmegaConf.to_object(cfg)
-    except ConfigError:
-        raise
+        obj = OmegaConf.to_object(cfg)  # a ConfigError of a check is no OmegaConf error: it passes through
     except OmegaConfBaseException as exc:
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, ConfigError):
-            raise ConfigError(str(cause)) from None
         raise ConfigError(_explain(exc)) from None
     if not isinstance(obj, RunConfig):  # pragma: no cover - the schema is the config's root
         raise ConfigError(f"conf/config.yaml must use the '{SCHEMA_NAME}' schema")

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -415,14 +415,8 @@ class RunConfig:
         )
 
 
-def as_plain_dict(value: Any) -> Any:
+def as_plain_dict(config: Any) -> dict[str, Any]:
     """Dataclass tree -> plain dict/list/str tree (enums by value), for logging and YAML dumps."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: as_plain_dict(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): as_plain_dict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [as_plain_dict(v) for v in value]
-    return value
+    return asdict(
+        config, dict_factory=lambda items: {k: v.value if isinstance(v, Enum) else v for k, v in items}
+    )
