@@ -1,8 +1,8 @@
 """MLflow's UI as a browser shows a tlbench study: headless Chromium against a real ``mlflow server``.
 
 The study's runs are logged through tlbench's own tracking code over HTTP (the parent run with its
-shared view, one final child run per strategy and seed, as the sweep logs them). The link tlbench
-prints must open the runs table — not MLflow 3's GenAI overview — with the child runs and their
+shared view, one final child run per strategy and seed, as the sweep logs them). The link to that
+view must open the runs table — not MLflow 3's GenAI overview — with the child runs and their
 test accuracy on screen. Skipped, with the reason, where no chromium is installed (CI installs it).
 """
 
@@ -18,7 +18,8 @@ from mlflow.tracking import MlflowClient
 from PIL import Image, ImageStat
 
 from tlbench.tracking import MlflowRun
-from tlbench.tracking.runs import StudyRuns, experiment_page_url
+from tlbench.tracking.names import STUDY_VIEW_KEY
+from tlbench.tracking.runs import StudyRuns
 
 from .servers import free_port, mlflow_env, running
 
@@ -76,7 +77,10 @@ def test_the_study_link_opens_the_runs_table_with_child_runs_and_accuracy(
     chromium: str, mlflow_server: str, tmp_path: Path
 ) -> None:
     experiment_id = _log_study(mlflow_server, "ui-study")
-    page = experiment_page_url(mlflow_server, experiment_id, study_view=True)
+    # MLflow 3's UI picks GenAI or model-training pages by a switch kept in the browser, whatever the kind
+    # tag says: workflowType=machine_learning flips it; viewStateShareKey opens the study's shared view
+    query = f"workflowType=machine_learning&viewStateShareKey={STUDY_VIEW_KEY}"
+    page = f"{mlflow_server}/#/experiments/{experiment_id}/runs?{query}"
     shot = tmp_path / "experiment.png"
     browser = [chromium, *_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1600,900"]
     result = subprocess.run(

@@ -19,7 +19,6 @@ from tlbench.tracking.names import EXPERIMENT_KIND, MODEL_TRAINING_KIND, STUDY_V
 from tlbench.tracking.runs import (
     STUDY_VIEW,
     StudyRuns,
-    experiment_page_url,
     fallback_run_name,
     get_or_create_experiment,
     lock_path,
@@ -95,18 +94,6 @@ def test_a_study_experiment_carries_the_comparison_view(mlflow_uri: str) -> None
     view = json.loads(tags[STUDY_VIEW_TAG])
     assert view == STUDY_VIEW
     assert "metrics.`test/acc`" in view["selectedColumns"]
-
-
-@pytest.mark.parametrize(
-    ("study_view", "expected"),
-    [
-        (False, "http://h:5000/#/experiments/7/runs?workflowType=machine_learning"),
-        (True, "http://h:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=tlbench"),
-    ],
-)
-def test_experiment_page_url(study_view: bool, expected: str) -> None:
-    # the model-training pages of the experiment (MLflow's UI otherwise opens on GenAI ones)
-    assert experiment_page_url("http://h:5000/", "7", study_view=study_view) == expected
 
 
 def test_a_unique_run_name_gets_the_first_free_suffix(mlflow_uri: str) -> None:

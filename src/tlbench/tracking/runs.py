@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from tlbench.errors import TrackingError
 from tlbench.tracking import names as N
@@ -445,14 +444,3 @@ STUDY_VIEW: dict[str, Any] = {
         ],
     },
 }
-
-
-def experiment_page_url(ui: str, experiment_id: str, *, study_view: bool = False) -> str:
-    """The experiment's runs table in MLflow's UI at ``ui``; ``study_view`` opens :data:`STUDY_VIEW`.
-
-    MLflow 3's UI picks GenAI or model-training pages by a switch kept in the browser, whatever the kind
-    tag says: ``workflowType=machine_learning`` flips it."""
-    query = {"workflowType": "machine_learning"}
-    if study_view:
-        query["viewStateShareKey"] = N.STUDY_VIEW_KEY
-    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query)}"
