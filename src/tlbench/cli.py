@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -161,17 +162,13 @@ def predict(argv: Sequence[str]) -> int:
     from tlbench.tracking.registry import load_model
 
     model = load_model(args.model)
-    out = args.out.open("w", newline="") if args.out else sys.stdout
-    try:
+    with args.out.open("w", newline="") if args.out else contextlib.nullcontext(sys.stdout) as out:
         for prediction in write_csv(predict_files(model, inputs.files), out):
             if prediction.ok:
                 classified += 1
             else:
                 print(f"tlbench predict: {prediction.path}: {prediction.error}", file=sys.stderr)
                 failed += 1
-    finally:
-        if args.out:
-            out.close()
     if args.out:
         print(f"tlbench predict: {classified} image(s) classified -> {args.out}", file=sys.stderr)
     return 1 if failed else 0
