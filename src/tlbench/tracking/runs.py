@@ -152,8 +152,7 @@ def check_reachable(tracking_uri: str | None) -> str:
     uri = resolve_tracking_uri(tracking_uri)
     try:
         _probe(uri)
-        client = _client(uri)
-        client.search_experiments(max_results=1)
+        _client(uri).search_experiments(max_results=1)
     except Exception as exc:  # connection, auth, schema errors: all mean "cannot track"
         detail = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise TrackingError(
