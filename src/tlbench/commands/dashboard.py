@@ -111,11 +111,8 @@ def _merged_trials(cells: dict[str, list[Any]]) -> list[Any]:
     from optuna.trial import TrialState, create_trial
 
     factors = {cell: cell_factors(cell) for cell in cells}
-    choices: dict[str, list[Any]] = {}
-    for values in factors.values():
-        for key, value in values.items():
-            if value not in choices.setdefault(key, []):
-                choices[key].append(value)
+    keys = dict.fromkeys(key for values in factors.values() for key in values)  # in order of appearance
+    choices = {key: list(dict.fromkeys(v[key] for v in factors.values() if key in v)) for key in keys}
     merged = []
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     for cell, trials in cells.items():
