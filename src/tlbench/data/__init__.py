@@ -3,14 +3,7 @@
 
 from __future__ import annotations
 
-from tlbench.data.load import (
-    DataSplits,
-    cap_per_class,
-    clear_source_cache,
-    load_splits,
-    stratified_split,
-    stratified_subset,
-)
+from tlbench.data.load import DataSplits, clear_source_cache, load_splits
 from tlbench.data.loader import BatchTransform, InMemoryLoader, augment, normalize
 from tlbench.data.sources import TensorSplit
 
@@ -20,10 +13,7 @@ __all__ = [
     "InMemoryLoader",
     "TensorSplit",
     "augment",
-    "cap_per_class",
     "clear_source_cache",
     "load_splits",
     "normalize",
-    "stratified_split",
-    "stratified_subset",
 ]
