@@ -38,6 +38,8 @@ from tlbench.config.schema import DataConfig, DatasetName
 from tlbench.data.decode import DecodedFile, decode_file
 from tlbench.errors import DataError
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, eq=False)  # tensors have no single truth value: compare by identity
 class TensorSplit:
@@ -86,9 +88,6 @@ class Source:
 
     load: Callable[[DataConfig], SourceData]
     cache_key: Callable[[DataConfig], Hashable]
-
-
-log = logging.getLogger(__name__)
 
 
 def resolved_root(cfg: DataConfig) -> Path | None:
