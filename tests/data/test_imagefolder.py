@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tlbench.config.schema import DataConfig, DatasetName
-from tlbench.data.containers import SourceData
-from tlbench.data.imagefolder import (
+from tlbench.data.sources import (
     POOL,
+    SourceData,
     load_imagefolder_source,
     scan_layout,
 )

@@ -11,8 +11,8 @@ import torch
 
 from tlbench.config.schema import DataConfig, DatasetName
 from tlbench.data import DataSplits, clear_source_cache, load_splits, sources
-from tlbench.data.containers import Source, SourceData
 from tlbench.data.load import FINGERPRINT_LENGTH, splits_fingerprint, tensor_digest
+from tlbench.data.sources import Source, SourceData
 from tlbench.errors import DataError
 
 TreeMaker = Callable[[Path, dict[str, dict[str, int]]], Path]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlbench.data.splits import cap_per_class, stratified_split, stratified_subset
+from tlbench.data.load import cap_per_class, stratified_split, stratified_subset
 from tlbench.errors import DataError
 
 NAMES = ("ant", "bee", "wasp")

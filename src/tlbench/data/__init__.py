@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from tlbench.data.containers import DataSplits, TensorSplit
-from tlbench.data.load import clear_source_cache, load_splits
+from tlbench.data.load import DataSplits, clear_source_cache, load_splits
 from tlbench.data.loader import BatchTransform, InMemoryLoader, augment, normalize
-from tlbench.data.splits import cap_per_class, stratified_split, stratified_subset
+from tlbench.data.sources import TensorSplit
 
 __all__ = [
     "BatchTransform",
@@ -14,10 +13,7 @@ __all__ = [
     "InMemoryLoader",
     "TensorSplit",
     "augment",
-    "cap_per_class",
     "clear_source_cache",
     "load_splits",
     "normalize",
-    "stratified_split",
-    "stratified_subset",
 ]

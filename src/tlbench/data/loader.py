@@ -92,7 +92,6 @@ class InMemoryLoader:
         shuffle: bool = False,
         seed: int = 0,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        drop_last: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size=}")
@@ -107,13 +106,10 @@ class InMemoryLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.transform = transform
-        self.drop_last = drop_last
         self.num_samples = int(labels.shape[0])
         self._generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
         return math.ceil(self.num_samples / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

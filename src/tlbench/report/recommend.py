@@ -55,7 +55,7 @@ from tlbench.tracking.names import OVERRIDES, TRAIN_STEPS
 from tlbench.tracking.study import RunPredictions
 
 # Paired comparisons at each data size, the best against each other strategy. A seed fixes the training
-# subset (``data/splits.py``) and the test set depends only on ``split_seed``, so runs on one seed are
+# subset (``data/load.py``) and the test set depends only on ``split_seed``, so runs on one seed are
 # paired; the code checks that (``data_fingerprint``, ``split_seed``) and pairs only shared seeds.
 
 
