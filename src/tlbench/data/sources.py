@@ -16,10 +16,12 @@ exported model).
 
 from __future__ import annotations
 
-import gzip
+import hashlib
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 import zlib
 from collections import Counter, defaultdict
@@ -247,7 +249,7 @@ def _cifar10_key(cfg: DataConfig) -> Hashable:
     return (cfg.size, str(folder), file_stamps(sorted(folder.glob("*_batch*")) if folder.is_dir() else []))
 
 
-# ---- Fashion-MNIST: data.root, a system copy, an earlier or a new download (torchvision's)
+# ---- Fashion-MNIST through torchvision's reader: data.root, a system copy, an earlier or a new download
 
 # train images, train labels, test images, test labels: torchvision's names, without .gz once extracted
 FASHION_MNIST_FILES = (
@@ -258,7 +260,7 @@ FASHION_MNIST_FILES = (
 )
 # Debian/Ubuntu package dataset-fashion-mnist installs the four .gz files here.
 FASHION_MNIST_SYSTEM_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"),)
-_FASHION_MNIST_RAW = Path("FashionMNIST") / "raw"  # where torchvision downloads to below its root
+_FASHION_MNIST_RAW = Path("FashionMNIST") / "raw"  # where torchvision reads (and downloads to) below its root
 
 _GET_FASHION_MNIST = (
     "get it in one of three ways: set data.root to a folder with the four idx files "
@@ -286,6 +288,37 @@ def fashion_mnist_files(root: Path | None) -> list[Path] | None:
     return None
 
 
+def _fashion_mnist_extracted(files: list[Path]) -> Path:
+    """A torchvision root with ``files`` extracted into ``FashionMNIST/raw/``, made once in the cache.
+
+    torchvision reads only uncompressed files in that layout, and nothing may be written beside a
+    system copy, so .gz files are extracted (with torchvision's own extractor) into the cache; the
+    folder is keyed by the files' paths, sizes and times, so replacing them extracts them again.
+    """
+    from torchvision.datasets.utils import extract_archive
+
+    key = hashlib.sha256(repr(file_stamps(files)).encode()).hexdigest()[:16]
+    root = default_cache_dir("fashion_mnist") / "extracted" / key
+    if (root / _FASHION_MNIST_RAW).is_dir():
+        return root
+    (root / _FASHION_MNIST_RAW).parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root / _FASHION_MNIST_RAW.parent, prefix=".partial-"))
+    for path in files:
+        try:
+            if path.suffix == ".gz":
+                extract_archive(str(path), str(staging))
+            else:
+                os.symlink(path, staging / path.name)
+        except (OSError, EOFError, zlib.error) as error:  # a cut-off or corrupt .gz
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DataError(f"cannot extract {path}: {error}; re-download or replace it") from error
+    try:
+        staging.rename(root / _FASHION_MNIST_RAW)  # atomic: a concurrent worker sees all four files or none
+    except OSError:  # another worker extracted them first
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
 def _download_fashion_mnist(target: Path) -> None:
     from torchvision.datasets import FashionMNIST
 
@@ -298,27 +331,30 @@ def _download_fashion_mnist(target: Path) -> None:
         ) from error
 
 
-def read_idx(path: Path, *, ndim: int) -> torch.Tensor:
-    """The uint8 array of an idx file, compressed (.gz, read as it is: a system copy stays untouched) or
-    not: two zero bytes, type code 8, ``ndim``, big-endian int32 sizes, then the values."""
+def _read_fashion_mnist(
+    root: Path, folder: Path, *, train: bool, resolution: int
+) -> tuple[TensorSplit, list[str]]:
+    from torchvision.datasets import FashionMNIST
+
     try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as error:  # a cut-off or corrupt .gz
-        raise DataError(f"cannot extract {path}: {error}; re-download or replace it") from error
-    header = 4 + 4 * ndim
-    shape = [int(size) for size in np.frombuffer(data[4:header], ">u4")] if len(data) >= header else []
-    if data[:4] != bytes([0, 0, 8, ndim]) or len(data) != header + math.prod(shape):
+        dataset = FashionMNIST(str(root), train=train)
+    except (AssertionError, TypeError, ValueError, RuntimeError, OSError) as error:  # its reader asserts
         raise DataError(
-            f"the Fashion-MNIST idx files in {path.parent} are unreadable ({path.name} is not a uint8 idx "
-            f"file of {ndim} dimensions and its header's size); replace them with the Fashion-MNIST files"
+            f"the Fashion-MNIST idx files in {folder} are unreadable ({type(error).__name__}: {error}); "
+            "replace them with the Fashion-MNIST files"
+        ) from error
+    images, labels, classes = dataset.data, dataset.targets, list(dataset.classes)
+    if len(images) != len(labels):
+        raise DataError(
+            f"{folder} holds {len(images)} images but {len(labels)} labels; it is not Fashion-MNIST"
         )
-    return torch.from_numpy(np.frombuffer(data, np.uint8, offset=header).reshape(shape).copy())
+    if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < len(classes):
+        raise DataError(f"{folder} has labels outside 0..{len(classes) - 1}; it is not Fashion-MNIST")
+    return TensorSplit(resize_square(images.unsqueeze(1), resolution=resolution), labels), classes
 
 
 def load_fashion_mnist_source(cfg: DataConfig) -> SourceData:
     """60,000 train and 10,000 test grey images; validation is carved from train."""
-    from torchvision.datasets import FashionMNIST
-
     root = resolved_root(cfg)
     files = fashion_mnist_files(root)
     if files is None:
@@ -329,22 +365,18 @@ def load_fashion_mnist_source(cfg: DataConfig) -> SourceData:
         files = fashion_mnist_files(root)
         if files is None:
             raise DataError(f"the Fashion-MNIST download left no idx files; {_GET_FASHION_MNIST}")
-    folder, classes = files[0].parent, tuple(FashionMNIST.classes)
-    splits = []
-    for images_file, labels_file in (files[:2], files[2:]):
-        images, labels = read_idx(images_file, ndim=3), read_idx(labels_file, ndim=1).long()
-        if len(images) != len(labels):
-            raise DataError(
-                f"{folder} holds {len(images)} images but {len(labels)} labels; it is not Fashion-MNIST"
-            )
-        if labels.numel() and int(labels.max()) >= len(classes):
-            raise DataError(f"{folder} has labels outside 0..{len(classes) - 1}; it is not Fashion-MNIST")
-        splits.append(TensorSplit(resize_square(images.unsqueeze(1), resolution=cfg.size), labels))
+    folder = files[0].parent
+    in_place = folder.parts[-2:] == _FASHION_MNIST_RAW.parts and not any(
+        path.suffix == ".gz" for path in files
+    )
+    reader_root = folder.parent.parent if in_place else _fashion_mnist_extracted(files)
+    train, classes = _read_fashion_mnist(reader_root, folder, train=True, resolution=cfg.size)
+    test, _ = _read_fashion_mnist(reader_root, folder, train=False, resolution=cfg.size)
     return SourceData(
-        train=splits[0],
+        train=train,
         val=None,
-        test=splits[1],
-        class_names=classes,
+        test=test,
+        class_names=tuple(classes),
         location=str(folder),
         origins={"train": files[0].name, "test": files[2].name},
     )
