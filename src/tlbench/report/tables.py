@@ -133,12 +133,8 @@ def _numeric(column: pd.Series, *, integer: bool) -> pd.Series:
 def trials_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
     """One row per trial run, columns in a stable order (identity, params, metrics, environment)."""
     frame = pd.DataFrame([_row(r) for r in runs])  # no runs: no columns yet, all added below
-    for name in (*IDENTITY_COLUMNS, *PARAM_COLUMNS, *ENV_COLUMNS):
-        if name not in frame.columns:
-            frame[name] = pd.NA
-    for name in METRIC_COLUMNS:
-        if name not in frame.columns:
-            frame[name] = float("nan")
+    absent = {name: pd.NA for name in (*IDENTITY_COLUMNS, *PARAM_COLUMNS, *ENV_COLUMNS) if name not in frame}
+    frame = frame.assign(**absent, **{name: math.nan for name in METRIC_COLUMNS if name not in frame})
     for name in INT_COLUMNS:
         frame[name] = _numeric(frame[name], integer=True)
     for name in FLOAT_COLUMNS:
