@@ -198,13 +198,9 @@ def build_report(
         progress(
             f"logging the report to the parent run {parent.run_id} (artifacts under {N.REPORT_ARTIFACT_DIR}/)"
         )
+        metrics, tags = parent_summary(found, totals)
         store.publish_report(
-            parent.run_id,
-            root=directory,
-            files=files,
-            metrics=parent_metrics(recommendations, trials, totals),
-            tags=parent_tags(recommendations, tolerance=tolerance, cost_unit=unit.unit),
-            tracking_uri=tracking_uri,
+            parent.run_id, root=directory, files=files, metrics=metrics, tags=tags, tracking_uri=tracking_uri
         )
         published = parent.run_id
     return ReportResult(ref.name, directory, files, published, sections.problems(inputs))
@@ -253,34 +249,29 @@ def _save(figure: MplFigure, directory: Path, stem: str) -> tuple[list[Path], tu
 # ``report.tolerance``, ``report.cost_unit``.
 
 
-def parent_metrics(
-    recommendations: list[Recommendation], trials: pd.DataFrame, totals: tables.Totals
-) -> dict[str, float]:
+def parent_summary(found: StudyAnalysis, totals: tables.Totals) -> tuple[dict[str, float], dict[str, str]]:
+    """The parent run's metrics and tags."""
+    trials, cost_unit = found.trials, found.unit.unit
     metrics: dict[str, float] = {}
-    for rec in recommendations:
-        key, r = f"recommended/{size_slug(rec.n_per_class)}", rec.recommended
+    tags = {"report.tolerance": f"{found.tolerance:g}", "report.cost_unit": cost_unit}
+    for rec in found.recommendations:
+        slug, r = size_slug(rec.n_per_class), rec.recommended
+        key = f"recommended/{slug}"
         metrics[f"{key}/test_acc"] = r.acc
         if r.acc_ci is not None:
             metrics[f"{key}/test_acc_low95"] = max(0.0, r.acc - r.acc_ci)
             metrics[f"{key}/test_acc_high95"] = min(1.0, r.acc + r.acc_ci)
         metrics[f"{key}/seeds"] = float(r.seeds)
         metrics[f"{key}/device_seconds"] = 3600 * r.cost
+        tags[f"report.recommended/{slug}"] = r.strategy
+        tags[f"report.best/{slug}"] = rec.best.strategy
+        tags[f"report.verdict/{slug}"] = recommend.verdict_sentence(rec, r, unit=cost_unit)
+        if rec.comparison is not None:
+            tags[f"report.paired_basis/{slug}"] = rec.comparison.basis
     metrics["study/trials"] = float(len(trials))
     metrics["study/trials_failed"] = float((trials["outcome"] == "failed").sum())
     metrics["study/device_hours"] = totals.device_hours
-    return {k: v for k, v in metrics.items() if not math.isnan(v)}
-
-
-def parent_tags(recommendations: list[Recommendation], *, tolerance: float, cost_unit: str) -> dict[str, str]:
-    tags = {"report.tolerance": f"{tolerance:g}", "report.cost_unit": cost_unit}
-    for rec in recommendations:
-        slug = size_slug(rec.n_per_class)
-        tags[f"report.recommended/{slug}"] = rec.recommended.strategy
-        tags[f"report.best/{slug}"] = rec.best.strategy
-        tags[f"report.verdict/{slug}"] = recommend.verdict_sentence(rec, rec.recommended, unit=cost_unit)
-        if rec.comparison is not None:
-            tags[f"report.paired_basis/{slug}"] = rec.comparison.basis
-    return tags
+    return {k: v for k, v in metrics.items() if not math.isnan(v)}, tags
 
 
 def print_result(result: ReportResult) -> None:
