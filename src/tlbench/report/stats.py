@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -175,13 +174,11 @@ def interval(estimate: float, model: VarianceModel, *, confidence: float = 0.95)
     """Two-sided Student-t interval of a contrast's mean."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence=}")
-    q = float(_t(model.df()).ppf(0.5 + confidence / 2))
+    df = model.df()
+    q = float(
+        stats.norm.ppf(0.5 + confidence / 2) if math.isinf(df) else stats.t.ppf(0.5 + confidence / 2, df)
+    )
     return estimate - q * model.se(), estimate + q * model.se()
-
-
-def _t(df: float) -> Any:
-    """Student's t with ``df`` degrees of freedom; the normal when ``df`` is infinite."""
-    return stats.norm if math.isinf(df) else stats.t(df)
 
 
 def detectable(
@@ -193,7 +190,8 @@ def detectable(
     power: float = 0.8,
 ) -> float:
     """Smallest true difference the interval excludes zero for with probability ``power``."""
-    dist = _t(model.df(seeds=seeds, images=images))
+    df = model.df(seeds=seeds, images=images)
+    dist = stats.norm if math.isinf(df) else stats.t(df)
     quantiles = float(dist.ppf(0.5 + confidence / 2)) + float(dist.ppf(power))
     return quantiles * math.sqrt(max(model.variance(seeds=seeds, images=images), 0.0))
 
