@@ -13,68 +13,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure as MplFigure
 
-from tlbench.report.figures import (
-    SCREEN_FIGURE,
-    PlotInfo,
-    all_figures,
-    device_hours_unit,
-    draw,
-    draw_screen,
-    save,
-    screen_figure_info,
-)
-from tlbench.report.recommend import (
-    Recommendation,
-    RecommendedArm,
-    SizeComparison,
-    choose_arm,
-    compare_strategies,
-    falling_curves,
-    outlook,
-    recommend,
-    verdict_sentence,
-    with_comparisons,
-)
+from tlbench.report import figures, recommend, sections, tables
+from tlbench.report.recommend import Recommendation, RecommendedArm, SizeComparison
 from tlbench.report.render import Block, Figure, size_slug, summary_tex, to_html, to_markdown
-from tlbench.report.sections import (
-    DrawnFigure,
-    StudyAnalysis,
-    appendix,
-    coverage_section,
-    curves_section,
-    failed_section,
-    figures_section,
-    header,
-    methods_section,
-    paired_section,
-    problems,
-    recommendation_section,
-    screen_blocks,
-    summary_section,
-)
-from tlbench.report.tables import (
-    Totals,
-    final_results,
-    is_screen_run,
-    label_arms,
-    screen_table,
-    study_totals,
-    summary_table,
-    trained_accuracy,
-    trials_table,
-)
+from tlbench.report.sections import DrawnFigure, StudyAnalysis
 from tlbench.tracking import names as N
-from tlbench.tracking.names import CONFIG_ARTIFACT
-from tlbench.tracking.study import (
-    RunPredictions,
-    RunRecord,
-    find_study,
-    publish_report,
-    read_study,
-    read_test_predictions,
-    read_text_artifact,
-)
+from tlbench.tracking import study as store
 
 FIGURES_DIR = "figures"
 CSS_DPI = 105  # CSS px per figure inch: every figure at one scale; two panels fill the page width
@@ -113,9 +59,9 @@ def _file_list(directory: Path, files: list[Path]) -> list[str]:
         "summary.tex": "the summary table for papers (booktabs)",
     }
     lines = [f"`{name}`: {text}" for name, text in describe.items()]
-    figures = sorted(p.relative_to(directory).as_posix() for p in files if p.parent.name == FIGURES_DIR)
-    if figures:
-        lines.append(f"`{FIGURES_DIR}/`: each figure as PNG and SVG ({len(figures)} files)")
+    drawn = [p for p in files if p.parent.name == FIGURES_DIR]
+    if drawn:
+        lines.append(f"`{FIGURES_DIR}/`: each figure as PNG and SVG ({len(drawn)} files)")
     return lines
 
 
@@ -132,27 +78,28 @@ def analyse(
         raise ValueError(
             f"tolerance is an absolute accuracy in [0, 1), e.g. 0.01 = 1 point; got {tolerance=}"
         )
-    ref = find_study(study, tracking_uri=tracking_uri)
+    ref = store.find_study(study, tracking_uri=tracking_uri)
     progress(f"study '{ref.name}' (experiment {ref.experiment_id}): reading runs")
-    records = read_study(ref, tracking_uri=tracking_uri)
-    plain = trials_table([r for r in records.children if not is_screen_run(r)])  # screens: own section
-    trials = label_arms(plain)  # strategy x resolution / backbone: each combination is an arm
+    records = store.read_study(ref, tracking_uri=tracking_uri)
+    # screens have their own section
+    plain = tables.trials_table([r for r in records.children if not tables.is_screen_run(r)])
+    trials = tables.label_arms(plain)  # strategy x resolution / backbone: each combination is an arm
     progress(f"{len(trials)} trial runs; computing summary and recommendation")
-    final_ids = [str(r) for r in final_results(trials)["run_id"]]
+    final_ids = [str(r) for r in tables.final_results(trials)["run_id"]]
     progress(f"reading per-image test predictions of {len(final_ids)} final runs")
-    predictions = read_test_predictions(final_ids, tracking_uri=tracking_uri)
+    predictions = store.read_test_predictions(final_ids, tracking_uri=tracking_uri)
     comparisons, summary, recommendations = verdicts(trials, predictions, tolerance=tolerance)
-    unit = device_hours_unit(trials[N.DEVICE])
+    unit = figures.device_hours_unit(trials[N.DEVICE])
     return StudyAnalysis(ref, records, plain, trials, comparisons, summary, recommendations, tolerance, unit)
 
 
 def verdicts(
-    trials: pd.DataFrame, predictions: Mapping[str, RunPredictions], *, tolerance: float
+    trials: pd.DataFrame, predictions: Mapping[str, store.RunPredictions], *, tolerance: float
 ) -> tuple[list[SizeComparison], pd.DataFrame, list[Recommendation]]:
     """The paired comparisons, the summary table and the recommendations of labelled ``trials``."""
-    comparisons = compare_strategies(trials, predictions)
-    summary = with_comparisons(summary_table(trials), comparisons, finals_only=False)
-    return comparisons, summary, recommend(summary, tolerance=tolerance, comparisons=comparisons)
+    comparisons = recommend.compare_strategies(trials, predictions)
+    summary = recommend.with_comparisons(tables.summary_table(trials), comparisons, finals_only=False)
+    return comparisons, summary, recommend.recommend(summary, tolerance=tolerance, comparisons=comparisons)
 
 
 def recommended_arm(
@@ -171,7 +118,7 @@ def recommended_arm(
             message lists the valid ones).
     """
     found = analyse(study, tolerance=tolerance, tracking_uri=tracking_uri)
-    arm = choose_arm(
+    arm = recommend.choose_arm(
         found.ref.name,
         found.trials,
         found.summary,
@@ -181,7 +128,7 @@ def recommended_arm(
         tolerance=tolerance,
         unit=found.unit.unit,
     )
-    config = read_text_artifact(arm.config_run_id, CONFIG_ARTIFACT, tracking_uri=tracking_uri)
+    config = store.read_text_artifact(arm.config_run_id, N.CONFIG_ARTIFACT, tracking_uri=tracking_uri)
     return replace(arm, config_yaml=config)
 
 
@@ -198,7 +145,7 @@ def build_report(
     found = analyse(study, tolerance=tolerance, tracking_uri=tracking_uri, progress=progress)
     ref, records, trials, unit = found.ref, found.records, found.trials, found.unit
     comparisons, summary, recommendations = found.comparisons, found.summary, found.recommendations
-    prospect = outlook(trials, summary, recommendations, tolerance=tolerance)
+    prospect = recommend.outlook(trials, summary, recommendations, tolerance=tolerance)
     directory = out / _safe(ref.name)
     figures_dir = directory / FIGURES_DIR
     if figures_dir.is_dir():
@@ -206,34 +153,32 @@ def build_report(
     directory.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     drawn: list[DrawnFigure] = []
-    for info in all_figures(trials):
-        if not isinstance(info, PlotInfo):
+    for info in figures.all_figures(trials):
+        if not isinstance(info, figures.PlotInfo):
             progress(f"figure {info.name}: not in this study ({info.reason})")
             drawn.append((info, None, 0))
             continue
         progress(f"figure {info.name}")
-        figure = draw(info)
-        png, svg = save(figure, figures_dir, info.name)
-        files += [png, svg]
-        relative = (png.relative_to(directory).as_posix(), svg.relative_to(directory).as_posix())
-        drawn.append((info, relative, round(float(figure.get_figwidth()) * CSS_DPI)))
+        written, relative, width = _save(figures.draw(info), directory, info.name)
+        files += written
+        drawn.append((info, relative, width))
     screen_part, screen_files = _screen_section(records.children, found.plain, directory=directory)
     files += screen_files
     parent = records.parent
     inputs = replace(found, figures=drawn, report_software=_versions())
-    totals = study_totals(trials)
+    totals = tables.study_totals(trials)
     blocks: list[Block] = [
-        *header(inputs),
-        *recommendation_section(inputs),
-        *paired_section(comparisons, tolerance=tolerance),
-        *curves_section(prospect, falls=falling_curves(summary, drop=tolerance)),
-        *summary_section(inputs),
-        *failed_section(inputs),
-        *figures_section(inputs),
+        *sections.header(inputs),
+        *sections.recommendation_section(inputs),
+        *sections.paired_section(comparisons, tolerance=tolerance),
+        *sections.curves_section(prospect, falls=recommend.falling_curves(summary, drop=tolerance)),
+        *sections.summary_section(inputs),
+        *sections.failed_section(inputs),
+        *sections.figures_section(inputs),
         *screen_part,
-        *coverage_section(inputs),
-        *methods_section(inputs, totals),
-        *appendix(inputs, _file_list(directory, files)),
+        *sections.coverage_section(inputs),
+        *sections.methods_section(inputs, totals),
+        *sections.appendix(inputs, _file_list(directory, files)),
     ]
     progress(f"writing {directory}/")
     outputs = {
@@ -243,54 +188,55 @@ def build_report(
             images={p.relative_to(directory).as_posix(): p.read_bytes() for p in files if p.suffix == ".png"},
         ),
         "summary.tex": summary_tex(summary, study=ref.name, cost_label=unit.label.replace(" per run", "")),
+        "results.csv": recommend.with_comparisons(trials, comparisons, finals_only=True).to_csv(index=False),
     }
     for name, text in outputs.items():
         (directory / name).write_text(text, encoding="utf-8")
         files.append(directory / name)
-    with_comparisons(trials, comparisons, finals_only=True).to_csv(directory / "results.csv", index=False)
-    files.append(directory / "results.csv")
     published = None
     if publish and parent is not None:
         progress(
             f"logging the report to the parent run {parent.run_id} (artifacts under {N.REPORT_ARTIFACT_DIR}/)"
         )
-        publish_report(
-            parent.run_id,
-            root=directory,
-            files=files,
-            metrics=parent_metrics(recommendations, trials, totals),
-            tags=parent_tags(recommendations, tolerance=tolerance, cost_unit=unit.unit),
-            tracking_uri=tracking_uri,
+        metrics, tags = parent_summary(found, totals)
+        store.publish_report(
+            parent.run_id, root=directory, files=files, metrics=metrics, tags=tags, tracking_uri=tracking_uri
         )
         published = parent.run_id
-    return ReportResult(ref.name, directory, files, published, problems(inputs))
+    return ReportResult(ref.name, directory, files, published, sections.problems(inputs))
 
 
 def _screen_section(
-    runs: Sequence[RunRecord], trials: pd.DataFrame, *, directory: Path
+    runs: Sequence[store.RunRecord], trials: pd.DataFrame, *, directory: Path
 ) -> tuple[list[Block], list[Path]]:
     """Blocks and written figure files of "Screen vs training"; ``([], [])`` for a study without screens."""
-    screen = screen_table(runs)
+    screen = tables.screen_table(runs)
     if screen.empty:
         return [], []
-    trained = trained_accuracy(trials)
-    info = screen_figure_info(screen, trained)
+    trained = tables.trained_accuracy(trials)
+    info = figures.screen_figure_info(screen, trained)
     files: list[Path] = []
     block = None
     if info is not None:
-        drawn = draw_screen(info)
-        png, svg = save(drawn, directory / FIGURES_DIR, SCREEN_FIGURE)
-        files = [png, svg]
+        files, (png, svg), width = _save(figures.draw_screen(info), directory, figures.SCREEN_FIGURE)
         block = Figure(
             title="Screen vs training",
-            png=png.relative_to(directory).as_posix(),
-            svg=svg.relative_to(directory).as_posix(),
+            png=png,
+            svg=svg,
             caption="Each point is a (backbone, strategy) cell: the backbone's screen score against the "
             "cell's mean final test accuracy. Lines that rise left to right mean the screen ranked "
             "backbones as training did.",
-            width=round(float(drawn.get_figwidth()) * CSS_DPI),
+            width=width,
         )
-    return screen_blocks(screen, trained, block), files
+    return sections.screen_blocks(screen, trained, block), files
+
+
+def _save(figure: MplFigure, directory: Path, stem: str) -> tuple[list[Path], tuple[str, str], int]:
+    """``figure`` as PNG and SVG under ``figures/``: the files, their paths relative to the report, and
+    its CSS width."""
+    png, svg = figures.save(figure, directory / FIGURES_DIR, stem)
+    relative = (png.relative_to(directory).as_posix(), svg.relative_to(directory).as_posix())
+    return [png, svg], relative, round(float(figure.get_figwidth()) * CSS_DPI)
 
 
 # --- the study summary on the parent run ------------------------------------------------------------
@@ -303,34 +249,29 @@ def _screen_section(
 # ``report.tolerance``, ``report.cost_unit``.
 
 
-def parent_metrics(
-    recommendations: list[Recommendation], trials: pd.DataFrame, totals: Totals
-) -> dict[str, float]:
+def parent_summary(found: StudyAnalysis, totals: tables.Totals) -> tuple[dict[str, float], dict[str, str]]:
+    """The parent run's metrics and tags."""
+    trials, cost_unit = found.trials, found.unit.unit
     metrics: dict[str, float] = {}
-    for rec in recommendations:
-        key, r = f"recommended/{size_slug(rec.n_per_class)}", rec.recommended
+    tags = {"report.tolerance": f"{found.tolerance:g}", "report.cost_unit": cost_unit}
+    for rec in found.recommendations:
+        slug, r = size_slug(rec.n_per_class), rec.recommended
+        key = f"recommended/{slug}"
         metrics[f"{key}/test_acc"] = r.acc
         if r.acc_ci is not None:
             metrics[f"{key}/test_acc_low95"] = max(0.0, r.acc - r.acc_ci)
             metrics[f"{key}/test_acc_high95"] = min(1.0, r.acc + r.acc_ci)
         metrics[f"{key}/seeds"] = float(r.seeds)
         metrics[f"{key}/device_seconds"] = 3600 * r.cost
+        tags[f"report.recommended/{slug}"] = r.strategy
+        tags[f"report.best/{slug}"] = rec.best.strategy
+        tags[f"report.verdict/{slug}"] = recommend.verdict_sentence(rec, r, unit=cost_unit)
+        if rec.comparison is not None:
+            tags[f"report.paired_basis/{slug}"] = rec.comparison.basis
     metrics["study/trials"] = float(len(trials))
     metrics["study/trials_failed"] = float((trials["outcome"] == "failed").sum())
     metrics["study/device_hours"] = totals.device_hours
-    return {k: v for k, v in metrics.items() if not math.isnan(v)}
-
-
-def parent_tags(recommendations: list[Recommendation], *, tolerance: float, cost_unit: str) -> dict[str, str]:
-    tags = {"report.tolerance": f"{tolerance:g}", "report.cost_unit": cost_unit}
-    for rec in recommendations:
-        slug = size_slug(rec.n_per_class)
-        tags[f"report.recommended/{slug}"] = rec.recommended.strategy
-        tags[f"report.best/{slug}"] = rec.best.strategy
-        tags[f"report.verdict/{slug}"] = verdict_sentence(rec, rec.recommended, unit=cost_unit)
-        if rec.comparison is not None:
-            tags[f"report.paired_basis/{slug}"] = rec.comparison.basis
-    return tags
+    return {k: v for k, v in metrics.items() if not math.isnan(v)}, tags
 
 
 def print_result(result: ReportResult) -> None:

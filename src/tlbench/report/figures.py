@@ -16,21 +16,14 @@ from typing import Any, Literal
 
 import matplotlib
 import pandas as pd
+from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import (
-    FuncFormatter,
-    LogLocator,
-    MaxNLocator,
-    NullFormatter,
-    NullLocator,
-    PercentFormatter,
-)
 
-from tlbench.report.render import STRATEGY_ORDER, size_key, size_label, sorted_sizes, sorted_strategies
+from tlbench.report.render import STRATEGY_ORDER, size_key, size_label, sorted_strategies
 from tlbench.report.stats import mean_ci, pareto_front
-from tlbench.report.tables import SCREEN_SCORES, final_results, run_cost, tune_results
+from tlbench.report.tables import SCREEN_SCORES, final_results, groups, run_cost, tune_results
 from tlbench.strategies import STRATEGIES
 from tlbench.tracking import names as N
 
@@ -71,7 +64,6 @@ class PlotInfo:
     kind: str  # tradeoff (markers + error bars + frontier) | lines (lines + CI bands)
     x_scale: str = "linear"  # linear | log | symlog
     x_ticks: tuple[tuple[float, str], ...] = ()
-    x_integer: bool = False  # integer ticks (freeze depth)
     notes: tuple[str, ...] = field(default_factory=tuple)  # caveats printed under the figure
     chance: float | None = None  # accuracy of guessing (1 / classes), drawn on accuracy panels
     share_y: bool = False  # panels compare the same quantity: one y range for all
@@ -97,12 +89,8 @@ class CostUnit:
 
 def device_hours_unit(devices: Iterable[object]) -> CostUnit:
     """GPU-hours on GPUs, "device-hours (CPU)" on CPUs; mixed devices are named, not silently summed."""
-    kinds = set()
-    for device in devices:
-        if device is None or pd.isna(device) or not str(device):
-            continue
-        name = str(device).lower()
-        kinds.add("CPU" if name == "cpu" else "MPS" if name == "mps" else "GPU")
+    names = {str(d).lower() for d in devices if d is not None and not pd.isna(d) and str(d)}
+    kinds = {{"cpu": "CPU", "mps": "MPS"}.get(name, "GPU") for name in names}
     if kinds == {"GPU"}:
         return CostUnit("GPU-hours per run", "GPU-hours")
     if len(kinds) == 1:
@@ -160,72 +148,55 @@ def chance_level(n_classes: Iterable[object]) -> float | None:
 # --- each figure's info, from the trials table --------------------------------------------------------------
 
 
-def tradeoff_info(trials: pd.DataFrame, *, cost: str, unit: CostUnit) -> FigureInfo:
-    """Final test accuracy against cost per run, one panel per data size, frontier over strategy means."""
+def tradeoff_info(trials: pd.DataFrame, *, cost: str, unit: CostUnit, tuning: bool = False) -> FigureInfo:
+    """Accuracy against cost per run, one panel per data size: the final runs' test accuracy with the
+    frontier over strategy means, or (``tuning``) every completed tuning trial's validation accuracy with
+    the frontier over trials."""
     hours = cost == "device_hours"
-    name, x_label = (
-        ("tradeoff_device_hours", unit.label) if hours else ("tradeoff_flops", "training FLOPs per run")
-    )
-    title = f"Accuracy vs {'compute time' if hours else 'training FLOPs'}"
-    data = final_results(trials)
+    if tuning:
+        name, title, x_label = "tradeoff_trials", "Tuning trials: accuracy vs compute time", unit.label
+        data, metric, y_label, empty = tune_results(trials), N.VAL_ACC, TUNE_ACC, "no completed tuning trial"
+    else:
+        name = "tradeoff_device_hours" if hours else "tradeoff_flops"
+        title = f"Accuracy vs {'compute time' if hours else 'training FLOPs'}"
+        x_label = unit.label if hours else "training FLOPs per run"
+        data, metric, y_label = final_results(trials), N.TEST_ACC, FINAL_ACC
+        empty = "no completed final run with a test accuracy and a recorded cost"
     data = data.assign(run_cost=run_cost(data, cost).astype(float)).dropna(subset=["run_cost"])
     if data.empty:
-        return Missing(
-            name, title, "no completed final run with a test accuracy and a recorded cost", _RUN_SWEEP
-        )
+        return Missing(name, title, empty, _RUN_SWEEP)
     panels = []
-    for size in sorted_sizes(data["n_per_class"]):
-        at_size = data[data["n_per_class"] == size]
+    for size, at_size in groups(data, "n_per_class"):
         runs, means = [], []
-        for strategy in sorted_strategies(at_size["strategy"]):
-            group = at_size[at_size["strategy"] == strategy]
-            accs = group[N.TEST_ACC].astype(float)
+        for strategy, group in groups(at_size, "strategy"):
+            accs = group[metric].astype(float)
             runs.append(Series(strategy, tuple(group["run_cost"]), tuple(accs)))
-            mean_x = float(group["run_cost"].mean())
-            means.append(series_of_means(strategy, [mean_x], [accs.tolist()], bounds=ACCURACY_BOUNDS))
-        front = pareto_front([m.x[0] for m in means], [m.y[0] for m in means])
-        frontier = tuple((means[i].x[0], means[i].y[0]) for i in front)
+            if not tuning:
+                mean_x = float(group["run_cost"].mean())
+                means.append(series_of_means(strategy, [mean_x], [accs.tolist()], bounds=ACCURACY_BOUNDS))
+        if tuning:  # every trial is a point of the frontier
+            xs, ys = at_size["run_cost"].tolist(), at_size[metric].astype(float).tolist()
+        else:
+            xs, ys = [m.x[0] for m in means], [m.y[0] for m in means]
+        frontier = tuple((xs[i], ys[i]) for i in pareto_front(xs, ys))
         panels.append(Panel(size_label(size), tuple(runs), tuple(means), frontier))
-    caption = (
-        f"Test accuracy of the final runs against {x_label}. Dots: single seeds; large markers: the mean "
-        "over seeds with its 95% CI; dashed line: the Pareto frontier of the strategy means (no other "
-        "strategy is both cheaper and more accurate). Cost per run is what the run would cost on its own: "
-        "frozen features it reused from another trial of the sweep are counted."
-    )
-    notes = (unit.note,) if unit.note and hours else ()
-    all_x = data["run_cost"].tolist()
-    return PlotInfo(
-        name, title, x_label, FINAL_ACC, tuple(panels), caption, "tradeoff", choose_scale(all_x), notes=notes,
-        chance=chance_level(trials["n_classes"]), share_y=True,
-    )  # fmt: skip
-
-
-def tuning_tradeoff_info(trials: pd.DataFrame, *, unit: CostUnit) -> FigureInfo:
-    """Every completed tuning trial: validation accuracy against device-hours, frontier over trials."""
-    name, title = "tradeoff_trials", "Tuning trials: accuracy vs compute time"
-    data = tune_results(trials)
-    data = data.assign(run_cost=run_cost(data, "device_hours").astype(float)).dropna(subset=["run_cost"])
-    if data.empty:
-        return Missing(name, title, "no completed tuning trial", _RUN_SWEEP)
-    panels = []
-    for size in sorted_sizes(data["n_per_class"]):
-        at_size = data[data["n_per_class"] == size]
-        runs = tuple(
-            Series(s, tuple(g["run_cost"]), tuple(g[N.VAL_ACC].astype(float)))
-            for s in sorted_strategies(at_size["strategy"])
-            for g in [at_size[at_size["strategy"] == s]]
+    if tuning:
+        caption = (
+            f"Validation accuracy of every completed tuning trial against {unit.label} (pruned and failed "
+            "trials are not shown); dashed line: the Pareto frontier over trials. Test accuracy is not used "
+            "for tuning."
         )
-        xs, ys = at_size["run_cost"].tolist(), at_size[N.VAL_ACC].astype(float).tolist()
-        front = tuple((xs[i], ys[i]) for i in pareto_front(xs, ys))
-        panels.append(Panel(title=size_label(size), runs=runs, frontier=front))
-    caption = (
-        f"Validation accuracy of every completed tuning trial against {unit.label} (pruned and failed "
-        "trials are not shown); dashed line: the Pareto frontier over trials. Test accuracy is not used "
-        "for tuning."
-    )
-    xs_all = data["run_cost"].tolist()
+    else:
+        caption = (
+            f"Test accuracy of the final runs against {x_label}. Dots: single seeds; large markers: the mean "
+            "over seeds with its 95% CI; dashed line: the Pareto frontier of the strategy means (no other "
+            "strategy is both cheaper and more accurate). Cost per run is what the run would cost on its "
+            "own: frozen features it reused from another trial of the sweep are counted."
+        )
+    notes = (unit.note,) if unit.note and hours and not tuning else ()
+    scale = choose_scale(data["run_cost"].tolist())
     return PlotInfo(
-        name, title, unit.label, TUNE_ACC, tuple(panels), caption, "tradeoff", choose_scale(xs_all),
+        name, title, x_label, y_label, tuple(panels), caption, "tradeoff", scale, notes=notes,
         chance=chance_level(trials["n_classes"]), share_y=True,
     )  # fmt: skip
 
@@ -233,9 +204,8 @@ def tuning_tradeoff_info(trials: pd.DataFrame, *, unit: CostUnit) -> FigureInfo:
 def _size_positions(data: pd.DataFrame) -> dict[str, float]:
     """x position of each size: n per class; ``all`` sits at the mean training images per class."""
     positions: dict[str, float] = {}
-    for size in sorted_sizes(data["n_per_class"]):
+    for size, at in groups(data, "n_per_class"):
         if size == "all":
-            at = data[data["n_per_class"] == "all"]
             per_class = pd.to_numeric(at["n_train"], errors="coerce") / pd.to_numeric(
                 at["n_classes"], errors="coerce"
             )
@@ -259,8 +229,7 @@ def data_scaling_info(trials: pd.DataFrame) -> FigureInfo:
         only = f" ({size_label(next(iter(positions)))})" if positions else ""
         return Missing(name, title, f"only one data size{only} has completed final runs", _HINT_SIZES)
     series, single = [], []
-    for strategy in sorted_strategies(data["strategy"]):
-        group = data[data["strategy"] == strategy]
+    for strategy, group in groups(data, "strategy"):
         sizes = [s for s in positions if (group["n_per_class"] == s).any()]
         values = [group[group["n_per_class"] == s][N.TEST_ACC].astype(float).tolist() for s in sizes]
         single += [
@@ -358,11 +327,10 @@ def lr_sensitivity_info(trials: pd.DataFrame) -> FigureInfo:
             name, title, f"no strategy was tuned over more than one learning rate (lr: {values})", _HINT_LR
         )
     panels = []
-    for size in sorted_sizes(data["n_per_class"]):
-        at_size = data[data["n_per_class"] == size]
+    for size, at_size in groups(data, "n_per_class"):
         runs, means = [], []
-        for strategy in sorted_strategies(at_size["strategy"]):
-            group = at_size[at_size["strategy"] == strategy].astype({"lr": float})
+        for strategy, group in groups(at_size, "strategy"):
+            group = group.astype({"lr": float})
             runs.append(Series(strategy, tuple(group["lr"]), tuple(group[N.VAL_ACC].astype(float))))
             lrs = sorted(group["lr"].unique())
             if len(lrs) >= 2:
@@ -421,7 +389,7 @@ def all_figures(trials: pd.DataFrame) -> list[FigureInfo]:
         data_scaling_info(trials),
         freeze_depth_info(trials),
         lr_sensitivity_info(trials),
-        tuning_tradeoff_info(trials, unit=unit),
+        tradeoff_info(trials, cost="device_hours", unit=unit, tuning=True),
     ]
 
 
@@ -503,22 +471,18 @@ def _scale(ax: Axes, info: PlotInfo, panel: Panel) -> None:
     elif info.x_scale == "symlog":
         xs = [x for s in (*panel.runs, *panel.summary) for x in s.x if x > 0]
         ax.set_xscale("symlog", linthresh=min(xs) if xs else 1.0)
+    plain = ticker.FuncFormatter(_flops_tick if "FLOPs" in info.x_label else (lambda v, _pos: f"{v:.3g}"))
     if info.x_ticks:
         ax.set_xticks([x for x, _ in info.x_ticks], [label for _, label in info.x_ticks])
-        ax.xaxis.set_minor_locator(NullLocator())
-    elif info.x_integer:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
     elif info.x_scale == "log":  # 1-2-5 ticks in plain numbers: a decade or two has readable labels
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        plain = _flops_tick if "FLOPs" in info.x_label else (lambda v, _pos: f"{v:.3g}")
-        ax.xaxis.set_major_formatter(FuncFormatter(plain))
-    elif "FLOPs" in info.x_label:
-        ax.xaxis.set_major_formatter(FuncFormatter(_flops_tick))
-    if info.x_scale == "linear" and not info.x_ticks and not info.x_integer:
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
-        if "FLOPs" not in info.x_label:
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.xaxis.set_major_formatter(plain)
+    elif info.x_scale == "linear" or "FLOPs" in info.x_label:  # symlog keeps its own ticks, FLOPs aside
+        if info.x_scale == "linear":
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(nbins=5))
+        ax.xaxis.set_major_formatter(plain)
     ax.margins(x=0.08, y=0.08)
 
 
@@ -567,9 +531,9 @@ def _y_axis(ax: Axes, *, accuracy: bool) -> None:
         if high > 1.02 or low < -0.02:  # margins past 0 or 100% show accuracies no run can have
             low, high = max(low, -0.02), min(high, 1.02)
             ax.set_ylim(low, high)
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if high - low > 0.08 else 1))
+        ax.yaxis.set_major_formatter(ticker.PercentFormatter(1.0, decimals=0 if high - low > 0.08 else 1))
     else:
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:.3g}"))
 
 
 def _grid(count: int, width: float, height: float) -> tuple[Figure, Any]:

@@ -21,20 +21,6 @@ from tlbench.report.render import sorted_sizes, sorted_strategies
 from tlbench.report.stats import mean_ci
 from tlbench.strategies import UNTRAINED
 from tlbench.tracking import names as N
-from tlbench.tracking.names import (
-    BASE_VAL_ACC,
-    BUDGET_CHECK,
-    COLLAPSE_REASON,
-    COLLAPSED,
-    COLLAPSED_PREFIX,
-    COMPLETED,
-    FAILED_PREFIX,
-    PRUNED,
-    SCREEN_KEPT,
-    SCREEN_REASON,
-    STATUS,
-    VAL_ACC,
-)
 from tlbench.tracking.study import RunRecord
 
 IDENTITY_COLUMNS = (
@@ -77,13 +63,13 @@ CHANCE_SE = 2.0  # "within noise of chance": validation accuracy at most chance 
 def outcome(status: str, mlflow_status: str) -> str:
     """From the ``status`` tag and MLflow's status; KILLED without a result is interrupted, not failed
     (older studies' pruned trials are KILLED too: the tag decides)."""
-    if status == COMPLETED:
+    if status == N.COMPLETED:
         return "completed"
-    if status == PRUNED:
+    if status == N.PRUNED:
         return "pruned"
     if mlflow_status == "KILLED" or status == INTERRUPTED:
         return "interrupted"
-    if status.startswith(FAILED_PREFIX.rstrip(": ")):
+    if status.startswith(N.FAILED_PREFIX.rstrip(": ")):
         return "failed"
     if mlflow_status in {"RUNNING", "SCHEDULED"}:
         return "running"
@@ -93,16 +79,16 @@ def outcome(status: str, mlflow_status: str) -> str:
 def collapse(run: RunRecord) -> str | None:
     """Why the run is degenerate, or None: the trial's own verdict, else (older studies) a completed run
     whose validation accuracy is within noise of chance (1/classes + 2 standard errors)."""
-    status = run.tags.get(STATUS, "")
-    if run.tags.get(COLLAPSED) == "true" or status.startswith(COLLAPSED_PREFIX):
-        reason = run.tags.get(COLLAPSE_REASON) or status.removeprefix(COLLAPSED_PREFIX)
+    status = run.tags.get(N.STATUS, "")
+    if run.tags.get(N.COLLAPSED) == "true" or status.startswith(N.COLLAPSED_PREFIX):
+        reason = run.tags.get(N.COLLAPSE_REASON) or status.removeprefix(N.COLLAPSED_PREFIX)
         return reason or "collapsed (no reason recorded)"
-    val = run.metrics.get(VAL_ACC)
+    val = run.metrics.get(N.VAL_ACC)
     try:
         n_classes, n_val = float(run.params.get("n_classes", "")), float(run.params.get("n_val", ""))
     except ValueError:
         return None
-    if status != COMPLETED or val is None or not (n_classes >= 2 and n_val >= 1):
+    if status != N.COMPLETED or val is None or not (n_classes >= 2 and n_val >= 1):
         return None
     chance = 1.0 / n_classes
     if val > chance + CHANCE_SE * math.sqrt(chance * (1 - chance) / n_val):
@@ -123,7 +109,7 @@ def _row(run: RunRecord) -> dict[str, object]:
     row.update({k: run.tags[k] for k in _TAG_FALLBACK if k in run.tags})
     row.update(run.params)
     row.update(run.metrics)
-    row[N.STATUS] = run.tags.get(STATUS, "")
+    row[N.STATUS] = run.tags.get(N.STATUS, "")
     reason = collapse(run)
     row[N.COLLAPSED] = reason is not None
     row[N.COLLAPSE_REASON] = reason or ""
@@ -147,12 +133,8 @@ def _numeric(column: pd.Series, *, integer: bool) -> pd.Series:
 def trials_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
     """One row per trial run, columns in a stable order (identity, params, metrics, environment)."""
     frame = pd.DataFrame([_row(r) for r in runs])  # no runs: no columns yet, all added below
-    for name in (*IDENTITY_COLUMNS, *PARAM_COLUMNS, *ENV_COLUMNS):
-        if name not in frame.columns:
-            frame[name] = pd.NA
-    for name in METRIC_COLUMNS:
-        if name not in frame.columns:
-            frame[name] = float("nan")
+    absent = {name: pd.NA for name in (*IDENTITY_COLUMNS, *PARAM_COLUMNS, *ENV_COLUMNS) if name not in frame}
+    frame = frame.assign(**absent, **{name: math.nan for name in METRIC_COLUMNS if name not in frame})
     for name in INT_COLUMNS:
         frame[name] = _numeric(frame[name], integer=True)
     for name in FLOAT_COLUMNS:
@@ -223,6 +205,12 @@ def final_results(trials: pd.DataFrame, role: str = N.FINAL, metric: str = N.TES
 
 def tune_results(trials: pd.DataFrame) -> pd.DataFrame:
     return final_results(trials, N.TUNE, N.VAL_ACC)
+
+
+def groups(frame: pd.DataFrame, column: str) -> list[tuple[str, pd.DataFrame]]:
+    """The rows of ``frame`` per value of ``column`` (``n_per_class`` or ``strategy``), in report order."""
+    order = sorted_sizes if column == "n_per_class" else sorted_strategies
+    return [(value, frame[frame[column] == value]) for value in order(frame[column])]
 
 
 def _order(frame: pd.DataFrame) -> pd.DataFrame:
@@ -336,10 +324,8 @@ class FailedConfiguration:
 def failed_configurations(trials: pd.DataFrame) -> list[FailedConfiguration]:
     """Collapsed runs per arm and size (excluded from every summary, comparison and recommendation)."""
     out = []
-    collapsed = trials[trials[N.COLLAPSED]]
-    for size in sorted_sizes(collapsed["n_per_class"]):
-        for strategy in sorted_strategies(collapsed[collapsed["n_per_class"] == size]["strategy"]):
-            runs = collapsed[(collapsed["n_per_class"] == size) & (collapsed["strategy"] == strategy)]
+    for size, at_size in groups(trials[trials[N.COLLAPSED]], "n_per_class"):
+        for strategy, runs in groups(at_size, "strategy"):
             cell = trials[(trials["n_per_class"] == size) & (trials["strategy"] == strategy)]
             out.append(
                 FailedConfiguration(
@@ -473,11 +459,8 @@ class TuningRow:
 def tuning_protocol(trials: pd.DataFrame, sweep_yaml: str | None) -> list[TuningRow]:
     """Per arm and size with tuning or final runs: its tuning trials by outcome and its searched ranges."""
     rows = []
-    work = trials[trials[N.ROLE].isin([N.TUNE, N.FINAL])]
-    for size in sorted_sizes(work["n_per_class"]):
-        at_size = work[work["n_per_class"] == size]
-        for strategy in sorted_strategies(at_size["strategy"]):
-            runs = at_size[at_size["strategy"] == strategy]
+    for size, at_size in groups(trials[trials[N.ROLE].isin([N.TUNE, N.FINAL])], "n_per_class"):
+        for strategy, runs in groups(at_size, "strategy"):
             tune = runs[runs[N.ROLE] == N.TUNE]
             cells = [str(c) for c in runs[N.CELL].dropna() if str(c)]
             counts = {str(k): int(v) for k, v in tune["outcome"].value_counts().items()}
@@ -505,11 +488,11 @@ class BudgetCheck:
 
 def budget_checks(trials: pd.DataFrame) -> list[BudgetCheck]:
     """Every budget-check run (role ``budget_check``), in report order."""
-    runs = trials[trials[N.ROLE] == BUDGET_CHECK]
+    runs = trials[trials[N.ROLE] == N.BUDGET_CHECK]
     val_by_run = dict(zip(trials["run_id"].astype(str), trials[N.VAL_ACC], strict=True))
     out = []
     for _, row in runs.iterrows():
-        base = row.get(BASE_VAL_ACC, math.nan)
+        base = row.get(N.BASE_VAL_ACC, math.nan)
         if pd.isna(base):  # fall back to the checked run itself
             base = val_by_run.get(str(row.get(N.BASE_RUN_ID, "")), math.nan)
         done = row["outcome"] == "completed" and not pd.isna(row[N.VAL_ACC])
@@ -602,6 +585,16 @@ SCREEN_SCORES = {
     "screen/as_is_acc": "as_is (validation)",
 }
 SCREEN_COSTS = ("cost/forward_flops", "cost/screen_seconds", N.DEVICE_HOURS)
+SCREEN_COLUMNS = (
+    "backbone",
+    "run_id",
+    "weights",
+    "resolution",
+    "n_per_class",
+    "n_train",
+    "kept",
+    N.SCREEN_REASON,
+)
 BEST_SCOPE, POOLED_SCOPE = "best strategy per backbone", "all cells pooled"
 
 
@@ -616,25 +609,15 @@ def screen_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
         if not is_screen_run(run) or run.mlflow_status != "FINISHED":
             continue
         row: dict[str, object] = {"backbone": run.params.get("backbone", "?"), "run_id": run.run_id}
-        row.update({k: run.params.get(k, "") for k in ("weights", "resolution", "n_per_class", "n_train")})
+        row.update({k: run.params.get(k, "") for k in SCREEN_COLUMNS[2:6]})
         kept = run.tags.get(
-            SCREEN_KEPT
+            N.SCREEN_KEPT
         )  # a study's screen phase: trained or dropped (absent: a plain screen)
         row["kept"] = None if kept is None else kept == "true"
-        row[N.SCREEN_REASON] = run.tags.get(SCREEN_REASON, "")
+        row[N.SCREEN_REASON] = run.tags.get(N.SCREEN_REASON, "")
         row.update({k: run.metrics.get(k, math.nan) for k in (*SCREEN_SCORES, *SCREEN_COSTS)})
         rows.append(row)
-    columns = [
-        "backbone",
-        "run_id",
-        "weights",
-        "resolution",
-        "n_per_class",
-        "n_train",
-        "kept",
-        N.SCREEN_REASON,
-    ]
-    frame = pd.DataFrame(rows, columns=[*columns, *SCREEN_SCORES, *SCREEN_COSTS])
+    frame = pd.DataFrame(rows, columns=[*SCREEN_COLUMNS, *SCREEN_SCORES, *SCREEN_COSTS])
     return frame.drop_duplicates("backbone", keep="last").sort_values("backbone").reset_index(drop=True)
 
 
