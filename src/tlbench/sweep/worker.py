@@ -577,7 +577,7 @@ class _Loop(ABC):
         """Pop an enqueued slot's trial; ``None`` (closed unrun) if another worker took the slot first."""
         study = self.ctx.study(name)
         trial = study.ask()  # pops an enqueued slot, or creates a blank trial if another worker was faster
-        trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
+        trial.set_user_attr(WORKER_ATTR, self.ctx.worker)
         trials = self._trials(name)
         frozen = next((t for t in trials if t.number == trial.number), None)
         if trial.user_attrs.get(SLOT) is None or frozen is None or not first_claim(trials, frozen):
@@ -643,7 +643,7 @@ class TuneThenFinal(_Loop):
         study.sampler = make_sampler(self.spec.sampler, params, cell_key=cell.key, salt=salt)
         study.pruner = make_pruner(self.spec.pruner)
         trial = study.ask()
-        trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
+        trial.set_user_attr(WORKER_ATTR, self.ctx.worker)
         if not claim_within_budget(self._trials(name), trial.number, tuning_budget(self.spec, cell)):
             close_unrun(trial, "over_budget", "over budget (concurrent claim)")
             return
