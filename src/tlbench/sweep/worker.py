@@ -97,11 +97,6 @@ class OptunaPruning(Callback):
         self.reported = 0  # the last step reported
         self.last_epoch = 0
 
-    def step(self, epoch: int, max_epochs: int) -> int:
-        if not self.val_checks or max_epochs < 1:
-            return epoch
-        return epoch * self.val_checks // max_epochs
-
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
@@ -109,7 +104,8 @@ class OptunaPruning(Callback):
         if value is None:
             return
         epoch = int(trainer.current_epoch) + 1
-        step = self.step(epoch, int(trainer.max_epochs or 0))
+        max_epochs = int(trainer.max_epochs or 0)
+        step = epoch * self.val_checks // max_epochs if self.val_checks and max_epochs >= 1 else epoch
         if step <= self.reported:
             return
         self.trial.report(float(value), step=step)
