@@ -61,7 +61,6 @@ from tlbench.sweep.plan import (
     run_name,
     slot_given_up,
     slot_needs_trial,
-    slot_trials,
     suggest,
     suggest_factors,
     tuning_budget,
@@ -460,14 +459,10 @@ def _outcomes(
 
 
 def slots_done(trials: Sequence[FrozenTrial], slots: Sequence[Slot], *, max_retries: int) -> bool:
-    """Nothing running or waiting, and every slot counted or given up."""
+    """Nothing running or waiting, and every slot counted or given up: none needs a trial."""
     if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials):
         return False
-    return all(
-        any(is_counted(t) for t in slot_trials(trials, slot))
-        or slot_given_up(trials, slot, max_retries=max_retries)
-        for slot in slots
-    )
+    return not any(slot_needs_trial(trials, slot, max_retries=max_retries) for slot in slots)
 
 
 class _Loop(ABC):
@@ -497,17 +492,6 @@ class _Loop(ABC):
         planned = planned_on_graph(plan, graph, due=due, done=done, workers=self.workers)
         return f"{PLANNED_TRIALS}={planned}"
 
-    def overrides(self, cell: Cell, values: dict[str, Any], seed: int, *extra: str) -> tuple[str, ...]:
-        """A trial's overrides, the graph hint first (a trainer.planned_trials of the sweep's own wins)."""
-        searched = param_overrides(values)
-        return (
-            self.graph_hint(cell),
-            *cell_overrides(self.spec, cell),
-            *searched,
-            *extra,
-            override("seed", seed),
-        )
-
     def _run(
         self,
         trial: optuna.Trial,
@@ -525,7 +509,13 @@ class _Loop(ABC):
             role=role,
             optuna_study=trial.study.study_name,
             cell=cell,
-            overrides=self.overrides(cell, values, seed, *extra),
+            overrides=(
+                self.graph_hint(cell),  # first: a trainer.planned_trials of the sweep's own wins
+                *cell_overrides(self.spec, cell),
+                *param_overrides(values),
+                *extra,
+                override("seed", seed),
+            ),
             run_name=run_name(
                 role,
                 run_label(self.ctx.plan.facts[cell.key], cell),
