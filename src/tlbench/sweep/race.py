@@ -87,7 +87,6 @@ class Comparison:
     mean: float
     low: float
     high: float
-    seeds: int
     constant: bool  # neither arm's accuracy varies with the seed: more seeds cannot tell them apart
 
     @property
@@ -96,7 +95,7 @@ class Comparison:
 
     def flipped(self) -> Comparison:
         """``b`` minus ``a``."""
-        return Comparison(-self.mean, -self.high, -self.low, self.seeds, self.constant)
+        return Comparison(-self.mean, -self.high, -self.low, self.constant)
 
     def text(self) -> str:
         return (
@@ -117,9 +116,9 @@ def compare(a: Mapping[int, float], b: Mapping[int, float]) -> Comparison | None
         # The same difference on every seed (often one validation image: 2.0 pp of 49): the seeds give no
         # estimate of their spread, and the t interval would have zero width and call it credible. No
         # interval, then: undecided (more seeds), or decided without a retirement if nothing varies.
-        return Comparison(mean, -math.inf, math.inf, len(common), constant)
+        return Comparison(mean, -math.inf, math.inf, constant)
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(common) - 1)) * sd / math.sqrt(len(common))
-    return Comparison(mean, mean - half, mean + half, len(common), constant)
+    return Comparison(mean, mean - half, mean + half, constant)
 
 
 def _mean_cost(outcomes: Mapping[int, Outcome]) -> float | None:
@@ -142,7 +141,10 @@ def _decide(
     played = {
         r.arm.cell: {s: o for s, o in results.get(r.arm.cell, {}).items() if s in r.seeds} for r in racing
     }
-    vals = {cell: _val_by_seed(outcomes) for cell, outcomes in played.items()}
+    vals = {
+        cell: {seed: o.val_acc for seed, o in outcomes.items() if o.val_acc is not None}
+        for cell, outcomes in played.items()
+    }
     costs = {cell: _mean_cost(outcomes) for cell, outcomes in played.items()}
     retire: dict[str, str] = {}
     for x, y in itertools.combinations(racing, 2):
@@ -165,10 +167,6 @@ def _decide(
         if _undecided_pair(vals[x], vals[y])
         for cell in (x, y)
     }
-
-
-def _val_by_seed(outcomes: Mapping[int, Outcome]) -> dict[int, float]:
-    return {seed: o.val_acc for seed, o in outcomes.items() if o.val_acc is not None}
 
 
 def _undecided_pair(a: Mapping[int, float], b: Mapping[int, float]) -> bool:

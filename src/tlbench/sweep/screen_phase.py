@@ -23,11 +23,9 @@ BACKBONE_FACTOR = "backbone"
 
 
 def rank(values: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
-    """Best first; a score that could not be computed (NaN) ranks last; ties keep the factor's order."""
-    order = {name: i for i, (name, _) in enumerate(values)}
-    return sorted(
-        values, key=lambda nv: (math.isnan(nv[1]), -nv[1] if not math.isnan(nv[1]) else 0, order[nv[0]])
-    )
+    """Best first; a score that could not be computed (NaN) ranks last; ties keep the factor's order
+    (``sorted`` is stable)."""
+    return sorted(values, key=lambda nv: (math.isnan(nv[1]), 0 if math.isnan(nv[1]) else -nv[1]))
 
 
 def reasons(ranking: Sequence[tuple[str, float]], *, keep: int, score: str) -> dict[str, tuple[bool, str]]:

@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 import yaml
-from optuna.storages.journal import JournalFileSymlinkLock
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from tlbench.errors import ConfigError, TrackingError
@@ -217,8 +217,6 @@ def open_storage(ref: StorageRef) -> optuna.storages.BaseStorage:
         path = Path(ref.target)
         path.parent.mkdir(parents=True, exist_ok=True)
         check_journal(path)  # a torn last record (crash, full disk) is cut off, with a backup
-        from optuna.storages.journal import JournalFileBackend
-
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     try:
         return _open_rdb(with_driver(ref.target), engine_kwargs(ref.target))
@@ -247,7 +245,7 @@ class StudyNames:
 # reused); on another host, iff its heartbeat is fresh.
 HEARTBEAT_SECONDS = 20.0
 STALE_AFTER_SECONDS = 120.0  # a worker on another host is dead after this long without a heartbeat
-WORKER_ATTR = "worker"  # user attr of each trial: the WorkerId running it
+WORKER_ATTR = "worker"  # user attr of each trial: the worker (host:pid:start) running it
 REGISTRY_PREFIX = "worker:"
 
 
@@ -265,66 +263,43 @@ def _start_token(pid: int) -> str:
     return fields[19] if len(fields) > 19 else ""
 
 
-@dataclass(frozen=True)
-class WorkerId:
-    host: str
-    pid: int
-    start: str
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.pid}:{self.start}"
-
-    @classmethod
-    def parse(cls, text: str) -> WorkerId | None:
-        parts = text.rsplit(":", 2)
-        if len(parts) != 3 or not parts[1].isdigit():
-            return None
-        return cls(host=parts[0], pid=int(parts[1]), start=parts[2])
-
-    @classmethod
-    def current(cls) -> WorkerId:
-        pid = os.getpid()
-        return cls(host=socket.gethostname(), pid=pid, start=_start_token(pid))
-
-    @property
-    def registry_key(self) -> str:
-        return f"{REGISTRY_PREFIX}{self}"
+def current_worker() -> str:
+    """This process as its trials and the registry name it: ``host:pid:start``."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_token(pid)}"
 
 
-def is_alive(
-    worker: WorkerId | None,
-    registry: Mapping[str, Any],
-    *,
-    now: float | None = None,
-    stale_after: float = STALE_AFTER_SECONDS,
-) -> bool:
-    """Whether ``worker`` may still be working; ``registry``: the meta study's user attrs."""
-    if worker is None:
+def is_alive(worker: str, registry: Mapping[str, Any]) -> bool:
+    """Whether ``worker`` (``host:pid:start``) may still be working; ``registry``: the meta study's user
+    attrs."""
+    parts = worker.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
         return False
-    if worker.host == socket.gethostname():
+    host, pid, start = parts[0], int(parts[1]), parts[2]
+    if host == socket.gethostname():
         try:
-            os.kill(worker.pid, 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             pass  # it exists, as another user's
-        fields = _proc_stat(worker.pid)
+        fields = _proc_stat(pid)
         if fields and fields[0] in ("Z", "X"):  # a zombie is dead
             return False
-        return not worker.start or _start_token(worker.pid) in ("", worker.start)
-    entry = registry.get(worker.registry_key)
+        return not start or _start_token(pid) in ("", start)
+    entry = registry.get(f"{REGISTRY_PREFIX}{host}:{pid}:{start}")
     if not isinstance(entry, Mapping) or entry.get("state") != "running":
         return False
-    return (now if now is not None else time.time()) - float(entry.get("beat", 0.0)) < stale_after
+    return time.time() - float(entry.get("beat", 0.0)) < STALE_AFTER_SECONDS
 
 
 @contextlib.contextmanager
-def heartbeat(beat: Callable[[], None], *, interval: float = HEARTBEAT_SECONDS) -> Iterator[None]:
-    """A daemon thread calling ``beat()`` every ``interval`` seconds while the block runs."""
+def heartbeat(beat: Callable[[], None]) -> Iterator[None]:
+    """A daemon thread calling ``beat()`` every ``HEARTBEAT_SECONDS`` while the block runs."""
     stop = threading.Event()
 
     def run() -> None:
-        while not stop.wait(interval):
+        while not stop.wait(HEARTBEAT_SECONDS):
             with contextlib.suppress(Exception):  # a missed beat is harmless; the next one may succeed
                 beat()
 
@@ -342,9 +317,6 @@ def heartbeat(beat: Callable[[], None], *, interval: float = HEARTBEAT_SECONDS) 
 # resumes only with the definition it was started with), the worker registry and heartbeats, and the
 # parent run's id. The parent run is elected (workers starting together on several machines still get
 # one): each candidate is a meta trial, numbered atomically by the storage; the lowest one wins.
-Direction = Literal["maximize", "minimize"]
-PARETO_DIRECTIONS: tuple[Direction, Direction] = ("maximize", "minimize")  # val/acc, device-hours
-
 PARENT_ATTR, DIGEST_ATTR, CANDIDATE_ATTR = "parent_run_id", "definition_digest", "candidate"
 OVERRIDES_ATTR = "command_line_overrides"
 ELECTION_TIMEOUT_S = 120.0
@@ -366,7 +338,7 @@ class StudyContext:
     names: StudyNames
     storage_ref: StorageRef
     storage: optuna.storages.BaseStorage
-    worker: WorkerId
+    worker: str  # host:pid:start
     runs: StudyRuns
     parent_run_id: str = ""
     _studies: dict[str, optuna.Study] = field(default_factory=dict)
@@ -389,9 +361,6 @@ class StudyContext:
         """Load, or create once (cached: creating writes to the storage even when it exists); every
         study maximises val/acc, the Pareto study also minimises device-hours."""
         if name not in self._studies:
-            directions: tuple[Direction, ...] = (
-                PARETO_DIRECTIONS if name == self.names.pareto else ("maximize",)
-            )
             try:
                 study = optuna.load_study(
                     study_name=name, storage=self.storage, sampler=optuna.samplers.RandomSampler()
@@ -401,7 +370,7 @@ class StudyContext:
                     study_name=name,
                     storage=self.storage,
                     load_if_exists=True,
-                    directions=list(directions),
+                    directions=["maximize", "minimize"] if name == self.names.pareto else ["maximize"],
                     sampler=optuna.samplers.RandomSampler(),  # each claim sets its own
                 )
             self._studies[name] = study
@@ -420,15 +389,16 @@ class StudyContext:
         if owner is None:  # claimed a moment ago, owner not written yet (or died right then)
             started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
             return time.time() - started < STALE_AFTER_SECONDS
-        return is_alive(WorkerId.parse(str(owner)), self.registry() if registry is None else registry)
+        return is_alive(str(owner), self.registry() if registry is None else registry)
 
     def beat(self, state: str = "running") -> None:
-        self.meta.set_user_attr(self.worker.registry_key, {"state": state, "beat": time.time()})
+        self.meta.set_user_attr(f"{REGISTRY_PREFIX}{self.worker}", {"state": state, "beat": time.time()})
 
     def other_live_workers(self) -> list[str]:
         registry = self.registry()
-        keys = [k for k in registry if k.startswith(REGISTRY_PREFIX) and k != self.worker.registry_key]
-        return [k for k in keys if is_alive(WorkerId.parse(k[len(REGISTRY_PREFIX) :]), registry)]
+        mine = f"{REGISTRY_PREFIX}{self.worker}"
+        keys = [k for k in registry if k.startswith(REGISTRY_PREFIX) and k != mine]
+        return [k for k in keys if is_alive(k.removeprefix(REGISTRY_PREFIX), registry)]
 
 
 def open_study(
@@ -441,7 +411,7 @@ def open_study(
         names=StudyNames(study),
         storage_ref=ref,
         storage=open_storage(ref),
-        worker=WorkerId.current(),
+        worker=current_worker(),
         runs=StudyRuns(study, tracking_uri=tracking_uri),
     )
     _check_definition(ctx)
@@ -494,7 +464,7 @@ def _elect_parent(ctx: StudyContext, params: dict[str, Any]) -> str:
         create_trial(
             state=TrialState.COMPLETE,
             value=0.0,
-            user_attrs={CANDIDATE_ATTR: token, "worker": str(ctx.worker)},
+            user_attrs={CANDIDATE_ATTR: token, "worker": ctx.worker},
         )
     )
     mine = ctx.runs.create_parent(
@@ -528,7 +498,7 @@ def _wait_for_winner(ctx: StudyContext) -> str:
             run_id = attrs.get(f"{CANDIDATE_ATTR}:{token}")
             if run_id:
                 return str(run_id)
-            if is_alive(WorkerId.parse(str(trial.user_attrs.get("worker", ""))), attrs):
+            if is_alive(str(trial.user_attrs.get("worker", "")), attrs):
                 break  # an earlier candidate is still creating its run: wait for it
         if time.monotonic() > deadline:
             raise TrackingError(f"no parent run was elected for study '{ctx.names.study}' in time")

@@ -51,7 +51,6 @@ from tlbench.sweep.plan import (
     claim_within_budget,
     distribution,
     doubled_budget,
-    expand_cells,
     final_slot,
     first_claim,
     grid_space,
@@ -62,7 +61,6 @@ from tlbench.sweep.plan import (
     run_name,
     slot_given_up,
     slot_needs_trial,
-    slot_trials,
     suggest,
     suggest_factors,
     tuning_budget,
@@ -91,29 +89,22 @@ class OptunaPruning(Callback):
     the same share of the budget at 5 and at 500 images per class.
     """
 
-    def __init__(
-        self, trial: optuna.trial.Trial, *, monitor: str = MONITOR, val_checks: int | None = None
-    ) -> None:
+    def __init__(self, trial: optuna.trial.Trial, *, val_checks: int | None = None) -> None:
         self.trial = trial
-        self.monitor = monitor
         self.val_checks = val_checks
         self.last_step: int | None = None  # reported, not yet decided on
         self.reported = 0  # the last step reported
         self.last_epoch = 0
 
-    def step(self, epoch: int, max_epochs: int) -> int:
-        if not self.val_checks or max_epochs < 1:
-            return epoch
-        return epoch * self.val_checks // max_epochs
-
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
-        value = trainer.callback_metrics.get(self.monitor)
+        value = trainer.callback_metrics.get(MONITOR)
         if value is None:
             return
         epoch = int(trainer.current_epoch) + 1
-        step = self.step(epoch, int(trainer.max_epochs or 0))
+        max_epochs = int(trainer.max_epochs or 0)
+        step = epoch * self.val_checks // max_epochs if self.val_checks and max_epochs >= 1 else epoch
         if step <= self.reported:
             return
         self.trial.report(float(value), step=step)
@@ -174,54 +165,39 @@ class _GridSampler(optuna.samplers.GridSampler):
         return None
 
 
-SamplerFactory = Callable[[SamplerSpec, Sequence[SearchParam], int, bool], optuna.samplers.BaseSampler]
-PrunerFactory = Callable[[PrunerSpec], optuna.pruners.BasePruner]
-
-
 class _QMCSampler(optuna.samplers.QMCSampler):
     """Every trial a point of the cell's Sobol design, the first one included: Optuna's learns the space
     from the first completed or pruned trial, so with a sampler built per trial, a cell whose first
     trial failed drew the same random value again. The space is known from the sweep file."""
 
-    def __init__(self, space: dict[str, BaseDistribution], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._space = space
+    def __init__(self, params: Sequence[SearchParam], seed: int) -> None:
+        with warnings.catch_warnings():  # "experimental since 3.0": a stable API by now, not news to users
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            super().__init__(
+                scramble=True, seed=seed, warn_asynchronous_seeding=False, warn_independent_sampling=False
+            )
+        self._space = {p.path: distribution(p) for p in params}
 
     def infer_relative_search_space(
-        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+        self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
         return dict(self._space)
 
 
-def _qmc(
-    spec: SamplerSpec, params: Sequence[SearchParam], seed: int, multi: bool
-) -> optuna.samplers.BaseSampler:
-    with warnings.catch_warnings():  # "experimental since 3.0": a stable API by now, not news to users
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _QMCSampler(
-            {p.path: distribution(p) for p in params},
-            scramble=True,
-            seed=spec.seed,
-            warn_asynchronous_seeding=False,
-            warn_independent_sampling=False,
-        )
-
-
-def _tpe(
-    spec: SamplerSpec, params: Sequence[SearchParam], seed: int, multi: bool
-) -> optuna.samplers.BaseSampler:
-    startup = 10 if spec.n_startup_trials is None else spec.n_startup_trials  # Optuna's default
-    return optuna.samplers.TPESampler(
-        seed=seed, constant_liar=True, multivariate=multi, n_startup_trials=startup
-    )
-
+SamplerFactory = Callable[[SamplerSpec, Sequence[SearchParam], int, bool], optuna.samplers.BaseSampler]
+PrunerFactory = Callable[[PrunerSpec], optuna.pruners.BasePruner]
 
 # name -> factory(spec, searched params, derived seed, multi-objective). Grid and QMC order their design
 # by the sweep's seed, not the derived one: the same for every trial of a cell, and for every cell.
 SAMPLERS: dict[str, SamplerFactory] = {
-    "tpe": _tpe,
+    "tpe": lambda spec, params, seed, multi: optuna.samplers.TPESampler(
+        seed=seed,
+        constant_liar=True,
+        multivariate=multi,
+        n_startup_trials=10 if spec.n_startup_trials is None else spec.n_startup_trials,  # Optuna's default
+    ),
     "random": lambda spec, params, seed, multi: optuna.samplers.RandomSampler(seed=seed),
-    "qmc": _qmc,
+    "qmc": lambda spec, params, seed, multi: _QMCSampler(params, spec.seed),
     "grid": lambda spec, params, seed, multi: _GridSampler(grid_space(params), seed=spec.seed),
     "nsgaii": lambda spec, params, seed, multi: optuna.samplers.NSGAIISampler(seed=seed),
 }
@@ -360,14 +336,12 @@ def _train_and_tell(ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan) -> 
     for name in (names.VAL_ACC, names.TEST_ACC, COST, STANDALONE_COST, names.FIT_SECONDS, names.TRAIN_STEPS):
         if name in result.metrics:
             trial.set_user_attr(attr_name(name), result.metrics[name])
+    if result.status.startswith(names.FAILED_PREFIX):  # diverged, collapsed, out of memory: its configuration
+        kind = COLLAPSED if result.status.startswith(names.COLLAPSED_PREFIX) else CONFIG
+        return _fail(ctx, trial, plan, kind, result.status.removeprefix(names.FAILED_PREFIX), record=False)
     trial.set_user_attr(STATUS, result.status)
     if result.status == "pruned":
         return _tell(trial, TrialState.PRUNED, None, result.status)
-    if result.status.startswith(names.FAILED_PREFIX):  # diverged, collapsed, out of memory: its configuration
-        collapsed = result.status.startswith(names.COLLAPSED_PREFIX)
-        trial.set_user_attr(FAIL_KIND, COLLAPSED if collapsed else CONFIG)
-        trial.set_user_attr(FAIL_REASON, result.status.removeprefix(names.FAILED_PREFIX))
-        return _tell(trial, TrialState.FAIL, None, result.status)
     values = [result.metrics.get(name) for name in plan.objectives]
     if any(v is None for v in values):
         missing = [n for n, v in zip(plan.objectives, values, strict=True) if v is None]
@@ -386,7 +360,7 @@ def _tell(trial: optuna.Trial, state: TrialState, values: Sequence[float] | None
 def _fail(
     ctx: StudyContext, trial: optuna.Trial, plan: TrialPlan, kind: str, reason: str, *, record: bool = True
 ) -> str:
-    """FAIL with a reason, and a FAILED child run if train() failed before starting one."""
+    """FAIL with a reason (and status), and a FAILED child run if train() failed before starting one."""
     status = f"{names.FAILED_PREFIX}{reason}"
     try:
         trial.set_user_attr(FAIL_KIND, kind)
@@ -412,6 +386,7 @@ def _fail(
 # trial number. One with nothing to claim waits while others run trials (they may fail and need redoing,
 # or finish a cell whose finals it can then run).
 Job = Callable[[], None]
+POLL_S = 2.0  # how long a worker with nothing to claim waits before looking again
 BASE_VAL_ATTR, BASE_RUN_ATTR = "base_val_acc", "base_run_id"  # a budget check's user attrs
 RACE_ROUND_ATTR = "race_round"  # a final's user attr: the racing round it belongs to
 RACE_DIGEST_ATTR = "race_digest"  # meta study: digest of the race.json last written to the parent run
@@ -462,66 +437,95 @@ def _outcomes(
     by_slot: dict[str, list[FrozenTrial]] = {}
     for t in trials:
         by_slot.setdefault(str(t.user_attrs.get(SLOT)), []).append(t)
-    for cell in cells:
-        for key, mine in by_slot.items():
-            if not key.startswith(f"{cell}|seed="):
-                continue
-            seed = int(key.rsplit("=", 1)[1])
-            slot = final_slot(cell, seed)
-            counted = [t for t in mine if is_counted(t)]
-            done = bool(counted) or slot_given_up(mine, slot, max_retries=max_retries)
-            complete = next((t for t in counted if t.state == TrialState.COMPLETE), None)
-            if complete is None:
-                out[cell][seed] = Outcome(done=done)
-                continue
-            attrs = complete.user_attrs
-            cost = attrs.get(attr_name(STANDALONE_COST), attrs.get(attr_name(COST)))
-            out[cell][seed] = Outcome(
-                done=True,
-                val_acc=float(attrs[attr_name(names.VAL_ACC)]),
-                cost=None if cost is None else float(cost),
-            )
+    for key, mine in by_slot.items():
+        cell, _, seed_text = key.rpartition("|seed=")
+        if cell not in out:
+            continue
+        seed = int(seed_text)
+        counted = [t for t in mine if is_counted(t)]
+        done = bool(counted) or slot_given_up(mine, final_slot(cell, seed), max_retries=max_retries)
+        complete = next((t for t in counted if t.state == TrialState.COMPLETE), None)
+        if complete is None:
+            out[cell][seed] = Outcome(done=done)
+            continue
+        attrs = complete.user_attrs
+        cost = attrs.get(attr_name(STANDALONE_COST), attrs.get(attr_name(COST)))
+        out[cell][seed] = Outcome(
+            done=True,
+            val_acc=float(attrs[attr_name(names.VAL_ACC)]),
+            cost=None if cost is None else float(cost),
+        )
     return out
 
 
 def slots_done(trials: Sequence[FrozenTrial], slots: Sequence[Slot], *, max_retries: int) -> bool:
-    """Nothing running or waiting, and every slot counted or given up."""
+    """Nothing running or waiting, and every slot counted or given up: none needs a trial."""
     if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials):
         return False
-    return all(
-        any(is_counted(t) for t in slot_trials(trials, slot))
-        or slot_given_up(trials, slot, max_retries=max_retries)
-        for slot in slots
-    )
+    return not any(slot_needs_trial(trials, slot, max_retries=max_retries) for slot in slots)
 
 
 class _Loop(ABC):
-    """What both study modes share: the work loop, enqueued slots and their claims."""
+    """What both study modes share: the work loop, enqueued slots and their claims, the graph hint."""
 
     study_names: list[str]
 
-    def __init__(self, ctx: StudyContext, *, workers: int = 1, poll_s: float = 2.0) -> None:
+    def __init__(self, ctx: StudyContext, *, workers: int = 1) -> None:
         self.ctx = ctx
         self.workers = workers
         self.spec = ctx.spec
-        self.poll_s = poll_s
+        self.cells = list(ctx.plan.cells)
 
     @abstractmethod
     def next_job(self) -> Job | None: ...
 
     @abstractmethod
-    def graph_hint(self, cell: Cell) -> str: ...
+    def due(self, cells: Sequence[Cell]) -> tuple[dict[str, int], list[FrozenTrial]]:
+        """Of ``cells``: the counted trials each is due in all, and the trials that count toward them."""
 
-    def overrides(self, cell: Cell, values: dict[str, Any], seed: int, *extra: str) -> tuple[str, ...]:
-        """A trial's overrides, the graph hint first (a trainer.planned_trials of the sweep's own wins)."""
-        searched = param_overrides(values)
-        return (
-            self.graph_hint(cell),
-            *cell_overrides(self.spec, cell),
-            *searched,
-            *extra,
-            override("seed", seed),
+    def graph_hint(self, cell: Cell) -> str:
+        """``trainer.planned_trials``: the trials this worker will still run on this cell's graph."""
+        plan = self.ctx.plan
+        graph = plan.facts[cell.key].graph
+        due, trials = self.due([c for c in self.cells if plan.facts[c.key].graph == graph])
+        done = Counter(str(t.user_attrs.get(CELL)) for t in trials if is_counted(t))
+        planned = planned_on_graph(plan, graph, due=due, done=done, workers=self.workers)
+        return f"{PLANNED_TRIALS}={planned}"
+
+    def _run(
+        self,
+        trial: optuna.Trial,
+        role: str,
+        cell: Cell,
+        values: dict[str, Any],
+        seed: int,
+        *extra: str,
+        **fields: Any,
+    ) -> None:
+        """Train ``trial`` as ``role`` on ``cell`` with the suggested ``values``, ``seed`` and ``extra``
+        overrides; ``fields``: the rest of its :class:`TrialPlan`."""
+        check = self.spec.budget.check  # run_name reads only a final's seed and a budget check's factor
+        plan = TrialPlan(
+            role=role,
+            optuna_study=trial.study.study_name,
+            cell=cell,
+            overrides=(
+                self.graph_hint(cell),  # first: a trainer.planned_trials of the sweep's own wins
+                *cell_overrides(self.spec, cell),
+                *param_overrides(values),
+                *extra,
+                override("seed", seed),
+            ),
+            run_name=run_name(
+                role,
+                run_label(self.ctx.plan.facts[cell.key], cell),
+                number=trial.number,
+                seed=seed,
+                factor=None if check is None else check.factor,
+            ),
+            **fields,
         )
+        run_trial(self.ctx, trial, plan)
 
     def run(self, *, should_stop: Callable[[], bool] = lambda: False) -> None:
         while not should_stop():
@@ -530,7 +534,7 @@ class _Loop(ABC):
             if job is not None:
                 job()
             elif self._others_running():
-                time.sleep(self.poll_s)
+                time.sleep(POLL_S)
             else:
                 return
 
@@ -559,7 +563,7 @@ class _Loop(ABC):
         """Pop an enqueued slot's trial; ``None`` (closed unrun) if another worker took the slot first."""
         study = self.ctx.study(name)
         trial = study.ask()  # pops an enqueued slot, or creates a blank trial if another worker was faster
-        trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
+        trial.set_user_attr(WORKER_ATTR, self.ctx.worker)
         trials = self._trials(name)
         frozen = next((t for t in trials if t.number == trial.number), None)
         if trial.user_attrs.get(SLOT) is None or frozen is None or not first_claim(trials, frozen):
@@ -569,9 +573,8 @@ class _Loop(ABC):
 
 
 class TuneThenFinal(_Loop):
-    def __init__(self, ctx: StudyContext, *, offset: int = 0, workers: int = 1, poll_s: float = 2.0) -> None:
-        super().__init__(ctx, workers=workers, poll_s=poll_s)
-        self.cells = list(ctx.plan.cells)
+    def __init__(self, ctx: StudyContext, *, offset: int = 0, workers: int = 1) -> None:
+        super().__init__(ctx, workers=workers)
         shift = offset % len(self.cells)  # workers start on different cells: fewer lost claims
         self.order = self.cells[shift:] + self.cells[:shift]
         studies = [ctx.names.cell(c.key) for c in self.cells]
@@ -595,40 +598,28 @@ class TuneThenFinal(_Loop):
         if self.ctx.plan.check_cells:
             self._enqueue(self.ctx.names.budget_check, self.check_runs())
             if self._waiting(self.ctx.names.budget_check):
-                return self.check_one
+                return partial(self.enqueued_one, self.ctx.names.budget_check)
         self._enqueue(self.ctx.names.final, self.final_slots())
         self.publish_race()
         if self._waiting(self.ctx.names.final):
-            return self.final_one
+            return partial(self.enqueued_one, self.ctx.names.final)
         return None
 
-    def label(self, cell: Cell) -> str:
-        return run_label(self.ctx.plan.facts[cell.key], cell)
-
-    def graph_hint(self, cell: Cell) -> str:
-        """``trainer.planned_trials``: the trials this worker will still run on this cell's graph."""
-        plan = self.ctx.plan
-        graph = plan.facts[cell.key].graph
-        same = [c for c in self.cells if plan.facts[c.key].graph == graph]
-        checked = {c.key for c in plan.check_cells}
+    def due(self, cells: Sequence[Cell]) -> tuple[dict[str, int], list[FrozenTrial]]:
+        """Each cell's tuning budget, its budget check and its final seeds (those of the race so far)."""
+        checked = {c.key for c in self.ctx.plan.check_cells}
         finals = self._trials(self.ctx.names.final) if self.spec.has_finals else []
         checks = self._trials(self.ctx.names.budget_check) if checked else []
         due_finals = (
             Counter(run.slot.cell_key for run in self.final_slots()) if self.spec.has_finals else Counter()
         )
-        due, done = {}, {}
-        for c in same:
-            first_round = len(self.spec.final_seeds) if self.spec.has_finals else 0
-            due[c.key] = (
-                tuning_budget(self.spec, c) + (c.key in checked) + max(due_finals[c.key], first_round)
-            )
-            done[c.key] = sum(
-                1
-                for t in [*self._trials(self.ctx.names.cell(c.key)), *finals, *checks]
-                if is_counted(t) and t.user_attrs.get(CELL) == c.key
-            )
-        planned = planned_on_graph(plan, graph, due=due, done=done, workers=self.workers)
-        return f"{PLANNED_TRIALS}={planned}"
+        first_round = len(self.spec.final_seeds) if self.spec.has_finals else 0
+        due = {
+            c.key: tuning_budget(self.spec, c) + (c.key in checked) + max(due_finals[c.key], first_round)
+            for c in cells
+        }
+        tuning = [t for c in cells for t in self._trials(self.ctx.names.cell(c.key))]
+        return due, [*tuning, *finals, *checks]
 
     def tune_one(self, cell: Cell) -> None:
         name = self.ctx.names.cell(cell.key)
@@ -638,22 +629,48 @@ class TuneThenFinal(_Loop):
         study.sampler = make_sampler(self.spec.sampler, params, cell_key=cell.key, salt=salt)
         study.pruner = make_pruner(self.spec.pruner)
         trial = study.ask()
-        trial.set_user_attr(WORKER_ATTR, str(self.ctx.worker))
+        trial.set_user_attr(WORKER_ATTR, self.ctx.worker)
         if not claim_within_budget(self._trials(name), trial.number, tuning_budget(self.spec, cell)):
             close_unrun(trial, "over_budget", "over budget (concurrent claim)")
             return
         for key, value in ((ROLE, names.TUNE), (CELL, cell.key)):
             trial.set_user_attr(key, value)
         values = suggest(trial, params)
-        plan = TrialPlan(
-            role=names.TUNE,
-            optuna_study=name,
-            cell=cell,
-            overrides=self.overrides(cell, values, self.spec.tune_seed),
-            prune=self.spec.pruner.name != "none",
-            run_name=run_name(names.TUNE, self.label(cell), number=trial.number),
+        self._run(trial, names.TUNE, cell, values, self.spec.tune_seed, prune=self.spec.pruner.name != "none")
+
+    def enqueued_one(self, name: str) -> None:
+        """A final or a budget check: a cell's tuned values (enqueued) on a seed. A check runs them with
+        ``budget.check.factor`` x the step budget, on the tuning seed, beside the checked run."""
+        trial = self._claim(name)
+        if trial is None:
+            return
+        attrs = trial.user_attrs
+        cell = cell_by_key(self.cells)[str(attrs[CELL])]
+        values = suggest(trial, cell_search(self.spec, cell))
+        tags = {TUNED_FROM: str(attrs[TUNED_FROM])}
+        if name == self.ctx.names.final:
+            tags[names.RACE_ROUND] = str(attrs.get(RACE_ROUND_ATTR, 1))
+            source = tuning_cell(self.spec, cell)
+            if source != cell:  # budget.tune_at: the configuration was chosen at another data size
+                tags[names.TUNED_IN] = source.key
+            self._run(trial, names.FINAL, cell, values, int(attrs[SEED]), extra_tags=tags)
+            return
+        check = self.spec.budget.check
+        assert check is not None  # there are check cells only with budget.check
+        budget = doubled_budget(self.ctx.plan.facts[cell.key], values, check.factor)
+        tags[names.BUDGET_FACTOR] = str(check.factor)
+        tags[names.BASE_RUN_ID] = str(attrs.get(BASE_RUN_ATTR) or "")
+        metrics = {names.BASE_VAL_ACC: float(attrs[BASE_VAL_ATTR])}
+        self._run(
+            trial,
+            names.BUDGET_CHECK,
+            cell,
+            values,
+            int(attrs[SEED]),
+            *budget,
+            extra_tags=tags,
+            extra_metrics=metrics,
         )
-        run_trial(self.ctx, trial, plan)
 
     def complete(self) -> bool:
         """Every cell tuned (or given up); every budget check and final slot counted (or given up)."""
@@ -702,7 +719,6 @@ class TuneThenFinal(_Loop):
         trials = self._trials(self.ctx.names.final)
         rounds = race_seeds(self.spec.final_seeds, self.spec.race, tune_seed=self.spec.tune_seed)
         round_of = {seed: n for n, seeds in enumerate(rounds, start=1) for seed in seeds}
-        retries = self.spec.budget.max_retries
         groups: dict[Any, list[Cell]] = {}
         for cell in self.cells:
             groups.setdefault(cell.get(SIZE_FACTOR), []).append(cell)
@@ -712,12 +728,10 @@ class TuneThenFinal(_Loop):
             arms = [self._arm(cell, size) for cell in cells if chosen[cell.key] is not None]
             tuning = [c for c in cells if not self.cell_status(tuning_cell(self.spec, c)).done]
             if tuning:  # some arm is still being tuned: round 1 for the others, no decision yet
-                state = [ArmRace(arm, seeds=list(rounds[0])) for arm in arms]
-                reached = 1
+                state, reached = [ArmRace(arm, seeds=list(rounds[0])) for arm in arms], 1
             else:
-                state, reached = run_race(
-                    arms, _outcomes(trials, [a.cell for a in arms], max_retries=retries), rounds
-                )
+                outcomes = _outcomes(trials, [a.cell for a in arms], max_retries=self.spec.budget.max_retries)
+                state, reached = run_race(arms, outcomes, rounds)
             unchosen = [
                 ArmRace(self._arm(c, size), reason=TUNING if c in tuning else NO_CHOICE)
                 for c in cells
@@ -768,58 +782,6 @@ class TuneThenFinal(_Loop):
                 runs.append(Enqueued(Slot(cell.key, "budget_check"), dict(best.params), attrs))
         return runs
 
-    def final_one(self) -> None:
-        name = self.ctx.names.final
-        trial = self._claim(name)
-        if trial is None:
-            return
-        cell = cell_by_key(self.cells)[str(trial.user_attrs[CELL])]
-        values = suggest(trial, cell_search(self.spec, cell))  # the enqueued (tuned) values
-        seed = int(trial.user_attrs[SEED])
-        tags = {
-            TUNED_FROM: str(trial.user_attrs[TUNED_FROM]),
-            names.RACE_ROUND: str(trial.user_attrs.get(RACE_ROUND_ATTR, 1)),
-        }
-        source = tuning_cell(self.spec, cell)
-        if source != cell:  # budget.tune_at: the configuration was chosen at another data size
-            tags[names.TUNED_IN] = source.key
-        plan = TrialPlan(
-            role=names.FINAL,
-            optuna_study=name,
-            cell=cell,
-            overrides=self.overrides(cell, values, seed),
-            extra_tags=tags,
-            run_name=run_name(names.FINAL, self.label(cell), number=trial.number, seed=seed),
-        )
-        run_trial(self.ctx, trial, plan)
-
-    def check_one(self) -> None:
-        """A tuned configuration with ``budget.check.factor`` x its step budget, on the tuning seed."""
-        name = self.ctx.names.budget_check
-        trial = self._claim(name)
-        if trial is None:
-            return
-        check = self.spec.budget.check
-        assert check is not None  # there are check cells only with budget.check
-        cell = cell_by_key(self.cells)[str(trial.user_attrs[CELL])]
-        values = suggest(trial, cell_search(self.spec, cell))
-        budget = doubled_budget(self.ctx.plan.facts[cell.key], values, check.factor)
-        base_run = str(trial.user_attrs.get(BASE_RUN_ATTR) or "")
-        plan = TrialPlan(
-            role=names.BUDGET_CHECK,
-            optuna_study=name,
-            cell=cell,
-            overrides=self.overrides(cell, values, int(trial.user_attrs[SEED]), *budget),
-            extra_tags={
-                TUNED_FROM: str(trial.user_attrs[TUNED_FROM]),
-                names.BUDGET_FACTOR: str(check.factor),
-                names.BASE_RUN_ID: base_run,
-            },
-            extra_metrics={names.BASE_VAL_ACC: float(trial.user_attrs[BASE_VAL_ATTR])},
-            run_name=run_name(names.BUDGET_CHECK, self.label(cell), number=trial.number, factor=check.factor),
-        )
-        run_trial(self.ctx, trial, plan)
-
 
 # --- pareto ---
 # One study over all cells, maximise val/acc, minimise device-hours. Every cell gets
@@ -842,10 +804,9 @@ class ParetoPoint:
 
 
 class Pareto(_Loop):
-    def __init__(self, ctx: StudyContext, *, workers: int = 1, poll_s: float = 2.0) -> None:
-        super().__init__(ctx, workers=workers, poll_s=poll_s)
+    def __init__(self, ctx: StudyContext, *, workers: int = 1) -> None:
+        super().__init__(ctx, workers=workers)
         self.name = ctx.names.pareto
-        self.cells = expand_cells(ctx.spec)
         self.study_names = [self.name]
 
     def slots(self) -> list[Enqueued]:
@@ -859,6 +820,10 @@ class Pareto(_Loop):
     def next_job(self) -> Job | None:
         self._enqueue(self.name, self.slots())
         return self.run_one if self._waiting(self.name) else None
+
+    def due(self, cells: Sequence[Cell]) -> tuple[dict[str, int], list[FrozenTrial]]:
+        due = dict.fromkeys((c.key for c in cells), self.spec.budget.trials_per_cell)
+        return due, self._trials(self.name)
 
     def complete(self) -> bool:
         slots = [item.slot for item in self.slots()]
@@ -877,34 +842,13 @@ class Pareto(_Loop):
             return
         cell = cell_from_params(self.spec, suggest_factors(trial, self.spec))  # the enqueued factor values
         values = suggest(trial, cell_search(self.spec, cell))
-        label = run_label(self.ctx.plan.facts[cell.key], cell)
-        plan = TrialPlan(
-            role="tune",
-            optuna_study=self.name,
-            cell=cell,
-            overrides=self.overrides(cell, values, self.spec.tune_seed),
-            objectives=OBJECTIVES,
-            run_name=run_name("tune", label, number=trial.number),
-        )
-        run_trial(self.ctx, trial, plan)
-
-    def graph_hint(self, cell: Cell) -> str:
-        """``trainer.planned_trials``: the trials this worker will still run on this cell's graph."""
-        done = Counter(str(t.user_attrs.get(CELL)) for t in self._trials(self.name) if is_counted(t))
-        due = dict.fromkeys((c.key for c in self.cells), self.spec.budget.trials_per_cell)
-        graph = self.ctx.plan.facts[cell.key].graph
-        planned = planned_on_graph(self.ctx.plan, graph, due=due, done=done, workers=self.workers)
-        return f"{PLANNED_TRIALS}={planned}"
-
-    def pareto_set(self) -> list[ParetoPoint]:
-        study = self.ctx.study(self.name)
-        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            return []
-        return [_point(t) for t in sorted(study.best_trials, key=lambda t: t.values[1])]
+        self._run(trial, names.TUNE, cell, values, self.spec.tune_seed, objectives=OBJECTIVES)
 
     def publish(self) -> list[ParetoPoint]:
-        """Record the Pareto set: meta study attr and ``pareto=true`` on the trials' MLflow runs."""
-        points = self.pareto_set()
+        """The Pareto set, cheapest first, recorded: meta study attr, ``pareto=true`` on its MLflow runs."""
+        study = self.ctx.study(self.name)
+        best = study.best_trials if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else []
+        points = [_point(t) for t in sorted(best, key=lambda t: t.values[1])]
         self.ctx.meta.set_user_attr(PARETO_ATTR, [p.number for p in points])
         for point in points:
             if point.run_id:
