@@ -375,11 +375,11 @@ def cell_results(
     for cell, trials in tune_trials.items():
         source = (sources or {}).get(cell, cell)
         best = best_trial(tune_trials.get(source, trials))
-        finals = [
+        finals = [t for t in final_trials if t.user_attrs.get(CELL) == cell]
+        tests = [
             float(t.user_attrs["test_acc"])
-            for t in final_trials
-            if t.user_attrs.get(CELL) == cell
-            and is_counted(t)
+            for t in finals
+            if is_counted(t)
             and fail_kind(t) != COLLAPSED  # a failure, counted below, never a number (as in the report)
             and "test_acc" in t.user_attrs
         ]
@@ -388,15 +388,11 @@ def cell_results(
                 cell=cell,
                 counted=sum(1 for t in trials if is_counted(t)),
                 budget=budgets[cell],
-                collapsed=sum(
-                    1
-                    for t in [*trials, *(f for f in final_trials if f.user_attrs.get(CELL) == cell)]
-                    if fail_kind(t) == COLLAPSED
-                ),
+                collapsed=sum(1 for t in [*trials, *finals] if fail_kind(t) == COLLAPSED),
                 best_trial=best.number if best else None,
                 best_val=float(best.value) if best and best.value is not None else None,
                 best_params=dict(best.params) if best else {},
-                final_test=tuple(finals),
+                final_test=tuple(tests),
                 tuned_in=source if source != cell else None,
             )
         )
