@@ -618,14 +618,7 @@ def run_sweep(request: SweepRequest) -> int:
             _set_threads(threads.threads)
             interrupted = work(ctx, index=0, workers=1)
         else:
-            interrupted = _supervise(
-                ctx,
-                sweep=str(sweep_path(request.sweep_name).resolve()),
-                storage=storage,
-                threads=threads.threads,
-                n=workers,
-                extra=request.forwarded(),
-            )
+            interrupted = _supervise(ctx, request, storage=storage, threads=threads.threads, n=workers)
     complete, points = close(ctx, interrupted=interrupted)
     trials = read_trials(ctx.storage, ctx.spec, ctx.names)
     progress = progress_info(trials, ctx.plan.phases, elapsed_s=time.monotonic() - started, workers=workers)
@@ -768,8 +761,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _supervise(
-    ctx: StudyContext, *, sweep: str, storage: str | None, threads: int, n: int, extra: Sequence[str] = ()
+    ctx: StudyContext, request: SweepRequest, *, storage: str | None, threads: int, n: int
 ) -> bool:
+    sweep = str(sweep_path(request.sweep_name).resolve())
     logs = log_dir(ctx.names.study)
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
@@ -783,7 +777,7 @@ def _supervise(
         with (logs / f"worker-{index}.log").open("ab") as out:
             procs.append(
                 subprocess.Popen(
-                    [*command, "--worker-index", str(index), "--worker", *extra],
+                    [*command, "--worker-index", str(index), "--worker", *request.forwarded()],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
