@@ -71,18 +71,8 @@ def main(argv: Sequence[str]) -> int:
         workers = parse_workers(str(args.workers))
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    request = SweepRequest(
-        sweep=args.sweep,
-        data=args.data,
-        class_map=args.class_map,
-        overrides=tuple(args.overrides),
-        study=args.study,
-        workers=workers,
-        storage=args.storage,
-        worker=args.worker,
-        worker_index=args.worker_index,
-        threads=args.threads,
-    )
+    # the parser's destinations are the request's fields
+    request = SweepRequest(**{**vars(args), "overrides": tuple(args.overrides), "workers": workers})
     check_request(request)  # a missing folder or sweep file: reported before torch is imported
     from tlbench.sweep.run import run_sweep
 

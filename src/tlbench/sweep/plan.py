@@ -374,18 +374,12 @@ class SweepPlan:
     phases: Mapping[str, int]  # trials planned per phase (finals: the first racing round's)
 
 
-def cell_facts(spec: SweepSpec, cells: Sequence[Cell]) -> dict[str, CellFacts]:
-    """Compose each cell once (searched values at the low end, as the check does)."""
-    facts = {}
+def plan_sweep(spec: SweepSpec) -> SweepPlan:
+    cells = tuple(expand_cells(spec))
+    facts = {}  # each cell composed once (searched values at the low end, as the check does)
     for cell in cells:
         lows = [low_override(p) for p in cell_search(spec, cell)]
         facts[cell.key] = CellFacts.of(load_config([*cell_overrides(spec, cell), *lows]))
-    return facts
-
-
-def plan_sweep(spec: SweepSpec) -> SweepPlan:
-    cells = tuple(expand_cells(spec))
-    facts = cell_facts(spec, cells)
     checks = tuple(budget_check_cells(spec, cells, facts))
     phases = planned_trials(spec, budget_checks=len(checks))
     return SweepPlan(cells=cells, facts=facts, check_cells=checks, phases=phases)

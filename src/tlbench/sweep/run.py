@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -375,11 +375,11 @@ def cell_results(
     for cell, trials in tune_trials.items():
         source = (sources or {}).get(cell, cell)
         best = best_trial(tune_trials.get(source, trials))
-        finals = [
+        finals = [t for t in final_trials if t.user_attrs.get(CELL) == cell]
+        tests = [
             float(t.user_attrs["test_acc"])
-            for t in final_trials
-            if t.user_attrs.get(CELL) == cell
-            and is_counted(t)
+            for t in finals
+            if is_counted(t)
             and fail_kind(t) != COLLAPSED  # a failure, counted below, never a number (as in the report)
             and "test_acc" in t.user_attrs
         ]
@@ -388,15 +388,11 @@ def cell_results(
                 cell=cell,
                 counted=sum(1 for t in trials if is_counted(t)),
                 budget=budgets[cell],
-                collapsed=sum(
-                    1
-                    for t in [*trials, *(f for f in final_trials if f.user_attrs.get(CELL) == cell)]
-                    if fail_kind(t) == COLLAPSED
-                ),
+                collapsed=sum(1 for t in [*trials, *finals] if fail_kind(t) == COLLAPSED),
                 best_trial=best.number if best else None,
                 best_val=float(best.value) if best and best.value is not None else None,
                 best_params=dict(best.params) if best else {},
-                final_test=tuple(finals),
+                final_test=tuple(tests),
                 tuned_in=source if source != cell else None,
             )
         )
@@ -473,16 +469,6 @@ def supervisor_gone() -> bool:
 Loop = TuneThenFinal | Pareto
 
 
-@dataclass
-class SweepOutcome:
-    study: str
-    complete: bool
-    interrupted: bool
-    parent_run_id: str
-    progress: ProgressInfo
-    pareto: list[ParetoPoint] = field(default_factory=list)
-
-
 def parent_params(spec: SweepSpec, ref: StorageRef) -> dict[str, Any]:
     """The parent run's params: a summary of the sweep definition (the full one is ``sweep.yaml``)."""
     plain = spec_as_dict(spec)
@@ -537,8 +523,9 @@ def work(ctx: StudyContext, *, index: int = 0, workers: int = 1, stop_when: Any 
         signal.signal(signal.SIGTERM, previous)
 
 
-def close(ctx: StudyContext, *, interrupted: bool, started: float, workers: int) -> SweepOutcome:
-    """Reap, end orphaned runs, decide the parent run's state, and say where the study stands."""
+def close(ctx: StudyContext, *, interrupted: bool) -> tuple[bool, list[ParetoPoint]]:
+    """Reap, end orphaned runs, decide the parent run's state; returns whether the study is complete
+    and, for a complete Pareto study, its published set."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # recording the end must not be cut short
     try:
         loop = make_loop(ctx)
@@ -560,19 +547,7 @@ def close(ctx: StudyContext, *, interrupted: bool, started: float, workers: int)
                 "other workers are still on study '%s'; the last one out closes its parent run",
                 ctx.names.study,
             )
-        return SweepOutcome(
-            study=ctx.names.study,
-            complete=complete,
-            interrupted=interrupted,
-            parent_run_id=ctx.parent_run_id,
-            progress=progress_info(
-                read_trials(ctx.storage, ctx.spec, ctx.names),
-                ctx.plan.phases,
-                elapsed_s=time.monotonic() - started,
-                workers=workers,
-            ),
-            pareto=points,
-        )
+        return complete, points
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -618,14 +593,12 @@ def run_sweep(request: SweepRequest) -> int:
     tracking_uri = check_reachable(first.tracking.tracking_uri)  # before any study or run is touched
     started = time.monotonic()
     if request.worker:
-        ctx = open_for_command(spec, study, ref, tracking_uri=tracking_uri)
-        _screen(ctx, progress=lambda line: log.info("%s", line))
-        return _run_worker(request, ctx, started)
+        return _run_worker(request, open_for_command(spec, study, ref, tracking_uri=tracking_uri))
     workers, why = _workers(request.workers, first.trainer.device)
     threads = plan_threads(workers)
     ctx = open_for_command(spec, study, ref, tracking_uri=tracking_uri)
     _print_header(ctx, workers, threads, why)
-    with _closed_on_error(ctx, started, workers):
+    with _closed_on_error(ctx):
         _screen(ctx, progress=lambda line: print(line, flush=True))
     items = _print_plan(ctx, workers=workers, threads=threads.threads)
     view_storage = open_storage(ref)  # the view polls on its own connection
@@ -640,28 +613,23 @@ def run_sweep(request: SweepRequest) -> int:
         eta_log.record(info)
         return info
 
-    with _closed_on_error(ctx, started, workers), ProgressView(compute, title=f"study {study}"):
+    with _closed_on_error(ctx), ProgressView(compute, title=f"study {study}"):
         if workers == 1:
             _set_threads(threads.threads)
             interrupted = work(ctx, index=0, workers=1)
         else:
-            interrupted = _supervise(
-                ctx,
-                sweep=str(sweep_path(request.sweep_name).resolve()),
-                storage=storage,
-                threads=threads.threads,
-                n=workers,
-                extra=request.forwarded(),
-            )
-    outcome = close(ctx, interrupted=interrupted, started=started, workers=workers)
-    eta_log.record(outcome.progress, final=True)
-    _print_outcome(ctx, outcome)
-    if outcome.interrupted:
+            interrupted = _supervise(ctx, request, storage=storage, threads=threads.threads, n=workers)
+    complete, points = close(ctx, interrupted=interrupted)
+    trials = read_trials(ctx.storage, ctx.spec, ctx.names)
+    progress = progress_info(trials, ctx.plan.phases, elapsed_s=time.monotonic() - started, workers=workers)
+    eta_log.record(progress, final=True)
+    _print_outcome(ctx, trials, progress, complete=complete, interrupted=interrupted, pareto=points)
+    if interrupted:
         return 130
-    if not outcome.complete:
+    if not complete:
         return 1
     if spec.report:
-        _build_report(outcome.study)
+        _build_report(study)
     if spec.exports:
         return _export_winner(ctx, tracking_uri=tracking_uri)
     return 0
@@ -723,20 +691,16 @@ def _print_plan(ctx: StudyContext, *, workers: int, threads: int) -> list[WorkIt
     return items
 
 
-def _run_worker(request: SweepRequest, ctx: StudyContext, started: float) -> int:
+def _run_worker(request: SweepRequest, ctx: StudyContext) -> int:
+    _screen(ctx, progress=lambda line: log.info("%s", line))
     # The supervisor stops workers with one SIGINT; make sure it is not inherited as ignored
     # (as it is for background jobs of a non-interactive shell).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _set_threads(request.threads or 1)
     workers = request.workers or 1  # a spawned worker is always told the count
-    with _closed_on_error(ctx, started, workers):
-        interrupted = work(
-            ctx,
-            index=request.worker_index,
-            workers=workers,
-            stop_when=supervisor_gone,
-        )
-    close(ctx, interrupted=interrupted, started=started, workers=workers)
+    with _closed_on_error(ctx):
+        interrupted = work(ctx, index=request.worker_index, workers=workers, stop_when=supervisor_gone)
+    close(ctx, interrupted=interrupted)
     return 130 if interrupted else 0
 
 
@@ -766,11 +730,8 @@ def _export_winner(ctx: StudyContext, *, tracking_uri: str) -> int:
     if done:
         print(f"export: already done ({done}); tlbench export --study {study} exports it again", flush=True)
         return 0
-    try:
-        from tlbench.export import export_winner
-    except ImportError:  # a version without the export module: the study stands on its own
-        print("export: skipped (this version of tlbench has no tlbench.export)", flush=True)
-        return 0
+    from tlbench.export import export_winner
+
     try:
         exported = export_winner(study, tracking_uri=tracking_uri, progress=lambda m: print(m, flush=True))
     except Exception as exc:  # the study's results are all recorded: say what failed, never a traceback
@@ -785,13 +746,13 @@ def _export_winner(ctx: StudyContext, *, tracking_uri: str) -> int:
 
 
 @contextlib.contextmanager
-def _closed_on_error(ctx: StudyContext, started: float, workers: int) -> Iterator[None]:
+def _closed_on_error(ctx: StudyContext) -> Iterator[None]:
     """A crash of the sweep itself (a bug, the tracking store gone) still closes the study's runs."""
     try:
         yield
     except Exception:
         with contextlib.suppress(Exception):  # the original error is the one to report
-            close(ctx, interrupted=True, started=started, workers=workers)
+            close(ctx, interrupted=True)
         raise
 
 
@@ -800,8 +761,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _supervise(
-    ctx: StudyContext, *, sweep: str, storage: str | None, threads: int, n: int, extra: Sequence[str] = ()
+    ctx: StudyContext, request: SweepRequest, *, storage: str | None, threads: int, n: int
 ) -> bool:
+    sweep = str(sweep_path(request.sweep_name).resolve())
     logs = log_dir(ctx.names.study)
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
@@ -815,7 +777,7 @@ def _supervise(
         with (logs / f"worker-{index}.log").open("ab") as out:
             procs.append(
                 subprocess.Popen(
-                    [*command, "--worker-index", str(index), "--worker", *extra],
+                    [*command, "--worker-index", str(index), "--worker", *request.forwarded()],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -858,10 +820,18 @@ def _print_header(ctx: StudyContext, workers: int, threads: ThreadPlan, why: str
     )
 
 
-def _print_outcome(ctx: StudyContext, outcome: SweepOutcome) -> None:
-    print(render_line(outcome.progress))
+def _print_outcome(
+    ctx: StudyContext,
+    trials: Mapping[str, Sequence[FrozenTrial]],
+    progress: ProgressInfo,
+    *,
+    complete: bool,
+    interrupted: bool,
+    pareto: list[ParetoPoint],
+) -> None:
+    print(render_line(progress))
     if ctx.spec.mode == "pareto":
-        print(format_pareto(outcome.pareto) if outcome.complete else "Pareto set: study not complete yet")
+        print(format_pareto(pareto) if complete else "Pareto set: study not complete yet")
     else:
         cells = expand_cells(ctx.spec)
         tune = {c.key: ctx.study(ctx.names.cell(c.key)).get_trials(deepcopy=False) for c in cells}
@@ -869,12 +839,11 @@ def _print_outcome(ctx: StudyContext, outcome: SweepOutcome) -> None:
         budgets = {c.key: tuning_budget(ctx.spec, c) for c in cells}
         sources = {c.key: tuning_cell(ctx.spec, c).key for c in cells}
         print(format_results(cell_results(tune, finals, budgets=budgets, sources=sources)))
-    trials = read_trials(ctx.storage, ctx.spec, ctx.names)
-    print(format_breakdown(time_breakdown(trials), total_s=outcome.progress.elapsed_s))
-    took = format_duration(outcome.progress.elapsed_s)
-    if outcome.complete:
-        print(f"study '{outcome.study}' complete in {took}; report: make report STUDY={outcome.study}")
-    elif outcome.interrupted:
-        print(f"study '{outcome.study}' interrupted after {took}; run the same command again to resume it")
+    print(format_breakdown(time_breakdown(trials), total_s=progress.elapsed_s))
+    study, took = ctx.names.study, format_duration(progress.elapsed_s)
+    if complete:
+        print(f"study '{study}' complete in {took}; report: make report STUDY={study}")
+    elif interrupted:
+        print(f"study '{study}' interrupted after {took}; run the same command again to resume it")
     else:
-        print(f"study '{outcome.study}' not complete (other workers still running?); rerun to resume")
+        print(f"study '{study}' not complete (other workers still running?); rerun to resume")

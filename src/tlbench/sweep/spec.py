@@ -634,7 +634,7 @@ def _check_budget_check(spec: SweepSpec) -> None:
                 spec.name, f"budget.check.strategies names '{name}', which is not among the sweep's "
                 f"strategies ({', '.join(str(k) for k in known)})"
             )  # fmt: skip
-    if dict(spec.factors).get(SIZE_FACTOR) is not None:
+    if factors.get(SIZE_FACTOR) is not None:
         _check_size(spec, "budget.check.size", check.size)
     elif check.size not in SIZE_WORDS:
         raise sweep_error(
