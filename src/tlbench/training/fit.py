@@ -319,25 +319,17 @@ def expected_speedup(on_cpu: bool, *, side: int) -> float:
     return min(_CPU_SPEEDUPS, key=lambda point: abs(math.log(point[0] / max(1, side))))[1]
 
 
-def off_reason(trainer_cfg: TrainerConfig, *, device_kind: str) -> str | None:
-    """Why a trial trains eagerly whatever it measures (the ``compile_reason`` tag); None: it may compile."""
-    mode = compile_mode(trainer_cfg)
-    if mode == "false":
-        return "trainer.compile=false"
-    if device_kind == "mps":
-        return f"trainer.compile={mode}: not on MPS"
-    return None
-
-
 def compile_callback(
     trainer_cfg: TrainerConfig, *, device_kind: str, input_side: int
-) -> CompiledTraining | None:
-    """The callback for ``trainer.compile`` true/auto; ``None`` when compiling is off or unavailable."""
-    reason = off_reason(trainer_cfg, device_kind=device_kind)
-    if reason is not None:
+) -> tuple[CompiledTraining | None, str | None]:
+    """The callback for ``trainer.compile`` true/auto, and None with why a trial trains eagerly whatever
+    it measures (the ``compile_reason`` tag) when compiling is off or unavailable."""
+    mode = compile_mode(trainer_cfg)
+    if mode == "false" or device_kind == "mps":
+        reason = "trainer.compile=false" if mode == "false" else f"trainer.compile={mode}: not on MPS"
         log.info("training eagerly (%s)", reason)
-        return None
-    return CompiledTraining(trainer_cfg, device_kind=device_kind, input_side=input_side)
+        return None, reason
+    return CompiledTraining(trainer_cfg, device_kind=device_kind, input_side=input_side), None
 
 
 # -- the fit -----------------------------------------------------------------------------------------
@@ -406,16 +398,15 @@ def probe_record(probe: ProbeFit, seconds: float, *, validated: bool) -> EpochRe
 
 
 def fit_progress(
-    model: BuiltModel, probe: ProbeFit | None, loop: FitProgress | None, *, n_train: int, validated: bool
+    model: BuiltModel, probe: EpochRecord | None, loop: FitProgress | None, *, n_train: int
 ) -> FitProgress:
-    """Training samples per phase and the history (the probe's fit as epoch 0), read after the fit ends
-    (also after a prune or a failure). ``loop``: the Lightning module's progress, if it ran."""
+    """Training samples per phase and the history (``probe``: the probe's fit as epoch 0), read after the
+    fit ends (also after a prune or a failure). ``loop``: the Lightning module's progress, if it ran."""
     samples: list[int] = []
     history: list[EpochRecord] = []
     if model.phases and not model.phases[0].in_loop:
         samples.append(n_train if probe else 0)  # FLOPs: x evaluations
-        if probe is not None:
-            history.append(probe_record(probe, 0.0, validated=validated))
+        history += [probe] if probe is not None else []
     samples += loop.phase_samples if loop is not None else [0] * len(model.loop_phases)
     history += loop.history if loop is not None else []
     return FitProgress(phase_samples=samples, history=history, steps=loop.steps if loop is not None else 0)

@@ -21,7 +21,13 @@ from tlbench.strategies import PROBE_PHASE
 from tlbench.tracking import MetricBuffer, MlflowRun
 from tlbench.tracking import names as N
 from tlbench.tracking.runs import redact_password
-from tlbench.training.device import DeviceInfo, FitOutcome, autocast_context, trial_cost
+from tlbench.training.device import (
+    DeviceInfo,
+    FitOutcome,
+    autocast_context,
+    device_hours_rule,
+    trial_cost,
+)
 from tlbench.training.fit import CompileDecision, ProbeFit
 from tlbench.training.flops import (
     analytic_train_step_flops,
@@ -472,15 +478,21 @@ def trial_metrics(
 def outcome_tags(
     outcome: FitOutcome,
     cache: CacheUse | None,
+    device: DeviceInfo,
     *,
+    status: str,
+    collapse: str | None,
     cache_reason: str,
     compiled: CompileDecision | None,
     eager_reason: str | None,
+    flops_check: str | None,
 ) -> dict[str, str]:
-    """The tags that explain the metrics (status, memory kind, feature cache, compile). ``cache``: None
-    when the fit failed before its inputs existed; ``compiled``: None when off or nothing trained in
-    the loop; ``eager_reason``: why the loop trained eagerly whatever it measured (None: it may compile)."""
-    tags = {N.STATUS: outcome.status, "memory_kind": outcome.memory_kind}
+    """The tags that explain the metrics (status, memory kind, feature cache, compile, the device-hours
+    rule, the FLOP count's check, the collapse). ``cache``: None when the fit failed before its inputs
+    existed; ``compiled``: None when off or nothing trained in the loop; ``eager_reason``: why the loop
+    trained eagerly whatever it measured (None: it may compile); ``flops_check``: None when FLOPs are
+    not counted."""
+    tags = {N.STATUS: status, "memory_kind": outcome.memory_kind}
     if cache is not None:
         tags[N.FEATURE_CACHE] = cache.status
         tags["feature_cache_reason"] = cache.reason or cache_reason
@@ -489,4 +501,9 @@ def outcome_tags(
         tags["compile_reason"] = compiled.reason
     elif eager_reason is not None:
         tags["compile"], tags["compile_reason"] = "off", eager_reason
+    tags[N.DEVICE_HOURS_RULE] = device_hours_rule(device.kind, threads=outcome.threads, devices=device.count)
+    if flops_check is not None:
+        tags["flops_check"] = flops_check
+    if collapse:
+        tags.update({N.COLLAPSED: "true", N.COLLAPSE_REASON: collapse})
     return tags
