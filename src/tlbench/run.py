@@ -204,7 +204,6 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
             probe=probe,
             eval_images=evaluation.eval_images,
             identity=identity,
-            device=device,
         )
         metrics.update(cost)
         tags = outcome_tags(

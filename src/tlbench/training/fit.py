@@ -3,6 +3,7 @@ has one, then the loop phases in a lean Lightning Trainer, optionally compiled (
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import statistics
@@ -334,20 +335,15 @@ def compile_callback(
 
 # -- the fit -----------------------------------------------------------------------------------------
 
-_QUIETED = False
 
-
+@functools.cache  # once per process
 def quiet_lightning() -> None:
     """Lightning's start-up banners and small-dataset hints are noise for a benchmark; keep its warnings."""
-    global _QUIETED
-    if _QUIETED:
-        return
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    _QUIETED = True
 
 
 def build_trainer(

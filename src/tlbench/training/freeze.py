@@ -118,33 +118,22 @@ def set_frozen(backbone: nn.Module, groups: ParamGroups, depth: int) -> None:
 
 
 def frozen_modules(root: nn.Module) -> list[nn.Module]:
-    """Top-most sub-modules whose parameters are all frozen (stateless modules are skipped), in two
-    linear passes: this runs every epoch, and asking each module for its subtree's parameters was
+    """Top-most sub-modules whose parameters are all frozen (stateless modules are skipped), in one
+    linear pass: this runs every epoch, and asking each module for its subtree's parameters was
     quadratic, a measurable share of a short trial."""
-    state: dict[int, tuple[bool, bool]] = {}  # id(module) -> (has parameters, has a trainable one)
 
-    def scan(module: nn.Module) -> tuple[bool, bool]:
+    def scan(module: nn.Module) -> tuple[bool, bool, list[nn.Module]]:
+        """(has parameters, has a trainable one, the top-most frozen modules of its subtree)."""
         own = list(module.parameters(recurse=False))
         has, trains = bool(own), any(p.requires_grad for p in own)
+        found: list[nn.Module] = []
         for child in module.children():
-            child_has, child_trains = scan(child)
+            child_has, child_trains, child_found = scan(child)
             has, trains = has or child_has, trains or child_trains
-        state[id(module)] = (has, trains)
-        return has, trains
+            found += child_found
+        return has, trains, [module] if has and not trains else found
 
-    scan(root)
-    found: list[nn.Module] = []
-
-    def collect(module: nn.Module) -> None:
-        has, trains = state[id(module)]
-        if has and not trains:
-            found.append(module)
-            return
-        for child in module.children():
-            collect(child)
-
-    collect(root)
-    return found
+    return scan(root)[2]
 
 
 def keep_frozen_in_eval(root: nn.Module) -> None:

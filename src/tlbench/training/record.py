@@ -310,7 +310,6 @@ def trial_cost_of(
     probe: ProbeFit | None,
     eval_images: int,
     identity: tuple[object, ...] | None,
-    device: DeviceInfo,
 ) -> tuple[dict[str, float], str | None]:
     """The trial's ``cost/*`` metrics and the FLOP count's analytic check (None: FLOPs not counted).
 
@@ -327,7 +326,6 @@ def trial_cost_of(
     eval_flops = (profile.forward_per_sample * eval_images if profile else 0.0) + computed.get("val", 0.0)
     cost = trial_cost(
         outcome,
-        device,
         train_samples=sum(samples),
         train_flops=train_flops if profile is not None else None,
         eval_flops=eval_flops + computed.get("test", 0.0) if profile is not None else None,
@@ -495,7 +493,7 @@ def outcome_tags(
     tags = {N.STATUS: status, "memory_kind": outcome.memory_kind}
     if cache is not None:
         tags[N.FEATURE_CACHE] = cache.status
-        tags["feature_cache_reason"] = cache.reason or cache_reason
+        tags["feature_cache_reason"] = cache_reason
     if compiled is not None:
         tags["compile"] = "on" if compiled.compiled else "off"
         tags["compile_reason"] = compiled.reason

@@ -91,8 +91,6 @@ class ThreadPlan:
 
     workers: int
     threads: int  # torch intra-op threads per worker
-    usable: int  # cores this process may use
-    busy: float  # load average when planned
     reason: str
 
     @property
@@ -120,7 +118,7 @@ def plan_threads(workers: int, *, usable: int | None = None, busy: float | None 
         wait = os.environ.get(WAIT_POLICY_ENV, "torch's default")
         reason += f": a busy machine, threads wait with {WAIT_POLICY_ENV}={wait} instead of spinning"
     reason += "; the count never follows the load, so a seed gives the same result)"
-    return ThreadPlan(workers=workers, threads=threads, usable=usable, busy=busy, reason=reason)
+    return ThreadPlan(workers=workers, threads=threads, reason=reason)
 
 
 def trial_threads(requested: int | None) -> ThreadPlan:
