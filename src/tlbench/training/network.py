@@ -468,9 +468,11 @@ def prepare(cfg: RunConfig) -> Trial:
     model = build_model(cfg, class_names=splits.class_names)
     channels_last = use_channels_last(model.network, requested=cfg.trainer.channels_last, device=device)
     target = device.torch_device
-    moved = {name: getattr(splits, name) for name in ("train", "val", "test")}
     splits = replace(
-        splits, **{k: TensorSplit(v.images.to(target), v.labels.to(target)) for k, v in moved.items()}
+        splits,
+        train=TensorSplit(splits.train.images.to(target), splits.train.labels.to(target)),
+        val=TensorSplit(splits.val.images.to(target), splits.val.labels.to(target)),
+        test=TensorSplit(splits.test.images.to(target), splits.test.labels.to(target)),
     )
     model.network.to(target)
     if channels_last:
