@@ -28,7 +28,9 @@ from tlbench.tracking import names as N
 from tlbench.training.device import timed_fit
 from tlbench.training.fit import (
     CompiledTraining,
+    EpochRecord,
     ProbeFit,
+    TransferModule,
     build_trainer,
     compile_callback,
     fit_probe,
@@ -36,7 +38,6 @@ from tlbench.training.fit import (
     probe_record,
 )
 from tlbench.training.inputs import TrialInputs, feature_cache, plan_inputs, trial_inputs
-from tlbench.training.module import EpochRecord, TransferModule
 from tlbench.training.network import BuiltModel, prepare
 from tlbench.training.record import (
     evaluate_trial,

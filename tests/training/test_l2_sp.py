@@ -11,8 +11,8 @@ from torch import nn
 
 from tlbench.config import load_config
 from tlbench.config.schema import OptimizerConfig, ScheduleConfig
+from tlbench.training.fit import TransferModule, build_param_groups
 from tlbench.training.freeze import L2SP, ParamGroups, TrainPhase, backbone_groups, set_frozen
-from tlbench.training.module import TransferModule, build_param_groups
 from tlbench.training.network import build_model
 
 

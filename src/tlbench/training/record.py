@@ -28,7 +28,7 @@ from tlbench.training.device import (
     device_hours_rule,
     trial_cost,
 )
-from tlbench.training.fit import CompileDecision, ProbeFit
+from tlbench.training.fit import BestWeights, CompileDecision, FitProgress, ProbeFit
 from tlbench.training.flops import (
     analytic_train_step_flops,
     forget_forward_flops,
@@ -37,7 +37,6 @@ from tlbench.training.flops import (
 )
 from tlbench.training.freeze import count_parameters, keep_frozen_in_eval, set_frozen
 from tlbench.training.inputs import CacheUse, TrialInputs
-from tlbench.training.module import BestWeights, FitProgress
 from tlbench.training.network import BuiltModel
 from tlbench.training.threads import ThreadPlan
 
@@ -51,7 +50,6 @@ log = logging.getLogger(__name__)
 class EvalResult:
     accuracy: float
     loss: float
-    samples: int
     predicted: list[int]  # argmax class per sample, in the batches' order
 
 
@@ -81,7 +79,7 @@ def evaluate(
     if seen == 0:
         raise ValueError("evaluate() got an empty split")
     labels = [int(v) for v in torch.cat(predicted).tolist()]
-    return EvalResult(accuracy=correct / seen, loss=loss_sum / seen, samples=seen, predicted=labels)
+    return EvalResult(accuracy=correct / seen, loss=loss_sum / seen, predicted=labels)
 
 
 @dataclass(frozen=True)
