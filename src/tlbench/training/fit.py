@@ -411,12 +411,9 @@ class TransferModule(L.LightningModule):
             self._backbone[0], self._head[0], self.groups, self.optimizer_cfg, include_frozen=include_frozen
         )
         optimizer = create_optimizer(groups, self.optimizer_cfg)
-        bounds: list[tuple[int, int]] = []  # (first step, steps) per phase: each phase restarts the schedule
-        start = 0
-        for phase in self.phases:
-            steps = phase.epochs * self.steps_per_epoch
-            bounds.append((start, steps))
-            start += steps
+        lengths = [phase.epochs * self.steps_per_epoch for phase in self.phases]
+        # (first step, steps) per phase: each phase restarts the schedule
+        bounds = list(zip(itertools.accumulate(lengths, initial=0), lengths, strict=False))
 
         def factor(step: int) -> float:
             for first, steps in reversed(bounds):
