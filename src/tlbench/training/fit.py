@@ -37,14 +37,14 @@ from tlbench.errors import DivergedError
 from tlbench.strategies import PROBE_PHASE
 from tlbench.tracking import names as N
 from tlbench.training.device import DeviceInfo
-from tlbench.training.freeze import (
+from tlbench.training.network import (
+    BuiltModel,
     ParamGroups,
     TrainPhase,
     keep_frozen_in_eval,
     keep_norm_statistics,
     set_frozen,
 )
-from tlbench.training.network import BuiltModel
 
 log = logging.getLogger(__name__)
 

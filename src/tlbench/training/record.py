@@ -35,9 +35,8 @@ from tlbench.training.flops import (
     measure_forward_flops,
     measure_train_step_flops,
 )
-from tlbench.training.freeze import count_parameters, keep_frozen_in_eval, set_frozen
 from tlbench.training.inputs import CacheUse, TrialInputs
-from tlbench.training.network import BuiltModel
+from tlbench.training.network import BuiltModel, count_parameters, keep_frozen_in_eval, set_frozen
 from tlbench.training.threads import ThreadPlan
 
 log = logging.getLogger(__name__)
