@@ -25,7 +25,7 @@ from torch import nn
 from tlbench.config.schema import RunConfig, StrategyName
 from tlbench.data import load_splits
 from tlbench.training.device import resolve_device, resolve_precision
-from tlbench.training.module import lr_factor
+from tlbench.training.fit import lr_factor
 from tlbench.training.network import create_backbone, training_budget
 
 

@@ -19,23 +19,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
 
 from tlbench.config.schema import RunConfig
 from tlbench.tracking import check_reachable
 from tlbench.tracking import names as N
-from tlbench.training.device import device_hours_rule, timed_fit
+from tlbench.training.device import timed_fit
 from tlbench.training.fit import (
+    CompiledTraining,
+    EpochRecord,
     ProbeFit,
+    TransferModule,
     build_trainer,
     compile_callback,
     fit_probe,
     fit_progress,
-    off_reason,
     probe_record,
 )
 from tlbench.training.inputs import TrialInputs, feature_cache, plan_inputs, trial_inputs
-from tlbench.training.module import EpochRecord, TransferModule
 from tlbench.training.network import BuiltModel, prepare
 from tlbench.training.record import (
     evaluate_trial,
@@ -121,13 +123,12 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
     )
     validated = not splits.val_in_train  # data.train_on_val: nothing is validated
     # The Lightning Trainer, before the clock starts; none for a strategy without a loop phase.
-    loop = bool(model.loop_phases)
-    compiled = (
-        compile_callback(cfg.trainer, device_kind=device.kind, input_side=cfg.data.size) if loop else None
-    )
-    eager = (off_reason(cfg.trainer, device_kind=device.kind) or "") if loop else None  # compile_reason
-    trainer = (
-        build_trainer(
+    compiled: CompiledTraining | None = None
+    eager: str | None = None  # why the loop trains eagerly whatever it measures (the compile_reason tag)
+    trainer: Trainer | None = None
+    if model.loop_phases:
+        compiled, eager = compile_callback(cfg.trainer, device_kind=device.kind, input_side=cfg.data.size)
+        trainer = build_trainer(
             device,
             cfg.trainer,
             precision=precision,
@@ -136,9 +137,6 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
             validate=validated,
             callbacks=[*callbacks, *([compiled] if compiled is not None else [])],
         )
-        if loop
-        else None
-    )
     run, curve = start_run(cfg, params, before)
 
     def log_epoch(record: EpochRecord) -> None:
@@ -149,6 +147,7 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
     try:
         inputs: TrialInputs | None = None
         probe: ProbeFit | None = None
+        probe_epoch: EpochRecord | None = None  # the probe's fit as epoch 0 of the history
         module: TransferModule | None = None
         with timed_fit(device, timed=bool(model.phases)) as outcome:  # extraction is training work
             cache = feature_cache(cfg.trainer) if cfg.trainer.cache_features else None
@@ -157,9 +156,10 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
                 assert inputs.features is not None  # plan_prefix_cache plans features for every probe
                 features = inputs.features
                 probe = fit_probe(model.network.head, features["train"], features["val"], cfg.strategy.probe)
+                seconds = time.perf_counter() - outcome.started
+                probe_epoch = probe_record(probe, seconds, validated=validated)
                 if on_epoch_end is not None:
-                    seconds = time.perf_counter() - outcome.started
-                    on_epoch_end(probe_record(probe, seconds, validated=validated))
+                    on_epoch_end(probe_epoch)
             if trainer is not None:
                 seed, batch = cfg.seed, cfg.trainer.batch_size
                 train_loader = inputs.loader("train", batch_size=batch, seed=seed)
@@ -182,7 +182,7 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
                 )
                 trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
         loop_progress = module.progress if module is not None else None
-        progress = fit_progress(model, probe, loop_progress, n_train=len(splits.train), validated=validated)
+        progress = fit_progress(model, probe_epoch, loop_progress, n_train=len(splits.train))
         evaluation = evaluate_trial(
             inputs,
             splits,
@@ -197,14 +197,7 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
         status = N.COLLAPSED_PREFIX + evaluation.collapse if evaluation.collapse else outcome.status
         decision = compiled.decision if compiled is not None else None
         metrics = trial_metrics(model, progress, evaluation, probe=probe, compiled=decision)
-        tags = outcome_tags(
-            outcome,
-            inputs.cache if inputs is not None else None,
-            cache_reason=plan.reason,
-            compiled=decision,
-            eager_reason=eager,
-        )
-        cost_metrics, flops_check = trial_cost_of(
+        cost, flops_check = trial_cost_of(
             model,
             inputs,
             outcome,
@@ -212,17 +205,20 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), keep_model: boo
             probe=probe,
             eval_images=evaluation.eval_images,
             identity=identity,
-            device=device,
         )
-        metrics.update(cost_metrics)
-        tags[N.DEVICE_HOURS_RULE] = device_hours_rule(
-            device.kind, threads=outcome.threads, devices=device.count
+        metrics.update(cost)
+        tags = outcome_tags(
+            outcome,
+            inputs.cache if inputs is not None else None,
+            device,
+            status=status,
+            collapse=evaluation.collapse,
+            cache_reason=plan.reason,
+            compiled=decision,
+            eager_reason=eager,
+            flops_check=flops_check,
         )
-        if flops_check is not None:
-            tags["flops_check"] = flops_check
-        tags[N.STATUS] = status
         if evaluation.collapse:
-            tags.update({N.COLLAPSED: "true", N.COLLAPSE_REASON: evaluation.collapse})
             log.warning("trial collapsed: %s", evaluation.collapse)
         if curve is not None:
             curve.flush()  # the curve's last points, before the final values that may repeat them

@@ -36,7 +36,7 @@ sys.exit(main(["sweep", "--sweep", sys.argv[1]]))
 
 SLOW_EPOCHS = """
 import time
-from tlbench.training.module import TransferModule
+from tlbench.training.fit import TransferModule
 original = TransferModule.on_train_epoch_end
 def on_train_epoch_end(self):
     time.sleep(0.3)

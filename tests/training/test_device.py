@@ -60,8 +60,9 @@ def test_bad_measurements_are_refused() -> None:
 
 def test_trial_cost_logs_wall_and_cpu_and_bills_device_hours_by_cpu() -> None:
     # a CPU trial: device-hours from CPU seconds / threads; wall and CPU seconds both logged
-    outcome = FitOutcome(seconds=400.0, cpu_seconds=180.0, threads=2, peak_mb=1.0)
-    metrics = trial_cost(outcome, CPU, train_samples=0, train_flops=0.0, eval_flops=0.0, reused_seconds=36.0)
+    outcome = FitOutcome(CPU)
+    outcome.seconds, outcome.cpu_seconds, outcome.threads, outcome.peak_bytes = 400.0, 180.0, 2, 2**20
+    metrics = trial_cost(outcome, train_samples=0, train_flops=0.0, eval_flops=0.0, reused_seconds=36.0)
     assert metrics["cost/device_hours"] == pytest.approx(90.0 / 3600)
     assert metrics["cost/fit_seconds"] == 400.0 and metrics["cost/fit_cpu_seconds"] == 180.0
     # a reused extraction adds the device-seconds it cost the trial that ran it

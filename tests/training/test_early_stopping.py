@@ -15,8 +15,8 @@ from tlbench.config.schema import OptimizerConfig, ScheduleConfig
 from tlbench.data import BatchTransform
 from tlbench.run import train
 from tlbench.tracking.names import COLLAPSED_PREFIX
-from tlbench.training.freeze import ParamGroups, TrainPhase
-from tlbench.training.module import TransferModule
+from tlbench.training.fit import TransferModule
+from tlbench.training.network import ParamGroups, TrainPhase
 
 from .test_network import TINY  # a tiny CNN on digits: 4 full batches of 50 an epoch
 

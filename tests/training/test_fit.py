@@ -22,7 +22,6 @@ from tlbench.training.fit import (
     expected_speedup,
     fit_probe,
     minimise,
-    off_reason,
 )
 from tlbench.training.inputs import TrialInputs, feature_cache, plan_inputs, trial_inputs
 from tlbench.training.network import prepare
@@ -172,11 +171,12 @@ def test_compile_cost_override_changes_the_decision() -> None:
 
 
 def test_compile_modes_are_checked_and_yaml_booleans_accepted() -> None:
-    assert compile_callback(TrainerConfig(compile="false"), device_kind="cpu", input_side=32) is None
-    assert compile_callback(TrainerConfig(compile="True"), device_kind="cpu", input_side=32) is not None
-    assert compile_callback(TrainerConfig(compile="auto"), device_kind="mps", input_side=32) is None
-    assert off_reason(TrainerConfig(compile="auto"), device_kind="mps") == "trainer.compile=auto: not on MPS"
-    assert off_reason(TrainerConfig(compile="false"), device_kind="cpu") == "trainer.compile=false"
+    off = compile_callback(TrainerConfig(compile="false"), device_kind="cpu", input_side=32)
+    assert off == (None, "trainer.compile=false")
+    on, reason = compile_callback(TrainerConfig(compile="True"), device_kind="cpu", input_side=32)
+    assert on is not None and reason is None
+    mps = compile_callback(TrainerConfig(compile="auto"), device_kind="mps", input_side=32)
+    assert mps == (None, "trainer.compile=auto: not on MPS")
     assert load_config(["trainer.compile=false"]).trainer.compile in ("false", "False")
     with pytest.raises(ConfigError, match=r"trainer\.compile must be auto, true or false"):
         load_config(["trainer.compile=sometimes"])

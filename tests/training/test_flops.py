@@ -559,7 +559,7 @@ def test_invalid_arguments_are_rejected() -> None:
 def _lora(layer: nn.Module, rank: int) -> nn.Module:
     """``layer`` wrapped in a peft LoRA layer (frozen base, trainable A and B), B set non-zero."""
     from tlbench.config.schema import LoraConfig
-    from tlbench.training.freeze import add_lora
+    from tlbench.training.network import add_lora
 
     holder = nn.Sequential(layer)
     add_lora(holder, LoraConfig(rank=rank, dropout=0.1), backbone_name="test")
@@ -609,7 +609,7 @@ def test_lora_layer_matches_hand_count(
 def _lite0_kind(trainable: str, *, rank: int = 2) -> nn.Sequential:
     """lite0 + head with the freeze plan of bitfit ("bias_norm") or lora ("adapters")."""
     from tlbench.config.schema import LoraConfig
-    from tlbench.training.freeze import add_lora, fixed_frozen
+    from tlbench.training.network import add_lora, fixed_frozen
 
     model = _lite0()
     if trainable == "adapters":

@@ -8,17 +8,18 @@ from torch import nn
 from tlbench.config import load_config
 from tlbench.errors import ModelError
 from tlbench.run import train
-from tlbench.training.freeze import (
+from tlbench.training.inputs import plan_inputs
+from tlbench.training.network import (
     backbone_groups,
     bias_and_norm_names,
+    build_model,
     fixed_frozen,
     frozen_modules,
     keep_frozen_in_eval,
+    prepare,
     set_frozen,
     validate_depth,
 )
-from tlbench.training.inputs import plan_inputs
-from tlbench.training.network import build_model, prepare
 
 CLASSES = ("a", "b", "c")
 

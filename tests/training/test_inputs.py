@@ -9,7 +9,6 @@ import timm
 import torch
 from torch import nn
 
-from tlbench.training.freeze import backbone_groups, set_frozen
 from tlbench.training.inputs import (
     CachedFeatures,
     FeatureCache,
@@ -18,6 +17,7 @@ from tlbench.training.inputs import (
     module_digest,
     split_at_freeze_boundary,
 )
+from tlbench.training.network import backbone_groups, set_frozen
 
 
 def _frozen(name: str, depth: int) -> nn.Module:

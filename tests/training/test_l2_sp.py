@@ -11,9 +11,8 @@ from torch import nn
 
 from tlbench.config import load_config
 from tlbench.config.schema import OptimizerConfig, ScheduleConfig
-from tlbench.training.freeze import L2SP, ParamGroups, TrainPhase, backbone_groups, set_frozen
-from tlbench.training.module import TransferModule, build_param_groups
-from tlbench.training.network import build_model
+from tlbench.training.fit import TransferModule, build_param_groups
+from tlbench.training.network import L2SP, ParamGroups, TrainPhase, backbone_groups, build_model, set_frozen
 
 
 def _net() -> nn.Sequential:

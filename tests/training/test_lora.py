@@ -12,8 +12,7 @@ from torch import nn
 from tlbench.config import load_config
 from tlbench.config.schema import LoraConfig
 from tlbench.errors import ConfigError, ModelError
-from tlbench.training.freeze import add_lora, is_adapter, lora_targets, merge_lora
-from tlbench.training.network import build_model, check_lora
+from tlbench.training.network import add_lora, build_model, check_lora, is_adapter, lora_targets, merge_lora
 
 CLASSES = ("a", "b", "c")
 LITE0 = "tf_efficientnet_lite0"

@@ -11,7 +11,7 @@ from torch import nn
 
 from tlbench.config import load_config
 from tlbench.run import train
-from tlbench.training.module import lr_factor
+from tlbench.training.fit import lr_factor
 from tlbench.training.network import build_model
 
 LP_FT = [

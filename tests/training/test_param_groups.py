@@ -4,8 +4,8 @@ import pytest
 from torch import nn
 
 from tlbench.config.schema import OptimizerConfig, OptimizerName
-from tlbench.training.freeze import backbone_groups, set_frozen
-from tlbench.training.module import build_param_groups, create_optimizer, layer_lr_multipliers
+from tlbench.training.fit import build_param_groups, create_optimizer, layer_lr_multipliers
+from tlbench.training.network import backbone_groups, set_frozen
 
 
 def test_layer_decay_multipliers() -> None:

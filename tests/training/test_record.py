@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from tlbench.config import load_config
-from tlbench.training.inputs import batch_transform, image_inputs
+from tlbench.training.inputs import plan_inputs, trial_inputs
 from tlbench.training.network import prepare
 from tlbench.training.record import flop_identity, flop_profile, forget_flop_profiles
 
@@ -19,10 +19,10 @@ TINY = [
 def test_profiles_are_measured_once_per_process_until_forgotten() -> None:
     trial = prepare(load_config(TINY))
     cfg, splits, model, channels_last = trial.cfg, trial.splits, trial.model, trial.channels_last
-    transform = batch_transform(model.mean, model.std, channels_last=channels_last)
-    inputs = image_inputs(
-        model.network, splits, train_transform=transform, eval_transform=transform, reason="test"
+    plan = plan_inputs(
+        cfg, model, splits, device=trial.device, precision=trial.precision, channels_last=channels_last
     )
+    inputs = trial_inputs(model, splits, plan, cache=None)  # scratch: the images themselves
     identity = flop_identity(cfg, num_classes=splits.num_classes, cache_reason="test")
     first = flop_profile(model, inputs, identity=identity)
     # a second trial of the same shape reuses the measurement (the very same object)

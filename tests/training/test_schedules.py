@@ -6,7 +6,7 @@ import math
 import pytest
 
 from tlbench.config.schema import ScheduleConfig, ScheduleName
-from tlbench.training.module import lr_factor
+from tlbench.training.fit import lr_factor
 
 TOTAL = 100
 

@@ -276,7 +276,7 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    """LR factor over training steps; see :mod:`tlbench.training.module`."""
+    """LR factor over training steps; see :mod:`tlbench.training.fit`."""
 
     name: ScheduleName = ScheduleName.cosine
     warmup_fraction: float = 0.1  # warmup_cosine

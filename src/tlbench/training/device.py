@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import platform
 import signal
 import threading
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import psutil
 import torch
 from torch import nn
 
@@ -167,15 +167,8 @@ def autocast_context(device_type: str, precision: str) -> contextlib.AbstractCon
     return torch.autocast(device_type=device_type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
 def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * _PAGE
-    except OSError:
-        return 0
+    return int(psutil.Process().memory_info().rss)
 
 
 # torch.compile's inductor compiles in helper processes (torch/_inductor/compile_worker): the trial's
@@ -185,10 +178,6 @@ _COMPILE_WORKER = "compile_worker"
 
 def _compile_workers_cpu() -> dict[int, float]:
     """CPU seconds of each live compile-worker process descending from this one, by pid."""
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil is a dependency; without it workers are not counted
-        return {}
     out: dict[int, float] = {}
     for child in psutil.Process().children(recursive=True):
         try:
@@ -277,7 +266,6 @@ class FitMeter:
 
 def trial_cost(
     outcome: FitOutcome,
-    device: DeviceInfo,
     *,
     train_samples: int,
     train_flops: float | None,
@@ -289,13 +277,7 @@ def trial_cost(
     ``device_hours`` count the work this trial did, so they add up over a sweep; ``standalone_*`` add
     back a frozen-prefix extraction reused from an earlier trial (``reused_*``, device-seconds): what
     the trial would have cost alone."""
-    seconds = device_seconds(
-        device.kind,
-        wall_seconds=outcome.seconds,
-        cpu_seconds=outcome.cpu_seconds,
-        threads=outcome.threads,
-        devices=device.count,
-    )
+    seconds = outcome.device_seconds
     metrics = {
         N.DEVICE_HOURS: seconds / 3600.0,
         N.FIT_SECONDS: outcome.seconds,
@@ -315,20 +297,16 @@ def trial_cost(
 # -- the timed fit ----------------------------------------------------------------------------------
 
 
-@dataclass
-class FitOutcome:
-    """How the fit ended (completed | pruned | failed: <reason>) and what it cost; :func:`timed_fit`
-    fills it."""
+class FitOutcome(FitMeter):
+    """How the fit ended (completed | pruned | failed: <reason>) and what it cost: the meter's figures
+    when :func:`timed_fit` timed it."""
 
-    status: str = N.COMPLETED
-    seconds: float = 0.0  # wall clock
-    cpu_seconds: float = 0.0  # process CPU (tlbench.training.device's rule turns it into device-hours)
-    threads: int = 1  # torch intra-op threads during the fit
-    peak_mb: float = 0.0
-    memory_kind: str = "none"
-    started: float = 0.0  # time.perf_counter() when the clock started
-    error: BaseException | None = None  # an unexpected exception, re-raised after it is recorded
-    interrupted: bool = False  # Ctrl-C: recorded, then re-raised as KeyboardInterrupt
+    def __init__(self, device: DeviceInfo) -> None:
+        super().__init__(device)
+        self.status = N.COMPLETED
+        self.started = 0.0  # time.perf_counter() when the clock started
+        self.error: BaseException | None = None  # an unexpected exception, re-raised after it is recorded
+        self.interrupted = False  # Ctrl-C: recorded, then re-raised as KeyboardInterrupt
 
 
 def _failure(exc: BaseException) -> tuple[str, bool]:
@@ -340,14 +318,16 @@ def _failure(exc: BaseException) -> tuple[str, bool]:
 
 @contextmanager
 def timed_fit(device: DeviceInfo, *, timed: bool) -> Iterator[FitOutcome]:
-    """The timed fit of one trial (:class:`FitMeter` around the block; ``timed=False``: as_is, nothing
-    trains): pruning, divergence, out of memory and Ctrl-C end in the outcome's status, not raised."""
-    outcome = FitOutcome()
+    """The timed fit of one trial (the outcome, a :class:`FitMeter`, measures the block; ``timed=False``:
+    as_is, nothing trains): pruning, divergence, out of memory and Ctrl-C end in the outcome's status,
+    not raised."""
+    outcome = FitOutcome(device)
+    if not timed:
+        outcome.memory_kind = "none"
     sigint = signal.getsignal(signal.SIGINT)
-    meter = FitMeter(device) if timed else None
     yielded = False
     try:
-        with meter if meter is not None else nullcontext():
+        with outcome if timed else nullcontext():
             outcome.started = time.perf_counter()
             yielded = True
             yield outcome
@@ -370,12 +350,5 @@ def timed_fit(device: DeviceInfo, *, timed: bool) -> Iterator[FitOutcome]:
             outcome.error = exc  # a bug: re-raised once the trial is recorded
     finally:
         signal.signal(signal.SIGINT, sigint)
-        if meter is not None:
-            outcome.seconds, outcome.cpu_seconds, outcome.threads = (
-                meter.seconds,
-                meter.cpu_seconds,
-                meter.threads,
-            )
-            outcome.peak_mb, outcome.memory_kind = meter.peak_mb, meter.memory_kind
-        else:
+        if not timed:
             outcome.threads = torch.get_num_threads()

@@ -345,31 +345,6 @@ def _mha(module: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tenso
 _MHA_ARGS = ("query", "key", "value")
 
 
-class _Tally:
-    """Accumulates (forward, backward) FLOPs from the hooks."""
-
-    def __init__(self) -> None:
-        self.forward = 0
-        self.backward = 0
-
-    def add(self, flops: tuple[int, int]) -> None:
-        self.forward += flops[0]
-        self.backward += flops[1]
-
-    def hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
-        if isinstance(module, nn.modules.conv._ConvNd):
-            self.add(_conv(module, args[0], out))
-        elif isinstance(module, nn.Linear):
-            self.add(_linear(module, args[0], out))
-        elif isinstance(module, TimmAttention):
-            self.add(_timm_attention(module, args[0] if args else kwargs["x"]))
-        elif isinstance(module, nn.MultiheadAttention):
-            given = dict(zip(_MHA_ARGS, args, strict=False)) | {
-                n: kwargs[n] for n in _MHA_ARGS if n in kwargs
-            }
-            self.add(_mha(module, given["query"], given["key"], given["value"]))
-
-
 _SUPPORTED = (nn.modules.conv._ConvNd, nn.Linear, TimmAttention, nn.MultiheadAttention)
 
 
@@ -383,11 +358,26 @@ def analytic_train_step_flops(
     shadow = shadow_copy(model, on_meta=use_meta)
     first = next(iter(shadow.parameters()), None)
     device = torch.device("meta") if use_meta else torch.device("cpu") if first is None else first.device
-    tally = _Tally()
+    forward = backward = 0
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        nonlocal forward, backward
+        if isinstance(module, nn.modules.conv._ConvNd):
+            flops = _conv(module, args[0], out)
+        elif isinstance(module, nn.Linear):
+            flops = _linear(module, args[0], out)
+        elif isinstance(module, TimmAttention):
+            flops = _timm_attention(module, args[0] if args else kwargs["x"])
+        else:
+            assert isinstance(module, nn.MultiheadAttention)  # the last of _SUPPORTED
+            given = dict(zip(_MHA_ARGS, args, strict=False)) | {
+                n: kwargs[n] for n in _MHA_ARGS if n in kwargs
+            }
+            flops = _mha(module, given["query"], given["key"], given["value"])
+        forward, backward = forward + flops[0], backward + flops[1]
+
     handles: list[RemovableHandle] = [
-        m.register_forward_hook(tally.hook, with_kwargs=True)
-        for m in shadow.modules()
-        if isinstance(m, _SUPPORTED)
+        m.register_forward_hook(hook, with_kwargs=True) for m in shadow.modules() if isinstance(m, _SUPPORTED)
     ]
     try:
         with torch.enable_grad():
@@ -395,4 +385,4 @@ def analytic_train_step_flops(
     finally:
         for handle in handles:
             handle.remove()
-    return StepFlops(tally.forward, tally.backward, batch_size=input_shape[0])
+    return StepFlops(forward, backward, batch_size=input_shape[0])

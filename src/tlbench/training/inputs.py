@@ -17,7 +17,7 @@ import re
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -269,7 +269,6 @@ class CacheUse:
     """How the trial's inputs were produced (logged as tags and cost metrics)."""
 
     status: str  # off | miss | hit | partial (some splits hit)
-    reason: str = ""
     computed_flops: dict[str, float] = field(default_factory=dict)  # per split, computed by this trial
     reused_flops: dict[str, float] = field(default_factory=dict)  # per split, computed by earlier trials
     reused_seconds: float = 0.0  # device-seconds the reused extractions cost the trials that ran them
@@ -381,25 +380,6 @@ def plan_prefix_cache(
     return split, f"frozen prefix = {where}"
 
 
-def image_inputs(
-    network: nn.Module,
-    splits: DataSplits,
-    *,
-    train_transform: Transform,
-    eval_transform: Transform,
-    reason: str,
-) -> TrialInputs:
-    """The images themselves, through the whole ``network``."""
-    data = {name: (getattr(splits, name).images, getattr(splits, name).labels) for name in SPLITS}
-    return TrialInputs(
-        network=network,
-        data=data,
-        train_transform=train_transform,
-        eval_transform=eval_transform,
-        cache=CacheUse(status="off", reason=reason),
-    )
-
-
 def _model_key(how: Extraction, split: PrefixSplit) -> str:
     return content_key(
         [
@@ -460,24 +440,25 @@ def cached_inputs(
 def trial_inputs(
     model: BuiltModel, splits: DataSplits, plan: InputPlan, *, cache: FeatureCache | None
 ) -> TrialInputs:
-    """The inputs :func:`plan_inputs` planned; built inside the timed fit phase (extraction is training
-    work). ``cache``: None keeps no features (the probe still fits on extracted ones)."""
-    split, reason = plan.prefix, plan.reason
-    images = image_inputs(
-        model.network,
-        splits,
+    """The inputs :func:`plan_inputs` planned: the images through the whole network, or the frozen
+    prefix's activations; built inside the timed fit phase (extraction is training work). ``cache``:
+    None keeps no features (the probe still fits on extracted ones)."""
+    images = TrialInputs(
+        network=model.network,
+        data={name: (getattr(splits, name).images, getattr(splits, name).labels) for name in SPLITS},
         train_transform=plan.train_transform,
         eval_transform=plan.extraction.transform,
-        reason=reason,
+        cache=CacheUse(status="off"),
     )
-    if split is None:
+    if plan.prefix is None:
         return images
-    inputs = cached_inputs(model.network, splits, split, cache or FeatureCache(max_bytes=0), plan.extraction)
+    inputs = cached_inputs(
+        model.network, splits, plan.prefix, cache or FeatureCache(max_bytes=0), plan.extraction
+    )
     if cache is None:
         inputs.cache.status = "off"  # extracted for the probe, kept nowhere
-    log.info("frozen-prefix features: %s (%s)", inputs.cache.status, reason)
+    log.info("frozen-prefix features: %s (%s)", inputs.cache.status, plan.reason)
     if model.loop_phases and not model.phases[0].in_loop:  # lp_ft: the probe on features, then images
-        images.cache = inputs.cache  # the probe's extraction is this trial's feature-cache use
-        images.features = inputs.features
-        return images
+        # the probe's extraction is this trial's feature-cache use
+        return replace(images, cache=inputs.cache, features=inputs.features)
     return inputs

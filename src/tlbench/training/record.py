@@ -21,18 +21,22 @@ from tlbench.strategies import PROBE_PHASE
 from tlbench.tracking import MetricBuffer, MlflowRun
 from tlbench.tracking import names as N
 from tlbench.tracking.runs import redact_password
-from tlbench.training.device import DeviceInfo, FitOutcome, autocast_context, trial_cost
-from tlbench.training.fit import CompileDecision, ProbeFit
+from tlbench.training.device import (
+    DeviceInfo,
+    FitOutcome,
+    autocast_context,
+    device_hours_rule,
+    trial_cost,
+)
+from tlbench.training.fit import BestWeights, CompileDecision, FitProgress, ProbeFit
 from tlbench.training.flops import (
     analytic_train_step_flops,
     forget_forward_flops,
     measure_forward_flops,
     measure_train_step_flops,
 )
-from tlbench.training.freeze import count_parameters, keep_frozen_in_eval, set_frozen
 from tlbench.training.inputs import CacheUse, TrialInputs
-from tlbench.training.module import BestWeights, FitProgress
-from tlbench.training.network import BuiltModel
+from tlbench.training.network import BuiltModel, count_parameters, keep_frozen_in_eval, set_frozen
 from tlbench.training.threads import ThreadPlan
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,6 @@ log = logging.getLogger(__name__)
 class EvalResult:
     accuracy: float
     loss: float
-    samples: int
     predicted: list[int]  # argmax class per sample, in the batches' order
 
 
@@ -75,7 +78,7 @@ def evaluate(
     if seen == 0:
         raise ValueError("evaluate() got an empty split")
     labels = [int(v) for v in torch.cat(predicted).tolist()]
-    return EvalResult(accuracy=correct / seen, loss=loss_sum / seen, samples=seen, predicted=labels)
+    return EvalResult(accuracy=correct / seen, loss=loss_sum / seen, predicted=labels)
 
 
 @dataclass(frozen=True)
@@ -304,7 +307,6 @@ def trial_cost_of(
     probe: ProbeFit | None,
     eval_images: int,
     identity: tuple[object, ...] | None,
-    device: DeviceInfo,
 ) -> tuple[dict[str, float], str | None]:
     """The trial's ``cost/*`` metrics and the FLOP count's analytic check (None: FLOPs not counted).
 
@@ -321,7 +323,6 @@ def trial_cost_of(
     eval_flops = (profile.forward_per_sample * eval_images if profile else 0.0) + computed.get("val", 0.0)
     cost = trial_cost(
         outcome,
-        device,
         train_samples=sum(samples),
         train_flops=train_flops if profile is not None else None,
         eval_flops=eval_flops + computed.get("test", 0.0) if profile is not None else None,
@@ -472,21 +473,32 @@ def trial_metrics(
 def outcome_tags(
     outcome: FitOutcome,
     cache: CacheUse | None,
+    device: DeviceInfo,
     *,
+    status: str,
+    collapse: str | None,
     cache_reason: str,
     compiled: CompileDecision | None,
     eager_reason: str | None,
+    flops_check: str | None,
 ) -> dict[str, str]:
-    """The tags that explain the metrics (status, memory kind, feature cache, compile). ``cache``: None
-    when the fit failed before its inputs existed; ``compiled``: None when off or nothing trained in
-    the loop; ``eager_reason``: why the loop trained eagerly whatever it measured (None: it may compile)."""
-    tags = {N.STATUS: outcome.status, "memory_kind": outcome.memory_kind}
+    """The tags that explain the metrics (status, memory kind, feature cache, compile, the device-hours
+    rule, the FLOP count's check, the collapse). ``cache``: None when the fit failed before its inputs
+    existed; ``compiled``: None when off or nothing trained in the loop; ``eager_reason``: why the loop
+    trained eagerly whatever it measured (None: it may compile); ``flops_check``: None when FLOPs are
+    not counted."""
+    tags = {N.STATUS: status, "memory_kind": outcome.memory_kind}
     if cache is not None:
         tags[N.FEATURE_CACHE] = cache.status
-        tags["feature_cache_reason"] = cache.reason or cache_reason
+        tags["feature_cache_reason"] = cache_reason
     if compiled is not None:
         tags["compile"] = "on" if compiled.compiled else "off"
         tags["compile_reason"] = compiled.reason
     elif eager_reason is not None:
         tags["compile"], tags["compile_reason"] = "off", eager_reason
+    tags[N.DEVICE_HOURS_RULE] = device_hours_rule(device.kind, threads=outcome.threads, devices=device.count)
+    if flops_check is not None:
+        tags["flops_check"] = flops_check
+    if collapse:
+        tags.update({N.COLLAPSED: "true", N.COLLAPSE_REASON: collapse})
     return tags

@@ -38,16 +38,11 @@ def busy_cores() -> float:
         return 0.0
 
 
-def available_memory_gb() -> float | None:
-    """Memory the OS could give new processes now (``MemAvailable``); None where it does not say."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 2**20  # kB -> GiB
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+def available_memory_gb() -> float:
+    """Memory the OS could give new processes now (``MemAvailable`` on Linux), in GiB."""
+    import psutil  # light, but imported only when asked: the CLI imports this module first
+
+    return psutil.virtual_memory().available / 2**30
 
 
 def auto_workers(*, gpu: bool, usable: int | None = None, memory_gb: float | None = None) -> tuple[int, str]:
@@ -91,8 +86,6 @@ class ThreadPlan:
 
     workers: int
     threads: int  # torch intra-op threads per worker
-    usable: int  # cores this process may use
-    busy: float  # load average when planned
     reason: str
 
     @property
@@ -120,7 +113,7 @@ def plan_threads(workers: int, *, usable: int | None = None, busy: float | None 
         wait = os.environ.get(WAIT_POLICY_ENV, "torch's default")
         reason += f": a busy machine, threads wait with {WAIT_POLICY_ENV}={wait} instead of spinning"
     reason += "; the count never follows the load, so a seed gives the same result)"
-    return ThreadPlan(workers=workers, threads=threads, usable=usable, busy=busy, reason=reason)
+    return ThreadPlan(workers=workers, threads=threads, reason=reason)
 
 
 def trial_threads(requested: int | None) -> ThreadPlan:
