@@ -239,13 +239,10 @@ def _compare_size(
     basis = PER_IMAGE if cube is not None else BINOMIAL
     if cube is None:
         notes.append(f"{size_label(size)}: {why}; the test-set part is approximated as binomial")
-        covariance = binomial_covariance(acc, images=images)
-    else:
-        covariance = joint_covariance(cube)
-    n = len(strategies)
+    covariance = binomial_covariance(acc, images=images) if cube is None else joint_covariance(cube)
     means = acc.mean(axis=0)
     top = int(np.argmax(means))
-    models = {i: _contrast(acc, cube, i, top, images=images) for i in range(n) if i != top}
+    models = {i: _contrast(acc, cube, i, top, images=images) for i in range(len(strategies)) if i != top}
     df = min((m.df() for m in models.values()), default=math.inf)
     p_best = probability_best(means, covariance, df=df)
     out = [
