@@ -790,10 +790,12 @@ def _fit(
     low = {"a": -np.inf, "b": 0.0, "c": EXPONENT_RANGE[0]}
     high = {"a": 1.0, "b": np.inf, "c": EXPONENT_RANGE[1]}
 
-    def model(n: np.ndarray, *params: float) -> np.ndarray:
+    def curve(params: Sequence[float]) -> Curve:
         given = dict(zip(free, params, strict=True))
-        a, b, c = given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0)
-        return np.asarray(a - b * n**-c)
+        return Curve(given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0))
+
+    def model(n: np.ndarray, *params: float) -> np.ndarray:
+        return np.asarray(curve(params).predict(n))
 
     best: tuple[Curve, float] | None = None
     for c0 in STARTS if exponent is None else (exponent,):
@@ -810,13 +812,12 @@ def _fit(
                 )  # fmt: skip
             except RuntimeError:  # this start did not converge: another may
                 continue
-        given = dict(zip(free, (float(v) for v in params), strict=True))
-        curve = Curve(given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0))
-        if curve.scale <= _AT_BOUND:  # falling or flat with more data is noise: the flat least-squares line
-            curve = Curve(float(y.mean()) if plateau is None else plateau, 0.0, curve.exponent)
-        error = float(np.sum((y - curve.predict(x)) ** 2))
+        fitted = curve([float(v) for v in params])
+        if fitted.scale <= _AT_BOUND:  # falling or flat with more data is noise: the flat least-squares line
+            fitted = Curve(float(y.mean()) if plateau is None else plateau, 0.0, fitted.exponent)
+        error = float(np.sum((y - fitted.predict(x)) ** 2))
         if best is None or error < best[1]:
-            best = (curve, error)
+            best = (fitted, error)
     if best is None:
         raise ValueError(f"no saturating curve fits {x.tolist()=} {y.tolist()=}")
     return best
