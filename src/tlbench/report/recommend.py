@@ -485,11 +485,8 @@ def _resolution(s: StrategyComparison, comparison: SizeComparison, best: str) ->
     text = f" At this test size ({where}) a difference must be about {pp(s.detectable)} to be detected"
     if s.diff == 0:
         return text + "."
-    options = []
-    if s.seeds_needed is not None:
-        options.append(f"about {s.seeds_needed} seeds")
-    if s.images_needed is not None:
-        options.append(f"about {s.images_needed} test images")
+    needed = ((s.seeds_needed, "seeds"), (s.images_needed, "test images"))
+    options = [f"about {n} {what}" for n, what in needed if n is not None]
     need = " or ".join(options) if options else "more than 200 seeds or 100× the test images"
     if s.images_needed is None and s.seeds_needed is not None:
         need += " (more test images alone would not: seed variation limits it)"
@@ -629,17 +626,16 @@ def _overrides(finals: pd.DataFrame) -> tuple[str, ...] | None:
     """The finals' Hydra overrides (tag/param ``overrides``, a JSON list) without the seed."""
     if OVERRIDES not in finals:
         return None
-    texts = {str(v) for v in finals[OVERRIDES] if not pd.isna(v)}
-    lists = []
-    for text in texts:
+    lists: set[tuple[str, ...]] = set()
+    for text in {str(v) for v in finals[OVERRIDES] if not pd.isna(v)}:
         try:
             value = json.loads(text)
         except ValueError:
             return None
         if not isinstance(value, list):
             return None
-        lists.append(tuple(str(o) for o in value if not str(o).startswith("seed=")))
-    return lists[0] if lists and len(set(lists)) == 1 else None
+        lists.add(tuple(str(o) for o in value if not str(o).startswith("seed=")))
+    return lists.pop() if len(lists) == 1 else None
 
 
 def verdict_sentence(rec: Recommendation, choice: Choice, *, unit: str) -> str:
