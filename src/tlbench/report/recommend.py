@@ -195,23 +195,18 @@ def _versus(
     diff: float,
     mean: float,
     m: VarianceModel,
-    confidence: float,
     p_best: float | None,
     seeds: tuple[int, ...] = (),
 ) -> StrategyComparison:
-    low, high = interval(diff, m, confidence=confidence)
+    low, high = interval(diff, m)
     return StrategyComparison(
-        strategy, mean, diff, low, high, p_best, detectable=detectable(m, confidence=confidence),
-        seeds_needed=seeds_needed(m, diff), images_needed=images_needed(m, diff), seeds=seeds,
+        strategy, mean, diff, low, high, p_best, detectable=detectable(m), seeds_needed=seeds_needed(m, diff),
+        images_needed=images_needed(m, diff), seeds=seeds,
     )  # fmt: skip
 
 
 def compare_size(
-    rows: pd.DataFrame,
-    predictions: Mapping[str, RunPredictions],
-    *,
-    size: str,
-    confidence: float = 0.95,
+    rows: pd.DataFrame, predictions: Mapping[str, RunPredictions], *, size: str
 ) -> SizeComparison | None:
     """Paired comparison of one size's final runs; None when fewer than two strategies pair up.
 
@@ -222,7 +217,7 @@ def compare_size(
     tried: set[str] = set()
     anchor: str | None = None
     while True:
-        result = _compare_size(rows, predictions, size=size, confidence=confidence, anchor=anchor)
+        result = _compare_size(rows, predictions, size=size, anchor=anchor)
         if result is None:
             return None
         ahead = [s for s in result.strategies if s.p_best is None and s.seeds and s.diff > 0]
@@ -234,12 +229,7 @@ def compare_size(
 
 
 def _compare_size(
-    rows: pd.DataFrame,
-    predictions: Mapping[str, RunPredictions],
-    *,
-    size: str,
-    confidence: float,
-    anchor: str | None,
+    rows: pd.DataFrame, predictions: Mapping[str, RunPredictions], *, size: str, anchor: str | None
 ) -> SizeComparison | None:
     strategies, seeds, alone, left = _paired_seeds(rows, anchor=anchor)
     if len(strategies) < 2:
@@ -249,17 +239,14 @@ def _compare_size(
     basis = PER_IMAGE if cube is not None else BINOMIAL
     if cube is None:
         notes.append(f"{size_label(size)}: {why}; the test-set part is approximated as binomial")
-        covariance = binomial_covariance(acc, images=images)
-    else:
-        covariance = joint_covariance(cube)
-    n = len(strategies)
+    covariance = binomial_covariance(acc, images=images) if cube is None else joint_covariance(cube)
     means = acc.mean(axis=0)
     top = int(np.argmax(means))
-    models = {i: _contrast(acc, cube, i, top, images=images) for i in range(n) if i != top}
+    models = {i: _contrast(acc, cube, i, top, images=images) for i in range(len(strategies)) if i != top}
     df = min((m.df() for m in models.values()), default=math.inf)
     p_best = probability_best(means, covariance, df=df)
     out = [
-        _versus(s, float(means[i] - means[top]), float(means[i]), models[i], confidence, float(p_best[i]))
+        _versus(s, float(means[i] - means[top]), float(means[i]), models[i], float(p_best[i]))
         if i != top
         else StrategyComparison(s, float(means[i]), 0.0, None, None, float(p_best[i]))
         for i, s in enumerate(strategies)
@@ -281,25 +268,22 @@ def _compare_size(
         m = _contrast(pair_acc, pair_cube, 0, 1, images=pair_images)
         pair_means = pair_acc.mean(axis=0)
         diff = float(pair_means[0] - pair_means[1])
-        out.append(_versus(strategy, diff, float(pair_means[0]), m, confidence, None, tuple(shared)))
+        out.append(_versus(strategy, diff, float(pair_means[0]), m, None, tuple(shared)))
     order = sorted_strategies(s.strategy for s in out)
     out.sort(key=lambda s: order.index(s.strategy))
     return SizeComparison(size, best, tuple(out), tuple(seeds), images, basis, tuple(left), tuple(notes))
 
 
 def compare_strategies(
-    trials: pd.DataFrame, predictions: Mapping[str, RunPredictions], *, confidence: float = 0.95
+    trials: pd.DataFrame, predictions: Mapping[str, RunPredictions]
 ) -> list[SizeComparison]:
     """One paired comparison per data size where at least two strategies share two seeds."""
     finals = final_results(trials)
-    out = []
-    for size in sorted_sizes(finals["n_per_class"]):
-        found = compare_size(
-            finals[finals["n_per_class"] == size], predictions, size=size, confidence=confidence
-        )
-        if found is not None:
-            out.append(found)
-    return out
+    found = (
+        compare_size(finals[finals["n_per_class"] == size], predictions, size=size)
+        for size in sorted_sizes(finals["n_per_class"])
+    )
+    return [c for c in found if c is not None]
 
 
 COMPARISON_COLUMNS = (
@@ -343,16 +327,6 @@ def with_comparisons(
 
 
 @dataclass(frozen=True)
-class Step:
-    """Moving from a cheaper frontier strategy to the next more accurate one."""
-
-    from_strategy: str
-    to_strategy: str
-    extra_acc: float
-    extra_cost: float
-
-
-@dataclass(frozen=True)
 class Choice:
     strategy: str
     acc: float
@@ -368,7 +342,7 @@ class Recommendation:
     best: Choice
     cheapest: Choice
     compared: tuple[str, ...]
-    frontier: tuple[Step, ...]
+    frontier: tuple[Choice, ...]  # the Pareto frontier, cheapest first
     comparison: SizeComparison | None = None  # the paired comparison the rule used, when there is one
 
     @property
@@ -393,8 +367,7 @@ def _choice(row: pd.Series) -> Choice:
 
 
 def _cost_key(choice: Choice) -> tuple[float, float]:
-    cost = math.inf if math.isnan(choice.cost) else choice.cost
-    return (cost, -choice.acc)
+    return (_finite(choice.cost), -choice.acc)
 
 
 def not_credibly_worse(s: StrategyComparison, *, tolerance: float) -> bool:
@@ -424,13 +397,9 @@ def recommend(
             comparison = None
         recommended = min(eligible, key=_cost_key)  # min() keeps the first: fewer FLOPs on exact ties
         cheapest = min(choices, key=_cost_key)
-        front = [choices[i] for i in pareto_front([c.cost for c in choices], [c.acc for c in choices])]
-        steps = tuple(
-            Step(a.strategy, b.strategy, extra_acc=b.acc - a.acc, extra_cost=b.cost - a.cost)
-            for a, b in itertools.pairwise(front)
-        )
+        front = tuple(choices[i] for i in pareto_front([c.cost for c in choices], [c.acc for c in choices]))
         compared = tuple(c.strategy for c in choices)
-        out.append(Recommendation(size, recommended, best, cheapest, compared, steps, comparison))
+        out.append(Recommendation(size, recommended, best, cheapest, compared, front, comparison))
     return out
 
 
@@ -482,10 +451,11 @@ def recommendation_text(rec: Recommendation, *, tolerance: float, unit: str) -> 
 
 def frontier_text(rec: Recommendation, *, unit: str) -> str:
     """The accuracy bought per extra device-hour along this size's Pareto frontier."""
-    if not rec.frontier:
+    if len(rec.frontier) < 2:
         return f"{size_label(rec.n_per_class)}: one strategy is on the frontier; no trade-off to buy."
     steps = "; ".join(
-        f"{s.from_strategy} → {s.to_strategy}: {_rate(s.extra_acc, s.extra_cost, unit)}" for s in rec.frontier
+        f"{a.strategy} → {b.strategy}: {_rate(b.acc - a.acc, b.cost - a.cost, unit)}"
+        for a, b in itertools.pairwise(rec.frontier)
     )
     return f"{size_label(rec.n_per_class)}: {steps}."
 
@@ -515,11 +485,8 @@ def _resolution(s: StrategyComparison, comparison: SizeComparison, best: str) ->
     text = f" At this test size ({where}) a difference must be about {pp(s.detectable)} to be detected"
     if s.diff == 0:
         return text + "."
-    options = []
-    if s.seeds_needed is not None:
-        options.append(f"about {s.seeds_needed} seeds")
-    if s.images_needed is not None:
-        options.append(f"about {s.images_needed} test images")
+    needed = ((s.seeds_needed, "seeds"), (s.images_needed, "test images"))
+    options = [f"about {n} {what}" for n, what in needed if n is not None]
     need = " or ".join(options) if options else "more than 200 seeds or 100× the test images"
     if s.images_needed is None and s.seeds_needed is not None:
         need += " (more test images alone would not: seed variation limits it)"
@@ -659,17 +626,16 @@ def _overrides(finals: pd.DataFrame) -> tuple[str, ...] | None:
     """The finals' Hydra overrides (tag/param ``overrides``, a JSON list) without the seed."""
     if OVERRIDES not in finals:
         return None
-    texts = {str(v) for v in finals[OVERRIDES] if not pd.isna(v)}
-    lists = []
-    for text in texts:
+    lists: set[tuple[str, ...]] = set()
+    for text in {str(v) for v in finals[OVERRIDES] if not pd.isna(v)}:
         try:
             value = json.loads(text)
         except ValueError:
             return None
         if not isinstance(value, list):
             return None
-        lists.append(tuple(str(o) for o in value if not str(o).startswith("seed=")))
-    return lists[0] if lists and len(set(lists)) == 1 else None
+        lists.add(tuple(str(o) for o in value if not str(o).startswith("seed=")))
+    return lists.pop() if len(lists) == 1 else None
 
 
 def verdict_sentence(rec: Recommendation, choice: Choice, *, unit: str) -> str:
@@ -820,10 +786,12 @@ def _fit(
     low = {"a": -np.inf, "b": 0.0, "c": EXPONENT_RANGE[0]}
     high = {"a": 1.0, "b": np.inf, "c": EXPONENT_RANGE[1]}
 
-    def model(n: np.ndarray, *params: float) -> np.ndarray:
+    def curve(params: Sequence[float]) -> Curve:
         given = dict(zip(free, params, strict=True))
-        a, b, c = given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0)
-        return np.asarray(a - b * n**-c)
+        return Curve(given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0))
+
+    def model(n: np.ndarray, *params: float) -> np.ndarray:
+        return np.asarray(curve(params).predict(n))
 
     best: tuple[Curve, float] | None = None
     for c0 in STARTS if exponent is None else (exponent,):
@@ -840,13 +808,12 @@ def _fit(
                 )  # fmt: skip
             except RuntimeError:  # this start did not converge: another may
                 continue
-        given = dict(zip(free, (float(v) for v in params), strict=True))
-        curve = Curve(given.get("a", plateau or 0.0), given["b"], given.get("c", exponent or 0.0))
-        if curve.scale <= _AT_BOUND:  # falling or flat with more data is noise: the flat least-squares line
-            curve = Curve(float(y.mean()) if plateau is None else plateau, 0.0, curve.exponent)
-        error = float(np.sum((y - curve.predict(x)) ** 2))
+        fitted = curve([float(v) for v in params])
+        if fitted.scale <= _AT_BOUND:  # falling or flat with more data is noise: the flat least-squares line
+            fitted = Curve(float(y.mean()) if plateau is None else plateau, 0.0, fitted.exponent)
+        error = float(np.sum((y - fitted.predict(x)) ** 2))
         if best is None or error < best[1]:
-            best = (curve, error)
+            best = (fitted, error)
     if best is None:
         raise ValueError(f"no saturating curve fits {x.tolist()=} {y.tolist()=}")
     return best
@@ -887,16 +854,15 @@ class StrategyCurve:
     predictions: tuple[Estimate, ...]  # at the targets, over the seeds' curves
 
 
-def strategy_curves(
-    trials: pd.DataFrame, targets: Sequence[float], *, max_n: float = math.inf, confidence: float = 0.95
-) -> list[StrategyCurve]:
+def strategy_curves(trials: pd.DataFrame, targets: Sequence[float]) -> list[StrategyCurve]:
     """Per strategy with >= 2 sizes: the seeds' curves and their predictions at ``targets``."""
     finals = final_results(trials)
     out = []
     for strategy in sorted_strategies(finals["strategy"]):
         rows = finals[finals["strategy"] == strategy]
-        data = rows.assign(_n=per_class_sizes(rows)).dropna(subset=["_n", "seed"])
-        data = data[np.isfinite(data["_n"]) & (data["_n"] <= max_n)]
+        sizes = per_class_sizes(rows)
+        data = rows.assign(_n=sizes).dropna(subset=["_n", "seed"])
+        data = data[np.isfinite(data["_n"])]
         fits = [
             (int(seed), fit_curve(group["_n"].tolist(), group[N.TEST_ACC].astype(float).tolist()))
             for seed, group in data.groupby("seed")
@@ -904,39 +870,30 @@ def strategy_curves(
         ]  # one curve per seed
         if not fits:
             continue
-        sizes = per_class_sizes(rows)
-        predictions = tuple(mean_ci([c.predict(t) for _, c in fits], confidence=confidence) for t in targets)
         out.append(
             StrategyCurve(
                 strategy,
-                tuple(sorted(set(sizes[sizes <= max_n].dropna().tolist()))),
+                tuple(sorted(set(sizes.dropna().tolist()))),
                 tuple(s for s, _ in fits),
                 tuple(c for _, c in fits),
-                predictions,
+                tuple(mean_ci([c.predict(t) for _, c in fits]) for t in targets),
             )
         )
     return out
 
 
-@dataclass(frozen=True)
-class Fall:
-    """An arm whose mean test accuracy drops as labelled data grows (more data should not hurt)."""
-
-    strategy: str
-    from_size: str
-    to_size: str
-    from_acc: float
-    to_acc: float
-
-
-def falling_curves(summary: pd.DataFrame, *, drop: float = 0.01) -> list[Fall]:
-    """Consecutive sizes (in summary order) where an arm's mean test accuracy falls by more than ``drop``."""
+def falling_curves(summary: pd.DataFrame, *, drop: float = 0.01) -> list[str]:
+    """A sentence per consecutive sizes (in summary order) where an arm's mean test accuracy falls by more
+    than ``drop``: more data should not hurt."""
     out = []
     for strategy in sorted_strategies(summary["strategy"]):
         rows = summary[summary["strategy"] == strategy]
         means = [(str(r["n_per_class"]), float(r["acc_mean"])) for _, r in rows.iterrows()]
         out += [
-            Fall(strategy, a, b, acc_a, acc_b)
+            f"**{strategy}** falls as data grows: {pct(acc_a)} at {size_label(a)} → {pct(acc_b)} at "
+            f"{size_label(b)}. More labelled images should not hurt; a step budget that does not grow with "
+            "the data or settings tuned at another size are the usual causes. Its fitted curve is flat, so "
+            "its predictions say nothing about more labels."
             for (a, acc_a), (b, acc_b) in itertools.pairwise(means)
             if acc_a - acc_b > drop
         ]
@@ -960,22 +917,17 @@ class Outlook:
     lead: Estimate | None  # predicted_best minus current at 2x, over the seeds' curves
 
 
-def _diff_at(a: StrategyCurve, b: StrategyCurve, target: float, confidence: float) -> Estimate | None:
+def _diff_at(a: StrategyCurve, b: StrategyCurve, target: float) -> Estimate | None:
     """a minus b predicted at ``target``, paired by seed."""
     seeds = sorted(set(a.seeds) & set(b.seeds))
     if not seeds:
         return None
     ca, cb = dict(zip(a.seeds, a.curves, strict=True)), dict(zip(b.seeds, b.curves, strict=True))
-    return mean_ci([ca[s].predict(target) - cb[s].predict(target) for s in seeds], confidence=confidence)
+    return mean_ci([ca[s].predict(target) - cb[s].predict(target) for s in seeds])
 
 
 def outlook(
-    trials: pd.DataFrame,
-    summary: pd.DataFrame,
-    recommendations: list[Recommendation],
-    *,
-    tolerance: float,
-    confidence: float = 0.95,
+    trials: pd.DataFrame, summary: pd.DataFrame, recommendations: list[Recommendation], *, tolerance: float
 ) -> Outlook | None:
     """None when fewer than two sizes or two strategies can be fitted."""
     finals = final_results(trials)
@@ -984,10 +936,10 @@ def outlook(
     largest = sorted_sizes(finals["n_per_class"])[-1]
     at_largest = finals[finals["n_per_class"] == largest]
     largest_n = float(per_class_sizes(at_largest).mean())
-    if math.isnan(largest_n) or math.isinf(largest_n):
+    if not math.isfinite(largest_n):
         largest_n = size_key(largest)
     targets = tuple(f * largest_n for f in FACTORS)
-    curves = tuple(strategy_curves(trials, targets, confidence=confidence))
+    curves = tuple(strategy_curves(trials, targets))
     if len(curves) < 2 or not math.isfinite(largest_n):
         return None
     by_name = {c.strategy: c for c in curves}
@@ -998,14 +950,14 @@ def outlook(
     }
     eligible = []
     for curve in curves:
-        diff = _diff_at(curve, best, targets[0], confidence) if curve is not best else None
+        diff = _diff_at(curve, best, targets[0]) if curve is not best else None
         if curve is best or diff is None or (diff.high if diff.high is not None else diff.mean) > -tolerance:
             eligible.append(curve)
     chosen = min(eligible, key=lambda c: (_finite(cost.get(c.strategy)), -c.predictions[0].mean))
     current = next((r.recommended.strategy for r in recommendations if r.n_per_class == largest), None)
     lead = None
     if current in by_name and current != best.strategy:
-        lead = _diff_at(best, by_name[current], targets[0], confidence)
+        lead = _diff_at(best, by_name[current], targets[0])
     return Outlook(largest, targets, curves, current, best.strategy, chosen.strategy, lead)
 
 

@@ -12,7 +12,6 @@ import pandas as pd
 
 from tlbench.report.figures import CostUnit, FigureInfo, Missing
 from tlbench.report.recommend import (
-    Fall,
     Outlook,
     Recommendation,
     SizeComparison,
@@ -443,17 +442,8 @@ def _estimate(e: Estimate) -> str:
     return f"{pct(e.mean)} ({pct(e.low)}–{pct(min(e.high, 1.0))})"
 
 
-def fall_text(f: Fall) -> str:
-    return (
-        f"**{f.strategy}** falls as data grows: {pct(f.from_acc)} at {size_label(f.from_size)} → "
-        f"{pct(f.to_acc)} at {size_label(f.to_size)}. More labelled images should not hurt; a step budget "
-        "that does not grow with the data or settings tuned at another size are the usual causes. Its "
-        "fitted curve is flat, so its predictions say nothing about more labels."
-    )
-
-
-def _curve_notes(o: Outlook | None, falls: list[Fall]) -> list[str]:
-    notes = [fall_text(f) for f in falls]
+def _curve_notes(o: Outlook | None, falls: list[str]) -> list[str]:
+    notes = list(falls)
     two: dict[tuple[float, ...], list[str]] = {}
     for curve in o.curves if o is not None else ():
         if len(curve.sizes) == 2:
@@ -467,7 +457,8 @@ def _curve_notes(o: Outlook | None, falls: list[Fall]) -> list[str]:
     return notes
 
 
-def curves_section(o: Outlook | None, *, falls: list[Fall]) -> list[Block]:
+def curves_section(o: Outlook | None, *, falls: list[str]) -> list[Block]:
+    """``falls``: :func:`tlbench.report.recommend.falling_curves`' sentences."""
     heading = Heading("Learning curves: what more labels would buy")
     notes: list[Block] = [Bullets(tuple(n))] if (n := _curve_notes(o, falls)) else []
     if o is None:
