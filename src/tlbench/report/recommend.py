@@ -49,7 +49,7 @@ from tlbench.report.stats import (
     probability_best,
     seeds_needed,
 )
-from tlbench.report.tables import PARAM_COLUMNS, final_results
+from tlbench.report.tables import PARAM_COLUMNS, final_results, groups
 from tlbench.tracking import names as N
 from tlbench.tracking.names import OVERRIDES, TRAIN_STEPS
 from tlbench.tracking.study import RunPredictions
@@ -383,8 +383,8 @@ def recommend(
     checked by the entry points: :func:`tlbench.report.build.analyse` and the CLI)."""
     paired = {c.n_per_class: c for c in comparisons or []}
     out = []
-    for size in sorted_sizes(summary["n_per_class"]):
-        rows = summary[summary["n_per_class"] == size].sort_values(["train_flops"], na_position="last")
+    for size, at_size in groups(summary, "n_per_class"):
+        rows = at_size.sort_values(["train_flops"], na_position="last")
         choices = [_choice(r) for _, r in rows.iterrows()]
         best = max(choices, key=lambda c: (c.acc, -_cost_key(c)[0]))
         eligible = [c for c in choices if c.acc >= best.acc - tolerance - 1e-12]
@@ -858,8 +858,7 @@ def strategy_curves(trials: pd.DataFrame, targets: Sequence[float]) -> list[Stra
     """Per strategy with >= 2 sizes: the seeds' curves and their predictions at ``targets``."""
     finals = final_results(trials)
     out = []
-    for strategy in sorted_strategies(finals["strategy"]):
-        rows = finals[finals["strategy"] == strategy]
+    for strategy, rows in groups(finals, "strategy"):
         sizes = per_class_sizes(rows)
         data = rows.assign(_n=sizes).dropna(subset=["_n", "seed"])
         data = data[np.isfinite(data["_n"])]
@@ -886,8 +885,7 @@ def falling_curves(summary: pd.DataFrame, *, drop: float = 0.01) -> list[str]:
     """A sentence per consecutive sizes (in summary order) where an arm's mean test accuracy falls by more
     than ``drop``: more data should not hurt."""
     out = []
-    for strategy in sorted_strategies(summary["strategy"]):
-        rows = summary[summary["strategy"] == strategy]
+    for strategy, rows in groups(summary, "strategy"):
         means = [(str(r["n_per_class"]), float(r["acc_mean"])) for _, r in rows.iterrows()]
         out += [
             f"**{strategy}** falls as data grows: {pct(acc_a)} at {size_label(a)} → {pct(acc_b)} at "

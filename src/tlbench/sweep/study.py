@@ -287,7 +287,7 @@ def is_alive(worker: str, registry: Mapping[str, Any]) -> bool:
         if fields and fields[0] in ("Z", "X"):  # a zombie is dead
             return False
         return not start or _start_token(pid) in ("", start)
-    entry = registry.get(f"{REGISTRY_PREFIX}{host}:{pid}:{start}")
+    entry = registry.get(f"{REGISTRY_PREFIX}{worker}")
     if not isinstance(entry, Mapping) or entry.get("state") != "running":
         return False
     return time.time() - float(entry.get("beat", 0.0)) < STALE_AFTER_SECONDS

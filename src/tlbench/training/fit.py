@@ -738,7 +738,7 @@ def fit_progress(
     samples: list[int] = []
     history: list[EpochRecord] = []
     if model.phases and not model.phases[0].in_loop:
-        samples.append(n_train if probe else 0)  # FLOPs: x evaluations
+        samples.append(n_train if probe is not None else 0)  # FLOPs: x evaluations
         history += [probe] if probe is not None else []
     samples += loop.phase_samples if loop is not None else [0] * len(model.loop_phases)
     history += loop.history if loop is not None else []

@@ -61,7 +61,7 @@ def auto_workers(*, gpu: bool, usable: int | None = None, memory_gb: float | Non
     usable = usable_cores() if usable is None else usable
     memory_gb = available_memory_gb() if memory_gb is None else memory_gb
     workers, reason = usable, f"one single-threaded worker per usable core ({usable})"
-    if memory_gb is not None and memory_gb < usable * WORKER_MEMORY_GB:
+    if memory_gb < usable * WORKER_MEMORY_GB:
         workers = max(1, int(memory_gb // WORKER_MEMORY_GB))
         reason += f", {workers} as {memory_gb:.0f} GiB free memory allows ({WORKER_MEMORY_GB:g} GiB each)"
     return workers, reason
